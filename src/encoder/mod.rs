@@ -1,0 +1,312 @@
+//! Passages → vectors: a BERT encoder on candle, its tokenizer, pooling and length-bucketed
+//! batching.
+//!
+//! The same [`Encoder`] serves inference (frozen weights, fast kernels) and fine-tuning
+//! (weights held as variables in a [`VarMap`], differentiable kernels, real dropout).
+
+mod bert;
+mod config;
+mod device;
+mod pool;
+mod tiny;
+mod tokenize;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+
+pub use bert::Bert;
+pub use config::{Activation, BertConfig};
+pub use device::{DeviceSpec, open as open_device};
+pub use pool::{Pooling, l2_normalize, pool};
+pub use tiny::write_tiny_model;
+pub use tokenize::{TextTokenizer, Tokens};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncoderError {
+    #[error("{}: {msg}; fix the file or point --model at another model folder", path.display())]
+    Config { path: PathBuf, msg: String },
+    #[error("{}: cannot use this tokenizer: {msg}; point --model at a folder with a BERT tokenizer.json", path.display())]
+    Tokenizer { path: PathBuf, msg: String },
+    #[error("{}: {msg}; delete the model folder and run `dochash model fetch`, or point --model at another folder", path.display())]
+    Weights { path: PathBuf, msg: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Device(String),
+    #[error("tokenizer failed: {0}")]
+    Tokenize(String),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// How to load an encoder.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: DeviceSpec,
+    /// Hold the weights as trainable variables (fine-tuning); otherwise frozen and faster.
+    pub trainable: bool,
+    /// Tokens per text including `[CLS]`/`[SEP]`; `None` takes the model's own setting
+    /// (`sentence_bert_config.json`'s `max_seq_length`, else `max_position_embeddings`).
+    pub max_len: Option<usize>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            device: DeviceSpec::Auto,
+            trainable: false,
+            max_len: None,
+        }
+    }
+}
+
+/// Batching limits for [`Encoder::embed`]: at most `max_batch` texts and `max_tokens` padded
+/// tokens per forward pass, which bounds memory for long texts and keeps GEMMs large for short.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub max_batch: usize,
+    pub max_tokens: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        Self {
+            max_batch: 32,
+            max_tokens: 32 * 128,
+        }
+    }
+}
+
+/// Vectors of many texts, row-major, in the order the texts were given.
+#[derive(Debug, Clone)]
+pub struct Embeddings {
+    pub dim: usize,
+    pub data: Vec<f32>,
+    /// Indices of the texts that were longer than the model's limit and were cut.
+    pub truncated: Vec<usize>,
+}
+
+impl Embeddings {
+    pub fn len(&self) -> usize {
+        self.data.len().checked_div(self.dim).unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+}
+
+pub struct Encoder {
+    bert: Bert,
+    tokenizer: TextTokenizer,
+    device: Device,
+    device_label: String,
+    varmap: Option<VarMap>,
+    dir: PathBuf,
+}
+
+impl Encoder {
+    /// Loads `config.json`, `tokenizer.json` and `model.safetensors` from `dir`.
+    pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Self, EncoderError> {
+        let cfg = BertConfig::from_file(&dir.join("config.json"))?;
+        let max_len = match opts.max_len {
+            Some(n) => n,
+            None => sentence_bert_max_len(dir).unwrap_or(cfg.max_position_embeddings),
+        }
+        .clamp(2, cfg.max_position_embeddings);
+        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), max_len)?;
+        let (device, device_label) = device::open(opts.device)?;
+
+        let weights = dir.join("model.safetensors");
+        let bad = |msg: String| EncoderError::Weights {
+            path: weights.clone(),
+            msg,
+        };
+        let bytes = std::fs::read(&weights).map_err(|e| bad(format!("cannot read: {e}")))?;
+        let names: Vec<String> = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| bad(format!("not a valid safetensors file ({e})")))?
+            .1
+            .tensors()
+            .into_keys()
+            .collect();
+        let prefixed = bert::has_bert_prefix(names.iter().map(String::as_str));
+
+        let (bert, varmap) = if opts.trainable {
+            let tensors = candle_core::safetensors::load_buffer(&bytes, &device)
+                .map_err(|e| bad(format!("cannot load tensors: {e}")))?;
+            let prefix = if prefixed { "bert." } else { "" };
+            let varmap = bert::varmap_from(tensors, prefix).map_err(|e| bad(e.to_string()))?;
+            let before = varmap.all_vars().len();
+            let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+            let vb = if prefixed { vb.pp("bert") } else { vb };
+            let bert = Bert::new(vb, &cfg, true).map_err(|e| bad(shape_msg(e)))?;
+            // VarBuilder over a VarMap silently creates a variable for a missing name; a
+            // checkpoint that lacks a tensor must fail instead of training from zeros.
+            if varmap.all_vars().len() != before {
+                return Err(bad("a tensor the config requires is missing".into()));
+            }
+            (bert, Some(varmap))
+        } else {
+            let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, &device)
+                .map_err(|e| bad(e.to_string()))?;
+            let vb = if prefixed { vb.pp("bert") } else { vb };
+            (
+                Bert::new(vb, &cfg, false).map_err(|e| bad(shape_msg(e)))?,
+                None,
+            )
+        };
+        Ok(Self {
+            bert,
+            tokenizer,
+            device,
+            device_label,
+            varmap,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.bert.config().hidden_size
+    }
+    pub fn max_len(&self) -> usize {
+        self.tokenizer.max_len()
+    }
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+    /// What device is really in use, e.g. `cpu` after `--device auto` on a machine without GPU.
+    pub fn device_label(&self) -> &str {
+        &self.device_label
+    }
+    pub fn config(&self) -> &BertConfig {
+        self.bert.config()
+    }
+    pub fn model_dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+    /// The trainable variables, by checkpoint name; `None` for a frozen encoder.
+    pub fn varmap(&self) -> Option<&VarMap> {
+        self.varmap.as_ref()
+    }
+
+    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Tokens>, EncoderError> {
+        self.tokenizer.encode_batch(texts)
+    }
+
+    /// Pads token id lists to the longest one: `(ids, mask)` as `(b, t)` u32 tensors.
+    pub fn pad(&self, items: &[&[u32]]) -> Result<(Tensor, Tensor), EncoderError> {
+        let t = items.iter().map(|i| i.len()).max().unwrap_or(0).max(1);
+        let mut ids = Vec::with_capacity(items.len() * t);
+        let mut mask = Vec::with_capacity(items.len() * t);
+        for item in items {
+            ids.extend_from_slice(item);
+            mask.extend(std::iter::repeat_n(1u32, item.len()));
+            let pad = t - item.len();
+            ids.extend(std::iter::repeat_n(self.config().pad_token_id as u32, pad));
+            mask.extend(std::iter::repeat_n(0u32, pad));
+        }
+        let shape = (items.len(), t);
+        Ok((
+            Tensor::from_vec(ids, shape, &self.device)?,
+            Tensor::from_vec(mask, shape, &self.device)?,
+        ))
+    }
+
+    /// Last-layer token states `(b, t, h)` and the mask `(b, t)` of a batch of token id lists.
+    pub fn token_states(
+        &self,
+        items: &[&[u32]],
+        train: bool,
+    ) -> Result<(Tensor, Tensor), EncoderError> {
+        let (ids, mask) = self.pad(items)?;
+        let states = self.bert.forward(&ids, &mask, train)?;
+        Ok((states, mask))
+    }
+
+    /// Pooled (optionally unit-length) vectors of `texts`, in order.
+    pub fn embed(
+        &self,
+        texts: &[&str],
+        pooling: Pooling,
+        normalize: bool,
+        limits: BatchLimits,
+    ) -> Result<Embeddings, EncoderError> {
+        let tokens = self.tokenize(texts)?;
+        let dim = self.dim();
+        let mut data = vec![0f32; texts.len() * dim];
+        for batch in length_buckets(&tokens, limits) {
+            let items: Vec<&[u32]> = batch.iter().map(|&i| tokens[i].ids.as_slice()).collect();
+            let (states, mask) = self.token_states(&items, false)?;
+            let mut v = pool(&states, &mask, pooling)?;
+            if normalize {
+                v = l2_normalize(&v)?;
+            }
+            let rows: Vec<f32> = v.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+            for (k, &i) in batch.iter().enumerate() {
+                data[i * dim..(i + 1) * dim].copy_from_slice(&rows[k * dim..(k + 1) * dim]);
+            }
+        }
+        let truncated = tokens
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.truncated)
+            .map(|(i, _)| i)
+            .collect();
+        Ok(Embeddings {
+            dim,
+            data,
+            truncated,
+        })
+    }
+}
+
+/// Groups text indices into batches of similar length (longest first), so short texts are not
+/// padded to the length of long ones.
+pub fn length_buckets(tokens: &[Tokens], limits: BatchLimits) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..tokens.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(tokens[i].ids.len()));
+    let mut batches = Vec::new();
+    let mut cur: Vec<usize> = Vec::new();
+    let mut cur_len = 0;
+    for i in order {
+        let len = tokens[i].ids.len().max(1);
+        // Sorted descending: the first item of a batch is its longest.
+        let width = if cur.is_empty() { len } else { cur_len };
+        if !cur.is_empty()
+            && (cur.len() >= limits.max_batch.max(1) || (cur.len() + 1) * width > limits.max_tokens)
+        {
+            batches.push(std::mem::take(&mut cur));
+        }
+        if cur.is_empty() {
+            cur_len = len;
+        }
+        cur.push(i);
+    }
+    if !cur.is_empty() {
+        batches.push(cur);
+    }
+    batches
+}
+
+fn sentence_bert_max_len(dir: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string(dir.join("sentence_bert_config.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("max_seq_length")?.as_u64().map(|n| n as usize)
+}
+
+fn shape_msg(e: candle_core::Error) -> String {
+    format!("does not match config.json ({e})")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,285 @@
+use super::*;
+use candle_core::Var;
+use candle_nn::Optimizer;
+
+fn tiny(dropout: bool) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_model(dir.path(), 7).unwrap();
+    if !dropout {
+        let p = dir.path().join("config.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        v["hidden_dropout_prob"] = 0.0.into();
+        v["attention_probs_dropout_prob"] = 0.0.into();
+        std::fs::write(&p, v.to_string()).unwrap();
+    }
+    dir
+}
+
+fn load(dir: &Path, trainable: bool) -> Encoder {
+    Encoder::load(
+        dir,
+        &LoadOptions {
+            device: DeviceSpec::Cpu,
+            trainable,
+            max_len: None,
+        },
+    )
+    .unwrap()
+}
+
+const TEXTS: &[&str] = &[
+    "the apple is in the garden",
+    "music with a guitar and a piano",
+    "server request and response error",
+    "a long river runs to the ocean past the mountain and the forest, very long indeed",
+    "bread soup recipe",
+    "async await promise callback in a stream",
+    "",
+    "x",
+];
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn padding_and_batching_do_not_change_vectors() {
+    let dir = tiny(true);
+    let enc = load(dir.path(), false);
+    let all = enc.embed(TEXTS, Pooling::Mean, false, BatchLimits::default()).unwrap();
+    assert_eq!(all.len(), TEXTS.len());
+    for (i, t) in TEXTS.iter().enumerate() {
+        let one = enc.embed(&[t], Pooling::Mean, false, BatchLimits::default()).unwrap();
+        assert!(max_abs_diff(one.row(0), all.row(i)) < 1e-5, "text {i}");
+    }
+    let small = BatchLimits {
+        max_batch: 3,
+        max_tokens: 40,
+    };
+    let again = enc.embed(TEXTS, Pooling::Cls, true, small).unwrap();
+    let cls = enc.embed(TEXTS, Pooling::Cls, true, BatchLimits::default()).unwrap();
+    assert!(max_abs_diff(&again.data, &cls.data) < 1e-5);
+    for i in 0..cls.len() {
+        let n: f32 = cls.row(i).iter().map(|x| x * x).sum();
+        assert!((n - 1.0).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn fast_and_differentiable_kernels_agree() {
+    let dir = tiny(true);
+    let a = load(dir.path(), false)
+        .embed(TEXTS, Pooling::Mean, false, BatchLimits::default())
+        .unwrap();
+    let b = load(dir.path(), true)
+        .embed(TEXTS, Pooling::Mean, false, BatchLimits::default())
+        .unwrap();
+    assert!(max_abs_diff(&a.data, &b.data) < 1e-4);
+}
+
+#[test]
+fn dropout_is_real_in_train_mode_only() {
+    let dir = tiny(true);
+    let enc = load(dir.path(), true);
+    let toks = enc.tokenize(&TEXTS[..4]).unwrap();
+    let items: Vec<&[u32]> = toks.iter().map(|t| t.ids.as_slice()).collect();
+    let run = |train| -> Vec<f32> {
+        let (s, _) = enc.token_states(&items, train).unwrap();
+        s.flatten_all().unwrap().to_vec1().unwrap()
+    };
+    assert_eq!(run(false), run(false));
+    assert!(max_abs_diff(&run(true), &run(true)) > 1e-3);
+}
+
+fn info_nce(a: &Tensor, b: &Tensor) -> Tensor {
+    let a = l2_normalize(a).unwrap();
+    let b = l2_normalize(b).unwrap();
+    let sim = (a.matmul(&b.t().unwrap()).unwrap() / 0.05).unwrap();
+    let n = sim.dim(0).unwrap() as u32;
+    let labels = Tensor::arange(0u32, n, sim.device()).unwrap();
+    candle_nn::loss::cross_entropy(&sim, &labels).unwrap()
+}
+
+#[test]
+fn every_parameter_gets_a_gradient() {
+    let dir = tiny(true);
+    let enc = load(dir.path(), true);
+    let toks = enc.tokenize(&TEXTS[..6]).unwrap();
+    let items: Vec<&[u32]> = toks.iter().map(|t| t.ids.as_slice()).collect();
+    let (s1, m) = enc.token_states(&items, true).unwrap();
+    let (s2, _) = enc.token_states(&items, true).unwrap();
+    let loss = info_nce(
+        &pool(&s1, &m, Pooling::Mean).unwrap(),
+        &pool(&s2, &m, Pooling::Mean).unwrap(),
+    );
+    let grads = loss.backward().unwrap();
+    let data = enc.varmap().unwrap().data().lock().unwrap();
+    assert!(data.len() > 20, "{} vars", data.len());
+    for (name, var) in data.iter() {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{name} has no gradient"));
+        let norm: f32 = g.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
+        assert!(norm > 0.0, "{name} has a zero gradient");
+    }
+}
+
+#[test]
+fn optimiser_steps_lower_a_contrastive_loss() {
+    // No dropout here, so the run is deterministic: the pairs are different texts.
+    let dir = tiny(false);
+    let enc = load(dir.path(), true);
+    let anchors = ["apple garden", "guitar piano music", "server error", "river ocean"];
+    let positives = ["garden apple tree", "piano and guitar", "error on the server", "ocean river"];
+    let ta = enc.tokenize(&anchors).unwrap();
+    let tp = enc.tokenize(&positives).unwrap();
+    let ia: Vec<&[u32]> = ta.iter().map(|t| t.ids.as_slice()).collect();
+    let ip: Vec<&[u32]> = tp.iter().map(|t| t.ids.as_slice()).collect();
+    let loss = || -> Tensor {
+        let (sa, ma) = enc.token_states(&ia, true).unwrap();
+        let (sp, mp) = enc.token_states(&ip, true).unwrap();
+        info_nce(
+            &pool(&sa, &ma, Pooling::Mean).unwrap(),
+            &pool(&sp, &mp, Pooling::Mean).unwrap(),
+        )
+    };
+    let vars: Vec<Var> = enc.varmap().unwrap().all_vars();
+    let mut opt = candle_nn::AdamW::new(
+        vars,
+        candle_nn::ParamsAdamW {
+            lr: 1e-3,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let first: f32 = loss().to_scalar().unwrap();
+    for _ in 0..15 {
+        opt.backward_step(&loss()).unwrap();
+    }
+    let last: f32 = loss().to_scalar().unwrap();
+    assert!(last < first * 0.7, "loss {first} -> {last}");
+}
+
+#[test]
+fn bert_prefix_and_gamma_beta_names_load() {
+    let dir = tiny(true);
+    let plain = load(dir.path(), false)
+        .embed(TEXTS, Pooling::Mean, false, BatchLimits::default())
+        .unwrap();
+    let w = dir.path().join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&w, &Device::Cpu).unwrap();
+    let renamed: std::collections::HashMap<String, Tensor> = tensors
+        .into_iter()
+        .map(|(k, v)| {
+            let k = k.replace("LayerNorm.weight", "LayerNorm.gamma");
+            let k = k.replace("LayerNorm.bias", "LayerNorm.beta");
+            (format!("bert.{k}"), v)
+        })
+        .collect();
+    candle_core::safetensors::save(&renamed, &w).unwrap();
+    for trainable in [false, true] {
+        let e = load(dir.path(), trainable)
+            .embed(TEXTS, Pooling::Mean, false, BatchLimits::default())
+            .unwrap();
+        assert!(max_abs_diff(&plain.data, &e.data) < 1e-4);
+    }
+}
+
+fn load_err(dir: &Path, trainable: bool) -> String {
+    match Encoder::load(
+        dir,
+        &LoadOptions {
+            device: DeviceSpec::Cpu,
+            trainable,
+            max_len: None,
+        },
+    ) {
+        Ok(_) => panic!("loaded a broken model"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn broken_models_give_clear_errors() {
+    let dir = tiny(true);
+    let w = dir.path().join("model.safetensors");
+    let bytes = std::fs::read(&w).unwrap();
+    std::fs::write(&w, &bytes[..bytes.len() / 2]).unwrap();
+    for trainable in [false, true] {
+        let e = load_err(dir.path(), trainable);
+        assert!(e.contains("model.safetensors") && e.contains("dochash model fetch"), "{e}");
+    }
+    std::fs::write(&w, &bytes).unwrap();
+
+    // A config that does not match the weights.
+    let c = dir.path().join("config.json");
+    let good = std::fs::read_to_string(&c).unwrap();
+    std::fs::write(&c, good.replace("\"intermediate_size\": 64", "\"intermediate_size\": 65")).unwrap();
+    for trainable in [false, true] {
+        let e = load_err(dir.path(), trainable);
+        assert!(e.contains("does not match config.json"), "{e}");
+    }
+    std::fs::write(&c, "not json").unwrap();
+    assert!(load_err(dir.path(), false).contains("config.json"));
+    std::fs::write(&c, &good).unwrap();
+
+    // A missing tensor.
+    let mut tensors = candle_core::safetensors::load(&w, &Device::Cpu).unwrap();
+    tensors.remove("encoder.layer.1.output.dense.bias");
+    candle_core::safetensors::save(&tensors, &w).unwrap();
+    for trainable in [false, true] {
+        let e = load_err(dir.path(), trainable);
+        assert!(e.contains("model.safetensors"), "{e}");
+    }
+
+    std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
+    assert!(load_err(dir.path(), false).contains("tokenizer.json"));
+}
+
+#[test]
+fn long_texts_are_truncated_and_reported() {
+    let dir = tiny(true);
+    let enc = Encoder::load(
+        dir.path(),
+        &LoadOptions {
+            device: DeviceSpec::Cpu,
+            trainable: false,
+            max_len: Some(16),
+        },
+    )
+    .unwrap();
+    let long = "apple ".repeat(100);
+    let e = enc
+        .embed(&["short", &long], Pooling::Mean, false, BatchLimits::default())
+        .unwrap();
+    assert_eq!(e.truncated, vec![1]);
+    let toks = enc.tokenize(&[&long]).unwrap();
+    assert_eq!(toks[0].ids.len(), 16);
+    assert_eq!(*toks[0].ids.last().unwrap(), 3, "ends with [SEP]");
+    assert!(enc.tokenizer().count(&long) >= 100);
+}
+
+#[test]
+fn buckets_respect_limits_and_cover_everything() {
+    let toks: Vec<Tokens> = [5usize, 50, 7, 3, 50, 20, 9, 1]
+        .iter()
+        .map(|&n| Tokens {
+            ids: vec![1; n],
+            truncated: false,
+        })
+        .collect();
+    let limits = BatchLimits {
+        max_batch: 3,
+        max_tokens: 100,
+    };
+    let b = length_buckets(&toks, limits);
+    let mut seen: Vec<usize> = b.iter().flatten().copied().collect();
+    seen.sort();
+    assert_eq!(seen, (0..toks.len()).collect::<Vec<_>>());
+    for batch in &b {
+        assert!(batch.len() <= 3);
+        let w = batch.iter().map(|&i| toks[i].ids.len()).max().unwrap();
+        assert!(batch.len() == 1 || batch.len() * w <= 100);
+    }
+}

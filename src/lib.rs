@@ -1,0 +1,9 @@
+//! dochash: local semantic search over a person's own documents.
+//!
+//! Data flows one way: [`corpus`] (files → passages) → [`encoder`] (passages → vectors) →
+//! `train` (learned encoder and hash head) → [`index`] (codes, store, search) → the binaries.
+
+pub mod corpus;
+pub mod encoder;
+pub mod index;
+pub mod model;
