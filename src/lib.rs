@@ -3,6 +3,7 @@
 //! Data flows one way: [`corpus`] (files → passages) → [`encoder`] (passages → vectors) →
 //! `train` (learned encoder and hash head) → [`index`] (codes, store, search) → the binaries.
 
+pub mod app;
 pub mod corpus;
 pub mod encoder;
 pub mod index;

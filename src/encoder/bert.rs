@@ -81,12 +81,7 @@ impl Norm {
                 .broadcast_mul(&self.weight)?
                 .broadcast_add(&self.bias)
         } else {
-            candle_nn::ops::layer_norm(
-                &x.contiguous()?,
-                &self.weight,
-                &self.bias,
-                self.eps as f32,
-            )
+            candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps as f32)
         }
     }
 }
@@ -174,12 +169,12 @@ impl Bert {
         let act = cfg.activation().map_err(candle_core::Error::msg)?;
         let h = cfg.hidden_size;
         let emb = vb.pp("embeddings");
-        let word = Embedding::new(
-            emb.get((cfg.vocab_size, h), "word_embeddings.weight")?,
-            h,
-        );
+        let word = Embedding::new(emb.get((cfg.vocab_size, h), "word_embeddings.weight")?, h);
         let position = Embedding::new(
-            emb.get((cfg.max_position_embeddings, h), "position_embeddings.weight")?,
+            emb.get(
+                (cfg.max_position_embeddings, h),
+                "position_embeddings.weight",
+            )?,
             h,
         );
         let token_type = Embedding::new(
@@ -263,7 +258,11 @@ impl Bert {
                 .transpose(1, 2)?
                 .contiguous()?
                 .reshape((b * t, h))?;
-            let a = dropout(&layer.attn_out.forward(&ctx)?, self.cfg.hidden_dropout_prob, train)?;
+            let a = dropout(
+                &layer.attn_out.forward(&ctx)?,
+                self.cfg.hidden_dropout_prob,
+                train,
+            )?;
             x = layer.attn_norm.forward(&(a + &x)?, d)?;
 
             let i = layer.inter.forward(&x)?;

@@ -69,7 +69,10 @@ mod tests {
     #[test]
     fn mean_ignores_padding_and_cls_takes_first() {
         let s = Tensor::new(
-            &[[[1f32, 2.], [3., 4.], [100., 100.]], [[5., 6.], [7., 8.], [9., 10.]]],
+            &[
+                [[1f32, 2.], [3., 4.], [100., 100.]],
+                [[5., 6.], [7., 8.], [9., 10.]],
+            ],
             &Device::Cpu,
         )
         .unwrap();

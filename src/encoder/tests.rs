@@ -40,17 +40,24 @@ const TEXTS: &[&str] = &[
 ];
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
 fn padding_and_batching_do_not_change_vectors() {
     let dir = tiny(true);
     let enc = load(dir.path(), false);
-    let all = enc.embed(TEXTS, Pooling::Mean, false, BatchLimits::default()).unwrap();
+    let all = enc
+        .embed(TEXTS, Pooling::Mean, false, BatchLimits::default())
+        .unwrap();
     assert_eq!(all.len(), TEXTS.len());
     for (i, t) in TEXTS.iter().enumerate() {
-        let one = enc.embed(&[t], Pooling::Mean, false, BatchLimits::default()).unwrap();
+        let one = enc
+            .embed(&[t], Pooling::Mean, false, BatchLimits::default())
+            .unwrap();
         assert!(max_abs_diff(one.row(0), all.row(i)) < 1e-5, "text {i}");
     }
     let small = BatchLimits {
@@ -58,7 +65,9 @@ fn padding_and_batching_do_not_change_vectors() {
         max_tokens: 40,
     };
     let again = enc.embed(TEXTS, Pooling::Cls, true, small).unwrap();
-    let cls = enc.embed(TEXTS, Pooling::Cls, true, BatchLimits::default()).unwrap();
+    let cls = enc
+        .embed(TEXTS, Pooling::Cls, true, BatchLimits::default())
+        .unwrap();
     assert!(max_abs_diff(&again.data, &cls.data) < 1e-5);
     for i in 0..cls.len() {
         let n: f32 = cls.row(i).iter().map(|x| x * x).sum();
@@ -130,8 +139,18 @@ fn optimiser_steps_lower_a_contrastive_loss() {
     // No dropout here, so the run is deterministic: the pairs are different texts.
     let dir = tiny(false);
     let enc = load(dir.path(), true);
-    let anchors = ["apple garden", "guitar piano music", "server error", "river ocean"];
-    let positives = ["garden apple tree", "piano and guitar", "error on the server", "ocean river"];
+    let anchors = [
+        "apple garden",
+        "guitar piano music",
+        "server error",
+        "river ocean",
+    ];
+    let positives = [
+        "garden apple tree",
+        "piano and guitar",
+        "error on the server",
+        "ocean river",
+    ];
     let ta = enc.tokenize(&anchors).unwrap();
     let tp = enc.tokenize(&positives).unwrap();
     let ia: Vec<&[u32]> = ta.iter().map(|t| t.ids.as_slice()).collect();
@@ -208,14 +227,21 @@ fn broken_models_give_clear_errors() {
     std::fs::write(&w, &bytes[..bytes.len() / 2]).unwrap();
     for trainable in [false, true] {
         let e = load_err(dir.path(), trainable);
-        assert!(e.contains("model.safetensors") && e.contains("dochash model fetch"), "{e}");
+        assert!(
+            e.contains("model.safetensors") && e.contains("dochash model fetch"),
+            "{e}"
+        );
     }
     std::fs::write(&w, &bytes).unwrap();
 
     // A config that does not match the weights.
     let c = dir.path().join("config.json");
     let good = std::fs::read_to_string(&c).unwrap();
-    std::fs::write(&c, good.replace("\"intermediate_size\": 64", "\"intermediate_size\": 65")).unwrap();
+    std::fs::write(
+        &c,
+        good.replace("\"intermediate_size\": 64", "\"intermediate_size\": 65"),
+    )
+    .unwrap();
     for trainable in [false, true] {
         let e = load_err(dir.path(), trainable);
         assert!(e.contains("does not match config.json"), "{e}");
@@ -251,7 +277,12 @@ fn long_texts_are_truncated_and_reported() {
     .unwrap();
     let long = "apple ".repeat(100);
     let e = enc
-        .embed(&["short", &long], Pooling::Mean, false, BatchLimits::default())
+        .embed(
+            &["short", &long],
+            Pooling::Mean,
+            false,
+            BatchLimits::default(),
+        )
         .unwrap();
     assert_eq!(e.truncated, vec![1]);
     let toks = enc.tokenize(&[&long]).unwrap();

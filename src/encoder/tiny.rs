@@ -6,8 +6,8 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
-use super::config::BertConfig;
 use super::EncoderError;
+use super::config::BertConfig;
 
 /// splitmix64: enough randomness for weights, and deterministic for a seed without a dependency.
 struct Rng(u64);
@@ -146,9 +146,21 @@ pub fn write_tiny_model(dir: &Path, seed: u64) -> Result<(), EncoderError> {
         tensors.insert(name, Tensor::from_vec(data, shape, &Device::Cpu)?);
         Ok(())
     };
-    put("embeddings.word_embeddings.weight".into(), vec![cfg.vocab_size, h], Init::Normal)?;
-    put("embeddings.position_embeddings.weight".into(), vec![cfg.max_position_embeddings, h], Init::Normal)?;
-    put("embeddings.token_type_embeddings.weight".into(), vec![cfg.type_vocab_size, h], Init::Normal)?;
+    put(
+        "embeddings.word_embeddings.weight".into(),
+        vec![cfg.vocab_size, h],
+        Init::Normal,
+    )?;
+    put(
+        "embeddings.position_embeddings.weight".into(),
+        vec![cfg.max_position_embeddings, h],
+        Init::Normal,
+    )?;
+    put(
+        "embeddings.token_type_embeddings.weight".into(),
+        vec![cfg.type_vocab_size, h],
+        Init::Normal,
+    )?;
     put("embeddings.LayerNorm.weight".into(), vec![h], Init::Ones)?;
     put("embeddings.LayerNorm.bias".into(), vec![h], Init::Small)?;
     for l in 0..cfg.num_hidden_layers {

@@ -1,0 +1,58 @@
+//! What both binaries share on top of the pipeline: where the index lives, which model made it,
+//! and how to tell whether stored vectors still match the model in hand.
+
+use std::path::PathBuf;
+
+use crate::encoder::Encoder;
+use crate::index::{Fingerprint, SCHEMA_VERSION, chunk_config};
+use crate::model::{self, ModelError, ModelFiles, ModelSpec};
+
+/// The index folder of the current dochash home (`DOCHASH_HOME` or the platform data folder).
+pub fn index_dir() -> Result<PathBuf, ModelError> {
+    Ok(crate::index::index_dir(&model::home_dir()?))
+}
+
+/// Everything the stored vectors depend on. The weights' size and mtime stand in for their
+/// hash: hashing 90 MB on every query would cost more than the query.
+pub fn fingerprint(files: &ModelFiles, enc: &Encoder) -> Fingerprint {
+    let stamp = std::fs::metadata(&files.weights)
+        .map(|m| {
+            let mtime = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            format!("{}:{}", m.len(), mtime)
+        })
+        .unwrap_or_default();
+    let c = chunk_config(enc);
+    Fingerprint {
+        schema: SCHEMA_VERSION,
+        model_id: files.id.clone(),
+        model_stamp: stamp,
+        dim: enc.dim(),
+        pooling: "mean".into(),
+        chunking: format!(
+            "max{}/overlap{}/min{}/len{}",
+            c.max_tokens,
+            c.overlap_tokens,
+            c.min_tokens,
+            enc.max_len()
+        ),
+    }
+}
+
+/// The model an index was made with, from the id recorded in it.
+pub fn spec_from_id(id: &str) -> ModelSpec {
+    match id.strip_prefix("local:") {
+        Some(path) => ModelSpec::LocalDir(PathBuf::from(path)),
+        None => ModelSpec::Hub(id.to_string()),
+    }
+}
+
+pub mod engine;
+pub mod socket;
+mod watch;
+
+pub use engine::{Engine, EngineConfig, EngineStatus, Job};

@@ -1,0 +1,46 @@
+//! File watching: any change under the roots schedules one incremental update. The update
+//! itself compares sizes, mtimes and hashes, so editors' atomic saves (write a temp file, rename
+//! it over the note), renames and bursts of thousands of events all reduce to the same thing.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
+
+use notify_debouncer_full::notify::RecursiveMode;
+use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+
+use super::engine::{WATCH_DEBOUNCE, Work};
+
+pub type Watcher = Debouncer<notify_debouncer_full::notify::RecommendedWatcher, RecommendedCache>;
+
+pub(super) fn watch(
+    roots: &[PathBuf],
+    home: &Path,
+    tx: Sender<Work>,
+) -> notify_debouncer_full::notify::Result<Watcher> {
+    // The index may live inside a watched folder; its own writes must not trigger updates.
+    let home = std::fs::canonicalize(home).unwrap_or_else(|_| home.to_path_buf());
+    let mut debouncer = new_debouncer(WATCH_DEBOUNCE, None, move |res: DebounceEventResult| {
+        let relevant = match res {
+            Ok(events) => events
+                .iter()
+                .any(|e| e.paths.iter().any(|p| !p.starts_with(&home))),
+            // A watcher error (e.g. the kernel's event queue overflowed) may hide changes:
+            // an update finds them all.
+            Err(_) => true,
+        };
+        if relevant {
+            let _ = tx.send(Work::Update);
+        }
+    })?;
+    for root in roots {
+        if root.is_dir() {
+            debouncer.watch(root, RecursiveMode::Recursive)?;
+        } else if root.is_file()
+            && let Some(parent) = root.parent()
+        {
+            // A single-file root is replaced, not modified, by atomic saves: watch its folder.
+            debouncer.watch(parent, RecursiveMode::NonRecursive)?;
+        }
+    }
+    Ok(debouncer)
+}

@@ -1,0 +1,344 @@
+//! The search worker: runs queries and reads the files for the preview, off the UI thread.
+//!
+//! A search can take tens of milliseconds and reading files can stall on a slow disk or network
+//! mount; doing either on the UI thread would make typing lag. The worker only ever runs the
+//! newest request it has: while the user types, older queries are superseded before they run.
+
+use std::collections::HashMap;
+use std::fs;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::Backend;
+use super::app::{Entry, FileView, SearchRequest, SearchResponse};
+use super::sanitize::sanitize_lines;
+
+/// Quiet time after a keystroke before its query runs: long enough that a burst of typing runs
+/// one search, short enough to feel instant.
+pub const DEBOUNCE: Duration = Duration::from_millis(80);
+
+/// Files larger than this are not previewed in context (the indexed passage is shown instead):
+/// notes are small, and reading a multi-megabyte log on every keystroke is not.
+pub const MAX_PREVIEW_FILE_BYTES: u64 = 2 * 1024 * 1024;
+
+/// Upper bound on what the file cache holds before it starts over.
+const MAX_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Starts the worker thread. It stops when the request sender is dropped (or the response
+/// receiver is), finishing at most the search it is running.
+pub fn spawn(
+    backend: Arc<dyn Backend>,
+    limit: usize,
+    debounce: Duration,
+) -> std::io::Result<(Sender<SearchRequest>, Receiver<SearchResponse>)> {
+    let (req_tx, req_rx) = std::sync::mpsc::channel();
+    let (resp_tx, resp_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("dochash-tui-search".into())
+        .spawn(move || worker_loop(&*backend, limit, debounce, &req_rx, &resp_tx))?;
+    Ok((req_tx, resp_rx))
+}
+
+fn worker_loop(
+    backend: &dyn Backend,
+    limit: usize,
+    debounce: Duration,
+    requests: &Receiver<SearchRequest>,
+    responses: &Sender<SearchResponse>,
+) {
+    let mut files = FileCache::default();
+    while let Some(req) = next_request(requests, debounce) {
+        let outcome = if req.query.trim().is_empty() {
+            // The UI clears the results itself; this only supersedes older pending queries.
+            Ok(Vec::new())
+        } else {
+            run_search(backend, &req.query, limit).map(|hits| {
+                hits.into_iter()
+                    .map(|hit| {
+                        let file = files.get(&hit.path);
+                        Entry::new(hit, file)
+                    })
+                    .collect()
+            })
+        };
+        let resp = SearchResponse {
+            seq: req.seq,
+            query: req.query,
+            outcome,
+        };
+        if responses.send(resp).is_err() {
+            return;
+        }
+    }
+}
+
+/// Waits for a request, then for the debounce period to pass without a newer one; returns the
+/// newest. `None` when the UI has gone away.
+fn next_request(requests: &Receiver<SearchRequest>, debounce: Duration) -> Option<SearchRequest> {
+    let mut req = requests.recv().ok()?;
+    let mut received = Instant::now();
+    loop {
+        // Anything already queued supersedes what we have.
+        loop {
+            match requests.try_recv() {
+                Ok(newer) => {
+                    req = newer;
+                    received = Instant::now();
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return None,
+            }
+        }
+        let wait = if req.debounce {
+            debounce
+        } else {
+            Duration::ZERO
+        };
+        let Some(left) = wait
+            .checked_sub(received.elapsed())
+            .filter(|d| !d.is_zero())
+        else {
+            return Some(req);
+        };
+        match requests.recv_timeout(left) {
+            Ok(newer) => {
+                req = newer;
+                received = Instant::now();
+            }
+            Err(RecvTimeoutError::Timeout) => return Some(req),
+            Err(RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+}
+
+/// Runs the backend's search, turning a panic into an error so one bad query does not kill the
+/// worker and leave the UI without search.
+fn run_search(
+    backend: &dyn Backend,
+    query: &str,
+    limit: usize,
+) -> Result<Vec<dochash::index::search::Hit>, String> {
+    catch_unwind(AssertUnwindSafe(|| backend.search(query, limit))).unwrap_or_else(|_| {
+        Err("the search engine crashed (details are printed when you quit)".into())
+    })
+}
+
+/// Sanitized file contents, reused while a file's size and modification time are unchanged, so
+/// typing does not re-read the same notes for every query.
+#[derive(Default)]
+struct FileCache {
+    files: HashMap<PathBuf, Cached>,
+    bytes: usize,
+}
+
+struct Cached {
+    len: u64,
+    modified: Option<SystemTime>,
+    lines: Arc<Vec<String>>,
+}
+
+impl FileCache {
+    fn get(&mut self, path: &Path) -> FileView {
+        let meta = match fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) => return FileView::Unavailable(describe_io_error(&e)),
+        };
+        // Opening a FIFO or a device for reading could block the worker forever.
+        if !meta.is_file() {
+            return FileView::Unavailable("not a regular file".into());
+        }
+        if meta.len() > MAX_PREVIEW_FILE_BYTES {
+            return FileView::Unavailable(format!(
+                "file too large to preview ({} KiB)",
+                meta.len() / 1024
+            ));
+        }
+        let modified = meta.modified().ok();
+        if let Some(c) = self.files.get(path)
+            && c.len == meta.len()
+            && c.modified == modified
+            && modified.is_some()
+        {
+            return FileView::Lines(c.lines.clone());
+        }
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) => return FileView::Unavailable(describe_io_error(&e)),
+        };
+        let lines = Arc::new(sanitize_lines(&String::from_utf8_lossy(&bytes)));
+        if self.bytes + bytes.len() > MAX_CACHE_BYTES {
+            self.files.clear();
+            self.bytes = 0;
+        }
+        self.bytes += bytes.len();
+        self.files.insert(
+            path.to_path_buf(),
+            Cached {
+                len: meta.len(),
+                modified,
+                lines: lines.clone(),
+            },
+        );
+        FileView::Lines(lines)
+    }
+}
+
+fn describe_io_error(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "file no longer exists".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => format!("cannot read file: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::super::StatusInfo;
+    use super::*;
+    use dochash::index::search::Hit;
+
+    /// Records the queries it runs; optionally slow, optionally panicking on "boom".
+    struct Recorder {
+        queries: Mutex<Vec<String>>,
+        delay: Duration,
+        path: PathBuf,
+    }
+
+    impl Backend for Recorder {
+        fn search(&self, query: &str, limit: usize) -> Result<Vec<Hit>, String> {
+            if query == "boom" {
+                panic!("backend bug");
+            }
+            if query == "fail" {
+                return Err("index is locked".into());
+            }
+            if let Ok(mut q) = self.queries.lock() {
+                q.push(query.to_owned());
+            }
+            std::thread::sleep(self.delay);
+            let mut hit = super::super::app::tests::hit(1, "/x", 2);
+            hit.path = self.path.clone();
+            Ok(vec![hit; limit.min(2)])
+        }
+
+        fn status(&self) -> StatusInfo {
+            StatusInfo::default()
+        }
+    }
+
+    fn recorder(delay: Duration, path: &Path) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            queries: Mutex::new(Vec::new()),
+            delay,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn req(seq: u64, query: &str, debounce: bool) -> SearchRequest {
+        SearchRequest {
+            seq,
+            query: query.into(),
+            debounce,
+        }
+    }
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn bursts_run_only_the_latest_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = recorder(Duration::ZERO, &dir.path().join("missing.md"));
+        // A long debounce makes the test independent of scheduling on a busy machine.
+        let (tx, rx) = spawn(backend.clone(), 5, Duration::from_millis(400)).unwrap();
+        for (i, q) in ["r", "ru", "rus", "rust"].iter().enumerate() {
+            tx.send(req(i as u64 + 1, q, true)).unwrap();
+        }
+        let resp = rx.recv_timeout(WAIT).unwrap();
+        assert_eq!((resp.seq, resp.query.as_str()), (4, "rust"));
+        let entries = resp.outcome.unwrap();
+        assert_eq!(entries.len(), 2);
+        assert!(matches!(&entries[0].file, FileView::Unavailable(m) if m.contains("no longer")));
+        assert_eq!(*backend.queries.lock().unwrap(), ["rust"]);
+    }
+
+    #[test]
+    fn requests_queued_behind_a_slow_search_are_coalesced() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = recorder(Duration::from_millis(300), &dir.path().join("x"));
+        let (tx, rx) = spawn(backend.clone(), 5, Duration::ZERO).unwrap();
+        tx.send(req(1, "first", false)).unwrap();
+        // Let the first one start, then queue two more while it runs.
+        std::thread::sleep(Duration::from_millis(100));
+        tx.send(req(2, "second", false)).unwrap();
+        tx.send(req(3, "third", false)).unwrap();
+        assert_eq!(rx.recv_timeout(WAIT).unwrap().seq, 1);
+        assert_eq!(rx.recv_timeout(WAIT).unwrap().seq, 3);
+        assert_eq!(*backend.queries.lock().unwrap(), ["first", "third"]);
+    }
+
+    #[test]
+    fn empty_queries_skip_the_backend_and_errors_pass_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = recorder(Duration::ZERO, &dir.path().join("x"));
+        let (tx, rx) = spawn(backend.clone(), 5, Duration::ZERO).unwrap();
+        tx.send(req(1, "", false)).unwrap();
+        assert!(rx.recv_timeout(WAIT).unwrap().outcome.unwrap().is_empty());
+        tx.send(req(2, "fail", false)).unwrap();
+        assert_eq!(
+            rx.recv_timeout(WAIT).unwrap().outcome.unwrap_err(),
+            "index is locked"
+        );
+        assert!(backend.queries.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_panicking_backend_does_not_kill_the_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = recorder(Duration::ZERO, &dir.path().join("x"));
+        let (tx, rx) = spawn(backend, 5, Duration::ZERO).unwrap();
+        tx.send(req(1, "boom", false)).unwrap();
+        assert!(rx.recv_timeout(WAIT).unwrap().outcome.is_err());
+        tx.send(req(2, "fine", false)).unwrap();
+        assert!(rx.recv_timeout(WAIT).unwrap().outcome.is_ok());
+    }
+
+    #[test]
+    fn files_are_read_sanitized_and_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("note.md");
+        fs::write(&path, "# T\n\x1b]0;title\x07body\tx\n").unwrap();
+        let mut cache = FileCache::default();
+        let FileView::Lines(a) = cache.get(&path) else {
+            panic!()
+        };
+        assert_eq!(*a, ["# T", "body    x"]);
+        let FileView::Lines(b) = cache.get(&path) else {
+            panic!()
+        };
+        assert!(Arc::ptr_eq(&a, &b), "unchanged file comes from the cache");
+        fs::write(&path, "# T\nchanged, and longer\n").unwrap();
+        let FileView::Lines(c) = cache.get(&path) else {
+            panic!()
+        };
+        assert_eq!(c[1], "changed, and longer");
+        fs::remove_file(&path).unwrap();
+        assert!(matches!(cache.get(&path), FileView::Unavailable(_)));
+        assert!(matches!(cache.get(dir.path()), FileView::Unavailable(m) if m.contains("regular")));
+    }
+
+    #[test]
+    fn invalid_utf8_is_shown_lossily() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bin.md");
+        fs::write(&path, b"ok\n\xff\xfe bad\n").unwrap();
+        let FileView::Lines(lines) = FileCache::default().get(&path) else {
+            panic!()
+        };
+        assert_eq!(lines[1], "\u{fffd}\u{fffd} bad");
+    }
+}

@@ -1,0 +1,301 @@
+//! `dochash bench …`: measurements that belong in docs/BENCHMARKS.md, never in tests.
+//! Every data set is passed as a path; nothing here needs the repository's data.
+
+use std::io::{BufRead, Read, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use dochash::encoder::{BatchLimits, Encoder, Pooling};
+use dochash::index::binarize::{LinearHasher, Method};
+use dochash::index::hamming;
+use dochash::index::search::cosine;
+
+use crate::cli::{BenchCmd, Global, HammingArgs, RecallArgs, SearchBenchArgs};
+use crate::shared;
+
+pub fn run(g: &Global, cmd: &BenchCmd) -> Result<ExitCode> {
+    match cmd {
+        BenchCmd::Recall(a) => recall(g, a),
+        BenchCmd::Hamming(a) => hamming_scan(a),
+        BenchCmd::Search(a) => search(a),
+    }
+    .map(|_| ExitCode::SUCCESS)
+}
+
+/// Texts of a `{"label","text"}` JSONL file, at most `limit` of them.
+pub fn read_jsonl(path: &Path, limit: Option<usize>) -> Result<Vec<(String, String)>> {
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        if limit.is_some_and(|l| out.len() >= l) {
+            break;
+        }
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("{} line {}: not JSON", path.display(), i + 1))?;
+        let text = v["text"]
+            .as_str()
+            .with_context(|| format!("{} line {}: no \"text\" string", path.display(), i + 1))?;
+        let label = v["label"].as_str().unwrap_or("").to_string();
+        out.push((label, text.to_string()));
+    }
+    Ok(out)
+}
+
+/// Unit-length mean-pooled embeddings of `texts`, cached in `cache` (keyed by the model, the
+/// length limit and a hash of the texts) because encoding a corpus on a CPU takes minutes.
+pub fn embed_cached(
+    g: &Global,
+    enc: &Encoder,
+    model_id: &str,
+    texts: &[&str],
+    cache: Option<&Path>,
+) -> Result<Vec<f32>> {
+    let mut h = blake3::Hasher::new();
+    h.update(model_id.as_bytes());
+    h.update(&enc.max_len().to_le_bytes());
+    for t in texts {
+        h.update(t.as_bytes());
+        h.update(&[0]);
+    }
+    let key = h.finalize().to_hex().to_string();
+    let file = cache.map(|d| d.join(format!("emb-{}.f32", &key[..16])));
+    if let Some(f) = &file
+        && let Ok(mut fh) = std::fs::File::open(f)
+    {
+        let mut bytes = Vec::new();
+        fh.read_to_end(&mut bytes)?;
+        if bytes.len() == texts.len() * enc.dim() * 4 {
+            return Ok(bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect());
+        }
+    }
+    let started = Instant::now();
+    let mut data = Vec::with_capacity(texts.len() * enc.dim());
+    let mut tokens = 0usize;
+    for (k, chunk) in texts.chunks(512).enumerate() {
+        let e = enc.embed(chunk, Pooling::Mean, true, BatchLimits::default())?;
+        tokens += enc
+            .tokenize(chunk)?
+            .iter()
+            .map(|t| t.ids.len())
+            .sum::<usize>();
+        data.extend_from_slice(&e.data);
+        shared::note(
+            g,
+            format!(
+                "  embedded {}/{} texts ({:.0} tokens/s)",
+                ((k + 1) * 512).min(texts.len()),
+                texts.len(),
+                tokens as f64 / started.elapsed().as_secs_f64()
+            ),
+        );
+    }
+    if let Some(f) = &file {
+        if let Some(d) = f.parent() {
+            std::fs::create_dir_all(d).ok();
+        }
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(f).with_context(|| format!("cannot write {}", f.display()))?,
+        );
+        for x in &data {
+            out.write_all(&x.to_le_bytes())?;
+        }
+    }
+    Ok(data)
+}
+
+fn parse_list(s: &str) -> Result<Vec<usize>> {
+    s.split(',')
+        .map(|x| {
+            x.trim()
+                .parse::<usize>()
+                .with_context(|| format!("bad number {x:?}"))
+        })
+        .collect()
+}
+
+/// Recall@k of the Hamming filter + cosine rerank against exact cosine top-k.
+fn recall(g: &Global, a: &RecallArgs) -> Result<()> {
+    let files = shared::resolve_model(g)?;
+    let enc = shared::load_encoder(g, &files, Some(a.max_len))?;
+    let corpus = read_jsonl(&a.corpus, None)?;
+    let queries = read_jsonl(&a.queries, Some(a.limit_queries))?;
+    let ct: Vec<&str> = corpus.iter().map(|(_, t)| t.as_str()).collect();
+    let qt: Vec<&str> = queries.iter().map(|(_, t)| t.as_str()).collect();
+    shared::note(
+        g,
+        format!("corpus {} texts, {} queries", ct.len(), qt.len()),
+    );
+    let db = embed_cached(g, &enc, &files.id, &ct, a.cache.as_deref())?;
+    let qs = embed_cached(g, &enc, &files.id, &qt, a.cache.as_deref())?;
+    let dim = enc.dim();
+    let n = ct.len();
+    let k = a.k;
+
+    // Exact top-k by cosine for each query.
+    let exact: Vec<Vec<usize>> = qs
+        .chunks_exact(dim)
+        .map(|q| top_by_cosine(q, &db, dim, k))
+        .collect();
+
+    for bits in parse_list(&a.bits)? {
+        let hasher = LinearHasher::fit(Method::Itq, &db, n, dim, bits, 0x5eed)?;
+        let codes = hasher.encode_batch(&db, n)?;
+        let words = hasher.words();
+        let cands: Vec<usize> = match &a.candidates {
+            Some(c) => parse_list(c)?,
+            None => vec![dochash::index::search::default_candidates(n, k)],
+        };
+        for c in cands {
+            let mut hit = 0usize;
+            let mut took = Vec::with_capacity(qt.len());
+            for (qi, q) in qs.chunks_exact(dim).enumerate() {
+                let t0 = Instant::now();
+                let qc = hasher.encode_batch(q, 1)?;
+                let top = hamming::top_candidates(&qc, &codes, words, c)?;
+                let mut scored: Vec<(f32, usize)> = top
+                    .iter()
+                    .map(|t| {
+                        let i = t.index as usize;
+                        (cosine(q, &db[i * dim..(i + 1) * dim]), i)
+                    })
+                    .collect();
+                scored.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+                took.push(t0.elapsed().as_secs_f64() * 1e3);
+                let got: Vec<usize> = scored.iter().take(k).map(|s| s.1).collect();
+                hit += exact[qi].iter().filter(|i| got.contains(i)).count();
+            }
+            took.sort_by(f64::total_cmp);
+            let r = hit as f64 / (exact.len() * k) as f64;
+            let p95 = took.get(took.len() * 95 / 100).copied().unwrap_or(0.0);
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"bits": bits, "candidates": c, "n": n, "queries": qt.len(),
+                        "k": k, "recall": r, "p95_ms": p95})
+                );
+            } else {
+                println!(
+                    "bits {bits:>3}  candidates {c:>6}  recall@{k} {r:.4}  (n={n}, {} queries, p95 {p95:.2} ms)",
+                    qt.len()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn top_by_cosine(q: &[f32], db: &[f32], dim: usize, k: usize) -> Vec<usize> {
+    let mut s: Vec<(f32, usize)> = db
+        .chunks_exact(dim)
+        .enumerate()
+        .map(|(i, v)| (cosine(q, v), i))
+        .collect();
+    s.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+    s.into_iter().take(k).map(|x| x.1).collect()
+}
+
+/// splitmix64, for synthetic benchmark data.
+fn rng(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Hamming scan throughput on one thread.
+fn hamming_scan(a: &HammingArgs) -> Result<()> {
+    let words = a.bits.div_ceil(64);
+    let mut s = 42u64;
+    let codes: Vec<u64> = (0..a.n * words).map(|_| rng(&mut s)).collect();
+    let q: Vec<u64> = (0..words).map(|_| rng(&mut s)).collect();
+    let mut best = f64::MAX;
+    for _ in 0..a.repeat.max(1) {
+        let t = Instant::now();
+        let top = hamming::top_candidates(&q, &codes, words, a.candidates)?;
+        std::hint::black_box(&top);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    let rate = a.n as f64 / best;
+    println!(
+        "{}",
+        serde_json::json!({"kernel": hamming::kernel_name(), "codes": a.n, "bits": a.bits,
+            "candidates": a.candidates, "best_s": best, "codes_per_s": rate})
+    );
+    Ok(())
+}
+
+/// In-process query latency over synthetic clustered unit vectors (no encoder): Hamming filter
+/// + cosine rerank from an in-memory f16 matrix, as the index owner serves it.
+fn search(a: &SearchBenchArgs) -> Result<()> {
+    let dim = a.dim;
+    let n = a.passages;
+    let mut s = 7u64;
+    let mut unif = move || (rng(&mut s) >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0;
+    let centres: Vec<f32> = (0..a.clusters * dim).map(|_| unif()).collect();
+    let mut db = vec![0f32; n * dim];
+    for i in 0..n {
+        let c = (i * 7919) % a.clusters;
+        let row = &mut db[i * dim..(i + 1) * dim];
+        for (j, x) in row.iter_mut().enumerate() {
+            *x = centres[c * dim + j] + 0.6 * unif();
+        }
+        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        row.iter_mut().for_each(|x| *x /= norm);
+    }
+    let fit_n = n.min(50_000);
+    let t = Instant::now();
+    let hasher = LinearHasher::fit(Method::Itq, &db[..fit_n * dim], fit_n, dim, a.bits, 1)?;
+    eprintln!("fitted ITQ on {fit_n} in {:.1}s", t.elapsed().as_secs_f64());
+    let codes = hasher.encode_batch(&db, n)?;
+    let words = hasher.words();
+    let db16: Vec<half::f16> = db.iter().map(|x| half::f16::from_f32(*x)).collect();
+    drop(db);
+    let c = a
+        .candidates
+        .unwrap_or_else(|| dochash::index::search::default_candidates(n, 10));
+    let mut lat = Vec::with_capacity(a.queries);
+    for qi in 0..a.queries {
+        let src = (qi * 104_729) % n;
+        let q: Vec<f32> = db16[src * dim..(src + 1) * dim]
+            .iter()
+            .map(|x| x.to_f32() + 0.05 * unif())
+            .collect();
+        let t = Instant::now();
+        let qc = hasher.encode_batch(&q, 1)?;
+        let top = hamming::top_candidates(&qc, &codes, words, c)?;
+        let mut scored: Vec<(f32, u32)> = top
+            .iter()
+            .map(|t| {
+                let i = t.index as usize;
+                let v = &db16[i * dim..(i + 1) * dim];
+                let mut dot = 0f32;
+                for (a, b) in q.iter().zip(v) {
+                    dot += a * b.to_f32();
+                }
+                (dot, t.index)
+            })
+            .collect();
+        scored.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+        std::hint::black_box(&scored[..10.min(scored.len())]);
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: usize| lat.get(lat.len() * p / 100).copied().unwrap_or(0.0);
+    println!(
+        "{}",
+        serde_json::json!({"passages": n, "dim": dim, "bits": a.bits, "candidates": c,
+            "queries": a.queries, "p50_ms": pct(50), "p95_ms": pct(95), "max_ms": lat.last(),
+            "kernel": hamming::kernel_name()})
+    );
+    Ok(())
+}

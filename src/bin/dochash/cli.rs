@@ -1,0 +1,240 @@
+//! Command-line syntax. Help texts here are the user's reference: keep them true to the code.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use dochash::encoder::{DeviceSpec, Pooling};
+use dochash::model::ModelSpec;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dochash",
+    version,
+    about = "Semantic search over your own documents",
+    long_about = "Semantic search over your own documents.\n\n\
+        dochash splits your notes into passages, encodes them with a BERT model, and answers \
+        queries with a Hamming-distance filter over binary codes followed by a cosine rerank. \
+        Everything runs locally. The interactive UI is `dochash-tui`."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Model folder (config.json, tokenizer.json, model.safetensors) or Hugging Face name
+    #[arg(long, global = true, env = "DOCHASH_MODEL", value_name = "DIR|NAME")]
+    pub model: Option<ModelSpec>,
+    /// Compute device: auto, cpu, cuda[:N] or metal[:N]
+    #[arg(long, global = true, default_value = "auto", value_name = "DEVICE")]
+    pub device: DeviceSpec,
+    /// Never use the network (only local folders and caches)
+    #[arg(long, global = true)]
+    pub offline: bool,
+    /// Print only results and errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More diagnostics on stderr (-v, -vv)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Download or locate the encoder model
+    #[command(subcommand)]
+    Model(ModelCmd),
+    /// Encode text: one line of stdin in, one JSON array of floats out
+    Embed(EmbedArgs),
+    /// Add folders to the index and bring it up to date (only changed files are re-embedded)
+    Index(IndexArgs),
+    /// Search the index
+    Query(QueryArgs),
+    /// Show what is indexed, with which model and codes
+    Status(StatusArgs),
+    /// Keep the index up to date as files change, and answer queries from other terminals
+    Watch(WatchArgs),
+    /// Measurements for docs/BENCHMARKS.md (data sets are passed as paths)
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Recall@k of Hamming filter + rerank against exact cosine, on {"label","text"} JSONL
+    Recall(RecallArgs),
+    /// Hamming scan throughput on one thread, random codes
+    Hamming(HammingArgs),
+    /// In-process query latency (filter + rerank, no encoder) on synthetic vectors
+    Search(SearchBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecallArgs {
+    /// JSONL whose texts form the indexed corpus (e.g. 20ng/train.jsonl)
+    #[arg(long, value_name = "FILE")]
+    pub corpus: PathBuf,
+    /// JSONL whose texts are the queries (e.g. 20ng/test.jsonl)
+    #[arg(long, value_name = "FILE")]
+    pub queries: PathBuf,
+    /// Use only the first N queries
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub limit_queries: usize,
+    /// Code lengths, comma-separated
+    #[arg(long, default_value = "16,32,64,128", value_name = "BITS,...")]
+    pub bits: String,
+    /// Candidate counts, comma-separated (default: what `dochash query` uses)
+    #[arg(long, value_name = "C,...")]
+    pub candidates: Option<String>,
+    /// Recall of the top K
+    #[arg(short = 'k', default_value_t = 10, value_name = "K")]
+    pub k: usize,
+    /// Tokens per text when encoding
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    pub max_len: usize,
+    /// Folder to cache embeddings in between runs
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// One JSON object per line
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HammingArgs {
+    /// Codes to scan
+    #[arg(long, default_value_t = 1_000_000)]
+    pub n: usize,
+    /// Code length
+    #[arg(long, default_value_t = 64)]
+    pub bits: usize,
+    /// Candidates to keep
+    #[arg(long, default_value_t = 1000)]
+    pub candidates: usize,
+    /// Repetitions (the best is reported)
+    #[arg(long, default_value_t = 20)]
+    pub repeat: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchBenchArgs {
+    /// Passages in the synthetic index
+    #[arg(long, default_value_t = 1_000_000)]
+    pub passages: usize,
+    /// Embedding dimension
+    #[arg(long, default_value_t = 384)]
+    pub dim: usize,
+    /// Code length
+    #[arg(long, default_value_t = 64)]
+    pub bits: usize,
+    /// Clusters the synthetic vectors are drawn around
+    #[arg(long, default_value_t = 1000)]
+    pub clusters: usize,
+    /// Candidates for the rerank (default: what `dochash query` uses)
+    #[arg(long)]
+    pub candidates: Option<usize>,
+    /// Queries to time
+    #[arg(long, default_value_t = 200)]
+    pub queries: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct IndexArgs {
+    /// Folders (or files) to add; without any, the folders indexed before are updated
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Stop indexing a folder added before (its files leave the index)
+    #[arg(long, value_name = "PATH")]
+    pub forget: Vec<PathBuf>,
+    /// Index only files whose path (relative to its folder) matches; repeatable; replaces the stored list
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Leave out files and folders matching; repeatable; replaces the stored list
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// File extensions to index, comma-separated (default: md,markdown,txt,text,org,rst,adoc,asciidoc)
+    #[arg(long, value_delimiter = ',', value_name = "EXT,...")]
+    pub extensions: Option<Vec<String>>,
+    /// Skip files larger than this many bytes (default: 4194304)
+    #[arg(long, value_name = "BYTES")]
+    pub max_file_size: Option<u64>,
+    /// Code length in bits: 16, 32, 64, 128 or 256 (default: the index's current, else 64)
+    #[arg(long, value_name = "N", value_parser = parse_bits)]
+    pub bits: Option<usize>,
+    /// Texts per forward pass of the encoder
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub batch: usize,
+}
+
+fn parse_bits(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n @ (16 | 32 | 64 | 128 | 256)) => Ok(n),
+        _ => Err(format!("{s} is not one of 16, 32, 64, 128, 256")),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// What to look for, in your own words
+    #[arg(required = true, num_args = 1.., value_name = "TEXT")]
+    pub text: Vec<String>,
+    /// Number of results
+    #[arg(short = 'k', long, default_value_t = 10, value_name = "N")]
+    pub k: usize,
+    /// One JSON object per result and line: path, line, end_line, score, text, headings, …
+    #[arg(long)]
+    pub json: bool,
+    /// Show only the best passage of each file
+    #[arg(long)]
+    pub per_file: bool,
+    /// Candidates the Hamming filter passes to the cosine rerank (default: by index size)
+    #[arg(short = 'c', long, value_name = "N")]
+    pub candidates: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Folders to add before watching; without any, the folders indexed before are watched
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print a JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCmd {
+    /// Make a model available locally (default: sentence-transformers/all-MiniLM-L6-v2)
+    Fetch {
+        /// Hugging Face name or local folder
+        name: Option<String>,
+    },
+    /// Print the folder a model is loaded from, without downloading
+    Path {
+        /// Hugging Face name or local folder
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// How token states become one vector
+    #[arg(long, default_value = "mean")]
+    pub pool: Pooling,
+    /// Scale every vector to unit length
+    #[arg(long)]
+    pub normalize: bool,
+    /// Maximum tokens per line, [CLS]/[SEP] included (default: the model's own limit)
+    #[arg(long, value_name = "N")]
+    pub max_len: Option<usize>,
+    /// Read from this file instead of stdin
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+}

@@ -1,0 +1,147 @@
+//! `dochash index`: add folders and bring the index up to date.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use dochash::encoder::BatchLimits;
+use dochash::index::{DEFAULT_BITS, Index, Progress, UpdateOptions};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::cli::{Global, IndexArgs};
+use crate::shared;
+
+pub fn run(g: &Global, args: &IndexArgs) -> Result<ExitCode> {
+    let files = shared::resolve_model(g)?;
+    let enc = shared::load_encoder(g, &files, None)?;
+    let dir = dochash::app::index_dir()?;
+    let fp = dochash::app::fingerprint(&files, &enc);
+    let (mut index, rebuilt) = Index::open(&dir, &fp)
+        .with_context(|| format!("cannot open the index at {}", dir.display()))?;
+    if let Some(why) = rebuilt {
+        shared::note(g, why);
+    }
+
+    for p in &args.forget {
+        if !index.forget_root(p)? {
+            shared::note(g, format!("{} was not an indexed folder", p.display()));
+        }
+    }
+    let added = index.add_roots(&args.paths)?;
+    for a in &added {
+        shared::note(g, format!("added {}", a.display()));
+    }
+    if index.meta().roots.is_empty() && args.forget.is_empty() {
+        bail!("no folders are indexed yet; run `dochash index PATH`");
+    }
+
+    let mut corpus = index.meta().corpus.clone();
+    let mut corpus_changed = false;
+    if !args.include.is_empty() {
+        corpus.include = args.include.clone();
+        corpus_changed = true;
+    }
+    if !args.exclude.is_empty() {
+        corpus.exclude = args.exclude.clone();
+        corpus_changed = true;
+    }
+    if let Some(e) = &args.extensions {
+        corpus.extensions = Some(
+            e.iter()
+                .map(|x| x.trim_start_matches('.').to_string())
+                .collect(),
+        );
+        corpus_changed = true;
+    }
+    if let Some(m) = args.max_file_size {
+        corpus.max_file_bytes = Some(m);
+        corpus_changed = true;
+    }
+    if corpus_changed {
+        index.set_corpus(corpus)?;
+    }
+    let bits = args
+        .bits
+        .or(index.meta().code.as_ref().map(|c| c.bits))
+        .unwrap_or(DEFAULT_BITS);
+    let opts = UpdateOptions {
+        corpus: index.meta().corpus.to_config(),
+        bits,
+        limits: BatchLimits {
+            max_batch: args.batch.max(1),
+            max_tokens: args.batch.max(1) * 128,
+        },
+        cancel: None,
+    };
+
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if g.quiet {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {pos}/{len} files, {elapsed} (eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message("scanning");
+    let started = std::time::Instant::now();
+    let report = index
+        .update(&enc, &opts, &mut |p| match p {
+            Progress::Planned { changed, .. } => {
+                bar.set_length(changed as u64);
+                bar.set_message("embedding");
+            }
+            Progress::Embedded { done, passages, .. } => {
+                bar.set_position(done as u64);
+                bar.set_message(format!("embedding ({passages} passages)"));
+            }
+            Progress::Fitting { passages } => {
+                bar.set_message(format!("fitting codes on {passages} passages"));
+            }
+        })
+        .context("indexing failed")?;
+    bar.finish_and_clear();
+
+    for s in &report.skipped {
+        shared::note(g, s);
+    }
+    for p in &report.lossy {
+        shared::note(
+            g,
+            format!(
+                "warning: {} is not valid UTF-8; indexed with replacement characters",
+                p.display()
+            ),
+        );
+    }
+    for r in &report.missing_roots {
+        shared::note(
+            g,
+            format!(
+                "warning: {} does not exist; its entries are kept (`dochash index --forget {}` drops them)",
+                r.display(),
+                r.display()
+            ),
+        );
+    }
+    if let Some(r) = &report.refit {
+        shared::note(g, r);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    shared::note(
+        g,
+        format!(
+            "{} files ({} embedded, {} unchanged, {} removed), {} passages added, {} removed, in {:.1}s; {} passages indexed",
+            report.files_seen,
+            report.files_embedded,
+            report.files_unchanged,
+            report.files_removed,
+            report.passages_added,
+            report.passages_removed,
+            secs,
+            index.store().passage_count()
+        ),
+    );
+    Ok(ExitCode::SUCCESS)
+}

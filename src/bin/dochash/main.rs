@@ -1,0 +1,38 @@
+//! `dochash`: the command-line front end. Each subcommand lives in its own module; everything
+//! they share with `dochash-tui` is in the library.
+
+mod bench;
+mod cli;
+mod embed;
+mod index_cmd;
+mod model_cmd;
+mod query;
+mod shared;
+mod watch;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    shared::init_logging(cli.global.verbose, cli.global.quiet);
+    let result = match &cli.command {
+        Command::Model(m) => model_cmd::run(&cli.global, m),
+        Command::Embed(e) => embed::run(&cli.global, e),
+        Command::Index(a) => index_cmd::run(&cli.global, a),
+        Command::Query(a) => query::run(&cli.global, a),
+        Command::Status(a) => query::status(&cli.global, a),
+        Command::Bench(b) => bench::run(&cli.global, b),
+        Command::Watch(a) => watch::run(&cli.global, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            shared::print_error(&e);
+            ExitCode::from(2)
+        }
+    }
+}

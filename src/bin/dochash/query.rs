@@ -1,0 +1,244 @@
+//! `dochash query` and `dochash status`: answers from the index as it is, never rebuilding it.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use dochash::app::socket::{self, Reply, Request};
+use dochash::encoder::BatchLimits;
+use dochash::index::{Hit, Index, SearchParams, hamming};
+use dochash::model::{self, ModelSpec};
+
+use crate::cli::{Global, QueryArgs, StatusArgs};
+use crate::shared;
+
+fn open(g: &Global) -> Result<Index> {
+    let dir = dochash::app::index_dir()?;
+    match Index::open_existing(&dir)
+        .with_context(|| format!("cannot open the index at {}", dir.display()))?
+    {
+        Some(i) => Ok(i),
+        None => {
+            let _ = g;
+            bail!("nothing is indexed yet; run `dochash index PATH` (or `dochash-tui PATH`) first")
+        }
+    }
+}
+
+pub fn run(g: &Global, args: &QueryArgs) -> Result<ExitCode> {
+    let text = args.text.join(" ");
+    // A running owner (TUI or `dochash watch`) holds the index: ask it.
+    let req = Request::Query {
+        text: text.clone(),
+        k: args.k,
+        per_file: args.per_file,
+        candidates: args.candidates,
+    };
+    if let Some(reply) = socket::ask(&model::home_dir()?, &req) {
+        return match reply.map_err(|e| anyhow!(e))? {
+            Reply::Hits(hits) => print_hits(g, args, &hits),
+            Reply::Error(e) => Err(anyhow!(e)),
+            Reply::Status(_) => bail!("unexpected reply from the running dochash"),
+        };
+    }
+    let index = open(g)?;
+    let meta = index.meta().clone();
+    // The index's own model, unless the user names one; vectors of two models never mix.
+    let spec = g
+        .model
+        .clone()
+        .unwrap_or_else(|| dochash::app::spec_from_id(&meta.fingerprint.model_id));
+    let files = model::resolve(&spec, &shared::fetch_options(g)).with_context(|| match &spec {
+        ModelSpec::LocalDir(d) => format!("cannot use the model folder {}", d.display()),
+        ModelSpec::Hub(n) => format!("cannot get the model {n}"),
+    })?;
+    let enc = shared::load_encoder(g, &files, None)?;
+    let fp = dochash::app::fingerprint(&files, &enc);
+    if fp != meta.fingerprint {
+        bail!(
+            "the index was made with {} and cannot be searched with {} as it is; run `dochash index` to rebuild it",
+            meta.fingerprint.model_id,
+            fp.model_id
+        );
+    }
+    let q = enc
+        .embed(
+            &[text.as_str()],
+            dochash::encoder::Pooling::Mean,
+            true,
+            BatchLimits::default(),
+        )
+        .context("cannot encode the query")?;
+    let searcher = index.searcher()?;
+    let params = SearchParams {
+        k: args.k,
+        candidates: args.candidates,
+        per_file: args.per_file,
+    };
+    let hits = searcher.search(index.store(), q.row(0), &params)?;
+    print_hits(g, args, &hits)
+}
+
+fn print_hits(g: &Global, args: &QueryArgs, hits: &[Hit]) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        for h in hits {
+            serde_json::to_writer(&mut out, h)?;
+            out.write_all(b"\n")?;
+        }
+    } else {
+        for (i, h) in hits.iter().enumerate() {
+            let trail = h.headings.join(" › ");
+            writeln!(
+                out,
+                "{:>2}. {}:{}  {:.3}{}",
+                i + 1,
+                h.path.display(),
+                h.line,
+                h.score,
+                if trail.is_empty() {
+                    String::new()
+                } else {
+                    format!("  {}", clean(&trail))
+                }
+            )?;
+            for l in snippet(&h.text, 3) {
+                writeln!(out, "      {l}")?;
+            }
+        }
+        if hits.is_empty() {
+            shared::note(g, "no results");
+        }
+    }
+    out.flush()?;
+    Ok(if hits.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The first non-blank lines of a passage, shortened, with control characters removed so a
+/// document can never drive the terminal.
+fn snippet(text: &str, lines: usize) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take(lines)
+        .map(|l| {
+            let l = clean(l);
+            if l.chars().count() > 100 {
+                format!("{}…", l.chars().take(100).collect::<String>())
+            } else {
+                l
+            }
+        })
+        .collect()
+}
+
+fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| if c == '\t' { ' ' } else { c })
+        .filter(|c| {
+            !c.is_control()
+                && !('\u{202a}'..='\u{202e}').contains(c)
+                && !('\u{2066}'..='\u{2069}').contains(c)
+        })
+        .collect()
+}
+
+pub fn status(g: &Global, args: &StatusArgs) -> Result<ExitCode> {
+    if let Some(reply) = socket::ask(&model::home_dir()?, &Request::Status) {
+        let s = match reply.map_err(|e| anyhow!(e))? {
+            Reply::Status(s) => s,
+            Reply::Error(e) => bail!(e),
+            Reply::Hits(_) => bail!("unexpected reply from the running dochash"),
+        };
+        if args.json {
+            let mut v = serde_json::to_value(&s)?;
+            v["owner"] = true.into();
+            println!("{v}");
+        } else {
+            println!("owner     a running dochash holds the index");
+            println!(
+                "roots     {}",
+                s.roots
+                    .iter()
+                    .map(|r| r.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            println!("files     {}", s.files);
+            println!("passages  {}", s.passages);
+            println!("model     {}", s.model);
+            println!("codes     {}", s.codes);
+            println!("device    {}", s.device);
+            if let Some(j) = s.job {
+                println!("job       {j}");
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let index = open(g)?;
+    let m = index.meta();
+    let searcher = index.searcher()?;
+    let code = m.code.as_ref();
+    let v = serde_json::json!({
+        "index": index.store().path(),
+        "roots": m.roots,
+        "files": index.store().file_count(),
+        "passages": index.store().passage_count(),
+        "model": m.fingerprint.model_id,
+        "dim": m.fingerprint.dim,
+        "codes": code.map(|c| c.source.clone()),
+        "bits": code.map(|c| c.bits),
+        "code_generation": code.map(|c| c.generation),
+        "stale_codes": searcher.stale(),
+        "hamming_kernel": hamming::kernel_name(),
+        "size_bytes": index.store().size_on_disk(),
+    });
+    if args.json {
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("index     {}", index.store().path().display());
+    println!(
+        "roots     {}",
+        if m.roots.is_empty() {
+            "(none)".into()
+        } else {
+            m.roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    println!("files     {}", index.store().file_count());
+    println!("passages  {}", index.store().passage_count());
+    println!(
+        "model     {} ({} dimensions)",
+        m.fingerprint.model_id, m.fingerprint.dim
+    );
+    match code {
+        Some(c) => println!(
+            "codes     {} {}-bit (generation {}, fitted on {} passages){}",
+            c.source,
+            c.bits,
+            c.generation,
+            c.fitted_on,
+            if searcher.stale() > 0 {
+                format!(", {} passages awaiting codes", searcher.stale())
+            } else {
+                String::new()
+            }
+        ),
+        None => println!("codes     none yet (searching exactly)"),
+    }
+    println!("hamming   {} kernel", hamming::kernel_name());
+    println!(
+        "size      {:.1} MiB",
+        index.store().size_on_disk() as f64 / (1024.0 * 1024.0)
+    );
+    Ok(ExitCode::SUCCESS)
+}

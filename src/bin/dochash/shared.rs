@@ -1,0 +1,77 @@
+//! Plumbing every subcommand needs: logging, errors, model and encoder loading.
+
+use anyhow::{Context, Result};
+use dochash::encoder::{Encoder, LoadOptions};
+use dochash::model::{self, FetchOptions, ModelFiles, ModelSpec};
+
+use crate::cli::Global;
+
+pub fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DOCHASH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("dochash={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .init();
+}
+
+/// One line per cause, as `error: outer: inner`, without a backtrace: messages are written
+/// for the user and already say what to do.
+pub fn print_error(e: &anyhow::Error) {
+    let mut msg = String::from("error: ");
+    let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    // Skip causes that the outer message already quotes in full.
+    let mut parts: Vec<&str> = Vec::new();
+    for c in &chain {
+        if !parts.iter().any(|p| p.contains(c.as_str())) {
+            parts.push(c);
+        }
+    }
+    msg.push_str(&parts.join(": "));
+    eprintln!("{msg}");
+}
+
+/// Prints a note for the user on stderr unless `--quiet`.
+pub fn note(g: &Global, msg: impl std::fmt::Display) {
+    if !g.quiet {
+        eprintln!("{msg}");
+    }
+}
+
+pub fn fetch_options(g: &Global) -> FetchOptions {
+    FetchOptions {
+        offline: g.offline,
+        progress: !g.quiet,
+    }
+}
+
+/// Finds the model (downloading the default one on first use).
+pub fn resolve_model(g: &Global) -> Result<ModelFiles> {
+    let spec = g.model.clone().unwrap_or_default();
+    model::resolve(&spec, &fetch_options(g)).context(match &spec {
+        ModelSpec::LocalDir(d) => format!("cannot use the model folder {}", d.display()),
+        ModelSpec::Hub(n) => format!("cannot get the model {n}"),
+    })
+}
+
+pub fn load_encoder(g: &Global, files: &ModelFiles, max_len: Option<usize>) -> Result<Encoder> {
+    let enc = Encoder::load(
+        &files.dir,
+        &LoadOptions {
+            device: g.device,
+            trainable: false,
+            max_len,
+        },
+    )
+    .with_context(|| format!("cannot load the model {}", files.id))?;
+    tracing::info!(model = %files.id, device = enc.device_label(), "encoder ready");
+    Ok(enc)
+}

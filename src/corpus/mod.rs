@@ -1,0 +1,44 @@
+//! Files → passages: the first stage of the pipeline.
+//!
+//! The stage is split the same way the work is: [`walk`] decides which files are candidates
+//! without opening them (cheap enough to repeat on every change), [`read_document`] decodes one
+//! file and separates metadata from body, and [`split_as`] cuts a body into passages that fit
+//! the encoder's context. Per-file trouble is always a [`Skipped`] note, never a failure of the
+//! run, because one odd file must not stop an index of thousands of notes.
+//!
+//! ```no_run
+//! use dochash::corpus::{self, ChunkConfig, CorpusConfig, Format};
+//! # fn main() -> Result<(), corpus::CorpusError> {
+//! let cfg = CorpusConfig::default();
+//! let found = corpus::walk(&["notes".into()], &cfg)?;
+//! for file in &found.files {
+//!     match corpus::read_document(&file.path, &cfg) {
+//!         Ok(doc) => {
+//!             let format = Format::from_path(&file.path);
+//!             let chunking = ChunkConfig::default();
+//!             // The real counter wraps the encoder's tokenizer; this one only approximates it.
+//!             let counter = corpus::approx_token_count;
+//!             let passages = corpus::split_as(&doc, format, &counter, &chunking);
+//!             println!("{}: {} passages", file.path.display(), passages.len());
+//!         }
+//!         Err(skipped) => eprintln!("{skipped}"),
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod chunk;
+mod error;
+mod frontmatter;
+mod read;
+mod segment;
+mod structure;
+mod walk;
+
+pub use chunk::{ChunkConfig, Passage, TokenCounter, approx_token_count, split, split_as};
+pub use error::{CorpusError, SkipReason, Skipped};
+pub use frontmatter::{FrontMatter, FrontMatterKind, front_matter};
+pub use read::{Document, looks_binary, read_document};
+pub use structure::Format;
+pub use walk::{CorpusConfig, IGNORE_FILE, SourceFile, Walk, walk};

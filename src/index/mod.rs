@@ -1,0 +1,283 @@
+//! Passages → a searchable index: binary codes and vectors in sled, queries answered by a
+//! Hamming-distance filter and a cosine rerank.
+//!
+//! [`Index`] is the one entry point the binaries use: it opens the store (rebuilding it when it
+//! is damaged or was made by another model or schema), updates it from the files on disk, and
+//! answers queries.
+
+pub mod binarize;
+pub mod coder;
+pub mod hamming;
+pub mod search;
+pub mod store;
+pub mod update;
+
+use std::path::{Path, PathBuf};
+
+use crate::corpus::CorpusError;
+use crate::encoder::EncoderError;
+
+pub use coder::{Coder, CoderError};
+pub use search::{Hit, SearchParams, Searcher};
+pub use store::{
+    CodeMeta, CorpusSettings, Fingerprint, IndexMeta, SCHEMA_VERSION, Store, StoreError,
+};
+pub use update::{Progress, UpdateOptions, UpdateReport, chunk_config};
+
+/// Default code length: 64 bits make the Hamming scan one XOR and one POPCNT per passage.
+pub const DEFAULT_BITS: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Corpus(#[from] CorpusError),
+    #[error(transparent)]
+    Encoder(#[from] EncoderError),
+    #[error(transparent)]
+    Coder(#[from] CoderError),
+    #[error("{}: {msg}", path.display())]
+    Root { path: PathBuf, msg: String },
+}
+
+pub struct Index {
+    store: Store,
+    meta: IndexMeta,
+    coder: Option<Coder>,
+    dir: PathBuf,
+}
+
+/// The user's choices that must outlive any rebuild of the database.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct Settings {
+    roots: Vec<PathBuf>,
+    #[serde(default)]
+    corpus: CorpusSettings,
+}
+
+impl Settings {
+    fn load(path: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(path).ok()?;
+        match serde_json::from_str(&text) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("ignoring {}: {e}", path.display());
+                None
+            }
+        }
+    }
+}
+
+/// `<home>/index.json` beside `<home>/index/`.
+fn settings_path(dir: &Path) -> PathBuf {
+    dir.with_extension("json")
+}
+
+/// Where the index of a dochash home lives.
+pub fn index_dir(home: &Path) -> PathBuf {
+    home.join("index")
+}
+
+impl Index {
+    /// Opens the index in `dir` for data made with `fingerprint`. When the stored index is
+    /// damaged or was made with something else, it is rebuilt empty (keeping its roots) and the
+    /// reason is returned so the caller can say it in one line.
+    pub fn open(
+        dir: &Path,
+        fingerprint: &Fingerprint,
+    ) -> Result<(Self, Option<String>), IndexError> {
+        let (store, mut reason) = match Store::open(dir) {
+            Ok(s) => (s, None),
+            Err(StoreError::Locked(p)) => return Err(StoreError::Locked(p).into()),
+            Err(e) => (Store::recreate(dir)?, Some(format!("{e}; rebuilding it"))),
+        };
+        let (store, old) = match store.meta() {
+            Ok(m) => (store, m),
+            Err(e) => {
+                reason = Some(format!("{e}; rebuilding it"));
+                drop(store);
+                (Store::recreate(dir)?, None)
+            }
+        };
+        let roots = old.as_ref().map(|m| m.roots.clone()).unwrap_or_default();
+        let corpus = old.as_ref().map(|m| m.corpus.clone()).unwrap_or_default();
+        let (store, meta) = match old {
+            Some(m) if m.fingerprint == *fingerprint => (store, m),
+            other => {
+                let store = if let Some(m) = other {
+                    reason = Some(describe_change(&m.fingerprint, fingerprint));
+                    drop(store);
+                    Store::recreate(dir)?
+                } else {
+                    store
+                };
+                let meta = IndexMeta {
+                    fingerprint: fingerprint.clone(),
+                    roots,
+                    code: None,
+                    corpus,
+                };
+                store.set_meta(&meta)?;
+                (store, meta)
+            }
+        };
+        let coder = match (&meta.code, store.coder()?) {
+            (Some(_), Some(bytes)) => Coder::from_bytes(&bytes).ok(),
+            _ => None,
+        };
+        // A coder that does not decode is treated as absent: the next update refits it, and
+        // until then every passage is scored exactly.
+        let mut index = Self {
+            store,
+            meta,
+            coder,
+            dir: dir.to_path_buf(),
+        };
+        // The folder list and filters are the user's settings, not derived data: they live in a
+        // file of their own, which wins over the database's copy and survives its rebuild.
+        if let Some(settings) = Settings::load(&settings_path(dir)) {
+            index.meta.roots = settings.roots;
+            index.meta.corpus = settings.corpus;
+            index.store.set_meta(&index.meta)?;
+        } else {
+            index.save_settings()?;
+        }
+        if index.coder.is_none() && index.meta.code.is_some() {
+            index.meta.code = None;
+            index.store.set_meta(&index.meta)?;
+        }
+        Ok((index, reason))
+    }
+
+    /// Opens an existing index as it is, without rebuilding anything (for `query` and
+    /// `status`, which must never wipe an index). `None` if there is no index yet.
+    pub fn open_existing(dir: &Path) -> Result<Option<Self>, IndexError> {
+        if !dir.join("conf").exists() {
+            return Ok(None);
+        }
+        let store = Store::open(dir)?;
+        let Some(meta) = store.meta()? else {
+            return Ok(None);
+        };
+        let coder = match (&meta.code, store.coder()?) {
+            (Some(_), Some(bytes)) => Coder::from_bytes(&bytes).ok(),
+            _ => None,
+        };
+        let mut index = Self {
+            store,
+            meta,
+            coder,
+            dir: dir.to_path_buf(),
+        };
+        if let Some(settings) = Settings::load(&settings_path(dir)) {
+            index.meta.roots = settings.roots;
+            index.meta.corpus = settings.corpus;
+        }
+        Ok(Some(index))
+    }
+
+    /// Replaces the stored file filters; they apply from the next update on.
+    pub fn set_corpus(&mut self, corpus: store::CorpusSettings) -> Result<(), IndexError> {
+        self.meta.corpus = corpus;
+        self.store.set_meta(&self.meta)?;
+        self.save_settings()
+    }
+
+    /// Writes the settings file atomically (temp file + rename), so a crash leaves the old or
+    /// the new version, never half of one.
+    fn save_settings(&self) -> Result<(), IndexError> {
+        let path = settings_path(&self.dir);
+        let io = |e: std::io::Error| IndexError::Root {
+            path: path.clone(),
+            msg: format!("cannot save the list of indexed folders: {e}"),
+        };
+        let settings = Settings {
+            roots: self.meta.roots.clone(),
+            corpus: self.meta.corpus.clone(),
+        };
+        let text = serde_json::to_string_pretty(&settings).map_err(|e| io(e.into()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+        std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io)?;
+        tmp.persist(&path).map_err(|e| io(e.error))?;
+        Ok(())
+    }
+
+    pub fn meta(&self) -> &IndexMeta {
+        &self.meta
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn coder(&self) -> Option<&Coder> {
+        self.coder.as_ref()
+    }
+
+    /// Adds folders (or single files) to index; they must exist. Returns the canonical paths
+    /// that were new.
+    pub fn add_roots(&mut self, paths: &[PathBuf]) -> Result<Vec<PathBuf>, IndexError> {
+        let mut added = Vec::new();
+        for p in paths {
+            let canon = std::fs::canonicalize(p).map_err(|e| IndexError::Root {
+                path: p.clone(),
+                msg: format!("cannot index it: {e}"),
+            })?;
+            if !self.meta.roots.contains(&canon) {
+                self.meta.roots.push(canon.clone());
+                added.push(canon);
+            }
+        }
+        self.meta.roots.sort();
+        self.store.set_meta(&self.meta)?;
+        self.save_settings()?;
+        Ok(added)
+    }
+
+    /// Stops indexing a root; its files leave the index on the next update.
+    pub fn forget_root(&mut self, path: &Path) -> Result<bool, IndexError> {
+        let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let before = self.meta.roots.len();
+        self.meta.roots.retain(|r| r != &canon && r != path);
+        self.store.set_meta(&self.meta)?;
+        self.save_settings()?;
+        Ok(self.meta.roots.len() != before)
+    }
+
+    pub fn update(
+        &mut self,
+        encoder: &crate::encoder::Encoder,
+        opts: &UpdateOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<UpdateReport, IndexError> {
+        update::update(self, encoder, opts, progress)
+    }
+
+    /// Loads the codes into memory for searching.
+    pub fn searcher(&self) -> Result<Searcher, IndexError> {
+        Searcher::load(&self.store, &self.meta, self.coder.clone())
+    }
+}
+
+fn describe_change(old: &Fingerprint, new: &Fingerprint) -> String {
+    if old.schema != new.schema {
+        format!(
+            "the index was made by another version of dochash (schema {} → {}); rebuilding it",
+            old.schema, new.schema
+        )
+    } else if old.model_id != new.model_id {
+        format!(
+            "the index was made with the model {}; rebuilding it for {}",
+            old.model_id, new.model_id
+        )
+    } else if old.model_stamp != new.model_stamp {
+        format!(
+            "the model {} has changed; rebuilding the index",
+            new.model_id
+        )
+    } else {
+        "the index was made with other settings; rebuilding it".into()
+    }
+}

@@ -1,0 +1,367 @@
+//! Bringing the index in line with the files on disk: walk, compare, re-embed what changed,
+//! drop what vanished, then (re)fit the codes when the corpus has grown enough.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::corpus::{self, ChunkConfig, CorpusConfig, Format, Skipped, TokenCounter};
+use crate::encoder::{BatchLimits, Encoder, Pooling};
+
+use super::coder::Coder;
+use super::store::{CodeMeta, FileRecord, NewPassage, PassageRecord};
+use super::{Index, IndexError};
+
+/// Files are embedded in groups of about this many passages: enough for the encoder's length
+/// bucketing to fill batches, small enough that progress and crash-safety stay fine-grained.
+const GROUP_PASSAGES: usize = 256;
+
+/// What happens during an update, for progress bars and status lines.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// The walk found `files` candidate files, of which `changed` need (re-)embedding.
+    Planned { files: usize, changed: usize },
+    /// `done` of `total` changed files are embedded; `passages` so far.
+    Embedded {
+        done: usize,
+        total: usize,
+        passages: usize,
+    },
+    /// Codes are being fitted on `passages` passages.
+    Fitting { passages: usize },
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct UpdateReport {
+    pub files_seen: usize,
+    pub files_embedded: usize,
+    pub files_unchanged: usize,
+    pub files_removed: usize,
+    pub passages_added: usize,
+    pub passages_removed: usize,
+    pub skipped: Vec<Skipped>,
+    /// Files that were not valid UTF-8 and were read lossily.
+    pub lossy: Vec<PathBuf>,
+    /// Roots that do not exist (any more); their entries were left alone.
+    pub missing_roots: Vec<PathBuf>,
+    /// The code source was (re)fitted: its description.
+    pub refit: Option<String>,
+}
+
+pub struct UpdateOptions {
+    pub corpus: CorpusConfig,
+    pub bits: usize,
+    pub limits: BatchLimits,
+    /// Set from another thread to stop between files; what was written stays (each file is
+    /// atomic) and the next update carries on.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+struct Counter<'a>(&'a Encoder);
+
+impl TokenCounter for Counter<'_> {
+    fn count(&self, text: &str) -> usize {
+        self.0.tokenizer().count(text)
+    }
+}
+
+/// Passage sizing for an encoder: 200 tokens, or less when the model's window is smaller,
+/// leaving room for `[CLS]` and `[SEP]`.
+pub fn chunk_config(encoder: &Encoder) -> ChunkConfig {
+    let max = encoder.max_len().saturating_sub(2).clamp(8, 200);
+    ChunkConfig {
+        max_tokens: max,
+        overlap_tokens: (max / 6).min(32),
+        min_tokens: (max / 12).min(16),
+    }
+}
+
+struct Pending {
+    path: PathBuf,
+    record: FileRecord,
+    passages: Vec<(PassageRecord, String)>,
+}
+
+pub(super) fn update(
+    index: &mut Index,
+    encoder: &Encoder,
+    opts: &UpdateOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<UpdateReport, IndexError> {
+    let mut report = UpdateReport::default();
+    let roots: Vec<PathBuf> = index.meta.roots.clone();
+    let (present, missing): (Vec<PathBuf>, Vec<PathBuf>) =
+        roots.into_iter().partition(|r| r.exists());
+    report.missing_roots = missing;
+
+    let walk = if present.is_empty() {
+        corpus::Walk::default()
+    } else {
+        corpus::walk(&present, &opts.corpus)?
+    };
+    report.files_seen = walk.files.len();
+    report.skipped = walk.skipped;
+
+    // Files in the index under a present root that the walk did not find are gone (or now
+    // excluded): remove them. Files under missing roots stay until the root is forgotten.
+    let seen: HashSet<&Path> = walk.files.iter().map(|f| f.path.as_path()).collect();
+    let stored = index.store.files()?;
+    let stored_map: HashMap<&Path, &FileRecord> =
+        stored.iter().map(|(p, r)| (p.as_path(), r)).collect();
+    for (path, rec) in &stored {
+        let under_present = present
+            .iter()
+            .any(|r| rec.root.starts_with(r) || path.starts_with(r));
+        let under_any = index
+            .meta
+            .roots
+            .iter()
+            .any(|r| rec.root.starts_with(r) || path.starts_with(r));
+        if (under_present || !under_any) && !seen.contains(path.as_path()) {
+            index.store.replace_file(path, None, &[], 0)?;
+            report.files_removed += 1;
+            report.passages_removed += rec.passages.len();
+        }
+    }
+
+    let changed: Vec<&corpus::SourceFile> = walk
+        .files
+        .iter()
+        .filter(|f| match stored_map.get(f.path.as_path()) {
+            Some(r) => r.size != f.size || r.mtime_ns != f.mtime_ns,
+            None => true,
+        })
+        .collect();
+    report.files_unchanged = walk.files.len() - changed.len();
+    progress(Progress::Planned {
+        files: walk.files.len(),
+        changed: changed.len(),
+    });
+
+    let chunking = chunk_config(encoder);
+    let counter = Counter(encoder);
+    let mut group: Vec<Pending> = Vec::new();
+    let mut group_passages = 0;
+    let mut done = 0;
+    let cancelled = || {
+        opts.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Acquire))
+    };
+    for f in &changed {
+        if cancelled() {
+            return Ok(report);
+        }
+        let doc = match corpus::read_document(&f.path, &opts.corpus) {
+            Ok(d) => d,
+            Err(skip) => {
+                // Unreadable now (deleted mid-run, permissions, turned binary): whatever was
+                // indexed for it is no longer true.
+                if stored_map.contains_key(f.path.as_path()) {
+                    index.store.replace_file(&f.path, None, &[], 0)?;
+                    report.files_removed += 1;
+                }
+                report.skipped.push(skip);
+                done += 1;
+                continue;
+            }
+        };
+        let hash = hex(&doc.hash);
+        let record = FileRecord {
+            root: f.root.clone(),
+            size: f.size,
+            mtime_ns: f.mtime_ns,
+            hash: hash.clone(),
+            passages: Vec::new(),
+            lossy: doc.lossy,
+        };
+        if doc.lossy {
+            report.lossy.push(f.path.clone());
+        }
+        if let Some(old) = stored_map.get(f.path.as_path())
+            && old.hash == hash
+        {
+            // Touched but not changed: keep the vectors, record the new mtime.
+            let mut rec = record;
+            rec.passages = old.passages.clone();
+            index.store.touch_file(&f.path, &rec)?;
+            report.files_unchanged += 1;
+            done += 1;
+            continue;
+        }
+        let passages = corpus::split_as(&doc, Format::from_path(&f.path), &counter, &chunking);
+        let passages: Vec<(PassageRecord, String)> = passages
+            .into_iter()
+            .map(|p| {
+                let body = doc.text.get(p.bytes.clone()).unwrap_or("").to_string();
+                (
+                    PassageRecord {
+                        path: f.path.clone(),
+                        start_byte: p.bytes.start,
+                        end_byte: p.bytes.end,
+                        start_line: *p.lines.start(),
+                        end_line: *p.lines.end(),
+                        headings: p.headings,
+                        text: body,
+                    },
+                    p.text,
+                )
+            })
+            .collect();
+        group_passages += passages.len();
+        group.push(Pending {
+            path: f.path.clone(),
+            record,
+            passages,
+        });
+        if group_passages >= GROUP_PASSAGES {
+            done += group.len();
+            flush_group(index, encoder, opts, &mut group, &mut report)?;
+            group_passages = 0;
+            progress(Progress::Embedded {
+                done,
+                total: changed.len(),
+                passages: report.passages_added,
+            });
+        }
+    }
+    if cancelled() {
+        return Ok(report);
+    }
+    done += group.len();
+    flush_group(index, encoder, opts, &mut group, &mut report)?;
+    progress(Progress::Embedded {
+        done,
+        total: changed.len(),
+        passages: report.passages_added,
+    });
+
+    report.refit = maybe_refit(index, opts.bits, progress)?;
+    index.store.flush()?;
+    Ok(report)
+}
+
+fn flush_group(
+    index: &mut Index,
+    encoder: &Encoder,
+    opts: &UpdateOptions,
+    group: &mut Vec<Pending>,
+    report: &mut UpdateReport,
+) -> Result<(), IndexError> {
+    if group.is_empty() {
+        return Ok(());
+    }
+    let texts: Vec<&str> = group
+        .iter()
+        .flat_map(|p| p.passages.iter().map(|(_, t)| t.as_str()))
+        .collect();
+    let emb = encoder.embed(&texts, Pooling::Mean, true, opts.limits)?;
+    let codes = match &index.coder {
+        Some(c) if !emb.is_empty() => Some(c.encode(&emb.data, emb.len())?),
+        _ => None,
+    };
+    let generation = index.meta.code.as_ref().map(|c| c.generation).unwrap_or(0);
+    let words = index.coder.as_ref().map(|c| c.words()).unwrap_or(0);
+    let mut row = 0;
+    for p in group.drain(..) {
+        let new: Vec<NewPassage> = p
+            .passages
+            .into_iter()
+            .map(|(record, _)| {
+                let i = row;
+                row += 1;
+                NewPassage {
+                    record,
+                    vector: emb.row(i).to_vec(),
+                    code: codes
+                        .as_ref()
+                        .map(|c| c[i * words..(i + 1) * words].to_vec()),
+                }
+            })
+            .collect();
+        let old = index
+            .store
+            .file(&p.path)?
+            .map(|r| r.passages.len())
+            .unwrap_or(0);
+        index
+            .store
+            .replace_file(&p.path, Some(p.record), &new, generation)?;
+        report.files_embedded += 1;
+        report.passages_added += new.len();
+        report.passages_removed += old;
+    }
+    Ok(())
+}
+
+/// Refits the code source when there is none, when `--bits` changed, when the corpus has at
+/// least doubled since the last fit, or when random hyperplanes can now give way to ITQ.
+fn maybe_refit(
+    index: &mut Index,
+    bits: usize,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Option<String>, IndexError> {
+    let n = index.store.passage_count();
+    // With a single passage there is nothing to fit, and exact search costs nothing.
+    if n < 2 {
+        return Ok(None);
+    }
+    let dim = index.meta.fingerprint.dim;
+    let due = match (&index.meta.code, &index.coder) {
+        (Some(meta), Some(coder)) => {
+            meta.bits != bits
+                || n >= meta.fitted_on.saturating_mul(2)
+                || (coder.name() == "lsh"
+                    && n >= bits * super::coder::MIN_PASSAGES_PER_BIT
+                    && bits <= dim)
+        }
+        _ => true,
+    };
+    if !due {
+        return Ok(None);
+    }
+    progress(Progress::Fitting { passages: n });
+    let (ids, vectors, vdim) = index.store.vectors()?;
+    if ids.len() < 2 || vdim != dim {
+        return Ok(None);
+    }
+    let coder = Coder::fit(&vectors, ids.len(), dim, bits)?;
+    let codes = coder.encode(&vectors, ids.len())?;
+    let generation = index
+        .meta
+        .code
+        .as_ref()
+        .map(|c| c.generation + 1)
+        .unwrap_or(1);
+    let words = coder.words();
+    let items: Vec<(u64, Vec<u64>)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (*id, codes[i * words..(i + 1) * words].to_vec()))
+        .collect();
+    for chunk in items.chunks(4096) {
+        index.store.put_codes(generation, chunk)?;
+    }
+    let mut meta = index.meta.clone();
+    meta.code = Some(CodeMeta {
+        source: coder.name(),
+        bits,
+        generation,
+        fitted_on: ids.len(),
+    });
+    index.store.set_coder(&meta, &coder.to_bytes())?;
+    let desc = format!(
+        "{} {}-bit codes fitted on {} passages",
+        coder.name(),
+        bits,
+        ids.len()
+    );
+    index.meta = meta;
+    index.coder = Some(coder);
+    Ok(Some(desc))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,386 @@
+//! `dochash index`, `query` and `status` driven as a user would, on temporary folders.
+//! The tiny random model is used where only the mechanics matter (its vectors still reflect
+//! shared words); the real model where the answer must be semantically right.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::{dochash, stderr, stdout};
+use serde_json::Value;
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    home: PathBuf,
+    notes: PathBuf,
+    model: PathBuf,
+}
+
+fn env() -> Env {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let home = tmp.path().join("home");
+    let notes = tmp.path().join("notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    let model = common::tiny_model(tmp.path());
+    Env {
+        home,
+        notes,
+        model,
+        _tmp: tmp,
+    }
+}
+
+impl Env {
+    fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.notes.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn index(&self, args: &[&str]) -> Output {
+        let out = dochash(&self.home)
+            .arg("index")
+            .arg("--model")
+            .arg(&self.model)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "index failed: {}", stderr(&out));
+        out
+    }
+
+    fn query(&self, text: &str, extra: &[&str]) -> (Option<i32>, Vec<Value>) {
+        let out = dochash(&self.home)
+            .args(["query", "--json", text])
+            .args(extra)
+            .output()
+            .unwrap();
+        let hits = stdout(&out)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect();
+        (out.status.code(), hits)
+    }
+
+    fn status(&self) -> Value {
+        let out = dochash(&self.home)
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_str(stdout(&out).trim()).unwrap()
+    }
+}
+
+fn canon(p: &Path) -> String {
+    std::fs::canonicalize(p).unwrap().display().to_string()
+}
+
+fn paths(hits: &[Value]) -> Vec<String> {
+    hits.iter()
+        .map(|h| h["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+const FRUIT: &str = "# Fruit\n\napple banana cherry apple banana cherry\n";
+const MUSIC: &str = "# Music\n\nguitar piano music guitar piano music\n";
+const RIVER: &str = "# Nature\n\nriver ocean mountain forest river ocean\n";
+
+#[test]
+fn index_query_edit_delete_rename() {
+    let e = env();
+    let fruit = e.write("fruit.md", FRUIT);
+    e.write("music.md", MUSIC);
+    e.write("sub/nature.txt", RIVER);
+    let out = e.index(&[e.notes.to_str().unwrap()]);
+    assert!(stderr(&out).contains("3 embedded"), "{}", stderr(&out));
+
+    let (code, hits) = e.query("guitar piano music", &[]);
+    assert_eq!(code, Some(0));
+    assert_eq!(paths(&hits)[0], canon(&e.notes.join("music.md")));
+    let h = &hits[0];
+    assert_eq!(h["line"], 3);
+    assert!(h["text"].as_str().unwrap().contains("guitar"));
+    assert!(h["score"].as_f64().unwrap() > 0.5);
+    assert_eq!(h["headings"][0], "Music");
+
+    let s = e.status();
+    assert_eq!(s["files"], 3);
+    assert_eq!(s["roots"][0], canon(&e.notes));
+
+    // Unchanged re-run embeds nothing.
+    let out = e.index(&[]);
+    assert!(
+        stderr(&out).contains("0 embedded, 3 unchanged"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Edit: only that file is re-embedded and the new text is found.
+    std::fs::write(&fruit, "# Fruit\n\nbread soup recipe bread soup recipe\n").unwrap();
+    let out = e.index(&[]);
+    assert!(
+        stderr(&out).contains("1 embedded, 2 unchanged"),
+        "{}",
+        stderr(&out)
+    );
+    let (_, hits) = e.query("bread soup recipe", &[]);
+    assert_eq!(paths(&hits)[0], canon(&fruit));
+    assert!(hits[0]["text"].as_str().unwrap().contains("bread"));
+
+    // Delete: gone from results.
+    std::fs::remove_file(e.notes.join("music.md")).unwrap();
+    e.index(&[]);
+    let (_, hits) = e.query("guitar piano music", &["-k", "50"]);
+    assert!(!paths(&hits).iter().any(|p| p.ends_with("music.md")));
+    assert_eq!(e.status()["files"], 2);
+
+    // Rename: old path gone, new path found.
+    let renamed = e.notes.join("sub/renamed.md");
+    std::fs::rename(e.notes.join("sub/nature.txt"), &renamed).unwrap();
+    e.index(&[]);
+    let (_, hits) = e.query("river ocean mountain", &["-k", "50"]);
+    let p = paths(&hits);
+    assert_eq!(p[0], canon(&renamed));
+    assert!(!p.iter().any(|x| x.ends_with("nature.txt")));
+}
+
+#[test]
+fn awkward_files_are_skipped_or_read_with_notes() {
+    let e = env();
+    e.write("good.md", MUSIC);
+    std::fs::write(e.notes.join("binary.md"), b"\x00\x01\x02binary\x00data").unwrap();
+    e.write("huge.md", &"apple ".repeat(200_000));
+    std::fs::write(e.notes.join("latin1.md"), b"caf\xe9 river ocean caf\xe9\n").unwrap();
+    e.write(".hidden/secret.md", "guitar secret");
+    e.write("ignored/skip.md", "guitar ignored");
+    e.write(".gitignore", "ignored/\n");
+    e.write("image.png", "not a note");
+    std::fs::create_dir_all(e.notes.join("empty")).unwrap();
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(&e.notes, e.notes.join("loop")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent/target.md", e.notes.join("dangling.md")).unwrap();
+    }
+    let out = e.index(&[e.notes.to_str().unwrap(), "--max-file-size", "100000"]);
+    let err = stderr(&out);
+    assert!(err.contains("binary.md") && err.contains("binary"), "{err}");
+    assert!(err.contains("huge.md") && err.contains("limit"), "{err}");
+    assert!(err.contains("latin1.md") && err.contains("UTF-8"), "{err}");
+    let s = e.status();
+    assert_eq!(s["files"], 2, "good.md and latin1.md: {s}");
+    let (_, hits) = e.query("river ocean", &[]);
+    assert!(paths(&hits)[0].ends_with("latin1.md"));
+    assert!(hits[0]["text"].as_str().unwrap().contains('\u{fffd}'));
+    let (_, hits) = e.query("guitar", &["-k", "50"]);
+    assert!(
+        !paths(&hits)
+            .iter()
+            .any(|p| p.contains("secret") || p.contains("skip"))
+    );
+}
+
+#[test]
+fn empty_folder_and_no_results_exit_codes() {
+    let e = env();
+    let out = dochash(&e.home)
+        .args(["query", "anything"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("dochash index"), "{}", stderr(&out));
+
+    e.index(&[e.notes.to_str().unwrap()]);
+    assert_eq!(e.status()["passages"], 0);
+    let (code, hits) = e.query("anything", &[]);
+    assert_eq!((code, hits.len()), (Some(1), 0));
+
+    let out = dochash(&e.home)
+        .args(["index", "--model"])
+        .arg(&e.model)
+        .arg(e.notes.join("does-not-exist"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("does-not-exist"), "{}", stderr(&out));
+}
+
+#[test]
+fn removed_root_keeps_entries_until_forgotten() {
+    let e = env();
+    let other = e.notes.parent().unwrap().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("o.md"), RIVER).unwrap();
+    e.write("m.md", MUSIC);
+    e.index(&[e.notes.to_str().unwrap(), other.to_str().unwrap()]);
+    assert_eq!(e.status()["files"], 2);
+    let other_canon = canon(&other);
+    std::fs::remove_dir_all(&other).unwrap();
+    let out = e.index(&[]);
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    assert_eq!(e.status()["files"], 2);
+    e.index(&["--forget", &other_canon]);
+    assert_eq!(e.status()["files"], 1);
+}
+
+#[test]
+fn per_file_and_k_limit_results() {
+    let e = env();
+    let long: String = (0..40)
+        .map(|i| format!("## Part {i}\n\nguitar piano music number {i}\n\n"))
+        .collect();
+    e.write("long.md", &long);
+    e.write("other.md", MUSIC);
+    e.index(&[e.notes.to_str().unwrap()]);
+    let (_, hits) = e.query("guitar piano music", &["-k", "5"]);
+    assert_eq!(hits.len(), 5);
+    let (_, hits) = e.query("guitar piano music", &["--per-file"]);
+    assert_eq!(hits.len(), 2);
+    for w in hits.windows(2) {
+        assert!(w[0]["score"].as_f64() >= w[1]["score"].as_f64());
+    }
+}
+
+#[test]
+fn model_change_rebuilds_and_damage_is_repaired() {
+    let e = env();
+    e.write("m.md", MUSIC);
+    e.index(&[e.notes.to_str().unwrap()]);
+
+    // A different model: one line saying why, then a full rebuild keeping the roots.
+    let other = e.notes.parent().unwrap().join("other-model");
+    dochash::encoder::write_tiny_model(&other, 99).unwrap();
+    let out = dochash(&e.home)
+        .args(["index", "--model"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("rebuilding"), "{}", stderr(&out));
+    assert_eq!(e.status()["files"], 1);
+
+    // A damaged database: said in one line, rebuilt from the files.
+    let db = e.home.join("index");
+    for entry in std::fs::read_dir(&db).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            std::fs::write(&p, b"garbage garbage garbage").unwrap();
+        }
+    }
+    let out = e.index(&[]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("damaged") && err.contains("rebuilding"),
+        "{err}"
+    );
+    assert_eq!(
+        e.status()["files"],
+        1,
+        "the folder list survived the rebuild"
+    );
+    let (_, hits) = e.query("guitar piano", &[]);
+    assert!(!hits.is_empty());
+}
+
+/// kill -9 at several points during an index run; whatever state it leaves, the next run
+/// must converge on exactly what a clean run produces.
+#[test]
+fn killed_index_run_converges() {
+    let e = env();
+    for i in 0..60 {
+        let text = match i % 3 {
+            0 => FRUIT,
+            1 => MUSIC,
+            _ => RIVER,
+        };
+        e.write(
+            &format!("d{i:02}/note{i}.md"),
+            &format!("{text}\nnote number {i}\n"),
+        );
+    }
+    // Reference: a clean index in another home.
+    let clean = Env {
+        home: e.home.with_file_name("clean-home"),
+        notes: e.notes.clone(),
+        model: e.model.clone(),
+        _tmp: tempfile::tempdir().unwrap(),
+    };
+    clean.index(&[e.notes.to_str().unwrap()]);
+    let (_, want) = clean.query("guitar piano music", &["-k", "20"]);
+
+    for delay_ms in [0u64, 30, 120, 400] {
+        let mut child = dochash(&e.home)
+            .arg("index")
+            .arg("--model")
+            .arg(&e.model)
+            .arg(&e.notes)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        // Touch a few files so the next run has real work besides recovery.
+        e.write("d00/note0.md", &format!("{FRUIT}\nnote number 0\n"));
+    }
+    e.index(&[e.notes.to_str().unwrap()]);
+    let s = e.status();
+    let c = clean.status();
+    assert_eq!(s["files"], c["files"]);
+    assert_eq!(s["passages"], c["passages"]);
+    let (_, got) = e.query("guitar piano music", &["-k", "20"]);
+    let strip = |v: &[Value]| -> Vec<(String, i64, String)> {
+        v.iter()
+            .map(|h| {
+                (
+                    h["path"].as_str().unwrap().to_string(),
+                    h["line"].as_i64().unwrap(),
+                    format!("{:.4}", h["score"].as_f64().unwrap()),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(strip(&got), strip(&want));
+}
+
+#[test]
+fn real_model_finds_the_semantically_right_note() {
+    let e = env();
+    e.write(
+        "cooking.md",
+        "# Sourdough\n\nFeed the starter the night before, then mix flour, water and salt. \
+         Let the dough rise slowly and bake it in a hot Dutch oven.\n",
+    );
+    e.write(
+        "car.md",
+        "# Car maintenance\n\nChange the engine oil every ten thousand kilometres and check the \
+         tyre pressure monthly.\n",
+    );
+    e.write(
+        "rust.md",
+        "# Ownership\n\nIn Rust every value has a single owner; when the owner goes out of scope \
+         the value is dropped. Borrowing lets code use a value without taking ownership.\n",
+    );
+    let model = common::real_model();
+    let out = dochash(&e.home)
+        .arg("index")
+        .arg("--model")
+        .arg(&model)
+        .arg(&e.notes)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (q, want) in [
+        ("how do I bake bread", "cooking.md"),
+        ("when should I replace the motor oil", "car.md"),
+        (
+            "memory is freed when a variable leaves its scope",
+            "rust.md",
+        ),
+    ] {
+        let (code, hits) = e.query(q, &[]);
+        assert_eq!(code, Some(0));
+        assert!(paths(&hits)[0].ends_with(want), "{q}: {:?}", paths(&hits));
+    }
+}
