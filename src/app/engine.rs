@@ -89,6 +89,7 @@ struct Shared {
 
 pub(super) enum Work {
     Update,
+    AddRoots(Vec<PathBuf>),
     Stop,
 }
 
@@ -222,6 +223,12 @@ impl Engine {
     pub fn refresh(&self) {
         let _ = self.tx.send(Work::Update);
     }
+
+    /// Adds folders (absolute paths) to the index and updates it in the background; used when
+    /// `dochash index PATH` runs while this process owns the index.
+    pub fn add_roots(&self, paths: Vec<PathBuf>) {
+        let _ = self.tx.send(Work::AddRoots(paths));
+    }
 }
 
 impl Engine {
@@ -323,15 +330,14 @@ fn worker(
     *shared.encoder.write().unwrap_or_else(|p| p.into_inner()) = Some(enc.clone());
     publish(shared, &index)?;
 
-    let _watcher = if cfg.watch {
+    let mut watcher = if cfg.watch {
         Some(
             super::watch::watch(&index.meta().roots, &cfg.home, tx.clone())
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| format!("cannot watch the folders: {e}"))?,
         )
     } else {
         None
     };
-    let _ = &tx;
 
     let mut pending = true;
     loop {
@@ -343,19 +349,29 @@ fn worker(
         if !cfg.watch {
             return Ok(());
         }
-        match rx.recv_timeout(Duration::from_secs(3600)) {
-            Ok(Work::Update) => {
-                pending = true;
-                // Merge everything that is already queued into this one update.
-                while let Ok(w) = rx.try_recv() {
-                    if matches!(w, Work::Stop) {
-                        return Ok(());
+        let first = match rx.recv_timeout(Duration::from_secs(3600)) {
+            Ok(w) => w,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        };
+        // Merge everything already queued into one update.
+        let queued: Vec<Work> = std::iter::once(first).chain(rx.try_iter()).collect();
+        for w in queued {
+            match w {
+                Work::Stop => return Ok(()),
+                Work::Update => pending = true,
+                Work::AddRoots(paths) => {
+                    let added = index.add_roots(&paths).map_err(|e| e.to_string())?;
+                    if let Some(w) = watcher.as_mut() {
+                        for root in &added {
+                            if let Err(e) = super::watch::add(w, root) {
+                                tracing::warn!("cannot watch {}: {e}", root.display());
+                            }
+                        }
                     }
+                    pending = true;
                 }
             }
-            Ok(Work::Stop) => return Ok(()),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return Ok(()),
         }
         if shared.stop.load(Ordering::Acquire) {
             return Ok(());

@@ -33,6 +33,10 @@ pub enum Request {
         candidates: Option<usize>,
     },
     Status,
+    /// Add folders (absolute paths) and update; answered with the status at once.
+    Index {
+        add: Vec<PathBuf>,
+    },
 }
 
 /// The owner's status as sent over the socket (and printed by `dochash status --json`).
@@ -157,6 +161,14 @@ fn serve_one(conn: std::os::unix::net::UnixStream, engine: &Engine) {
             Err(e) => Reply::Error(e),
         },
         Ok(Request::Status) => Reply::Status(engine.status().into()),
+        Ok(Request::Index { add }) => {
+            if add.iter().any(|p| !p.is_absolute()) {
+                Reply::Error("folders must be given as absolute paths".into())
+            } else {
+                engine.add_roots(add);
+                Reply::Status(engine.status().into())
+            }
+        }
         Err(e) => Reply::Error(format!("bad request: {e}")),
     };
     if let Ok(mut s) = serde_json::to_string(&reply) {

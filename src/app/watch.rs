@@ -33,14 +33,20 @@ pub(super) fn watch(
         }
     })?;
     for root in roots {
-        if root.is_dir() {
-            debouncer.watch(root, RecursiveMode::Recursive)?;
-        } else if root.is_file()
-            && let Some(parent) = root.parent()
-        {
-            // A single-file root is replaced, not modified, by atomic saves: watch its folder.
-            debouncer.watch(parent, RecursiveMode::NonRecursive)?;
-        }
+        add(&mut debouncer, root)?;
     }
     Ok(debouncer)
+}
+
+/// Watches one more root; a root that does not exist (an unmounted drive) is left alone.
+pub(super) fn add(w: &mut Watcher, root: &Path) -> notify_debouncer_full::notify::Result<()> {
+    if root.is_dir() {
+        w.watch(root, RecursiveMode::Recursive)?;
+    } else if root.is_file()
+        && let Some(parent) = root.parent()
+    {
+        // A single-file root is replaced, not modified, by atomic saves: watch its folder.
+        w.watch(parent, RecursiveMode::NonRecursive)?;
+    }
+    Ok(())
 }

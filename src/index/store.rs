@@ -167,6 +167,9 @@ pub struct Store {
 }
 
 const META_KEY: &[u8] = b"meta";
+
+/// How long [`Store::open`] waits for another process to release the database.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
 const CODER_KEY: &[u8] = b"coder";
 
 impl Store {
@@ -176,14 +179,25 @@ impl Store {
             path: dir.to_path_buf(),
             source: e,
         })?;
-        let db = sled::Config::new()
-            .path(dir)
-            .flush_every_ms(Some(200))
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if is_lock_error(&io) => StoreError::Locked(dir.to_path_buf()),
-                other => corrupt(dir, other),
-            })?;
+        // Another process may hold the database for a moment (a one-shot `query` or `status`
+        // while an owner starts): wait a little before calling it locked.
+        let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+        let db = loop {
+            match sled::Config::new()
+                .path(dir)
+                .flush_every_ms(Some(200))
+                .open()
+            {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io)) if is_lock_error(&io) => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::Locked(dir.to_path_buf()));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(other) => return Err(corrupt(dir, other)),
+            }
+        };
         let tree = |name: &str| db.open_tree(name).map_err(|e| corrupt(dir, e));
         Ok(Self {
             path: dir.to_path_buf(),

@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
+use dochash::app::socket::{self, Reply, Request};
 use dochash::encoder::BatchLimits;
 use dochash::index::{DEFAULT_BITS, Index, Progress, UpdateOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -11,6 +12,42 @@ use crate::cli::{Global, IndexArgs};
 use crate::shared;
 
 pub fn run(g: &Global, args: &IndexArgs) -> Result<ExitCode> {
+    // A running TUI or `dochash watch` owns the index and keeps it up to date: hand it the
+    // new folders instead of failing on the database lock.
+    let home = dochash::model::home_dir()?;
+    if std::fs::symlink_metadata(socket::socket_path(&home)).is_ok() {
+        let mut add = Vec::new();
+        for p in &args.paths {
+            add.push(
+                std::fs::canonicalize(p)
+                    .with_context(|| format!("cannot index {}", p.display()))?,
+            );
+        }
+        if let Some(reply) = socket::ask(&home, &Request::Index { add: add.clone() }) {
+            if let Reply::Error(e) = reply.map_err(|e| anyhow!(e))? {
+                bail!(e);
+            }
+            if !args.forget.is_empty()
+                || !args.include.is_empty()
+                || !args.exclude.is_empty()
+                || args.extensions.is_some()
+                || args.max_file_size.is_some()
+                || args.bits.is_some()
+            {
+                bail!(
+                    "a running dochash (TUI or `dochash watch`) owns the index; stop it to change folders, filters or --bits"
+                );
+            }
+            for a in &add {
+                shared::note(g, format!("added {}", a.display()));
+            }
+            shared::note(
+                g,
+                "a running dochash owns the index and is updating it; `dochash status` shows progress",
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     let files = shared::resolve_model(g)?;
     let enc = shared::load_encoder(g, &files, None)?;
     let dir = dochash::app::index_dir()?;

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         Command::Embed(e) => embed::run(&cli.global, e),
         Command::Index(a) => index_cmd::run(&cli.global, a),
         Command::Query(a) => query::run(&cli.global, a),
-        Command::Status(a) => query::status(&cli.global, a),
+        Command::Status(a) => query::status(a),
         Command::Bench(b) => bench::run(&cli.global, b),
         Command::Watch(a) => watch::run(&cli.global, a),
     };

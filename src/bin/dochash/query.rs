@@ -2,26 +2,46 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use dochash::app::socket::{self, Reply, Request};
 use dochash::encoder::BatchLimits;
-use dochash::index::{Hit, Index, SearchParams, hamming};
+use dochash::index::{Hit, Index, IndexError, SearchParams, StoreError, hamming};
 use dochash::model::{self, ModelSpec};
 
 use crate::cli::{Global, QueryArgs, StatusArgs};
 use crate::shared;
 
-fn open(g: &Global) -> Result<Index> {
-    let dir = dochash::app::index_dir()?;
-    match Index::open_existing(&dir)
-        .with_context(|| format!("cannot open the index at {}", dir.display()))?
-    {
-        Some(i) => Ok(i),
-        None => {
-            let _ = g;
+/// The index itself, or — when another process owns it — that owner's answer to `req`.
+enum Source {
+    Direct(Box<Index>),
+    Owner(Reply),
+}
+
+fn open(req: &Request) -> Result<Source> {
+    let home = model::home_dir()?;
+    if let Some(reply) = socket::ask(&home, req) {
+        return Ok(Source::Owner(reply.map_err(|e| anyhow!(e))?));
+    }
+    let dir = dochash::index::index_dir(&home);
+    match Index::open_existing(&dir) {
+        Ok(Some(i)) => Ok(Source::Direct(Box::new(i))),
+        Ok(None) => {
             bail!("nothing is indexed yet; run `dochash index PATH` (or `dochash-tui PATH`) first")
         }
+        Err(e @ IndexError::Store(StoreError::Locked(_))) => {
+            // An owner that is still starting holds the database before its socket is up.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Some(reply) = socket::ask(&home, req) {
+                    return Ok(Source::Owner(reply.map_err(|e| anyhow!(e))?));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e).with_context(|| format!("cannot open the index at {}", dir.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot open the index at {}", dir.display())),
     }
 }
 
@@ -34,14 +54,12 @@ pub fn run(g: &Global, args: &QueryArgs) -> Result<ExitCode> {
         per_file: args.per_file,
         candidates: args.candidates,
     };
-    if let Some(reply) = socket::ask(&model::home_dir()?, &req) {
-        return match reply.map_err(|e| anyhow!(e))? {
-            Reply::Hits(hits) => print_hits(g, args, &hits),
-            Reply::Error(e) => Err(anyhow!(e)),
-            Reply::Status(_) => bail!("unexpected reply from the running dochash"),
-        };
-    }
-    let index = open(g)?;
+    let index = match open(&req)? {
+        Source::Direct(i) => i,
+        Source::Owner(Reply::Hits(hits)) => return print_hits(g, args, &hits),
+        Source::Owner(Reply::Error(e)) => return Err(anyhow!(e)),
+        Source::Owner(Reply::Status(_)) => bail!("unexpected reply from the running dochash"),
+    };
     let meta = index.meta().clone();
     // The index's own model, unless the user names one; vectors of two models never mix.
     let spec = g
@@ -147,39 +165,16 @@ fn clean(s: &str) -> String {
         .collect()
 }
 
-pub fn status(g: &Global, args: &StatusArgs) -> Result<ExitCode> {
-    if let Some(reply) = socket::ask(&model::home_dir()?, &Request::Status) {
-        let s = match reply.map_err(|e| anyhow!(e))? {
-            Reply::Status(s) => s,
-            Reply::Error(e) => bail!(e),
-            Reply::Hits(_) => bail!("unexpected reply from the running dochash"),
-        };
-        if args.json {
-            let mut v = serde_json::to_value(&s)?;
-            v["owner"] = true.into();
-            println!("{v}");
-        } else {
-            println!("owner     a running dochash holds the index");
-            println!(
-                "roots     {}",
-                s.roots
-                    .iter()
-                    .map(|r| r.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            println!("files     {}", s.files);
-            println!("passages  {}", s.passages);
-            println!("model     {}", s.model);
-            println!("codes     {}", s.codes);
-            println!("device    {}", s.device);
-            if let Some(j) = s.job {
-                println!("job       {j}");
-            }
+pub fn status(args: &StatusArgs) -> Result<ExitCode> {
+    let index = match open(&Request::Status)? {
+        Source::Direct(i) => i,
+        Source::Owner(Reply::Error(e)) => bail!(e),
+        Source::Owner(Reply::Hits(_)) => bail!("unexpected reply from the running dochash"),
+        Source::Owner(Reply::Status(s)) => {
+            print_owner_status(args, s)?;
+            return Ok(ExitCode::SUCCESS);
         }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let index = open(g)?;
+    };
     let m = index.meta();
     let searcher = index.searcher()?;
     let code = m.code.as_ref();
@@ -241,4 +236,31 @@ pub fn status(g: &Global, args: &StatusArgs) -> Result<ExitCode> {
         index.store().size_on_disk() as f64 / (1024.0 * 1024.0)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_owner_status(args: &StatusArgs, s: socket::StatusReply) -> Result<()> {
+    if args.json {
+        let mut v = serde_json::to_value(&s)?;
+        v["owner"] = true.into();
+        println!("{v}");
+    } else {
+        println!("owner     a running dochash holds the index");
+        println!(
+            "roots     {}",
+            s.roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!("files     {}", s.files);
+        println!("passages  {}", s.passages);
+        println!("model     {}", s.model);
+        println!("codes     {}", s.codes);
+        println!("device    {}", s.device);
+        if let Some(j) = s.job {
+            println!("job       {j}");
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,203 @@
+//! One owner of the index: `dochash watch` holds it, and `dochash query`/`status`/`index` from
+//! other processes go through its socket instead of failing on the database lock.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{dochash, stderr, stdout};
+use serde_json::Value;
+
+fn wait_until(what: &str, mut pred: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !pred() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn status(home: &Path) -> Option<Value> {
+    let out = dochash(home).args(["status", "--json"]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_str(stdout(&out).trim()).ok()
+}
+
+fn query(home: &Path, text: &str, k: usize) -> Vec<Value> {
+    let out = dochash(home)
+        .args(["query", "--json", "-k", &k.to_string(), text])
+        .output()
+        .unwrap();
+    assert!(out.status.code() != Some(2), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn start_watch(home: &Path, model: &Path, paths: &[&Path]) -> Child {
+    let mut c = Command::new(common::bin("dochash"));
+    c.env("DOCHASH_HOME", home)
+        .env_remove("DOCHASH_MODEL")
+        .arg("watch")
+        .arg("--model")
+        .arg(model)
+        .args(paths)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = c.spawn().unwrap();
+    wait_until("the owner to answer", || {
+        status(home).is_some_and(|s| s["owner"] == true && s["job"].is_null())
+    });
+    child
+}
+
+fn summary(hits: &[Value]) -> Vec<(String, i64, String)> {
+    hits.iter()
+        .map(|h| {
+            (
+                h["path"].as_str().unwrap().to_string(),
+                h["line"].as_i64().unwrap(),
+                format!("{:.5}", h["score"].as_f64().unwrap()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn queries_through_the_owner_match_direct_queries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let notes = tmp.path().join("notes");
+    let model = common::tiny_model(tmp.path());
+    for (i, text) in [
+        "apple banana cherry",
+        "guitar piano music",
+        "river ocean mountain",
+        "server request response error",
+        "bread soup recipe",
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::create_dir_all(&notes).unwrap();
+        std::fs::write(
+            notes.join(format!("n{i}.md")),
+            format!("# N{i}\n\n{text}\n"),
+        )
+        .unwrap();
+    }
+    let out = dochash(&home)
+        .arg("index")
+        .arg("--model")
+        .arg(&model)
+        .arg(&notes)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let direct = query(&home, "guitar piano", 5);
+    assert_eq!(direct.len(), 5);
+
+    let mut watch = start_watch(&home, &model, &[]);
+    let through = query(&home, "guitar piano", 5);
+    assert_eq!(summary(&through), summary(&direct));
+
+    // The socket is private to the user.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(home.join("owner.sock"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
+    }
+
+    // `dochash index NEW` is handed to the owner.
+    let extra = tmp.path().join("extra");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::write(extra.join("e.md"), "# E\n\nsailing boats wind\n").unwrap();
+    let out = dochash(&home).arg("index").arg(&extra).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("running dochash"), "{}", stderr(&out));
+    wait_until("the new folder to be indexed", || {
+        status(&home).is_some_and(|s| s["files"] == 6)
+    });
+    let through = query(&home, "guitar piano", 5);
+    assert!(
+        through
+            .iter()
+            .any(|h| h["path"].as_str().unwrap().ends_with("e.md"))
+    );
+
+    // Ctrl-C stops the owner cleanly and removes its socket.
+    let st = Command::new("kill")
+        .args(["-INT", &watch.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let code = watch.wait().unwrap();
+    assert!(code.success(), "{code:?}");
+    assert!(!home.join("owner.sock").exists());
+    assert_eq!(summary(&query(&home, "guitar piano", 5)), summary(&through));
+
+    // kill -9 leaves a stale socket: queries fall back to opening the index themselves.
+    let mut watch = start_watch(&home, &model, &[]);
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    assert!(home.join("owner.sock").exists());
+    assert_eq!(summary(&query(&home, "guitar piano", 5)), summary(&through));
+    assert_eq!(status(&home).unwrap()["files"], 6);
+}
+
+#[test]
+fn watcher_handles_a_burst_of_1000_files_and_atomic_saves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let notes = tmp.path().join("notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    let model = common::tiny_model(tmp.path());
+    let mut watch = start_watch(&home, &model, &[&notes]);
+    assert_eq!(status(&home).unwrap()["files"], 0);
+
+    // A burst, like a `git checkout` touching 1,000 files.
+    for i in 0..1000 {
+        let dir = notes.join(format!("d{}", i % 10));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(format!("n{i}.md")),
+            format!("note {i} apple river\n"),
+        )
+        .unwrap();
+    }
+    wait_until("1000 files indexed", || {
+        status(&home).is_some_and(|s| s["files"] == 1000 && s["job"].is_null())
+    });
+    let hits = query(&home, "apple river", 10);
+    assert_eq!(hits.len(), 10);
+
+    // An editor's atomic save: write a temp file, rename it over the note.
+    let target = notes.join("d3/n3.md");
+    let tmpfile = notes.join("d3/.n3.md.swp");
+    std::fs::write(&tmpfile, "completely different words: guitar piano\n").unwrap();
+    std::fs::rename(&tmpfile, &target).unwrap();
+    let target = std::fs::canonicalize(&target).unwrap();
+    wait_until("the saved text to be searchable", || {
+        query(&home, "guitar piano", 2000).iter().any(|h| {
+            PathBuf::from(h["path"].as_str().unwrap()) == target
+                && h["text"].as_str().unwrap().contains("guitar")
+        })
+    });
+
+    // Deleting a folder of 100 files removes them.
+    std::fs::remove_dir_all(notes.join("d7")).unwrap();
+    wait_until("the deleted files to leave", || {
+        status(&home).is_some_and(|s| s["files"] == 900)
+    });
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+}
