@@ -188,7 +188,7 @@ fn watcher_handles_a_burst_of_1000_files_and_atomic_saves() {
     let target = std::fs::canonicalize(&target).unwrap();
     wait_until("the saved text to be searchable", || {
         query(&home, "guitar piano", 2000).iter().any(|h| {
-            PathBuf::from(h["path"].as_str().unwrap()) == target
+            Path::new(h["path"].as_str().unwrap()) == target
                 && h["text"].as_str().unwrap().contains("guitar")
         })
     });

@@ -109,13 +109,28 @@ pub(crate) fn verify_dir(
 }
 
 /// Hashes `path` and compares with `expected` (hex, case-insensitive).
+///
+/// Hashing 90 MB costs about 0.1 s, which would dominate every one-shot `dochash query`; so a
+/// successful check leaves a stamp (size, mtime, hash) beside the file, and a file whose size
+/// and mtime still match its stamp is not hashed again. Any change to the file invalidates it.
 pub(crate) fn check_sha256(
     path: &Path,
     expected: &str,
     bar: &ProgressBar,
 ) -> Result<(), ModelError> {
+    let stamp_path = stamp_path(path);
+    let identity = file_identity(path);
+    if let (Some(id), Ok(stamp)) = (&identity, fs::read_to_string(&stamp_path))
+        && stamp.trim() == format!("{id} {}", expected.to_ascii_lowercase())
+    {
+        return Ok(());
+    }
     let actual = sha256_file_progress(path, bar)?;
     if actual.eq_ignore_ascii_case(expected) {
+        if let Some(id) = identity {
+            // Best effort: a read-only cache (e.g. a shared Hugging Face cache) is hashed each time.
+            let _ = fs::write(&stamp_path, format!("{id} {actual}\n"));
+        }
         Ok(())
     } else {
         Err(ModelError::ChecksumMismatch {
@@ -386,5 +401,51 @@ mod tests {
                 "{bad:?} accepted"
             );
         }
+    }
+}
+
+/// `.<name>.verified` beside the file.
+fn stamp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.verified"))
+}
+
+/// Size and modification time, which change whenever the file is rewritten.
+fn file_identity(path: &Path) -> Option<String> {
+    let m = fs::metadata(path).ok()?;
+    let mtime = m
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    Some(format!("{} {mtime}", m.len()))
+}
+
+#[cfg(test)]
+mod stamp_tests {
+    use super::*;
+
+    #[test]
+    fn verified_stamp_is_used_and_invalidated_by_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("model.safetensors");
+        fs::write(&f, b"weights v1").unwrap();
+        let good = sha256_file(&f).unwrap();
+        let bar = ProgressBar::hidden();
+        check_sha256(&f, &good, &bar).unwrap();
+        let stamp = fs::read_to_string(stamp_path(&f)).unwrap();
+        assert!(stamp.contains(&good), "{stamp}");
+        // A stamp does not vouch for another expected hash.
+        assert!(check_sha256(&f, &"0".repeat(64), &bar).is_err());
+        // Rewriting the file (new size) invalidates the stamp: the mismatch is found.
+        fs::write(&f, b"weights v2, tampered").unwrap();
+        assert!(matches!(
+            check_sha256(&f, &good, &bar),
+            Err(ModelError::ChecksumMismatch { .. })
+        ));
     }
 }
