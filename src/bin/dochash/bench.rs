@@ -12,7 +12,7 @@ use dochash::index::binarize::{LinearHasher, Method};
 use dochash::index::hamming;
 use dochash::index::search::cosine;
 
-use crate::cli::{BenchCmd, Global, HammingArgs, RecallArgs, SearchBenchArgs};
+use crate::cli::{BenchCmd, FreshnessArgs, Global, HammingArgs, RecallArgs, SearchBenchArgs};
 use crate::shared;
 
 pub fn run(g: &Global, cmd: &BenchCmd) -> Result<ExitCode> {
@@ -20,6 +20,7 @@ pub fn run(g: &Global, cmd: &BenchCmd) -> Result<ExitCode> {
         BenchCmd::Recall(a) => recall(g, a),
         BenchCmd::Hamming(a) => hamming_scan(a),
         BenchCmd::Search(a) => search(a),
+        BenchCmd::Freshness(a) => freshness(g, a),
     }
     .map(|_| ExitCode::SUCCESS)
 }
@@ -297,5 +298,81 @@ fn search(a: &SearchBenchArgs) -> Result<()> {
             "queries": a.queries, "p50_ms": pct(50), "p95_ms": pct(95), "max_ms": lat.last(),
             "kernel": hamming::kernel_name()})
     );
+    Ok(())
+}
+
+/// Saves notes into a watched temporary folder and times how long until a query finds each,
+/// through the same engine the TUI uses (watcher debounce, incremental update, snapshot swap).
+fn freshness(g: &Global, a: &FreshnessArgs) -> Result<()> {
+    use dochash::app::{Engine, EngineConfig};
+    use dochash::index::SearchParams;
+
+    let tmp = tempfile::tempdir()?;
+    let notes = tmp.path().join("notes");
+    std::fs::create_dir_all(&notes)?;
+    if let Some(seed) = &a.seed {
+        for e in
+            std::fs::read_dir(seed).with_context(|| format!("cannot read {}", seed.display()))?
+        {
+            let p = e?.path();
+            if p.is_file()
+                && let Some(name) = p.file_name()
+            {
+                std::fs::copy(&p, notes.join(name))?;
+            }
+        }
+    }
+    let files = shared::resolve_model(g)?;
+    let engine = Engine::start(EngineConfig {
+        home: tmp.path().join("home"),
+        model: Some(dochash::model::ModelSpec::LocalDir(files.dir.clone())),
+        device: g.device,
+        fetch: shared::fetch_options(g),
+        add_roots: vec![notes.clone()],
+        watch: true,
+    });
+    engine
+        .wait_open(std::time::Duration::from_secs(3600))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    while !engine.is_idle() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let params = SearchParams {
+        k: 10_000,
+        candidates: None,
+        per_file: false,
+    };
+    let mut took = Vec::new();
+    for i in 0..a.saves {
+        let marker = format!("zebra{i} quokka{i} sailing notes");
+        let path = notes.join(format!("fresh-{i}.md"));
+        let t = Instant::now();
+        std::fs::write(&path, format!("# Fresh {i}\n\n{marker}\n"))?;
+        let canon = std::fs::canonicalize(&path)?;
+        loop {
+            let hits = engine.search(&marker, &params).unwrap_or_default();
+            if hits.iter().any(|h| h.path == canon) {
+                break;
+            }
+            if t.elapsed().as_secs() > 60 {
+                anyhow::bail!("save {i} was not searchable after 60 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        took.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    took.sort_by(f64::total_cmp);
+    let pct = |p: usize| {
+        took.get((took.len() * p / 100).min(took.len() - 1))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    println!(
+        "{}",
+        serde_json::json!({"saves": took.len(), "passages": engine.status().passages,
+            "p50_ms": pct(50), "p95_ms": pct(95), "max_ms": took.last(),
+            "debounce_ms": dochash::app::engine::WATCH_DEBOUNCE.as_millis()})
+    );
+    engine.shutdown(std::time::Duration::from_secs(5));
     Ok(())
 }

@@ -70,6 +70,18 @@ pub enum BenchCmd {
     Hamming(HammingArgs),
     /// In-process query latency (filter + rerank, no encoder) on synthetic vectors
     Search(SearchBenchArgs),
+    /// Time from saving a note to finding it, through the watcher, in a temporary folder
+    Freshness(FreshnessArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FreshnessArgs {
+    /// Notes already in the folder before measuring (copied from this folder, if given)
+    #[arg(long, value_name = "DIR")]
+    pub seed: Option<PathBuf>,
+    /// Saves to time
+    #[arg(long, default_value_t = 20)]
+    pub saves: usize,
 }
 
 #[derive(Debug, Args)]
