@@ -151,6 +151,9 @@ pub struct SearchBenchArgs {
     /// Queries to time
     #[arg(long, default_value_t = 200)]
     pub queries: usize,
+    /// Of those, how many to check against brute-force cosine for recall@10
+    #[arg(long, default_value_t = 20)]
+    pub recall_queries: usize,
 }
 
 #[derive(Debug, Args)]
