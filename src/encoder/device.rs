@@ -67,7 +67,9 @@ pub fn open(spec: DeviceSpec) -> Result<(Device, String), EncoderError> {
             }
             Device::new_cuda(n)
                 .map(|d| (d, format!("cuda:{n}")))
-                .map_err(|e| EncoderError::Device(format!("cannot open cuda:{n}: {e}")))
+                .map_err(|e| {
+                    EncoderError::Device(format!("cannot open cuda:{n}: {}", first_line(&e)))
+                })
         }
         DeviceSpec::Metal(n) => {
             if !candle_core::utils::metal_is_available() {
@@ -77,7 +79,9 @@ pub fn open(spec: DeviceSpec) -> Result<(Device, String), EncoderError> {
             }
             Device::new_metal(n)
                 .map(|d| (d, format!("metal:{n}")))
-                .map_err(|e| EncoderError::Device(format!("cannot open metal:{n}: {e}")))
+                .map_err(|e| {
+                    EncoderError::Device(format!("cannot open metal:{n}: {}", first_line(&e)))
+                })
         }
         DeviceSpec::Auto => {
             if candle_core::utils::cuda_is_available()
@@ -93,6 +97,16 @@ pub fn open(spec: DeviceSpec) -> Result<(Device, String), EncoderError> {
             Ok((Device::Cpu, "cpu".into()))
         }
     }
+}
+
+/// candle's errors can carry a multi-line backtrace; the user gets the one line that says why.
+fn first_line(e: &candle_core::Error) -> String {
+    e.to_string()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string()
 }
 
 #[cfg(test)]
