@@ -8,3 +8,4 @@ pub mod corpus;
 pub mod encoder;
 pub mod index;
 pub mod model;
+pub mod rng;

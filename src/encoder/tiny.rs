@@ -8,26 +8,14 @@ use candle_core::{Device, Tensor};
 
 use super::EncoderError;
 use super::config::BertConfig;
+use crate::rng::SplitMix64;
 
-/// splitmix64: enough randomness for weights, and deterministic for a seed without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    /// Uniform in ±(std·√3): the variance of N(0, std²) without Box–Muller.
-    fn weights(&mut self, n: usize, std: f32) -> Vec<f32> {
-        let a = std * 3f32.sqrt();
-        (0..n).map(|_| (self.uniform() * 2.0 - 1.0) * a).collect()
-    }
+/// Uniform in ±(std·√3): the variance of N(0, std²) without Box–Muller.
+fn weights(rng: &mut SplitMix64, n: usize, std: f32) -> Vec<f32> {
+    let a = std * 3f32.sqrt();
+    (0..n)
+        .map(|_| (rng.uniform_f32() * 2.0 - 1.0) * a)
+        .collect()
 }
 
 /// The vocabulary: special tokens, letters, digits, punctuation, their `##` continuations and a
@@ -133,15 +121,15 @@ pub fn write_tiny_model(dir: &Path, seed: u64) -> Result<(), EncoderError> {
     )
     .map_err(io)?;
 
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     let h = cfg.hidden_size;
     let mut put = |name: String, shape: Vec<usize>, kind: Init| -> Result<(), EncoderError> {
         let n: usize = shape.iter().product();
         let data = match kind {
-            Init::Normal => rng.weights(n, 0.2),
+            Init::Normal => weights(&mut rng, n, 0.2),
             Init::Ones => vec![1.0; n],
-            Init::Small => rng.weights(n, 0.02),
+            Init::Small => weights(&mut rng, n, 0.02),
         };
         tensors.insert(name, Tensor::from_vec(data, shape, &Device::Cpu)?);
         Ok(())

@@ -24,6 +24,7 @@
 //! Bit `j` of a code is bit `j % 64` of word `j / 64`, the layout [`super::hamming`] expects;
 //! unused high bits of the last word are zero.
 
+use crate::rng::SplitMix64;
 use std::fmt;
 use std::str::FromStr;
 
@@ -732,35 +733,6 @@ fn rotate_projection(pca: &[f32], rotation: &DMatrix<f64>, bits: usize, dim: usi
         }
     }
     proj
-}
-
-/// splitmix64 (Steele, Lea & Flood): a tiny, well-mixed generator, enough for random
-/// hyperplanes and a starting rotation without pulling in a `rand` dependency.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1]: never 0, so its logarithm is finite.
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Standard normal by Box–Muller.
-    fn gaussian(&mut self) -> f64 {
-        let (u1, u2) = (self.uniform(), self.uniform());
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
 }
 
 #[cfg(test)]

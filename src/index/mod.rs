@@ -122,23 +122,8 @@ impl Index {
                 (store, meta)
             }
         };
-        let coder = match (&meta.code, store.coder()?) {
-            (Some(_), Some(bytes)) => Coder::from_bytes(&bytes).ok(),
-            _ => None,
-        };
-        // A coder that does not decode is treated as absent: the next update refits it, and
-        // until then every passage is scored exactly.
-        let mut index = Self {
-            store,
-            meta,
-            coder,
-            dir: dir.to_path_buf(),
-        };
-        // The folder list and filters are the user's settings, not derived data: they live in a
-        // file of their own, which wins over the database's copy and survives its rebuild.
-        if let Some(settings) = Settings::load(&settings_path(dir)) {
-            index.meta.roots = settings.roots;
-            index.meta.corpus = settings.corpus;
+        let (mut index, had_settings) = Self::assemble(store, meta, dir)?;
+        if had_settings {
             index.store.set_meta(&index.meta)?;
         } else {
             index.save_settings()?;
@@ -160,6 +145,15 @@ impl Index {
         let Some(meta) = store.meta()? else {
             return Ok(None);
         };
+        Ok(Some(Self::assemble(store, meta, dir)?.0))
+    }
+
+    /// Puts an opened store together with its coder and the user's settings. A coder that does
+    /// not decode is treated as absent: the next update refits it, and until then every passage
+    /// is scored exactly. The folder list and filters are the user's settings, not derived data:
+    /// they live in a file of their own, which wins over the database's copy and survives its
+    /// rebuild. Returns whether that file existed.
+    fn assemble(store: Store, meta: IndexMeta, dir: &Path) -> Result<(Self, bool), IndexError> {
         let coder = match (&meta.code, store.coder()?) {
             (Some(_), Some(bytes)) => Coder::from_bytes(&bytes).ok(),
             _ => None,
@@ -170,11 +164,13 @@ impl Index {
             coder,
             dir: dir.to_path_buf(),
         };
-        if let Some(settings) = Settings::load(&settings_path(dir)) {
+        let settings = Settings::load(&settings_path(dir));
+        let found = settings.is_some();
+        if let Some(settings) = settings {
             index.meta.roots = settings.roots;
             index.meta.corpus = settings.corpus;
         }
-        Ok(Some(index))
+        Ok((index, found))
     }
 
     /// Replaces the stored file filters; they apply from the next update on.

@@ -11,6 +11,7 @@ use dochash::encoder::{BatchLimits, Encoder, Pooling};
 use dochash::index::binarize::{LinearHasher, Method};
 use dochash::index::hamming;
 use dochash::index::search::cosine;
+use dochash::rng::SplitMix64;
 
 use crate::cli::{BenchCmd, FreshnessArgs, Global, HammingArgs, RecallArgs, SearchBenchArgs};
 use crate::shared;
@@ -204,21 +205,12 @@ fn top_by_cosine(q: &[f32], db: &[f32], dim: usize, k: usize) -> Vec<usize> {
     s.into_iter().take(k).map(|x| x.1).collect()
 }
 
-/// splitmix64, for synthetic benchmark data.
-fn rng(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// Hamming scan throughput on one thread.
 fn hamming_scan(a: &HammingArgs) -> Result<()> {
     let words = a.bits.div_ceil(64);
-    let mut s = 42u64;
-    let codes: Vec<u64> = (0..a.n * words).map(|_| rng(&mut s)).collect();
-    let q: Vec<u64> = (0..words).map(|_| rng(&mut s)).collect();
+    let mut rng = SplitMix64::new(42);
+    let codes: Vec<u64> = (0..a.n * words).map(|_| rng.next_u64()).collect();
+    let q: Vec<u64> = (0..words).map(|_| rng.next_u64()).collect();
     let mut best = f64::MAX;
     for _ in 0..a.repeat.max(1) {
         let t = Instant::now();
@@ -240,8 +232,8 @@ fn hamming_scan(a: &HammingArgs) -> Result<()> {
 fn search(a: &SearchBenchArgs) -> Result<()> {
     let dim = a.dim;
     let n = a.passages;
-    let mut s = 7u64;
-    let mut unif = move || (rng(&mut s) >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0;
+    let mut rng = SplitMix64::new(7);
+    let mut unif = move || rng.uniform_f32() * 2.0 - 1.0;
     let centres: Vec<f32> = (0..a.clusters * dim).map(|_| unif()).collect();
     let mut db = vec![0f32; n * dim];
     for i in 0..n {
