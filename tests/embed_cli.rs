@@ -92,3 +92,29 @@ fn broken_model_folders_give_one_clear_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("nope"), "{}", stderr(&out));
 }
+
+#[test]
+fn bench_encode_reports_throughput_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = common::tiny_model(dir.path());
+    let home = tempfile::tempdir().unwrap();
+    let out = dochash(home.path())
+        .args([
+            "bench", "encode", "--batch", "2", "--seq", "8", "--repeat", "1", "--json", "--model",
+        ])
+        .arg(&m)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!((v["batch"].as_u64(), v["seq"].as_u64()), (Some(2), Some(8)));
+    assert!(v["tokens_per_s"].as_f64().unwrap() > 0.0);
+    // A sequence longer than the model allows is refused with one line.
+    let out = dochash(home.path())
+        .args(["bench", "encode", "--seq", "100000", "--model"])
+        .arg(&m)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--seq"), "{}", stderr(&out));
+}

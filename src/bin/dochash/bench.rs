@@ -13,7 +13,9 @@ use dochash::index::hamming;
 use dochash::index::search::cosine;
 use dochash::rng::SplitMix64;
 
-use crate::cli::{BenchCmd, FreshnessArgs, Global, HammingArgs, RecallArgs, SearchBenchArgs};
+use crate::cli::{
+    BenchCmd, EncodeArgs, FreshnessArgs, Global, HammingArgs, RecallArgs, SearchBenchArgs,
+};
 use crate::shared;
 
 pub fn run(g: &Global, cmd: &BenchCmd) -> Result<ExitCode> {
@@ -22,6 +24,7 @@ pub fn run(g: &Global, cmd: &BenchCmd) -> Result<ExitCode> {
         BenchCmd::Hamming(a) => hamming_scan(a),
         BenchCmd::Search(a) => search(a),
         BenchCmd::Freshness(a) => freshness(g, a),
+        BenchCmd::Encode(a) => encode(g, a),
     }
     .map(|_| ExitCode::SUCCESS)
 }
@@ -386,5 +389,66 @@ fn freshness(g: &Global, a: &FreshnessArgs) -> Result<()> {
             "debounce_ms": dochash::app::engine::WATCH_DEBOUNCE.as_millis()})
     );
     engine.shutdown(std::time::Duration::from_secs(5));
+    Ok(())
+}
+
+/// Forward passes over random ids (not special tokens, no padding), so the number measures the
+/// encoder alone: best of `repeat` after one warm-up.
+fn encode(g: &Global, a: &EncodeArgs) -> Result<()> {
+    if let Some(t) = a.threads {
+        // candle's CPU kernels and gemm size their thread pools from these at first use.
+        // SAFETY: set before any other thread of this process exists.
+        unsafe {
+            std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+        }
+    }
+    let files = shared::resolve_model(g)?;
+    let enc = shared::load_encoder(g, &files, None)?;
+    if a.seq == 0 || a.batch == 0 || a.seq > enc.config().max_position_embeddings {
+        anyhow::bail!(
+            "--seq must be 1..={} and --batch at least 1",
+            enc.config().max_position_embeddings
+        );
+    }
+    // BERT vocabularies keep special and unused tokens at the start: draw from the rest.
+    let vocab = enc.config().vocab_size as u64;
+    let low = (vocab / 10).min(1000);
+    let mut rng = SplitMix64::new(1);
+    let rows: Vec<Vec<u32>> = (0..a.batch)
+        .map(|_| {
+            (0..a.seq)
+                .map(|_| (low + rng.next_u64() % (vocab - low).max(1)) as u32)
+                .collect()
+        })
+        .collect();
+    let items: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
+    let run = || -> Result<f64> {
+        let t = Instant::now();
+        let (states, _) = enc.token_states(&items, false)?;
+        // Copy out so that lazy backends (GPU) finish the work inside the timing.
+        let _: Vec<f32> = states.flatten_all()?.to_vec1()?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    run()?;
+    let mut best = f64::MAX;
+    for _ in 0..a.repeat.max(1) {
+        best = best.min(run()?);
+    }
+    let tokens = (a.batch * a.seq) as f64;
+    let v = serde_json::json!({"model": files.id, "device": enc.device_label(), "batch": a.batch,
+        "seq": a.seq, "threads": a.threads, "best_s": best, "tokens_per_s": tokens / best});
+    if a.json {
+        println!("{v}");
+    } else {
+        println!(
+            "{:.0} tokens/s ({} × {} in {:.3} s, best of {}, {})",
+            tokens / best,
+            a.batch,
+            a.seq,
+            best,
+            a.repeat.max(1),
+            enc.device_label()
+        );
+    }
     Ok(())
 }

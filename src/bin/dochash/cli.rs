@@ -72,6 +72,27 @@ pub enum BenchCmd {
     Search(SearchBenchArgs),
     /// Time from saving a note to finding it, through the watcher, in a temporary folder
     Freshness(FreshnessArgs),
+    /// Encoder throughput: tokens/s on random token ids of exactly BATCH × SEQ (no padding)
+    Encode(EncodeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EncodeArgs {
+    /// Texts per forward pass
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Tokens per text
+    #[arg(long, default_value_t = 128)]
+    pub seq: usize,
+    /// Threads for the CPU backend (default: all cores)
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Timed repetitions after one warm-up (the best is reported)
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
+    /// Print one JSON object
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
