@@ -82,9 +82,9 @@ struct Shared {
     notes: Mutex<Vec<String>>,
     device: Mutex<String>,
     generation: AtomicU64,
-    stop: AtomicBool,
-    /// Shared with the running update so that shutting down interrupts it between files.
-    cancel: Arc<AtomicBool>,
+    /// Set when the engine shuts down; shared with the running update so that it stops between
+    /// files.
+    stop: Arc<AtomicBool>,
 }
 
 pub(super) enum Work {
@@ -116,8 +116,7 @@ impl Engine {
             notes: Mutex::new(Vec::new()),
             device: Mutex::new(String::new()),
             generation: AtomicU64::new(0),
-            stop: AtomicBool::new(false),
-            cancel: Arc::new(AtomicBool::new(false)),
+            stop: Arc::new(AtomicBool::new(false)),
         });
         let (tx, rx) = channel();
         let worker = {
@@ -219,11 +218,6 @@ impl Engine {
         get(&self.shared.job).is_none()
     }
 
-    /// Asks for an update now (e.g. a manual refresh).
-    pub fn refresh(&self) {
-        let _ = self.tx.send(Work::Update);
-    }
-
     /// Adds folders (absolute paths) to the index and updates it in the background; used when
     /// `dochash index PATH` runs while this process owns the index.
     pub fn add_roots(&self, paths: Vec<PathBuf>) {
@@ -237,7 +231,6 @@ impl Engine {
     /// transaction, so the index stays consistent, as after a kill.
     pub fn shutdown(&self, grace: Duration) {
         self.shared.stop.store(true, Ordering::Release);
-        self.shared.cancel.store(true, Ordering::Release);
         let _ = self.tx.send(Work::Stop);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
@@ -255,7 +248,6 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
-        self.shared.cancel.store(true, Ordering::Release);
         let _ = self.tx.send(Work::Stop);
         if let Some(w) = self.worker.take()
             && w.is_finished()
@@ -287,14 +279,24 @@ fn set<T>(m: &Mutex<T>, v: T) {
 
 fn publish(shared: &Shared, index: &Index) -> Result<(), String> {
     let searcher = index.searcher().map_err(|e| e.to_string())?;
+    install(
+        shared,
+        index.store().clone(),
+        searcher,
+        index.meta().clone(),
+    );
+    Ok(())
+}
+
+/// Makes a new snapshot the one queries see, and tells the UI the content changed.
+fn install(shared: &Shared, store: Store, searcher: Searcher, meta: IndexMeta) {
     let snap = Snapshot {
-        store: index.store().clone(),
+        store,
         searcher: Arc::new(searcher),
-        meta: index.meta().clone(),
+        meta,
     };
     *shared.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Some(snap);
     shared.generation.fetch_add(1, Ordering::AcqRel);
-    Ok(())
 }
 
 fn worker(
@@ -390,7 +392,7 @@ fn run_update(shared: &Arc<Shared>, index: &mut Index, enc: &Encoder) -> Result<
         corpus: index.meta().corpus.to_config(),
         bits,
         limits: BatchLimits::default(),
-        cancel: Some(shared.cancel.clone()),
+        cancel: Some(shared.stop.clone()),
     };
     set(
         &shared.job,
@@ -443,13 +445,7 @@ fn run_update(shared: &Arc<Shared>, index: &mut Index, enc: &Encoder) -> Result<
                     refresh_due = false;
                     last = Instant::now();
                     if let Ok(s) = Searcher::load(&store, &meta, coder.clone()) {
-                        *shared.snapshot.write().unwrap_or_else(|p| p.into_inner()) =
-                            Some(Snapshot {
-                                store: store.clone(),
-                                searcher: Arc::new(s),
-                                meta: meta.clone(),
-                            });
-                        shared.generation.fetch_add(1, Ordering::AcqRel);
+                        install(shared, store.clone(), s, meta.clone());
                     }
                 }
             })
