@@ -384,3 +384,25 @@ fn real_model_finds_the_semantically_right_note() {
         assert!(paths(&hits)[0].ends_with(want), "{q}: {:?}", paths(&hits));
     }
 }
+
+#[test]
+fn human_query_output_never_carries_escape_sequences() {
+    let e = env();
+    e.write(
+        "hostile.md",
+        "# Music\n\n\x1b]0;pwned title\x07guitar piano \x1b[2Jmusic \x1b[8mhidden\x1b[0m\u{202e}txt\n",
+    );
+    e.index(&[e.notes.to_str().unwrap()]);
+    let out = dochash(&e.home)
+        .args(["query", "guitar piano music"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("guitar piano"), "{text}");
+    assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+    assert!(
+        !text.contains("pwned") && !text.contains('\u{202e}'),
+        "{text:?}"
+    );
+}

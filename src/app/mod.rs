@@ -52,6 +52,7 @@ pub fn spec_from_id(id: &str) -> ModelSpec {
 }
 
 pub mod engine;
+pub mod sanitize;
 pub mod socket;
 mod watch;
 

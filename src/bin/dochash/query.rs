@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use dochash::app::sanitize::sanitize;
 use dochash::app::socket::{self, Reply, Request};
 use dochash::encoder::BatchLimits;
 use dochash::index::{Hit, Index, IndexError, SearchParams, StoreError, hamming};
@@ -117,7 +118,7 @@ fn print_hits(g: &Global, args: &QueryArgs, hits: &[Hit]) -> Result<ExitCode> {
                 if trail.is_empty() {
                     String::new()
                 } else {
-                    format!("  {}", clean(&trail))
+                    format!("  {}", sanitize(&trail))
                 }
             )?;
             for l in snippet(&h.text, 3) {
@@ -136,31 +137,20 @@ fn print_hits(g: &Global, args: &QueryArgs, hits: &[Hit]) -> Result<ExitCode> {
     })
 }
 
-/// The first non-blank lines of a passage, shortened, with control characters removed so a
-/// document can never drive the terminal.
+/// The first non-blank lines of a passage, shortened and sanitised so that a document can never
+/// drive the terminal.
 fn snippet(text: &str, lines: usize) -> Vec<String> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .take(lines)
         .map(|l| {
-            let l = clean(l);
+            let l = sanitize(l);
             if l.chars().count() > 100 {
                 format!("{}…", l.chars().take(100).collect::<String>())
             } else {
                 l
             }
-        })
-        .collect()
-}
-
-fn clean(s: &str) -> String {
-    s.chars()
-        .map(|c| if c == '\t' { ' ' } else { c })
-        .filter(|c| {
-            !c.is_control()
-                && !('\u{202a}'..='\u{202e}').contains(c)
-                && !('\u{2066}'..='\u{2069}').contains(c)
         })
         .collect()
 }
