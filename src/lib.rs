@@ -9,3 +9,4 @@ pub mod encoder;
 pub mod index;
 pub mod model;
 pub mod rng;
+pub mod train;

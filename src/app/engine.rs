@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::encoder::{BatchLimits, DeviceSpec, Encoder, LoadOptions, Pooling};
+use crate::encoder::{BatchLimits, DeviceSpec, Encoder, LoadOptions};
 use crate::index::{
     DEFAULT_BITS, Hit, Index, IndexMeta, Progress, SearchParams, Searcher, Store, UpdateOptions,
 };
-use crate::model::{self, FetchOptions, ModelSpec};
+use crate::model::{FetchOptions, ModelSpec};
 
 /// How long file events are collected before an update runs: long enough to merge an editor's
 /// write-temp-then-rename and a `git checkout` burst, short enough to stay well under the 1 s a
@@ -39,6 +39,8 @@ pub struct EngineConfig {
     pub add_roots: Vec<PathBuf>,
     /// Keep watching the roots after the first update.
     pub watch: bool,
+    /// Retrain in the background when the notes have drifted (see [`super::drift`]).
+    pub auto_train: bool,
 }
 
 /// A background job as the UI shows it.
@@ -64,8 +66,11 @@ pub struct EngineStatus {
     pub generation: u64,
     /// A problem the user should see (e.g. the model could not be loaded).
     pub error: Option<String>,
-    /// One-line notes from the last update (skipped files, rebuilds).
+    /// One-line notes from the last update (skipped files, rebuilds, training outcomes).
     pub notes: Vec<String>,
+    /// The trained generation serving, e.g. `generation 2 (SimCSE + DHIM)`; `None` for the
+    /// base model with training-free codes.
+    pub trained: Option<String>,
 }
 
 struct Snapshot {
@@ -76,6 +81,11 @@ struct Snapshot {
 
 struct Shared {
     encoder: RwLock<Option<Arc<Encoder>>>,
+    /// Background training's progress (shown when no indexing job runs).
+    training: Mutex<Option<Job>>,
+    trained: Mutex<Option<String>>,
+    /// What the last training attempt concluded (kept across updates, unlike `notes`).
+    train_notes: Mutex<Vec<String>>,
     snapshot: RwLock<Option<Snapshot>>,
     job: Mutex<Option<Job>>,
     error: Mutex<Option<String>>,
@@ -90,6 +100,10 @@ struct Shared {
 pub(super) enum Work {
     Update,
     AddRoots(Vec<PathBuf>),
+    /// Background training finished with a generation to switch to.
+    Switch(Box<super::train::Prepared>),
+    /// Background training finished without one (notes say why).
+    Trained(Vec<String>),
     Stop,
 }
 
@@ -105,6 +119,9 @@ impl Engine {
     pub fn start(cfg: EngineConfig) -> Self {
         let shared = Arc::new(Shared {
             encoder: RwLock::new(None),
+            training: Mutex::new(None),
+            trained: Mutex::new(None),
+            train_notes: Mutex::new(Vec::new()),
             snapshot: RwLock::new(None),
             job: Mutex::new(Some(Job {
                 label: "loading model".into(),
@@ -160,9 +177,6 @@ impl Engine {
         let enc = read(&self.shared.encoder)
             .clone()
             .ok_or_else(|| pending_message(&self.shared))?;
-        let q = enc
-            .embed(&[text], Pooling::Mean, true, BatchLimits::default())
-            .map_err(|e| e.to_string())?;
         let guard = self
             .shared
             .snapshot
@@ -175,7 +189,7 @@ impl Engine {
         wanted.k = params.k + params.k / 2 + 2;
         let hits = snap
             .searcher
-            .search(&snap.store, q.row(0), &wanted)
+            .query(&snap.store, &enc, text, &wanted)
             .map_err(|e| e.to_string())?;
         Ok(hits
             .into_iter()
@@ -203,13 +217,17 @@ impl Engine {
             roots,
             files,
             passages,
-            job: get(&self.shared.job),
-            model,
+            job: get(&self.shared.job).or_else(|| get(&self.shared.training)),
+            model: get(&self.shared.trained).unwrap_or(model),
             codes,
             device: get(&self.shared.device),
             generation: self.shared.generation.load(Ordering::Acquire),
             error: get(&self.shared.error),
-            notes: get(&self.shared.notes),
+            notes: get(&self.shared.notes)
+                .into_iter()
+                .chain(get(&self.shared.train_notes))
+                .collect(),
+            trained: get(&self.shared.trained),
         }
     }
 
@@ -305,8 +323,10 @@ fn worker(
     tx: Sender<Work>,
     rx: Receiver<Work>,
 ) -> Result<(), String> {
-    let spec = cfg.model.clone().unwrap_or_default();
-    let files = model::resolve(&spec, &cfg.fetch).map_err(|e| e.to_string())?;
+    let (files, active) =
+        super::generation::resolve_model(&cfg.home, cfg.model.as_ref(), &cfg.fetch)
+            .map_err(|e| e.to_string())?;
+    set(&shared.trained, active.as_ref().map(describe_generation));
     let enc = Encoder::load(
         &files.dir,
         &LoadOptions {
@@ -317,7 +337,7 @@ fn worker(
     )
     .map_err(|e| e.to_string())?;
     set(&shared.device, enc.device_label().to_string());
-    let dir = crate::index::index_dir(&cfg.home);
+    let dir = super::generation::index_dir(&cfg.home);
     let fp = super::fingerprint(&files, &enc);
     let (mut index, rebuilt) = Index::open(&dir, &fp).map_err(|e| e.to_string())?;
     if let Some(why) = rebuilt {
@@ -328,6 +348,8 @@ fn worker(
             .push(why);
     }
     index.add_roots(&cfg.add_roots).map_err(|e| e.to_string())?;
+    // Holding the index, no other process can be training: whatever a killed run left is junk.
+    super::generation::clean_up(&cfg.home);
     let enc = Arc::new(enc);
     *shared.encoder.write().unwrap_or_else(|p| p.into_inner()) = Some(enc.clone());
     publish(shared, &index)?;
@@ -341,12 +363,23 @@ fn worker(
         None
     };
 
+    let mut enc = enc;
+    let mut drift = super::drift::Drift::load(&cfg.home);
+    let mut trainer: Option<JoinHandle<()>> = None;
     let mut pending = true;
     loop {
         if pending {
             pending = false;
-            run_update(shared, &mut index, &enc)?;
+            let report = run_update(shared, &mut index, &enc)?;
             set(&shared.job, None);
+            drift.churn += report.passages_added + report.passages_removed;
+            let _ = drift.save(&cfg.home);
+            let busy = trainer.as_ref().is_some_and(|t| !t.is_finished());
+            if cfg.auto_train && !busy && drift.due(index.store().passage_count()) {
+                drift.trained(index.store().passage_count());
+                let _ = drift.save(&cfg.home);
+                trainer = spawn_training(shared, cfg, index.meta().clone(), tx.clone());
+            }
         }
         if !cfg.watch {
             return Ok(());
@@ -362,6 +395,27 @@ fn worker(
             match w {
                 Work::Stop => return Ok(()),
                 Work::Update => pending = true,
+                Work::Trained(notes) => {
+                    set(&shared.training, None);
+                    set(&shared.train_notes, notes);
+                }
+                Work::Switch(prepared) => {
+                    set(&shared.training, None);
+                    let mut p = *prepared;
+                    // Files changed while training are caught up before the switch.
+                    run_update(shared, &mut p.index, &p.encoder)?;
+                    set(&shared.job, None);
+                    super::generation::switch(&cfg.home, &p.active)
+                        .map_err(|e| format!("cannot switch to the trained generation: {e}"))?;
+                    let notes = p.manifest.notes.clone();
+                    index = p.index;
+                    enc = Arc::new(p.encoder);
+                    *shared.encoder.write().unwrap_or_else(|p| p.into_inner()) = Some(enc.clone());
+                    set(&shared.trained, Some(describe_generation(&p.active)));
+                    publish(shared, &index)?;
+                    super::generation::clean_up(&cfg.home);
+                    set(&shared.train_notes, notes);
+                }
                 Work::AddRoots(paths) => {
                     let added = index.add_roots(&paths).map_err(|e| e.to_string())?;
                     if let Some(w) = watcher.as_mut() {
@@ -381,7 +435,119 @@ fn worker(
     }
 }
 
-fn run_update(shared: &Arc<Shared>, index: &mut Index, enc: &Encoder) -> Result<(), String> {
+/// How the status bar names a trained generation's model, instead of its folder path.
+fn describe_generation(a: &super::generation::Active) -> String {
+    let base = a.base_model.strip_prefix("local:").unwrap_or(&a.base_model);
+    match &a.model_dir {
+        Some(_) => format!("{base} + SimCSE (generation {})", a.generation),
+        None => format!("{base} (generation {})", a.generation),
+    }
+}
+
+/// Starts background training on a low-priority thread pool; the result comes back to the
+/// worker as [`Work::Switch`] or [`Work::Trained`]. Shutdown cancels it (the half-made
+/// generation is removed; the serving one is untouched).
+fn spawn_training(
+    shared: &Arc<Shared>,
+    cfg: &EngineConfig,
+    meta: IndexMeta,
+    tx: Sender<Work>,
+) -> Option<JoinHandle<()>> {
+    let shared = shared.clone();
+    let cfg = cfg.clone();
+    std::thread::Builder::new()
+        .name("dochash-train".into())
+        .spawn(move || {
+            super::train::lower_this_thread();
+            let job = |detail: String, done: usize, total: usize| Job {
+                label: "training".into(),
+                done: done as u64,
+                total: total as u64,
+                detail,
+            };
+            set(&shared.training, Some(job("reading notes".into(), 0, 0)));
+            let result = (|| -> Result<super::train::Outcome, String> {
+                let base =
+                    crate::model::resolve(&cfg.model.clone().unwrap_or_default(), &cfg.fetch)
+                        .map_err(|e| e.to_string())?;
+                let pool = super::train::low_priority_pool().map_err(|e| e.to_string())?;
+                let on_gpu = !matches!(cfg.device, DeviceSpec::Cpu)
+                    && crate::encoder::open_device(cfg.device)
+                        .map(|(d, _)| !d.is_cpu())
+                        .unwrap_or(false);
+                let opts = super::train::TrainOptions {
+                    simcse: Some(crate::train::simcse::SimcseConfig {
+                        mode: if on_gpu {
+                            crate::train::simcse::Mode::Full
+                        } else {
+                            crate::train::simcse::Mode::Head
+                        },
+                        ..Default::default()
+                    }),
+                    dhim: Some(crate::train::dhim::DhimConfig {
+                        bits: meta.code.as_ref().map(|c| c.bits).unwrap_or(DEFAULT_BITS),
+                        ..Default::default()
+                    }),
+                    device: cfg.device,
+                    force: false,
+                };
+                let home = cfg.home.clone();
+                let stop = shared.stop.clone();
+                pool.install(|| {
+                    super::train::prepare(&home, &base, &meta, &opts, &stop, &mut |p| {
+                        use super::train::TrainProgress as P;
+                        let j = match p {
+                            P::Reading => job("reading notes".into(), 0, 0),
+                            P::Simcse(crate::train::simcse::Progress::Caching { done, total }) => {
+                                job("SimCSE: lower layers".into(), done, total)
+                            }
+                            P::Simcse(crate::train::simcse::Progress::Step {
+                                epoch,
+                                step,
+                                steps,
+                                loss,
+                            }) => job(format!("SimCSE epoch {epoch}, loss {loss:.3}"), step, steps),
+                            P::Checking => job("checking on held-back passages".into(), 0, 0),
+                            P::States { done, total } => job("token states".into(), done, total),
+                            P::Dhim(crate::train::dhim::Progress::Step {
+                                epoch,
+                                step,
+                                steps,
+                                loss,
+                            }) => job(
+                                format!("hashing head epoch {epoch}, loss {:.3}", loss.loss),
+                                step,
+                                steps,
+                            ),
+                            P::Dhim(crate::train::dhim::Progress::Epoch { .. }) => return,
+                            P::Indexing { done, total } => job("re-encoding".into(), done, total),
+                        };
+                        set(&shared.training, Some(j));
+                    })
+                })
+                .map_err(|e| e.to_string())
+            })();
+            let msg = match result {
+                Ok(super::train::Outcome::Ready(p)) => Work::Switch(p),
+                Ok(super::train::Outcome::Unchanged(notes)) => Work::Trained(notes),
+                Err(e) if shared.stop.load(Ordering::Acquire) => {
+                    tracing::debug!("training stopped: {e}");
+                    return;
+                }
+                Err(e) => Work::Trained(vec![format!(
+                    "background training failed ({e}); the current generation keeps serving"
+                )]),
+            };
+            let _ = tx.send(msg);
+        })
+        .ok()
+}
+
+fn run_update(
+    shared: &Arc<Shared>,
+    index: &mut Index,
+    enc: &Encoder,
+) -> Result<crate::index::UpdateReport, String> {
     let bits = index
         .meta()
         .code
@@ -459,5 +625,6 @@ fn run_update(shared: &Arc<Shared>, index: &mut Index, enc: &Encoder) -> Result<
         )
     }));
     *shared.notes.lock().unwrap_or_else(|p| p.into_inner()) = notes;
-    publish(shared, index)
+    publish(shared, index)?;
+    Ok(report)
 }

@@ -7,9 +7,10 @@ use crate::encoder::Encoder;
 use crate::index::{Fingerprint, SCHEMA_VERSION, chunk_config};
 use crate::model::{self, ModelError, ModelFiles, ModelSpec};
 
-/// The index folder of the current dochash home (`DOCHASH_HOME` or the platform data folder).
+/// The serving index folder of the current dochash home (`DOCHASH_HOME` or the platform data
+/// folder).
 pub fn index_dir() -> Result<PathBuf, ModelError> {
-    Ok(crate::index::index_dir(&model::home_dir()?))
+    Ok(generation::index_dir(&model::home_dir()?))
 }
 
 /// Everything the stored vectors depend on. The weights' size and mtime stand in for their
@@ -51,9 +52,12 @@ pub fn spec_from_id(id: &str) -> ModelSpec {
     }
 }
 
+pub mod drift;
 pub mod engine;
+pub mod generation;
 pub mod sanitize;
 pub mod socket;
+pub mod train;
 mod watch;
 
 pub use engine::{Engine, EngineConfig, EngineStatus, Job};

@@ -50,6 +50,12 @@ pub struct StatusReply {
     pub device: String,
     pub job: Option<String>,
     pub error: Option<String>,
+    /// The trained generation serving, if any.
+    #[serde(default)]
+    pub trained: Option<String>,
+    /// One-line notes from the last update and the last training.
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 impl From<EngineStatus> for StatusReply {
@@ -69,6 +75,8 @@ impl From<EngineStatus> for StatusReply {
                 }
             }),
             error: s.error,
+            trained: s.trained,
+            notes: s.notes,
         }
     }
 }

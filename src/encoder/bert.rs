@@ -211,6 +211,18 @@ impl Bert {
     /// `ids` and `mask` are `(batch, seq)` u32 tensors; `mask` is 1 for real tokens and 0 for
     /// padding. With `train` set, dropout is active (two calls give different outputs).
     pub fn forward(&self, ids: &Tensor, mask: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.forward_until(ids, mask, self.layers.len(), train)
+    }
+
+    /// States after the embeddings and the first `layers` layers. Fine-tuning only the top
+    /// layers computes this once per text with frozen weights and trains from there.
+    pub fn forward_until(
+        &self,
+        ids: &Tensor,
+        mask: &Tensor,
+        layers: usize,
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
         let (b, t) = ids.dims2()?;
         if t > self.cfg.max_position_embeddings {
             candle_core::bail!(
@@ -218,11 +230,6 @@ impl Bert {
                 self.cfg.max_position_embeddings
             );
         }
-        let h = self.cfg.hidden_size;
-        let heads = self.cfg.num_attention_heads;
-        let hd = self.cfg.head_dim();
-        let d = self.differentiable;
-
         let positions = Tensor::arange(0u32, t as u32, &self.device)?;
         let types = Tensor::zeros((b, t), DType::U32, &self.device)?;
         let x = self
@@ -230,14 +237,50 @@ impl Bert {
             .forward(ids)?
             .broadcast_add(&self.position.forward(&positions)?)?
             .add(&self.token_type.forward(&types)?)?;
-        let x = self.emb_norm.forward(&x, d)?;
-        let mut x = dropout(&x, self.cfg.hidden_dropout_prob, train)?.reshape((b * t, h))?;
+        let x = self.emb_norm.forward(&x, self.differentiable)?;
+        let x = dropout(&x, self.cfg.hidden_dropout_prob, train)?;
+        self.run_layers(&x, mask, 0..layers.min(self.layers.len()), train)
+    }
+
+    /// Runs layers `from..` on `(batch, seq, hidden)` states, e.g. ones cached from
+    /// [`forward_until`](Self::forward_until).
+    pub fn forward_from(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        from: usize,
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
+        self.run_layers(
+            x,
+            mask,
+            from.min(self.layers.len())..self.layers.len(),
+            train,
+        )
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn run_layers(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        range: std::ops::Range<usize>,
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
+        let (b, t, h) = x.dims3()?;
+        let heads = self.cfg.num_attention_heads;
+        let hd = self.cfg.head_dim();
+        let d = self.differentiable;
+        let mut x = x.reshape((b * t, h))?;
 
         // (b, 1, 1, t): 0 for tokens, MASK_BIAS for padding, broadcast over heads and queries.
         let bias = ((mask.to_dtype(DType::F32)? - 1.0)? * -MASK_BIAS)?.reshape((b, 1, 1, t))?;
         let scale = 1.0 / (hd as f64).sqrt();
 
-        for layer in &self.layers {
+        for layer in &self.layers[range] {
             let qkv = match &layer.qkv {
                 Some(f) => f.forward(&x)?,
                 None => Dense::concat(&[&layer.query, &layer.key, &layer.value])?.forward(&x)?,

@@ -235,6 +235,33 @@ impl Encoder {
         Ok((states, mask))
     }
 
+    /// States after the embeddings and the first `layers` layers, with the mask.
+    pub fn layer_states(
+        &self,
+        items: &[&[u32]],
+        layers: usize,
+        train: bool,
+    ) -> Result<(Tensor, Tensor), EncoderError> {
+        let (ids, mask) = self.pad(items)?;
+        let states = self.bert.forward_until(&ids, &mask, layers, train)?;
+        Ok((states, mask))
+    }
+
+    /// Runs layers `from..` on `(b, t, h)` states (from [`layer_states`](Self::layer_states)).
+    pub fn forward_from(
+        &self,
+        states: &Tensor,
+        mask: &Tensor,
+        from: usize,
+        train: bool,
+    ) -> Result<Tensor, EncoderError> {
+        Ok(self.bert.forward_from(states, mask, from, train)?)
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.bert.num_layers()
+    }
+
     /// Pooled (optionally unit-length) vectors of `texts`, in order.
     pub fn embed(
         &self,
@@ -243,20 +270,39 @@ impl Encoder {
         normalize: bool,
         limits: BatchLimits,
     ) -> Result<Embeddings, EncoderError> {
+        self.embed_with(texts, pooling, normalize, limits, |_, _, _| Ok(()))
+    }
+
+    /// [`embed`](Self::embed), also handing each batch's text indices, last-layer states and
+    /// mask to `on_batch`, so that a consumer of token states (the hashing head) shares the one
+    /// encoder pass.
+    pub fn embed_with<E: From<EncoderError>>(
+        &self,
+        texts: &[&str],
+        pooling: Pooling,
+        normalize: bool,
+        limits: BatchLimits,
+        mut on_batch: impl FnMut(&[usize], &Tensor, &Tensor) -> Result<(), E>,
+    ) -> Result<Embeddings, E> {
         let tokens = self.tokenize(texts)?;
         let dim = self.dim();
         let mut data = vec![0f32; texts.len() * dim];
         for batch in length_buckets(&tokens, limits) {
             let items: Vec<&[u32]> = batch.iter().map(|&i| tokens[i].ids.as_slice()).collect();
             let (states, mask) = self.token_states(&items, false)?;
-            let mut v = pool(&states, &mask, pooling)?;
+            let mut v = pool(&states, &mask, pooling).map_err(EncoderError::from)?;
             if normalize {
-                v = l2_normalize(&v)?;
+                v = l2_normalize(&v).map_err(EncoderError::from)?;
             }
-            let rows: Vec<f32> = v.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+            let rows: Vec<f32> = v
+                .to_dtype(DType::F32)
+                .and_then(|v| v.flatten_all())
+                .and_then(|v| v.to_vec1())
+                .map_err(EncoderError::from)?;
             for (k, &i) in batch.iter().enumerate() {
                 data[i * dim..(i + 1) * dim].copy_from_slice(&rows[k * dim..(k + 1) * dim]);
             }
+            on_batch(&batch, &states, &mask)?;
         }
         let truncated = tokens
             .iter()

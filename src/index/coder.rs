@@ -2,6 +2,14 @@
 //! embeddings fitted on the corpus (so search works from the first index), replaced later by a
 //! learned hashing head. Whatever the source, it is stored with the index and stamped with a
 //! generation, so codes of two sources are never compared with each other.
+//!
+//! A linear source codes the pooled vector; the learned DHIM head codes the encoder's token
+//! states, so [`embed_and_code`] computes vectors and codes in one encoder pass for both.
+
+use std::sync::Arc;
+
+use crate::encoder::{BatchLimits, Embeddings, Encoder, EncoderError, Pooling};
+use crate::train::dhim::{DhimConfig, DhimHead};
 
 use super::binarize::{LinearHasher, Method};
 
@@ -15,12 +23,18 @@ pub enum CoderError {
     Fit(String),
     #[error("the stored code source is damaged: {0}")]
     Decode(String),
+    #[error(transparent)]
+    Encoder(#[from] EncoderError),
+    #[error("hashing head: {0}")]
+    Head(String),
 }
 
 #[derive(Debug, Clone)]
 pub enum Coder {
     /// LSH, median-threshold PCA or ITQ over the pooled embedding.
     Linear(LinearHasher),
+    /// A DHIM head trained on this corpus, over the encoder's token states.
+    Dhim(Arc<DhimHead>),
 }
 
 impl Coder {
@@ -40,12 +54,19 @@ impl Coder {
     pub fn name(&self) -> String {
         match self {
             Coder::Linear(h) => h.method.to_string(),
+            Coder::Dhim(_) => "dhim".into(),
         }
+    }
+
+    /// Whether the source was learned (and so must not be replaced by a refit).
+    pub fn is_learned(&self) -> bool {
+        matches!(self, Coder::Dhim(_))
     }
 
     pub fn bits(&self) -> usize {
         match self {
             Coder::Linear(h) => h.bits,
+            Coder::Dhim(h) => h.cfg.bits,
         }
     }
 
@@ -53,21 +74,44 @@ impl Coder {
         self.bits().div_ceil(64)
     }
 
-    /// Codes of `n` row-major vectors.
-    pub fn encode(&self, vectors: &[f32], n: usize) -> Result<Vec<u64>, CoderError> {
+    /// Codes of `n` row-major pooled vectors; `None` for a source that needs token states.
+    pub fn encode_vectors(
+        &self,
+        vectors: &[f32],
+        n: usize,
+    ) -> Result<Option<Vec<u64>>, CoderError> {
         match self {
             Coder::Linear(h) => h
                 .encode_batch(vectors, n)
+                .map(Some)
                 .map_err(|e| CoderError::Fit(e.to_string())),
+            Coder::Dhim(_) => Ok(None),
         }
     }
 
-    pub fn to_bytes(&self) -> Vec<u8> {
+    /// Codes of `n` row-major pooled vectors from a linear source.
+    pub fn encode(&self, vectors: &[f32], n: usize) -> Result<Vec<u64>, CoderError> {
+        self.encode_vectors(vectors, n)?
+            .ok_or_else(|| CoderError::Head("the DHIM head codes token states, not vectors".into()))
+    }
+
+    pub fn to_bytes(&self) -> Result<Vec<u8>, CoderError> {
         match self {
             Coder::Linear(h) => {
                 let mut out = b"linear\n".to_vec();
                 out.extend_from_slice(&h.to_bytes());
-                out
+                Ok(out)
+            }
+            Coder::Dhim(h) => {
+                let head = serde_json::json!({"config": h.cfg, "hidden": h.hidden}).to_string();
+                let mut out = b"dhim\n".to_vec();
+                out.extend_from_slice(&(head.len() as u32).to_le_bytes());
+                out.extend_from_slice(head.as_bytes());
+                out.extend_from_slice(
+                    &h.to_safetensors()
+                        .map_err(|e| CoderError::Head(e.to_string()))?,
+                );
+                Ok(out)
             }
         }
     }
@@ -78,6 +122,65 @@ impl Coder {
                 .map(Coder::Linear)
                 .map_err(|e| CoderError::Decode(e.to_string()));
         }
+        if let Some(rest) = b.strip_prefix(b"dhim\n") {
+            let bad = |m: String| CoderError::Decode(m);
+            let len = rest
+                .get(..4)
+                .map(|l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize)
+                .ok_or_else(|| bad("truncated".into()))?;
+            let head = rest
+                .get(4..4 + len)
+                .ok_or_else(|| bad("truncated".into()))?;
+            #[derive(serde::Deserialize)]
+            struct Head {
+                config: DhimConfig,
+                hidden: usize,
+            }
+            let h: Head = serde_json::from_slice(head).map_err(|e| bad(e.to_string()))?;
+            let weights = &rest[4 + len..];
+            let device = candle_core::Device::Cpu;
+            return DhimHead::from_safetensors(h.config, h.hidden, weights, &device)
+                .map(|h| Coder::Dhim(Arc::new(h)))
+                .map_err(|e| bad(e.to_string()));
+        }
         Err(CoderError::Decode("unknown code source".into()))
+    }
+}
+
+/// Unit-length mean-pooled vectors of `texts` and, when `coder` is given, their codes
+/// (`coder.words()` words per text), from one encoder pass.
+pub fn embed_and_code(
+    encoder: &Encoder,
+    coder: Option<&Coder>,
+    texts: &[&str],
+    limits: BatchLimits,
+) -> Result<(Embeddings, Option<Vec<u64>>), CoderError> {
+    match coder {
+        Some(Coder::Dhim(head)) => {
+            let words = head.cfg.bits.div_ceil(64);
+            let mut codes = vec![0u64; texts.len() * words];
+            let emb =
+                encoder.embed_with(texts, Pooling::Mean, true, limits, |batch, states, mask| {
+                    let c = head
+                        .codes_from_encoder(states, mask)
+                        .map_err(|e| CoderError::Head(e.to_string()))?;
+                    for (k, &i) in batch.iter().enumerate() {
+                        codes[i * words..(i + 1) * words]
+                            .copy_from_slice(&c[k * words..(k + 1) * words]);
+                    }
+                    Ok::<(), CoderError>(())
+                })?;
+            Ok((emb, Some(codes)))
+        }
+        Some(c) => {
+            let emb = encoder.embed(texts, Pooling::Mean, true, limits)?;
+            let codes = if emb.is_empty() {
+                Some(Vec::new())
+            } else {
+                c.encode_vectors(&emb.data, emb.len())?
+            };
+            Ok((emb, codes))
+        }
+        None => Ok((encoder.embed(texts, Pooling::Mean, true, limits)?, None)),
     }
 }

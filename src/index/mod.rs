@@ -22,7 +22,7 @@ pub use search::{Hit, SearchParams, Searcher};
 pub use store::{
     CodeMeta, CorpusSettings, Fingerprint, IndexMeta, SCHEMA_VERSION, Store, StoreError,
 };
-pub use update::{Progress, UpdateOptions, UpdateReport, chunk_config};
+pub use update::{Progress, UpdateOptions, UpdateReport, chunk_config, corpus_passages};
 
 /// Default code length: 64 bits make the Hamming scan one XOR and one POPCNT per passage.
 pub const DEFAULT_BITS: usize = 64;
@@ -69,9 +69,13 @@ impl Settings {
     }
 }
 
-/// `<home>/index.json` beside `<home>/index/`.
+/// `<home>/index.json` beside `<home>/index/`: one file for every index folder of a home, so
+/// that a trained generation's index (`<home>/index-<n>/`) shares the user's folders.
 fn settings_path(dir: &Path) -> PathBuf {
-    dir.with_extension("json")
+    match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.join("index.json"),
+        _ => dir.with_extension("json"),
+    }
 }
 
 /// Where the index of a dochash home lives.
@@ -249,6 +253,29 @@ impl Index {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<UpdateReport, IndexError> {
         update::update(self, encoder, opts, progress)
+    }
+
+    /// Makes `coder` the index's code source under a new code generation. Stored codes of the
+    /// old generation become stale (scored exactly) until re-coded, so call this on an index
+    /// that is about to be filled, or follow it with an update.
+    pub fn install_coder(&mut self, coder: Coder, fitted_on: usize) -> Result<(), IndexError> {
+        let generation = self
+            .meta
+            .code
+            .as_ref()
+            .map(|c| c.generation + 1)
+            .unwrap_or(1);
+        let mut meta = self.meta.clone();
+        meta.code = Some(CodeMeta {
+            source: coder.name(),
+            bits: coder.bits(),
+            generation,
+            fitted_on,
+        });
+        self.store.set_coder(&meta, &coder.to_bytes()?)?;
+        self.meta = meta;
+        self.coder = Some(coder);
+        Ok(())
     }
 
     /// Loads the codes into memory for searching.

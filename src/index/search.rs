@@ -116,11 +116,46 @@ impl Searcher {
         self.stale.len()
     }
 
-    /// Answers a query given its unit-length embedding.
+    /// Encodes `text` with the index's encoder (vector and, through the same pass, the code
+    /// of whatever source made the stored codes) and answers it.
+    pub fn query(
+        &self,
+        store: &Store,
+        encoder: &crate::encoder::Encoder,
+        text: &str,
+        params: &SearchParams,
+    ) -> Result<Vec<Hit>, IndexError> {
+        let (emb, code) = super::coder::embed_and_code(
+            encoder,
+            self.coder.as_ref(),
+            &[text],
+            crate::encoder::BatchLimits::default(),
+        )?;
+        self.search_coded(store, emb.row(0), code.as_deref(), params)
+    }
+
+    /// Answers a query given its unit-length embedding. A source that codes token states
+    /// cannot code a bare vector: then every passage is scored exactly (use
+    /// [`query`](Self::query) to get the filter).
     pub fn search(
         &self,
         store: &Store,
         query: &[f32],
+        params: &SearchParams,
+    ) -> Result<Vec<Hit>, IndexError> {
+        let code = match &self.coder {
+            Some(c) => c.encode_vectors(query, 1)?,
+            None => None,
+        };
+        self.search_coded(store, query, code.as_deref(), params)
+    }
+
+    /// Answers a query given its embedding and its code under the loaded generation.
+    pub fn search_coded(
+        &self,
+        store: &Store,
+        query: &[f32],
+        code: Option<&[u64]>,
         params: &SearchParams,
     ) -> Result<Vec<Hit>, IndexError> {
         if params.k == 0 || self.is_empty() {
@@ -131,16 +166,16 @@ impl Searcher {
             .candidates
             .unwrap_or_else(|| default_candidates(self.len(), params.k, bits));
         let mut cands: Vec<(u64, Option<u32>)> = Vec::new();
-        if let Some(coder) = &self.coder
-            && !self.ids.is_empty()
-        {
-            let q = coder.encode(query, 1)?;
-            let top = hamming::top_candidates(&q, &self.codes, self.words, c)
-                .map_err(|e| IndexError::Coder(super::CoderError::Fit(e.to_string())))?;
-            cands.extend(
-                top.iter()
-                    .map(|t| (self.ids[t.index as usize], Some(t.distance))),
-            );
+        match code {
+            Some(q) if !self.ids.is_empty() => {
+                let top = hamming::top_candidates(q, &self.codes, self.words, c)
+                    .map_err(|e| IndexError::Coder(super::CoderError::Fit(e.to_string())))?;
+                cands.extend(
+                    top.iter()
+                        .map(|t| (self.ids[t.index as usize], Some(t.distance))),
+                );
+            }
+            _ => cands.extend(self.ids.iter().map(|&id| (id, None))),
         }
         cands.extend(self.stale.iter().map(|&id| (id, None)));
 

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::corpus::{self, ChunkConfig, CorpusConfig, Format, Skipped, TokenCounter};
-use crate::encoder::{BatchLimits, Encoder, Pooling};
+use crate::encoder::{BatchLimits, Encoder};
 
-use super::coder::Coder;
+use super::coder::{Coder, embed_and_code};
 use super::store::{CodeMeta, FileRecord, NewPassage, PassageRecord};
 use super::{Index, IndexError};
 
@@ -256,11 +256,7 @@ fn flush_group(
         .iter()
         .flat_map(|p| p.passages.iter().map(|(_, t)| t.as_str()))
         .collect();
-    let emb = encoder.embed(&texts, Pooling::Mean, true, opts.limits)?;
-    let codes = match &index.coder {
-        Some(c) if !emb.is_empty() => Some(c.encode(&emb.data, emb.len())?),
-        _ => None,
-    };
+    let (emb, codes) = embed_and_code(encoder, index.coder.as_ref(), &texts, opts.limits)?;
     let generation = index.meta.code.as_ref().map(|c| c.generation).unwrap_or(0);
     let words = index.coder.as_ref().map(|c| c.words()).unwrap_or(0);
     let mut row = 0;
@@ -309,6 +305,9 @@ fn maybe_refit(
     }
     let dim = index.meta.fingerprint.dim;
     let due = match (&index.meta.code, &index.coder) {
+        // A learned head is only replaced for another code length; growth is the retraining
+        // rule's business.
+        (Some(meta), Some(coder)) if coder.is_learned() => meta.bits != bits,
         (Some(meta), Some(coder)) => {
             meta.bits != bits
                 || n >= meta.fitted_on.saturating_mul(2)
@@ -350,7 +349,7 @@ fn maybe_refit(
         generation,
         fitted_on: ids.len(),
     });
-    index.store.set_coder(&meta, &coder.to_bytes())?;
+    index.store.set_coder(&meta, &coder.to_bytes()?)?;
     let desc = format!(
         "{} {}-bit codes fitted on {} passages",
         coder.name(),
@@ -364,4 +363,35 @@ fn maybe_refit(
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Every passage text of the index's roots as the encoder sees it (heading trail included),
+/// with its file: what training learns from. Read from the files, like an update, so it needs
+/// nothing from the store.
+pub fn corpus_passages(
+    meta: &super::IndexMeta,
+    encoder: &Encoder,
+    cancel: &AtomicBool,
+) -> Result<Vec<(PathBuf, String)>, IndexError> {
+    let present: Vec<PathBuf> = meta.roots.iter().filter(|r| r.exists()).cloned().collect();
+    if present.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cfg = meta.corpus.to_config();
+    let walk = corpus::walk(&present, &cfg)?;
+    let chunking = chunk_config(encoder);
+    let counter = Counter(encoder);
+    let mut out = Vec::new();
+    for f in &walk.files {
+        if cancel.load(Ordering::Acquire) {
+            break;
+        }
+        let Ok(doc) = corpus::read_document(&f.path, &cfg) else {
+            continue;
+        };
+        for p in corpus::split_as(&doc, Format::from_path(&f.path), &counter, &chunking) {
+            out.push((f.path.clone(), p.text));
+        }
+    }
+    Ok(out)
 }

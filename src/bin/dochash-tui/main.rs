@@ -52,6 +52,9 @@ struct Args {
     /// Never use the network
     #[arg(long)]
     offline: bool,
+    /// Do not retrain in the background when the notes have drifted
+    #[arg(long)]
+    no_train: bool,
 }
 
 fn main() -> ExitCode {
@@ -89,9 +92,15 @@ fn run() -> Result<()> {
     // The model the index was made with, unless one is named, so that opening the UI never
     // rebuilds an index with another model by surprise.
     let model = args.model.clone().or_else(|| {
-        let meta = dochash::index::Index::open_existing(&dochash::index::index_dir(&home))
-            .ok()
-            .flatten()?;
+        // A trained generation names the base model it was trained from; the engine maps
+        // that to the generation's own encoder.
+        if let Some(a) = dochash::app::generation::active(&home) {
+            return Some(dochash::app::spec_from_id(&a.base_model));
+        }
+        let meta =
+            dochash::index::Index::open_existing(&dochash::app::generation::index_dir(&home))
+                .ok()
+                .flatten()?;
         Some(dochash::app::spec_from_id(
             &meta.meta().fingerprint.model_id,
         ))
@@ -106,6 +115,7 @@ fn run() -> Result<()> {
         },
         add_roots: args.paths.clone(),
         watch: true,
+        auto_train: !args.no_train,
     }));
     // Serve other processes once the index is ours (in the background: the UI opens now).
     let server_slot: Arc<std::sync::Mutex<Option<socket::Server>>> = Arc::default();

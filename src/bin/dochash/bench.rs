@@ -117,7 +117,7 @@ pub fn embed_cached(
     Ok(data)
 }
 
-fn parse_list(s: &str) -> Result<Vec<usize>> {
+pub fn parse_list(s: &str) -> Result<Vec<usize>> {
     s.split(',')
         .map(|x| {
             x.trim()
@@ -345,6 +345,7 @@ fn freshness(g: &Global, a: &FreshnessArgs) -> Result<()> {
         fetch: shared::fetch_options(g),
         add_roots: vec![notes.clone()],
         watch: true,
+        auto_train: false,
     });
     engine
         .wait_open(std::time::Duration::from_secs(3600))

@@ -57,9 +57,140 @@ pub enum Command {
     Status(StatusArgs),
     /// Keep the index up to date as files change, and answer queries from other terminals
     Watch(WatchArgs),
+    /// Learn from the indexed notes: fine-tune the encoder (SimCSE) and/or train the hashing head
+    /// (DHIM), re-encode the index and switch to it (Ctrl-C keeps the serving one)
+    Train(TrainArgs),
     /// Measurements for docs/BENCHMARKS.md (data sets are passed as paths)
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// The papers' evaluation protocols on labelled data (passed as paths)
+    #[command(subcommand)]
+    Eval(EvalCmd),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SimcseChoice {
+    /// Every weight (use with a GPU)
+    Full,
+    /// Only the top layers, over cached outputs of the frozen lower ones (CPU-friendly)
+    Head,
+    /// Keep the base encoder
+    Off,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// SimCSE fine-tuning of the encoder; it is only adopted if held-back passages of your notes
+    /// find their own document at least as often as with the base model
+    #[arg(long, value_enum, default_value = "head")]
+    pub simcse: SimcseChoice,
+    /// Train the DHIM hashing head (otherwise the training-free ITQ codes stay)
+    #[arg(long)]
+    pub dhim: bool,
+    /// Code length of the hashing head [default: the index's current length]
+    #[arg(long, value_name = "N")]
+    pub bits: Option<usize>,
+    /// Most epochs of the hashing head (early stopping may end sooner)
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub epochs: usize,
+    /// Epochs of SimCSE
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub simcse_epochs: usize,
+    /// Switch to what was trained even if the checks on held-back passages say it is worse
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvalCmd {
+    /// P@100 of binary codes on {"label","text"} JSONL: database = train, queries = test,
+    /// relevant = same label; top 100 by Hamming distance, ties to the earlier document
+    Hashing(Box<HashingArgs>),
+    /// Spearman ×100 of cosine similarity against gold scores (STS-B TSV: score in column 5,
+    /// sentences in 6 and 7)
+    Sts(StsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HashingArgs {
+    /// JSONL database (e.g. 20ng/train.jsonl); the learned methods train on it, without labels
+    #[arg(long, value_name = "FILE")]
+    pub train: PathBuf,
+    /// JSONL queries (e.g. 20ng/test.jsonl)
+    #[arg(long, value_name = "FILE")]
+    pub test: PathBuf,
+    /// Code lengths, comma-separated
+    #[arg(long, default_value = "16,32,64,128", value_name = "BITS,...")]
+    pub bits: String,
+    /// Methods, comma-separated: cosine, lsh, median, itq, dhim, simcse+dhim
+    #[arg(
+        long,
+        default_value = "cosine,lsh,median,itq,dhim,simcse+dhim",
+        value_name = "M,..."
+    )]
+    pub methods: String,
+    /// Precision of the top K
+    #[arg(short = 'k', default_value_t = 100, value_name = "K")]
+    pub k: usize,
+    /// Tokens per document when encoding
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    pub max_len: usize,
+    /// Use only the first N training documents
+    #[arg(long, value_name = "N")]
+    pub limit_train: Option<usize>,
+    /// Use only the first N test documents
+    #[arg(long, value_name = "N")]
+    pub limit_test: Option<usize>,
+    /// Use an evenly spaced sample of N training documents as the database (after encoding, so
+    /// the cache is shared with full runs)
+    #[arg(long, value_name = "N")]
+    pub sample_train: Option<usize>,
+    /// Folder caching token states between runs [default: eval-cache in the dochash home]
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// DHIM: most epochs (early stopping may end sooner)
+    #[arg(long, value_name = "N")]
+    pub epochs: Option<usize>,
+    /// DHIM: sigmoid temperature
+    #[arg(long, value_name = "X")]
+    pub alpha: Option<f64>,
+    /// DHIM: weight of the global-code/sentence-embedding term
+    #[arg(long, value_name = "X")]
+    pub beta: Option<f64>,
+    /// DHIM: Adam learning rate
+    #[arg(long, value_name = "X")]
+    pub lr: Option<f64>,
+    /// DHIM: filters per convolution window
+    #[arg(long, value_name = "N")]
+    pub filters: Option<usize>,
+    /// DHIM: the β term's target, a learned code of the sentence embedding or its fixed ITQ code
+    #[arg(long, value_name = "learned|itq")]
+    pub sentence_code: Option<dochash::train::dhim::SentenceCode>,
+    /// SimCSE: full (every weight) or head (top layers only)
+    #[arg(long, value_name = "MODE")]
+    pub simcse_mode: Option<dochash::train::simcse::Mode>,
+    /// SimCSE: learning rate
+    #[arg(long, value_name = "X")]
+    pub simcse_lr: Option<f64>,
+    /// SimCSE: tokens per text while training
+    #[arg(long, value_name = "N")]
+    pub simcse_max_len: Option<usize>,
+    /// SimCSE: layers trained in head mode
+    #[arg(long, value_name = "N")]
+    pub simcse_layers: Option<usize>,
+    /// One JSON object per line: method, bits (null for cosine), p_at_100
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StsArgs {
+    /// STS-B TSV file (e.g. stsb/sts-dev.tsv)
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Print {"spearman": …}
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,6 +367,9 @@ pub struct WatchArgs {
     /// Folders to add before watching; without any, the folders indexed before are watched
     #[arg(value_name = "PATH")]
     pub paths: Vec<std::path::PathBuf>,
+    /// Do not retrain in the background when the notes have drifted
+    #[arg(long)]
+    pub no_train: bool,
 }
 
 #[derive(Debug, Args)]

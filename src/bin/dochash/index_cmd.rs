@@ -48,7 +48,7 @@ pub fn run(g: &Global, args: &IndexArgs) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let files = shared::resolve_model(g)?;
+    let files = shared::resolve_index_model(g)?;
     let enc = shared::load_encoder(g, &files, None)?;
     let dir = dochash::app::index_dir()?;
     let fp = dochash::app::fingerprint(&files, &enc);

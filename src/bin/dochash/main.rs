@@ -4,10 +4,12 @@
 mod bench;
 mod cli;
 mod embed;
+mod eval;
 mod index_cmd;
 mod model_cmd;
 mod query;
 mod shared;
+mod train_cmd;
 mod watch;
 
 use std::process::ExitCode;
@@ -27,6 +29,8 @@ fn main() -> ExitCode {
         Command::Status(a) => query::status(a),
         Command::Bench(b) => bench::run(&cli.global, b),
         Command::Watch(a) => watch::run(&cli.global, a),
+        Command::Eval(e) => eval::run(&cli.global, e),
+        Command::Train(a) => train_cmd::run(&cli.global, a),
     };
     match result {
         Ok(code) => code,

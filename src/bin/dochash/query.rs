@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use dochash::app::sanitize::sanitize;
 use dochash::app::socket::{self, Reply, Request};
-use dochash::encoder::BatchLimits;
 use dochash::index::{Hit, Index, IndexError, SearchParams, StoreError, hamming};
 use dochash::model::{self, ModelSpec};
 
@@ -25,7 +24,7 @@ fn open(req: &Request) -> Result<Source> {
     if let Some(reply) = socket::ask(&home, req) {
         return Ok(Source::Owner(reply.map_err(|e| anyhow!(e))?));
     }
-    let dir = dochash::index::index_dir(&home);
+    let dir = dochash::app::generation::index_dir(&home);
     match Index::open_existing(&dir) {
         Ok(Some(i)) => Ok(Source::Direct(Box::new(i))),
         Ok(None) => {
@@ -63,14 +62,18 @@ pub fn run(g: &Global, args: &QueryArgs) -> Result<ExitCode> {
     };
     let meta = index.meta().clone();
     // The index's own model, unless the user names one; vectors of two models never mix.
-    let spec = g
-        .model
-        .clone()
-        .unwrap_or_else(|| dochash::app::spec_from_id(&meta.fingerprint.model_id));
-    let files = model::resolve(&spec, &shared::fetch_options(g)).with_context(|| match &spec {
-        ModelSpec::LocalDir(d) => format!("cannot use the model folder {}", d.display()),
-        ModelSpec::Hub(n) => format!("cannot get the model {n}"),
-    })?;
+    // A named model goes through the generation map (the base a generation was trained from
+    // means the generation's encoder).
+    let files = match &g.model {
+        Some(_) => shared::resolve_index_model(g)?,
+        None => {
+            let spec = dochash::app::spec_from_id(&meta.fingerprint.model_id);
+            model::resolve(&spec, &shared::fetch_options(g)).with_context(|| match &spec {
+                ModelSpec::LocalDir(d) => format!("cannot use the model folder {}", d.display()),
+                ModelSpec::Hub(n) => format!("cannot get the model {n}"),
+            })?
+        }
+    };
     let enc = shared::load_encoder(g, &files, None)?;
     let fp = dochash::app::fingerprint(&files, &enc);
     if fp != meta.fingerprint {
@@ -80,21 +83,15 @@ pub fn run(g: &Global, args: &QueryArgs) -> Result<ExitCode> {
             fp.model_id
         );
     }
-    let q = enc
-        .embed(
-            &[text.as_str()],
-            dochash::encoder::Pooling::Mean,
-            true,
-            BatchLimits::default(),
-        )
-        .context("cannot encode the query")?;
     let searcher = index.searcher()?;
     let params = SearchParams {
         k: args.k,
         candidates: args.candidates,
         per_file: args.per_file,
     };
-    let hits = searcher.search(index.store(), q.row(0), &params)?;
+    let hits = searcher
+        .query(index.store(), &enc, &text, &params)
+        .context("cannot answer the query")?;
     print_hits(g, args, &hits)
 }
 
@@ -168,6 +165,14 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode> {
     let m = index.meta();
     let searcher = index.searcher()?;
     let code = m.code.as_ref();
+    let home = dochash::model::home_dir()?;
+    let trained = dochash::app::generation::active(&home).map(|a| {
+        serde_json::json!({
+            "generation": a.generation,
+            "simcse": a.model_dir.is_some(),
+            "manifest": dochash::app::generation::generation_dir(&home, a.generation).join("manifest.json"),
+        })
+    });
     let v = serde_json::json!({
         "index": index.store().path(),
         "roots": m.roots,
@@ -181,6 +186,7 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode> {
         "stale_codes": searcher.stale(),
         "hamming_kernel": hamming::kernel_name(),
         "size_bytes": index.store().size_on_disk(),
+        "trained": trained,
     });
     if args.json {
         println!("{v}");
@@ -220,6 +226,18 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode> {
         ),
         None => println!("codes     none yet (searching exactly)"),
     }
+    if let Some(t) = &trained {
+        println!(
+            "trained   generation {} ({}); {}",
+            t["generation"],
+            if t["simcse"] == true {
+                "SimCSE-tuned encoder"
+            } else {
+                "base encoder"
+            },
+            t["manifest"].as_str().unwrap_or_default()
+        );
+    }
     println!("hamming   {} kernel", hamming::kernel_name());
     println!(
         "size      {:.1} MiB",
@@ -248,6 +266,12 @@ fn print_owner_status(args: &StatusArgs, s: socket::StatusReply) -> Result<()> {
         println!("model     {}", s.model);
         println!("codes     {}", s.codes);
         println!("device    {}", s.device);
+        if let Some(t) = &s.trained {
+            println!("trained   {t}");
+        }
+        for n in &s.notes {
+            println!("note      {n}");
+        }
         if let Some(j) = s.job {
             println!("job       {j}");
         }

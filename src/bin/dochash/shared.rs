@@ -62,6 +62,33 @@ pub fn resolve_model(g: &Global) -> Result<ModelFiles> {
     })
 }
 
+/// Loads a model folder that is not resolved through the model spec (e.g. a fine-tuned one).
+pub fn load_encoder_dir(
+    g: &Global,
+    dir: &std::path::Path,
+    max_len: Option<usize>,
+) -> Result<Encoder> {
+    Encoder::load(
+        dir,
+        &LoadOptions {
+            device: g.device,
+            trainable: false,
+            max_len,
+        },
+    )
+    .with_context(|| format!("cannot load the model in {}", dir.display()))
+}
+
+/// The model the index is built with: the serving trained generation's model when it was
+/// trained from the model asked for, else that model.
+pub fn resolve_index_model(g: &Global) -> Result<ModelFiles> {
+    let home = model::home_dir()?;
+    let (files, _) =
+        dochash::app::generation::resolve_model(&home, g.model.as_ref(), &fetch_options(g))
+            .context("cannot get the model")?;
+    Ok(files)
+}
+
 pub fn load_encoder(g: &Global, files: &ModelFiles, max_len: Option<usize>) -> Result<Encoder> {
     let enc = Encoder::load(
         &files.dir,

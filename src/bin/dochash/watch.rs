@@ -22,6 +22,7 @@ pub fn run(g: &Global, args: &WatchArgs) -> Result<ExitCode> {
         fetch: shared::fetch_options(g),
         add_roots: args.paths.clone(),
         watch: true,
+        auto_train: !args.no_train,
     }));
     engine
         .wait_open(Duration::from_secs(24 * 3600))

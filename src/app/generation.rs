@@ -1,0 +1,218 @@
+//! Which trained generation serves: a pointer file in the dochash home, switched atomically.
+//!
+//! A generation is a fine-tuned encoder (optional), a hashing head (optional) and the index built
+//! with them, in `<home>/generations/<n>/` and `<home>/index-<n>/`. Training builds the next
+//! generation beside the serving one and then rewrites `<home>/generation.json` (temp file +
+//! rename), so a crash or Ctrl-C at any point leaves either the old or the new generation
+//! serving, never a mix. Without the pointer, `<home>/index` and the base model serve.
+
+use std::path::{Path, PathBuf};
+
+use crate::model::{self, FetchOptions, ModelError, ModelFiles, ModelSpec};
+
+const POINTER: &str = "generation.json";
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Active {
+    pub generation: u32,
+    /// The model id training started from; the generation only applies while the user keeps
+    /// asking for this model.
+    pub base_model: String,
+    /// The fine-tuned model folder, or `None` when the base model was kept.
+    pub model_dir: Option<PathBuf>,
+    /// The index folder's name inside the home.
+    pub index: String,
+}
+
+/// The serving generation, if training ever switched one in and its files are still there.
+pub fn active(home: &Path) -> Option<Active> {
+    let text = std::fs::read_to_string(home.join(POINTER)).ok()?;
+    let a: Active = match serde_json::from_str(&text) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!("ignoring {}: {e}", home.join(POINTER).display());
+            return None;
+        }
+    };
+    let model_ok = a
+        .model_dir
+        .as_ref()
+        .is_none_or(|d| d.join("model.safetensors").is_file());
+    let name_ok = !a.index.is_empty() && !a.index.contains(['/', '\\']) && a.index != "..";
+    (model_ok && name_ok).then_some(a)
+}
+
+/// Where the serving index lives.
+pub fn index_dir(home: &Path) -> PathBuf {
+    match active(home) {
+        Some(a) => home.join(a.index),
+        None => crate::index::index_dir(home),
+    }
+}
+
+/// Folder of generation `n`'s checkpoints.
+pub fn generation_dir(home: &Path, n: u32) -> PathBuf {
+    home.join("generations").join(n.to_string())
+}
+
+/// Makes `a` the serving generation (atomic rename of the pointer file).
+pub fn switch(home: &Path, a: &Active) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(a).map_err(std::io::Error::other)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(home)?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(home.join(POINTER)).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Forgets every generation: the base model and `<home>/index` serve again.
+pub fn reset(home: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(home.join(POINTER)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The model to encode with: the active generation's fine-tuned model when the user asks for
+/// (or defaults to) the model it was trained from, otherwise what the user asks for. Asking for
+/// another model retires the generation (the pointer is removed), so that the index folder and
+/// the model always agree: `<home>/index` is then rebuilt for the new model.
+pub fn resolve_model(
+    home: &Path,
+    requested: Option<&ModelSpec>,
+    fetch: &FetchOptions,
+) -> Result<(ModelFiles, Option<Active>), ModelError> {
+    let spec = requested.cloned().unwrap_or_default();
+    let base = model::resolve(&spec, fetch)?;
+    match active(home) {
+        Some(a) if a.base_model == base.id => match &a.model_dir {
+            Some(dir) => Ok((
+                model::resolve(&ModelSpec::LocalDir(dir.clone()), fetch)?,
+                Some(a),
+            )),
+            None => Ok((base, Some(a))),
+        },
+        Some(a) => {
+            tracing::warn!(
+                "generation {} was trained from {}; using {} without it",
+                a.generation,
+                a.base_model,
+                base.id
+            );
+            reset(home).map_err(|source| ModelError::Io {
+                action: "remove",
+                path: home.join(POINTER),
+                source,
+            })?;
+            Ok((base, None))
+        }
+        None => Ok((base, None)),
+    }
+}
+
+/// The next unused generation number (never reuses a folder a crash may have left half-written).
+pub fn next_number(home: &Path) -> u32 {
+    let current = active(home).map(|a| a.generation).unwrap_or(0);
+    let on_disk = std::fs::read_dir(home.join("generations"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .max()
+        .unwrap_or(0);
+    current.max(on_disk) + 1
+}
+
+/// Removes generation folders and index folders that are not serving (left by a finished
+/// switch or an interrupted training run).
+pub fn clean_up(home: &Path) {
+    let active = active(home);
+    let keep_gen = active.as_ref().map(|a| a.generation);
+    let keep_index = active.as_ref().map(|a| a.index.clone());
+    for e in std::fs::read_dir(home.join("generations"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let n = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok());
+        if n.is_some() && n != keep_gen {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    for e in std::fs::read_dir(home).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let is_gen_index = name
+            .strip_prefix("index-")
+            .is_some_and(|n| n.parse::<u32>().is_ok());
+        // With a generation serving, the base index is unused derived data too.
+        let is_base_index = name == "index" && keep_index.is_some();
+        if (is_gen_index || is_base_index) && Some(&name) != keep_index.as_ref() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn active(n: u32) -> Active {
+        Active {
+            generation: n,
+            base_model: "base".into(),
+            model_dir: None,
+            index: format!("index-{n}"),
+        }
+    }
+
+    #[test]
+    fn the_pointer_decides_the_index_folder_and_survives_only_when_valid() {
+        let home = tempfile::tempdir().unwrap();
+        let h = home.path();
+        assert_eq!(index_dir(h), h.join("index"));
+        switch(h, &active(3)).unwrap();
+        assert_eq!(index_dir(h), h.join("index-3"));
+        assert_eq!(super::active(h), Some(active(3)));
+        // A pointer to a fine-tuned model that is gone, or with a path for a name, is ignored.
+        let mut a = active(4);
+        a.model_dir = Some(h.join("missing"));
+        switch(h, &a).unwrap();
+        assert_eq!(index_dir(h), h.join("index"));
+        let mut a = active(5);
+        a.index = "../elsewhere".into();
+        switch(h, &a).unwrap();
+        assert_eq!(super::active(h), None);
+        std::fs::write(h.join(POINTER), "{not json").unwrap();
+        assert_eq!(super::active(h), None);
+        reset(h).unwrap();
+        reset(h).unwrap();
+    }
+
+    #[test]
+    fn numbers_are_never_reused_and_clean_up_keeps_only_the_serving_generation() {
+        let home = tempfile::tempdir().unwrap();
+        let h = home.path();
+        assert_eq!(next_number(h), 1);
+        for n in [1, 2, 7] {
+            std::fs::create_dir_all(generation_dir(h, n)).unwrap();
+            std::fs::create_dir_all(h.join(format!("index-{n}"))).unwrap();
+        }
+        std::fs::create_dir_all(h.join("index")).unwrap();
+        std::fs::create_dir_all(h.join("models")).unwrap();
+        assert_eq!(next_number(h), 8);
+        // Nothing serves yet: half-made generations go, the base index stays.
+        clean_up(h);
+        assert!(h.join("index").is_dir());
+        assert!(!h.join("index-7").exists() && !generation_dir(h, 7).exists());
+        std::fs::create_dir_all(generation_dir(h, 2)).unwrap();
+        std::fs::create_dir_all(h.join("index-2")).unwrap();
+        switch(h, &active(2)).unwrap();
+        clean_up(h);
+        assert!(h.join("index-2").is_dir() && generation_dir(h, 2).is_dir());
+        assert!(
+            !h.join("index").exists(),
+            "the base index is unused once a generation serves"
+        );
+        assert!(h.join("models").is_dir());
+    }
+}

@@ -1,0 +1,479 @@
+//! Training a new generation on the indexed documents and building its index beside the
+//! serving one; the caller switches to it with [`super::generation::switch`].
+//!
+//! Training always starts from the base model, not from the previous generation, so repeated
+//! retraining cannot drift away from it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::encoder::{BatchLimits, DeviceSpec, Encoder, LoadOptions, Pooling};
+use crate::index::{
+    Coder, DEFAULT_BITS, Index, IndexMeta, Progress as IndexProgress, UpdateOptions,
+    corpus_passages,
+};
+use crate::model::{self, FetchOptions, ModelFiles, ModelSpec};
+use crate::rng::SplitMix64;
+use crate::train::TrainError;
+use crate::train::dhim::{self, DhimConfig, DhimReport};
+use crate::train::simcse::{self, SimcseConfig, SimcseReport, same_document_rate};
+use crate::train::states::CorpusStates;
+
+use super::generation::{self, Active};
+
+/// Below this many passages the hashing head is not trained and the training-free ITQ codes
+/// stay: on 20 Newsgroups subsets DHIM only beat ITQ from about this size on (docs/BENCHMARKS.md).
+pub const MIN_DHIM_PASSAGES: usize = 1000;
+/// Below this many passages SimCSE is skipped: a few dozen batches cannot teach the encoder
+/// anything about the corpus, and the held-back check would have too few passages to judge.
+pub const MIN_SIMCSE_PASSAGES: usize = 1000;
+/// Passages held back for the adoption check (at most).
+const HELD_BACK_MAX: usize = 2000;
+
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// `None`: keep the base encoder.
+    pub simcse: Option<SimcseConfig>,
+    /// `None`: keep training-free codes.
+    pub dhim: Option<DhimConfig>,
+    pub device: DeviceSpec,
+    /// Adopt what was trained even when the held-back checks say it is worse than what it
+    /// replaces.
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum TrainProgress {
+    Reading,
+    Simcse(simcse::Progress),
+    Checking,
+    States { done: usize, total: usize },
+    Dhim(dhim::Progress),
+    Indexing { done: usize, total: usize },
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SimcseOutcome {
+    pub config: SimcseConfig,
+    pub report: SimcseReport,
+    /// Held-back passages whose nearest neighbour is from their own document, base vs tuned.
+    pub base_rate: Option<f64>,
+    pub tuned_rate: Option<f64>,
+    pub held_back: usize,
+    pub adopted: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DhimOutcome {
+    pub config: DhimConfig,
+    pub report: DhimReport,
+    /// Neighbour recall on held-back queries (see [`crate::train::metrics::neighbour_recall`]).
+    pub itq_recall: f64,
+    pub dhim_recall: f64,
+    pub adopted: bool,
+}
+
+/// Written to `<home>/generations/<n>/manifest.json`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Manifest {
+    pub generation: u32,
+    pub created_unix: u64,
+    pub base_model: String,
+    pub model: String,
+    pub passages: usize,
+    pub files: usize,
+    pub simcse: Option<SimcseOutcome>,
+    pub dhim: Option<DhimOutcome>,
+    pub notes: Vec<String>,
+}
+
+/// A trained generation whose index is built and open, ready to be switched to.
+pub struct Prepared {
+    pub active: Active,
+    pub index: Index,
+    pub encoder: Encoder,
+    pub manifest: Manifest,
+}
+
+pub enum Outcome {
+    Ready(Box<Prepared>),
+    /// Nothing was worth switching to; the notes say why.
+    Unchanged(Vec<String>),
+}
+
+fn err(e: impl std::fmt::Display) -> TrainError {
+    TrainError::Msg(e.to_string())
+}
+
+fn check(cancel: &AtomicBool) -> Result<(), TrainError> {
+    if cancel.load(Ordering::Acquire) {
+        Err(TrainError::Cancelled)
+    } else {
+        Ok(())
+    }
+}
+
+/// Trains on the passages of `current`'s folders starting from `base`, and builds the new
+/// generation's index. Nothing the serving generation uses is touched; on error or
+/// cancellation the half-made generation is removed.
+pub fn prepare(
+    home: &Path,
+    base: &ModelFiles,
+    current: &IndexMeta,
+    opts: &TrainOptions,
+    cancel: &Arc<AtomicBool>,
+    progress: &mut dyn FnMut(TrainProgress),
+) -> Result<Outcome, TrainError> {
+    let n = generation::next_number(home);
+    let gdir = generation::generation_dir(home, n);
+    let r = prepare_in(home, n, &gdir, base, current, opts, cancel, progress);
+    if !matches!(r, Ok(Outcome::Ready(_))) {
+        let _ = std::fs::remove_dir_all(&gdir);
+        let _ = std::fs::remove_dir_all(home.join(format!("index-{n}")));
+    }
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+fn prepare_in(
+    home: &Path,
+    n: u32,
+    gdir: &Path,
+    base: &ModelFiles,
+    current: &IndexMeta,
+    opts: &TrainOptions,
+    cancel: &Arc<AtomicBool>,
+    progress: &mut dyn FnMut(TrainProgress),
+) -> Result<Outcome, TrainError> {
+    let load = |dir: &Path| {
+        Encoder::load(
+            dir,
+            &LoadOptions {
+                device: opts.device,
+                trainable: false,
+                max_len: None,
+            },
+        )
+    };
+    progress(TrainProgress::Reading);
+    let base_enc = load(&base.dir)?;
+    let passages = corpus_passages(current, &base_enc, cancel).map_err(err)?;
+    check(cancel)?;
+    let files = {
+        let mut f: Vec<&PathBuf> = passages.iter().map(|(p, _)| p).collect();
+        f.dedup();
+        f.len()
+    };
+    let mut notes = Vec::new();
+    let texts: Vec<&str> = passages.iter().map(|(_, t)| t.as_str()).collect();
+
+    // SimCSE, judged on held-back passages before it is adopted.
+    let mut simcse_out = None;
+    let mut model_dir = None;
+    match &opts.simcse {
+        Some(_) if texts.len() < MIN_SIMCSE_PASSAGES => notes.push(format!(
+            "SimCSE skipped: {} passages, at least {MIN_SIMCSE_PASSAGES} needed; the base encoder stays",
+            texts.len()
+        )),
+        Some(cfg) => {
+            let (train_idx, held) = hold_back(&passages);
+            let train_texts: Vec<&str> = train_idx.iter().map(|&i| texts[i]).collect();
+            let (tuned, report) = simcse::train(&base.dir, &train_texts, cfg, opts.device, cancel, &mut |p| {
+                progress(TrainProgress::Simcse(p))
+            })?;
+            check(cancel)?;
+            progress(TrainProgress::Checking);
+            let held_texts: Vec<&str> = held.iter().map(|&i| texts[i]).collect();
+            let docs = doc_ids(&held, &passages);
+            let rate = |enc: &Encoder| -> Result<Option<f64>, TrainError> {
+                let e = enc.embed(&held_texts, Pooling::Mean, true, BatchLimits::default())?;
+                Ok(same_document_rate(&e.data, e.dim, &docs))
+            };
+            let base_rate = rate(&base_enc)?;
+            let out = gdir.join("model");
+            simcse::save_model(&tuned, &base.dir, &out)?;
+            drop(tuned);
+            let tuned_enc = load(&out)?;
+            let tuned_rate = rate(&tuned_enc)?;
+            let passed = matches!((base_rate, tuned_rate), (Some(b), Some(t)) if t >= b);
+            let adopted = passed || opts.force;
+            notes.push(match (base_rate, tuned_rate) {
+                (Some(b), Some(t)) if passed => format!(
+                    "SimCSE adopted: held-back passages find their own document {:.1}% of the time (base {:.1}%)",
+                    t * 100.0,
+                    b * 100.0
+                ),
+                (Some(b), Some(t)) => format!(
+                    "SimCSE not adopted: held-back passages find their own document {:.1}% of the time, base {:.1}%; the base encoder stays",
+                    t * 100.0,
+                    b * 100.0
+                ),
+                _ if opts.force => "SimCSE adopted (--force) without a held-back check: no held-back document has two passages".into(),
+                _ => "SimCSE not adopted: no held-back document has two passages to check it on; the base encoder stays".into(),
+            });
+            if adopted && !passed && base_rate.is_some() {
+                notes.push("SimCSE adopted anyway (--force)".into());
+            }
+            if adopted {
+                model_dir = Some(out);
+            } else {
+                let _ = std::fs::remove_dir_all(&out);
+            }
+            simcse_out = Some(SimcseOutcome {
+                config: cfg.clone(),
+                report,
+                base_rate,
+                tuned_rate,
+                held_back: held.len(),
+                adopted,
+            });
+        }
+        None => {}
+    }
+    check(cancel)?;
+    let (gen_files, gen_enc) = match &model_dir {
+        Some(d) => (
+            model::resolve(
+                &ModelSpec::LocalDir(d.clone()),
+                &FetchOptions {
+                    offline: true,
+                    progress: false,
+                },
+            )
+            .map_err(err)?,
+            load(d)?,
+        ),
+        None => (base.clone(), base_enc),
+    };
+
+    // DHIM on the chosen encoder's token states.
+    let mut head = None;
+    let mut dhim_out = None;
+    match &opts.dhim {
+        Some(_) if texts.len() < MIN_DHIM_PASSAGES => notes.push(format!(
+            "hashing head skipped: {} passages, at least {MIN_DHIM_PASSAGES} needed; ITQ codes stay",
+            texts.len()
+        )),
+        Some(cfg) => {
+            let states = CorpusStates::encode(&gen_enc, &texts, BatchLimits::default(), &mut |done, total| {
+                progress(TrainProgress::States { done, total })
+            })?;
+            check(cancel)?;
+            let (h, report) = dhim::train(&states, cfg.clone(), gen_enc.device(), cancel, &mut |p| {
+                progress(TrainProgress::Dhim(p))
+            })?;
+            notes.push(format!(
+                "hashing head trained: {} bits, {} epochs (best {}), {:.0} s",
+                cfg.bits, report.epochs, report.best_epoch, report.seconds
+            ));
+            // Adopted only if it keeps float neighbourhoods at least as well as ITQ fitted on
+            // the same passages (the codes it replaces).
+            check(cancel)?;
+            let (itq_recall, dhim_recall) = compare_with_itq(&states, &h, cfg.bits, gen_enc.device())?;
+            let passed = dhim_recall >= itq_recall;
+            notes.push(format!(
+                "hashing head {}: {:.1}% of each passage's 10 nearest neighbours among its 100 nearest codes (ITQ {:.1}%){}",
+                if passed || opts.force { "adopted" } else { "not adopted" },
+                dhim_recall * 100.0,
+                itq_recall * 100.0,
+                match (passed, opts.force) {
+                    (false, true) => "; adopted anyway (--force)",
+                    (false, false) => "; ITQ codes stay",
+                    _ => "",
+                }
+            ));
+            dhim_out = Some(DhimOutcome {
+                config: cfg.clone(),
+                report,
+                itq_recall,
+                dhim_recall,
+                adopted: passed || opts.force,
+            });
+            if passed || opts.force {
+                std::fs::create_dir_all(gdir).map_err(|e| TrainError::io(gdir, e))?;
+                h.save(&gdir.join("dhim.safetensors"))?;
+                head = Some(h);
+            }
+        }
+        None => {}
+    }
+    if model_dir.is_none() && head.is_none() {
+        return Ok(Outcome::Unchanged(notes));
+    }
+    check(cancel)?;
+
+    // The new generation's index, filled from the files with the new encoder and head.
+    let name = format!("index-{n}");
+    let dir = home.join(&name);
+    let _ = std::fs::remove_dir_all(&dir);
+    let fp = super::fingerprint(&gen_files, &gen_enc);
+    let (mut index, _) = Index::open(&dir, &fp).map_err(err)?;
+    let bits = match &head {
+        Some(h) => h.cfg.bits,
+        None => current
+            .code
+            .as_ref()
+            .map(|c| c.bits)
+            .unwrap_or(DEFAULT_BITS),
+    };
+    if let Some(h) = head {
+        index
+            .install_coder(Coder::Dhim(Arc::new(h)), texts.len())
+            .map_err(err)?;
+    }
+    let uopts = UpdateOptions {
+        corpus: index.meta().corpus.to_config(),
+        bits,
+        limits: BatchLimits::default(),
+        cancel: Some(cancel.clone()),
+    };
+    index
+        .update(&gen_enc, &uopts, &mut |p| {
+            if let IndexProgress::Embedded { done, total, .. } = p {
+                progress(TrainProgress::Indexing { done, total })
+            }
+        })
+        .map_err(err)?;
+    check(cancel)?;
+
+    let manifest = Manifest {
+        generation: n,
+        created_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        base_model: base.id.clone(),
+        model: gen_files.id.clone(),
+        passages: texts.len(),
+        files,
+        simcse: simcse_out,
+        dhim: dhim_out,
+        notes,
+    };
+    std::fs::create_dir_all(gdir).map_err(|e| TrainError::io(gdir, e))?;
+    let text = serde_json::to_string_pretty(&manifest).map_err(err)?;
+    std::fs::write(gdir.join("manifest.json"), text).map_err(|e| TrainError::io(gdir, e))?;
+    Ok(Outcome::Ready(Box::new(Prepared {
+        active: Active {
+            generation: n,
+            base_model: base.id.clone(),
+            model_dir,
+            index: name,
+        },
+        index,
+        encoder: gen_enc,
+        manifest,
+    })))
+}
+
+/// Splits passage indices into training and held-back sets: the passages of about a tenth of
+/// the files that have at least two passages (chosen by a seeded shuffle), at most
+/// [`HELD_BACK_MAX`] passages. Held-back passages are never trained on.
+fn hold_back(passages: &[(PathBuf, String)]) -> (Vec<usize>, Vec<usize>) {
+    let mut by_file: Vec<(usize, usize)> = Vec::new(); // (start, len) of each file's run
+    let mut i = 0;
+    while i < passages.len() {
+        let mut j = i + 1;
+        while j < passages.len() && passages[j].0 == passages[i].0 {
+            j += 1;
+        }
+        by_file.push((i, j - i));
+        i = j;
+    }
+    let mut multi: Vec<(usize, usize)> = by_file.iter().copied().filter(|&(_, l)| l >= 2).collect();
+    dhim::shuffle(&mut multi, &mut SplitMix64::new(0x4e1d));
+    let want = (passages.len() / 10).min(HELD_BACK_MAX);
+    let mut held = vec![false; passages.len()];
+    let mut count = 0;
+    for (start, len) in multi {
+        if count >= want {
+            break;
+        }
+        held[start..start + len].iter_mut().for_each(|h| *h = true);
+        count += len;
+    }
+    let (h, t): (Vec<usize>, Vec<usize>) = (0..passages.len()).partition(|&i| held[i]);
+    (t, h)
+}
+
+/// Neighbour recall (10 cosine neighbours within the 100 nearest codes) of ITQ codes and of
+/// the head's codes, over up to 1,000 evenly spaced passages as queries against all.
+fn compare_with_itq(
+    states: &CorpusStates,
+    head: &dhim::DhimHead,
+    bits: usize,
+    device: &candle_core::Device,
+) -> Result<(f64, f64), TrainError> {
+    use crate::index::binarize::{LinearHasher, Method};
+    use crate::train::metrics::neighbour_recall;
+    let n = states.len();
+    let dim = states.dim;
+    let itq = LinearHasher::fit(Method::Itq, &states.pooled, n, dim, bits.min(dim), 0x5eed)
+        .map_err(err)?;
+    let itq_codes = itq.encode_batch(&states.pooled, n).map_err(err)?;
+    let dhim_codes = head.encode_states(states, device)?;
+    let q = n.min(1000);
+    let queries: Vec<usize> = (0..q).map(|i| i * n / q).collect();
+    let a = neighbour_recall(
+        &itq_codes,
+        itq.words(),
+        &states.pooled,
+        dim,
+        &queries,
+        10,
+        100,
+    )
+    .map_err(err)?;
+    let b = neighbour_recall(
+        &dhim_codes,
+        bits.div_ceil(64),
+        &states.pooled,
+        dim,
+        &queries,
+        10,
+        100,
+    )
+    .map_err(err)?;
+    Ok((a, b))
+}
+
+fn doc_ids(idx: &[usize], passages: &[(PathBuf, String)]) -> Vec<usize> {
+    let mut ids = Vec::with_capacity(idx.len());
+    let mut seen: Vec<&PathBuf> = Vec::new();
+    for &i in idx {
+        let p = &passages[i].0;
+        let id = match seen.iter().position(|s| *s == p) {
+            Some(k) => k,
+            None => {
+                seen.push(p);
+                seen.len() - 1
+            }
+        };
+        ids.push(id);
+    }
+    ids
+}
+
+/// A thread pool whose threads run at the lowest CPU priority, for background retraining:
+/// candle's CPU kernels parallelise on the rayon pool they are called from, so training inside
+/// `pool.install` leaves the cores to queries and indexing whenever those need them. On
+/// platforms other than Linux, where a thread's priority cannot be set this way, the pool runs
+/// at normal priority.
+pub fn low_priority_pool() -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
+    rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("dochash-train-{i}"))
+        .start_handler(|_| lower_this_thread())
+        .build()
+}
+
+/// Lowers the calling thread to nice 19.
+pub fn lower_this_thread() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread's own id; failure only leaves the
+    // priority unchanged.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS as _, tid as _, 19);
+    }
+}

@@ -1,0 +1,503 @@
+//! `dochash eval …`: the papers' evaluation protocols on labelled data passed as paths.
+//!
+//! `hashing`: database = the train file, queries = the test file, relevant = same label, P@100
+//! over the top 100 by Hamming distance (ties: the earlier database document). `sts`: Spearman
+//! correlation of cosine similarity with gold scores.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, Result, bail};
+use dochash::encoder::{BatchLimits, Encoder, Pooling};
+use dochash::index::binarize::{LinearHasher, Method};
+use dochash::train::dhim::{self, DhimConfig};
+use dochash::train::metrics::{self, label_ids};
+use dochash::train::simcse::{self, SimcseConfig};
+use dochash::train::states::CorpusStates;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::bench::read_jsonl;
+use crate::cli::{EvalCmd, Global, HashingArgs, StsArgs};
+use crate::shared;
+
+pub fn run(g: &Global, cmd: &EvalCmd) -> Result<ExitCode> {
+    match cmd {
+        EvalCmd::Hashing(a) => hashing(g, a),
+        EvalCmd::Sts(a) => sts(g, a),
+    }
+    .map(|_| ExitCode::SUCCESS)
+}
+
+const METHODS: [&str; 7] = [
+    "cosine",
+    "lsh",
+    "median",
+    "itq",
+    "dhim",
+    "simcse",
+    "simcse+dhim",
+];
+
+pub fn bar(g: &Global, len: u64, what: &str) -> ProgressBar {
+    if g.quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+/// Token states of `texts`, read from `cache` when this model, length limit and text list were
+/// encoded before.
+pub fn states_cached(
+    g: &Global,
+    enc: &Encoder,
+    model_key: &str,
+    texts: &[&str],
+    cache: &Path,
+    what: &str,
+) -> Result<CorpusStates> {
+    let mut h = blake3::Hasher::new();
+    h.update(model_key.as_bytes());
+    h.update(&enc.max_len().to_le_bytes());
+    for t in texts {
+        h.update(t.as_bytes());
+        h.update(&[0]);
+    }
+    let key = h.finalize().to_hex().to_string();
+    let file = cache.join(format!("states-{}.bin", &key[..16]));
+    if let Some(s) = CorpusStates::load(&file)
+        && s.len() == texts.len()
+        && s.dim == enc.dim()
+    {
+        shared::note(g, format!("{what}: token states from {}", file.display()));
+        return Ok(s);
+    }
+    let pb = bar(g, texts.len() as u64, &format!("encoding {what}"));
+    let s = CorpusStates::encode(enc, texts, BatchLimits::default(), &mut |d, _| {
+        pb.set_position(d as u64)
+    })?;
+    pb.finish_and_clear();
+    std::fs::create_dir_all(cache).with_context(|| format!("cannot create {}", cache.display()))?;
+    s.save(&file)
+        .with_context(|| format!("cannot cache token states in {}", cache.display()))?;
+    Ok(s)
+}
+
+/// A key that changes whenever the model's weights do.
+pub fn model_key(dir: &Path) -> String {
+    let w = dir.join("model.safetensors");
+    let meta = std::fs::metadata(&w).ok();
+    format!(
+        "{}|{}|{:?}",
+        dir.display(),
+        meta.as_ref().map(|m| m.len()).unwrap_or(0),
+        meta.and_then(|m| m.modified().ok())
+    )
+}
+
+pub fn default_cache() -> Result<PathBuf> {
+    Ok(dochash::model::home_dir()?.join("eval-cache"))
+}
+
+struct Row {
+    method: String,
+    bits: Option<usize>,
+    p: f64,
+    seconds: Option<f64>,
+}
+
+fn hashing(g: &Global, a: &HashingArgs) -> Result<()> {
+    let bits = crate::bench::parse_list(&a.bits)?;
+    let methods: Vec<&str> = a.methods.split(',').map(str::trim).collect();
+    if let Some(m) = methods.iter().find(|m| !METHODS.contains(m)) {
+        bail!("unknown method {m:?}: use {}", METHODS.join(", "));
+    }
+    let train = read_jsonl(&a.train, a.limit_train)?;
+    let test = read_jsonl(&a.test, a.limit_test)?;
+    if train.len() < 2 || test.is_empty() {
+        bail!(
+            "{}: need at least 2 training and 1 test document",
+            a.train.display()
+        );
+    }
+    let mut table = Vec::new();
+    let db_labels: Vec<u32> = label_ids(train.iter().map(|(l, _)| l.as_str()), &mut table);
+    let q_labels = label_ids(test.iter().map(|(l, _)| l.as_str()), &mut table);
+    let cache = match &a.cache {
+        Some(c) => c.clone(),
+        None => default_cache()?,
+    };
+
+    let files = shared::resolve_model(g)?;
+    let enc = shared::load_encoder(g, &files, Some(a.max_len))?;
+    let key = model_key(&files.dir);
+    let tt: Vec<&str> = train.iter().map(|(_, t)| t.as_str()).collect();
+    let qt: Vec<&str> = test.iter().map(|(_, t)| t.as_str()).collect();
+    let db = states_cached(g, &enc, &key, &tt, &cache, "train")?;
+    let qs = states_cached(g, &enc, &key, &qt, &cache, "test")?;
+    // An evenly spaced sample of the database (the files are often sorted by label).
+    let sample: Option<Vec<usize>> = a
+        .sample_train
+        .filter(|&n| n < db.len())
+        .map(|n| (0..n).map(|i| i * db.len() / n).collect());
+    let (db, db_labels) = match &sample {
+        Some(idx) => (db.subset(idx), idx.iter().map(|&i| db_labels[i]).collect()),
+        None => (db, db_labels),
+    };
+    let dim = db.dim;
+    let k = a.k;
+
+    let mut rows = Vec::new();
+    let emit = |r: Row, rows: &mut Vec<Row>| {
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({"method": r.method, "bits": r.bits, "p_at_100": r.p,
+                    "k": k, "train_seconds": r.seconds, "database": db_labels.len(), "queries": q_labels.len()})
+            );
+        } else {
+            shared::note(
+                g,
+                format!(
+                    "{:<12} {:>5}  P@{k} {:.4}",
+                    r.method,
+                    r.bits
+                        .map(|b| b.to_string())
+                        .unwrap_or_else(|| "float".into()),
+                    r.p
+                ),
+            );
+        }
+        rows.push(r);
+    };
+    if methods.contains(&"cosine") {
+        let p =
+            metrics::precision_at_k_cosine(&db.pooled, &db_labels, &qs.pooled, &q_labels, dim, k);
+        emit(
+            Row {
+                method: "cosine".into(),
+                bits: None,
+                p,
+                seconds: None,
+            },
+            &mut rows,
+        );
+    }
+    // SimCSE fine-tuned on the database texts (no labels), then encoded again.
+    let tuned = if methods.iter().any(|m| m.starts_with("simcse")) {
+        let dir = simcse_model(g, &files.dir, &key, &tt, &simcse_config(a), &cache)?;
+        let tenc = shared::load_encoder_dir(g, &dir, Some(a.max_len))?;
+        let tkey = model_key(&dir);
+        let tdb = states_cached(g, &tenc, &tkey, &tt, &cache, "train (simcse)")?;
+        let tdb = match &sample {
+            Some(idx) => tdb.subset(idx),
+            None => tdb,
+        };
+        let tqs = states_cached(g, &tenc, &tkey, &qt, &cache, "test (simcse)")?;
+        if methods.contains(&"simcse") {
+            let p = metrics::precision_at_k_cosine(
+                &tdb.pooled,
+                &db_labels,
+                &tqs.pooled,
+                &q_labels,
+                dim,
+                k,
+            );
+            emit(
+                Row {
+                    method: "simcse".into(),
+                    bits: None,
+                    p,
+                    seconds: None,
+                },
+                &mut rows,
+            );
+        }
+        Some((tdb, tqs))
+    } else {
+        None
+    };
+    for &b in &bits {
+        for (name, m) in [
+            ("lsh", Method::Lsh),
+            ("median", Method::Median),
+            ("itq", Method::Itq),
+        ] {
+            if !methods.contains(&name) {
+                continue;
+            }
+            let h = LinearHasher::fit(m, &db.pooled, db.len(), dim, b, 0x5eed)
+                .with_context(|| format!("cannot fit {name} at {b} bits"))?;
+            let dc = h.encode_batch(&db.pooled, db.len())?;
+            let qc = h.encode_batch(&qs.pooled, qs.len())?;
+            let p = metrics::precision_at_k_hamming(&dc, &db_labels, &qc, &q_labels, h.words(), k)?;
+            emit(
+                Row {
+                    method: name.into(),
+                    bits: Some(b),
+                    p,
+                    seconds: None,
+                },
+                &mut rows,
+            );
+        }
+        if methods.contains(&"dhim") {
+            let cfg = dhim_config(a, b);
+            let (p, secs) = dhim_eval(g, &db, &qs, &db_labels, &q_labels, cfg, &enc, k)?;
+            emit(
+                Row {
+                    method: "dhim".into(),
+                    bits: Some(b),
+                    p,
+                    seconds: Some(secs),
+                },
+                &mut rows,
+            );
+        }
+        if let Some((tdb, tqs)) = &tuned
+            && methods.contains(&"simcse+dhim")
+        {
+            let cfg = dhim_config(a, b);
+            let (p, secs) = dhim_eval(g, tdb, tqs, &db_labels, &q_labels, cfg, &enc, k)?;
+            emit(
+                Row {
+                    method: "simcse+dhim".into(),
+                    bits: Some(b),
+                    p,
+                    seconds: Some(secs),
+                },
+                &mut rows,
+            );
+        }
+    }
+    Ok(())
+}
+
+fn simcse_config(a: &HashingArgs) -> SimcseConfig {
+    let mut cfg = SimcseConfig::default();
+    if let Some(m) = a.simcse_mode {
+        cfg.mode = m;
+    }
+    if let Some(x) = a.simcse_lr {
+        cfg.lr = x;
+    }
+    if let Some(x) = a.simcse_max_len {
+        cfg.max_len = x;
+    }
+    if let Some(x) = a.simcse_layers {
+        cfg.head_layers = x;
+    }
+    cfg
+}
+
+/// The SimCSE-tuned model for these texts and settings, trained once and kept in `cache`.
+pub fn simcse_model(
+    g: &Global,
+    base: &Path,
+    base_key: &str,
+    texts: &[&str],
+    cfg: &SimcseConfig,
+    cache: &Path,
+) -> Result<PathBuf> {
+    let mut h = blake3::Hasher::new();
+    h.update(base_key.as_bytes());
+    h.update(serde_json::to_string(cfg)?.as_bytes());
+    for t in texts {
+        h.update(t.as_bytes());
+        h.update(&[0]);
+    }
+    let dir = cache.join(format!("simcse-{}", &h.finalize().to_hex()[..16]));
+    if dir.join("model.safetensors").is_file() {
+        shared::note(g, format!("simcse: tuned model from {}", dir.display()));
+        return Ok(dir);
+    }
+    let pb = bar(g, texts.len() as u64, "simcse: lower layers");
+    let (enc, report) = simcse::train(
+        base,
+        texts,
+        cfg,
+        g.device,
+        &AtomicBool::new(false),
+        &mut |p| match p {
+            simcse::Progress::Caching { done, total } => {
+                pb.set_length(total as u64);
+                pb.set_position(done as u64);
+            }
+            simcse::Progress::Step {
+                epoch,
+                step,
+                steps,
+                loss,
+            } => {
+                if step == 1 {
+                    pb.set_prefix(format!("simcse epoch {epoch}"));
+                }
+                pb.set_length(steps as u64);
+                pb.set_position(step as u64);
+                pb.set_message(format!("loss {loss:.4}"));
+            }
+        },
+    )?;
+    pb.finish_and_clear();
+    shared::note(
+        g,
+        format!(
+            "simcse: {} steps, loss {:.4} → {:.4}, {:.0} s",
+            report.steps, report.loss_start, report.loss_end, report.seconds
+        ),
+    );
+    let tmp = cache.join(format!(".tmp-{}", std::process::id()));
+    simcse::save_model(&enc, base, &tmp)?;
+    std::fs::write(
+        tmp.join("simcse.json"),
+        serde_json::to_string_pretty(&serde_json::json!({"config": cfg, "report": report}))?,
+    )?;
+    std::fs::rename(&tmp, &dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn dhim_config(a: &HashingArgs, bits: usize) -> DhimConfig {
+    let mut cfg = DhimConfig {
+        bits,
+        ..Default::default()
+    };
+    if let Some(e) = a.epochs {
+        cfg.max_epochs = e;
+    }
+    if let Some(x) = a.alpha {
+        cfg.alpha = x;
+    }
+    if let Some(x) = a.beta {
+        cfg.beta = x;
+    }
+    if let Some(x) = a.lr {
+        cfg.lr = x;
+    }
+    if let Some(x) = a.filters {
+        cfg.filters = x;
+    }
+    if let Some(x) = a.sentence_code {
+        cfg.sentence_code = x;
+    }
+    cfg
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dhim_eval(
+    g: &Global,
+    db: &CorpusStates,
+    qs: &CorpusStates,
+    db_labels: &[u32],
+    q_labels: &[u32],
+    cfg: DhimConfig,
+    enc: &Encoder,
+    k: usize,
+) -> Result<(f64, f64)> {
+    let bits = cfg.bits;
+    let pb = bar(g, 0, &format!("dhim {bits} bits"));
+    let (head, report) =
+        dhim::train(
+            db,
+            cfg,
+            enc.device(),
+            &AtomicBool::new(false),
+            &mut |p| match p {
+                dhim::Progress::Step {
+                    epoch,
+                    step,
+                    steps,
+                    loss,
+                } => {
+                    pb.set_length(steps as u64);
+                    pb.set_position(step as u64);
+                    pb.set_message(format!(
+                        "epoch {epoch} loss {:.4} (local {:.3}, global {:.3})",
+                        loss.loss, loss.mi_local, loss.mi_global
+                    ));
+                }
+                dhim::Progress::Epoch {
+                    epoch,
+                    validation,
+                    best,
+                } => {
+                    pb.suspend(|| {
+                        shared::note(
+                            g,
+                            format!(
+                                "  dhim {bits}: epoch {epoch} validation {validation:.4}{}",
+                                if best { " (best)" } else { "" }
+                            ),
+                        )
+                    });
+                }
+            },
+        )?;
+    pb.finish_and_clear();
+    let dc = head.encode_states(db, enc.device())?;
+    let qc = head.encode_states(qs, enc.device())?;
+    let p = metrics::precision_at_k_hamming(&dc, db_labels, &qc, q_labels, bits.div_ceil(64), k)?;
+    tracing::info!(?report, "dhim trained");
+    Ok((p, report.seconds))
+}
+
+fn sts(g: &Global, a: &StsArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&a.data)
+        .with_context(|| format!("cannot read {}", a.data.display()))?;
+    let mut gold = Vec::new();
+    let mut s1 = Vec::new();
+    let mut s2 = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let cols: Vec<&str> = line.split('\t').collect();
+        if cols.len() < 7 {
+            bail!(
+                "{} line {}: expected at least 7 tab-separated columns (STS-B: score in 5, sentences in 6 and 7)",
+                a.data.display(),
+                i + 1
+            );
+        }
+        let score: f64 = cols[4].trim().parse().with_context(|| {
+            format!(
+                "{} line {}: column 5 is not a score",
+                a.data.display(),
+                i + 1
+            )
+        })?;
+        gold.push(score);
+        s1.push(cols[5]);
+        s2.push(cols[6]);
+    }
+    let files = shared::resolve_model(g)?;
+    let enc = shared::load_encoder(g, &files, None)?;
+    let e1 = enc.embed(&s1, Pooling::Mean, true, BatchLimits::default())?;
+    let e2 = enc.embed(&s2, Pooling::Mean, true, BatchLimits::default())?;
+    let sims: Vec<f64> = (0..gold.len())
+        .map(|i| {
+            e1.row(i)
+                .iter()
+                .zip(e2.row(i))
+                .map(|(a, b)| (a * b) as f64)
+                .sum()
+        })
+        .collect();
+    let rho = metrics::spearman(&sims, &gold) * 100.0;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"spearman": rho, "pairs": gold.len(), "model": files.id})
+        );
+    } else {
+        println!(
+            "STS Spearman ×100: {rho:.2} ({} pairs, {})",
+            gold.len(),
+            files.id
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! `dochash train`: fine-tune the encoder (SimCSE) and/or train the hashing head (DHIM) on the
+//! indexed documents, build the new generation's index beside the serving one, and switch.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+use dochash::app::generation;
+use dochash::app::socket::{self, Request};
+use dochash::app::train::{self, Outcome, TrainOptions, TrainProgress};
+use dochash::encoder::BatchLimits;
+use dochash::index::{DEFAULT_BITS, Index, UpdateOptions};
+use dochash::train::TrainError;
+use dochash::train::dhim::{self, DhimConfig};
+use dochash::train::simcse::{self, SimcseConfig};
+
+use crate::cli::{Global, SimcseChoice, TrainArgs};
+use crate::eval::bar;
+use crate::shared;
+
+pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
+    let home = dochash::model::home_dir()?;
+    if std::fs::symlink_metadata(socket::socket_path(&home)).is_ok()
+        && socket::ask(&home, &Request::Status).is_some()
+    {
+        bail!(
+            "a running dochash (TUI or `dochash watch`) owns the index and retrains it in the background as your notes change; stop it to train by hand"
+        );
+    }
+    if args.simcse == SimcseChoice::Off && !args.dhim {
+        bail!("nothing to train: pass --dhim and/or --simcse head|full");
+    }
+
+    let files = shared::resolve_index_model(g)?;
+    let enc = shared::load_encoder(g, &files, None)?;
+    let dir = dochash::app::index_dir()?;
+    let fp = dochash::app::fingerprint(&files, &enc);
+    let (mut index, rebuilt) = Index::open(&dir, &fp)
+        .with_context(|| format!("cannot open the index at {}", dir.display()))?;
+    if let Some(why) = rebuilt {
+        shared::note(g, why);
+    }
+    if index.meta().roots.is_empty() {
+        bail!("no folders are indexed yet; run `dochash index PATH` first");
+    }
+    // Holding the index, no other process can be training: whatever a killed run left is junk.
+    generation::clean_up(&home);
+    // Training reads the files, so bring the serving index up to date first: it is what keeps
+    // serving if training is interrupted.
+    let bits_now = index
+        .meta()
+        .code
+        .as_ref()
+        .map(|c| c.bits)
+        .unwrap_or(DEFAULT_BITS);
+    let uopts = UpdateOptions {
+        corpus: index.meta().corpus.to_config(),
+        bits: bits_now,
+        limits: BatchLimits::default(),
+        cancel: None,
+    };
+    index.update(&enc, &uopts, &mut |_| {})?;
+    drop(enc);
+
+    // Training always starts from the base model the user asked for.
+    let base = shared::resolve_model(g)?;
+    let opts = TrainOptions {
+        simcse: match args.simcse {
+            SimcseChoice::Off => None,
+            SimcseChoice::Head | SimcseChoice::Full => Some(SimcseConfig {
+                mode: if args.simcse == SimcseChoice::Full {
+                    simcse::Mode::Full
+                } else {
+                    simcse::Mode::Head
+                },
+                epochs: args.simcse_epochs,
+                ..Default::default()
+            }),
+        },
+        dhim: args.dhim.then(|| DhimConfig {
+            bits: args.bits.unwrap_or(bits_now),
+            max_epochs: args.epochs,
+            ..Default::default()
+        }),
+        device: g.device,
+        force: args.force,
+    };
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let c = cancel.clone();
+        ctrlc::set_handler(move || c.store(true, Ordering::Release))
+            .context("cannot install the Ctrl-C handler")?;
+    }
+    let pb = bar(g, 0, "reading");
+    let mut phase = String::new();
+    let mut set_phase = |name: &str, len: usize, pos: usize, msg: String| {
+        if phase != name {
+            phase = name.to_string();
+            pb.reset();
+            pb.set_prefix(name.to_string());
+        }
+        pb.set_length(len as u64);
+        pb.set_position(pos as u64);
+        pb.set_message(msg);
+    };
+    let outcome = train::prepare(
+        &home,
+        &base,
+        index.meta(),
+        &opts,
+        &cancel,
+        &mut |p| match p {
+            TrainProgress::Reading => set_phase("reading notes", 0, 0, String::new()),
+            TrainProgress::Simcse(simcse::Progress::Caching { done, total }) => {
+                set_phase("simcse: lower layers", total, done, String::new())
+            }
+            TrainProgress::Simcse(simcse::Progress::Step {
+                epoch,
+                step,
+                steps,
+                loss,
+            }) => set_phase(
+                &format!("simcse epoch {epoch}"),
+                steps,
+                step,
+                format!("loss {loss:.4}"),
+            ),
+            TrainProgress::Checking => {
+                set_phase("checking on held-back passages", 0, 0, String::new())
+            }
+            TrainProgress::States { done, total } => {
+                set_phase("token states", total, done, String::new())
+            }
+            TrainProgress::Dhim(dhim::Progress::Step {
+                epoch,
+                step,
+                steps,
+                loss,
+            }) => set_phase(
+                &format!("hashing head epoch {epoch}"),
+                steps,
+                step,
+                format!("loss {:.4}", loss.loss),
+            ),
+            TrainProgress::Dhim(dhim::Progress::Epoch {
+                epoch,
+                validation,
+                best,
+            }) => {
+                tracing::info!(epoch, validation, best, "hashing head epoch");
+            }
+            TrainProgress::Indexing { done, total } => {
+                set_phase("re-encoding the index", total, done, String::new())
+            }
+        },
+    );
+    pb.finish_and_clear();
+    let prepared = match outcome {
+        Ok(Outcome::Ready(p)) => p,
+        Ok(Outcome::Unchanged(notes)) => {
+            for n in notes {
+                shared::note(g, n);
+            }
+            shared::note(g, "nothing to switch to; the serving index is unchanged");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(TrainError::Cancelled) => {
+            shared::note(
+                g,
+                "training interrupted; the previous generation still serves",
+            );
+            return Ok(ExitCode::from(130));
+        }
+        Err(e) => return Err(e).context("training failed; the previous generation still serves"),
+    };
+    let mut prepared = *prepared;
+    // Catch up with files changed while training, then switch.
+    let uopts = UpdateOptions {
+        corpus: prepared.index.meta().corpus.to_config(),
+        bits: prepared
+            .index
+            .meta()
+            .code
+            .as_ref()
+            .map(|c| c.bits)
+            .unwrap_or(DEFAULT_BITS),
+        limits: BatchLimits::default(),
+        cancel: None,
+    };
+    prepared
+        .index
+        .update(&prepared.encoder, &uopts, &mut |_| {})?;
+    prepared.index.store().flush()?;
+    drop(index);
+    generation::switch(&home, &prepared.active)
+        .with_context(|| format!("cannot switch generations in {}", home.display()))?;
+    drop(prepared.index);
+    generation::clean_up(&home);
+    for n in &prepared.manifest.notes {
+        shared::note(g, n);
+    }
+    shared::note(
+        g,
+        format!(
+            "generation {} serves now ({} passages, model {}); manifest in {}",
+            prepared.active.generation,
+            prepared.manifest.passages,
+            prepared.manifest.model,
+            generation::generation_dir(&home, prepared.active.generation)
+                .join("manifest.json")
+                .display()
+        ),
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,701 @@
+//! DHIM (Ou et al., 2021): a hashing head over the frozen encoder's token states, trained by
+//! maximising mutual information between each position's local code and the document's global
+//! code.
+//!
+//! Differences from the reference implementation, each deliberate:
+//! - the global READOUT averages over real tokens only (the reference averages over padding,
+//!   which makes a document's code depend on the batch it was padded in);
+//! - padded positions are zeroed before the convolutions, so a position next to the end of the
+//!   text sees the same zeros whether the batch was padded or not;
+//! - β weighs the global/sentence-embedding term (the reference parses β and ignores it);
+//! - the JS estimator is applied to the raw bilinear scores (the reference passes them through a
+//!   sigmoid first, which bounds the estimate and flattens its gradient);
+//! - the sentence embedding is the mean-pooled vector the index uses, with its own projection
+//!   to `bits` logits, since its width (384 for MiniLM) differs from the local features' (768).
+
+use std::path::Path;
+
+use candle_core::{D, DType, Device, Tensor, Var};
+use candle_nn::VarMap;
+
+use crate::rng::SplitMix64;
+
+use super::TrainError;
+use super::states::CorpusStates;
+
+/// Windows of the three convolutions, as in the paper.
+pub const WINDOWS: [usize; 3] = [1, 3, 5];
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct DhimConfig {
+    pub bits: usize,
+    /// Filters per window.
+    pub filters: usize,
+    /// Temperature of the sigmoid that turns logits into bit probabilities.
+    pub alpha: f64,
+    /// Weight of the global-code / sentence-embedding MI term.
+    pub beta: f64,
+    pub lr: f64,
+    pub batch: usize,
+    pub max_epochs: usize,
+    /// Epochs without a better validation score before stopping.
+    pub patience: usize,
+    /// Global gradient-norm clip.
+    pub clip: f64,
+    /// Word positions per document the head reads.
+    pub max_tokens: usize,
+    pub seed: u64,
+    /// What the global code is tied to by the β term.
+    #[serde(default)]
+    pub sentence_code: SentenceCode,
+}
+
+impl std::str::FromStr for SentenceCode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "learned" => Ok(Self::Learned),
+            "itq" => Ok(Self::Itq),
+            _ => Err(format!("unknown sentence code {s:?}: use learned or itq")),
+        }
+    }
+}
+
+/// The binarised sentence embedding the β term ties the global code to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SentenceCode {
+    /// A projection of the mean-pooled embedding learned with the head, sampled like the
+    /// other codes (the reference's choice for its CLS vector).
+    #[default]
+    Learned,
+    /// The fixed ITQ code of the mean-pooled embedding, fitted on the training documents.
+    Itq,
+}
+
+impl Default for DhimConfig {
+    fn default() -> Self {
+        Self {
+            bits: 64,
+            filters: 256,
+            alpha: 0.3,
+            beta: 0.5,
+            lr: 1e-3,
+            batch: 64,
+            max_epochs: 8,
+            patience: 2,
+            clip: 10.0,
+            max_tokens: 127,
+            seed: 0x0d41,
+            sentence_code: SentenceCode::Learned,
+        }
+    }
+}
+
+/// The head's parameters. Inference uses the same tensors (without sampling).
+pub struct DhimHead {
+    pub cfg: DhimConfig,
+    pub hidden: usize,
+    varmap: VarMap,
+    convs: Vec<(Tensor, Tensor)>,
+    proj_w: Tensor,
+    proj_b: Tensor,
+    sent_w: Tensor,
+    sent_b: Tensor,
+    disc_l: Tensor,
+    disc_g: Tensor,
+}
+
+impl std::fmt::Debug for DhimHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DhimHead")
+            .field("cfg", &self.cfg)
+            .field("hidden", &self.hidden)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Scalars of one step, for progress bars and the manifest.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct DhimLoss {
+    pub loss: f32,
+    pub mi_local: f32,
+    pub mi_global: f32,
+}
+
+fn var(
+    map: &VarMap,
+    name: &str,
+    shape: &[usize],
+    bound: f64,
+    rng: &mut SplitMix64,
+    device: &Device,
+) -> Result<Tensor, TrainError> {
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = (0..n)
+        .map(|_| ((rng.uniform() * 2.0 - 1.0) * bound) as f32)
+        .collect();
+    let v = Var::from_tensor(&Tensor::from_vec(data, shape, device)?)?;
+    let t = v.as_tensor().clone();
+    map.data()
+        .lock()
+        .map_err(|_| TrainError::Msg("variable map lock poisoned".into()))?
+        .insert(name.to_string(), v);
+    Ok(t)
+}
+
+/// `log(1 + exp(x))` without overflow, from differentiable primitives.
+fn softplus(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?
+}
+
+/// candle's fused sigmoid: its backward is `s(1 − s)`. Composing `1 / (1 + exp(−x))` instead
+/// overflows `exp` for very negative logits and turns the gradient into `0 · ∞ = NaN`.
+fn sigmoid(x: &Tensor) -> candle_core::Result<Tensor> {
+    candle_nn::ops::sigmoid(x)
+}
+
+impl DhimHead {
+    /// A freshly initialised head for encoder states of width `hidden` (PyTorch's default
+    /// uniform fan-in init, from a seeded generator so training is reproducible).
+    pub fn new(cfg: DhimConfig, hidden: usize, device: &Device) -> Result<Self, TrainError> {
+        if cfg.bits == 0 || cfg.bits > crate::index::binarize::MAX_BITS {
+            return Err(TrainError::Msg(format!(
+                "{} bits: use 1 to {}",
+                cfg.bits,
+                crate::index::binarize::MAX_BITS
+            )));
+        }
+        let map = VarMap::new();
+        let mut rng = SplitMix64::new(cfg.seed);
+        let f = cfg.filters;
+        let mut convs = Vec::new();
+        for w in WINDOWS {
+            let bound = 1.0 / ((hidden * w) as f64).sqrt();
+            let wt = var(
+                &map,
+                &format!("conv{w}.weight"),
+                &[f, hidden, w],
+                bound,
+                &mut rng,
+                device,
+            )?;
+            let b = var(
+                &map,
+                &format!("conv{w}.bias"),
+                &[f],
+                bound,
+                &mut rng,
+                device,
+            )?;
+            convs.push((wt, b));
+        }
+        let feat = f * WINDOWS.len();
+        let b = cfg.bits;
+        let pb = 1.0 / (feat as f64).sqrt();
+        let sb = 1.0 / (hidden as f64).sqrt();
+        let db = 1.0 / (b as f64).sqrt();
+        Ok(Self {
+            proj_w: var(&map, "proj.weight", &[b, feat], pb, &mut rng, device)?,
+            proj_b: var(&map, "proj.bias", &[b], pb, &mut rng, device)?,
+            sent_w: var(&map, "sent.weight", &[b, hidden], sb, &mut rng, device)?,
+            sent_b: var(&map, "sent.bias", &[b], sb, &mut rng, device)?,
+            disc_l: var(&map, "disc_local", &[b, b], db, &mut rng, device)?,
+            disc_g: var(&map, "disc_global", &[b, b], db, &mut rng, device)?,
+            convs,
+            varmap: map,
+            cfg,
+            hidden,
+        })
+    }
+
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    /// Local features `(b, t, 3f)` and the masked-mean global feature `(b, 3f)`.
+    fn features(&self, x: &Tensor, mask: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let m = mask.unsqueeze(D::Minus1)?;
+        let xt = x.broadcast_mul(&m)?.transpose(1, 2)?.contiguous()?;
+        let mut parts = Vec::with_capacity(self.convs.len());
+        for (w, b) in &self.convs {
+            let k = w.dim(2)?;
+            let y = xt.conv1d(w, (k - 1) / 2, 1, 1, 1)?;
+            parts.push(y.broadcast_add(&b.reshape((1, (), 1))?)?.relu()?);
+        }
+        let local = Tensor::cat(&parts, 1)?.transpose(1, 2)?.contiguous()?;
+        let count = mask.sum_keepdim(1)?.clamp(1.0, f64::MAX)?;
+        let global = local.broadcast_mul(&m)?.sum(1)?.broadcast_div(&count)?;
+        Ok((local, global))
+    }
+
+    fn project(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+        x.broadcast_matmul(&w.t()?)?.broadcast_add(b)
+    }
+
+    /// Global-code logits `(b, bits)` of a padded batch: bit = logit > 0 (probability > 0.5).
+    pub fn logits(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor, TrainError> {
+        let (_, global) = self.features(x, mask)?;
+        Ok(Self::project(&global, &self.proj_w, &self.proj_b)?)
+    }
+
+    /// Packed codes of a padded batch, `bits.div_ceil(64)` words per row, bit `i` of the code in
+    /// bit `i % 64` of word `i / 64`.
+    pub fn codes(&self, x: &Tensor, mask: &Tensor) -> Result<Vec<u64>, TrainError> {
+        let l = self.logits(x, mask)?;
+        let (n, bits) = l.dims2()?;
+        let v: Vec<f32> = l.flatten_all()?.to_vec1()?;
+        Ok(pack(&v, n, bits))
+    }
+
+    /// Codes of every text in `states`, `batch` at a time.
+    pub fn encode_states(
+        &self,
+        states: &CorpusStates,
+        device: &Device,
+    ) -> Result<Vec<u64>, TrainError> {
+        let idx: Vec<usize> = (0..states.len()).collect();
+        let mut out = Vec::with_capacity(states.len() * self.cfg.bits.div_ceil(64));
+        for chunk in idx.chunks(self.cfg.batch.max(1)) {
+            let (x, m) = states.batch(chunk, self.cfg.max_tokens, device)?;
+            out.extend(self.codes(&x, &m)?);
+        }
+        Ok(out)
+    }
+
+    /// Bernoulli sample of `sigmoid(logits / α)` whose gradient is the probability's
+    /// (straight-through estimator).
+    fn sample(&self, logits: &Tensor, rng: &mut SplitMix64) -> candle_core::Result<Tensor> {
+        let p = sigmoid(&(logits / self.cfg.alpha)?)?;
+        let u: Vec<f32> = (0..p.elem_count()).map(|_| rng.uniform_f32()).collect();
+        let u = Tensor::from_vec(u, p.shape(), p.device())?;
+        let hard = p.gt(&u)?.to_dtype(DType::F32)?;
+        p.clone() + (hard - p)?.detach()
+    }
+
+    /// The negative objective on one batch: `−(MI_local + β · MI_global)`. With `rng` the codes
+    /// are sampled (training); without, the probabilities are used (a deterministic
+    /// validation score).
+    ///
+    /// `sentence` is the batch's mean-pooled embeddings `(b, hidden)`, or with
+    /// [`SentenceCode::Itq`] their fixed 0/1 codes `(b, bits)`.
+    pub fn loss(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        sentence: &Tensor,
+        rng: Option<&mut SplitMix64>,
+    ) -> Result<(Tensor, DhimLoss), TrainError> {
+        let (b, t) = mask.dims2()?;
+        let bits = self.cfg.bits;
+        let (local, global) = self.features(x, mask)?;
+        let ll = Self::project(&local, &self.proj_w, &self.proj_b)?;
+        let lg = Self::project(&global, &self.proj_w, &self.proj_b)?;
+        let fixed = self.cfg.sentence_code == SentenceCode::Itq;
+        let ls = if fixed {
+            sentence.clone()
+        } else {
+            Self::project(sentence, &self.sent_w, &self.sent_b)?
+        };
+        let (cl, cg, cs) = match rng {
+            Some(r) => {
+                let cs = if fixed { ls } else { self.sample(&ls, r)? };
+                (self.sample(&ll, r)?, self.sample(&lg, r)?, cs)
+            }
+            None => {
+                let p = |l: &Tensor| sigmoid(&(l / self.cfg.alpha)?);
+                let cs = if fixed { ls } else { p(&ls)? };
+                (p(&ll)?, p(&lg)?, cs)
+            }
+        };
+
+        // Local/global: score every global code against every position of every document.
+        let cl = cl.reshape((b * t, bits))?;
+        let s = cg.matmul(&self.disc_l)?.matmul(&cl.t()?)?; // (b, b*t)
+        let mvec: Vec<f32> = mask.flatten_all()?.to_vec1()?;
+        let mut pos = vec![0f32; b * b * t];
+        let mut neg = vec![0f32; b * b * t];
+        for i in 0..b {
+            for j in 0..b {
+                for p in 0..t {
+                    let real = mvec[j * t + p];
+                    let at = i * b * t + j * t + p;
+                    if i == j {
+                        pos[at] = real;
+                    } else {
+                        neg[at] = real;
+                    }
+                }
+            }
+        }
+        let dev = x.device();
+        let pos = Tensor::from_vec(pos, (b, b * t), dev)?;
+        let neg = Tensor::from_vec(neg, (b, b * t), dev)?;
+        let mi_local = js_estimate(&s, &pos, &neg)?;
+
+        // Global/sentence: the document's own sentence code against the others'.
+        let s = cg.matmul(&self.disc_g)?.matmul(&cs.t()?)?; // (b, b)
+        let eye = Tensor::eye(b, DType::F32, dev)?;
+        let off = (eye.ones_like()? - &eye)?;
+        let mi_global = js_estimate(&s, &eye, &off)?;
+
+        let loss = ((&mi_local + (&mi_global * self.cfg.beta)?)? * -1.0)?;
+        let scalars = DhimLoss {
+            loss: loss.to_scalar::<f32>()?,
+            mi_local: mi_local.to_scalar::<f32>()?,
+            mi_global: mi_global.to_scalar::<f32>()?,
+        };
+        Ok((loss, scalars))
+    }
+
+    /// The weights as a safetensors file image (f32, names sorted).
+    pub fn to_safetensors(&self) -> Result<Vec<u8>, TrainError> {
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| TrainError::Msg("variable map lock poisoned".into()))?;
+        let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (name, v) in data.iter() {
+            let t = v.as_tensor();
+            let values: Vec<f32> = t.flatten_all()?.to_vec1()?;
+            named.push((
+                name.clone(),
+                t.dims().to_vec(),
+                bytemuck::cast_slice(&values).to_vec(),
+            ));
+        }
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let views = named
+            .iter()
+            .map(|(n, shape, bytes)| {
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                    .map(|v| (n.as_str(), v))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TrainError::Msg(format!("cannot serialise the head: {e}")))?;
+        safetensors::tensor::serialize(views, None)
+            .map_err(|e| TrainError::Msg(format!("cannot serialise the head: {e}")))
+    }
+
+    /// Writes the weights as safetensors, atomically (temp file + rename).
+    pub fn save(&self, path: &Path) -> Result<(), TrainError> {
+        let bytes = self.to_safetensors()?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes).map_err(|e| TrainError::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+    }
+
+    /// A head with `cfg` whose weights come from a safetensors image; every tensor must be
+    /// present with the shape `cfg` implies.
+    pub fn from_safetensors(
+        cfg: DhimConfig,
+        hidden: usize,
+        bytes: &[u8],
+        device: &Device,
+    ) -> Result<Self, TrainError> {
+        let head = Self::new(cfg, hidden, device)?;
+        let tensors = candle_core::safetensors::load_buffer(bytes, device)?;
+        {
+            let data = head
+                .varmap
+                .data()
+                .lock()
+                .map_err(|_| TrainError::Msg("variable map lock poisoned".into()))?;
+            for (name, v) in data.iter() {
+                let t = tensors
+                    .get(name)
+                    .ok_or_else(|| TrainError::Msg(format!("tensor {name} is missing")))?;
+                if t.dims() != v.as_tensor().dims() {
+                    return Err(TrainError::Msg(format!(
+                        "tensor {name} has shape {:?}, expected {:?}",
+                        t.dims(),
+                        v.as_tensor().dims()
+                    )));
+                }
+                v.set(&t.to_dtype(DType::F32)?)?;
+            }
+        }
+        Ok(head)
+    }
+
+    /// Reads a head written by [`save`](Self::save).
+    pub fn load(
+        cfg: DhimConfig,
+        hidden: usize,
+        path: &Path,
+        device: &Device,
+    ) -> Result<Self, TrainError> {
+        let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+        Self::from_safetensors(cfg, hidden, &bytes, device).map_err(|e| {
+            TrainError::Msg(format!(
+                "{}: not a hashing head for this model ({e}); run `dochash train` again",
+                path.display()
+            ))
+        })
+    }
+
+    /// Codes straight from the encoder's output: `(b, t, h)` last-layer states with `[CLS]`
+    /// first and the `(b, t)` mask of real tokens (any dtype).
+    pub fn codes_from_encoder(
+        &self,
+        states: &Tensor,
+        mask: &Tensor,
+    ) -> Result<Vec<u64>, TrainError> {
+        let t = states.dim(1)?;
+        let keep = (t.saturating_sub(1)).min(self.cfg.max_tokens).max(1);
+        let (x, m) = if t > 1 {
+            (states.narrow(1, 1, keep)?, mask.narrow(1, 1, keep)?)
+        } else {
+            (states.clone(), mask.clone())
+        };
+        let x = x.to_dtype(DType::F32)?.contiguous()?;
+        let m = m.to_dtype(DType::F32)?.contiguous()?;
+        self.codes(&x, &m)
+    }
+}
+
+/// Jensen-Shannon MI lower bound from scores `s` with 0/1 masks of positive and negative pairs:
+/// `E_pos[−softplus(−s)] − E_neg[softplus(s)]`, averaged per row, then over rows.
+fn js_estimate(s: &Tensor, pos: &Tensor, neg: &Tensor) -> candle_core::Result<Tensor> {
+    let ep = (softplus(&s.neg()?)?.neg()? * pos)?.sum(1)? / pos.sum(1)?.clamp(1.0, f64::MAX)?;
+    let en = (softplus(s)? * neg)?.sum(1)? / neg.sum(1)?.clamp(1.0, f64::MAX)?;
+    (ep? - en?)?.mean_all()
+}
+
+/// Sign bits of `n` rows of `bits` logits, packed 64 to a word.
+pub fn pack(logits: &[f32], n: usize, bits: usize) -> Vec<u64> {
+    let words = bits.div_ceil(64);
+    let mut out = vec![0u64; n * words];
+    for r in 0..n {
+        for i in 0..bits {
+            if logits[r * bits + i] > 0.0 {
+                out[r * words + i / 64] |= 1 << (i % 64);
+            }
+        }
+    }
+    out
+}
+
+/// What happened while training, for progress reporting.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress {
+    Step {
+        epoch: usize,
+        step: usize,
+        steps: usize,
+        loss: DhimLoss,
+    },
+    Epoch {
+        epoch: usize,
+        validation: f32,
+        best: bool,
+    },
+}
+
+/// The result of [`train`]: the head with its best-validation weights and how it got there.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DhimReport {
+    pub epochs: usize,
+    pub best_epoch: usize,
+    pub best_validation: f32,
+    pub train_docs: usize,
+    pub validation_docs: usize,
+    pub seconds: f64,
+}
+
+/// Trains a head on `states` with Adam, gradient clipping and early stopping on the
+/// deterministic objective of held-back documents (an unsupervised signal: no labels).
+pub fn train(
+    states: &CorpusStates,
+    cfg: DhimConfig,
+    device: &Device,
+    cancel: &std::sync::atomic::AtomicBool,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(DhimHead, DhimReport), TrainError> {
+    use candle_nn::Optimizer;
+    let started = std::time::Instant::now();
+    let n = states.len();
+    if n < 4 {
+        return Err(TrainError::TooLittleData { have: n, need: 4 });
+    }
+    let head = DhimHead::new(cfg.clone(), states.dim, device)?;
+    let mut rng = SplitMix64::new(cfg.seed ^ 0x9e37);
+    let mut order: Vec<usize> = (0..n).collect();
+    shuffle(&mut order, &mut rng);
+    // A tenth of the documents (at most 1,000) judge the epochs; tiny corpora keep two.
+    let n_val = (n / 10).clamp(2, 1000);
+    let (val, trainset) = order.split_at(n_val);
+    let val = val.to_vec();
+    let mut trainset = trainset.to_vec();
+    let batch = cfg.batch.clamp(2, trainset.len().max(2));
+
+    // With a fixed ITQ target, the codes of every document, as 0/1 floats.
+    let targets: Option<Vec<f32>> = match cfg.sentence_code {
+        SentenceCode::Learned => None,
+        SentenceCode::Itq => {
+            let h = crate::index::binarize::LinearHasher::fit(
+                crate::index::binarize::Method::Itq,
+                &states.pooled,
+                n,
+                states.dim,
+                cfg.bits.min(states.dim),
+                cfg.seed,
+            )
+            .map_err(|e| TrainError::Msg(format!("cannot fit the ITQ target: {e}")))?;
+            let words = h.words();
+            let codes = h
+                .encode_batch(&states.pooled, n)
+                .map_err(|e| TrainError::Msg(e.to_string()))?;
+            let mut t = Vec::with_capacity(n * cfg.bits);
+            for i in 0..n {
+                for b in 0..cfg.bits {
+                    let set = b < h.bits && codes[i * words + b / 64] >> (b % 64) & 1 == 1;
+                    t.push(if set { 1.0 } else { 0.0 });
+                }
+            }
+            Some(t)
+        }
+    };
+    let sentence = |idx: &[usize]| -> Result<Tensor, TrainError> {
+        match &targets {
+            None => states.pooled_batch(idx, device),
+            Some(t) => {
+                let mut v = Vec::with_capacity(idx.len() * cfg.bits);
+                for &i in idx {
+                    v.extend_from_slice(&t[i * cfg.bits..(i + 1) * cfg.bits]);
+                }
+                Ok(Tensor::from_vec(v, (idx.len(), cfg.bits), device)?)
+            }
+        }
+    };
+    let vars = head.varmap.all_vars();
+    let mut opt = candle_nn::AdamW::new(
+        vars.clone(),
+        candle_nn::ParamsAdamW {
+            lr: cfg.lr,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )?;
+    let validate = |head: &DhimHead| -> Result<f32, TrainError> {
+        let mut total = 0f32;
+        let mut count = 0;
+        for chunk in val.chunks(batch) {
+            if chunk.len() < 2 {
+                continue;
+            }
+            let (x, m) = states.batch(chunk, cfg.max_tokens, device)?;
+            let s = sentence(chunk)?;
+            total += head.loss(&x, &m, &s, None)?.1.loss;
+            count += 1;
+        }
+        Ok(total / count.max(1) as f32)
+    };
+
+    let mut best = validate(&head)?;
+    let mut best_weights = snapshot(&vars)?;
+    let mut best_epoch = 0;
+    let mut epochs = 0;
+    for epoch in 1..=cfg.max_epochs {
+        shuffle(&mut trainset, &mut rng);
+        let batches: Vec<&[usize]> = trainset.chunks(batch).filter(|c| c.len() >= 2).collect();
+        for (step, chunk) in batches.iter().enumerate() {
+            if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(TrainError::Cancelled);
+            }
+            let t0 = std::time::Instant::now();
+            let (x, m) = states.batch(chunk, cfg.max_tokens, device)?;
+            let s = sentence(chunk)?;
+            let t1 = std::time::Instant::now();
+            let (loss, scalars) = head.loss(&x, &m, &s, Some(&mut rng))?;
+            let t2 = std::time::Instant::now();
+            let mut grads = loss.backward()?;
+            let t3 = std::time::Instant::now();
+            clip_gradients(&vars, &mut grads, cfg.clip)?;
+            opt.step(&grads)?;
+            tracing::debug!(
+                step,
+                batch_ms = (t1 - t0).as_millis() as u64,
+                forward_ms = (t2 - t1).as_millis() as u64,
+                backward_ms = (t3 - t2).as_millis() as u64,
+                update_ms = t3.elapsed().as_millis() as u64,
+                loss = scalars.loss,
+                "dhim step"
+            );
+            progress(Progress::Step {
+                epoch,
+                step: step + 1,
+                steps: batches.len(),
+                loss: scalars,
+            });
+        }
+        epochs = epoch;
+        let v = validate(&head)?;
+        let improved = v < best;
+        progress(Progress::Epoch {
+            epoch,
+            validation: v,
+            best: improved,
+        });
+        if improved {
+            best = v;
+            best_weights = snapshot(&vars)?;
+            best_epoch = epoch;
+        } else if epoch - best_epoch >= cfg.patience {
+            break;
+        }
+    }
+    for (v, w) in vars.iter().zip(&best_weights) {
+        v.set(w)?;
+    }
+    let report = DhimReport {
+        epochs,
+        best_epoch,
+        best_validation: best,
+        train_docs: trainset.len(),
+        validation_docs: val.len(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok((head, report))
+}
+
+/// Fisher-Yates with the crate's seeded generator.
+pub fn shuffle<T>(v: &mut [T], rng: &mut SplitMix64) {
+    for i in (1..v.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+}
+
+pub(crate) fn snapshot(vars: &[Var]) -> candle_core::Result<Vec<Tensor>> {
+    vars.iter().map(|v| v.as_tensor().copy()).collect()
+}
+
+/// Scales all gradients down together when their global L2 norm exceeds `clip`.
+pub(crate) fn clip_gradients(
+    vars: &[Var],
+    grads: &mut candle_core::backprop::GradStore,
+    clip: f64,
+) -> candle_core::Result<f64> {
+    let mut sq = 0f64;
+    for v in vars {
+        if let Some(g) = grads.get(v.as_tensor()) {
+            sq += g
+                .sqr()?
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
+        }
+    }
+    let norm = sq.sqrt();
+    if clip > 0.0 && norm > clip {
+        let scale = clip / norm;
+        for v in vars {
+            if let Some(g) = grads.remove(v.as_tensor()) {
+                grads.insert(v.as_tensor(), (g * scale)?);
+            }
+        }
+    }
+    Ok(norm)
+}

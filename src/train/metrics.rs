@@ -1,0 +1,175 @@
+//! The papers' retrieval and similarity metrics.
+//!
+//! Ties are broken by the smaller database index everywhere, so a metric is a pure function of
+//! its inputs: at equal Hamming distance (common with short codes) the earlier document wins.
+
+use rayon::prelude::*;
+
+use crate::index::hamming;
+
+/// Mean over queries of the fraction of the top `k` database items (by Hamming distance, ties
+/// by index) that share the query's label.
+pub fn precision_at_k_hamming(
+    db: &[u64],
+    db_labels: &[u32],
+    queries: &[u64],
+    query_labels: &[u32],
+    words: usize,
+    k: usize,
+) -> Result<f64, hamming::HammingError> {
+    let per: Result<Vec<f64>, _> = queries
+        .par_chunks(words)
+        .zip(query_labels.par_iter())
+        .map(|(q, &label)| {
+            let top = hamming::top_candidates(q, db, words, k)?;
+            let hits = top
+                .iter()
+                .filter(|c| db_labels[c.index as usize] == label)
+                .count();
+            Ok(hits as f64 / k.min(db_labels.len()).max(1) as f64)
+        })
+        .collect();
+    let per = per?;
+    Ok(per.iter().sum::<f64>() / per.len().max(1) as f64)
+}
+
+/// The same metric with exact cosine similarity over unit-length rows (the float reference).
+pub fn precision_at_k_cosine(
+    db: &[f32],
+    db_labels: &[u32],
+    queries: &[f32],
+    query_labels: &[u32],
+    dim: usize,
+    k: usize,
+) -> f64 {
+    let per: Vec<f64> = queries
+        .par_chunks(dim)
+        .zip(query_labels.par_iter())
+        .map(|(q, &label)| {
+            let mut scored: Vec<(f32, usize)> = db
+                .chunks(dim)
+                .enumerate()
+                .map(|(i, v)| (q.iter().zip(v).map(|(a, b)| a * b).sum::<f32>(), i))
+                .collect();
+            let kk = k.min(scored.len());
+            let order =
+                |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+            if kk > 0 && kk < scored.len() {
+                scored.select_nth_unstable_by(kk - 1, order);
+            }
+            let hits = scored[..kk]
+                .iter()
+                .filter(|(_, i)| db_labels[*i] == label)
+                .count();
+            hits as f64 / kk.max(1) as f64
+        })
+        .collect();
+    per.iter().sum::<f64>() / per.len().max(1) as f64
+}
+
+/// Spearman's rank correlation (average ranks for ties); `NaN` when either side is constant.
+pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
+    pearson(&ranks(x), &ranks(y))
+}
+
+fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut r = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &idx[i..=j] {
+            r[k] = avg;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len().min(y.len()) as f64;
+    let mx = x.iter().sum::<f64>() / n;
+    let my = y.iter().sum::<f64>() / n;
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx) * (a - mx);
+        syy += (b - my) * (b - my);
+    }
+    sxy / (sxx * syy).sqrt()
+}
+
+/// Integer ids for string labels, in order of first appearance.
+pub fn label_ids<'a>(
+    labels: impl IntoIterator<Item = &'a str>,
+    table: &mut Vec<String>,
+) -> Vec<u32> {
+    labels
+        .into_iter()
+        .map(|l| match table.iter().position(|t| t == l) {
+            Some(i) => i as u32,
+            None => {
+                table.push(l.to_string());
+                (table.len() - 1) as u32
+            }
+        })
+        .collect()
+}
+
+/// How well codes keep the float neighbourhoods, with no labels: for each query row, the
+/// fraction of its `k` nearest other rows by cosine (unit-length `vectors`) found among its `c`
+/// nearest other rows by Hamming distance. The adoption check for a learned hashing head.
+pub fn neighbour_recall(
+    codes: &[u64],
+    words: usize,
+    vectors: &[f32],
+    dim: usize,
+    queries: &[usize],
+    k: usize,
+    c: usize,
+) -> Result<f64, hamming::HammingError> {
+    let n = vectors.len() / dim.max(1);
+    let per: Result<Vec<f64>, _> = queries
+        .par_iter()
+        .map(|&q| {
+            let qv = &vectors[q * dim..(q + 1) * dim];
+            let mut scored: Vec<(f32, usize)> = (0..n)
+                .filter(|&j| j != q)
+                .map(|j| {
+                    let v = &vectors[j * dim..(j + 1) * dim];
+                    (qv.iter().zip(v).map(|(a, b)| a * b).sum::<f32>(), j)
+                })
+                .collect();
+            let kk = k.min(scored.len());
+            if kk == 0 {
+                return Ok(1.0);
+            }
+            let order =
+                |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+            if kk < scored.len() {
+                scored.select_nth_unstable_by(kk - 1, order);
+            }
+            // One more candidate than wanted: the query finds itself at distance 0.
+            let top =
+                hamming::top_candidates(&codes[q * words..(q + 1) * words], codes, words, c + 1)?;
+            let found: std::collections::HashSet<usize> = top
+                .iter()
+                .map(|t| t.index as usize)
+                .filter(|&j| j != q)
+                .take(c)
+                .collect();
+            let hits = scored[..kk]
+                .iter()
+                .filter(|(_, j)| found.contains(j))
+                .count();
+            Ok(hits as f64 / kk as f64)
+        })
+        .collect();
+    let per = per?;
+    Ok(per.iter().sum::<f64>() / per.len().max(1) as f64)
+}

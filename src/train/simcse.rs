@@ -1,0 +1,306 @@
+//! Unsupervised SimCSE (Gao et al., 2021): the same passage encoded twice with dropout is its
+//! own positive, the other passages of the batch are negatives, and the loss is cross-entropy
+//! over cosine similarities divided by a temperature of 0.05.
+//!
+//! Choices, and why:
+//! - *mean pooling*, not the paper's CLS + MLP: the base model (all-MiniLM-L6-v2) was trained
+//!   with mean pooling and the index stores mean-pooled vectors, so training the vector the index
+//!   uses avoids a train/serve mismatch and needs no extra head.
+//! - *head* mode trains only the top layers: the layers below are run once per passage with the
+//!   fast frozen kernels and their outputs cached, so a step costs the top layers only. This is
+//!   what fits a CPU. *full* mode trains every weight and is meant for a GPU.
+//! - 32 tokens per passage as in the paper's recipe: attention cost grows with length and the
+//!   first 32 tokens of a passage carry its heading trail and opening.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{D, DType, Tensor, Var};
+
+use crate::encoder::{BatchLimits, DeviceSpec, Encoder, LoadOptions, Pooling, l2_normalize, pool};
+use crate::rng::SplitMix64;
+
+use super::TrainError;
+use super::dhim::{clip_gradients, shuffle};
+use super::states::CorpusStates;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Every weight (GPU).
+    Full,
+    /// Only the top layers; the rest are frozen and their outputs cached (CPU).
+    Head,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "full" => Ok(Self::Full),
+            "head" => Ok(Self::Head),
+            _ => Err(format!("unknown SimCSE mode {s:?}: use full, head or off")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SimcseConfig {
+    pub mode: Mode,
+    /// Layers trained in head mode.
+    pub head_layers: usize,
+    pub lr: f64,
+    pub batch: usize,
+    /// Tokens per passage, `[CLS]` and `[SEP]` included.
+    pub max_len: usize,
+    pub epochs: usize,
+    pub temperature: f64,
+    pub clip: f64,
+    pub seed: u64,
+}
+
+impl Default for SimcseConfig {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Head,
+            head_layers: 2,
+            lr: 3e-5,
+            batch: 64,
+            max_len: 32,
+            epochs: 1,
+            temperature: 0.05,
+            clip: 1.0,
+            seed: 0x51c5e,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Progress {
+    /// Running the frozen lower layers once over the passages.
+    Caching { done: usize, total: usize },
+    Step {
+        epoch: usize,
+        step: usize,
+        steps: usize,
+        loss: f32,
+    },
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SimcseReport {
+    pub steps: usize,
+    pub passages: usize,
+    /// Mean loss over the first and the last tenth of the steps.
+    pub loss_start: f32,
+    pub loss_end: f32,
+    pub seconds: f64,
+}
+
+/// Fine-tunes the model in `model_dir` on `texts` and returns the trained (trainable) encoder;
+/// save it with [`save_model`].
+pub fn train(
+    model_dir: &Path,
+    texts: &[&str],
+    cfg: &SimcseConfig,
+    device: DeviceSpec,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(Encoder, SimcseReport), TrainError> {
+    use candle_nn::Optimizer;
+    let started = std::time::Instant::now();
+    if texts.len() < 2 * cfg.batch.max(2) {
+        return Err(TrainError::TooLittleData {
+            have: texts.len(),
+            need: 2 * cfg.batch.max(2),
+        });
+    }
+    let opts = LoadOptions {
+        device,
+        trainable: true,
+        max_len: Some(cfg.max_len),
+    };
+    let enc = Encoder::load(model_dir, &opts)?;
+    let layers = enc.num_layers();
+    let from = match cfg.mode {
+        Mode::Full => 0,
+        Mode::Head => layers.saturating_sub(cfg.head_layers.clamp(1, layers)),
+    };
+    let vars = trainable_vars(&enc, from)?;
+
+    // Head mode: the frozen lower layers, once. Full mode: just the token ids.
+    let (lower, tokens) = match cfg.mode {
+        Mode::Head => {
+            let frozen = Encoder::load(
+                model_dir,
+                &LoadOptions {
+                    trainable: false,
+                    ..opts.clone()
+                },
+            )?;
+            let s = CorpusStates::encode_layers(
+                &frozen,
+                texts,
+                from,
+                BatchLimits::default(),
+                &mut |done, total| progress(Progress::Caching { done, total }),
+            )?;
+            (Some(s), Vec::new())
+        }
+        Mode::Full => (None, enc.tokenize(texts)?),
+    };
+
+    let mut opt = candle_nn::AdamW::new(
+        vars.clone(),
+        candle_nn::ParamsAdamW {
+            lr: cfg.lr,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )?;
+    let mut rng = SplitMix64::new(cfg.seed);
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    let mut losses = Vec::new();
+    let dev = enc.device().clone();
+    for epoch in 1..=cfg.epochs.max(1) {
+        shuffle(&mut order, &mut rng);
+        // Sorting each batch's members by length would bias the negatives; batches are random.
+        let batches: Vec<&[usize]> = order.chunks(cfg.batch).filter(|c| c.len() >= 2).collect();
+        for (step, idx) in batches.iter().enumerate() {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(TrainError::Cancelled);
+            }
+            let view = |enc: &Encoder| -> Result<Tensor, TrainError> {
+                let (states, mask) = match &lower {
+                    Some(l) => {
+                        let (x, m) = l.batch_full(idx, &dev)?;
+                        (enc.forward_from(&x, &m, from, true)?, m)
+                    }
+                    None => {
+                        let items: Vec<&[u32]> =
+                            idx.iter().map(|&i| tokens[i].ids.as_slice()).collect();
+                        enc.token_states(&items, true)?
+                    }
+                };
+                Ok(l2_normalize(&pool(&states, &mask, Pooling::Mean)?)?)
+            };
+            let a = view(&enc)?;
+            let b = view(&enc)?;
+            let loss = info_nce(&a, &b, cfg.temperature)?;
+            let mut grads = loss.backward()?;
+            clip_gradients(&vars, &mut grads, cfg.clip)?;
+            opt.step(&grads)?;
+            let l = loss.to_scalar::<f32>()?;
+            losses.push(l);
+            progress(Progress::Step {
+                epoch,
+                step: step + 1,
+                steps: batches.len(),
+                loss: l,
+            });
+        }
+    }
+    let tenth = (losses.len() / 10).max(1);
+    let mean = |s: &[f32]| s.iter().sum::<f32>() / s.len().max(1) as f32;
+    let report = SimcseReport {
+        steps: losses.len(),
+        passages: texts.len(),
+        loss_start: mean(&losses[..tenth.min(losses.len())]),
+        loss_end: mean(&losses[losses.len().saturating_sub(tenth)..]),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok((enc, report))
+}
+
+/// Cross-entropy of each row of `a` finding its own row of `b` among all rows of `b`, with
+/// cosine similarities (rows are unit length) divided by `temperature`.
+pub fn info_nce(a: &Tensor, b: &Tensor, temperature: f64) -> candle_core::Result<Tensor> {
+    let n = a.dim(0)?;
+    let s = (a.matmul(&b.t()?)? / temperature)?;
+    let max = s.max_keepdim(D::Minus1)?.detach();
+    let lse = (s
+        .broadcast_sub(&max)?
+        .exp()?
+        .sum_keepdim(D::Minus1)?
+        .log()?
+        + max)?;
+    let eye = Tensor::eye(n, DType::F32, s.device())?;
+    let own = (s * eye)?.sum_keepdim(D::Minus1)?;
+    (lse - own)?.mean_all()
+}
+
+/// The variables of layers `from..` (all of them, embeddings included, for `from == 0`).
+fn trainable_vars(enc: &Encoder, from: usize) -> Result<Vec<Var>, TrainError> {
+    let map = enc
+        .varmap()
+        .ok_or_else(|| TrainError::Msg("the encoder was loaded frozen".into()))?;
+    let data = map
+        .data()
+        .lock()
+        .map_err(|_| TrainError::Msg("variable map lock poisoned".into()))?;
+    let mut vars: Vec<(String, Var)> = data
+        .iter()
+        .filter(|(name, _)| from == 0 || layer_of(name).is_some_and(|l| l >= from))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    // A fixed order keeps the optimiser's behaviour reproducible.
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(vars.into_iter().map(|(_, v)| v).collect())
+}
+
+fn layer_of(name: &str) -> Option<usize> {
+    let rest = name.split("encoder.layer.").nth(1)?;
+    rest.split('.').next()?.parse().ok()
+}
+
+/// Writes a complete model folder: the base folder's config and tokenizer files and the
+/// fine-tuned weights, so it loads like any other model.
+pub fn save_model(enc: &Encoder, base_dir: &Path, out: &Path) -> Result<(), TrainError> {
+    let map = enc
+        .varmap()
+        .ok_or_else(|| TrainError::Msg("the encoder was loaded frozen".into()))?;
+    std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "sentence_bert_config.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "vocab.txt",
+    ] {
+        let src = base_dir.join(f);
+        if src.is_file() {
+            std::fs::copy(&src, out.join(f)).map_err(|e| TrainError::io(&src, e))?;
+        }
+    }
+    let weights = out.join("model.safetensors");
+    map.save(&weights)
+        .map_err(|e| TrainError::Msg(format!("{}: cannot write: {e}", weights.display())))
+}
+
+/// How often a held-back passage's nearest other passage (by cosine over unit-length rows)
+/// comes from the same document; only passages whose document has another held-back passage
+/// count. The adoption check for a fine-tuned encoder: it needs no labels.
+pub fn same_document_rate(vectors: &[f32], dim: usize, docs: &[usize]) -> Option<f64> {
+    let n = docs.len();
+    let mut hits = 0usize;
+    let mut counted = 0usize;
+    for i in 0..n {
+        if !(0..n).any(|j| j != i && docs[j] == docs[i]) {
+            continue;
+        }
+        let q = &vectors[i * dim..(i + 1) * dim];
+        let best = (0..n)
+            .filter(|&j| j != i)
+            .map(|j| {
+                let v = &vectors[j * dim..(j + 1) * dim];
+                (q.iter().zip(v).map(|(a, b)| a * b).sum::<f32>(), j)
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)));
+        counted += 1;
+        if best.is_some_and(|(_, j)| docs[j] == docs[i]) {
+            hits += 1;
+        }
+    }
+    (counted > 0).then(|| hits as f64 / counted as f64)
+}

@@ -1,0 +1,265 @@
+//! `dochash train` driven as a user would: it trains on the indexed notes, builds the next
+//! generation beside the serving one and switches to it. The tiny random model keeps this fast;
+//! quality is measured by `dochash eval` (docs/BENCHMARKS.md), not here.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{dochash, stderr, stdout};
+use serde_json::Value;
+
+const WORDS: &[&str] = &[
+    "apple", "garden", "river", "ocean", "server", "error", "music", "piano", "bread", "soup",
+    "stream", "async", "mountain", "forest", "request", "guitar", "chain", "wheel", "tea", "cup",
+];
+
+/// `files` notes of `sections` headed sections each: one passage per section.
+fn notes(dir: &Path, files: usize, sections: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut state = 7u64;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as usize
+    };
+    for f in 0..files {
+        let topic = f % 5;
+        let mut text = String::new();
+        for s in 0..sections {
+            text.push_str(&format!("# Section {s}\n\n"));
+            for _ in 0..12 {
+                let w = WORDS[(topic * 4 + next() % 6) % WORDS.len()];
+                text.push_str(w);
+                text.push(' ');
+            }
+            text.push_str("\n\n");
+        }
+        std::fs::write(dir.join(format!("note{f:03}.md")), text).unwrap();
+    }
+}
+
+fn index(home: &Path, model: &Path, notes: &Path) {
+    let out = dochash(home)
+        .arg("index")
+        .arg("--model")
+        .arg(model)
+        .arg(notes)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "index failed: {}", stderr(&out));
+}
+
+fn status(home: &Path) -> Value {
+    let out = dochash(home).args(["status", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_str(stdout(&out).trim()).unwrap()
+}
+
+fn query(home: &Path, text: &str) -> Vec<Value> {
+    let out = dochash(home)
+        .args(["query", "--json", "-k", "5", text])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "query failed: {}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn training_switches_to_a_new_generation_that_queries_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let dir = tmp.path().join("notes");
+    let model: PathBuf = common::tiny_model(tmp.path());
+    notes(&dir, 110, 10);
+    index(&home, &model, &dir);
+    let before = status(&home);
+    assert_eq!(before["passages"], 1100, "{before}");
+
+    let out = dochash(&home)
+        .arg("train")
+        .arg("--model")
+        .arg(&model)
+        .args(["--dhim", "--bits", "32", "--epochs", "2", "--force"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "train failed: {err}");
+    assert!(err.contains("generation 1 serves now"), "{err}");
+    assert!(err.contains("hashing head trained: 32 bits"), "{err}");
+    assert!(err.contains("SimCSE"), "{err}");
+
+    // The pointer names the new index; the old one is gone; the manifest is complete.
+    let pointer: Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("generation.json")).unwrap())
+            .unwrap();
+    assert_eq!(pointer["generation"], 1);
+    assert_eq!(pointer["index"], "index-1");
+    let names = entries(&home);
+    assert!(names.contains(&"index-1".to_string()), "{names:?}");
+    assert!(!names.contains(&"index".to_string()), "{names:?}");
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(home.join("generations/1/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["passages"], 1100);
+    assert_eq!(manifest["dhim"]["config"]["bits"], 32);
+    assert!(manifest["simcse"]["report"]["steps"].as_u64().unwrap() > 0);
+    assert!(home.join("generations/1/dhim.safetensors").is_file());
+
+    // Status and queries go through the new generation.
+    let after = status(&home);
+    assert_eq!(after["passages"], 1100, "{after}");
+    assert_eq!(after["codes"], "dhim", "{after}");
+    assert_eq!(after["bits"], 32, "{after}");
+    assert_eq!(after["trained"]["generation"], 1, "{after}");
+    let hits = query(&home, "river ocean mountain");
+    assert_eq!(hits.len(), 5);
+
+    // Edits after the switch are indexed into the new generation.
+    std::fs::write(dir.join("new.md"), "# Fresh\n\nzebra zebra zebra quartz\n").unwrap();
+    let out = dochash(&home).arg("index").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(status(&home)["passages"], 1101);
+    let out = dochash(&home)
+        .args(["query", "--json", "-k", "2000", "zebra quartz"])
+        .output()
+        .unwrap();
+    assert!(stdout(&out).contains("new.md"), "{}", stderr(&out));
+}
+
+#[test]
+fn too_few_passages_keep_the_serving_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let dir = tmp.path().join("notes");
+    let model = common::tiny_model(tmp.path());
+    notes(&dir, 3, 4);
+    index(&home, &model, &dir);
+    let out = dochash(&home)
+        .arg("train")
+        .arg("--model")
+        .arg(&model)
+        .arg("--dhim")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("SimCSE skipped: 12 passages"), "{err}");
+    assert!(err.contains("hashing head skipped: 12 passages"), "{err}");
+    assert!(err.contains("serving index is unchanged"), "{err}");
+    assert!(!home.join("generation.json").exists());
+    assert!(!home.join("generations").join("1").exists());
+    assert_eq!(query(&home, "river").len(), 5);
+}
+
+#[test]
+fn nothing_to_train_and_no_index_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let model = common::tiny_model(tmp.path());
+    let out = dochash(&home)
+        .arg("train")
+        .arg("--model")
+        .arg(&model)
+        .args(["--simcse", "off"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("nothing to train"),
+        "{}",
+        stderr(&out)
+    );
+    let out = dochash(&home)
+        .arg("train")
+        .arg("--model")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no folders are indexed yet"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn interrupted_training_leaves_the_serving_generation_intact() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use dochash::app::train::{TrainOptions, TrainProgress, prepare};
+    use dochash::encoder::DeviceSpec;
+    use dochash::model::{FetchOptions, ModelSpec};
+    use dochash::train::TrainError;
+    use dochash::train::dhim::DhimConfig;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let dir = tmp.path().join("notes");
+    let model = common::tiny_model(tmp.path());
+    notes(&dir, 110, 10);
+    index(&home, &model, &dir);
+    let before = query(&home, "river ocean mountain");
+
+    let base = dochash::model::resolve(
+        &ModelSpec::LocalDir(model.clone()),
+        &FetchOptions {
+            offline: true,
+            progress: false,
+        },
+    )
+    .unwrap();
+    let meta = {
+        let index = dochash::index::Index::open_existing(&home.join("index"))
+            .unwrap()
+            .unwrap();
+        index.meta().clone()
+    };
+    let opts = TrainOptions {
+        simcse: None,
+        dhim: Some(DhimConfig {
+            bits: 16,
+            max_epochs: 3,
+            ..Default::default()
+        }),
+        device: DeviceSpec::Cpu,
+        force: false,
+    };
+    // Interrupt at the first step of the hashing head, after the token states were computed.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut phases = Vec::new();
+    let r = prepare(&home, &base, &meta, &opts, &cancel, &mut |p| {
+        if let TrainProgress::Dhim(_) = p {
+            cancel.store(true, Ordering::Release);
+        }
+        phases.push(
+            format!("{p:?}")
+                .split(['(', ' ', '{'])
+                .next()
+                .unwrap()
+                .to_string(),
+        );
+    });
+    assert!(matches!(r, Err(TrainError::Cancelled)), "{:?}", r.err());
+    assert!(phases.contains(&"States".to_string()), "{phases:?}");
+    assert!(!home.join("generation.json").exists());
+    assert!(!home.join("generations/1").exists());
+    assert!(!home.join("index-1").exists());
+    assert_eq!(query(&home, "river ocean mountain"), before);
+}
