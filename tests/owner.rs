@@ -272,21 +272,21 @@ fn the_owner_retrains_in_the_background_and_switches_generations() {
     // Whether the tiny random model's training is adopted depends on the held-back checks;
     // either way the outcome must be consistent and said.
     let s = status(&home).unwrap();
-    let notes: Vec<String> = s["notes"]
+    let said: Vec<String> = s["notes"]
         .as_array()
         .unwrap()
         .iter()
         .map(|n| n.as_str().unwrap().to_string())
         .collect();
-    let simcse = notes.iter().any(|n| n.starts_with("SimCSE adopted"));
-    let dhim = notes.iter().any(|n| n.starts_with("hashing head adopted"));
-    assert!(notes.iter().any(|n| n.starts_with("SimCSE")), "{notes:?}");
+    let simcse = said.iter().any(|n| n.starts_with("SimCSE adopted"));
+    let dhim = said.iter().any(|n| n.starts_with("hashing head adopted"));
+    assert!(said.iter().any(|n| n.starts_with("SimCSE")), "{said:?}");
     assert_eq!(s["passages"], 1050, "{s}");
     let switched = simcse || dhim;
     assert_eq!(
         home.join("generation.json").is_file(),
         switched,
-        "{notes:?}"
+        "{said:?}"
     );
     assert_eq!(
         s["codes"].as_str().unwrap().starts_with("dhim"),
