@@ -283,11 +283,7 @@ fn the_owner_retrains_in_the_background_and_switches_generations() {
     assert!(said.iter().any(|n| n.starts_with("SimCSE")), "{said:?}");
     assert_eq!(s["passages"], 1050, "{s}");
     let switched = simcse || dhim;
-    assert_eq!(
-        home.join("generation.json").is_file(),
-        switched,
-        "{said:?}"
-    );
+    assert_eq!(home.join("generation.json").is_file(), switched, "{said:?}");
     assert_eq!(
         s["codes"].as_str().unwrap().starts_with("dhim"),
         dhim,

@@ -192,6 +192,7 @@ pub fn train(
             opt.step(&grads)?;
             let l = loss.to_scalar::<f32>()?;
             losses.push(l);
+            tracing::debug!(epoch, step, loss = l, "simcse step");
             progress(Progress::Step {
                 epoch,
                 step: step + 1,
