@@ -84,7 +84,8 @@ pub struct TrainArgs {
     /// find their own document at least as often as with the base model
     #[arg(long, value_enum, default_value = "head")]
     pub simcse: SimcseChoice,
-    /// Train the DHIM hashing head (otherwise the training-free ITQ codes stay)
+    /// Train the DHIM hashing head; it replaces the ITQ codes only if it keeps nearest
+    /// neighbours at least as well on your passages
     #[arg(long)]
     pub dhim: bool,
     /// Code length of the hashing head [default: the index's current length]
