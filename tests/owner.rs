@@ -10,6 +10,30 @@ use std::time::{Duration, Instant};
 use common::{dochash, stderr, stdout};
 use serde_json::Value;
 
+/// A `dochash watch` child that is killed when the test ends, passing or failing, so a failed
+/// assertion never leaves an owner running.
+struct Owner(Child);
+
+impl std::ops::Deref for Owner {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Owner {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn wait_until(what: &str, pred: impl FnMut() -> bool) {
     wait_up_to(Duration::from_secs(120), what, pred)
 }
@@ -44,7 +68,7 @@ fn query(home: &Path, text: &str, k: usize) -> Vec<Value> {
 
 /// `dochash watch --no-train`: these tests are about the mechanics of ownership; background
 /// training has its own test.
-fn start_watch(home: &Path, model: &Path, paths: &[&Path]) -> Child {
+fn start_watch(home: &Path, model: &Path, paths: &[&Path]) -> Owner {
     let mut c = Command::new(common::bin("dochash"));
     c.env("DOCHASH_HOME", home)
         .env_remove("DOCHASH_MODEL")
@@ -56,7 +80,7 @@ fn start_watch(home: &Path, model: &Path, paths: &[&Path]) -> Child {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let child = c.spawn().unwrap();
+    let child = Owner(c.spawn().unwrap());
     wait_until("the owner to answer", || {
         status(home).is_some_and(|s| s["owner"] == true && s["job"].is_null())
     });
@@ -237,18 +261,20 @@ fn the_owner_retrains_in_the_background_and_switches_generations() {
     let model = common::tiny_model(tmp.path());
     many_sections(&notes, 105, 10);
     // Not `start_watch`: with training on, the job is busy long after the first update.
-    let mut watch = Command::new(common::bin("dochash"))
-        .env("DOCHASH_HOME", &home)
-        .env_remove("DOCHASH_MODEL")
-        .arg("watch")
-        .arg("--model")
-        .arg(&model)
-        .arg(&notes)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut watch = Owner(
+        Command::new(common::bin("dochash"))
+            .env("DOCHASH_HOME", &home)
+            .env_remove("DOCHASH_MODEL")
+            .arg("watch")
+            .arg("--model")
+            .arg(&model)
+            .arg(&notes)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // The first update is over once the job is training (or nothing, if training is done).
     wait_until("the first update", || {
         status(&home).is_some_and(|s| {
