@@ -73,14 +73,16 @@ pub struct EngineStatus {
     pub trained: Option<String>,
 }
 
+/// What a query reads, swapped as one: a generation's encoder only ever meets its own codes
+/// and vectors.
 struct Snapshot {
+    encoder: Arc<Encoder>,
     store: Store,
     searcher: Arc<Searcher>,
     meta: IndexMeta,
 }
 
 struct Shared {
-    encoder: RwLock<Option<Arc<Encoder>>>,
     /// Background training's progress (shown when no indexing job runs).
     training: Mutex<Option<Job>>,
     trained: Mutex<Option<String>>,
@@ -118,7 +120,6 @@ impl Engine {
     /// run on the worker thread, and progress shows in [`Engine::status`].
     pub fn start(cfg: EngineConfig) -> Self {
         let shared = Arc::new(Shared {
-            encoder: RwLock::new(None),
             training: Mutex::new(None),
             trained: Mutex::new(None),
             train_notes: Mutex::new(Vec::new()),
@@ -174,9 +175,6 @@ impl Engine {
     /// Runs a query against the current snapshot. Hits in files deleted since the last update
     /// are dropped, so a deleted note leaves the results at once.
     pub fn search(&self, text: &str, params: &SearchParams) -> Result<Vec<Hit>, String> {
-        let enc = read(&self.shared.encoder)
-            .clone()
-            .ok_or_else(|| pending_message(&self.shared))?;
         let guard = self
             .shared
             .snapshot
@@ -189,7 +187,7 @@ impl Engine {
         wanted.k = params.k + params.k / 2 + 2;
         let hits = snap
             .searcher
-            .query(&snap.store, &enc, text, &wanted)
+            .query(&snap.store, &snap.encoder, text, &wanted)
             .map_err(|e| e.to_string())?;
         Ok(hits
             .into_iter()
@@ -295,10 +293,11 @@ fn set<T>(m: &Mutex<T>, v: T) {
     *m.lock().unwrap_or_else(|p| p.into_inner()) = v;
 }
 
-fn publish(shared: &Shared, index: &Index) -> Result<(), String> {
+fn publish(shared: &Shared, index: &Index, encoder: &Arc<Encoder>) -> Result<(), String> {
     let searcher = index.searcher().map_err(|e| e.to_string())?;
     install(
         shared,
+        encoder.clone(),
         index.store().clone(),
         searcher,
         index.meta().clone(),
@@ -307,8 +306,15 @@ fn publish(shared: &Shared, index: &Index) -> Result<(), String> {
 }
 
 /// Makes a new snapshot the one queries see, and tells the UI the content changed.
-fn install(shared: &Shared, store: Store, searcher: Searcher, meta: IndexMeta) {
+fn install(
+    shared: &Shared,
+    encoder: Arc<Encoder>,
+    store: Store,
+    searcher: Searcher,
+    meta: IndexMeta,
+) {
     let snap = Snapshot {
+        encoder,
         store,
         searcher: Arc::new(searcher),
         meta,
@@ -351,8 +357,7 @@ fn worker(
     // Holding the index, no other process can be training: whatever a killed run left is junk.
     super::generation::clean_up(&cfg.home);
     let enc = Arc::new(enc);
-    *shared.encoder.write().unwrap_or_else(|p| p.into_inner()) = Some(enc.clone());
-    publish(shared, &index)?;
+    publish(shared, &index, &enc)?;
 
     let mut watcher = if cfg.watch {
         Some(
@@ -402,17 +407,17 @@ fn worker(
                 Work::Switch(prepared) => {
                     set(&shared.training, None);
                     let mut p = *prepared;
-                    // Files changed while training are caught up before the switch.
-                    run_update(shared, &mut p.index, &p.encoder)?;
+                    let new_enc = Arc::new(p.encoder);
+                    // Files changed while training are caught up; the snapshots this installs
+                    // carry the new encoder with the new index, so queries switch in one step.
+                    run_update(shared, &mut p.index, &new_enc)?;
                     set(&shared.job, None);
                     super::generation::switch(&cfg.home, &p.active)
                         .map_err(|e| format!("cannot switch to the trained generation: {e}"))?;
                     let notes = p.manifest.notes.clone();
                     index = p.index;
-                    enc = Arc::new(p.encoder);
-                    *shared.encoder.write().unwrap_or_else(|p| p.into_inner()) = Some(enc.clone());
+                    enc = new_enc;
                     set(&shared.trained, Some(describe_generation(&p.active)));
-                    publish(shared, &index)?;
                     super::generation::clean_up(&cfg.home);
                     set(&shared.train_notes, notes);
                 }
@@ -546,7 +551,7 @@ fn spawn_training(
 fn run_update(
     shared: &Arc<Shared>,
     index: &mut Index,
-    enc: &Encoder,
+    enc: &Arc<Encoder>,
 ) -> Result<crate::index::UpdateReport, String> {
     let bits = index
         .meta()
@@ -611,7 +616,7 @@ fn run_update(
                     refresh_due = false;
                     last = Instant::now();
                     if let Ok(s) = Searcher::load(&store, &meta, coder.clone()) {
-                        install(shared, store.clone(), s, meta.clone());
+                        install(shared, enc.clone(), store.clone(), s, meta.clone());
                     }
                 }
             })
@@ -625,6 +630,6 @@ fn run_update(
         )
     }));
     *shared.notes.lock().unwrap_or_else(|p| p.into_inner()) = notes;
-    publish(shared, index)?;
+    publish(shared, index, enc)?;
     Ok(report)
 }
