@@ -259,12 +259,26 @@ impl Index {
     /// old generation become stale (scored exactly) until re-coded, so call this on an index
     /// that is about to be filled, or follow it with an update.
     pub fn install_coder(&mut self, coder: Coder, fitted_on: usize) -> Result<(), IndexError> {
-        let generation = self
-            .meta
+        let generation = self.next_code_generation();
+        self.set_coder(coder, generation, fitted_on)
+    }
+
+    /// The generation number the next code source gets.
+    pub(crate) fn next_code_generation(&self) -> u32 {
+        self.meta
             .code
             .as_ref()
             .map(|c| c.generation + 1)
-            .unwrap_or(1);
+            .unwrap_or(1)
+    }
+
+    /// Records `coder` as the source of codes stamped `generation` (written before or after).
+    pub(crate) fn set_coder(
+        &mut self,
+        coder: Coder,
+        generation: u32,
+        fitted_on: usize,
+    ) -> Result<(), IndexError> {
         let mut meta = self.meta.clone();
         meta.code = Some(CodeMeta {
             source: coder.name(),

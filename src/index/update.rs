@@ -10,7 +10,7 @@ use crate::corpus::{self, ChunkConfig, CorpusConfig, Format, Skipped, TokenCount
 use crate::encoder::{BatchLimits, Encoder};
 
 use super::coder::{Coder, embed_and_code};
-use super::store::{CodeMeta, FileRecord, NewPassage, PassageRecord};
+use super::store::{FileRecord, NewPassage, PassageRecord};
 use super::{Index, IndexError};
 
 /// Files are embedded in groups of about this many passages: enough for the encoder's length
@@ -327,12 +327,7 @@ fn maybe_refit(
     }
     let coder = Coder::fit(&vectors, ids.len(), dim, bits)?;
     let codes = coder.encode(&vectors, ids.len())?;
-    let generation = index
-        .meta
-        .code
-        .as_ref()
-        .map(|c| c.generation + 1)
-        .unwrap_or(1);
+    let generation = index.next_code_generation();
     let words = coder.words();
     let items: Vec<(u64, Vec<u64>)> = ids
         .iter()
@@ -342,22 +337,13 @@ fn maybe_refit(
     for chunk in items.chunks(4096) {
         index.store.put_codes(generation, chunk)?;
     }
-    let mut meta = index.meta.clone();
-    meta.code = Some(CodeMeta {
-        source: coder.name(),
-        bits,
-        generation,
-        fitted_on: ids.len(),
-    });
-    index.store.set_coder(&meta, &coder.to_bytes()?)?;
     let desc = format!(
         "{} {}-bit codes fitted on {} passages",
         coder.name(),
         bits,
         ids.len()
     );
-    index.meta = meta;
-    index.coder = Some(coder);
+    index.set_coder(coder, generation, ids.len())?;
     Ok(Some(desc))
 }
 
