@@ -382,7 +382,7 @@ fn hold_back(passages: &[(PathBuf, String)]) -> (Vec<usize>, Vec<usize>) {
         i = j;
     }
     let mut multi: Vec<(usize, usize)> = by_file.iter().copied().filter(|&(_, l)| l >= 2).collect();
-    dhim::shuffle(&mut multi, &mut SplitMix64::new(0x4e1d));
+    crate::train::shuffle(&mut multi, &mut SplitMix64::new(0x4e1d));
     let want = (passages.len() / 10).min(HELD_BACK_MAX);
     let mut held = vec![false; passages.len()];
     let mut count = 0;

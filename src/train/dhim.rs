@@ -21,6 +21,7 @@ use candle_nn::VarMap;
 use crate::rng::SplitMix64;
 
 use super::TrainError;
+use super::optim::{adam, clip_gradients, shuffle, snapshot};
 use super::states::CorpusStates;
 
 /// Windows of the three convolutions, as in the paper.
@@ -570,14 +571,7 @@ pub fn train(
         }
     };
     let vars = head.varmap.all_vars();
-    let mut opt = candle_nn::AdamW::new(
-        vars.clone(),
-        candle_nn::ParamsAdamW {
-            lr: cfg.lr,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )?;
+    let mut opt = adam(vars.clone(), cfg.lr)?;
     let validate = |head: &DhimHead| -> Result<f32, TrainError> {
         let mut total = 0f32;
         let mut count = 0;
@@ -658,44 +652,4 @@ pub fn train(
         seconds: started.elapsed().as_secs_f64(),
     };
     Ok((head, report))
-}
-
-/// Fisher-Yates with the crate's seeded generator.
-pub fn shuffle<T>(v: &mut [T], rng: &mut SplitMix64) {
-    for i in (1..v.len()).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        v.swap(i, j);
-    }
-}
-
-pub(crate) fn snapshot(vars: &[Var]) -> candle_core::Result<Vec<Tensor>> {
-    vars.iter().map(|v| v.as_tensor().copy()).collect()
-}
-
-/// Scales all gradients down together when their global L2 norm exceeds `clip`.
-pub(crate) fn clip_gradients(
-    vars: &[Var],
-    grads: &mut candle_core::backprop::GradStore,
-    clip: f64,
-) -> candle_core::Result<f64> {
-    let mut sq = 0f64;
-    for v in vars {
-        if let Some(g) = grads.get(v.as_tensor()) {
-            sq += g
-                .sqr()?
-                .sum_all()?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
-        }
-    }
-    let norm = sq.sqrt();
-    if clip > 0.0 && norm > clip {
-        let scale = clip / norm;
-        for v in vars {
-            if let Some(g) = grads.remove(v.as_tensor()) {
-                grads.insert(v.as_tensor(), (g * scale)?);
-            }
-        }
-    }
-    Ok(norm)
 }

@@ -6,6 +6,9 @@
 
 pub mod dhim;
 pub mod metrics;
+mod optim;
+
+pub use optim::shuffle;
 pub mod simcse;
 pub mod states;
 

@@ -21,7 +21,7 @@ use crate::encoder::{BatchLimits, DeviceSpec, Encoder, LoadOptions, Pooling, l2_
 use crate::rng::SplitMix64;
 
 use super::TrainError;
-use super::dhim::{clip_gradients, shuffle};
+use super::optim::{adam, clip_gradients, shuffle};
 use super::states::CorpusStates;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -150,14 +150,7 @@ pub fn train(
         Mode::Full => (None, enc.tokenize(texts)?),
     };
 
-    let mut opt = candle_nn::AdamW::new(
-        vars.clone(),
-        candle_nn::ParamsAdamW {
-            lr: cfg.lr,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )?;
+    let mut opt = adam(vars.clone(), cfg.lr)?;
     let mut rng = SplitMix64::new(cfg.seed);
     let mut order: Vec<usize> = (0..texts.len()).collect();
     let mut losses = Vec::new();
