@@ -69,6 +69,7 @@ fn library_matches_reference() {
                 device: DeviceSpec::Cpu,
                 trainable,
                 max_len: None,
+                candle_only: false,
             },
         )
         .expect("load model");

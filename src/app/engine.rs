@@ -339,6 +339,7 @@ fn worker(
             device: cfg.device,
             trainable: false,
             max_len: None,
+            candle_only: false,
         },
     )
     .map_err(|e| e.to_string())?;

@@ -153,6 +153,7 @@ fn prepare_in(
                 device: opts.device,
                 trainable: false,
                 max_len: None,
+                candle_only: false,
             },
         )
     };

@@ -6,14 +6,17 @@
 //! kinds of kernels:
 //! - *differentiable*: layer norm and softmax composed from primitive ops, real dropout in train
 //!   mode; used whenever the weights are trainable variables;
-//! - *fast*: candle's fused layer norm and softmax; used for frozen weights (indexing, queries).
+//! - *fast*: for frozen weights (indexing, queries): on the CPU the hand-fused path of
+//!   [`super::cpu`], elsewhere candle's fused layer norm and softmax.
 //!
-//! Both produce the same numbers within float rounding.
+//! All produce the same numbers within float rounding.
 
 use candle_core::{D, DType, Device, Module, Tensor, Var};
 use candle_nn::{Embedding, VarBuilder, VarMap};
 
 use super::config::{Activation, BertConfig};
+use super::cpu::{CpuLayer, CpuLayers, DenseRef, LayerRef};
+use super::kernels::Act;
 
 /// HF uses the dtype minimum; -10 000 already underflows `exp` to exactly 0 in f32 and is safe in
 /// f16/bf16, so padded positions get exactly zero attention weight.
@@ -148,6 +151,38 @@ impl Layer {
     }
 }
 
+impl Layer {
+    fn cpu(&self, heads: usize) -> candle_core::Result<CpuLayer> {
+        fn d(x: &Dense) -> DenseRef<'_> {
+            DenseRef {
+                weight: &x.weight,
+                bias: &x.bias,
+            }
+        }
+        CpuLayer::new(
+            &LayerRef {
+                query: d(&self.query),
+                key: d(&self.key),
+                value: d(&self.value),
+                attn_out: d(&self.attn_out),
+                attn_norm: (&self.attn_norm.weight, &self.attn_norm.bias),
+                inter: d(&self.inter),
+                out: d(&self.out),
+                out_norm: (&self.out_norm.weight, &self.out_norm.bias),
+            },
+            heads,
+        )
+    }
+}
+
+/// The encoder layers in the form the forward pass runs them.
+enum Stack {
+    /// candle tensors: trainable weights, and frozen weights on a GPU.
+    Candle(Vec<Layer>),
+    /// Frozen weights on the CPU. The candle copies are dropped, so the model is held once.
+    Cpu(CpuLayers),
+}
+
 /// The encoder proper. Weights are either plain tensors (frozen) or [`Var`]s held by a
 /// [`VarMap`] (trainable), decided at load time.
 pub struct Bert {
@@ -157,15 +192,21 @@ pub struct Bert {
     position: Embedding,
     token_type: Embedding,
     emb_norm: Norm,
-    layers: Vec<Layer>,
+    stack: Stack,
     differentiable: bool,
     device: Device,
 }
 
 impl Bert {
     /// Builds the model from a var builder whose root is the BERT module (the caller strips a
-    /// `bert.` prefix). `trainable` selects the differentiable kernels.
-    pub fn new(vb: VarBuilder, cfg: &BertConfig, trainable: bool) -> candle_core::Result<Self> {
+    /// `bert.` prefix). `trainable` selects the differentiable kernels; `fused_cpu` lets frozen
+    /// weights on the CPU take the fused path.
+    pub fn new(
+        vb: VarBuilder,
+        cfg: &BertConfig,
+        trainable: bool,
+        fused_cpu: bool,
+    ) -> candle_core::Result<Self> {
         let act = cfg.activation().map_err(candle_core::Error::msg)?;
         let h = cfg.hidden_size;
         let emb = vb.pp("embeddings");
@@ -185,6 +226,28 @@ impl Bert {
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| Layer::load(&vb.pp(format!("encoder.layer.{i}")), cfg, !trainable))
             .collect::<candle_core::Result<Vec<_>>>()?;
+        let device = vb.device().clone();
+        let stack = if !trainable && fused_cpu && device.is_cpu() {
+            let act = match act {
+                Activation::Gelu => Act::GeluErf,
+                Activation::GeluTanh => Act::GeluTanh,
+                Activation::Relu => Act::Relu,
+            };
+            let cpu = layers
+                .iter()
+                .map(|l| l.cpu(cfg.num_attention_heads))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            Stack::Cpu(CpuLayers::new(
+                cpu,
+                h,
+                cfg.num_attention_heads,
+                cfg.intermediate_size,
+                cfg.layer_norm_eps,
+                act,
+            ))
+        } else {
+            Stack::Candle(layers)
+        };
         Ok(Self {
             cfg: cfg.clone(),
             act,
@@ -192,9 +255,9 @@ impl Bert {
             position,
             token_type,
             emb_norm,
-            layers,
+            stack,
             differentiable: trainable,
-            device: vb.device().clone(),
+            device,
         })
     }
 
@@ -211,7 +274,7 @@ impl Bert {
     /// `ids` and `mask` are `(batch, seq)` u32 tensors; `mask` is 1 for real tokens and 0 for
     /// padding. With `train` set, dropout is active (two calls give different outputs).
     pub fn forward(&self, ids: &Tensor, mask: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.forward_until(ids, mask, self.layers.len(), train)
+        self.forward_until(ids, mask, self.num_layers(), train)
     }
 
     /// States after the embeddings and the first `layers` layers. Fine-tuning only the top
@@ -239,7 +302,7 @@ impl Bert {
             .add(&self.token_type.forward(&types)?)?;
         let x = self.emb_norm.forward(&x, self.differentiable)?;
         let x = dropout(&x, self.cfg.hidden_dropout_prob, train)?;
-        self.run_layers(&x, mask, 0..layers.min(self.layers.len()), train)
+        self.run_layers(&x, mask, 0..layers.min(self.num_layers()), train)
     }
 
     /// Runs layers `from..` on `(batch, seq, hidden)` states, e.g. ones cached from
@@ -251,16 +314,20 @@ impl Bert {
         from: usize,
         train: bool,
     ) -> candle_core::Result<Tensor> {
-        self.run_layers(
-            x,
-            mask,
-            from.min(self.layers.len())..self.layers.len(),
-            train,
-        )
+        let n = self.num_layers();
+        self.run_layers(x, mask, from.min(n)..n, train)
     }
 
     pub fn num_layers(&self) -> usize {
-        self.layers.len()
+        match &self.stack {
+            Stack::Candle(l) => l.len(),
+            Stack::Cpu(c) => c.len(),
+        }
+    }
+
+    /// Whether frozen inference runs on the fused CPU path.
+    pub fn fused_cpu(&self) -> bool {
+        matches!(self.stack, Stack::Cpu(_))
     }
 
     fn run_layers(
@@ -270,6 +337,15 @@ impl Bert {
         range: std::ops::Range<usize>,
         train: bool,
     ) -> candle_core::Result<Tensor> {
+        let layers = match &self.stack {
+            Stack::Cpu(cpu) => {
+                if train {
+                    candle_core::bail!("dropout needs the encoder loaded as trainable");
+                }
+                return cpu.forward(x, mask, range);
+            }
+            Stack::Candle(layers) => layers,
+        };
         let (b, t, h) = x.dims3()?;
         let heads = self.cfg.num_attention_heads;
         let hd = self.cfg.head_dim();
@@ -280,7 +356,7 @@ impl Bert {
         let bias = ((mask.to_dtype(DType::F32)? - 1.0)? * -MASK_BIAS)?.reshape((b, 1, 1, t))?;
         let scale = 1.0 / (hd as f64).sqrt();
 
-        for layer in &self.layers[range] {
+        for layer in &layers[range] {
             let qkv = match &layer.qkv {
                 Some(f) => f.forward(&x)?,
                 None => Dense::concat(&[&layer.query, &layer.key, &layer.value])?.forward(&x)?,

@@ -6,7 +6,10 @@
 
 mod bert;
 mod config;
+mod cpu;
 mod device;
+mod kernels;
+mod packed;
 mod pool;
 mod tiny;
 mod tokenize;
@@ -53,6 +56,9 @@ pub struct LoadOptions {
     /// Tokens per text including `[CLS]`/`[SEP]`; `None` takes the model's own setting
     /// (`sentence_bert_config.json`'s `max_seq_length`, else `max_position_embeddings`).
     pub max_len: Option<usize>,
+    /// Run frozen CPU inference through candle's general tensor path instead of the fused one
+    /// (`dochash bench encode --candle`, the baseline it is measured against).
+    pub candle_only: bool,
 }
 
 impl Default for LoadOptions {
@@ -61,6 +67,7 @@ impl Default for LoadOptions {
             device: DeviceSpec::Auto,
             trainable: false,
             max_len: None,
+            candle_only: false,
         }
     }
 }
@@ -141,7 +148,7 @@ impl Encoder {
             let before = varmap.all_vars().len();
             let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
             let vb = if prefixed { vb.pp("bert") } else { vb };
-            let bert = Bert::new(vb, &cfg, true).map_err(|e| bad(shape_msg(e)))?;
+            let bert = Bert::new(vb, &cfg, true, false).map_err(|e| bad(shape_msg(e)))?;
             // VarBuilder over a VarMap silently creates a variable for a missing name; a
             // checkpoint that lacks a tensor must fail instead of training from zeros.
             if varmap.all_vars().len() != before {
@@ -160,7 +167,7 @@ impl Encoder {
                     .map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
             let vb = if prefixed { vb.pp("bert") } else { vb };
             (
-                Bert::new(vb, &cfg, false).map_err(|e| bad(shape_msg(e)))?,
+                Bert::new(vb, &cfg, false, !opts.candle_only).map_err(|e| bad(shape_msg(e)))?,
                 None,
             )
         };
@@ -260,6 +267,11 @@ impl Encoder {
 
     pub fn num_layers(&self) -> usize {
         self.bert.num_layers()
+    }
+
+    /// Whether inference runs on the fused CPU path (frozen weights on the CPU).
+    pub fn fused_cpu(&self) -> bool {
+        self.bert.fused_cpu()
     }
 
     /// Pooled (optionally unit-length) vectors of `texts`, in order.

@@ -23,6 +23,7 @@ fn load(dir: &Path, trainable: bool) -> Encoder {
             device: DeviceSpec::Cpu,
             trainable,
             max_len: None,
+            candle_only: false,
         },
     )
     .unwrap()
@@ -212,6 +213,7 @@ fn load_err(dir: &Path, trainable: bool) -> String {
             device: DeviceSpec::Cpu,
             trainable,
             max_len: None,
+            candle_only: false,
         },
     ) {
         Ok(_) => panic!("loaded a broken model"),
@@ -272,6 +274,7 @@ fn long_texts_are_truncated_and_reported() {
             device: DeviceSpec::Cpu,
             trainable: false,
             max_len: Some(16),
+            candle_only: false,
         },
     )
     .unwrap();
@@ -313,4 +316,95 @@ fn buckets_respect_limits_and_cover_everything() {
         let w = batch.iter().map(|&i| toks[i].ids.len()).max().unwrap();
         assert!(batch.len() == 1 || batch.len() * w <= 100);
     }
+}
+
+fn load_candle(dir: &Path) -> Encoder {
+    Encoder::load(
+        dir,
+        &LoadOptions {
+            device: DeviceSpec::Cpu,
+            trainable: false,
+            max_len: None,
+            candle_only: true,
+        },
+    )
+    .unwrap()
+}
+
+fn rows(t: &Tensor) -> Vec<Vec<f32>> {
+    let (b, s, h) = t.dims3().unwrap();
+    let flat: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+    (0..b * s)
+        .map(|r| flat[r * h..(r + 1) * h].to_vec())
+        .collect()
+}
+
+#[test]
+fn fused_cpu_path_matches_candle_on_every_real_token() {
+    for act in ["gelu", "gelu_new", "relu"] {
+        let dir = tiny(true);
+        let p = dir.path().join("config.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        v["hidden_act"] = act.into();
+        std::fs::write(&p, v.to_string()).unwrap();
+
+        let fused = load(dir.path(), false);
+        let candle = load_candle(dir.path());
+        assert!(fused.fused_cpu() && !candle.fused_cpu());
+        let toks = fused.tokenize(TEXTS).unwrap();
+        let items: Vec<&[u32]> = toks.iter().map(|t| t.ids.as_slice()).collect();
+        let (a, mask) = fused.token_states(&items, false).unwrap();
+        let (b, _) = candle.token_states(&items, false).unwrap();
+        let keep: Vec<u32> = mask.flatten_all().unwrap().to_vec1().unwrap();
+        let (ra, rb) = (rows(&a), rows(&b));
+        for (i, &k) in keep.iter().enumerate() {
+            if k == 1 {
+                assert!(max_abs_diff(&ra[i], &rb[i]) < 1e-5, "{act}: row {i}");
+            } else {
+                assert!(ra[i].iter().all(|&x| x == 0.0), "{act}: padding row {i}");
+            }
+        }
+        // A lone text takes the panel-parallel path; it must give the batch's numbers.
+        let (one, _) = fused.token_states(&items[3..4], false).unwrap();
+        let len = items[3].len();
+        let t = a.dim(1).unwrap();
+        for (j, row) in rows(&one).iter().enumerate().take(len) {
+            assert!(
+                max_abs_diff(row, &ra[3 * t + j]) < 1e-5,
+                "{act}: lone text row {j}"
+            );
+        }
+    }
+}
+
+#[test]
+fn fused_cpu_path_honours_masks_with_holes_and_layer_ranges() {
+    let dir = tiny(true);
+    let fused = load(dir.path(), false);
+    let candle = load_candle(dir.path());
+    let toks = fused.tokenize(&TEXTS[..4]).unwrap();
+    let items: Vec<&[u32]> = toks.iter().map(|t| t.ids.as_slice()).collect();
+    // Lower layers on one path, upper on the other: the split point must not matter.
+    let (lower, mask) = candle.layer_states(&items, 1, false).unwrap();
+    let (b, t) = mask.dims2().unwrap();
+    let mut keep: Vec<u32> = mask.flatten_all().unwrap().to_vec1().unwrap();
+    keep[2] = 0; // a hole in the first text
+    let holed = Tensor::from_vec(keep.clone(), (b, t), &Device::Cpu).unwrap();
+    let a = fused.forward_from(&lower, &holed, 1, false).unwrap();
+    let c = candle.forward_from(&lower, &holed, 1, false).unwrap();
+    let (ra, rc) = (rows(&a), rows(&c));
+    for (i, &k) in keep.iter().enumerate() {
+        if k == 1 {
+            assert!(max_abs_diff(&ra[i], &rc[i]) < 1e-5, "row {i}");
+        }
+    }
+    let (full, _) = fused.token_states(&items, false).unwrap();
+    let (lower, mask) = fused.layer_states(&items, 1, false).unwrap();
+    let upper = fused.forward_from(&lower, &mask, 1, false).unwrap();
+    assert!(max_abs_diff(&rows(&full).concat(), &rows(&upper).concat()) < 1e-6);
+    assert!(
+        fused.token_states(&items, true).is_err(),
+        "dropout on frozen weights"
+    );
 }

@@ -119,6 +119,7 @@ pub fn train(
         device,
         trainable: true,
         max_len: Some(cfg.max_len),
+        candle_only: false,
     };
     let enc = Encoder::load(model_dir, &opts)?;
     let layers = enc.num_layers();

@@ -301,6 +301,7 @@ mod simcse {
                 device: DeviceSpec::Cpu,
                 trainable: true,
                 max_len: Some(32),
+                candle_only: false,
             },
         )
         .unwrap()
@@ -346,6 +347,7 @@ mod simcse {
                 device: DeviceSpec::Cpu,
                 trainable: false,
                 max_len: Some(32),
+                candle_only: false,
             },
         )
         .unwrap();
@@ -370,6 +372,7 @@ mod simcse {
                 device: DeviceSpec::Cpu,
                 trainable: false,
                 max_len: Some(32),
+                candle_only: false,
             },
         )
         .unwrap();

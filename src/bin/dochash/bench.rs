@@ -11,6 +11,7 @@ use dochash::encoder::{BatchLimits, Encoder, Pooling};
 use dochash::index::binarize::{LinearHasher, Method};
 use dochash::index::hamming;
 use dochash::index::search::cosine;
+use dochash::model::ModelFiles;
 use dochash::rng::SplitMix64;
 
 use crate::cli::{
@@ -393,6 +394,46 @@ fn freshness(g: &Global, a: &FreshnessArgs) -> Result<()> {
     Ok(())
 }
 
+/// `embed` over real texts: what indexing sees (tokenizing, length bucketing, padding, pooling).
+fn encode_texts(g: &Global, a: &EncodeArgs, files: &ModelFiles, data: &Path) -> Result<()> {
+    let texts = read_jsonl(data, Some(a.limit))?;
+    if texts.is_empty() {
+        anyhow::bail!("{}: no texts", data.display());
+    }
+    let texts: Vec<&str> = texts.iter().map(|(_, t)| t.as_str()).collect();
+    let enc = shared::load_encoder_with(g, files, Some(a.seq.max(2)), a.candle)?;
+    let limits = BatchLimits {
+        max_batch: a.batch.max(1),
+        max_tokens: a.batch.max(1) * enc.max_len(),
+    };
+    let tokens: usize = enc.tokenize(&texts)?.iter().map(|t| t.ids.len()).sum();
+    enc.embed(&texts[..texts.len().min(64)], Pooling::Mean, true, limits)?;
+    let t = Instant::now();
+    enc.embed(&texts, Pooling::Mean, true, limits)?;
+    let took = t.elapsed().as_secs_f64();
+    let path = if enc.fused_cpu() { "fused" } else { "candle" };
+    let v = serde_json::json!({"model": files.id, "device": enc.device_label(), "path": path,
+        "data": data.display().to_string(), "texts": texts.len(), "tokens": tokens,
+        "max_len": enc.max_len(), "batch": a.batch, "threads": a.threads, "seconds": took,
+        "tokens_per_s": tokens as f64 / took, "texts_per_s": texts.len() as f64 / took});
+    if a.json {
+        println!("{v}");
+    } else {
+        println!(
+            "{:.0} tokens/s, {:.1} texts/s ({} texts, {} tokens up to {} each, in {:.2} s, {}, \
+             {path} path)",
+            tokens as f64 / took,
+            texts.len() as f64 / took,
+            texts.len(),
+            tokens,
+            enc.max_len(),
+            took,
+            enc.device_label()
+        );
+    }
+    Ok(())
+}
+
 /// Forward passes over random ids (not special tokens, no padding), so the number measures the
 /// encoder alone: best of `repeat` after one warm-up.
 fn encode(g: &Global, a: &EncodeArgs) -> Result<()> {
@@ -404,7 +445,10 @@ fn encode(g: &Global, a: &EncodeArgs) -> Result<()> {
         }
     }
     let files = shared::resolve_model(g)?;
-    let enc = shared::load_encoder(g, &files, None)?;
+    if let Some(data) = &a.data {
+        return encode_texts(g, a, &files, data);
+    }
+    let enc = shared::load_encoder_with(g, &files, None, a.candle)?;
     if a.seq == 0 || a.batch == 0 || a.seq > enc.config().max_position_embeddings {
         anyhow::bail!(
             "--seq must be 1..={} and --batch at least 1",
@@ -436,13 +480,15 @@ fn encode(g: &Global, a: &EncodeArgs) -> Result<()> {
         best = best.min(run()?);
     }
     let tokens = (a.batch * a.seq) as f64;
-    let v = serde_json::json!({"model": files.id, "device": enc.device_label(), "batch": a.batch,
-        "seq": a.seq, "threads": a.threads, "best_s": best, "tokens_per_s": tokens / best});
+    let path = if enc.fused_cpu() { "fused" } else { "candle" };
+    let v = serde_json::json!({"model": files.id, "device": enc.device_label(), "path": path,
+        "batch": a.batch, "seq": a.seq, "threads": a.threads, "best_s": best,
+        "tokens_per_s": tokens / best});
     if a.json {
         println!("{v}");
     } else {
         println!(
-            "{:.0} tokens/s ({} × {} in {:.3} s, best of {}, {})",
+            "{:.0} tokens/s ({} × {} in {:.3} s, best of {}, {}, {path} path)",
             tokens / best,
             a.batch,
             a.seq,

@@ -204,7 +204,8 @@ pub enum BenchCmd {
     Search(SearchBenchArgs),
     /// Time from saving a note to finding it, through the watcher, in a temporary folder
     Freshness(FreshnessArgs),
-    /// Encoder throughput: tokens/s on random token ids of exactly BATCH × SEQ (no padding)
+    /// Encoder throughput: tokens/s on random token ids of exactly BATCH × SEQ (no padding), or
+    /// on real texts with --data
     Encode(EncodeArgs),
 }
 
@@ -222,6 +223,17 @@ pub struct EncodeArgs {
     /// Timed repetitions after one warm-up (the best is reported)
     #[arg(long, default_value_t = 5)]
     pub repeat: usize,
+    /// Run candle's general tensor path instead of the fused CPU path (the baseline)
+    #[arg(long)]
+    pub candle: bool,
+    /// Time `embed` on the texts of this {"label","text"} JSONL file instead (mixed lengths, cut
+    /// at --seq tokens, batched by length, at most --batch per pass, pooled): counts real
+    /// tokens, one timed pass after a warm-up on the first texts
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+    /// With --data: use the first N texts
+    #[arg(long, default_value_t = 2000)]
+    pub limit: usize,
     /// Print one JSON object
     #[arg(long)]
     pub json: bool,

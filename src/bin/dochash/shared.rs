@@ -74,6 +74,7 @@ pub fn load_encoder_dir(
             device: g.device,
             trainable: false,
             max_len,
+            candle_only: false,
         },
     )
     .with_context(|| format!("cannot load the model in {}", dir.display()))
@@ -90,12 +91,23 @@ pub fn resolve_index_model(g: &Global) -> Result<ModelFiles> {
 }
 
 pub fn load_encoder(g: &Global, files: &ModelFiles, max_len: Option<usize>) -> Result<Encoder> {
+    load_encoder_with(g, files, max_len, false)
+}
+
+/// [`load_encoder`], optionally on candle's general tensor path (`bench encode --candle`).
+pub fn load_encoder_with(
+    g: &Global,
+    files: &ModelFiles,
+    max_len: Option<usize>,
+    candle_only: bool,
+) -> Result<Encoder> {
     let enc = Encoder::load(
         &files.dir,
         &LoadOptions {
             device: g.device,
             trainable: false,
             max_len,
+            candle_only,
         },
     )
     .with_context(|| format!("cannot load the model {}", files.id))?;
