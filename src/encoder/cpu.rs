@@ -23,7 +23,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::kernels::{self, Act};
-use super::packed::{Packed, matmul_bias};
+use super::packed::{Packed, dense};
 
 /// One BERT layer's weights, packed for `x · W + b` with `x` row-major `(tokens, in)`.
 pub(crate) struct CpuLayer {
@@ -313,7 +313,7 @@ impl CpuLayers {
             let inter = grown(inter, len * self.inter);
             let scores = grown(scores, len * len);
 
-            matmul_bias(x, h, len, &w.qkv.0, &w.qkv.1, qkv, 3 * h, alone);
+            dense(x, h, len, &w.qkv.0, &w.qkv.1, None, qkv, 3 * h, alone);
             for head in 0..heads {
                 let q = Operand {
                     data: qkv,
@@ -348,11 +348,32 @@ impl CpuLayers {
                     par,
                 );
             }
-            matmul_bias(ctx, h, len, &w.attn_out.0, &w.attn_out.1, tmp, h, alone);
+            dense(
+                ctx,
+                h,
+                len,
+                &w.attn_out.0,
+                &w.attn_out.1,
+                None,
+                tmp,
+                h,
+                alone,
+            );
             kernels::residual_layer_norm(x, tmp, &w.attn_norm.0, &w.attn_norm.1, self.eps);
-            matmul_bias(x, h, len, &w.inter.0, &w.inter.1, inter, self.inter, alone);
-            kernels::activate_in_place(inter, self.act);
-            matmul_bias(inter, self.inter, len, &w.out.0, &w.out.1, tmp, h, alone);
+            dense(
+                x,
+                h,
+                len,
+                &w.inter.0,
+                &w.inter.1,
+                Some(self.act),
+                inter,
+                self.inter,
+                alone,
+            );
+            dense(
+                inter, self.inter, len, &w.out.0, &w.out.1, None, tmp, h, alone,
+            );
             kernels::residual_layer_norm(x, tmp, &w.out_norm.0, &w.out_norm.1, self.eps);
         });
     }

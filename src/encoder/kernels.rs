@@ -52,7 +52,8 @@ fn exp<const FMA: bool>(x: f32) -> f32 {
     // vectorises where `round()` would not.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = fmadd::<FMA>(x, LOG2E, ROUND) - ROUND;
+    let t = fmadd::<FMA>(x, LOG2E, ROUND);
+    let n = t - ROUND;
     let r = fmadd::<FMA>(n, -LN2_LO, fmadd::<FMA>(n, -LN2_HI, x));
     // Cephes' expf minimax polynomial on [-ln2/2, ln2/2].
     let mut p = 1.987_569_1e-4;
@@ -62,7 +63,10 @@ fn exp<const FMA: bool>(x: f32) -> f32 {
     p = fmadd::<FMA>(p, r, 1.666_666_5e-1);
     p = fmadd::<FMA>(p, r, 0.5);
     let e = fmadd::<FMA>(p, r * r, r) + 1.0;
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2^n from the integer in `t`'s low mantissa bits: integer ops vectorise, where `n as i32`
+    // (a saturating cast) was compiled to a scalar conversion per lane.
+    let n_int = t.to_bits().wrapping_sub(ROUND.to_bits());
+    e * f32::from_bits(n_int.wrapping_add(127) << 23)
 }
 
 /// `erf(x)` as a rational minimax approximation on [-4, 4] (beyond it erf is ±1 in f32), the one
@@ -114,6 +118,13 @@ fn activate<const FMA: bool>(act: Act, x: f32) -> f32 {
 kernel! {
     /// `x = act(x)` element-wise.
     pub fn activate_in_place(x: &mut [f32], act: Act) => activate_impl
+}
+
+/// [`activate_in_place`] for callers already compiled with the features `FMA` stands for (the
+/// packed GEMM's tile epilogue): inlined there, so it vectorises in their context.
+#[inline(always)]
+pub(crate) fn activate_slice<const FMA: bool>(x: &mut [f32], act: Act) {
+    activate_impl::<FMA>(x, act)
 }
 
 #[inline(always)]
