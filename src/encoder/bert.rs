@@ -223,18 +223,24 @@ impl Bert {
             h,
         );
         let emb_norm = Norm::load(&emb.pp("LayerNorm"), h, cfg.layer_norm_eps)?;
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| Layer::load(&vb.pp(format!("encoder.layer.{i}")), cfg, !trainable))
-            .collect::<candle_core::Result<Vec<_>>>()?;
         let device = vb.device().clone();
-        let stack = if !trainable && fused_cpu && device.is_cpu() {
+        let cpu_path = !trainable && fused_cpu && device.is_cpu();
+        // The fused CPU path stacks Q/K/V itself; a candle copy would only cost load time.
+        let stack_qkv = !trainable && !cpu_path;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| Layer::load(&vb.pp(format!("encoder.layer.{i}")), cfg, stack_qkv))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let stack = if cpu_path {
             let act = match act {
                 Activation::Gelu => Act::GeluErf,
                 Activation::GeluTanh => Act::GeluTanh,
                 Activation::Relu => Act::Relu,
             };
+            // Packing is a pass over every weight that a one-shot query waits for: spread the
+            // layers over the cores.
+            use rayon::prelude::*;
             let cpu = layers
-                .iter()
+                .par_iter()
                 .map(|l| l.cpu(cfg.num_attention_heads))
                 .collect::<candle_core::Result<Vec<_>>>()?;
             Stack::Cpu(CpuLayers::new(

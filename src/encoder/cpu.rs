@@ -58,15 +58,25 @@ fn vec1(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
 }
 
-/// `(out, in)` → row-major `(in, out)`, optionally scaled.
-fn transposed(w: &Tensor, scale: f64) -> candle_core::Result<Vec<f32>> {
-    vec1(&(w.to_dtype(DType::F32)?.t()?.contiguous()? * scale)?)
+/// Runs `f` on a tensor's values as `f32`, borrowing candle's CPU buffer when it already holds
+/// them contiguously (the case for a model loaded on the CPU) instead of copying.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let t = t.to_dtype(DType::F32)?.contiguous()?;
+    {
+        let (storage, layout) = t.storage_and_layout();
+        if let (candle_core::Storage::Cpu(cpu), Some((start, end))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            return Ok(f(&cpu.as_slice::<f32>()?[start..end]));
+        }
+    }
+    Ok(f(&vec1(&t)?))
 }
 
 fn packed(d: &DenseRef<'_>) -> candle_core::Result<(Packed, Vec<f32>)> {
-    let (out, inp) = d.weight.dims2()?;
+    let (_, inp) = d.weight.dims2()?;
     Ok((
-        Packed::new(&transposed(d.weight, 1.0)?, inp, out),
+        with_f32(d.weight, |w| Packed::from_rows(&[(w, 1.0)], inp))?,
         vec1(d.bias)?,
     ))
 }
@@ -74,24 +84,19 @@ fn packed(d: &DenseRef<'_>) -> candle_core::Result<(Packed, Vec<f32>)> {
 impl CpuLayer {
     pub(crate) fn new(l: &LayerRef<'_>, heads: usize) -> candle_core::Result<Self> {
         let (h, _) = l.query.weight.dims2()?;
-        let scale = 1.0 / ((h / heads.max(1)) as f64).sqrt();
-        let q = transposed(l.query.weight, scale)?;
-        let k = transposed(l.key.weight, 1.0)?;
-        let v = transposed(l.value.weight, 1.0)?;
-        let mut qkv_w = Vec::with_capacity(3 * h * h);
-        for row in 0..h {
-            for part in [&q, &k, &v] {
-                qkv_w.extend_from_slice(&part[row * h..(row + 1) * h]);
-            }
-        }
-        let mut qkv_b: Vec<f32> = vec1(l.query.bias)?
-            .into_iter()
-            .map(|b| b * scale as f32)
-            .collect();
+        let scale = 1.0 / ((h / heads.max(1)) as f32).sqrt();
+        let qkv = with_f32(l.query.weight, |q| {
+            with_f32(l.key.weight, |k| {
+                with_f32(l.value.weight, |v| {
+                    Packed::from_rows(&[(q, scale), (k, 1.0), (v, 1.0)], h)
+                })
+            })
+        })???;
+        let mut qkv_b: Vec<f32> = vec1(l.query.bias)?.into_iter().map(|b| b * scale).collect();
         qkv_b.extend(vec1(l.key.bias)?);
         qkv_b.extend(vec1(l.value.bias)?);
         Ok(Self {
-            qkv: (Packed::new(&qkv_w, h, 3 * h), qkv_b),
+            qkv: (qkv, qkv_b),
             attn_out: packed(&l.attn_out)?,
             attn_norm: (vec1(l.attn_norm.0)?, vec1(l.attn_norm.1)?),
             inter: packed(&l.inter)?,

@@ -33,16 +33,30 @@ pub(crate) struct Packed {
 }
 
 impl Packed {
-    /// Packs `w`, row-major `(k, n)`.
-    pub(crate) fn new(w: &[f32], k: usize, n: usize) -> Self {
-        assert_eq!(w.len(), k * n, "weight of {} values for {k}×{n}", w.len());
-        let panels = n.div_ceil(NR);
-        let mut data = vec![0f32; panels * k * NR];
-        for p in 0..k {
-            for j in 0..panels {
-                let cols = NR.min(n - j * NR);
-                let at = Self::offset(k, n, j, p);
-                data[at..at + cols].copy_from_slice(&w[p * n + j * NR..p * n + j * NR + cols]);
+    /// Packs the output rows of PyTorch-layout `(out, k)` weights, concatenated in order (Q, K
+    /// and V into one matrix), each part scaled by its factor. Reading the checkpoint's layout
+    /// directly, without a transposed copy, keeps model loading (a one-shot query pays for it)
+    /// to one pass over the weights.
+    pub(crate) fn from_rows(parts: &[(&[f32], f32)], k: usize) -> Self {
+        let n: usize = parts.iter().map(|(w, _)| w.len() / k.max(1)).sum();
+        for (w, _) in parts {
+            assert_eq!(
+                w.len() % k.max(1),
+                0,
+                "weight of {} values for width {k}",
+                w.len()
+            );
+        }
+        let mut data = vec![0f32; n.div_ceil(NR) * k * NR];
+        let rows = parts
+            .iter()
+            .flat_map(|&(w, scale)| w.chunks_exact(k.max(1)).map(move |r| (r, scale)));
+        // Output columns in order, so each panel's 16 columns are written while its block is
+        // in cache.
+        for (c, (row, scale)) in rows.enumerate() {
+            let (j, cc) = (c / NR, c % NR);
+            for (p, &v) in row.iter().enumerate() {
+                data[Self::offset(k, n, j, p) + cc] = v * scale;
             }
         }
         Self { k, n, data }
@@ -387,6 +401,14 @@ mod tests {
         y
     }
 
+    /// Packs a row-major `(k, n)` matrix through the `(out, in)` constructor.
+    fn pack(w: &[f32], k: usize, n: usize) -> Packed {
+        let rows: Vec<f32> = (0..n)
+            .flat_map(|c| (0..k).map(move |p| w[p * n + c]))
+            .collect();
+        Packed::from_rows(&[(&rows, 1.0)], k)
+    }
+
     fn values(len: usize, seed: u32) -> Vec<f32> {
         (0..len)
             .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 2001) as f32 / 1000.0 - 1.0)
@@ -407,7 +429,7 @@ mod tests {
             let w = values(k * n, 2);
             let bias = values(n, 3);
             let want = naive(&x, m, k, &w, n, &bias);
-            let packed = Packed::new(&w, k, n);
+            let packed = pack(&w, k, n);
             let mut y = vec![f32::NAN; m * n];
             dense(&x, k, m, &packed, &bias, None, &mut y, n, false);
             let mut y_par = vec![f32::NAN; m * n];
@@ -448,7 +470,7 @@ mod tests {
             &x,
             k,
             m,
-            &Packed::new(&w, k, n),
+            &pack(&w, k, n),
             &bias,
             Some(Act::Relu),
             &mut y,
@@ -458,7 +480,7 @@ mod tests {
         let mut y2 = vec![0f32; m * n];
         // SAFETY: y2 holds m rows of n values; no other thread exists.
         unsafe {
-            let p = Packed::new(&w, k, n);
+            let p = pack(&w, k, n);
             portable(
                 &x,
                 k,
@@ -488,17 +510,7 @@ mod tests {
         let w = values(k * n, 5);
         let bias = vec![0.5; n];
         let mut y = vec![7.0f32; m * 24];
-        dense(
-            &x,
-            10,
-            m,
-            &Packed::new(&w, k, n),
-            &bias,
-            None,
-            &mut y,
-            24,
-            false,
-        );
+        dense(&x, 10, m, &pack(&w, k, n), &bias, None, &mut y, 24, false);
         let dense: Vec<f32> = (0..m)
             .flat_map(|r| x[r * 10..r * 10 + k].to_vec())
             .collect();
