@@ -15,7 +15,7 @@ use candle_core::{D, DType, Device, Module, Tensor, Var};
 use candle_nn::{Embedding, VarBuilder, VarMap};
 
 use super::config::{Activation, BertConfig};
-use super::cpu::{CpuLayer, CpuLayers, DenseRef, LayerRef};
+use super::cpu::{CpuEmbeddings, CpuLayer, CpuLayers, DenseRef, LayerRef};
 use super::kernels::Act;
 
 /// HF uses the dtype minimum; -10 000 already underflows `exp` to exactly 0 in f32 and is safe in
@@ -243,8 +243,14 @@ impl Bert {
                 .par_iter()
                 .map(|l| l.cpu(cfg.num_attention_heads))
                 .collect::<candle_core::Result<Vec<_>>>()?;
+            let embeddings = CpuEmbeddings::new(
+                position.embeddings(),
+                token_type.embeddings(),
+                (&emb_norm.weight, &emb_norm.bias),
+            )?;
             Stack::Cpu(CpuLayers::new(
                 cpu,
+                embeddings,
                 h,
                 cfg.num_attention_heads,
                 cfg.intermediate_size,
@@ -298,6 +304,13 @@ impl Bert {
                 "sequence of {t} tokens exceeds the model's limit of {}",
                 self.cfg.max_position_embeddings
             );
+        }
+        if let Stack::Cpu(cpu) = &self.stack {
+            if train {
+                candle_core::bail!("dropout needs the encoder loaded as trainable");
+            }
+            let n = layers.min(self.num_layers());
+            return cpu.forward_ids(ids, mask, self.word.embeddings(), 0..n);
         }
         let positions = Tensor::arange(0u32, t as u32, &self.device)?;
         let types = Tensor::zeros((b, t), DType::U32, &self.device)?;

@@ -106,9 +106,34 @@ impl CpuLayer {
     }
 }
 
+/// What the embedding layer adds to a word vector: position `j`'s vector plus token type 0's,
+/// summed once at load, then the layer norm's parameters.
+pub(crate) struct CpuEmbeddings {
+    pos_type: Vec<f32>,
+    norm: (Vec<f32>, Vec<f32>),
+}
+
+impl CpuEmbeddings {
+    /// From the position table `(positions, h)`, the token-type table `(types, h)` and the
+    /// embedding layer norm.
+    pub(crate) fn new(
+        position: &Tensor,
+        token_type: &Tensor,
+        norm: (&Tensor, &Tensor),
+    ) -> candle_core::Result<Self> {
+        let type0 = token_type.get(0)?;
+        let pos_type = vec1(&position.broadcast_add(&type0)?)?;
+        Ok(Self {
+            pos_type,
+            norm: (vec1(norm.0)?, vec1(norm.1)?),
+        })
+    }
+}
+
 /// The encoder layers of a frozen model, ready for the CPU path.
 pub(crate) struct CpuLayers {
     pub(crate) layers: Vec<CpuLayer>,
+    embeddings: CpuEmbeddings,
     hidden: usize,
     heads: usize,
     inter: usize,
@@ -217,6 +242,7 @@ fn matmul(
 impl CpuLayers {
     pub(crate) fn new(
         layers: Vec<CpuLayer>,
+        embeddings: CpuEmbeddings,
         hidden: usize,
         heads: usize,
         inter: usize,
@@ -225,6 +251,7 @@ impl CpuLayers {
     ) -> Self {
         Self {
             layers,
+            embeddings,
             hidden,
             heads,
             inter,
@@ -260,7 +287,7 @@ impl CpuLayers {
         }
         // Each text as the rows of its real tokens only: attending among them is exactly
         // attention with the padded keys masked out.
-        let mut seqs: Vec<(Vec<usize>, Vec<f32>)> = (0..b)
+        let seqs: Vec<(Vec<usize>, Vec<f32>)> = (0..b)
             .map(|i| {
                 let pos: Vec<usize> = (0..t).filter(|&j| keep[i * t + j] != 0.0).collect();
                 let mut rows = Vec::with_capacity(pos.len() * h);
@@ -272,7 +299,68 @@ impl CpuLayers {
             })
             .collect();
         drop(flat);
+        self.run(seqs, b, t, range)
+    }
 
+    /// The embeddings of `(b, t)` token ids (word + position + token type 0, layer norm), then
+    /// `range` of the layers, for the tokens the mask keeps: [`forward`](Self::forward) without
+    /// materialising the padded embedding tensor.
+    pub(crate) fn forward_ids(
+        &self,
+        ids: &Tensor,
+        mask: &Tensor,
+        word: &Tensor,
+        range: Range<usize>,
+    ) -> candle_core::Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let h = self.hidden;
+        let ids: Vec<u32> = ids.flatten_all()?.to_dtype(DType::U32)?.to_vec1()?;
+        let keep: Vec<f32> = vec1(mask)?;
+        if keep.len() != b * t {
+            candle_core::bail!("mask of {} values for {b}×{t} ids", keep.len());
+        }
+        let emb = &self.embeddings;
+        if t * h > emb.pos_type.len() {
+            candle_core::bail!("sequence of {t} tokens exceeds the model's positions");
+        }
+        let seqs = with_f32(word, |word| {
+            let vocab = word.len() / h;
+            (0..b)
+                .into_par_iter()
+                .map(|i| {
+                    let pos: Vec<usize> = (0..t).filter(|&j| keep[i * t + j] != 0.0).collect();
+                    let mut rows = vec![0f32; pos.len() * h];
+                    for (row, &j) in rows.chunks_exact_mut(h).zip(&pos) {
+                        let id = ids[i * t + j] as usize;
+                        if id >= vocab {
+                            return Err(candle_core::Error::Msg(format!(
+                                "token id {id} outside the vocabulary of {vocab}"
+                            )));
+                        }
+                        let w = &word[id * h..(id + 1) * h];
+                        let p = &emb.pos_type[j * h..(j + 1) * h];
+                        for ((r, &a), &c) in row.iter_mut().zip(w).zip(p) {
+                            *r = a + c;
+                        }
+                    }
+                    kernels::layer_norm(&mut rows, &emb.norm.0, &emb.norm.1, self.eps);
+                    Ok((pos, rows))
+                })
+                .collect::<candle_core::Result<Vec<_>>>()
+        })??;
+        let range = range.start.min(self.len())..range.end.min(self.len());
+        self.run(seqs, b, t, range)
+    }
+
+    /// The layers of `range` over each text's real-token rows, scattered back to `(b, t, h)`.
+    fn run(
+        &self,
+        mut seqs: Vec<(Vec<usize>, Vec<f32>)>,
+        b: usize,
+        t: usize,
+        range: Range<usize>,
+    ) -> candle_core::Result<Tensor> {
+        let h = self.hidden;
         for layer in &self.layers[range] {
             if seqs.len() == 1 {
                 for (_, rows) in &mut seqs {

@@ -192,6 +192,18 @@ fn residual_layer_norm_impl<const FMA: bool>(
     }
 }
 
+kernel! {
+    /// LayerNorm of every row of `x` (rows of `gamma.len()` values), in place.
+    pub fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) => layer_norm_impl
+}
+
+#[inline(always)]
+fn layer_norm_impl<const FMA: bool>(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    for row in x.chunks_exact_mut(gamma.len()) {
+        normalize_row::<FMA>(row, gamma, beta, eps);
+    }
+}
+
 #[inline(always)]
 fn normalize_row<const FMA: bool>(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let n = row.len() as f32;

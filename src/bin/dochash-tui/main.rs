@@ -58,6 +58,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    dochash::encoder::keep_large_buffers();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

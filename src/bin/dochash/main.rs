@@ -19,6 +19,7 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    dochash::encoder::keep_large_buffers();
     let cli = Cli::parse();
     shared::init_logging(cli.global.verbose, cli.global.quiet);
     let result = match &cli.command {
