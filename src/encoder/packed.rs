@@ -103,12 +103,21 @@ pub(crate) fn dense(
     } else {
         1
     };
-    let out = OutPtr(y.as_mut_ptr());
+    let product = Product {
+        x,
+        ldx,
+        m,
+        w,
+        bias,
+        act,
+        y: y.as_mut_ptr(),
+        ldy,
+    };
     let run = |part: usize| {
         let range = panels * part / threads..panels * (part + 1) / threads;
         // SAFETY: the shapes were checked above, and the parts' panel ranges are disjoint, so
         // no two threads write the same element of y.
-        unsafe { compute(x, ldx, m, w, bias, act, &out, ldy, range) }
+        unsafe { compute(&product, range) }
     };
     if threads > 1 {
         use rayon::prelude::*;
@@ -118,57 +127,56 @@ pub(crate) fn dense(
     }
 }
 
-/// `y`'s base pointer, shared by the threads that fill disjoint column panels of it.
-struct OutPtr(*mut f32);
-// SAFETY: only used to write disjoint elements from each thread (see `dense`).
-unsafe impl Sync for OutPtr {}
-
-/// `y = act(x · W + bias)` for the columns of `panels`.
-///
-/// # Safety
-/// `x` and `y` must hold `m` rows of `w.k` / `w.n` values at their strides, `bias` `w.n`
-/// values, and no other thread may touch these columns of `y` meanwhile.
-#[allow(clippy::too_many_arguments)]
-unsafe fn compute(
-    x: &[f32],
+/// One product `y = act(x · W + bias)` whose shapes [`dense`] has checked: `x` holds `m` rows of
+/// `w.k` values at stride `ldx`, `y` `m` rows of `w.n` at stride `ldy`, `bias` `w.n` values.
+struct Product<'a> {
+    x: &'a [f32],
     ldx: usize,
     m: usize,
-    w: &Packed,
-    bias: &[f32],
+    w: &'a Packed,
+    bias: &'a [f32],
     act: Option<Act>,
-    y: &OutPtr,
+    y: *mut f32,
     ldy: usize,
-    panels: std::ops::Range<usize>,
-) {
+}
+
+// SAFETY: the threads that share a product write disjoint column panels of `y` (see `dense`).
+unsafe impl Sync for Product<'_> {}
+
+/// The columns of `panels` of a product.
+///
+/// # Safety
+/// `p`'s shapes must hold (as [`dense`] checks), and no other thread may touch these columns of
+/// `y` meanwhile.
+unsafe fn compute(p: &Product<'_>, panels: std::ops::Range<usize>) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU has the features; the caller guarantees the rest.
-            unsafe { avx2::compute(x, ldx, m, w, bias, act, y.0, ldy, panels) };
+            unsafe { avx2::compute(p, panels) };
             return;
         }
     }
     // SAFETY: as above.
-    unsafe { portable(x, ldx, m, w, bias, act, y.0, ldy, panels) }
+    unsafe { portable(p, panels) }
 }
 
 /// [`compute`] over the packed layout, without SIMD intrinsics.
 ///
 /// # Safety
 /// As [`compute`].
-#[allow(clippy::too_many_arguments)]
-unsafe fn portable(
-    x: &[f32],
-    ldx: usize,
-    m: usize,
-    w: &Packed,
-    bias: &[f32],
-    act: Option<Act>,
-    y: *mut f32,
-    ldy: usize,
-    panels: std::ops::Range<usize>,
-) {
+unsafe fn portable(prod: &Product<'_>, panels: std::ops::Range<usize>) {
+    let Product {
+        x,
+        ldx,
+        m,
+        w,
+        bias,
+        act,
+        y,
+        ldy,
+    } = *prod;
     let (k, n) = (w.k, w.n);
     for j in panels {
         let cols = NR.min(n - j * NR);
@@ -196,11 +204,11 @@ unsafe fn portable(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Act, KC, MR, NR, NV, Packed};
+    use super::{Act, KC, MR, NR, NV, Packed, Product};
+    use crate::encoder::kernels::activate_slice;
 
     /// How far ahead of the panel row being multiplied to prefetch: 32 rows of 64 bytes.
     const PREFETCH: usize = 32 * NR;
-    use crate::encoder::kernels::activate_slice;
 
     thread_local! {
         /// The current depth block of `x`, re-laid out per [`MR`]-row block as `[p][r]`, so the
@@ -208,25 +216,24 @@ mod avx2 {
         static XPACK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
 
-    /// `y = act(x · W + bias)`. Loop order: depth blocks, then panels, then row blocks, so one panel slice
-    /// (16 KB) serves every row block from L1 while the packed rows stream from L2.
+    /// The columns of `panels` of a product. Loop order: depth blocks, then panels, then row
+    /// blocks, so one panel slice (24 KB) serves every row block from L1 while the packed rows
+    /// stream from L2.
     ///
     /// # Safety
-    /// The CPU must have AVX2 and FMA; `x` must hold `m` rows of `w.k` values at stride `ldx` and
-    /// `y` `m` rows of `w.n` values at stride `ldy`; no other thread may touch these columns.
+    /// The CPU must have AVX2 and FMA, and the conditions of [`super::compute`] hold.
     #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn compute(
-        x: &[f32],
-        ldx: usize,
-        m: usize,
-        w: &Packed,
-        bias: &[f32],
-        act: Option<Act>,
-        y: *mut f32,
-        ldy: usize,
-        panels: std::ops::Range<usize>,
-    ) {
+    pub(super) unsafe fn compute(prod: &Product<'_>, panels: std::ops::Range<usize>) {
+        let Product {
+            x,
+            ldx,
+            m,
+            w,
+            bias,
+            act,
+            y,
+            ldy,
+        } = *prod;
         let (k, n) = (w.k, w.n);
         let blocks = m.div_ceil(MR);
         XPACK.with_borrow_mut(|xpack| {
@@ -439,11 +446,18 @@ mod tests {
                 .unwrap();
             pool.install(|| dense(&x, k, m, &packed, &bias, None, &mut y_par, n, true));
             let mut y2 = vec![f32::NAN; m * n];
-            // SAFETY: y2 holds m rows of n values; no other thread exists.
-            unsafe {
-                let range = 0..n.div_ceil(NR);
-                portable(&x, k, m, &packed, &bias, None, y2.as_mut_ptr(), n, range)
+            let prod = Product {
+                x: &x,
+                ldx: k,
+                m,
+                w: &packed,
+                bias: &bias,
+                act: None,
+                y: y2.as_mut_ptr(),
+                ldy: n,
             };
+            // SAFETY: y2 holds m rows of n values; no other thread exists.
+            unsafe { portable(&prod, 0..n.div_ceil(NR)) };
             for (i, w) in want.iter().enumerate() {
                 let tol = 1e-5 * (k as f64).sqrt().max(1.0);
                 assert!(
@@ -478,21 +492,19 @@ mod tests {
             false,
         );
         let mut y2 = vec![0f32; m * n];
-        // SAFETY: y2 holds m rows of n values; no other thread exists.
-        unsafe {
-            let p = pack(&w, k, n);
-            portable(
-                &x,
-                k,
-                m,
-                &p,
-                &bias,
-                Some(Act::Relu),
-                y2.as_mut_ptr(),
-                n,
-                0..2,
-            )
+        let packed = pack(&w, k, n);
+        let prod = Product {
+            x: &x,
+            ldx: k,
+            m,
+            w: &packed,
+            bias: &bias,
+            act: Some(Act::Relu),
+            y: y2.as_mut_ptr(),
+            ldy: n,
         };
+        // SAFETY: y2 holds m rows of n values; no other thread exists.
+        unsafe { portable(&prod, 0..2) };
         for (i, w) in want.iter().enumerate() {
             assert!(
                 (y[i] as f64 - w.max(0.0)).abs() < 1e-4,
