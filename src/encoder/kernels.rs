@@ -123,6 +123,7 @@ kernel! {
 /// [`activate_in_place`] for callers already compiled with the features `FMA` stands for (the
 /// packed GEMM's tile epilogue): inlined there, so it vectorises in their context.
 #[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn activate_slice<const FMA: bool>(x: &mut [f32], act: Act) {
     activate_impl::<FMA>(x, act)
 }
