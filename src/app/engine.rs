@@ -14,10 +14,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::encoder::{BatchLimits, DeviceSpec, Encoder, LoadOptions};
-use crate::index::{
-    DEFAULT_BITS, Hit, Index, IndexMeta, Progress, SearchParams, Searcher, Store, UpdateOptions,
-};
+use crate::encoder::{DeviceSpec, Encoder, LoadOptions};
+use crate::index::{Hit, Index, IndexMeta, Progress, SearchParams, Searcher, Store, UpdateOptions};
 use crate::model::{FetchOptions, ModelSpec};
 
 /// How long file events are collected before an update runs: long enough to merge an editor's
@@ -491,7 +489,7 @@ fn spawn_training(
                         ..Default::default()
                     }),
                     dhim: Some(crate::train::dhim::DhimConfig {
-                        bits: meta.code.as_ref().map(|c| c.bits).unwrap_or(DEFAULT_BITS),
+                        bits: meta.bits(),
                         ..Default::default()
                     }),
                     device: cfg.device,
@@ -554,18 +552,7 @@ fn run_update(
     index: &mut Index,
     enc: &Arc<Encoder>,
 ) -> Result<crate::index::UpdateReport, String> {
-    let bits = index
-        .meta()
-        .code
-        .as_ref()
-        .map(|c| c.bits)
-        .unwrap_or(DEFAULT_BITS);
-    let opts = UpdateOptions {
-        corpus: index.meta().corpus.to_config(),
-        bits,
-        limits: BatchLimits::default(),
-        cancel: Some(shared.stop.clone()),
-    };
+    let opts = UpdateOptions::keeping(index.meta(), Some(shared.stop.clone()));
     set(
         &shared.job,
         Some(Job {

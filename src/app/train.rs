@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::encoder::{BatchLimits, DeviceSpec, Encoder, LoadOptions, Pooling};
 use crate::index::{
-    Coder, DEFAULT_BITS, Index, IndexMeta, Progress as IndexProgress, UpdateOptions,
-    corpus_passages,
+    Coder, Index, IndexMeta, Progress as IndexProgress, UpdateOptions, corpus_passages,
 };
 use crate::model::{self, FetchOptions, ModelFiles, ModelSpec};
 use crate::rng::SplitMix64;
@@ -312,11 +311,7 @@ fn prepare_in(
     let (mut index, _) = Index::open(&dir, &fp).map_err(err)?;
     let bits = match &head {
         Some(h) => h.cfg.bits,
-        None => current
-            .code
-            .as_ref()
-            .map(|c| c.bits)
-            .unwrap_or(DEFAULT_BITS),
+        None => current.bits(),
     };
     if let Some(h) = head {
         index
@@ -324,10 +319,8 @@ fn prepare_in(
             .map_err(err)?;
     }
     let uopts = UpdateOptions {
-        corpus: index.meta().corpus.to_config(),
         bits,
-        limits: BatchLimits::default(),
-        cancel: Some(cancel.clone()),
+        ..UpdateOptions::keeping(index.meta(), Some(cancel.clone()))
     };
     index
         .update(&gen_enc, &uopts, &mut |p| {

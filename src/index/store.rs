@@ -87,6 +87,16 @@ pub struct IndexMeta {
     pub corpus: CorpusSettings,
 }
 
+impl IndexMeta {
+    /// The code length updates keep: the index's own, or the default before it has codes.
+    pub fn bits(&self) -> usize {
+        self.code
+            .as_ref()
+            .map(|c| c.bits)
+            .unwrap_or(super::DEFAULT_BITS)
+    }
+}
+
 /// The persistent part of [`crate::corpus::CorpusConfig`]; `None` means the default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CorpusSettings {

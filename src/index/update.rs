@@ -58,6 +58,18 @@ pub struct UpdateOptions {
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
+impl UpdateOptions {
+    /// An update that keeps `meta`'s folder settings and code length, in default batches.
+    pub fn keeping(meta: &super::IndexMeta, cancel: Option<Arc<AtomicBool>>) -> Self {
+        Self {
+            corpus: meta.corpus.to_config(),
+            bits: meta.bits(),
+            limits: BatchLimits::default(),
+            cancel,
+        }
+    }
+}
+
 struct Counter<'a>(&'a Encoder);
 
 impl TokenCounter for Counter<'_> {

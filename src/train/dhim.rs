@@ -49,16 +49,36 @@ pub struct DhimConfig {
     /// What the global code is tied to by the β term.
     #[serde(default)]
     pub sentence_code: SentenceCode,
+    /// Where the weights start.
+    #[serde(default)]
+    pub init: HeadInit,
+}
+
+/// Starting weights of a head.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadInit {
+    /// PyTorch's default uniform fan-in init (the reference's).
+    #[default]
+    Random,
+    /// The head starts as ITQ: window-1 filters `±w_j` (so `relu(z) − relu(−z) = z` passes the
+    /// READOUT through linearly) and a projection that reads `w_j · (readout − mean)`, where
+    /// `w_j` are ITQ's directions fitted on the training documents' READOUTs. Training then
+    /// starts from codes that already keep float neighbourhoods, instead of from random bits.
+    Itq,
+}
+
+impl std::str::FromStr for HeadInit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        super::parse_choice(s, "head init", "random or itq")
+    }
 }
 
 impl std::str::FromStr for SentenceCode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "learned" => Ok(Self::Learned),
-            "itq" => Ok(Self::Itq),
-            _ => Err(format!("unknown sentence code {s:?}: use learned or itq")),
-        }
+        super::parse_choice(s, "sentence code", "learned or itq")
     }
 }
 
@@ -89,6 +109,7 @@ impl Default for DhimConfig {
             max_tokens: 127,
             seed: 0x0d41,
             sentence_code: SentenceCode::Learned,
+            init: HeadInit::Random,
         }
     }
 }
@@ -212,6 +233,71 @@ impl DhimHead {
 
     pub fn varmap(&self) -> &VarMap {
         &self.varmap
+    }
+
+    /// Replaces one parameter's values (same shape).
+    fn set(&self, name: &str, values: Vec<f32>) -> Result<(), TrainError> {
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| TrainError::Msg("variable map lock poisoned".into()))?;
+        let v = data
+            .get(name)
+            .ok_or_else(|| TrainError::Msg(format!("tensor {name} is missing")))?;
+        let t = Tensor::from_vec(values, v.as_tensor().shape(), v.as_tensor().device())?;
+        Ok(v.set(&t)?)
+    }
+
+    /// Sets the weights so that the head's codes are ITQ codes of the READOUT of the
+    /// documents `docs` (see [`HeadInit::Itq`]). Filters beyond the first `2 × bits` of window
+    /// 1, and the other windows, keep their random weights but start with no say in the
+    /// logits; training gives them one.
+    pub fn warm_start_itq(&self, states: &CorpusStates, docs: &[usize]) -> Result<(), TrainError> {
+        use crate::index::binarize::{LinearHasher, Method};
+        let (bits, f, h) = (self.cfg.bits, self.cfg.filters, self.hidden);
+        if 2 * bits > f || bits > h {
+            return Err(TrainError::Msg(format!(
+                "an ITQ start needs at least 2 × bits = {} filters per window and at most {h} \
+                 bits; have {f} filters",
+                2 * bits
+            )));
+        }
+        let readouts = states.readouts(docs, self.cfg.max_tokens);
+        let hasher = LinearHasher::fit(Method::Itq, &readouts, docs.len(), h, bits, self.cfg.seed)
+            .map_err(|e| TrainError::Msg(format!("cannot fit the ITQ start: {e}")))?;
+        let (mean, dirs) = (hasher.mean(), hasher.projection());
+
+        let mut w: Vec<f32> = self.convs[0].0.flatten_all()?.to_vec1()?;
+        let mut b: Vec<f32> = self.convs[0].1.to_vec1()?;
+        let feat = f * WINDOWS.len();
+        let mut pw = vec![0f32; bits * feat];
+        for j in 0..bits {
+            let d = &dirs[j * h..(j + 1) * h];
+            let offset: f32 = d.iter().zip(mean).map(|(a, m)| a * m).sum();
+            // Spread of this direction over the documents, so that logits / α start with a
+            // standard deviation of about 2: codes start as ITQ's, samples mostly agree with
+            // them, and the sigmoid is not so saturated that the STE gradient vanishes.
+            let z: Vec<f32> = readouts
+                .chunks_exact(h)
+                .map(|r| r.iter().zip(d).map(|(a, b)| a * b).sum::<f32>() - offset)
+                .collect();
+            let var = z.iter().map(|v| v * v).sum::<f32>() / z.len().max(1) as f32;
+            let scale = 2.0 * self.cfg.alpha as f32 / var.sqrt().max(1e-6);
+            w[j * h..(j + 1) * h].copy_from_slice(d);
+            w[(bits + j) * h..(bits + j + 1) * h]
+                .iter_mut()
+                .zip(d)
+                .for_each(|(o, a)| *o = -a);
+            b[j] = -offset;
+            b[bits + j] = offset;
+            pw[j * feat + j] = scale;
+            pw[j * feat + bits + j] = -scale;
+        }
+        self.set("conv1.weight", w)?;
+        self.set("conv1.bias", b)?;
+        self.set("proj.weight", pw)?;
+        self.set("proj.bias", vec![0.0; bits])
     }
 
     /// Local features `(b, t, 3f)` and the masked-mean global feature `(b, 3f)`.
@@ -530,6 +616,9 @@ pub fn train(
     let val = val.to_vec();
     let mut trainset = trainset.to_vec();
     let batch = cfg.batch.clamp(2, trainset.len().max(2));
+    if cfg.init == HeadInit::Itq {
+        head.warm_start_itq(states, &trainset)?;
+    }
 
     // With a fixed ITQ target, the codes of every document, as 0/1 floats.
     let targets: Option<Vec<f32>> = match cfg.sentence_code {

@@ -42,5 +42,16 @@ impl TrainError {
     }
 }
 
+/// Parses an option value by the type's serde name, so a flag and a manifest spell a choice
+/// the same way.
+pub(crate) fn parse_choice<T: serde::de::DeserializeOwned>(
+    s: &str,
+    what: &str,
+    choices: &str,
+) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("unknown {what} {s:?}: use {choices}"))
+}
+
 #[cfg(test)]
 mod tests;

@@ -36,11 +36,7 @@ pub enum Mode {
 impl std::str::FromStr for Mode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "full" => Ok(Self::Full),
-            "head" => Ok(Self::Head),
-            _ => Err(format!("unknown SimCSE mode {s:?}: use full, head or off")),
-        }
+        super::parse_choice(s, "SimCSE mode", "full, head or off")
     }
 }
 

@@ -167,6 +167,25 @@ impl CorpusStates {
         ))
     }
 
+    /// The hashing head's READOUT input of rows `idx`, row-major `(idx.len(), dim)`: the mean
+    /// state over the positions [`batch`](Self::batch) keeps (word positions, at most `max_t`).
+    pub fn readouts(&self, idx: &[usize], max_t: usize) -> Vec<f32> {
+        let d = self.dim;
+        let mut out = vec![0f32; idx.len() * d];
+        for (row, &i) in out.chunks_exact_mut(d.max(1)).zip(idx) {
+            let n = self.tokens(i).saturating_sub(1).min(max_t);
+            let start = self.offsets[i] + 1;
+            for t in start..start + n {
+                for (o, s) in row.iter_mut().zip(&self.states[t * d..(t + 1) * d]) {
+                    *o += s.to_f32();
+                }
+            }
+            let inv = 1.0 / n.max(1) as f32;
+            row.iter_mut().for_each(|o| *o *= inv);
+        }
+        out
+    }
+
     /// The pooled vectors of rows `idx` as a `(b, dim)` tensor.
     pub fn pooled_batch(&self, idx: &[usize], device: &Device) -> Result<Tensor, TrainError> {
         let mut v = Vec::with_capacity(idx.len() * self.dim);

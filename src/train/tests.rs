@@ -473,3 +473,62 @@ fn neighbour_recall_rewards_codes_that_keep_cosine_neighbours() {
     assert_eq!(g, 1.0);
     assert!(b < 0.5, "{b}");
 }
+
+#[test]
+fn an_itq_start_makes_the_head_an_itq_hasher_of_its_readout() {
+    use crate::index::binarize::{LinearHasher, Method};
+    let dev = Device::Cpu;
+    let (n, dim, bits) = (60, 12, 8);
+    let st = synthetic(n, dim, 4, 9);
+    let cfg = DhimConfig {
+        filters: 16,
+        ..small_cfg(bits)
+    };
+    let idx: Vec<usize> = (0..n).collect();
+    let itq = LinearHasher::fit(
+        Method::Itq,
+        &st.readouts(&idx, cfg.max_tokens),
+        n,
+        dim,
+        bits,
+        cfg.seed,
+    )
+    .unwrap()
+    .encode_batch(&st.readouts(&idx, cfg.max_tokens), n)
+    .unwrap();
+    let differing = |codes: &[u64]| -> u32 {
+        codes
+            .iter()
+            .zip(&itq)
+            .map(|(a, b)| (a ^ b).count_ones())
+            .sum()
+    };
+
+    let head = DhimHead::new(cfg.clone(), dim, &dev).unwrap();
+    let random = differing(&head.encode_states(&st, &dev).unwrap());
+    head.warm_start_itq(&st, &idx).unwrap();
+    let started = differing(&head.encode_states(&st, &dev).unwrap());
+    // Rounding may flip a bit whose projection is within float error of zero, nothing more.
+    assert!(
+        started <= 2,
+        "{started} of {} bits differ from ITQ",
+        n * bits
+    );
+    assert!(
+        random > 50,
+        "a random head agreed with ITQ ({random} bits differ)"
+    );
+
+    // Too few filters to carry ±w for every bit is an error, not a silent partial start.
+    let narrow = DhimHead::new(
+        DhimConfig {
+            filters: bits,
+            ..small_cfg(bits)
+        },
+        dim,
+        &dev,
+    )
+    .unwrap();
+    let err = narrow.warm_start_itq(&st, &idx).unwrap_err().to_string();
+    assert!(err.contains("filters"), "{err}");
+}

@@ -167,6 +167,9 @@ pub struct HashingArgs {
     /// DHIM: the β term's target, a learned code of the sentence embedding or its fixed ITQ code
     #[arg(long, value_name = "learned|itq")]
     pub sentence_code: Option<dochash::train::dhim::SentenceCode>,
+    /// DHIM: starting weights, random or an ITQ hasher of the READOUT
+    #[arg(long, value_name = "random|itq")]
+    pub init: Option<dochash::train::dhim::HeadInit>,
     /// SimCSE: full (every weight) or head (top layers only)
     #[arg(long, value_name = "MODE")]
     pub simcse_mode: Option<dochash::train::simcse::Mode>,

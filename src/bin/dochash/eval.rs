@@ -386,6 +386,9 @@ fn dhim_config(a: &HashingArgs, bits: usize) -> DhimConfig {
     if let Some(x) = a.sentence_code {
         cfg.sentence_code = x;
     }
+    if let Some(x) = a.init {
+        cfg.init = x;
+    }
     cfg
 }
 

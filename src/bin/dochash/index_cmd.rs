@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use dochash::app::socket::{self, Reply, Request};
 use dochash::encoder::BatchLimits;
-use dochash::index::{DEFAULT_BITS, Index, Progress, UpdateOptions};
+use dochash::index::{Progress, UpdateOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::{Global, IndexArgs};
@@ -48,15 +48,7 @@ pub fn run(g: &Global, args: &IndexArgs) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let files = shared::resolve_index_model(g)?;
-    let enc = shared::load_encoder(g, &files, None)?;
-    let dir = dochash::app::index_dir()?;
-    let fp = dochash::app::fingerprint(&files, &enc);
-    let (mut index, rebuilt) = Index::open(&dir, &fp)
-        .with_context(|| format!("cannot open the index at {}", dir.display()))?;
-    if let Some(why) = rebuilt {
-        shared::note(g, why);
-    }
+    let (enc, mut index) = shared::open_index(g)?;
 
     for p in &args.forget {
         if !index.forget_root(p)? {
@@ -96,18 +88,13 @@ pub fn run(g: &Global, args: &IndexArgs) -> Result<ExitCode> {
     if corpus_changed {
         index.set_corpus(corpus)?;
     }
-    let bits = args
-        .bits
-        .or(index.meta().code.as_ref().map(|c| c.bits))
-        .unwrap_or(DEFAULT_BITS);
     let opts = UpdateOptions {
-        corpus: index.meta().corpus.to_config(),
-        bits,
+        bits: args.bits.unwrap_or(index.meta().bits()),
         limits: BatchLimits {
             max_batch: args.batch.max(1),
             max_tokens: args.batch.max(1) * 128,
         },
-        cancel: None,
+        ..UpdateOptions::keeping(index.meta(), None)
     };
 
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());

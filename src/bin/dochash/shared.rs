@@ -90,6 +90,21 @@ pub fn resolve_index_model(g: &Global) -> Result<ModelFiles> {
     Ok(files)
 }
 
+/// The index's model loaded and the index opened (created, or rebuilt when its model changed,
+/// which is noted) for a command that writes to it.
+pub fn open_index(g: &Global) -> Result<(Encoder, dochash::index::Index)> {
+    let files = resolve_index_model(g)?;
+    let enc = load_encoder(g, &files, None)?;
+    let dir = dochash::app::index_dir()?;
+    let fp = dochash::app::fingerprint(&files, &enc);
+    let (index, rebuilt) = dochash::index::Index::open(&dir, &fp)
+        .with_context(|| format!("cannot open the index at {}", dir.display()))?;
+    if let Some(why) = rebuilt {
+        note(g, why);
+    }
+    Ok((enc, index))
+}
+
 pub fn load_encoder(g: &Global, files: &ModelFiles, max_len: Option<usize>) -> Result<Encoder> {
     load_encoder_with(g, files, max_len, false)
 }

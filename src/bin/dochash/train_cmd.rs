@@ -9,8 +9,7 @@ use anyhow::{Context, Result, bail};
 use dochash::app::generation;
 use dochash::app::socket::{self, Request};
 use dochash::app::train::{self, Outcome, TrainOptions, TrainProgress};
-use dochash::encoder::BatchLimits;
-use dochash::index::{DEFAULT_BITS, Index, UpdateOptions};
+use dochash::index::UpdateOptions;
 use dochash::train::TrainError;
 use dochash::train::dhim::{self, DhimConfig};
 use dochash::train::simcse::{self, SimcseConfig};
@@ -32,15 +31,7 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
         bail!("nothing to train: pass --dhim and/or --simcse head|full");
     }
 
-    let files = shared::resolve_index_model(g)?;
-    let enc = shared::load_encoder(g, &files, None)?;
-    let dir = dochash::app::index_dir()?;
-    let fp = dochash::app::fingerprint(&files, &enc);
-    let (mut index, rebuilt) = Index::open(&dir, &fp)
-        .with_context(|| format!("cannot open the index at {}", dir.display()))?;
-    if let Some(why) = rebuilt {
-        shared::note(g, why);
-    }
+    let (enc, mut index) = shared::open_index(g)?;
     if index.meta().roots.is_empty() {
         bail!("no folders are indexed yet; run `dochash index PATH` first");
     }
@@ -48,18 +39,7 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
     generation::clean_up(&home);
     // Training reads the files, so bring the serving index up to date first: it is what keeps
     // serving if training is interrupted.
-    let bits_now = index
-        .meta()
-        .code
-        .as_ref()
-        .map(|c| c.bits)
-        .unwrap_or(DEFAULT_BITS);
-    let uopts = UpdateOptions {
-        corpus: index.meta().corpus.to_config(),
-        bits: bits_now,
-        limits: BatchLimits::default(),
-        cancel: None,
-    };
+    let uopts = UpdateOptions::keeping(index.meta(), None);
     index.update(&enc, &uopts, &mut |_| {})?;
     drop(enc);
 
@@ -79,7 +59,7 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
             }),
         },
         dhim: args.dhim.then(|| DhimConfig {
-            bits: args.bits.unwrap_or(bits_now),
+            bits: args.bits.unwrap_or(uopts.bits),
             max_epochs: args.epochs,
             ..Default::default()
         }),
@@ -177,18 +157,7 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
     };
     let mut prepared = *prepared;
     // Catch up with files changed while training, then switch.
-    let uopts = UpdateOptions {
-        corpus: prepared.index.meta().corpus.to_config(),
-        bits: prepared
-            .index
-            .meta()
-            .code
-            .as_ref()
-            .map(|c| c.bits)
-            .unwrap_or(DEFAULT_BITS),
-        limits: BatchLimits::default(),
-        cancel: None,
-    };
+    let uopts = UpdateOptions::keeping(prepared.index.meta(), None);
     prepared
         .index
         .update(&prepared.encoder, &uopts, &mut |_| {})?;
