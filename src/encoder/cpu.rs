@@ -239,6 +239,18 @@ fn matmul(
     }
 }
 
+/// The positions of each of the `b` rows of a `(b, t)` mask that hold real tokens (non-zero).
+fn real_positions(mask: &Tensor, b: usize, t: usize) -> candle_core::Result<Vec<Vec<usize>>> {
+    let keep: Vec<f32> = vec1(mask)?;
+    if keep.len() != b * t {
+        candle_core::bail!("mask of {} values for {b}×{t} tokens", keep.len());
+    }
+    Ok(keep
+        .chunks_exact(t.max(1))
+        .map(|row| (0..row.len()).filter(|&j| row[j] != 0.0).collect())
+        .collect())
+}
+
 impl CpuLayers {
     pub(crate) fn new(
         layers: Vec<CpuLayer>,
@@ -276,20 +288,17 @@ impl CpuLayers {
         if h != self.hidden {
             candle_core::bail!("states of width {h} for a model of width {}", self.hidden);
         }
-        let range = range.start.min(self.len())..range.end.min(self.len());
-        if range.is_empty() {
+        if range.start.min(self.len()) >= range.end.min(self.len()) {
             return Ok(x.clone());
         }
         let flat: Vec<f32> = vec1(x)?;
-        let keep: Vec<f32> = vec1(mask)?;
-        if keep.len() != b * t {
-            candle_core::bail!("mask of {} values for {b}×{t} states", keep.len());
-        }
+        let real = real_positions(mask, b, t)?;
         // Each text as the rows of its real tokens only: attending among them is exactly
         // attention with the padded keys masked out.
-        let seqs: Vec<(Vec<usize>, Vec<f32>)> = (0..b)
-            .map(|i| {
-                let pos: Vec<usize> = (0..t).filter(|&j| keep[i * t + j] != 0.0).collect();
+        let seqs: Vec<(Vec<usize>, Vec<f32>)> = real
+            .into_iter()
+            .enumerate()
+            .map(|(i, pos)| {
                 let mut rows = Vec::with_capacity(pos.len() * h);
                 for &j in &pos {
                     let at = (i * t + j) * h;
@@ -315,20 +324,16 @@ impl CpuLayers {
         let (b, t) = ids.dims2()?;
         let h = self.hidden;
         let ids: Vec<u32> = ids.flatten_all()?.to_dtype(DType::U32)?.to_vec1()?;
-        let keep: Vec<f32> = vec1(mask)?;
-        if keep.len() != b * t {
-            candle_core::bail!("mask of {} values for {b}×{t} ids", keep.len());
-        }
+        let real = real_positions(mask, b, t)?;
         let emb = &self.embeddings;
         if t * h > emb.pos_type.len() {
             candle_core::bail!("sequence of {t} tokens exceeds the model's positions");
         }
         let seqs = with_f32(word, |word| {
             let vocab = word.len() / h;
-            (0..b)
-                .into_par_iter()
-                .map(|i| {
-                    let pos: Vec<usize> = (0..t).filter(|&j| keep[i * t + j] != 0.0).collect();
+            real.into_par_iter()
+                .enumerate()
+                .map(|(i, pos)| {
                     let mut rows = vec![0f32; pos.len() * h];
                     for (row, &j) in rows.chunks_exact_mut(h).zip(&pos) {
                         let id = ids[i * t + j] as usize;
@@ -348,7 +353,6 @@ impl CpuLayers {
                 })
                 .collect::<candle_core::Result<Vec<_>>>()
         })??;
-        let range = range.start.min(self.len())..range.end.min(self.len());
         self.run(seqs, b, t, range)
     }
 
@@ -361,6 +365,7 @@ impl CpuLayers {
         range: Range<usize>,
     ) -> candle_core::Result<Tensor> {
         let h = self.hidden;
+        let range = range.start.min(self.len())..range.end.min(self.len());
         for layer in &self.layers[range] {
             if seqs.len() == 1 {
                 for (_, rows) in &mut seqs {

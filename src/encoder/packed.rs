@@ -317,7 +317,7 @@ mod avx2 {
     /// block) += a packed `kc × MR` block of `x` (first `R` rows used) · a `kc × 16` panel
     /// slice; then `act` on the stored tile (last depth block). With `FETCH`, the panel rows a
     /// little ahead are prefetched: a 12-token query is bound by streaming the 42 MB of weights
-    /// from memory, and this took it from 4.9 to 4.3 ms.
+    /// from memory, and this took it from 4.9 to 4.2 ms.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     #[allow(clippy::too_many_arguments)]

@@ -140,6 +140,12 @@ impl CorpusStates {
         self.padded(idx, 0, usize::MAX, device)
     }
 
+    /// Token rows of text `i` a batch keeps: `skip` leading tokens dropped, at most `max_t` kept.
+    fn kept(&self, i: usize, skip: usize, max_t: usize) -> std::ops::Range<usize> {
+        let start = self.offsets[i] + skip.min(self.tokens(i));
+        start..start + self.tokens(i).saturating_sub(skip).min(max_t)
+    }
+
     fn padded(
         &self,
         idx: &[usize],
@@ -147,15 +153,19 @@ impl CorpusStates {
         max_t: usize,
         device: &Device,
     ) -> Result<(Tensor, Tensor), TrainError> {
-        let len = |i: usize| self.tokens(i).saturating_sub(skip).min(max_t);
-        let t = idx.iter().map(|&i| len(i)).max().unwrap_or(0).max(1);
+        let t = idx
+            .iter()
+            .map(|&i| self.kept(i, skip, max_t).len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
         let d = self.dim;
         let mut x = vec![0f32; idx.len() * t * d];
         let mut m = vec![0f32; idx.len() * t];
         for (k, &i) in idx.iter().enumerate() {
-            let n = len(i);
-            let start = self.offsets[i] + skip;
-            let src = &self.states[start * d..(start + n) * d];
+            let rows = self.kept(i, skip, max_t);
+            let n = rows.len();
+            let src = &self.states[rows.start * d..rows.end * d];
             for (dst, s) in x[k * t * d..k * t * d + n * d].iter_mut().zip(src) {
                 *dst = s.to_f32();
             }
@@ -173,14 +183,13 @@ impl CorpusStates {
         let d = self.dim;
         let mut out = vec![0f32; idx.len() * d];
         for (row, &i) in out.chunks_exact_mut(d.max(1)).zip(idx) {
-            let n = self.tokens(i).saturating_sub(1).min(max_t);
-            let start = self.offsets[i] + 1;
-            for t in start..start + n {
+            let rows = self.kept(i, 1, max_t);
+            let inv = 1.0 / rows.len().max(1) as f32;
+            for t in rows {
                 for (o, s) in row.iter_mut().zip(&self.states[t * d..(t + 1) * d]) {
                     *o += s.to_f32();
                 }
             }
-            let inv = 1.0 / n.max(1) as f32;
             row.iter_mut().for_each(|o| *o *= inv);
         }
         out

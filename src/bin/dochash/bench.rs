@@ -394,6 +394,11 @@ fn freshness(g: &Global, a: &FreshnessArgs) -> Result<()> {
     Ok(())
 }
 
+/// Which forward pass the encoder runs, for the report.
+fn path_label(enc: &Encoder) -> &'static str {
+    if enc.fused_cpu() { "fused" } else { "candle" }
+}
+
 /// `embed` over real texts: what indexing sees (tokenizing, length bucketing, padding, pooling).
 fn encode_texts(g: &Global, a: &EncodeArgs, files: &ModelFiles, data: &Path) -> Result<()> {
     let texts = read_jsonl(data, Some(a.limit))?;
@@ -411,7 +416,7 @@ fn encode_texts(g: &Global, a: &EncodeArgs, files: &ModelFiles, data: &Path) -> 
     let t = Instant::now();
     enc.embed(&texts, Pooling::Mean, true, limits)?;
     let took = t.elapsed().as_secs_f64();
-    let path = if enc.fused_cpu() { "fused" } else { "candle" };
+    let path = path_label(&enc);
     let v = serde_json::json!({"model": files.id, "device": enc.device_label(), "path": path,
         "data": data.display().to_string(), "texts": texts.len(), "tokens": tokens,
         "max_len": enc.max_len(), "batch": a.batch, "threads": a.threads, "seconds": took,
@@ -480,7 +485,7 @@ fn encode(g: &Global, a: &EncodeArgs) -> Result<()> {
         best = best.min(run()?);
     }
     let tokens = (a.batch * a.seq) as f64;
-    let path = if enc.fused_cpu() { "fused" } else { "candle" };
+    let path = path_label(&enc);
     let v = serde_json::json!({"model": files.id, "device": enc.device_label(), "path": path,
         "batch": a.batch, "seq": a.seq, "threads": a.threads, "best_s": best,
         "tokens_per_s": tokens / best});
