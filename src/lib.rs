@@ -6,7 +6,10 @@
 pub mod app;
 pub mod corpus;
 pub mod encoder;
+pub mod failpoint;
+pub mod fsx;
 pub mod index;
 pub mod model;
+pub mod pathwire;
 pub mod rng;
 pub mod train;

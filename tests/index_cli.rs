@@ -4,75 +4,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 
-use common::{dochash, stderr, stdout};
+use common::{Env, dochash, env, stderr, stdout};
 use serde_json::Value;
-
-struct Env {
-    _tmp: tempfile::TempDir,
-    home: PathBuf,
-    notes: PathBuf,
-    model: PathBuf,
-}
-
-fn env() -> Env {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let home = tmp.path().join("home");
-    let notes = tmp.path().join("notes");
-    std::fs::create_dir_all(&notes).unwrap();
-    let model = common::tiny_model(tmp.path());
-    Env {
-        home,
-        notes,
-        model,
-        _tmp: tmp,
-    }
-}
-
-impl Env {
-    fn write(&self, rel: &str, text: &str) -> PathBuf {
-        let p = self.notes.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-
-    fn index(&self, args: &[&str]) -> Output {
-        let out = dochash(&self.home)
-            .arg("index")
-            .arg("--model")
-            .arg(&self.model)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "index failed: {}", stderr(&out));
-        out
-    }
-
-    fn query(&self, text: &str, extra: &[&str]) -> (Option<i32>, Vec<Value>) {
-        let out = dochash(&self.home)
-            .args(["query", "--json", text])
-            .args(extra)
-            .output()
-            .unwrap();
-        let hits = stdout(&out)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("JSON line"))
-            .collect();
-        (out.status.code(), hits)
-    }
-
-    fn status(&self) -> Value {
-        let out = dochash(&self.home)
-            .args(["status", "--json"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-        serde_json::from_str(stdout(&out).trim()).unwrap()
-    }
-}
 
 fn canon(p: &Path) -> String {
     std::fs::canonicalize(p).unwrap().display().to_string()

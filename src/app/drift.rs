@@ -33,10 +33,7 @@ impl Drift {
 
     pub fn save(&self, home: &Path) -> std::io::Result<()> {
         let text = serde_json::to_string(self).map_err(std::io::Error::other)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(home)?;
-        std::io::Write::write_all(&mut tmp, text.as_bytes())?;
-        tmp.persist(home.join(FILE)).map_err(|e| e.error)?;
-        Ok(())
+        crate::fsx::write_atomic(&home.join(FILE), text.as_bytes())
     }
 
     /// Whether a corpus of `passages` passages should be retrained now.

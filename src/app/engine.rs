@@ -2,20 +2,32 @@
 //! background (initial indexing, then a file watcher), and answers queries at any time.
 //!
 //! sled allows one process per database, and indexing can take minutes, so the owner splits the
-//! work: a single worker thread holds the mutable [`Index`] and runs every update; readers use a
-//! clone of the store and an immutable [`Searcher`] snapshot that the worker swaps in after each
-//! batch of changes. A query therefore never waits for indexing, and never sees a half-written
-//! file (each file's passages change in one transaction).
+//! work: a single worker thread holds the mutable [`Index`] and runs every update; readers take
+//! an `Arc` of an immutable [`Snapshot`] (store handle, searcher, encoder, counts) that the
+//! worker swaps in after each batch of changes, and hold no lock while they encode or read. A
+//! query therefore never waits for indexing, never blocks the worker, and never sees a
+//! half-written file (each file's passages change in one transaction).
+//!
+//! The owner runs all day, so nothing a request, a file or a folder does may end it: a failed
+//! update, a folder that cannot be added or a training run that breaks becomes a note in the
+//! status, and the worker carries on.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
+use super::AppError;
 use crate::encoder::{DeviceSpec, Encoder, LoadOptions};
-use crate::index::{Hit, Index, IndexMeta, Progress, SearchParams, Searcher, Store, UpdateOptions};
+use crate::index::{
+    Hit, Index, IndexError, IndexMeta, Progress, SearchParams, Searcher, Store, UpdateOptions,
+    UpdateReport,
+};
 use crate::model::{FetchOptions, ModelSpec};
 
 /// How long file events are collected before an update runs: long enough to merge an editor's
@@ -26,6 +38,10 @@ pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(150);
 /// While a long update runs, the searchable snapshot is refreshed at most this often, so a first
 /// index shows results early without reloading codes after every file.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
+
+/// Notes kept in the status (the newest win): a folder of thousands of unreadable files must not
+/// grow the status without bound.
+const MAX_NOTES: usize = 200;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -42,17 +58,35 @@ pub struct EngineConfig {
 }
 
 /// A background job as the UI shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
+    /// What is happening: `indexing`, `fitting codes`, `training`, `loading model`.
     pub label: String,
     pub done: u64,
+    /// 0 when the amount of work is not known.
     pub total: u64,
+    /// e.g. `SimCSE epoch 1, loss 0.413` or `1200 passages`.
     pub detail: String,
 }
 
-/// What the status bar and `dochash status` show.
-#[derive(Debug, Clone, Default)]
+/// One line for a job, the same everywhere it is printed.
+impl fmt::Display for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label)?;
+        if self.total > 0 {
+            write!(f, " {}/{}", self.done, self.total)?;
+        }
+        if !self.detail.is_empty() {
+            write!(f, " {}", self.detail)?;
+        }
+        Ok(())
+    }
+}
+
+/// What the status bar, `dochash status` and the owner socket show.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EngineStatus {
+    #[serde(with = "crate::pathwire::list")]
     pub roots: Vec<PathBuf>,
     pub files: usize,
     pub passages: usize,
@@ -60,14 +94,18 @@ pub struct EngineStatus {
     pub model: String,
     pub codes: String,
     pub device: String,
-    /// Bumped whenever searchable content changes.
+    /// Bumped whenever searchable content changes: a UI re-runs its query when it moves.
     pub generation: u64,
-    /// A problem the user should see (e.g. the model could not be loaded).
+    /// Updates run since the owner started; an idle owner's stays still.
+    pub updates: u64,
+    /// Bumped whenever anything in this status changes (for [`Engine::wait_change`]).
+    pub changes: u64,
+    /// A problem that stopped the owner (e.g. the model could not be loaded).
     pub error: Option<String>,
-    /// One-line notes from the last update (skipped files, rebuilds, training outcomes).
+    /// One-line notes from the last update (skipped files, rebuilds) and the last training.
     pub notes: Vec<String>,
-    /// The trained generation serving, e.g. `generation 2 (SimCSE + DHIM)`; `None` for the
-    /// base model with training-free codes.
+    /// The trained generation serving, e.g. `… + SimCSE (generation 2)`; `None` for the base
+    /// model with training-free codes.
     pub trained: Option<String>,
 }
 
@@ -76,25 +114,74 @@ pub struct EngineStatus {
 struct Snapshot {
     encoder: Arc<Encoder>,
     store: Store,
-    searcher: Arc<Searcher>,
+    searcher: Searcher,
     meta: IndexMeta,
+    files: usize,
+    passages: usize,
+}
+
+/// Everything of the status that is not in the snapshot, under one lock.
+#[derive(Default)]
+struct State {
+    job: Option<Job>,
+    /// Background training's progress (shown when no indexing job runs).
+    training: Option<Job>,
+    trained: Option<String>,
+    /// What the last update said (replaced by each update).
+    notes: Vec<String>,
+    /// What the last training attempt and other owner events said (kept across updates).
+    events: Vec<String>,
+    error: Option<String>,
+    device: String,
+    generation: u64,
+    updates: u64,
+    changes: u64,
 }
 
 struct Shared {
-    /// Background training's progress (shown when no indexing job runs).
-    training: Mutex<Option<Job>>,
-    trained: Mutex<Option<String>>,
-    /// What the last training attempt concluded (kept across updates, unlike `notes`).
-    train_notes: Mutex<Vec<String>>,
-    snapshot: RwLock<Option<Snapshot>>,
-    job: Mutex<Option<Job>>,
-    error: Mutex<Option<String>>,
-    notes: Mutex<Vec<String>>,
-    device: Mutex<String>,
-    generation: AtomicU64,
+    state: Mutex<State>,
+    changed: Condvar,
+    snapshot: RwLock<Option<Arc<Snapshot>>>,
     /// Set when the engine shuts down; shared with the running update so that it stops between
     /// files.
     stop: Arc<AtomicBool>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes the state and wakes everyone waiting for a change.
+    fn update(&self, f: impl FnOnce(&mut State)) {
+        let mut s = self.state();
+        f(&mut s);
+        s.changes += 1;
+        drop(s);
+        self.changed.notify_all();
+    }
+
+    fn set_job(&self, job: Option<Job>) {
+        self.update(|s| s.job = job);
+    }
+
+    fn event(&self, note: String) {
+        self.update(|s| push_note(&mut s.events, note));
+    }
+
+    fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+fn push_note(notes: &mut Vec<String>, note: String) {
+    if notes.len() >= MAX_NOTES {
+        notes.remove(0);
+    }
+    notes.push(note);
 }
 
 pub(super) enum Work {
@@ -118,20 +205,15 @@ impl Engine {
     /// run on the worker thread, and progress shows in [`Engine::status`].
     pub fn start(cfg: EngineConfig) -> Self {
         let shared = Arc::new(Shared {
-            training: Mutex::new(None),
-            trained: Mutex::new(None),
-            train_notes: Mutex::new(Vec::new()),
+            state: Mutex::new(State {
+                job: Some(Job {
+                    label: "loading model".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            changed: Condvar::new(),
             snapshot: RwLock::new(None),
-            job: Mutex::new(Some(Job {
-                label: "loading model".into(),
-                done: 0,
-                total: 0,
-                detail: String::new(),
-            })),
-            error: Mutex::new(None),
-            notes: Mutex::new(Vec::new()),
-            device: Mutex::new(String::new()),
-            generation: AtomicU64::new(0),
             stop: Arc::new(AtomicBool::new(false)),
         });
         let (tx, rx) = channel();
@@ -142,10 +224,13 @@ impl Engine {
             std::thread::Builder::new()
                 .name("dochash-index".into())
                 .spawn(move || {
-                    if let Err(e) = worker(&shared, &cfg, tx, rx) {
-                        set(&shared.error, Some(e));
-                    }
-                    set(&shared.job, None);
+                    let result = worker(&shared, &cfg, tx, rx);
+                    shared.update(|s| {
+                        if let Err(e) = result {
+                            s.error = Some(e.to_string());
+                        }
+                        s.job = None;
+                    });
                 })
                 .ok()
         };
@@ -154,39 +239,46 @@ impl Engine {
 
     /// Blocks until the index is open and searchable, or opening failed (the error says why,
     /// e.g. another process owns the index).
-    pub fn wait_open(&self, timeout: Duration) -> Result<(), String> {
+    pub fn wait_open(&self, timeout: Duration) -> Result<(), AppError> {
         let deadline = Instant::now() + timeout;
+        let mut state = self.shared.state();
         loop {
-            if read(&self.shared.snapshot).is_some() {
+            if self.shared.snapshot().is_some() {
                 return Ok(());
             }
-            if let Some(e) = get(&self.shared.error) {
-                return Err(e);
+            if let Some(e) = &state.error {
+                return Err(AppError::Failed(e.clone()));
             }
-            if Instant::now() >= deadline {
-                return Err("timed out waiting for the index to open".into());
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(AppError::NotReady(
+                    "timed out waiting for the index to open".into(),
+                ));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 
     /// Runs a query against the current snapshot. Hits in files deleted since the last update
-    /// are dropped, so a deleted note leaves the results at once.
-    pub fn search(&self, text: &str, params: &SearchParams) -> Result<Vec<Hit>, String> {
-        let guard = self
-            .shared
-            .snapshot
-            .read()
-            .map_err(|_| "index snapshot lock poisoned".to_string())?;
-        let Some(snap) = guard.as_ref() else {
-            return Err(pending_message(&self.shared));
+    /// are dropped, so a deleted note leaves the results at once. No lock is held while the
+    /// query is encoded and answered.
+    pub fn search(&self, text: &str, params: &SearchParams) -> Result<Vec<Hit>, AppError> {
+        let Some(snap) = self.shared.snapshot() else {
+            return Err(AppError::NotReady(self.pending_message()));
         };
-        let mut wanted = *params;
-        wanted.k = params.k + params.k / 2 + 2;
+        crate::failpoint::hit("search.started");
+        let params = params.normalized();
+        let mut wanted = params;
+        wanted.k = params.k.saturating_add(params.k / 2).saturating_add(2);
         let hits = snap
             .searcher
-            .query(&snap.store, &snap.encoder, text, &wanted)
-            .map_err(|e| e.to_string())?;
+            .query(&snap.store, &snap.encoder, text, &wanted)?;
+        drop(snap);
         Ok(hits
             .into_iter()
             .filter(|h| h.path.exists())
@@ -194,15 +286,17 @@ impl Engine {
             .collect())
     }
 
+    /// The status, in constant time (counts are kept, never recounted).
     pub fn status(&self) -> EngineStatus {
-        let snap = read(&self.shared.snapshot);
-        let (roots, files, passages, model, codes) = match snap.as_ref() {
-            Some(s) => (
-                s.meta.roots.clone(),
-                s.store.file_count(),
-                s.store.passage_count(),
-                s.meta.fingerprint.model_id.clone(),
-                match &s.meta.code {
+        let snap = self.shared.snapshot();
+        let s = self.shared.state();
+        let (roots, files, passages, model, codes) = match snap.as_deref() {
+            Some(sn) => (
+                sn.meta.roots.clone(),
+                sn.files,
+                sn.passages,
+                sn.meta.fingerprint.model_id.clone(),
+                match &sn.meta.code {
                     Some(c) => format!("{} {}-bit", c.source, c.bits),
                     None => "exact (no codes yet)".into(),
                 },
@@ -213,29 +307,64 @@ impl Engine {
             roots,
             files,
             passages,
-            job: get(&self.shared.job).or_else(|| get(&self.shared.training)),
-            model: get(&self.shared.trained).unwrap_or(model),
+            job: s.job.clone().or_else(|| s.training.clone()),
+            model: s.trained.clone().unwrap_or(model),
             codes,
-            device: get(&self.shared.device),
-            generation: self.shared.generation.load(Ordering::Acquire),
-            error: get(&self.shared.error),
-            notes: get(&self.shared.notes)
-                .into_iter()
-                .chain(get(&self.shared.train_notes))
-                .collect(),
-            trained: get(&self.shared.trained),
+            device: s.device.clone(),
+            generation: s.generation,
+            updates: s.updates,
+            changes: s.changes,
+            error: s.error.clone(),
+            notes: s.notes.iter().chain(&s.events).cloned().collect(),
+            trained: s.trained.clone(),
         }
+    }
+
+    /// Waits until the status's `changes` counter differs from `since`, at most `timeout`;
+    /// returns the counter.
+    pub fn wait_change(&self, since: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.shared.state();
+        while s.changes == since {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            s = self
+                .shared
+                .changed
+                .wait_timeout(s, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        s.changes
     }
 
     /// True once the first update has finished (or failed).
     pub fn is_idle(&self) -> bool {
-        get(&self.shared.job).is_none()
+        self.shared.state().job.is_none()
     }
 
-    /// Adds folders (absolute paths) to the index and updates it in the background; used when
-    /// `dochash index PATH` runs while this process owns the index.
-    pub fn add_roots(&self, paths: Vec<PathBuf>) {
-        let _ = self.tx.send(Work::AddRoots(paths));
+    /// Adds folders to the index and updates it in the background; used when `dochash index
+    /// PATH` runs while this process owns the index. Each path must be an existing folder or
+    /// regular file (checked here, so a bad request is answered, not saved).
+    pub fn add_roots(&self, paths: Vec<PathBuf>) -> Result<(), AppError> {
+        let mut checked = Vec::with_capacity(paths.len());
+        for p in &paths {
+            checked.push(crate::index::check_root(p)?);
+        }
+        self.tx
+            .send(Work::AddRoots(checked))
+            .map_err(|_| AppError::NotReady("the index owner has stopped".into()))
+    }
+
+    fn pending_message(&self) -> String {
+        let s = self.shared.state();
+        match (&s.error, &s.job) {
+            (Some(e), _) => e.clone(),
+            (None, Some(j)) => format!("{}…", j.label),
+            (None, None) => "the index is not open".into(),
+        }
     }
 }
 
@@ -253,7 +382,7 @@ impl Engine {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        if let Some(s) = read(&self.shared.snapshot).as_ref() {
+        if let Some(s) = self.shared.snapshot() {
             let _ = s.store.flush();
         }
     }
@@ -271,28 +400,8 @@ impl Drop for Engine {
     }
 }
 
-fn pending_message(shared: &Shared) -> String {
-    match (get(&shared.error), get(&shared.job)) {
-        (Some(e), _) => e,
-        (None, Some(j)) => format!("{}…", j.label),
-        (None, None) => "the index is not open".into(),
-    }
-}
-
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn get<T: Clone>(m: &Mutex<T>) -> T {
-    m.lock().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
-fn set<T>(m: &Mutex<T>, v: T) {
-    *m.lock().unwrap_or_else(|p| p.into_inner()) = v;
-}
-
-fn publish(shared: &Shared, index: &Index, encoder: &Arc<Encoder>) -> Result<(), String> {
-    let searcher = index.searcher().map_err(|e| e.to_string())?;
+fn publish(shared: &Shared, index: &Index, encoder: &Arc<Encoder>) -> Result<(), IndexError> {
+    let searcher = index.searcher()?;
     install(
         shared,
         encoder.clone(),
@@ -313,12 +422,14 @@ fn install(
 ) {
     let snap = Snapshot {
         encoder,
+        files: store.file_count(),
+        passages: store.passage_count(),
         store,
-        searcher: Arc::new(searcher),
+        searcher,
         meta,
     };
-    *shared.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Some(snap);
-    shared.generation.fetch_add(1, Ordering::AcqRel);
+    *shared.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(snap));
+    shared.update(|s| s.generation += 1);
 }
 
 fn worker(
@@ -326,11 +437,21 @@ fn worker(
     cfg: &EngineConfig,
     tx: Sender<Work>,
     rx: Receiver<Work>,
-) -> Result<(), String> {
-    let (files, active) =
-        super::generation::resolve_model(&cfg.home, cfg.model.as_ref(), &cfg.fetch)
-            .map_err(|e| e.to_string())?;
-    set(&shared.trained, active.as_ref().map(describe_generation));
+) -> Result<(), AppError> {
+    super::prepare_home(&cfg.home).map_err(|source| AppError::Io {
+        path: cfg.home.clone(),
+        source,
+    })?;
+    let (files, active, retired) = super::generation::resolve_model(
+        &cfg.home,
+        cfg.model.as_ref(),
+        &cfg.fetch,
+        super::generation::Retire::Allowed,
+    )?;
+    if let Some(a) = &retired {
+        shared.event(super::generation::retired_note(a, &files.id));
+    }
+    shared.update(|s| s.trained = active.as_ref().map(describe_generation));
     let enc = Encoder::load(
         &files.dir,
         &LoadOptions {
@@ -339,30 +460,30 @@ fn worker(
             max_len: None,
             candle_only: false,
         },
-    )
-    .map_err(|e| e.to_string())?;
-    set(&shared.device, enc.device_label().to_string());
+    )?;
+    shared.update(|s| s.device = enc.device_label().to_string());
     let dir = super::generation::index_dir(&cfg.home);
     let fp = super::fingerprint(&files, &enc);
-    let (mut index, rebuilt) = Index::open(&dir, &fp).map_err(|e| e.to_string())?;
-    if let Some(why) = rebuilt {
-        shared
-            .notes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(why);
+    let (mut index, opened) = Index::open(&dir, &fp)?;
+    for why in opened {
+        shared.event(why);
     }
-    index.add_roots(&cfg.add_roots).map_err(|e| e.to_string())?;
+    index.add_roots(&cfg.add_roots)?;
     // Holding the index, no other process can be training: whatever a killed run left is junk.
     super::generation::clean_up(&cfg.home);
     let enc = Arc::new(enc);
     publish(shared, &index, &enc)?;
 
     let mut watcher = if cfg.watch {
-        Some(
-            super::watch::watch(&index.meta().roots, &cfg.home, tx.clone())
-                .map_err(|e| format!("cannot watch the folders: {e}"))?,
-        )
+        match super::watch::watch(&index.meta().roots, &cfg.home, tx.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                shared.event(format!(
+                    "cannot watch the folders ({e}); changes are picked up at the next start"
+                ));
+                None
+            }
+        }
     } else {
         None
     };
@@ -374,15 +495,25 @@ fn worker(
     loop {
         if pending {
             pending = false;
-            let report = run_update(shared, &mut index, &enc)?;
-            set(&shared.job, None);
-            drift.churn += report.passages_added + report.passages_removed;
-            let _ = drift.save(&cfg.home);
-            let busy = trainer.as_ref().is_some_and(|t| !t.is_finished());
-            if cfg.auto_train && !busy && drift.due(index.store().passage_count()) {
-                drift.trained(index.store().passage_count());
-                let _ = drift.save(&cfg.home);
-                trainer = spawn_training(shared, cfg, index.meta().clone(), tx.clone());
+            match run_update(shared, &mut index, &enc) {
+                Ok(report) => {
+                    drift.churn += report.passages_added + report.passages_removed;
+                    let _ = drift.save(&cfg.home);
+                    let busy = trainer.as_ref().is_some_and(|t| !t.is_finished());
+                    let passages = index.store().passage_count();
+                    if cfg.auto_train && !busy && drift.due(passages) {
+                        drift.trained(passages);
+                        let _ = drift.save(&cfg.home);
+                        trainer = spawn_training(shared, cfg, index.meta().clone(), tx.clone());
+                    }
+                }
+                Err(e) => shared.update(|s| {
+                    s.job = None;
+                    push_note(
+                        &mut s.notes,
+                        format!("the last update failed ({e}); what was indexed stays searchable"),
+                    );
+                }),
             }
         }
         if !cfg.watch {
@@ -399,44 +530,72 @@ fn worker(
             match w {
                 Work::Stop => return Ok(()),
                 Work::Update => pending = true,
-                Work::Trained(notes) => {
-                    set(&shared.training, None);
-                    set(&shared.train_notes, notes);
-                }
+                Work::Trained(notes) => shared.update(|s| {
+                    s.training = None;
+                    s.events = notes;
+                }),
                 Work::Switch(prepared) => {
-                    set(&shared.training, None);
+                    shared.update(|s| s.training = None);
                     let mut p = *prepared;
-                    let new_enc = Arc::new(p.encoder);
                     // Files changed while training are caught up; the snapshots this installs
                     // carry the new encoder with the new index, so queries switch in one step.
-                    run_update(shared, &mut p.index, &new_enc)?;
-                    set(&shared.job, None);
-                    super::generation::switch(&cfg.home, &p.active)
-                        .map_err(|e| format!("cannot switch to the trained generation: {e}"))?;
-                    let notes = p.manifest.notes.clone();
-                    index = p.index;
-                    enc = new_enc;
-                    set(&shared.trained, Some(describe_generation(&p.active)));
-                    super::generation::clean_up(&cfg.home);
-                    set(&shared.train_notes, notes);
-                }
-                Work::AddRoots(paths) => {
-                    let added = index.add_roots(&paths).map_err(|e| e.to_string())?;
-                    if let Some(w) = watcher.as_mut() {
-                        for root in &added {
-                            if let Err(e) = super::watch::add(w, root) {
-                                tracing::warn!("cannot watch {}: {e}", root.display());
+                    let switched = super::train::switch(&cfg.home, &mut p, |idx, e| {
+                        run_update(shared, idx, e)
+                    });
+                    match switched {
+                        Ok(_) => {
+                            if let Some(w) = watcher.as_mut() {
+                                for root in &p.index.meta().roots {
+                                    if !index.meta().roots.contains(root) {
+                                        let _ = super::watch::add(w, root);
+                                    }
+                                }
                             }
+                            index = p.index;
+                            enc = p.encoder;
+                            super::generation::clean_up(&cfg.home);
+                            let notes = p.manifest.notes.clone();
+                            shared.update(|s| {
+                                s.trained = Some(describe_generation(&p.active));
+                                s.events = notes;
+                            });
+                        }
+                        Err(e) => {
+                            // The serving index may have missed changes while the new one was
+                            // caught up: look again.
+                            pending = true;
+                            shared.update(|s| {
+                                s.job = None;
+                                s.events = vec![format!(
+                                    "cannot switch to the trained generation ({e}); the current one keeps serving"
+                                )];
+                            });
                         }
                     }
-                    pending = true;
                 }
+                Work::AddRoots(paths) => match index.add_roots(&paths) {
+                    Ok(added) => {
+                        if let Some(w) = watcher.as_mut() {
+                            for root in &added {
+                                if let Err(e) = super::watch::add(w, root) {
+                                    shared.event(format!("cannot watch {}: {e}", show(root)));
+                                }
+                            }
+                        }
+                        pending = true;
+                    }
+                    Err(e) => shared.event(format!("cannot add the folders: {e}")),
+                },
             }
         }
         if shared.stop.load(Ordering::Acquire) {
             return Ok(());
         }
     }
+}
+
+fn show(p: &Path) -> String {
+    super::sanitize::sanitize(&p.to_string_lossy())
 }
 
 /// How the status bar names a trained generation's model, instead of its folder path.
@@ -463,18 +622,24 @@ fn spawn_training(
         .name("dochash-train".into())
         .spawn(move || {
             super::train::lower_this_thread();
-            let job = |detail: String, done: usize, total: usize| Job {
+            let training = |label: String, done: usize, total: usize, detail: String| Job {
                 label: "training".into(),
                 done: done as u64,
                 total: total as u64,
-                detail,
+                detail: if detail.is_empty() {
+                    label
+                } else {
+                    format!("{label}, {detail}")
+                },
             };
-            set(&shared.training, Some(job("reading notes".into(), 0, 0)));
-            let result = (|| -> Result<super::train::Outcome, String> {
+            shared.update(|s| {
+                s.training = Some(training("reading notes".into(), 0, 0, String::new()))
+            });
+            let result = (|| -> Result<super::train::Outcome, AppError> {
                 let base =
-                    crate::model::resolve(&cfg.model.clone().unwrap_or_default(), &cfg.fetch)
-                        .map_err(|e| e.to_string())?;
-                let pool = super::train::low_priority_pool().map_err(|e| e.to_string())?;
+                    crate::model::resolve(&cfg.model.clone().unwrap_or_default(), &cfg.fetch)?;
+                let pool = super::train::low_priority_pool()
+                    .map_err(|e| AppError::Failed(e.to_string()))?;
                 let on_gpu = !matches!(cfg.device, DeviceSpec::Cpu)
                     && crate::encoder::open_device(cfg.device)
                         .map(|(d, _)| !d.is_cpu())
@@ -493,43 +658,20 @@ fn spawn_training(
                         ..Default::default()
                     }),
                     device: cfg.device,
-                    force: false,
+                    force: crate::failpoint::enabled("train.force"),
                 };
                 let home = cfg.home.clone();
                 let stop = shared.stop.clone();
-                pool.install(|| {
+                let outcome = pool.install(|| {
                     super::train::prepare(&home, &base, &meta, &opts, &stop, &mut |p| {
-                        use super::train::TrainProgress as P;
-                        let j = match p {
-                            P::Reading => job("reading notes".into(), 0, 0),
-                            P::Simcse(crate::train::simcse::Progress::Caching { done, total }) => {
-                                job("SimCSE: lower layers".into(), done, total)
-                            }
-                            P::Simcse(crate::train::simcse::Progress::Step {
-                                epoch,
-                                step,
-                                steps,
-                                loss,
-                            }) => job(format!("SimCSE epoch {epoch}, loss {loss:.3}"), step, steps),
-                            P::Checking => job("checking on held-back passages".into(), 0, 0),
-                            P::States { done, total } => job("token states".into(), done, total),
-                            P::Dhim(crate::train::dhim::Progress::Step {
-                                epoch,
-                                step,
-                                steps,
-                                loss,
-                            }) => job(
-                                format!("hashing head epoch {epoch}, loss {:.3}", loss.loss),
-                                step,
-                                steps,
-                            ),
-                            P::Dhim(crate::train::dhim::Progress::Epoch { .. }) => return,
-                            P::Indexing { done, total } => job("re-encoding".into(), done, total),
-                        };
-                        set(&shared.training, Some(j));
+                        if let Some(ph) = p.phase() {
+                            let job = training(ph.label, ph.done, ph.total, ph.detail);
+                            shared.update(|s| s.training = Some(job));
+                        }
                     })
-                })
-                .map_err(|e| e.to_string())
+                })?;
+                crate::failpoint::hit("train.before_switch");
+                Ok(outcome)
             })();
             let msg = match result {
                 Ok(super::train::Outcome::Ready(p)) => Work::Switch(p),
@@ -551,73 +693,76 @@ fn run_update(
     shared: &Arc<Shared>,
     index: &mut Index,
     enc: &Arc<Encoder>,
-) -> Result<crate::index::UpdateReport, String> {
+) -> Result<UpdateReport, IndexError> {
     let opts = UpdateOptions::keeping(index.meta(), Some(shared.stop.clone()));
-    set(
-        &shared.job,
-        Some(Job {
+    shared.update(|s| {
+        s.updates += 1;
+        s.job = Some(Job {
             label: "indexing".into(),
-            done: 0,
-            total: 0,
             detail: "scanning".into(),
-        }),
-    );
+            ..Default::default()
+        });
+    });
     let mut last = Instant::now();
     let mut refresh_due = false;
     let report = {
         let store = index.store().clone();
         let meta = index.meta().clone();
         let coder = index.coder().cloned();
-        index
-            .update(enc, &opts, &mut |p| {
-                let job = match p {
-                    Progress::Planned { changed, .. } => Job {
+        index.update(enc, &opts, &mut |p| {
+            let job = match p {
+                Progress::Planned { changed, .. } => Job {
+                    label: "indexing".into(),
+                    total: changed as u64,
+                    ..Default::default()
+                },
+                Progress::Embedded {
+                    done,
+                    total,
+                    passages,
+                } => {
+                    refresh_due = true;
+                    Job {
                         label: "indexing".into(),
-                        done: 0,
-                        total: changed as u64,
-                        detail: String::new(),
-                    },
-                    Progress::Embedded {
-                        done,
-                        total,
-                        passages,
-                    } => {
-                        refresh_due = true;
-                        Job {
-                            label: "indexing".into(),
-                            done: done as u64,
-                            total: total as u64,
-                            detail: format!("{passages} passages"),
-                        }
-                    }
-                    Progress::Fitting { passages } => Job {
-                        label: "fitting codes".into(),
-                        done: 0,
-                        total: 0,
+                        done: done as u64,
+                        total: total as u64,
                         detail: format!("{passages} passages"),
-                    },
-                };
-                set(&shared.job, Some(job));
-                // Mid-update snapshots use the coder in force before the update; passages it
-                // has not coded yet are scored exactly.
-                if refresh_due && last.elapsed() >= SNAPSHOT_EVERY {
-                    refresh_due = false;
-                    last = Instant::now();
-                    if let Ok(s) = Searcher::load(&store, &meta, coder.clone()) {
-                        install(shared, enc.clone(), store.clone(), s, meta.clone());
                     }
                 }
-            })
-            .map_err(|e| e.to_string())?
+                Progress::Fitting { passages } => Job {
+                    label: "fitting codes".into(),
+                    detail: format!("{passages} passages"),
+                    ..Default::default()
+                },
+            };
+            shared.set_job(Some(job));
+            // Mid-update snapshots use the coder in force before the update; passages it
+            // has not coded yet are scored exactly.
+            if refresh_due && last.elapsed() >= SNAPSHOT_EVERY {
+                refresh_due = false;
+                last = Instant::now();
+                if let Ok(s) = Searcher::load(&store, &meta, coder.clone()) {
+                    install(shared, enc.clone(), store.clone(), s, meta.clone());
+                }
+            }
+        })
     };
-    let mut notes: Vec<String> = report.skipped.iter().map(|s| s.to_string()).collect();
-    notes.extend(report.lossy.iter().map(|p| {
-        format!(
-            "{} is not valid UTF-8; indexed with replacement characters",
-            p.display()
-        )
-    }));
-    *shared.notes.lock().unwrap_or_else(|p| p.into_inner()) = notes;
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            // Whatever was written before the failure is searchable.
+            let _ = publish(shared, index, enc);
+            return Err(e);
+        }
+    };
+    let mut notes: Vec<String> = Vec::new();
+    for n in report.notes() {
+        push_note(&mut notes, n);
+    }
     publish(shared, index, enc)?;
+    shared.update(|s| {
+        s.notes = notes;
+        s.job = None;
+    });
     Ok(report)
 }

@@ -58,11 +58,7 @@ pub fn generation_dir(home: &Path, n: u32) -> PathBuf {
 /// Makes `a` the serving generation (atomic rename of the pointer file).
 pub fn switch(home: &Path, a: &Active) -> std::io::Result<()> {
     let text = serde_json::to_string_pretty(a).map_err(std::io::Error::other)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(home)?;
-    std::io::Write::write_all(&mut tmp, text.as_bytes())?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(home.join(POINTER)).map_err(|e| e.error)?;
-    Ok(())
+    crate::fsx::write_atomic(&home.join(POINTER), text.as_bytes())
 }
 
 /// Forgets every generation: the base model and `<home>/index` serve again.
@@ -73,15 +69,28 @@ pub fn reset(home: &Path) -> std::io::Result<()> {
     }
 }
 
-/// The model to encode with: the active generation's fine-tuned model when the user asks for
-/// (or defaults to) the model it was trained from, otherwise what the user asks for. Asking for
-/// another model retires the generation (the pointer is removed), so that the index folder and
-/// the model always agree: `<home>/index` is then rebuilt for the new model.
+/// Whether resolving the model may retire a trained generation trained from another model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retire {
+    /// For commands that write the index (`index`, `train`, the owner): the generation's index
+    /// cannot be searched with the model asked for, so the pointer goes and `<home>/index` is
+    /// rebuilt for the new model.
+    Allowed,
+    /// For commands that only read (`query`, `status`): nothing is removed; a model that does not
+    /// match the index is the caller's error to report.
+    Never,
+}
+
+/// The model to encode with, and the serving generation: the generation's fine-tuned model when
+/// the user asks for (or defaults to) the model it was trained from, otherwise what the user
+/// asks for. The third value is the generation that was retired because another model was
+/// asked for (only with [`Retire::Allowed`]), for the caller to say so.
 pub fn resolve_model(
     home: &Path,
     requested: Option<&ModelSpec>,
     fetch: &FetchOptions,
-) -> Result<(ModelFiles, Option<Active>), ModelError> {
+    retire: Retire,
+) -> Result<(ModelFiles, Option<Active>, Option<Active>), ModelError> {
     let spec = requested.cloned().unwrap_or_default();
     let base = model::resolve(&spec, fetch)?;
     match active(home) {
@@ -89,25 +98,28 @@ pub fn resolve_model(
             Some(dir) => Ok((
                 model::resolve(&ModelSpec::LocalDir(dir.clone()), fetch)?,
                 Some(a),
+                None,
             )),
-            None => Ok((base, Some(a))),
+            None => Ok((base, Some(a), None)),
         },
-        Some(a) => {
-            tracing::warn!(
-                "generation {} was trained from {}; using {} without it",
-                a.generation,
-                a.base_model,
-                base.id
-            );
+        Some(a) if retire == Retire::Allowed => {
             reset(home).map_err(|source| ModelError::Io {
                 action: "remove",
                 path: home.join(POINTER),
                 source,
             })?;
-            Ok((base, None))
+            Ok((base, None, Some(a)))
         }
-        None => Ok((base, None)),
+        Some(_) | None => Ok((base, None, None)),
     }
+}
+
+/// What to tell the user when [`resolve_model`] retired a generation.
+pub fn retired_note(a: &Active, model: &str) -> String {
+    format!(
+        "trained generation {} (from {}) retired: {model} was asked for; the index is rebuilt for it",
+        a.generation, a.base_model
+    )
 }
 
 /// The next unused generation number (never reuses a folder a crash may have left half-written).

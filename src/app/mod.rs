@@ -13,6 +13,15 @@ pub fn index_dir() -> Result<PathBuf, ModelError> {
     Ok(generation::index_dir(&model::home_dir()?))
 }
 
+/// Creates the dochash home if needed and makes sure it is private to the user (a home made by an
+/// older version was 0755): it holds the full text of every indexed note. For commands that
+/// write to it.
+pub fn prepare_home(home: &std::path::Path) -> std::io::Result<()> {
+    crate::fsx::create_private_dir_all(home)?;
+    crate::fsx::make_private(home);
+    Ok(())
+}
+
 /// Everything the stored vectors depend on. The weights' size and mtime stand in for their
 /// hash: hashing 90 MB on every query would cost more than the query.
 pub fn fingerprint(files: &ModelFiles, enc: &Encoder) -> Fingerprint {
@@ -54,6 +63,7 @@ pub fn spec_from_id(id: &str) -> ModelSpec {
 
 pub mod drift;
 pub mod engine;
+mod error;
 pub mod generation;
 pub mod sanitize;
 pub mod socket;
@@ -61,3 +71,4 @@ pub mod train;
 mod watch;
 
 pub use engine::{Engine, EngineConfig, EngineStatus, Job};
+pub use error::AppError;

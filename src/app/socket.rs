@@ -1,16 +1,23 @@
 //! The owner's local socket: while a TUI or `dochash watch` holds the index (sled allows one
-//! process), `dochash query` and `dochash status` ask it instead of opening the database, so a
-//! user never sees "database locked". One JSON request line, one JSON response line.
+//! process), `dochash query`, `status` and `index` — and a second TUI — ask it through a
+//! [`Client`] instead of opening the database, so a user never sees "database locked".
 //!
-//! The socket lives in the dochash home and is created with mode 0600 before it becomes visible
-//! (bound inside a private 0700 folder, then renamed into place), and a client only talks to a
-//! socket owned by the owner of the home folder.
+//! Protocol: one JSON request line, one JSON reply line, both carrying the protocol version
+//! `v`; a peer of another version gets a typed [`SocketError::Version`] rather than a garbled
+//! answer.
+//!
+//! The socket is another local program's way in, so the owner trusts nothing it sends: a request
+//! line is read up to [`MAX_REQUEST_BYTES`] within one deadline for the whole request (a slow
+//! writer cannot hold a thread by trickling bytes), at most [`MAX_CLIENTS`] connections are
+//! served at once, and only processes of the same user are answered (the peer's uid, from the
+//! kernel). The socket file is created 0600 inside a private folder before it becomes visible,
+//! and a client only talks to a socket owned by its own user.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -19,74 +26,109 @@ use crate::index::{Hit, SearchParams};
 
 pub const SOCKET_NAME: &str = "owner.sock";
 
+/// Bumped whenever a request or reply changes shape.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Longest request line the owner reads; a longer one is refused without reading the rest.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Longest reply a client reads (hits carry passage text; 10,000 hits of long passages stay well
+/// below this).
+const MAX_REPLY_BYTES: u64 = 256 << 20;
+
+/// Connections served at once; more are told the owner is busy.
+pub const MAX_CLIENTS: usize = 16;
+
+/// Time a client has to send its whole request.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Longest a status request may wait for a change (see [`StatusRequest::changed_since`]).
+pub const MAX_STATUS_WAIT: Duration = Duration::from_secs(30);
+
 pub fn socket_path(home: &Path) -> PathBuf {
     home.join(SOCKET_NAME)
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-pub enum Request {
-    Query {
-        text: String,
-        k: usize,
-        per_file: bool,
-        candidates: Option<usize>,
-    },
-    Status,
-    /// Add folders (absolute paths) and update; answered with the status at once.
-    Index {
-        add: Vec<PathBuf>,
-    },
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error("{} is not owned by you; remove it", .0.display())]
+    NotOwned(PathBuf),
+    #[error("talking to the running dochash: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad reply from the running dochash: {0}")]
+    BadReply(String),
+    #[error(
+        "the running dochash speaks protocol version {theirs}, this one {ours}; restart it (stop the TUI or `dochash watch` and start it again)"
+    )]
+    Version { ours: u32, theirs: u32 },
+    /// The owner understood the request and refused or failed it; its message is for the user.
+    #[error("{0}")]
+    Remote(String),
 }
 
-/// The owner's status as sent over the socket (and printed by `dochash status --json`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct StatusReply {
-    pub roots: Vec<PathBuf>,
-    pub files: usize,
-    pub passages: usize,
-    pub model: String,
-    pub codes: String,
-    pub device: String,
-    pub job: Option<String>,
-    pub error: Option<String>,
-    /// The trained generation serving, if any.
+/// A query as sent over the socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryRequest {
+    pub text: String,
+    pub k: usize,
     #[serde(default)]
-    pub trained: Option<String>,
-    /// One-line notes from the last update and the last training.
+    pub per_file: bool,
     #[serde(default)]
-    pub notes: Vec<String>,
+    pub candidates: Option<usize>,
 }
 
-impl From<EngineStatus> for StatusReply {
-    fn from(s: EngineStatus) -> Self {
-        StatusReply {
-            roots: s.roots,
-            files: s.files,
-            passages: s.passages,
-            model: s.model,
-            codes: s.codes,
-            device: s.device,
-            job: s.job.map(|j| {
-                if j.total > 0 {
-                    format!("{} {}/{} {}", j.label, j.done, j.total, j.detail)
-                } else {
-                    format!("{} {}", j.label, j.detail)
-                }
-            }),
-            error: s.error,
-            trained: s.trained,
-            notes: s.notes,
+impl QueryRequest {
+    pub fn params(&self) -> SearchParams {
+        SearchParams {
+            k: self.k,
+            candidates: self.candidates,
+            per_file: self.per_file,
         }
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusRequest {
+    /// Long poll: answer only once the owner's change counter differs from this (or after
+    /// `wait_ms`, at most [`MAX_STATUS_WAIT`]), so a second UI follows the owner without polling.
+    #[serde(default)]
+    pub changed_since: Option<u64>,
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Query(QueryRequest),
+    Status(StatusRequest),
+    /// Add folders (absolute paths) and update; answered with the status at once.
+    Index {
+        #[serde(with = "crate::pathwire::list")]
+        add: Vec<PathBuf>,
+    },
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Reply {
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
     Hits(Vec<Hit>),
-    Status(StatusReply),
+    Status(Box<EngineStatus>),
     Error(String),
+}
+
+/// What travels: the version beside the payload, so a peer of another version is recognised
+/// even when it cannot parse the rest.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope<T> {
+    v: u32,
+    #[serde(flatten)]
+    body: T,
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    v: Option<u32>,
 }
 
 /// Serves requests until dropped.
@@ -118,6 +160,7 @@ impl Server {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();
+            let active = Arc::new(AtomicUsize::new(0));
             std::thread::Builder::new()
                 .name("dochash-socket".into())
                 .spawn(move || {
@@ -126,10 +169,24 @@ impl Server {
                             break;
                         }
                         let Ok(conn) = conn else { continue };
+                        if peer_uid(&conn) != Some(current_uid()) {
+                            continue;
+                        }
+                        if active.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+                            active.fetch_sub(1, Ordering::AcqRel);
+                            refuse_busy(conn);
+                            continue;
+                        }
                         let engine = engine.clone();
-                        let _ = std::thread::Builder::new()
+                        let slot = Slot(active.clone());
+                        let spawned = std::thread::Builder::new()
                             .name("dochash-client".into())
-                            .spawn(move || serve_one(conn, &engine));
+                            .spawn(move || {
+                                let _slot = slot;
+                                serve_one(conn, &engine);
+                            });
+                        // A failed spawn dropped the closure, and with it the slot.
+                        drop(spawned);
                     }
                 })?
         };
@@ -141,48 +198,132 @@ impl Server {
     }
 }
 
+/// Gives a connection's place back when its thread ends, however it ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(unix)]
+fn refuse_busy(mut conn: std::os::unix::net::UnixStream) {
+    let _ = conn.set_write_timeout(Some(Duration::from_millis(100)));
+    let _ = conn.write_all(&reply_line(&Answer::Error(
+        "the running dochash is busy with other clients; try again".into(),
+    )));
+}
+
+fn reply_line(a: &Answer) -> Vec<u8> {
+    let env = Envelope {
+        v: PROTOCOL_VERSION,
+        body: a,
+    };
+    let mut s = serde_json::to_vec(&env).unwrap_or_else(|e| {
+        serde_json::to_vec(&Envelope {
+            v: PROTOCOL_VERSION,
+            body: Answer::Error(format!("cannot encode the reply: {e}")),
+        })
+        .unwrap_or_default()
+    });
+    s.push(b'\n');
+    s
+}
+
+/// Reads one line of at most `max` bytes, all of it within `deadline`. `Ok(None)` when the line
+/// is longer than `max` (the rest is not read).
+#[cfg(unix)]
+fn read_request_line(
+    conn: &std::os::unix::net::UnixStream,
+    max: usize,
+    deadline: Instant,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let mut reader = conn;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        conn.set_read_timeout(Some(left))?;
+        let n = reader.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(Some(buf));
+        }
+        let got = &chunk[..n];
+        if let Some(i) = got.iter().position(|&b| b == b'\n') {
+            buf.extend_from_slice(&got[..i]);
+            return Ok((buf.len() <= max).then_some(buf));
+        }
+        buf.extend_from_slice(got);
+        if buf.len() > max {
+            return Ok(None);
+        }
+    }
+}
+
 #[cfg(unix)]
 fn serve_one(conn: std::os::unix::net::UnixStream, engine: &Engine) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-    let Ok(mut writer) = conn.try_clone() else {
-        return;
-    };
-    let mut line = String::new();
-    if BufReader::new(conn).read_line(&mut line).is_err() {
-        return;
-    }
-    let reply = match serde_json::from_str::<Request>(&line) {
-        Ok(Request::Query {
-            text,
-            k,
-            per_file,
-            candidates,
-        }) => match engine.search(
-            &text,
-            &SearchParams {
-                k,
-                candidates,
-                per_file,
-            },
-        ) {
-            Ok(h) => Reply::Hits(h),
-            Err(e) => Reply::Error(e),
-        },
-        Ok(Request::Status) => Reply::Status(engine.status().into()),
-        Ok(Request::Index { add }) => {
-            if add.iter().any(|p| !p.is_absolute()) {
-                Reply::Error("folders must be given as absolute paths".into())
-            } else {
-                engine.add_roots(add);
-                Reply::Status(engine.status().into())
-            }
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(30)));
+    let line = match read_request_line(&conn, MAX_REQUEST_BYTES, Instant::now() + REQUEST_DEADLINE)
+    {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            let mut w = &conn;
+            let _ = w.write_all(&reply_line(&Answer::Error(format!(
+                "request refused: longer than {} KiB",
+                MAX_REQUEST_BYTES / 1024
+            ))));
+            return;
         }
-        Err(e) => Reply::Error(format!("bad request: {e}")),
+        Err(_) => return,
     };
-    if let Ok(mut s) = serde_json::to_string(&reply) {
-        s.push('\n');
-        let _ = writer.write_all(s.as_bytes());
+    let answer = answer(&line, engine);
+    let mut w = &conn;
+    let _ = w.write_all(&reply_line(&answer));
+}
+
+fn answer(line: &[u8], engine: &Engine) -> Answer {
+    let req = match serde_json::from_slice::<Envelope<Request>>(line) {
+        Ok(env) if env.v == PROTOCOL_VERSION => env.body,
+        Ok(env) => return version_error(env.v),
+        Err(e) => {
+            return match serde_json::from_slice::<VersionOnly>(line) {
+                Ok(VersionOnly { v: Some(v) }) if v != PROTOCOL_VERSION => version_error(v),
+                _ => Answer::Error(format!("bad request: {e}")),
+            };
+        }
+    };
+    match req {
+        Request::Query(q) => match engine.search(&q.text, &q.params()) {
+            Ok(h) => Answer::Hits(h),
+            Err(e) => Answer::Error(e.to_string()),
+        },
+        Request::Status(s) => {
+            if let Some(since) = s.changed_since {
+                let wait = Duration::from_millis(s.wait_ms).min(MAX_STATUS_WAIT);
+                engine.wait_change(since, wait);
+            }
+            Answer::Status(Box::new(engine.status()))
+        }
+        Request::Index { add } => match engine.add_roots(add) {
+            Ok(()) => Answer::Status(Box::new(engine.status())),
+            Err(e) => Answer::Error(e.to_string()),
+        },
     }
+}
+
+/// The error a client of another version reads: worded from its side (it is "this one").
+fn version_error(client: u32) -> Answer {
+    Answer::Error(
+        SocketError::Version {
+            ours: client,
+            theirs: PROTOCOL_VERSION,
+        }
+        .to_string(),
+    )
 }
 
 impl Drop for Server {
@@ -198,40 +339,176 @@ impl Drop for Server {
     }
 }
 
-/// Asks a running owner. `None` when there is none (no socket, or nobody listening), so the
-/// caller opens the index itself.
 #[cfg(unix)]
-pub fn ask(home: &Path, req: &Request) -> Option<Result<Reply, String>> {
-    use std::os::unix::fs::MetadataExt;
-    use std::os::unix::net::UnixStream;
-
-    let path = socket_path(home);
-    let sock_meta = std::fs::symlink_metadata(&path).ok()?;
-    let home_meta = std::fs::metadata(home).ok()?;
-    if sock_meta.uid() != home_meta.uid() {
-        return Some(Err(format!(
-            "{} is not owned by the owner of {}; remove it",
-            path.display(),
-            home.display()
-        )));
-    }
-    let mut conn = UnixStream::connect(&path).ok()?;
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(120)));
-    let io = |e: std::io::Error| format!("talking to the running dochash: {e}");
-    let mut run = || -> Result<Reply, String> {
-        let mut s = serde_json::to_string(req).map_err(|e| e.to_string())?;
-        s.push('\n');
-        conn.write_all(s.as_bytes()).map_err(io)?;
-        let mut line = String::new();
-        BufReader::new(&conn).read_line(&mut line).map_err(io)?;
-        serde_json::from_str(&line).map_err(|e| format!("bad reply from the running dochash: {e}"))
-    };
-    Some(run())
+fn current_uid() -> u32 {
+    // SAFETY: geteuid cannot fail and has no side effects.
+    unsafe { libc::geteuid() }
 }
 
-#[cfg(not(unix))]
-pub fn ask(_home: &Path, _req: &Request) -> Option<Result<Reply, String>> {
-    None
+/// The uid of the process at the other end, from the kernel (not from anything it sent).
+#[cfg(target_os = "linux")]
+fn peer_uid(conn: &std::os::unix::net::UnixStream) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes given; the fd is open.
+    let rc = unsafe {
+        libc::getsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(cred.uid)
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+fn peer_uid(conn: &std::os::unix::net::UnixStream) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let mut uid: libc::uid_t = 0;
+    let mut gid: libc::gid_t = 0;
+    // SAFETY: both out-pointers are valid; the fd is open.
+    let rc = unsafe { libc::getpeereid(conn.as_raw_fd(), &mut uid, &mut gid) };
+    (rc == 0).then_some(uid)
+}
+
+/// A connection to the running owner, typed: each call sends one request and checks that the
+/// reply is of the kind asked for.
+#[derive(Debug, Clone)]
+pub struct Client {
+    path: PathBuf,
+}
+
+impl Client {
+    /// The owner of `home`'s index, if one is running: `Ok(None)` when there is no socket or
+    /// nobody answers on it (a crashed owner's leftover), so the caller opens the index itself.
+    pub fn connect(home: &Path) -> Result<Option<Client>, SocketError> {
+        let path = socket_path(home);
+        if std::fs::symlink_metadata(&path).is_err() {
+            return Ok(None);
+        }
+        let client = Client { path };
+        match client.exchange(&Request::Status(StatusRequest {
+            changed_since: None,
+            wait_ms: 0,
+        })) {
+            Ok(_) => Ok(Some(client)),
+            Err(SocketError::Io(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn query(&self, q: &QueryRequest) -> Result<Vec<Hit>, SocketError> {
+        match self.exchange(&Request::Query(q.clone()))? {
+            Answer::Hits(h) => Ok(h),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub fn status(&self) -> Result<EngineStatus, SocketError> {
+        self.status_after(None, Duration::ZERO)
+    }
+
+    /// The status once it differs from `since` (the `changes` counter of an earlier status), or
+    /// after `wait`.
+    pub fn status_after(
+        &self,
+        since: Option<u64>,
+        wait: Duration,
+    ) -> Result<EngineStatus, SocketError> {
+        let req = Request::Status(StatusRequest {
+            changed_since: since,
+            wait_ms: wait.as_millis().min(u64::MAX as u128) as u64,
+        });
+        match self.exchange(&req)? {
+            Answer::Status(s) => Ok(*s),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Hands folders to the owner, which validates, saves and indexes them.
+    pub fn add_roots(&self, add: Vec<PathBuf>) -> Result<EngineStatus, SocketError> {
+        match self.exchange(&Request::Index { add })? {
+            Answer::Status(s) => Ok(*s),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    #[cfg(unix)]
+    fn exchange(&self, req: &Request) -> Result<Answer, SocketError> {
+        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::net::UnixStream;
+
+        let meta = std::fs::symlink_metadata(&self.path)?;
+        if meta.uid() != current_uid() {
+            return Err(SocketError::NotOwned(self.path.clone()));
+        }
+        let mut conn = UnixStream::connect(&self.path)?;
+        let wait = match req {
+            Request::Status(s) => Duration::from_millis(s.wait_ms).min(MAX_STATUS_WAIT),
+            _ => Duration::ZERO,
+        };
+        conn.set_read_timeout(Some(Duration::from_secs(120) + wait))?;
+        let mut line = serde_json::to_vec(&Envelope {
+            v: PROTOCOL_VERSION,
+            body: req,
+        })
+        .map_err(|e| SocketError::BadReply(e.to_string()))?;
+        if line.len() > MAX_REQUEST_BYTES {
+            return Err(SocketError::Remote(format!(
+                "request refused: longer than {} KiB",
+                MAX_REQUEST_BYTES / 1024
+            )));
+        }
+        line.push(b'\n');
+        conn.write_all(&line)?;
+        let mut reply = Vec::new();
+        BufReader::new((&conn).take(MAX_REPLY_BYTES)).read_until(b'\n', &mut reply)?;
+        if reply.is_empty() {
+            return Err(SocketError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        match serde_json::from_slice::<Envelope<Answer>>(&reply) {
+            Ok(env) if env.v == PROTOCOL_VERSION => match env.body {
+                Answer::Error(e) => Err(SocketError::Remote(e)),
+                a => Ok(a),
+            },
+            Ok(env) => Err(SocketError::Version {
+                ours: PROTOCOL_VERSION,
+                theirs: env.v,
+            }),
+            Err(e) => match serde_json::from_slice::<VersionOnly>(&reply) {
+                Ok(VersionOnly { v: Some(v) }) if v != PROTOCOL_VERSION => {
+                    Err(SocketError::Version {
+                        ours: PROTOCOL_VERSION,
+                        theirs: v,
+                    })
+                }
+                _ => Err(SocketError::BadReply(e.to_string())),
+            },
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn exchange(&self, _req: &Request) -> Result<Answer, SocketError> {
+        Err(SocketError::Io(std::io::Error::other(
+            "talking to another dochash needs Unix sockets",
+        )))
+    }
+}
+
+fn unexpected(a: &Answer) -> SocketError {
+    let kind = match a {
+        Answer::Hits(_) => "hits",
+        Answer::Status(_) => "a status",
+        Answer::Error(_) => "an error",
+    };
+    SocketError::BadReply(format!("unexpected {kind}"))
 }
 
 #[cfg(not(unix))]
@@ -240,5 +517,53 @@ impl Server {
         Err(std::io::Error::other(
             "serving other processes needs Unix sockets",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_replies_carry_the_version() {
+        let req = Request::Query(QueryRequest {
+            text: "x".into(),
+            k: 3,
+            per_file: false,
+            candidates: None,
+        });
+        let line = serde_json::to_string(&Envelope {
+            v: PROTOCOL_VERSION,
+            body: &req,
+        })
+        .unwrap();
+        assert!(line.starts_with(r#"{"v":1,"op":"query""#), "{line}");
+        let back: Envelope<Request> = serde_json::from_str(&line).unwrap();
+        assert_eq!(back.body, req);
+        let reply = String::from_utf8(reply_line(&Answer::Error("no".into()))).unwrap();
+        assert_eq!(reply, "{\"v\":1,\"error\":\"no\"}\n");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn request_lines_are_capped_and_must_arrive_before_the_deadline() {
+        use std::os::unix::net::UnixStream;
+        let (a, mut b) = UnixStream::pair().unwrap();
+        b.write_all(b"{\"v\":1}\nrest").unwrap();
+        let far = Instant::now() + Duration::from_secs(10);
+        assert_eq!(
+            read_request_line(&a, 100, far).unwrap().unwrap(),
+            b"{\"v\":1}"
+        );
+
+        let (a, mut b) = UnixStream::pair().unwrap();
+        b.write_all(&vec![b'x'; 300]).unwrap();
+        assert!(read_request_line(&a, 100, far).unwrap().is_none());
+
+        // A writer that never finishes its line runs into the deadline, however it trickles.
+        let (a, mut b) = UnixStream::pair().unwrap();
+        b.write_all(b"{\"v\"").unwrap();
+        let soon = Instant::now() + Duration::from_millis(50);
+        assert!(read_request_line(&a, 100, soon).is_err());
     }
 }

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::encoder::{BatchLimits, DeviceSpec, Encoder, LoadOptions, Pooling};
 use crate::index::{
-    Coder, Index, IndexMeta, Progress as IndexProgress, UpdateOptions, corpus_passages,
+    Coder, Index, IndexMeta, Progress as IndexProgress, UpdateOptions, UpdateReport,
+    corpus_passages,
 };
 use crate::model::{self, FetchOptions, ModelFiles, ModelSpec};
 use crate::rng::SplitMix64;
@@ -52,6 +53,78 @@ pub enum TrainProgress {
     Indexing { done: usize, total: usize },
 }
 
+/// A training phase as people see it, the same in the status bar and in `dochash train`'s
+/// progress bar.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Phase {
+    /// What is running, e.g. `SimCSE epoch 1`; a new label starts a new progress bar.
+    pub label: String,
+    pub done: usize,
+    /// 0 when the amount of work is not known.
+    pub total: usize,
+    /// e.g. `loss 0.413`.
+    pub detail: String,
+}
+
+impl TrainProgress {
+    /// `None` for events that are logged rather than shown (the end of a head epoch).
+    pub fn phase(&self) -> Option<Phase> {
+        let p = |label: String, done: usize, total: usize, detail: String| {
+            Some(Phase {
+                label,
+                done,
+                total,
+                detail,
+            })
+        };
+        match *self {
+            TrainProgress::Reading => p("reading notes".into(), 0, 0, String::new()),
+            TrainProgress::Simcse(simcse::Progress::Caching { done, total }) => {
+                p("SimCSE: lower layers".into(), done, total, String::new())
+            }
+            TrainProgress::Simcse(simcse::Progress::Step {
+                epoch,
+                step,
+                steps,
+                loss,
+            }) => p(
+                format!("SimCSE epoch {epoch}"),
+                step,
+                steps,
+                format!("loss {loss:.4}"),
+            ),
+            TrainProgress::Checking => {
+                p("checking on held-back passages".into(), 0, 0, String::new())
+            }
+            TrainProgress::States { done, total } => {
+                p("token states".into(), done, total, String::new())
+            }
+            TrainProgress::Dhim(dhim::Progress::Step {
+                epoch,
+                step,
+                steps,
+                loss,
+            }) => p(
+                format!("hashing head epoch {epoch}"),
+                step,
+                steps,
+                format!("loss {:.4}", loss.loss),
+            ),
+            TrainProgress::Dhim(dhim::Progress::Epoch {
+                epoch,
+                validation,
+                best,
+            }) => {
+                tracing::info!(epoch, validation, best, "hashing head epoch");
+                None
+            }
+            TrainProgress::Indexing { done, total } => {
+                p("re-encoding the index".into(), done, total, String::new())
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SimcseOutcome {
     pub config: SimcseConfig,
@@ -91,7 +164,7 @@ pub struct Manifest {
 pub struct Prepared {
     pub active: Active,
     pub index: Index,
-    pub encoder: Encoder,
+    pub encoder: Arc<Encoder>,
     pub manifest: Manifest,
 }
 
@@ -347,7 +420,8 @@ fn prepare_in(
     };
     std::fs::create_dir_all(gdir).map_err(|e| TrainError::io(gdir, e))?;
     let text = serde_json::to_string_pretty(&manifest).map_err(err)?;
-    std::fs::write(gdir.join("manifest.json"), text).map_err(|e| TrainError::io(gdir, e))?;
+    crate::fsx::write_atomic(&gdir.join("manifest.json"), text.as_bytes())
+        .map_err(|e| TrainError::io(gdir, e))?;
     Ok(Outcome::Ready(Box::new(Prepared {
         active: Active {
             generation: n,
@@ -356,9 +430,36 @@ fn prepare_in(
             index: name,
         },
         index,
-        encoder: gen_enc,
+        encoder: Arc::new(gen_enc),
         manifest,
     })))
+}
+
+/// Makes a prepared generation the serving one. The user's settings are read again first
+/// (folders added while training ran must not be lost), `catch_up` brings the new index in line
+/// with files changed meanwhile, everything is made durable, and only then is the pointer moved.
+/// The caller then drops the old index and calls [`generation::clean_up`].
+pub fn switch<E>(
+    home: &Path,
+    prepared: &mut Prepared,
+    catch_up: impl FnOnce(&mut Index, &Arc<Encoder>) -> Result<UpdateReport, E>,
+) -> Result<UpdateReport, super::AppError>
+where
+    super::AppError: From<E>,
+{
+    prepared.index.reload_settings()?;
+    let report = catch_up(&mut prepared.index, &prepared.encoder)?;
+    prepared
+        .index
+        .store()
+        .flush()
+        .map_err(crate::index::IndexError::from)?;
+    crate::failpoint::hit("generation.switch");
+    generation::switch(home, &prepared.active).map_err(|source| super::AppError::Io {
+        path: home.join("generation.json"),
+        source,
+    })?;
+    Ok(report)
 }
 
 /// Splits passage indices into training and held-back sets: the passages of about a tenth of

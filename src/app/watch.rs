@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 
 use notify_debouncer_full::notify::RecursiveMode;
+use notify_debouncer_full::notify::event::{
+    AccessKind, AccessMode, EventKind, MetadataKind, ModifyKind,
+};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 
 use super::engine::{WATCH_DEBOUNCE, Work};
@@ -21,9 +24,9 @@ pub(super) fn watch(
     let home = std::fs::canonicalize(home).unwrap_or_else(|_| home.to_path_buf());
     let mut debouncer = new_debouncer(WATCH_DEBOUNCE, None, move |res: DebounceEventResult| {
         let relevant = match res {
-            Ok(events) => events
-                .iter()
-                .any(|e| e.paths.iter().any(|p| !p.starts_with(&home))),
+            Ok(events) => events.iter().any(|e| {
+                may_change_content(&e.kind) && e.paths.iter().any(|p| !p.starts_with(&home))
+            }),
             // A watcher error (e.g. the kernel's event queue overflowed) may hide changes:
             // an update finds them all.
             Err(_) => true,
@@ -38,6 +41,20 @@ pub(super) fn watch(
     Ok(debouncer)
 }
 
+/// Whether an event can mean that a file's content, name or presence changed. Opening,
+/// reading and closing a file without writing — which the owner's own walk and the preview do
+/// all the time — cannot, and counting them made an idle owner re-index itself forever.
+fn may_change_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)) => false,
+        // Create, remove, data and name changes, permission changes (a file may have become
+        // unreadable), and whatever a backend cannot classify.
+        _ => true,
+    }
+}
+
 /// Watches one more root; a root that does not exist (an unmounted drive) is left alone.
 pub(super) fn add(w: &mut Watcher, root: &Path) -> notify_debouncer_full::notify::Result<()> {
     if root.is_dir() {
@@ -49,4 +66,36 @@ pub(super) fn add(w: &mut Watcher, root: &Path) -> notify_debouncer_full::notify
         w.watch(parent, RecursiveMode::NonRecursive)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify_debouncer_full::notify::event::{CreateKind, DataChange, RemoveKind, RenameMode};
+
+    #[test]
+    fn reads_do_not_count_as_changes() {
+        assert!(!may_change_content(&EventKind::Access(AccessKind::Read)));
+        assert!(!may_change_content(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!may_change_content(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(!may_change_content(&EventKind::Modify(
+            ModifyKind::Metadata(MetadataKind::AccessTime)
+        )));
+        assert!(may_change_content(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(may_change_content(&EventKind::Create(CreateKind::File)));
+        assert!(may_change_content(&EventKind::Remove(RemoveKind::Any)));
+        assert!(may_change_content(&EventKind::Modify(ModifyKind::Data(
+            DataChange::Any
+        ))));
+        assert!(may_change_content(&EventKind::Modify(ModifyKind::Name(
+            RenameMode::Both
+        ))));
+        assert!(may_change_content(&EventKind::Any));
+    }
 }

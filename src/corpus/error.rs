@@ -97,7 +97,7 @@ impl std::error::Error for Skipped {}
 
 /// Phrases the common I/O failures the way a user would describe them; the raw OS text
 /// ("os error 13") means little to someone looking at their notes folder.
-pub(crate) fn io_reason(err: &std::io::Error) -> String {
+pub fn io_reason(err: &std::io::Error) -> String {
     use std::io::ErrorKind;
     match err.kind() {
         ErrorKind::PermissionDenied => "permission denied".to_owned(),

@@ -37,7 +37,7 @@ mod structure;
 mod walk;
 
 pub use chunk::{ChunkConfig, Passage, TokenCounter, approx_token_count, split, split_as};
-pub use error::{CorpusError, SkipReason, Skipped};
+pub use error::{CorpusError, SkipReason, Skipped, io_reason};
 pub use frontmatter::{FrontMatter, FrontMatterKind, front_matter};
 pub use read::{Document, looks_binary, read_document};
 pub use structure::Format;

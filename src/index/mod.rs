@@ -22,7 +22,9 @@ pub use search::{Hit, SearchParams, Searcher};
 pub use store::{
     CodeMeta, CorpusSettings, Fingerprint, IndexMeta, SCHEMA_VERSION, Store, StoreError,
 };
-pub use update::{Progress, UpdateOptions, UpdateReport, chunk_config, corpus_passages};
+pub use update::{
+    Progress, RootTrouble, Unavailable, UpdateOptions, UpdateReport, chunk_config, corpus_passages,
+};
 
 /// Default code length: 64 bits make the Hamming scan one XOR and one POPCNT per passage.
 pub const DEFAULT_BITS: usize = 64;
@@ -39,6 +41,9 @@ pub enum IndexError {
     Coder(#[from] CoderError),
     #[error("{}: {msg}", path.display())]
     Root { path: PathBuf, msg: String },
+    /// A query that cannot be answered as given (the message says why).
+    #[error("{0}")]
+    Query(String),
 }
 
 pub struct Index {
@@ -57,15 +62,59 @@ struct Settings {
 }
 
 impl Settings {
-    fn load(path: &Path) -> Option<Self> {
-        let text = std::fs::read_to_string(path).ok()?;
-        match serde_json::from_str(&text) {
-            Ok(s) => Some(s),
+    /// The settings file, if there is one. A file that does not parse is moved aside (never
+    /// silently overwritten: it is the user's folder list) and a note says so; a file that
+    /// cannot be read at all is an error, so that nothing writes over it.
+    fn load(path: &Path, notes: &mut Vec<String>) -> Result<Option<Self>, IndexError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {
-                tracing::warn!("ignoring {}: {e}", path.display());
-                None
+                return Err(IndexError::Root {
+                    path: path.to_path_buf(),
+                    msg: format!("cannot read the list of indexed folders: {e}"),
+                });
+            }
+        };
+        match serde_json::from_str(&text) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) => {
+                let aside = path.with_extension("json.bad");
+                let kept = std::fs::rename(path, &aside).is_ok();
+                notes.push(format!(
+                    "{} is damaged ({e}); {}the folder list stored in the index is used",
+                    path.display(),
+                    if kept {
+                        format!("it was kept as {}; ", aside.display())
+                    } else {
+                        String::new()
+                    }
+                ));
+                Ok(None)
             }
         }
+    }
+}
+
+/// Checks that `p` can be indexed — an existing folder or regular file (not a FIFO, a device or
+/// a socket, whose reading could block or never end) — and returns its canonical path.
+pub fn check_root(p: &Path) -> Result<PathBuf, IndexError> {
+    let bad = |msg: String| IndexError::Root {
+        path: p.to_path_buf(),
+        msg,
+    };
+    let why = |e: std::io::Error| {
+        bad(match e.kind() {
+            std::io::ErrorKind::NotFound => "does not exist".into(),
+            _ => format!("cannot index it: {}", crate::corpus::io_reason(&e)),
+        })
+    };
+    let canon = std::fs::canonicalize(p).map_err(why)?;
+    let meta = std::fs::metadata(&canon).map_err(why)?;
+    if meta.is_dir() || meta.is_file() {
+        Ok(canon)
+    } else {
+        Err(bad("cannot index it: not a folder or a regular file".into()))
     }
 }
 
@@ -87,20 +136,16 @@ impl Index {
     /// Opens the index in `dir` for data made with `fingerprint`. When the stored index is
     /// damaged or was made with something else, it is rebuilt empty (keeping its roots) and the
     /// reason is returned so the caller can say it in one line.
-    pub fn open(
-        dir: &Path,
-        fingerprint: &Fingerprint,
-    ) -> Result<(Self, Option<String>), IndexError> {
-        let (store, mut reason) = match Store::open(dir) {
-            Ok(s) => (s, None),
+    pub fn open(dir: &Path, fingerprint: &Fingerprint) -> Result<(Self, Vec<String>), IndexError> {
+        let mut notes = Vec::new();
+        let (store, old) = match Store::open(dir).and_then(|s| {
+            let m = s.meta()?;
+            Ok((s, m))
+        }) {
+            Ok(x) => x,
             Err(StoreError::Locked(p)) => return Err(StoreError::Locked(p).into()),
-            Err(e) => (Store::recreate(dir)?, Some(format!("{e}; rebuilding it"))),
-        };
-        let (store, old) = match store.meta() {
-            Ok(m) => (store, m),
             Err(e) => {
-                reason = Some(format!("{e}; rebuilding it"));
-                drop(store);
+                notes.push(format!("{e}; rebuilding it"));
                 (Store::recreate(dir)?, None)
             }
         };
@@ -110,7 +155,7 @@ impl Index {
             Some(m) if m.fingerprint == *fingerprint => (store, m),
             other => {
                 let store = if let Some(m) = other {
-                    reason = Some(describe_change(&m.fingerprint, fingerprint));
+                    notes.push(describe_change(&m.fingerprint, fingerprint));
                     drop(store);
                     Store::recreate(dir)?
                 } else {
@@ -126,7 +171,7 @@ impl Index {
                 (store, meta)
             }
         };
-        let (mut index, had_settings) = Self::assemble(store, meta, dir)?;
+        let (mut index, had_settings) = Self::assemble(store, meta, dir, &mut notes)?;
         if had_settings {
             index.store.set_meta(&index.meta)?;
         } else {
@@ -136,7 +181,7 @@ impl Index {
             index.meta.code = None;
             index.store.set_meta(&index.meta)?;
         }
-        Ok((index, reason))
+        Ok((index, notes))
     }
 
     /// Opens an existing index as it is, without rebuilding anything (for `query` and
@@ -149,7 +194,7 @@ impl Index {
         let Some(meta) = store.meta()? else {
             return Ok(None);
         };
-        Ok(Some(Self::assemble(store, meta, dir)?.0))
+        Ok(Some(Self::assemble(store, meta, dir, &mut Vec::new())?.0))
     }
 
     /// Puts an opened store together with its coder and the user's settings. A coder that does
@@ -157,7 +202,12 @@ impl Index {
     /// is scored exactly. The folder list and filters are the user's settings, not derived data:
     /// they live in a file of their own, which wins over the database's copy and survives its
     /// rebuild. Returns whether that file existed.
-    fn assemble(store: Store, meta: IndexMeta, dir: &Path) -> Result<(Self, bool), IndexError> {
+    fn assemble(
+        store: Store,
+        meta: IndexMeta,
+        dir: &Path,
+        notes: &mut Vec<String>,
+    ) -> Result<(Self, bool), IndexError> {
         let coder = match (&meta.code, store.coder()?) {
             (Some(_), Some(bytes)) => Coder::from_bytes(&bytes).ok(),
             _ => None,
@@ -168,13 +218,29 @@ impl Index {
             coder,
             dir: dir.to_path_buf(),
         };
-        let settings = Settings::load(&settings_path(dir));
+        let settings = Settings::load(&settings_path(dir), notes)?;
         let found = settings.is_some();
         if let Some(settings) = settings {
             index.meta.roots = settings.roots;
             index.meta.corpus = settings.corpus;
         }
         Ok((index, found))
+    }
+
+    /// Takes the folder list and filters from the settings file again: another index folder of
+    /// the same home (the serving generation, while this one was built by training) may have
+    /// changed them since this one was opened.
+    pub fn reload_settings(&mut self) -> Result<(), IndexError> {
+        let mut notes = Vec::new();
+        if let Some(s) = Settings::load(&settings_path(&self.dir), &mut notes)? {
+            self.meta.roots = s.roots;
+            self.meta.corpus = s.corpus;
+            self.store.set_meta(&self.meta)?;
+        }
+        for n in notes {
+            tracing::warn!("{n}");
+        }
+        Ok(())
     }
 
     /// Replaces the stored file filters; they apply from the next update on.
@@ -184,8 +250,8 @@ impl Index {
         self.save_settings()
     }
 
-    /// Writes the settings file atomically (temp file + rename), so a crash leaves the old or
-    /// the new version, never half of one.
+    /// Writes the settings file atomically, so a crash leaves the old or the new version,
+    /// never half of one.
     fn save_settings(&self) -> Result<(), IndexError> {
         let path = settings_path(&self.dir);
         let io = |e: std::io::Error| IndexError::Root {
@@ -197,11 +263,8 @@ impl Index {
             corpus: self.meta.corpus.clone(),
         };
         let text = serde_json::to_string_pretty(&settings).map_err(|e| io(e.into()))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-        std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io)?;
-        tmp.persist(&path).map_err(|e| io(e.error))?;
-        Ok(())
+        crate::failpoint::hit("settings.write");
+        crate::fsx::write_atomic(&path, text.as_bytes()).map_err(io)
     }
 
     pub fn meta(&self) -> &IndexMeta {
@@ -216,19 +279,22 @@ impl Index {
         self.coder.as_ref()
     }
 
-    /// Adds folders (or single files) to index; they must exist. Returns the canonical paths
-    /// that were new.
+    /// Adds folders (or single files) to index; each must be an existing folder or regular file,
+    /// and if one is not, none is added. Returns the canonical paths that were new.
     pub fn add_roots(&mut self, paths: &[PathBuf]) -> Result<Vec<PathBuf>, IndexError> {
-        let mut added = Vec::new();
+        let mut checked = Vec::with_capacity(paths.len());
         for p in paths {
-            let canon = std::fs::canonicalize(p).map_err(|e| IndexError::Root {
-                path: p.clone(),
-                msg: format!("cannot index it: {e}"),
-            })?;
+            checked.push(check_root(p)?);
+        }
+        let mut added = Vec::new();
+        for canon in checked {
             if !self.meta.roots.contains(&canon) {
                 self.meta.roots.push(canon.clone());
                 added.push(canon);
             }
+        }
+        if added.is_empty() {
+            return Ok(added);
         }
         self.meta.roots.sort();
         self.store.set_meta(&self.meta)?;

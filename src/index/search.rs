@@ -15,7 +15,9 @@ use super::store::{IndexMeta, Store};
 pub struct Hit {
     /// Passage id in the index.
     pub id: u64,
-    /// Absolute path of the file.
+    /// Absolute path of the file: `path` in JSON (lossy for a name that is not UTF-8, whose
+    /// exact bytes are then in `path_bytes`).
+    #[serde(flatten, with = "crate::pathwire::field")]
     pub path: PathBuf,
     /// First line of the passage, 1-based.
     pub line: u32,
@@ -42,6 +44,36 @@ pub struct SearchParams {
     pub candidates: Option<usize>,
     /// Keep only the best passage of each file.
     pub per_file: bool,
+}
+
+/// Most results a query returns: more is not a search any more, and every hit travels as text.
+pub const MAX_K: usize = 10_000;
+
+/// Longest query text searched. A sentence-sized question is a few hundred bytes; the encoder
+/// reads at most its window of tokens anyway, and a pasted document is not a query.
+pub const MAX_QUERY_BYTES: usize = 8 * 1024;
+
+impl SearchParams {
+    /// The parameters with `k` capped at [`MAX_K`] (callers pass what users typed; a huge `k`
+    /// must not turn into a huge allocation).
+    pub fn normalized(&self) -> Self {
+        Self {
+            k: self.k.min(MAX_K),
+            ..*self
+        }
+    }
+}
+
+/// Checks a query's text before it is encoded.
+pub fn check_query(text: &str) -> Result<(), IndexError> {
+    if text.len() > MAX_QUERY_BYTES {
+        return Err(IndexError::Query(format!(
+            "the query is {} KiB; at most {} KiB can be searched",
+            text.len().div_ceil(1024),
+            MAX_QUERY_BYTES / 1024
+        )));
+    }
+    Ok(())
 }
 
 impl Default for SearchParams {
@@ -125,6 +157,7 @@ impl Searcher {
         text: &str,
         params: &SearchParams,
     ) -> Result<Vec<Hit>, IndexError> {
+        check_query(text)?;
         let (emb, code) = super::coder::embed_and_code(
             encoder,
             self.coder.as_ref(),
@@ -158,13 +191,17 @@ impl Searcher {
         code: Option<&[u64]>,
         params: &SearchParams,
     ) -> Result<Vec<Hit>, IndexError> {
+        let params = &params.normalized();
         if params.k == 0 || self.is_empty() {
             return Ok(Vec::new());
         }
         let bits = self.coder.as_ref().map(|c| c.bits()).unwrap_or(64);
+        // More candidates than codes is every code.
         let c = params
             .candidates
-            .unwrap_or_else(|| default_candidates(self.len(), params.k, bits));
+            .unwrap_or_else(|| default_candidates(self.len(), params.k, bits))
+            .min(self.ids.len())
+            .max(1);
         let mut cands: Vec<(u64, Option<u32>)> = Vec::new();
         match code {
             Some(q) if !self.ids.is_empty() => {
@@ -202,7 +239,7 @@ impl Searcher {
         }
         scored.sort_by(by_score);
 
-        let mut hits = Vec::with_capacity(params.k);
+        let mut hits = Vec::with_capacity(params.k.min(scored.len()));
         let mut files: HashSet<std::path::PathBuf> = HashSet::new();
         for (score, id, distance) in scored {
             let Some(p) = store.passage(id)? else {

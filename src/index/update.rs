@@ -43,10 +43,56 @@ pub struct UpdateReport {
     pub skipped: Vec<Skipped>,
     /// Files that were not valid UTF-8 and were read lossily.
     pub lossy: Vec<PathBuf>,
-    /// Roots that do not exist (any more); their entries were left alone.
-    pub missing_roots: Vec<PathBuf>,
+    /// Roots that could not be searched this time; their entries were left alone.
+    pub unavailable: Vec<Unavailable>,
     /// The code source was (re)fitted: its description.
     pub refit: Option<String>,
+}
+
+/// A root whose files stay indexed although the walk could not see them: a drive that is not
+/// mounted (its mount point is missing, or present and empty) must not wipe the index. `dochash
+/// index --forget` is the way to drop such a root's entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable {
+    pub root: PathBuf,
+    pub why: RootTrouble,
+    /// Files of the root kept in the index.
+    pub kept_files: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootTrouble {
+    /// Gone, or no longer a folder or regular file; the message says which.
+    Unusable(String),
+    /// Exists but holds no file to index, while the index holds files from it.
+    Empty,
+}
+
+impl UpdateReport {
+    /// One line for each thing the user should know about this update, the same in `dochash
+    /// index`, `dochash watch` and the status bar.
+    pub fn notes(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.skipped.iter().map(|s| s.to_string()).collect();
+        out.extend(self.lossy.iter().map(|p| {
+            format!(
+                "{} is not valid UTF-8; indexed with replacement characters",
+                p.display()
+            )
+        }));
+        for u in &self.unavailable {
+            let why = match &u.why {
+                RootTrouble::Unusable(m) => m.clone(),
+                RootTrouble::Empty => "it is empty (a drive that is not mounted?)".into(),
+            };
+            out.push(format!(
+                "{}: {why}; its {} indexed files are kept until it is back (`dochash index --forget {}` drops them)",
+                u.root.display(),
+                u.kept_files,
+                u.root.display()
+            ));
+        }
+        out
+    }
 }
 
 pub struct UpdateOptions {
@@ -102,23 +148,59 @@ pub(super) fn update(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<UpdateReport, IndexError> {
     let mut report = UpdateReport::default();
-    let roots: Vec<PathBuf> = index.meta.roots.clone();
-    let (present, missing): (Vec<PathBuf>, Vec<PathBuf>) =
-        roots.into_iter().partition(|r| r.exists());
-    report.missing_roots = missing;
+    let stored = index.store.files()?;
+    let held = |root: &Path| {
+        stored
+            .iter()
+            .filter(|(p, r)| r.root.starts_with(root) || p.starts_with(root))
+            .count()
+    };
+    // A root that is gone, or is no longer a folder or a regular file (a FIFO cannot be
+    // walked), keeps its entries.
+    let mut present: Vec<PathBuf> = Vec::new();
+    for r in &index.meta.roots {
+        match super::check_root(r) {
+            Ok(_) => present.push(r.clone()),
+            Err(e) => report.unavailable.push(Unavailable {
+                root: r.clone(),
+                why: RootTrouble::Unusable(match e {
+                    IndexError::Root { msg, .. } => msg,
+                    other => other.to_string(),
+                }),
+                kept_files: held(r),
+            }),
+        }
+    }
 
     let walk = if present.is_empty() {
         corpus::Walk::default()
     } else {
         corpus::walk(&present, &opts.corpus)?
     };
+    // A root with nothing in it while the index holds files from it looks like the empty mount
+    // point of a drive that is not mounted: keep its entries too.
+    present.retain(|r| {
+        let found = walk
+            .files
+            .iter()
+            .any(|f| f.root.starts_with(r) || f.path.starts_with(r));
+        let kept_files = held(r);
+        if found || kept_files == 0 {
+            return true;
+        }
+        report.unavailable.push(Unavailable {
+            root: r.clone(),
+            why: RootTrouble::Empty,
+            kept_files,
+        });
+        false
+    });
     report.files_seen = walk.files.len();
     report.skipped = walk.skipped;
 
     // Files in the index under a present root that the walk did not find are gone (or now
-    // excluded): remove them. Files under missing roots stay until the root is forgotten.
+    // excluded): remove them. Files under unavailable roots stay until the root is forgotten.
     let seen: HashSet<&Path> = walk.files.iter().map(|f| f.path.as_path()).collect();
-    let stored = index.store.files()?;
     let stored_map: HashMap<&Path, &FileRecord> =
         stored.iter().map(|(p, r)| (p.as_path(), r)).collect();
     for (path, rec) in &stored {

@@ -2,8 +2,11 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// A dochash home shared by all tests of this build, so the real model is fetched once.
 pub fn shared_home() -> PathBuf {
@@ -76,4 +79,145 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub struct Env {
+    pub _tmp: tempfile::TempDir,
+    pub home: PathBuf,
+    pub notes: PathBuf,
+    pub model: PathBuf,
+}
+
+pub fn env() -> Env {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let home = tmp.path().join("home");
+    let notes = tmp.path().join("notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    let model = tiny_model(tmp.path());
+    Env {
+        home,
+        notes,
+        model,
+        _tmp: tmp,
+    }
+}
+
+impl Env {
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.notes.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn index(&self, args: &[&str]) -> Output {
+        let out = dochash(&self.home)
+            .arg("index")
+            .arg("--model")
+            .arg(&self.model)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "index failed: {}", stderr(&out));
+        out
+    }
+
+    pub fn query(&self, text: &str, extra: &[&str]) -> (Option<i32>, Vec<Value>) {
+        let out = dochash(&self.home)
+            .args(["query", "--json", text])
+            .args(extra)
+            .output()
+            .unwrap();
+        let hits = stdout(&out)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect();
+        (out.status.code(), hits)
+    }
+
+    pub fn status(&self) -> Value {
+        let out = dochash(&self.home)
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_str(stdout(&out).trim()).unwrap()
+    }
+}
+
+/// A `dochash watch` child that is killed when the test ends, passing or failing, so a failed
+/// assertion never leaves an owner running.
+pub struct Owner(pub Child);
+
+impl std::ops::Deref for Owner {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Owner {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn wait_until(what: &str, pred: impl FnMut() -> bool) {
+    wait_up_to(Duration::from_secs(120), what, pred)
+}
+
+pub fn wait_up_to(limit: Duration, what: &str, mut pred: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !pred() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn status(home: &Path) -> Option<Value> {
+    let out = dochash(home).args(["status", "--json"]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_str(stdout(&out).trim()).ok()
+}
+
+pub fn query(home: &Path, text: &str, k: usize) -> Vec<Value> {
+    let out = dochash(home)
+        .args(["query", "--json", "-k", &k.to_string(), text])
+        .output()
+        .unwrap();
+    assert!(out.status.code() != Some(2), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `dochash watch --no-train`: these tests are about the mechanics of ownership; background
+/// training has its own test.
+pub fn start_watch(home: &Path, model: &Path, paths: &[&Path]) -> Owner {
+    let mut c = Command::new(bin("dochash"));
+    c.env("DOCHASH_HOME", home)
+        .env_remove("DOCHASH_MODEL")
+        .arg("watch")
+        .arg("--model")
+        .arg(model)
+        .arg("--no-train")
+        .args(paths)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = Owner(c.spawn().unwrap());
+    wait_until("the owner to answer", || {
+        status(home).is_some_and(|s| s["owner"] == true && s["job"].is_null())
+    });
+    child
 }

@@ -8,13 +8,13 @@ mod tui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use dochash::app::socket::{self, Reply, Request};
-use dochash::app::{Engine, EngineConfig};
+use dochash::app::socket::{self, Client, QueryRequest};
+use dochash::app::{Engine, EngineConfig, EngineStatus};
 use dochash::encoder::DeviceSpec;
 use dochash::index::{Hit, SearchParams};
 use dochash::model::{self, FetchOptions, ModelSpec};
@@ -58,12 +58,16 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    dochash::fsx::private_umask();
     dochash::encoder::keep_large_buffers();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let parts: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("error: {}", parts.join(": "));
+            eprintln!(
+                "error: {}",
+                dochash::app::sanitize::sanitize(&parts.join(": "))
+            );
             ExitCode::from(2)
         }
     }
@@ -72,7 +76,8 @@ fn main() -> ExitCode {
 fn run() -> Result<()> {
     let args = Args::parse();
     let home = model::home_dir()?;
-    std::fs::create_dir_all(&home).with_context(|| format!("cannot create {}", home.display()))?;
+    dochash::app::prepare_home(&home)
+        .with_context(|| format!("cannot create {}", home.display()))?;
     let opts = TuiOptions {
         query: args.query.clone(),
         no_color: TuiOptions::no_color_from_env(),
@@ -81,13 +86,17 @@ fn run() -> Result<()> {
     };
 
     // Another process owns the index: be its client.
-    if let Some(Ok(Reply::Status(_))) = socket::ask(&home, &Request::Status) {
+    if let Some(client) = Client::connect(&home)? {
         if !args.paths.is_empty() {
-            eprintln!(
-                "note: another dochash owns the index; the folders given were not added (stop it, or use `dochash index` after it exits)"
-            );
+            let mut add = Vec::new();
+            for p in &args.paths {
+                add.push(dochash::index::check_root(p)?);
+            }
+            client
+                .add_roots(add)
+                .context("another dochash owns the index and could not add the folders")?;
         }
-        return tui::run(Arc::new(Client { home }), opts);
+        return tui::run(Arc::new(Remote::follow(client)), opts);
     }
 
     // The model the index was made with, unless one is named, so that opening the UI never
@@ -147,86 +156,120 @@ struct Local(Arc<Engine>);
 
 impl Backend for Local {
     fn search(&self, query: &str, limit: usize) -> Result<Vec<Hit>, String> {
-        self.0.search(
-            query,
-            &SearchParams {
-                k: limit,
-                candidates: None,
-                per_file: false,
-            },
-        )
+        self.0
+            .search(
+                query,
+                &SearchParams {
+                    k: limit,
+                    candidates: None,
+                    per_file: false,
+                },
+            )
+            .map_err(|e| e.to_string())
     }
 
     fn status(&self) -> StatusInfo {
-        let s = self.0.status();
-        let job = match (&s.error, s.job) {
-            (Some(e), _) => Some(JobProgress {
-                label: "error".into(),
-                done: 0,
-                total: 0,
-                detail: e.clone(),
-            }),
-            (None, Some(j)) => Some(JobProgress {
-                label: j.label,
-                done: j.done,
-                total: j.total,
-                detail: j.detail,
-            }),
-            (None, None) => None,
-        };
-        StatusInfo {
-            roots: s.roots,
-            files: s.files,
-            passages: s.passages,
-            job,
-            model: short_model(&s.model),
-            codes: s.codes,
-            device: s.device,
-            generation: s.generation,
-        }
+        status_info(self.0.status(), "")
     }
 }
 
-/// Talks to the process that owns the index.
-struct Client {
-    home: PathBuf,
+fn status_info(s: EngineStatus, device_suffix: &str) -> StatusInfo {
+    let job = match (&s.error, s.job) {
+        (Some(e), _) => Some(JobProgress {
+            label: "error".into(),
+            done: 0,
+            total: 0,
+            detail: e.clone(),
+        }),
+        (None, Some(j)) => Some(JobProgress {
+            label: j.label,
+            done: j.done,
+            total: j.total,
+            detail: j.detail,
+        }),
+        (None, None) => None,
+    };
+    StatusInfo {
+        roots: s.roots,
+        files: s.files,
+        passages: s.passages,
+        job,
+        model: short_model(&s.model),
+        codes: s.codes,
+        device: format!("{}{device_suffix}", s.device),
+        generation: s.generation,
+    }
 }
 
-impl Backend for Client {
+/// Talks to the process that owns the index. The status is followed by a background thread
+/// that long-polls the owner (it answers when something changed), so the UI thread never waits
+/// on the socket and an idle owner is not asked anything.
+struct Remote {
+    client: Client,
+    status: Arc<Mutex<StatusInfo>>,
+}
+
+impl Remote {
+    fn follow(client: Client) -> Self {
+        let first = client
+            .status()
+            .map(|s| status_info(s, " (shared)"))
+            .unwrap_or_default();
+        let status = Arc::new(Mutex::new(first));
+        {
+            let client = client.clone();
+            let status = Arc::downgrade(&status);
+            std::thread::spawn(move || {
+                let mut since = None;
+                loop {
+                    let got = client.status_after(since, socket::MAX_STATUS_WAIT);
+                    let Some(slot) = status.upgrade() else {
+                        return;
+                    };
+                    let info = match got {
+                        Ok(s) => {
+                            since = Some(s.changes);
+                            status_info(s, " (shared)")
+                        }
+                        Err(e) => {
+                            let mut info = slot.lock().map(|g| g.clone()).unwrap_or_default();
+                            info.job = Some(JobProgress {
+                                label: "error".into(),
+                                detail: format!(
+                                    "the dochash that owned the index is gone ({e}); restart dochash-tui"
+                                ),
+                                ..Default::default()
+                            });
+                            if let Ok(mut g) = slot.lock() {
+                                *g = info;
+                            }
+                            return;
+                        }
+                    };
+                    if let Ok(mut g) = slot.lock() {
+                        *g = info;
+                    }
+                }
+            });
+        }
+        Remote { client, status }
+    }
+}
+
+impl Backend for Remote {
     fn search(&self, query: &str, limit: usize) -> Result<Vec<Hit>, String> {
-        let req = Request::Query {
-            text: query.to_string(),
-            k: limit,
-            per_file: false,
-            candidates: None,
-        };
-        match socket::ask(&self.home, &req) {
-            Some(Ok(Reply::Hits(h))) => Ok(h),
-            Some(Ok(Reply::Error(e))) | Some(Err(e)) => Err(e),
-            Some(Ok(Reply::Status(_))) => Err("unexpected reply".into()),
-            None => Err("the dochash that owned the index has exited; restart dochash-tui".into()),
-        }
+        self.client
+            .query(&QueryRequest {
+                text: query.to_string(),
+                k: limit,
+                per_file: false,
+                candidates: None,
+            })
+            .map_err(|e| e.to_string())
     }
 
     fn status(&self) -> StatusInfo {
-        match socket::ask(&self.home, &Request::Status) {
-            Some(Ok(Reply::Status(s))) => StatusInfo {
-                roots: s.roots,
-                files: s.files,
-                passages: s.passages,
-                job: s.job.map(|j| JobProgress {
-                    label: j,
-                    ..Default::default()
-                }),
-                model: short_model(&s.model),
-                codes: s.codes,
-                device: format!("{} (shared)", s.device),
-                // Content changes are not pushed over the socket; re-running the query on
-                // every count change keeps results fresh enough.
-                generation: (s.files as u64) << 32 | s.passages as u64,
-            },
-            _ => StatusInfo::default(),
-        }
+        self.status.lock().map(|g| g.clone()).unwrap_or_default()
     }
 }
 

@@ -2,8 +2,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow, bail};
-use dochash::app::socket::{self, Reply, Request};
+use anyhow::{Context, Result, bail};
 use dochash::encoder::BatchLimits;
 use dochash::index::{Progress, UpdateOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -14,39 +13,31 @@ use crate::shared;
 pub fn run(g: &Global, args: &IndexArgs) -> Result<ExitCode> {
     // A running TUI or `dochash watch` owns the index and keeps it up to date: hand it the
     // new folders instead of failing on the database lock.
-    let home = dochash::model::home_dir()?;
-    if std::fs::symlink_metadata(socket::socket_path(&home)).is_ok() {
+    if let Some(owner) = shared::owner()? {
+        if !args.forget.is_empty()
+            || !args.include.is_empty()
+            || !args.exclude.is_empty()
+            || args.extensions.is_some()
+            || args.max_file_size.is_some()
+            || args.bits.is_some()
+        {
+            bail!(
+                "a running dochash (TUI or `dochash watch`) owns the index; stop it to change folders, filters or --bits"
+            );
+        }
         let mut add = Vec::new();
         for p in &args.paths {
-            add.push(
-                std::fs::canonicalize(p)
-                    .with_context(|| format!("cannot index {}", p.display()))?,
-            );
+            add.push(dochash::index::check_root(p)?);
         }
-        if let Some(reply) = socket::ask(&home, &Request::Index { add: add.clone() }) {
-            if let Reply::Error(e) = reply.map_err(|e| anyhow!(e))? {
-                bail!(e);
-            }
-            if !args.forget.is_empty()
-                || !args.include.is_empty()
-                || !args.exclude.is_empty()
-                || args.extensions.is_some()
-                || args.max_file_size.is_some()
-                || args.bits.is_some()
-            {
-                bail!(
-                    "a running dochash (TUI or `dochash watch`) owns the index; stop it to change folders, filters or --bits"
-                );
-            }
-            for a in &add {
-                shared::note(g, format!("added {}", a.display()));
-            }
-            shared::note(
-                g,
-                "a running dochash owns the index and is updating it; `dochash status` shows progress",
-            );
-            return Ok(ExitCode::SUCCESS);
+        owner.add_roots(add.clone())?;
+        for a in &add {
+            shared::note(g, format!("added {}", a.display()));
         }
+        shared::note(
+            g,
+            "a running dochash owns the index and is updating it; `dochash status` shows progress",
+        );
+        return Ok(ExitCode::SUCCESS);
     }
     let (enc, mut index) = shared::open_index(g)?;
 
@@ -127,27 +118,8 @@ pub fn run(g: &Global, args: &IndexArgs) -> Result<ExitCode> {
         .context("indexing failed")?;
     bar.finish_and_clear();
 
-    for s in &report.skipped {
-        shared::note(g, s);
-    }
-    for p in &report.lossy {
-        shared::note(
-            g,
-            format!(
-                "warning: {} is not valid UTF-8; indexed with replacement characters",
-                p.display()
-            ),
-        );
-    }
-    for r in &report.missing_roots {
-        shared::note(
-            g,
-            format!(
-                "warning: {} does not exist; its entries are kept (`dochash index --forget {}` drops them)",
-                r.display(),
-                r.display()
-            ),
-        );
+    for n in report.notes() {
+        shared::note(g, n);
     }
     if let Some(r) = &report.refit {
         shared::note(g, r);

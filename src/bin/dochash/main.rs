@@ -19,6 +19,7 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    dochash::fsx::private_umask();
     dochash::encoder::keep_large_buffers();
     let cli = Cli::parse();
     shared::init_logging(cli.global.verbose, cli.global.quiet);
@@ -35,9 +36,19 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader of our output went away (`dochash status | head -1`): nothing is wrong,
+        // and there is nobody to tell.
+        Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             shared::print_error(&e);
             ExitCode::from(2)
         }
     }
+}
+
+fn closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

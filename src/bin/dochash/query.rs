@@ -4,25 +4,28 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
+use dochash::app::EngineStatus;
+use dochash::app::generation::Retire;
 use dochash::app::sanitize::sanitize;
-use dochash::app::socket::{self, Reply, Request};
-use dochash::index::{Hit, Index, IndexError, SearchParams, StoreError, hamming};
+use dochash::app::socket::{Client, QueryRequest};
+use dochash::index::search::check_query;
+use dochash::index::{Hit, Index, IndexError, StoreError, hamming};
 use dochash::model::{self, ModelSpec};
 
 use crate::cli::{Global, QueryArgs, StatusArgs};
 use crate::shared;
 
-/// The index itself, or — when another process owns it — that owner's answer to `req`.
+/// The index itself, or — when another process owns it — a client of that owner.
 enum Source {
     Direct(Box<Index>),
-    Owner(Reply),
+    Owner(Client),
 }
 
-fn open(req: &Request) -> Result<Source> {
+fn open() -> Result<Source> {
     let home = model::home_dir()?;
-    if let Some(reply) = socket::ask(&home, req) {
-        return Ok(Source::Owner(reply.map_err(|e| anyhow!(e))?));
+    if let Some(c) = Client::connect(&home)? {
+        return Ok(Source::Owner(c));
     }
     let dir = dochash::app::generation::index_dir(&home);
     match Index::open_existing(&dir) {
@@ -34,8 +37,8 @@ fn open(req: &Request) -> Result<Source> {
             // An owner that is still starting holds the database before its socket is up.
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
-                if let Some(reply) = socket::ask(&home, req) {
-                    return Ok(Source::Owner(reply.map_err(|e| anyhow!(e))?));
+                if let Some(c) = Client::connect(&home)? {
+                    return Ok(Source::Owner(c));
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -47,25 +50,24 @@ fn open(req: &Request) -> Result<Source> {
 
 pub fn run(g: &Global, args: &QueryArgs) -> Result<ExitCode> {
     let text = args.text.join(" ");
-    // A running owner (TUI or `dochash watch`) holds the index: ask it.
-    let req = Request::Query {
+    check_query(&text)?;
+    let req = QueryRequest {
         text: text.clone(),
         k: args.k,
         per_file: args.per_file,
         candidates: args.candidates,
     };
-    let index = match open(&req)? {
+    // A running owner (TUI or `dochash watch`) holds the index: ask it.
+    let index = match open()? {
         Source::Direct(i) => i,
-        Source::Owner(Reply::Hits(hits)) => return print_hits(g, args, &hits),
-        Source::Owner(Reply::Error(e)) => return Err(anyhow!(e)),
-        Source::Owner(Reply::Status(_)) => bail!("unexpected reply from the running dochash"),
+        Source::Owner(c) => return print_hits(g, args, &c.query(&req)?),
     };
     let meta = index.meta().clone();
     // The index's own model, unless the user names one; vectors of two models never mix.
     // A named model goes through the generation map (the base a generation was trained from
     // means the generation's encoder).
     let files = match &g.model {
-        Some(_) => shared::resolve_index_model(g)?,
+        Some(_) => shared::resolve_index_model(g, Retire::Never)?,
         None => {
             let spec = dochash::app::spec_from_id(&meta.fingerprint.model_id);
             model::resolve(&spec, &shared::fetch_options(g)).with_context(|| match &spec {
@@ -84,13 +86,8 @@ pub fn run(g: &Global, args: &QueryArgs) -> Result<ExitCode> {
         );
     }
     let searcher = index.searcher()?;
-    let params = SearchParams {
-        k: args.k,
-        candidates: args.candidates,
-        per_file: args.per_file,
-    };
     let hits = searcher
-        .query(index.store(), &enc, &text, &params)
+        .query(index.store(), &enc, &text, &req.params())
         .context("cannot answer the query")?;
     print_hits(g, args, &hits)
 }
@@ -109,7 +106,7 @@ fn print_hits(g: &Global, args: &QueryArgs, hits: &[Hit]) -> Result<ExitCode> {
                 out,
                 "{:>2}. {}:{}  {:.3}{}",
                 i + 1,
-                h.path.display(),
+                sanitize(&h.path.to_string_lossy()),
                 h.line,
                 h.score,
                 if trail.is_empty() {
@@ -153,12 +150,10 @@ fn snippet(text: &str, lines: usize) -> Vec<String> {
 }
 
 pub fn status(args: &StatusArgs) -> Result<ExitCode> {
-    let index = match open(&Request::Status)? {
+    let index = match open()? {
         Source::Direct(i) => i,
-        Source::Owner(Reply::Error(e)) => bail!(e),
-        Source::Owner(Reply::Hits(_)) => bail!("unexpected reply from the running dochash"),
-        Source::Owner(Reply::Status(s)) => {
-            print_owner_status(args, s)?;
+        Source::Owner(c) => {
+            print_owner_status(args, c.status()?)?;
             return Ok(ExitCode::SUCCESS);
         }
     };
@@ -173,61 +168,54 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode> {
             "manifest": dochash::app::generation::generation_dir(&home, a.generation).join("manifest.json"),
         })
     });
-    let v = serde_json::json!({
-        "index": index.store().path(),
-        "roots": m.roots,
-        "files": index.store().file_count(),
-        "passages": index.store().passage_count(),
-        "model": m.fingerprint.model_id,
-        "dim": m.fingerprint.dim,
-        "codes": code.map(|c| c.source.clone()),
-        "bits": code.map(|c| c.bits),
-        "code_generation": code.map(|c| c.generation),
-        "stale_codes": searcher.stale(),
-        "hamming_kernel": hamming::kernel_name(),
-        "size_bytes": index.store().size_on_disk(),
-        "trained": trained,
-    });
+    let files = index.store().file_count();
+    let passages = index.store().passage_count();
     if args.json {
-        println!("{v}");
+        let v = serde_json::json!({
+            "index": index.store().path(),
+            "roots": m.roots.iter().map(|r| r.to_string_lossy()).collect::<Vec<_>>(),
+            "files": files,
+            "passages": passages,
+            "model": m.fingerprint.model_id,
+            "dim": m.fingerprint.dim,
+            "codes": code.map(|c| c.source.clone()),
+            "bits": code.map(|c| c.bits),
+            "code_generation": code.map(|c| c.generation),
+            "stale_codes": searcher.stale(),
+            "hamming_kernel": hamming::kernel_name(),
+            "size_bytes": index.store().size_on_disk(),
+            "trained": trained,
+        });
+        writeln!(std::io::stdout(), "{v}")?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("index     {}", index.store().path().display());
-    println!(
-        "roots     {}",
-        if m.roots.is_empty() {
-            "(none)".into()
-        } else {
-            m.roots
-                .iter()
-                .map(|r| r.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-    );
-    println!("files     {}", index.store().file_count());
-    println!("passages  {}", index.store().passage_count());
-    println!(
-        "model     {} ({} dimensions)",
-        m.fingerprint.model_id, m.fingerprint.dim
-    );
-    match code {
-        Some(c) => println!(
-            "codes     {} {}-bit (generation {}, fitted on {} passages){}",
-            c.source,
-            c.bits,
-            c.generation,
-            c.fitted_on,
-            if searcher.stale() > 0 {
-                format!(", {} passages awaiting codes", searcher.stale())
-            } else {
-                String::new()
-            }
+    let mut lines = vec![
+        format!("index     {}", index.store().path().display()),
+        format!("roots     {}", roots_line(&m.roots)),
+        format!("files     {files}"),
+        format!("passages  {passages}"),
+        format!(
+            "model     {} ({} dimensions)",
+            m.fingerprint.model_id, m.fingerprint.dim
         ),
-        None => println!("codes     none yet (searching exactly)"),
-    }
+        match code {
+            Some(c) => format!(
+                "codes     {} {}-bit (generation {}, fitted on {} passages){}",
+                c.source,
+                c.bits,
+                c.generation,
+                c.fitted_on,
+                if searcher.stale() > 0 {
+                    format!(", {} passages awaiting codes", searcher.stale())
+                } else {
+                    String::new()
+                }
+            ),
+            None => "codes     none yet (searching exactly)".into(),
+        },
+    ];
     if let Some(t) = &trained {
-        println!(
+        lines.push(format!(
             "trained   generation {} ({}); {}",
             t["generation"],
             if t["simcse"] == true {
@@ -236,45 +224,65 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode> {
                 "base encoder"
             },
             t["manifest"].as_str().unwrap_or_default()
-        );
+        ));
     }
-    println!("hamming   {} kernel", hamming::kernel_name());
-    println!(
+    lines.push(format!("hamming   {} kernel", hamming::kernel_name()));
+    lines.push(format!(
         "size      {:.1} MiB",
         index.store().size_on_disk() as f64 / (1024.0 * 1024.0)
-    );
+    ));
+    print_lines(&lines)?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_owner_status(args: &StatusArgs, s: socket::StatusReply) -> Result<()> {
+fn roots_line(roots: &[std::path::PathBuf]) -> String {
+    if roots.is_empty() {
+        return "(none)".into();
+    }
+    roots
+        .iter()
+        .map(|r| r.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Prints lines for a person: sanitised, since paths and notes come from the disk.
+fn print_lines(lines: &[String]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    for l in lines {
+        writeln!(out, "{}", sanitize(l))?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn print_owner_status(args: &StatusArgs, s: EngineStatus) -> Result<()> {
     if args.json {
         let mut v = serde_json::to_value(&s)?;
         v["owner"] = true.into();
-        println!("{v}");
-    } else {
-        println!("owner     a running dochash holds the index");
-        println!(
-            "roots     {}",
-            s.roots
-                .iter()
-                .map(|r| r.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        println!("files     {}", s.files);
-        println!("passages  {}", s.passages);
-        println!("model     {}", s.model);
-        println!("codes     {}", s.codes);
-        println!("device    {}", s.device);
-        if let Some(t) = &s.trained {
-            println!("trained   {t}");
-        }
-        for n in &s.notes {
-            println!("note      {n}");
-        }
-        if let Some(j) = s.job {
-            println!("job       {j}");
-        }
+        writeln!(std::io::stdout(), "{v}")?;
+        return Ok(());
     }
-    Ok(())
+    let mut lines = vec![
+        "owner     a running dochash holds the index".to_string(),
+        format!("roots     {}", roots_line(&s.roots)),
+        format!("files     {}", s.files),
+        format!("passages  {}", s.passages),
+        format!("model     {}", s.model),
+        format!("codes     {}", s.codes),
+        format!("device    {}", s.device),
+    ];
+    if let Some(t) = &s.trained {
+        lines.push(format!("trained   {t}"));
+    }
+    for n in &s.notes {
+        lines.push(format!("note      {n}"));
+    }
+    if let Some(j) = &s.job {
+        lines.push(format!("job       {j}"));
+    }
+    if let Some(e) = &s.error {
+        lines.push(format!("error     {e}"));
+    }
+    print_lines(&lines)
 }

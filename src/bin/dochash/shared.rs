@@ -1,6 +1,8 @@
 //! Plumbing every subcommand needs: logging, errors, model and encoder loading.
 
 use anyhow::{Context, Result};
+use dochash::app::generation::{self, Retire};
+use dochash::app::sanitize::sanitize;
 use dochash::encoder::{Encoder, LoadOptions};
 use dochash::model::{self, FetchOptions, ModelFiles, ModelSpec};
 
@@ -36,13 +38,14 @@ pub fn print_error(e: &anyhow::Error) {
         }
     }
     msg.push_str(&parts.join(": "));
-    eprintln!("{msg}");
+    eprintln!("{}", sanitize(&msg));
 }
 
-/// Prints a note for the user on stderr unless `--quiet`.
+/// Prints a note for the user on stderr unless `--quiet`. Notes name files, and file names come
+/// from the disk: sanitised, so a name cannot drive the terminal.
 pub fn note(g: &Global, msg: impl std::fmt::Display) {
     if !g.quiet {
-        eprintln!("{msg}");
+        eprintln!("{}", sanitize(&msg.to_string()));
     }
 }
 
@@ -81,28 +84,41 @@ pub fn load_encoder_dir(
 }
 
 /// The model the index is built with: the serving trained generation's model when it was
-/// trained from the model asked for, else that model.
-pub fn resolve_index_model(g: &Global) -> Result<ModelFiles> {
+/// trained from the model asked for, else that model. Only a command that writes the index may
+/// `retire` a generation trained from another model; it says so.
+pub fn resolve_index_model(g: &Global, retire: Retire) -> Result<ModelFiles> {
     let home = model::home_dir()?;
-    let (files, _) =
-        dochash::app::generation::resolve_model(&home, g.model.as_ref(), &fetch_options(g))
+    let (files, _, retired) =
+        generation::resolve_model(&home, g.model.as_ref(), &fetch_options(g), retire)
             .context("cannot get the model")?;
+    if let Some(a) = retired {
+        note(g, generation::retired_note(&a, &files.id));
+    }
     Ok(files)
 }
 
 /// The index's model loaded and the index opened (created, or rebuilt when its model changed,
 /// which is noted) for a command that writes to it.
 pub fn open_index(g: &Global) -> Result<(Encoder, dochash::index::Index)> {
-    let files = resolve_index_model(g)?;
+    let home = model::home_dir()?;
+    dochash::app::prepare_home(&home)
+        .with_context(|| format!("cannot create {}", home.display()))?;
+    let files = resolve_index_model(g, Retire::Allowed)?;
     let enc = load_encoder(g, &files, None)?;
     let dir = dochash::app::index_dir()?;
     let fp = dochash::app::fingerprint(&files, &enc);
-    let (index, rebuilt) = dochash::index::Index::open(&dir, &fp)
+    let (index, notes) = dochash::index::Index::open(&dir, &fp)
         .with_context(|| format!("cannot open the index at {}", dir.display()))?;
-    if let Some(why) = rebuilt {
-        note(g, why);
+    for n in notes {
+        note(g, n);
     }
     Ok((enc, index))
+}
+
+/// The running owner of the index, if there is one (see [`dochash::app::socket::Client`]).
+pub fn owner() -> Result<Option<dochash::app::socket::Client>> {
+    let home = model::home_dir()?;
+    Ok(dochash::app::socket::Client::connect(&home)?)
 }
 
 pub fn load_encoder(g: &Global, files: &ModelFiles, max_len: Option<usize>) -> Result<Encoder> {

@@ -7,11 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use dochash::app::generation;
-use dochash::app::socket::{self, Request};
-use dochash::app::train::{self, Outcome, TrainOptions, TrainProgress};
+use dochash::app::train::{self, Outcome, TrainOptions};
 use dochash::index::UpdateOptions;
 use dochash::train::TrainError;
-use dochash::train::dhim::{self, DhimConfig};
+use dochash::train::dhim::DhimConfig;
 use dochash::train::simcse::{self, SimcseConfig};
 
 use crate::cli::{Global, SimcseChoice, TrainArgs};
@@ -20,9 +19,7 @@ use crate::shared;
 
 pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
     let home = dochash::model::home_dir()?;
-    if std::fs::symlink_metadata(socket::socket_path(&home)).is_ok()
-        && socket::ask(&home, &Request::Status).is_some()
-    {
+    if shared::owner()?.is_some() {
         bail!(
             "a running dochash (TUI or `dochash watch`) owns the index and retrains it in the background as your notes change; stop it to train by hand"
         );
@@ -75,67 +72,17 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
     }
     let pb = bar(g, 0, "reading");
     let mut phase = String::new();
-    let mut set_phase = |name: &str, len: usize, pos: usize, msg: String| {
-        if phase != name {
-            phase = name.to_string();
+    let outcome = train::prepare(&home, &base, index.meta(), &opts, &cancel, &mut |p| {
+        let Some(ph) = p.phase() else { return };
+        if phase != ph.label {
+            phase = ph.label.clone();
             pb.reset();
-            pb.set_prefix(name.to_string());
+            pb.set_prefix(ph.label);
         }
-        pb.set_length(len as u64);
-        pb.set_position(pos as u64);
-        pb.set_message(msg);
-    };
-    let outcome = train::prepare(
-        &home,
-        &base,
-        index.meta(),
-        &opts,
-        &cancel,
-        &mut |p| match p {
-            TrainProgress::Reading => set_phase("reading notes", 0, 0, String::new()),
-            TrainProgress::Simcse(simcse::Progress::Caching { done, total }) => {
-                set_phase("simcse: lower layers", total, done, String::new())
-            }
-            TrainProgress::Simcse(simcse::Progress::Step {
-                epoch,
-                step,
-                steps,
-                loss,
-            }) => set_phase(
-                &format!("simcse epoch {epoch}"),
-                steps,
-                step,
-                format!("loss {loss:.4}"),
-            ),
-            TrainProgress::Checking => {
-                set_phase("checking on held-back passages", 0, 0, String::new())
-            }
-            TrainProgress::States { done, total } => {
-                set_phase("token states", total, done, String::new())
-            }
-            TrainProgress::Dhim(dhim::Progress::Step {
-                epoch,
-                step,
-                steps,
-                loss,
-            }) => set_phase(
-                &format!("hashing head epoch {epoch}"),
-                steps,
-                step,
-                format!("loss {:.4}", loss.loss),
-            ),
-            TrainProgress::Dhim(dhim::Progress::Epoch {
-                epoch,
-                validation,
-                best,
-            }) => {
-                tracing::info!(epoch, validation, best, "hashing head epoch");
-            }
-            TrainProgress::Indexing { done, total } => {
-                set_phase("re-encoding the index", total, done, String::new())
-            }
-        },
-    );
+        pb.set_length(ph.total as u64);
+        pb.set_position(ph.done as u64);
+        pb.set_message(ph.detail);
+    });
     pb.finish_and_clear();
     let prepared = match outcome {
         Ok(Outcome::Ready(p)) => p,
@@ -157,14 +104,12 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
     };
     let mut prepared = *prepared;
     // Catch up with files changed while training, then switch.
-    let uopts = UpdateOptions::keeping(prepared.index.meta(), None);
-    prepared
-        .index
-        .update(&prepared.encoder, &uopts, &mut |_| {})?;
-    prepared.index.store().flush()?;
     drop(index);
-    generation::switch(&home, &prepared.active)
-        .with_context(|| format!("cannot switch generations in {}", home.display()))?;
+    train::switch(&home, &mut prepared, |idx, enc| {
+        let uopts = UpdateOptions::keeping(idx.meta(), None);
+        idx.update(enc, &uopts, &mut |_| {})
+    })
+    .with_context(|| format!("cannot switch generations in {}", home.display()))?;
     drop(prepared.index);
     generation::clean_up(&home);
     for n in &prepared.manifest.notes {

@@ -26,7 +26,6 @@ pub fn run(g: &Global, args: &WatchArgs) -> Result<ExitCode> {
     }));
     engine
         .wait_open(Duration::from_secs(24 * 3600))
-        .map_err(|e| anyhow!(e))
         .context("cannot start watching")?;
     let _server = socket::Server::start(&home, engine.clone())
         .with_context(|| format!("cannot create {}", socket::socket_path(&home).display()))?;
@@ -42,8 +41,7 @@ pub fn run(g: &Global, args: &WatchArgs) -> Result<ExitCode> {
     while !stop.load(Ordering::Acquire) {
         let s = engine.status();
         let line = match &s.job {
-            Some(j) if j.total > 0 => format!("{} {}/{} {}", j.label, j.done, j.total, j.detail),
-            Some(j) => format!("{} {}", j.label, j.detail),
+            Some(j) => j.to_string(),
             None => format!(
                 "watching {} folder(s): {} files, {} passages ({})",
                 s.roots.len(),
@@ -65,7 +63,8 @@ pub fn run(g: &Global, args: &WatchArgs) -> Result<ExitCode> {
         if let Some(e) = s.error {
             return Err(anyhow!(e));
         }
-        std::thread::sleep(Duration::from_millis(200));
+        // Wakes at once on any change, and twice a second to notice Ctrl-C.
+        engine.wait_change(s.changes, Duration::from_millis(500));
     }
     shared::note(g, "stopped");
     Ok(ExitCode::SUCCESS)

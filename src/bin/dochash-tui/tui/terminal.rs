@@ -264,7 +264,11 @@ impl Loop<'_> {
             }
         };
         restore_terminal();
-        let status = Command::new(&program).args(&args).status();
+        let mut cmd = Command::new(&program);
+        cmd.args(&args);
+        // Files the editor creates follow the user's umask, not dochash's private one.
+        dochash::fsx::restore_user_umask(&mut cmd);
+        let status = cmd.status();
         enter_terminal().context("re-entering the terminal after the editor")?;
         self.terminal.clear()?;
         self.app.mark_dirty();
