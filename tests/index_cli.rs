@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Env, dochash, env, stderr, stdout};
+use common::{dochash, env, stderr, stdout};
 use serde_json::Value;
 
 fn canon(p: &Path) -> String {
@@ -217,66 +217,6 @@ fn model_change_rebuilds_and_damage_is_repaired() {
     );
     let (_, hits) = e.query("guitar piano", &[]);
     assert!(!hits.is_empty());
-}
-
-/// kill -9 at several points during an index run; whatever state it leaves, the next run
-/// must converge on exactly what a clean run produces.
-#[test]
-fn killed_index_run_converges() {
-    let e = env();
-    for i in 0..60 {
-        let text = match i % 3 {
-            0 => FRUIT,
-            1 => MUSIC,
-            _ => RIVER,
-        };
-        e.write(
-            &format!("d{i:02}/note{i}.md"),
-            &format!("{text}\nnote number {i}\n"),
-        );
-    }
-    // Reference: a clean index in another home.
-    let clean = Env {
-        home: e.home.with_file_name("clean-home"),
-        notes: e.notes.clone(),
-        model: e.model.clone(),
-        _tmp: tempfile::tempdir().unwrap(),
-    };
-    clean.index(&[e.notes.to_str().unwrap()]);
-    let (_, want) = clean.query("guitar piano music", &["-k", "20"]);
-
-    for delay_ms in [0u64, 30, 120, 400] {
-        let mut child = dochash(&e.home)
-            .arg("index")
-            .arg("--model")
-            .arg(&e.model)
-            .arg(&e.notes)
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
-        // Touch a few files so the next run has real work besides recovery.
-        e.write("d00/note0.md", &format!("{FRUIT}\nnote number 0\n"));
-    }
-    e.index(&[e.notes.to_str().unwrap()]);
-    let s = e.status();
-    let c = clean.status();
-    assert_eq!(s["files"], c["files"]);
-    assert_eq!(s["passages"], c["passages"]);
-    let (_, got) = e.query("guitar piano music", &["-k", "20"]);
-    let strip = |v: &[Value]| -> Vec<(String, i64, String)> {
-        v.iter()
-            .map(|h| {
-                (
-                    h["path"].as_str().unwrap().to_string(),
-                    h["line"].as_i64().unwrap(),
-                    format!("{:.4}", h["score"].as_f64().unwrap()),
-                )
-            })
-            .collect()
-    };
-    assert_eq!(strip(&got), strip(&want));
 }
 
 #[test]

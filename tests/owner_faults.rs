@@ -326,7 +326,9 @@ fn read_only_commands_keep_a_trained_generation() {
             .args(&args)
             .output()
             .unwrap();
-        let _ = out;
+        // `query` cannot search with another model; `status` needs none.
+        let want = if args[0] == "query" { 2 } else { 0 };
+        assert_eq!(out.status.code(), Some(want), "{}", stderr(&out));
         assert!(
             e.home.join("generation.json").is_file(),
             "`{}` with another model retired the generation",
@@ -595,4 +597,58 @@ fn folders_added_while_training_survive_the_switch() {
     );
     let saved = std::fs::read_to_string(home.join("index.json")).unwrap();
     assert!(saved.contains("extra"), "{saved}");
+}
+
+#[test]
+fn file_names_that_are_not_utf8_are_indexed() {
+    use std::os::unix::ffi::OsStrExt;
+    let e = env();
+    let odd = e
+        .notes
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9 recipes.md"));
+    std::fs::write(&odd, "# Coffee\n\nzebra quartz espresso\n").unwrap();
+    // Files sorting after it must be indexed too.
+    std::fs::write(e.notes.join("zz.md"), "# Last\n\nguitar piano\n").unwrap();
+    for _ in 0..2 {
+        let out = e.index(&[e.notes.to_str().unwrap()]);
+        assert!(!stderr(&out).contains("damaged"), "{}", stderr(&out));
+        assert_eq!(e.status()["files"], 2);
+    }
+    let (code, hits) = e.query("zebra quartz espresso", &["-k", "1"]);
+    assert_eq!(code, Some(0));
+    let want = std::fs::canonicalize(&odd).unwrap();
+    let bytes: Vec<u8> = hits[0]["path_bytes"]
+        .as_array()
+        .expect("exact bytes of a name that is not UTF-8")
+        .iter()
+        .map(|b| b.as_u64().unwrap() as u8)
+        .collect();
+    assert_eq!(bytes, want.as_os_str().as_bytes());
+    assert!(
+        hits[0]["path"]
+            .as_str()
+            .unwrap()
+            .contains("caf\u{fffd} recipes")
+    );
+    // Through the owner, the exact name survives the socket.
+    let _watch = start_watch(&e.home, &e.model, &[]);
+    let through = query(&e.home, "zebra quartz espresso", 1);
+    assert_eq!(through[0]["path_bytes"], hits[0]["path_bytes"]);
+    // And a folder that is not UTF-8 can be a root.
+    let odd_dir = e
+        .notes
+        .parent()
+        .unwrap()
+        .join(std::ffi::OsStr::from_bytes(b"ma\xefs"));
+    std::fs::create_dir_all(&odd_dir).unwrap();
+    std::fs::write(odd_dir.join("m.md"), "# M\n\nriver\n").unwrap();
+    let out = dochash(&e.home)
+        .arg("index")
+        .arg(&odd_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until("the folder to be indexed", || {
+        status(&e.home).is_some_and(|s| s["files"] == 3)
+    });
 }

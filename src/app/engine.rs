@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::AppError;
 use crate::encoder::{DeviceSpec, Encoder, LoadOptions};
 use crate::index::{
-    Hit, Index, IndexError, IndexMeta, Progress, SearchParams, Searcher, Store, UpdateOptions,
+    Hit, Index, IndexError, IndexMeta, Progress, SearchParams, Searcher, UpdateOptions,
     UpdateReport,
 };
 use crate::model::{FetchOptions, ModelSpec};
@@ -113,7 +113,6 @@ pub struct EngineStatus {
 /// and vectors.
 struct Snapshot {
     encoder: Arc<Encoder>,
-    store: Store,
     searcher: Searcher,
     meta: IndexMeta,
     files: usize,
@@ -275,9 +274,7 @@ impl Engine {
         let params = params.normalized();
         let mut wanted = params;
         wanted.k = params.k.saturating_add(params.k / 2).saturating_add(2);
-        let hits = snap
-            .searcher
-            .query(&snap.store, &snap.encoder, text, &wanted)?;
+        let hits = snap.searcher.query(&snap.encoder, text, &wanted)?;
         drop(snap);
         Ok(hits
             .into_iter()
@@ -383,7 +380,7 @@ impl Engine {
             std::thread::sleep(Duration::from_millis(10));
         }
         if let Some(s) = self.shared.snapshot() {
-            let _ = s.store.flush();
+            let _ = s.searcher.db().flush();
         }
     }
 }
@@ -400,36 +397,18 @@ impl Drop for Engine {
     }
 }
 
+/// Makes the index as it stands the one queries see, and tells the UI the content changed.
 fn publish(shared: &Shared, index: &Index, encoder: &Arc<Encoder>) -> Result<(), IndexError> {
-    let searcher = index.searcher()?;
-    install(
-        shared,
-        encoder.clone(),
-        index.store().clone(),
-        searcher,
-        index.meta().clone(),
-    );
-    Ok(())
-}
-
-/// Makes a new snapshot the one queries see, and tells the UI the content changed.
-fn install(
-    shared: &Shared,
-    encoder: Arc<Encoder>,
-    store: Store,
-    searcher: Searcher,
-    meta: IndexMeta,
-) {
     let snap = Snapshot {
-        encoder,
-        files: store.file_count(),
-        passages: store.passage_count(),
-        store,
-        searcher,
-        meta,
+        encoder: encoder.clone(),
+        searcher: index.searcher()?,
+        meta: index.meta().clone(),
+        files: index.store().file_count(),
+        passages: index.store().passage_count(),
     };
     *shared.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(snap));
     shared.update(|s| s.generation += 1);
+    Ok(())
 }
 
 fn worker(
@@ -704,49 +683,38 @@ fn run_update(
         });
     });
     let mut last = Instant::now();
-    let mut refresh_due = false;
-    let report = {
-        let store = index.store().clone();
-        let meta = index.meta().clone();
-        let coder = index.coder().cloned();
-        index.update(enc, &opts, &mut |p| {
-            let job = match p {
-                Progress::Planned { changed, .. } => Job {
-                    label: "indexing".into(),
-                    total: changed as u64,
-                    ..Default::default()
-                },
-                Progress::Embedded {
-                    done,
-                    total,
-                    passages,
-                } => {
-                    refresh_due = true;
-                    Job {
-                        label: "indexing".into(),
-                        done: done as u64,
-                        total: total as u64,
-                        detail: format!("{passages} passages"),
-                    }
-                }
-                Progress::Fitting { passages } => Job {
-                    label: "fitting codes".into(),
-                    detail: format!("{passages} passages"),
-                    ..Default::default()
-                },
-            };
-            shared.set_job(Some(job));
-            // Mid-update snapshots use the coder in force before the update; passages it
-            // has not coded yet are scored exactly.
-            if refresh_due && last.elapsed() >= SNAPSHOT_EVERY {
-                refresh_due = false;
-                last = Instant::now();
-                if let Ok(s) = Searcher::load(&store, &meta, coder.clone()) {
-                    install(shared, enc.clone(), store.clone(), s, meta.clone());
-                }
-            }
-        })
-    };
+    let report = index.update(enc, &opts, &mut |p, idx| {
+        let written = matches!(p, Progress::Embedded { .. });
+        let job = match p {
+            Progress::Planned { changed, .. } => Job {
+                label: "indexing".into(),
+                total: changed as u64,
+                ..Default::default()
+            },
+            Progress::Embedded {
+                done,
+                total,
+                passages,
+            } => Job {
+                label: "indexing".into(),
+                done: done as u64,
+                total: total as u64,
+                detail: format!("{passages} passages"),
+            },
+            Progress::Fitting { passages } => Job {
+                label: "fitting codes".into(),
+                detail: format!("{passages} passages"),
+                ..Default::default()
+            },
+        };
+        shared.set_job(Some(job));
+        // A long update shows what it has written so far; passages the coder in force has not
+        // coded yet are scored exactly.
+        if written && last.elapsed() >= SNAPSHOT_EVERY {
+            last = Instant::now();
+            let _ = publish(shared, idx, enc);
+        }
+    });
     let report = match report {
         Ok(r) => r,
         Err(e) => {

@@ -396,7 +396,7 @@ fn prepare_in(
         ..UpdateOptions::keeping(index.meta(), Some(cancel.clone()))
     };
     index
-        .update(&gen_enc, &uopts, &mut |p| {
+        .update(&gen_enc, &uopts, &mut |p, _| {
             if let IndexProgress::Embedded { done, total, .. } = p {
                 progress(TrainProgress::Indexing { done, total })
             }

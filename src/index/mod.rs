@@ -20,7 +20,7 @@ use crate::encoder::EncoderError;
 pub use coder::{Coder, CoderError};
 pub use search::{Hit, SearchParams, Searcher};
 pub use store::{
-    CodeMeta, CorpusSettings, Fingerprint, IndexMeta, SCHEMA_VERSION, Store, StoreError,
+    CodeMeta, CorpusSettings, Db, Fingerprint, IndexMeta, SCHEMA_VERSION, Store, StoreError,
 };
 pub use update::{
     Progress, RootTrouble, Unavailable, UpdateOptions, UpdateReport, chunk_config, corpus_passages,
@@ -56,6 +56,7 @@ pub struct Index {
 /// The user's choices that must outlive any rebuild of the database.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Settings {
+    #[serde(with = "crate::pathwire::list")]
     roots: Vec<PathBuf>,
     #[serde(default)]
     corpus: CorpusSettings,
@@ -138,15 +139,24 @@ impl Index {
     /// reason is returned so the caller can say it in one line.
     pub fn open(dir: &Path, fingerprint: &Fingerprint) -> Result<(Self, Vec<String>), IndexError> {
         let mut notes = Vec::new();
-        let (store, old) = match Store::open(dir).and_then(|s| {
+        let dim = Some(fingerprint.dim);
+        let opened = Store::open(dir, dim).and_then(|(s, note)| {
             let m = s.meta()?;
-            Ok((s, m))
-        }) {
-            Ok(x) => x,
+            // Rows of another width than the metadata says cannot be searched.
+            if m.as_ref().is_some_and(|m| m.fingerprint.dim != s.dim()) {
+                return Err(corrupt_store(dir, "vectors of another width than recorded"));
+            }
+            Ok((s, m, note))
+        });
+        let (store, old) = match opened {
+            Ok((s, m, note)) => {
+                notes.extend(note);
+                (s, m)
+            }
             Err(StoreError::Locked(p)) => return Err(StoreError::Locked(p).into()),
             Err(e) => {
                 notes.push(format!("{e}; rebuilding it"));
-                (Store::recreate(dir)?, None)
+                (Store::recreate(dir, dim)?, None)
             }
         };
         let roots = old.as_ref().map(|m| m.roots.clone()).unwrap_or_default();
@@ -157,7 +167,7 @@ impl Index {
                 let store = if let Some(m) = other {
                     notes.push(describe_change(&m.fingerprint, fingerprint));
                     drop(store);
-                    Store::recreate(dir)?
+                    Store::recreate(dir, dim)?
                 } else {
                     store
                 };
@@ -187,10 +197,13 @@ impl Index {
     /// Opens an existing index as it is, without rebuilding anything (for `query` and
     /// `status`, which must never wipe an index). `None` if there is no index yet.
     pub fn open_existing(dir: &Path) -> Result<Option<Self>, IndexError> {
-        if !dir.join("conf").exists() {
+        if !dir.join("sled").exists() && !dir.join("conf").exists() {
             return Ok(None);
         }
-        let store = Store::open(dir)?;
+        let (store, note) = Store::open(dir, None)?;
+        if let Some(n) = note {
+            tracing::warn!("{n}");
+        }
         let Some(meta) = store.meta()? else {
             return Ok(None);
         };
@@ -312,11 +325,13 @@ impl Index {
         Ok(self.meta.roots.len() != before)
     }
 
+    /// Brings the index in line with the files. `progress` hears of each step, with the index
+    /// as it stands (a caller may build a searcher from it to show early results).
     pub fn update(
         &mut self,
         encoder: &crate::encoder::Encoder,
         opts: &UpdateOptions,
-        progress: &mut dyn FnMut(Progress),
+        progress: &mut dyn FnMut(Progress, &Index),
     ) -> Result<UpdateReport, IndexError> {
         update::update(self, encoder, opts, progress)
     }
@@ -353,14 +368,35 @@ impl Index {
             fitted_on,
         });
         self.store.set_coder(&meta, &coder.to_bytes()?)?;
+        // Codes of another length than the file's cannot be stored: widen (or narrow) it now,
+        // every row stale until the caller codes it.
+        let words = coder.words();
+        if self.store.rows().words != words {
+            let rows = self.store.rows().rows();
+            self.store.rewrite_codes(0, words, &vec![0; rows * words])?;
+        }
         self.meta = meta;
         self.coder = Some(coder);
         Ok(())
     }
 
-    /// Loads the codes into memory for searching.
+    /// A searcher over the index as it stands: the current codes copied from memory (no disk
+    /// read), the vectors mapped.
     pub fn searcher(&self) -> Result<Searcher, IndexError> {
-        Searcher::load(&self.store, &self.meta, self.coder.clone())
+        Ok(Searcher::new(
+            self.store.rows(),
+            self.store.vectors()?,
+            self.store.db().clone(),
+            &self.meta,
+            self.coder.clone(),
+        ))
+    }
+}
+
+fn corrupt_store(dir: &Path, msg: &str) -> StoreError {
+    StoreError::Corrupt {
+        path: dir.to_path_buf(),
+        msg: msg.into(),
     }
 }
 

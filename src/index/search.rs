@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::IndexError;
 use super::coder::Coder;
 use super::hamming;
-use super::store::{IndexMeta, Store};
+use super::store::{Db, IndexMeta, RowTable, Vectors};
 
 /// One search result: a passage, where it is, and how well it matched.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -107,32 +107,61 @@ pub fn default_candidates(n: usize, k: usize, bits: usize) -> usize {
 /// Upper bound of [`default_candidates`].
 pub const MAX_DEFAULT_CANDIDATES: usize = 10_000;
 
-/// The codes of an index, in memory, ready for queries.
+/// An index ready for queries: the current codes in memory (for the Hamming filter), the
+/// vectors mapped (for the rerank), and the database handle (for the hits' passages). Built from
+/// the writer's in-memory row table, so making a new one reads nothing from disk.
 pub struct Searcher {
+    /// Per coded passage: its id, its row in the vectors, its code.
     ids: Vec<u64>,
+    rows: Vec<u32>,
     codes: Vec<u64>,
     words: usize,
-    /// Passages without a current code; scored exactly on every query.
-    stale: Vec<u64>,
+    /// Passages without a current code (id, row); scored exactly on every query.
+    stale: Vec<(u64, u32)>,
     coder: Option<Coder>,
+    vectors: Vectors,
+    db: Db,
 }
 
 impl Searcher {
-    pub fn load(store: &Store, meta: &IndexMeta, coder: Option<Coder>) -> Result<Self, IndexError> {
-        let (generation, words) = match (&meta.code, &coder) {
-            (Some(m), Some(c)) => (m.generation, c.words()),
-            _ => (u32::MAX, 1),
+    pub fn new(
+        table: &RowTable,
+        vectors: Vectors,
+        db: Db,
+        meta: &IndexMeta,
+        coder: Option<Coder>,
+    ) -> Self {
+        // Without a coder no code is current: every passage is scored exactly.
+        let generation = match (&meta.code, &coder) {
+            (Some(m), Some(c)) if c.words() == table.words => Some(m.generation),
+            _ => None,
         };
-        // Without a coder no stored code can carry generation u32::MAX: all passages are stale
-        // and scored exactly.
-        let set = store.codes(generation, words)?;
-        Ok(Self {
-            ids: set.ids,
-            codes: set.codes,
+        let words = table.words;
+        let mut out = Self {
+            ids: Vec::with_capacity(table.live()),
+            rows: Vec::with_capacity(table.live()),
+            codes: Vec::with_capacity(table.live() * words),
             words,
-            stale: set.stale,
+            stale: Vec::new(),
             coder,
-        })
+            vectors,
+            db,
+        };
+        let visible = out.vectors.rows().min(table.rows());
+        for r in 0..visible {
+            if table.dead[r] {
+                continue;
+            }
+            let id = table.ids[r];
+            if generation.is_some_and(|g| table.gens[r] == g) {
+                out.ids.push(id);
+                out.rows.push(r as u32);
+                out.codes.extend_from_slice(table.code(r));
+            } else {
+                out.stale.push((id, r as u32));
+            }
+        }
+        out
     }
 
     pub fn len(&self) -> usize {
@@ -148,11 +177,15 @@ impl Searcher {
         self.stale.len()
     }
 
+    /// The database the hits' passages are read from.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// Encodes `text` with the index's encoder (vector and, through the same pass, the code
     /// of whatever source made the stored codes) and answers it.
     pub fn query(
         &self,
-        store: &Store,
         encoder: &crate::encoder::Encoder,
         text: &str,
         params: &SearchParams,
@@ -164,29 +197,23 @@ impl Searcher {
             &[text],
             crate::encoder::BatchLimits::default(),
         )?;
-        self.search_coded(store, emb.row(0), code.as_deref(), params)
+        self.search_coded(emb.row(0), code.as_deref(), params)
     }
 
     /// Answers a query given its unit-length embedding. A source that codes token states
     /// cannot code a bare vector: then every passage is scored exactly (use
     /// [`query`](Self::query) to get the filter).
-    pub fn search(
-        &self,
-        store: &Store,
-        query: &[f32],
-        params: &SearchParams,
-    ) -> Result<Vec<Hit>, IndexError> {
+    pub fn search(&self, query: &[f32], params: &SearchParams) -> Result<Vec<Hit>, IndexError> {
         let code = match &self.coder {
             Some(c) => c.encode_vectors(query, 1)?,
             None => None,
         };
-        self.search_coded(store, query, code.as_deref(), params)
+        self.search_coded(query, code.as_deref(), params)
     }
 
     /// Answers a query given its embedding and its code under the loaded generation.
     pub fn search_coded(
         &self,
-        store: &Store,
         query: &[f32],
         code: Option<&[u64]>,
         params: &SearchParams,
@@ -202,25 +229,29 @@ impl Searcher {
             .unwrap_or_else(|| default_candidates(self.len(), params.k, bits))
             .min(self.ids.len())
             .max(1);
-        let mut cands: Vec<(u64, Option<u32>)> = Vec::new();
+        let mut cands: Vec<(u64, u32, Option<u32>)> = Vec::new();
         match code {
-            Some(q) if !self.ids.is_empty() => {
+            Some(q) if !self.ids.is_empty() && q.len() == self.words => {
                 let top = hamming::top_candidates(q, &self.codes, self.words, c)
                     .map_err(|e| IndexError::Coder(super::CoderError::Fit(e.to_string())))?;
-                cands.extend(
-                    top.iter()
-                        .map(|t| (self.ids[t.index as usize], Some(t.distance))),
-                );
+                cands.extend(top.iter().map(|t| {
+                    let i = t.index as usize;
+                    (self.ids[i], self.rows[i], Some(t.distance))
+                }));
             }
-            _ => cands.extend(self.ids.iter().map(|&id| (id, None))),
+            _ => cands.extend(
+                self.ids
+                    .iter()
+                    .zip(&self.rows)
+                    .map(|(&id, &r)| (id, r, None)),
+            ),
         }
-        cands.extend(self.stale.iter().map(|&id| (id, None)));
+        cands.extend(self.stale.iter().map(|&(id, r)| (id, r, None)));
 
         let mut scored: Vec<(f32, u64, Option<u32>)> = Vec::with_capacity(cands.len());
-        for (id, distance) in cands {
-            // A passage removed since the codes were loaded simply drops out.
-            if let Some(v) = store.vector(id)? {
-                scored.push((cosine(query, &v), id, distance));
+        for (id, row, distance) in cands {
+            if let Some(v) = self.vectors.row(row as usize) {
+                scored.push((cosine_f16(query, v), id, distance));
             }
         }
         let by_score = |a: &(f32, u64, Option<u32>), b: &(f32, u64, Option<u32>)| {
@@ -242,7 +273,8 @@ impl Searcher {
         let mut hits = Vec::with_capacity(params.k.min(scored.len()));
         let mut files: HashSet<std::path::PathBuf> = HashSet::new();
         for (score, id, distance) in scored {
-            let Some(p) = store.passage(id)? else {
+            // A passage removed since this searcher was made simply drops out.
+            let Some(p) = self.db.passage(id)? else {
                 continue;
             };
             if params.per_file && !files.insert(p.path.clone()) {
@@ -264,6 +296,25 @@ impl Searcher {
         }
         Ok(hits)
     }
+}
+
+/// Cosine of a unit query and a stored f16 vector (f16 rounding leaves it slightly off unit
+/// length, so it is renormalised), converting in blocks with the CPU's F16C instructions where
+/// available: the rerank of a large index touches millions of elements per query.
+pub fn cosine_f16(q: &[f32], v: &[half::f16]) -> f32 {
+    use half::slice::HalfFloatSliceExt;
+    const BLOCK: usize = 64;
+    let mut buf = [0f32; BLOCK];
+    let (mut dot, mut nv) = (0f32, 0f32);
+    for (qs, vs) in q.chunks(BLOCK).zip(v.chunks(BLOCK)) {
+        let b = &mut buf[..vs.len()];
+        vs.convert_to_f32_slice(b);
+        for (a, x) in qs.iter().zip(b.iter()) {
+            dot += a * x;
+            nv += x * x;
+        }
+    }
+    if nv > 0.0 { dot / nv.sqrt() } else { 0.0 }
 }
 
 /// Cosine of a unit query and a stored vector (f16 rounding leaves it slightly off unit

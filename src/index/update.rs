@@ -145,7 +145,7 @@ pub(super) fn update(
     index: &mut Index,
     encoder: &Encoder,
     opts: &UpdateOptions,
-    progress: &mut dyn FnMut(Progress),
+    progress: &mut dyn FnMut(Progress, &Index),
 ) -> Result<UpdateReport, IndexError> {
     let mut report = UpdateReport::default();
     let stored = index.store.files()?;
@@ -228,10 +228,13 @@ pub(super) fn update(
         })
         .collect();
     report.files_unchanged = walk.files.len() - changed.len();
-    progress(Progress::Planned {
-        files: walk.files.len(),
-        changed: changed.len(),
-    });
+    progress(
+        Progress::Planned {
+            files: walk.files.len(),
+            changed: changed.len(),
+        },
+        index,
+    );
 
     let chunking = chunk_config(encoder);
     let counter = Counter(encoder);
@@ -261,12 +264,12 @@ pub(super) fn update(
                 continue;
             }
         };
-        let hash = hex(&doc.hash);
+        let hash = doc.hash;
         let record = FileRecord {
             root: f.root.clone(),
             size: f.size,
             mtime_ns: f.mtime_ns,
-            hash: hash.clone(),
+            hash,
             passages: Vec::new(),
             lossy: doc.lossy,
         };
@@ -313,11 +316,14 @@ pub(super) fn update(
             done += group.len();
             flush_group(index, encoder, opts, &mut group, &mut report)?;
             group_passages = 0;
-            progress(Progress::Embedded {
-                done,
-                total: changed.len(),
-                passages: report.passages_added,
-            });
+            progress(
+                Progress::Embedded {
+                    done,
+                    total: changed.len(),
+                    passages: report.passages_added,
+                },
+                index,
+            );
         }
     }
     if cancelled() {
@@ -325,13 +331,18 @@ pub(super) fn update(
     }
     done += group.len();
     flush_group(index, encoder, opts, &mut group, &mut report)?;
-    progress(Progress::Embedded {
-        done,
-        total: changed.len(),
-        passages: report.passages_added,
-    });
+    progress(
+        Progress::Embedded {
+            done,
+            total: changed.len(),
+            passages: report.passages_added,
+        },
+        index,
+    );
 
     report.refit = maybe_refit(index, opts.bits, progress)?;
+    recode_stale(index)?;
+    index.store.compact_if_worth_it()?;
     index.store.flush()?;
     Ok(report)
 }
@@ -390,7 +401,7 @@ fn flush_group(
 fn maybe_refit(
     index: &mut Index,
     bits: usize,
-    progress: &mut dyn FnMut(Progress),
+    progress: &mut dyn FnMut(Progress, &Index),
 ) -> Result<Option<String>, IndexError> {
     let n = index.store.passage_count();
     // With a single passage there is nothing to fit, and exact search costs nothing.
@@ -414,35 +425,92 @@ fn maybe_refit(
     if !due {
         return Ok(None);
     }
-    progress(Progress::Fitting { passages: n });
-    let (ids, vectors, vdim) = index.store.vectors()?;
-    if ids.len() < 2 || vdim != dim {
+    progress(Progress::Fitting { passages: n }, index);
+    let (ids, vectors) = index.store.live_vectors()?;
+    if ids.len() < 2 {
         return Ok(None);
     }
     let coder = Coder::fit(&vectors, ids.len(), dim, bits)?;
-    let codes = coder.encode(&vectors, ids.len())?;
-    let generation = index.next_code_generation();
-    let words = coder.words();
-    let items: Vec<(u64, Vec<u64>)> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (*id, codes[i * words..(i + 1) * words].to_vec()))
-        .collect();
-    for chunk in items.chunks(4096) {
-        index.store.put_codes(generation, chunk)?;
-    }
     let desc = format!(
         "{} {}-bit codes fitted on {} passages",
         coder.name(),
         bits,
         ids.len()
     );
+    // The coder first, then its codes: a crash in between leaves codes of the old generation,
+    // which are stale (scored exactly) until `recode_stale` catches them up.
+    let generation = index.next_code_generation();
     index.set_coder(coder, generation, ids.len())?;
+    crate::failpoint::hit("refit.coder_saved");
+    recode_all(index)?;
     Ok(Some(desc))
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// Codes every row (dead ones too, so row numbers stay) with the current linear coder.
+fn recode_all(index: &mut Index) -> Result<(), IndexError> {
+    let (Some(coder), Some(meta)) = (&index.coder, &index.meta.code) else {
+        return Ok(());
+    };
+    let words = coder.words();
+    let rows = index.store.rows().rows();
+    let vectors = index.store.vectors()?;
+    let dim = index.meta.fingerprint.dim;
+    let mut data = Vec::with_capacity(rows * dim);
+    for r in 0..rows {
+        match vectors.row(r) {
+            Some(v) => data.extend(v.iter().map(|h| h.to_f32())),
+            None => data.extend(std::iter::repeat_n(0.0, dim)),
+        }
+    }
+    let Some(codes) = coder.encode_vectors(&data, rows)? else {
+        return Ok(());
+    };
+    let generation = meta.generation;
+    index.store.rewrite_codes(generation, words, &codes)?;
+    Ok(())
+}
+
+/// Brings stale codes — passages stored before any coder existed, or left behind by a refit a
+/// crash interrupted — under the current linear coder. A learned head codes token states, which
+/// are not stored: its stale passages stay exactly scored until their files change.
+fn recode_stale(index: &mut Index) -> Result<(), IndexError> {
+    let (Some(coder), Some(meta)) = (&index.coder, &index.meta.code) else {
+        return Ok(());
+    };
+    if coder.is_learned() {
+        return Ok(());
+    }
+    let t = index.store.rows();
+    if t.words != coder.words() {
+        return recode_all(index);
+    }
+    let stale: Vec<usize> = (0..t.rows())
+        .filter(|&r| !t.dead[r] && t.gens[r] != meta.generation)
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let vectors = index.store.vectors()?;
+    let dim = index.meta.fingerprint.dim;
+    let mut data = Vec::with_capacity(stale.len() * dim);
+    for &r in &stale {
+        match vectors.row(r) {
+            Some(v) => data.extend(v.iter().map(|h| h.to_f32())),
+            None => data.extend(std::iter::repeat_n(0.0, dim)),
+        }
+    }
+    let Some(codes) = coder.encode_vectors(&data, stale.len())? else {
+        return Ok(());
+    };
+    let words = coder.words();
+    let generation = meta.generation;
+    let items: Vec<(usize, &[u64])> = stale
+        .iter()
+        .enumerate()
+        .map(|(i, &r)| (r, &codes[i * words..(i + 1) * words]))
+        .collect();
+    index.store.put_codes(generation, &items)?;
+    Ok(())
 }
 
 /// Every passage text of the index's roots as the encoder sees it (heading trail included),

@@ -102,7 +102,7 @@ pub fn run(g: &Global, args: &IndexArgs) -> Result<ExitCode> {
     bar.set_message("scanning");
     let started = std::time::Instant::now();
     let report = index
-        .update(&enc, &opts, &mut |p| match p {
+        .update(&enc, &opts, &mut |p, _| match p {
             Progress::Planned { changed, .. } => {
                 bar.set_length(changed as u64);
                 bar.set_message("embedding");

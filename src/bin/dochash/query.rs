@@ -87,7 +87,7 @@ pub fn run(g: &Global, args: &QueryArgs) -> Result<ExitCode> {
     }
     let searcher = index.searcher()?;
     let hits = searcher
-        .query(index.store(), &enc, &text, &req.params())
+        .query(&enc, &text, &req.params())
         .context("cannot answer the query")?;
     print_hits(g, args, &hits)
 }

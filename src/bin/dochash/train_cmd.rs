@@ -37,7 +37,7 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
     // Training reads the files, so bring the serving index up to date first: it is what keeps
     // serving if training is interrupted.
     let uopts = UpdateOptions::keeping(index.meta(), None);
-    index.update(&enc, &uopts, &mut |_| {})?;
+    index.update(&enc, &uopts, &mut |_, _| {})?;
     drop(enc);
 
     // Training always starts from the base model the user asked for.
@@ -107,7 +107,7 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
     drop(index);
     train::switch(&home, &mut prepared, |idx, enc| {
         let uopts = UpdateOptions::keeping(idx.meta(), None);
-        idx.update(enc, &uopts, &mut |_| {})
+        idx.update(enc, &uopts, &mut |_, _| {})
     })
     .with_context(|| format!("cannot switch generations in {}", home.display()))?;
     drop(prepared.index);

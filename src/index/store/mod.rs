@@ -1,0 +1,809 @@
+//! The on-disk index: sled for metadata, file records and passages; two row files for what a
+//! query scans (codes) and reranks (vectors); see [`rows`].
+//!
+//! sled 0.34 is unmaintained and has open corruption reports, so nothing here is precious: every
+//! byte is derived from the user's files and the model, and any doubt about the database (it will
+//! not open, the metadata does not decode, it was built by another schema or model) is answered
+//! by rebuilding it.
+//!
+//! One passage lives in three places — its record in sled, its row in `codes.bin` and
+//! `vectors.bin` — and a file's change touches them in a fixed order: new rows are appended,
+//! then one sled transaction replaces the file's record and passages and updates the counts,
+//! then the old rows are tombstoned. A process killed anywhere in between (or sled losing the
+//! last transactions it had not flushed) leaves the two sides disagreeing on the set of live
+//! passages, which [`Counts::id_set`] reveals at the next open; `Store::open` then drops
+//! whatever is only on one side — files whose passages lost their rows are removed so that the
+//! next update indexes them again — with work proportional to the index, never a loop.
+//!
+//! Layout of an index folder: `sled/` (trees `meta`, `files`, `passages`), `codes.bin`,
+//! `vectors.bin`.
+
+pub mod records;
+pub mod rows;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+pub use records::{Counts, FileRecord, PassageRecord};
+pub use rows::{RowTable, Vectors};
+
+use records::{decode, encode, id_hash};
+use rows::RowFiles;
+
+/// Bumped whenever the layout or the meaning of stored data changes; a mismatch rebuilds.
+pub const SCHEMA_VERSION: u32 = 2;
+
+const SLED_DIR: &str = "sled";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the index at {} is in use by another dochash process; wait for it to finish (a running `dochash watch` or `dochash-tui` keeps it up to date by itself)",
+        .0.display()
+    )]
+    Locked(PathBuf),
+    #[error("the index at {} is damaged ({msg})", path.display())]
+    Corrupt { path: PathBuf, msg: String },
+    #[error("the index at {} was made by another version of dochash", .0.display())]
+    OtherVersion(PathBuf),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub(crate) fn corrupt(path: &Path, msg: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        path: path.to_path_buf(),
+        msg: msg.to_string(),
+    }
+}
+
+pub(crate) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What the stored vectors and passages were made with. Any difference from what the current
+/// run would make means the stored data is of another generation and must be rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub schema: u32,
+    /// e.g. `sentence-transformers/all-MiniLM-L6-v2`, or a local model folder.
+    pub model_id: String,
+    /// Size and mtime of the weights: changes when a local model is replaced or retrained.
+    pub model_stamp: String,
+    pub dim: usize,
+    pub pooling: String,
+    /// Chunking parameters, as passages depend on them.
+    pub chunking: String,
+}
+
+/// The fitted code source currently in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeMeta {
+    /// `itq`, `lsh`, `median` (training-free) or `dhim` (learned).
+    pub source: String,
+    pub bits: usize,
+    /// Codes stamped with another generation are stale.
+    pub generation: u32,
+    /// How many passages the source was fitted on: refitting when the corpus has grown a lot.
+    pub fitted_on: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexMeta {
+    pub fingerprint: Fingerprint,
+    #[serde(with = "crate::pathwire::list")]
+    pub roots: Vec<PathBuf>,
+    pub code: Option<CodeMeta>,
+    /// Which files to index; kept with the index so that every later update (and the watcher)
+    /// applies the same filters as the command that set them.
+    #[serde(default)]
+    pub corpus: CorpusSettings,
+}
+
+impl IndexMeta {
+    /// The code length updates keep: the index's own, or the default before it has codes.
+    pub fn bits(&self) -> usize {
+        self.code
+            .as_ref()
+            .map(|c| c.bits)
+            .unwrap_or(super::DEFAULT_BITS)
+    }
+}
+
+/// The persistent part of [`crate::corpus::CorpusConfig`]; `None` means the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorpusSettings {
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub extensions: Option<Vec<String>>,
+    pub max_file_bytes: Option<u64>,
+}
+
+impl CorpusSettings {
+    pub fn to_config(&self) -> crate::corpus::CorpusConfig {
+        let d = crate::corpus::CorpusConfig::default();
+        crate::corpus::CorpusConfig {
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            extensions: self.extensions.clone().unwrap_or(d.extensions),
+            max_file_bytes: self.max_file_bytes.unwrap_or(d.max_file_bytes),
+            follow_symlinks: d.follow_symlinks,
+        }
+    }
+}
+
+/// A passage ready to be stored: its record, unit-length embedding and, when a code source is
+/// fitted, its code under the current generation.
+#[derive(Debug, Clone)]
+pub struct NewPassage {
+    pub record: PassageRecord,
+    pub vector: Vec<f32>,
+    pub code: Option<Vec<u64>>,
+}
+
+const META_KEY: &[u8] = b"meta";
+const CODER_KEY: &[u8] = b"coder";
+const COUNTS_KEY: &[u8] = b"counts";
+
+/// How long [`Store::open`] waits for another process to release the database.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The sled side, shared by the writer and every searcher (cloning shares the database).
+#[derive(Clone)]
+pub struct Db {
+    path: PathBuf,
+    db: sled::Db,
+    meta: sled::Tree,
+    files: sled::Tree,
+    passages: sled::Tree,
+}
+
+impl Db {
+    fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(SLED_DIR);
+        // Another process may hold the database for a moment (a one-shot `query` or `status`
+        // while an owner starts): wait a little before calling it locked.
+        let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+        let db = loop {
+            match sled::Config::new()
+                .path(&path)
+                .flush_every_ms(Some(200))
+                .open()
+            {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io)) if is_lock_error(&io) => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::Locked(dir.to_path_buf()));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(other) => return Err(corrupt(dir, other)),
+            }
+        };
+        let tree = |name: &str| db.open_tree(name).map_err(|e| corrupt(dir, e));
+        Ok(Self {
+            path: dir.to_path_buf(),
+            meta: tree("meta")?,
+            files: tree("files")?,
+            passages: tree("passages")?,
+            db,
+        })
+    }
+
+    fn corrupt(&self, msg: impl std::fmt::Display) -> StoreError {
+        corrupt(&self.path, msg)
+    }
+
+    pub fn meta(&self) -> Result<Option<IndexMeta>, StoreError> {
+        match self.meta.get(META_KEY).map_err(|e| self.corrupt(e))? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| self.corrupt(format!("metadata: {e}"))),
+        }
+    }
+
+    fn set_meta(&self, meta: &IndexMeta) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(meta).map_err(|e| self.corrupt(e))?;
+        self.meta.insert(META_KEY, v).map_err(|e| self.corrupt(e))?;
+        Ok(())
+    }
+
+    fn coder(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .meta
+            .get(CODER_KEY)
+            .map_err(|e| self.corrupt(e))?
+            .map(|v| v.to_vec()))
+    }
+
+    pub fn counts(&self) -> Result<Counts, StoreError> {
+        match self.meta.get(COUNTS_KEY).map_err(|e| self.corrupt(e))? {
+            None => Ok(Counts::default()),
+            Some(v) => decode(&v).map_err(|e| self.corrupt(format!("counts: {e}"))),
+        }
+    }
+
+    pub fn file(&self, path: &Path) -> Result<Option<FileRecord>, StoreError> {
+        match self
+            .files
+            .get(path_key(path))
+            .map_err(|e| self.corrupt(e))?
+        {
+            None => Ok(None),
+            Some(v) => decode(&v)
+                .map(Some)
+                .map_err(|e| self.corrupt(format!("file record of {}: {e}", path.display()))),
+        }
+    }
+
+    pub fn files(&self) -> Result<Vec<(PathBuf, FileRecord)>, StoreError> {
+        self.files
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(|e| self.corrupt(e))?;
+                let path = crate::pathwire::from_bytes(k.to_vec());
+                let rec = decode(&v)
+                    .map_err(|e| self.corrupt(format!("file record of {}: {e}", path.display())))?;
+                Ok((path, rec))
+            })
+            .collect()
+    }
+
+    /// A passage's record; `None` if it is gone (or its record does not decode: a query simply
+    /// skips it, and the next open's check finds the damage).
+    pub fn passage(&self, id: u64) -> Result<Option<PassageRecord>, StoreError> {
+        match self
+            .passages
+            .get(id.to_be_bytes())
+            .map_err(|e| self.corrupt(e))?
+        {
+            None => Ok(None),
+            Some(v) => Ok(decode(&v)
+                .inspect_err(|e| tracing::warn!("passage {id} does not decode: {e}"))
+                .ok()),
+        }
+    }
+
+    fn max_passage_id(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .passages
+            .last()
+            .map_err(|e| self.corrupt(e))?
+            .and_then(|(k, _)| key_id(&k))
+            .unwrap_or(0))
+    }
+
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(|e| self.corrupt(e))
+    }
+
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// Replaces a file's record and passages in one transaction with the counts.
+    fn commit_file(
+        &self,
+        path: &Path,
+        old: Option<&FileRecord>,
+        rec: Option<&FileRecord>,
+        new: &[(u64, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        let key = path_key(path);
+        let rec_bytes = rec.map(encode);
+        let res: Result<(), TransactionError<String>> = (&self.files, &self.passages, &self.meta)
+            .transaction(|(files, passages, meta)| {
+                let mut counts: Counts = match meta.get(COUNTS_KEY)? {
+                    Some(v) => decode(&v).map_err(ConflictableTransactionError::Abort)?,
+                    None => Counts::default(),
+                };
+                if let Some(old) = old {
+                    for id in &old.passages {
+                        if passages.remove(&id.to_be_bytes())?.is_some() {
+                            counts.passages -= 1;
+                            counts.id_set ^= id_hash(*id);
+                        }
+                    }
+                }
+                for (id, bytes) in new {
+                    passages.insert(&id.to_be_bytes(), bytes.as_slice())?;
+                    counts.passages += 1;
+                    counts.id_set ^= id_hash(*id);
+                }
+                match (&rec_bytes, old.is_some()) {
+                    (Some(r), had) => {
+                        files.insert(key.as_slice(), r.as_slice())?;
+                        if !had {
+                            counts.files += 1;
+                        }
+                    }
+                    (None, true) => {
+                        files.remove(key.as_slice())?;
+                        counts.files -= 1;
+                    }
+                    (None, false) => {}
+                }
+                meta.insert(COUNTS_KEY, encode(&counts))?;
+                Ok(())
+            });
+        res.map_err(|e| self.corrupt(format!("{e:?}")))
+    }
+}
+
+/// The writer's store: the database and the row files.
+pub struct Store {
+    path: PathBuf,
+    db: Db,
+    rows: RowFiles,
+    next_id: u64,
+}
+
+impl Store {
+    /// Opens (creating if needed, for vectors of `dim` dimensions) the index in `dir`; an
+    /// existing index keeps its own width ([`Store::dim`]). Returns a note when the two sides
+    /// had to be reconciled (see the module documentation).
+    pub fn open(dir: &Path, dim: Option<usize>) -> Result<(Self, Option<String>), StoreError> {
+        if dir.join("conf").exists() {
+            // The layout before schema 2 kept sled at the top of the folder.
+            return Err(StoreError::OtherVersion(dir.to_path_buf()));
+        }
+        crate::fsx::create_private_dir_all(dir).map_err(io_err(dir))?;
+        let db = Db::open(dir)?;
+        let rows = RowFiles::open(dir, dim)?;
+        let next_id = db.max_passage_id()?.max(rows.table().last_id()) + 1;
+        let mut store = Store {
+            path: dir.to_path_buf(),
+            db,
+            rows,
+            next_id,
+        };
+        let note = store.reconcile()?;
+        Ok((store, note))
+    }
+
+    /// Deletes the index in `dir` and opens a fresh one.
+    pub fn recreate(dir: &Path, dim: Option<usize>) -> Result<Self, StoreError> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(io_err(dir))?;
+        }
+        Ok(Self::open(dir, dim)?.0)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn rows(&self) -> &RowTable {
+        self.rows.table()
+    }
+
+    /// A mapping of the vectors as written so far.
+    pub fn vectors(&self) -> Result<Vectors, StoreError> {
+        self.rows.vectors()
+    }
+
+    pub fn dim(&self) -> usize {
+        self.rows.dim()
+    }
+
+    pub fn meta(&self) -> Result<Option<IndexMeta>, StoreError> {
+        self.db.meta()
+    }
+
+    pub fn set_meta(&self, meta: &IndexMeta) -> Result<(), StoreError> {
+        self.db.set_meta(meta)
+    }
+
+    /// The serialised code source (e.g. a fitted ITQ rotation).
+    pub fn coder(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db.coder()
+    }
+
+    /// Installs a new code source and its metadata together, so that a crash never pairs a
+    /// generation number with the wrong coder.
+    pub fn set_coder(&self, meta: &IndexMeta, coder: &[u8]) -> Result<(), StoreError> {
+        let m = serde_json::to_vec(meta).map_err(|e| self.db.corrupt(e))?;
+        let mut b = sled::Batch::default();
+        b.insert(META_KEY, m);
+        b.insert(CODER_KEY, coder);
+        self.db.meta.apply_batch(b).map_err(|e| self.db.corrupt(e))
+    }
+
+    pub fn file(&self, path: &Path) -> Result<Option<FileRecord>, StoreError> {
+        self.db.file(path)
+    }
+
+    pub fn files(&self) -> Result<Vec<(PathBuf, FileRecord)>, StoreError> {
+        self.db.files()
+    }
+
+    /// Kept in the store's transactions: constant time.
+    pub fn file_count(&self) -> usize {
+        self.db.counts().map(|c| c.files as usize).unwrap_or(0)
+    }
+
+    pub fn passage_count(&self) -> usize {
+        self.db.counts().map(|c| c.passages as usize).unwrap_or(0)
+    }
+
+    pub fn passage(&self, id: u64) -> Result<Option<PassageRecord>, StoreError> {
+        self.db.passage(id)
+    }
+
+    /// Updates only a file's size/mtime (content unchanged, e.g. after `touch`).
+    pub fn touch_file(&self, path: &Path, rec: &FileRecord) -> Result<(), StoreError> {
+        self.db
+            .files
+            .insert(path_key(path), encode(rec))
+            .map_err(|e| self.db.corrupt(e))?;
+        Ok(())
+    }
+
+    /// Replaces everything stored for `path` with `new` (or removes the file when `rec` is
+    /// `None`). Returns the ids given to the new passages. See the module documentation for
+    /// the order of the writes.
+    pub fn replace_file(
+        &mut self,
+        path: &Path,
+        rec: Option<FileRecord>,
+        new: &[NewPassage],
+        code_generation: u32,
+    ) -> Result<Vec<u64>, StoreError> {
+        let old = self.db.file(path)?;
+        let ids: Vec<u64> = (self.next_id..self.next_id + new.len() as u64).collect();
+        let rows: Vec<(u64, u32, &[u64], &[f32])> = ids
+            .iter()
+            .zip(new)
+            .map(|(id, p)| {
+                (
+                    *id,
+                    code_generation,
+                    p.code.as_deref().unwrap_or(&[]),
+                    p.vector.as_slice(),
+                )
+            })
+            .collect();
+        self.rows.append(&rows)?;
+        self.next_id += new.len() as u64;
+        crate::failpoint::hit("store.rows_written");
+        let rec = rec.map(|mut r| {
+            r.passages = ids.clone();
+            r
+        });
+        let records: Vec<(u64, Vec<u8>)> = ids
+            .iter()
+            .zip(new)
+            .map(|(id, p)| (*id, encode(&p.record)))
+            .collect();
+        self.db
+            .commit_file(path, old.as_ref(), rec.as_ref(), &records)?;
+        crate::failpoint::hit("store.committed");
+        if let Some(old) = old {
+            self.rows.kill(&old.passages)?;
+        }
+        Ok(ids)
+    }
+
+    /// Every live passage's id and vector (row-major), for fitting a code source.
+    pub fn live_vectors(&self) -> Result<(Vec<u64>, Vec<f32>), StoreError> {
+        let t = self.rows.table();
+        let v = self.rows.vectors()?;
+        let mut ids = Vec::with_capacity(t.live());
+        let mut data = Vec::with_capacity(t.live() * self.dim());
+        for r in 0..t.rows() {
+            if t.dead[r] {
+                continue;
+            }
+            let Some(x) = v.row(r) else {
+                return Err(self.db.corrupt("a passage has no vector"));
+            };
+            ids.push(t.ids[r]);
+            data.extend(x.iter().map(|h| h.to_f32()));
+        }
+        Ok((ids, data))
+    }
+
+    /// Replaces every row's code (`rows × words`, in row order, dead rows included).
+    pub fn rewrite_codes(
+        &mut self,
+        generation: u32,
+        words: usize,
+        codes: &[u64],
+    ) -> Result<(), StoreError> {
+        self.rows.rewrite_codes(generation, words, codes)
+    }
+
+    /// Writes codes for some rows in place (same code length as the file's).
+    pub fn put_codes(
+        &mut self,
+        generation: u32,
+        items: &[(usize, &[u64])],
+    ) -> Result<(), StoreError> {
+        self.rows.put_codes(generation, items)
+    }
+
+    /// Rewrites the row files without dead rows once those outnumber the live ones (and are
+    /// more than a few), so the files stay within twice their live size.
+    pub fn compact_if_worth_it(&mut self) -> Result<bool, StoreError> {
+        let dead = self.rows.dead_rows();
+        if dead > 1024 && dead > self.rows.table().live() {
+            self.rows.compact()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.rows.sync()?;
+        self.db.flush()
+    }
+
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk() + self.rows.size_on_disk()
+    }
+
+    /// Brings sled and the row files back to the same set of passages after a crash (see the
+    /// module documentation). Work is linear in the index; nothing loops.
+    fn reconcile(&mut self) -> Result<Option<String>, StoreError> {
+        let counts = self.db.counts()?;
+        let (live, id_set) = self.rows.table().live_set();
+        if counts.passages == live && counts.id_set == id_set {
+            return Ok(None);
+        }
+        let mut keep: HashSet<u64> = HashSet::new();
+        let mut fresh = Counts::default();
+        let mut dropped = 0usize;
+        for (path, rec) in self.db.files()? {
+            let whole = rec.passages.iter().all(|id| {
+                self.rows.table().row_of(*id).is_some()
+                    && self
+                        .db
+                        .passages
+                        .contains_key(id.to_be_bytes())
+                        .unwrap_or(false)
+            });
+            if whole {
+                fresh.files += 1;
+                for id in &rec.passages {
+                    keep.insert(*id);
+                    fresh.passages += 1;
+                    fresh.id_set ^= id_hash(*id);
+                }
+            } else {
+                // Indexed again by the next update, which no longer finds the file.
+                self.db
+                    .files
+                    .remove(path_key(&path))
+                    .map_err(|e| self.db.corrupt(e))?;
+                dropped += 1;
+            }
+        }
+        let mut orphans = sled::Batch::default();
+        for k in self.db.passages.iter().keys() {
+            let k = k.map_err(|e| self.db.corrupt(e))?;
+            if key_id(&k).is_none_or(|id| !keep.contains(&id)) {
+                orphans.remove(k);
+            }
+        }
+        self.db
+            .passages
+            .apply_batch(orphans)
+            .map_err(|e| self.db.corrupt(e))?;
+        let t = self.rows.table();
+        let stray: Vec<u64> = (0..t.rows())
+            .filter(|&r| !t.dead[r] && !keep.contains(&t.ids[r]))
+            .map(|r| t.ids[r])
+            .collect();
+        self.rows.kill(&stray)?;
+        self.db
+            .meta
+            .insert(COUNTS_KEY, encode(&fresh))
+            .map_err(|e| self.db.corrupt(e))?;
+        self.flush()?;
+        Ok((dropped > 0).then(|| {
+            format!(
+                "the index was not closed cleanly; {dropped} file(s) whose passages were incomplete are indexed again"
+            )
+        }))
+    }
+}
+
+fn is_lock_error(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock")
+}
+
+fn path_key(p: &Path) -> Vec<u8> {
+    crate::pathwire::to_bytes(p)
+}
+
+fn key_id(k: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(k.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(path: &str, text: &str) -> NewPassage {
+        NewPassage {
+            record: PassageRecord {
+                path: path.into(),
+                start_byte: 0,
+                end_byte: text.len(),
+                start_line: 1,
+                end_line: 1,
+                headings: vec!["H".into()],
+                text: text.into(),
+            },
+            vector: vec![0.6, 0.8],
+            code: Some(vec![0b1011]),
+        }
+    }
+
+    fn file(root: &str) -> FileRecord {
+        FileRecord {
+            root: root.into(),
+            size: 1,
+            mtime_ns: 2,
+            hash: [0; 32],
+            passages: vec![],
+            lossy: false,
+        }
+    }
+
+    #[test]
+    fn replace_and_remove_files_with_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, note) = Store::open(dir.path(), Some(2)).unwrap();
+        assert!(note.is_none());
+        let p = Path::new("/notes/a.md");
+        let ids = s
+            .replace_file(
+                p,
+                Some(file("/notes")),
+                &[rec("/notes/a.md", "x"), rec("/notes/a.md", "y")],
+                1,
+            )
+            .unwrap();
+        assert_eq!((s.file_count(), s.passage_count()), (1, 2));
+        assert_eq!(s.file(p).unwrap().unwrap().passages, ids);
+        assert_eq!(s.passage(ids[1]).unwrap().unwrap().text, "y");
+        let r = s.rows().row_of(ids[0]).unwrap();
+        let v = s.vectors().unwrap();
+        let v = v.row(r).unwrap();
+        assert!((v[0].to_f32() - 0.6).abs() < 1e-3 && (v[1].to_f32() - 0.8).abs() < 1e-3);
+        assert_eq!(s.rows().code(r), &[0b1011]);
+
+        let ids2 = s
+            .replace_file(p, Some(file("/notes")), &[rec("/notes/a.md", "z")], 1)
+            .unwrap();
+        assert_eq!((s.file_count(), s.passage_count()), (1, 1));
+        assert!(s.passage(ids[0]).unwrap().is_none());
+        assert!(ids2[0] > ids[1]);
+        assert_eq!(s.rows().live(), 1);
+
+        s.replace_file(p, None, &[], 1).unwrap();
+        assert_eq!((s.passage_count(), s.file_count()), (0, 0));
+        assert_eq!(s.live_vectors().unwrap().0.len(), 0);
+        drop(s);
+        let (s, note) = Store::open(dir.path(), Some(2)).unwrap();
+        assert!(note.is_none(), "{note:?}");
+        assert_eq!(s.passage_count(), 0);
+    }
+
+    #[test]
+    fn sides_that_disagree_are_reconciled_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = Store::open(dir.path(), Some(2)).unwrap();
+        s.replace_file(
+            Path::new("/n/a.md"),
+            Some(file("/n")),
+            &[rec("/n/a.md", "a")],
+            1,
+        )
+        .unwrap();
+        s.replace_file(
+            Path::new("/n/b.md"),
+            Some(file("/n")),
+            &[rec("/n/b.md", "b1"), rec("/n/b.md", "b2")],
+            1,
+        )
+        .unwrap();
+        // A row that never reached sled (killed between the two writes)...
+        s.rows.append(&[(99, 1, &[1], &[0.6, 0.8])]).unwrap();
+        // ...and a file whose rows were lost (sled durable, the rows file not).
+        let b = s.file(Path::new("/n/b.md")).unwrap().unwrap();
+        s.rows.kill(&b.passages[..1]).unwrap();
+        s.flush().unwrap();
+        drop(s);
+
+        let (s, note) = Store::open(dir.path(), Some(2)).unwrap();
+        assert!(note.unwrap().contains("1 file"));
+        assert_eq!((s.file_count(), s.passage_count()), (1, 1));
+        assert!(s.file(Path::new("/n/b.md")).unwrap().is_none());
+        assert_eq!(s.rows().live(), 1);
+        assert!(s.rows().row_of(99).is_none());
+        drop(s);
+        let (s, note) = Store::open(dir.path(), Some(2)).unwrap();
+        assert!(note.is_none());
+        // Ids are never reused, even the stray one's.
+        assert!(s.next_id > 99);
+    }
+
+    #[test]
+    fn meta_and_coder_round_trip_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = IndexMeta {
+            fingerprint: Fingerprint {
+                schema: SCHEMA_VERSION,
+                model_id: "m".into(),
+                model_stamp: "1".into(),
+                dim: 2,
+                pooling: "mean".into(),
+                chunking: "200/32".into(),
+            },
+            roots: vec!["/notes".into()],
+            corpus: CorpusSettings::default(),
+            code: Some(CodeMeta {
+                source: "itq".into(),
+                bits: 64,
+                generation: 3,
+                fitted_on: 10,
+            }),
+        };
+        {
+            let (s, _) = Store::open(dir.path(), Some(2)).unwrap();
+            assert!(s.meta().unwrap().is_none());
+            s.set_coder(&meta, b"blob").unwrap();
+            s.flush().unwrap();
+        }
+        let (s, _) = Store::open(dir.path(), Some(2)).unwrap();
+        assert_eq!(s.meta().unwrap(), Some(meta));
+        assert_eq!(s.coder().unwrap().as_deref(), Some(&b"blob"[..]));
+    }
+
+    #[test]
+    fn a_second_open_reports_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let _s = Store::open(dir.path(), Some(2)).unwrap();
+        match Store::open(dir.path(), Some(2)) {
+            Err(StoreError::Locked(_)) => {}
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("opened a locked index twice"),
+        }
+    }
+
+    #[test]
+    fn garbage_metadata_is_reported_as_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(dir.path(), Some(2)).unwrap();
+        s.db.meta.insert(META_KEY, &b"{not json"[..]).unwrap();
+        assert!(matches!(s.meta(), Err(StoreError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn the_old_layout_is_another_version() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("conf"), "segment_size: 524288").unwrap();
+        assert!(matches!(
+            Store::open(dir.path(), Some(2)),
+            Err(StoreError::OtherVersion(_))
+        ));
+    }
+}

@@ -1,0 +1,232 @@
+//! Crashes at named points (test-only failpoints, see `dochash::failpoint`): the process aborts
+//! exactly there — the test checks that it did — and the next run must converge on exactly the
+//! index a clean run builds, with the user's folder list intact.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Output;
+
+use common::{Env, dochash, env, stderr, stdout};
+use serde_json::Value;
+
+const FRUIT: &str = "# Fruit\n\napple banana cherry apple banana cherry\n";
+const MUSIC: &str = "# Music\n\nguitar piano music guitar piano music\n";
+const RIVER: &str = "# Nature\n\nriver ocean mountain forest river ocean\n";
+
+fn fill(e: &Env, n: usize) {
+    for i in 0..n {
+        let text = [FRUIT, MUSIC, RIVER][i % 3];
+        e.write(
+            &format!("d{:02}/note{i}.md", i % 7),
+            &format!("{text}\n## More\n\nnote number {i} with words of its own\n"),
+        );
+    }
+}
+
+/// `dochash index ARGS` told to abort at `point`; checks that it aborted there.
+fn index_aborting(e: &Env, point: &str, args: &[&str]) -> Output {
+    let out = dochash(&e.home)
+        .env("DOCHASH_FAILPOINTS", point)
+        .arg("index")
+        .arg("--model")
+        .arg(&e.model)
+        .args(args)
+        .output()
+        .unwrap();
+    assert_aborted_at(&out, point.split('=').next().unwrap());
+    out
+}
+
+fn assert_aborted_at(out: &Output, name: &str) {
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "expected an abort at {name}, got {:?}: {}",
+        out.status,
+        stderr(out)
+    );
+    assert!(
+        stderr(out).contains(&format!("failpoint {name}: abort")),
+        "{}",
+        stderr(out)
+    );
+}
+
+/// Everything a query can see: every passage with its place and score, and the counts.
+fn snapshot(home: &Path) -> (Value, Vec<(String, i64, i64, String)>) {
+    let out = dochash(home)
+        .args(["query", "--json", "-k", "5000", "apple guitar river note"])
+        .output()
+        .unwrap();
+    assert!(out.status.code() != Some(2), "{}", stderr(&out));
+    let mut hits: Vec<(String, i64, i64, String)> = stdout(&out)
+        .lines()
+        .map(|l| {
+            let h: Value = serde_json::from_str(l).unwrap();
+            (
+                h["path"].as_str().unwrap().to_string(),
+                h["line"].as_i64().unwrap(),
+                h["end_line"].as_i64().unwrap(),
+                format!("{:.4}", h["score"].as_f64().unwrap()),
+            )
+        })
+        .collect();
+    hits.sort();
+    let out = dochash(home).args(["status", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let counts = serde_json::json!({
+        "files": s["files"], "passages": s["passages"], "roots": s["roots"],
+        "stale": s["stale_codes"], "codes": s["codes"],
+    });
+    (counts, hits)
+}
+
+/// The same notes indexed cleanly in another home.
+fn clean_reference(e: &Env) -> (Value, Vec<(String, i64, i64, String)>) {
+    let clean = Env {
+        home: e.home.with_file_name("clean-home"),
+        notes: e.notes.clone(),
+        model: e.model.clone(),
+        _tmp: tempfile::tempdir().unwrap(),
+    };
+    clean.index(&[e.notes.to_str().unwrap()]);
+    snapshot(&clean.home)
+}
+
+#[test]
+fn a_crash_inside_a_files_change_converges() {
+    for point in ["store.rows_written", "store.committed"] {
+        let e = env();
+        fill(&e, 40);
+        let want = clean_reference(&e);
+        // First run, aborted in the middle of the 10th file.
+        index_aborting(
+            &e,
+            &format!("{point}=abort@10"),
+            &[e.notes.to_str().unwrap()],
+        );
+        // Edits before the next run, so it has real work besides recovery; then the same on a
+        // second crash, during an update of an existing index.
+        e.write("d00/note0.md", &format!("{FRUIT}\nchanged\n"));
+        e.write("d03/note3.md", &format!("{MUSIC}\nchanged too\n"));
+        index_aborting(&e, &format!("{point}=abort@2"), &[]);
+        e.index(&[]);
+        // The reference must see the same edits.
+        let want_after = clean_reference(&e);
+        assert_ne!(want.1, want_after.1, "the edits changed something");
+        assert_eq!(snapshot(&e.home), want_after, "after a crash at {point}");
+        // And the folder list is the user's.
+        let saved = std::fs::read_to_string(e.home.join("index.json")).unwrap();
+        assert!(saved.contains("notes"), "{saved}");
+    }
+}
+
+#[test]
+fn a_crash_between_code_generations_converges() {
+    let e = env();
+    fill(&e, 30);
+    // The first fit of codes happens at the end of the first run: abort after the coder is
+    // saved, before its codes are written.
+    index_aborting(&e, "refit.coder_saved=abort", &[e.notes.to_str().unwrap()]);
+    e.index(&[]);
+    let got = snapshot(&e.home);
+    assert_eq!(got.0["stale"], 0, "{}", got.0);
+    assert_eq!(got, clean_reference(&e));
+}
+
+#[test]
+fn a_crash_while_saving_the_folder_list_keeps_it() {
+    let e = env();
+    fill(&e, 6);
+    e.index(&[e.notes.to_str().unwrap()]);
+    let extra = e.notes.parent().unwrap().join("extra");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::write(extra.join("x.md"), "# X\n\nzebra quartz\n").unwrap();
+    index_aborting(&e, "settings.write=abort", &[extra.to_str().unwrap()]);
+    // The file is either the old list or the new one, never half of one.
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(e.home.join("index.json")).unwrap())
+            .expect("index.json is whole");
+    assert!(saved["roots"].to_string().contains("notes"), "{saved}");
+    e.index(&[extra.to_str().unwrap()]);
+    let s = e.status();
+    assert_eq!(s["roots"].as_array().unwrap().len(), 2, "{s}");
+    assert_eq!(s["files"], 7);
+}
+
+#[test]
+fn a_crash_during_the_generation_switch_keeps_the_serving_generation() {
+    let e = env();
+    // Enough passages to train on (the threshold is 1,000).
+    for f in 0..110 {
+        let mut text = String::new();
+        for s in 0..10 {
+            text.push_str(&format!("# Part {s}\n\n"));
+            let w = ["apple", "river", "music", "bread", "server"][(f + s) % 5];
+            text.push_str(&format!("{w} words {f} {s} {w}\n\n"));
+        }
+        e.write(&format!("n{f:03}.md"), &text);
+    }
+    e.index(&[e.notes.to_str().unwrap()]);
+    let before = snapshot(&e.home);
+    let out = dochash(&e.home)
+        .env("DOCHASH_FAILPOINTS", "generation.switch=abort")
+        .args([
+            "train", "--simcse", "off", "--dhim", "--force", "--epochs", "1",
+        ])
+        .arg("--model")
+        .arg(&e.model)
+        .output()
+        .unwrap();
+    assert_aborted_at(&out, "generation.switch");
+    // The base generation still serves, untouched.
+    assert!(!e.home.join("generation.json").exists());
+    assert_eq!(snapshot(&e.home), before);
+    // The next run cleans up the half-made generation and works.
+    let out = dochash(&e.home)
+        .args([
+            "train", "--simcse", "off", "--dhim", "--force", "--epochs", "1",
+        ])
+        .arg("--model")
+        .arg(&e.model)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(e.home.join("generation.json").is_file());
+    let after = snapshot(&e.home);
+    assert_eq!(after.0["passages"], before.0["passages"]);
+    assert_eq!(after.0["codes"], "dhim");
+    let dirs: Vec<String> = std::fs::read_dir(&e.home)
+        .unwrap()
+        .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("index"))
+        .collect();
+    assert_eq!(dirs.len(), 2, "{dirs:?}"); // the serving index-N and index.json
+}
+
+/// A power cut can lose the row files' last writes while sled (which syncs on its own) kept the
+/// passages that point at them: the next run must notice and index those files again.
+#[test]
+fn lost_row_writes_are_noticed_and_repaired() {
+    let e = env();
+    fill(&e, 30);
+    e.index(&[e.notes.to_str().unwrap()]);
+    let want = snapshot(&e.home);
+    for f in ["codes.bin", "vectors.bin"] {
+        let p = e.home.join("index").join(f);
+        let len = std::fs::metadata(&p).unwrap().len();
+        let row = if f == "codes.bin" { 24 } else { 2 * 32 };
+        let file = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        file.set_len(len - 5 * row).unwrap();
+    }
+    let out = e.index(&[]);
+    assert!(
+        stderr(&out).contains("not closed cleanly"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(snapshot(&e.home), want);
+}
