@@ -652,3 +652,41 @@ fn file_names_that_are_not_utf8_are_indexed() {
         status(&e.home).is_some_and(|s| s["files"] == 3)
     });
 }
+
+#[test]
+fn pathological_documents_stay_linear_and_bounded() {
+    let e = env();
+    let mut org = String::new();
+    for d in 1..=1443 {
+        org.push_str(&"*".repeat(d));
+        org.push_str(&format!(" heading {d}\ntext {d} apple\n"));
+    }
+    e.write("deep.org", &org);
+    let mut word = String::from("# Dump\n\n");
+    word.push_str(&"Qm9vbXM".repeat(560_000));
+    word.push('\n');
+    e.write("dump.md", &word);
+    e.index(&[e.notes.to_str().unwrap()]);
+    let s = e.status();
+    let passages = s["passages"].as_u64().unwrap();
+    assert!(passages < 5_000, "{passages} passages");
+    let (_, hits) = e.query("apple", &["-k", "10000"]);
+    assert_eq!(hits.len() as u64, passages);
+    for h in &hits {
+        assert!(
+            h["text"].as_str().unwrap().len() <= 200 * 16,
+            "a passage of {} bytes",
+            h["text"].as_str().unwrap().len()
+        );
+        assert!(
+            h["headings"].as_array().unwrap().len() <= 6,
+            "{}",
+            h["headings"]
+        );
+    }
+    let headings: usize = hits
+        .iter()
+        .map(|h| h["headings"].as_array().unwrap().len())
+        .sum();
+    assert!(headings <= 6 * passages as usize);
+}

@@ -192,10 +192,23 @@ struct Chunker<'a> {
     out: Vec<Passage>,
 }
 
+/// A passage is also bounded in bytes: a WordPiece tokenizer turns any "word" longer than 100
+/// characters (base64, a minified file, a 4 MiB line without spaces) into a single `[UNK]`, so
+/// token counts alone would let such a word through as one enormous passage. Counting at least
+/// one token per this many bytes cuts it into passages of at most `max_tokens ×` this many bytes,
+/// and leaves ordinary text (4–6 bytes a token) alone.
+pub const MAX_BYTES_PER_TOKEN: usize = 16;
+
 impl Chunker<'_> {
-    fn cost(&self, range: &Range<usize>) -> usize {
+    /// Tokens of `s` as far as passage sizing is concerned (see [`MAX_BYTES_PER_TOKEN`]).
+    fn count(&self, s: &str) -> usize {
         self.counter
-            .count(&self.text[range.clone()])
+            .count(s)
+            .max(s.len().div_ceil(MAX_BYTES_PER_TOKEN))
+    }
+
+    fn cost(&self, range: &Range<usize>) -> usize {
+        self.count(&self.text[range.clone()])
             .saturating_sub(self.overhead)
     }
 
@@ -239,7 +252,7 @@ impl Chunker<'_> {
             candidates.push(format!("{last}\n"));
         }
         for c in candidates {
-            let cost = self.counter.count(&c);
+            let cost = self.count(&c);
             if cost <= self.max / 2 {
                 return (c, cost);
             }
@@ -292,6 +305,25 @@ impl Chunker<'_> {
             let min_end = next_boundary(self.text, pos, range.end);
             let mut good = min_end;
             let mut good_tokens = self.cost(&(pos..min_end));
+            // Where the byte bound decides (a "word" the tokenizer sees as one token), the
+            // longest piece the bound allows is the answer: try it first.
+            let cap = snap_up(
+                self.text,
+                (pos + budget * MAX_BYTES_PER_TOKEN).min(range.end),
+            );
+            if good_tokens <= budget && cap > min_end {
+                let t = self.cost(&(pos..cap));
+                if t <= budget {
+                    out.push(Atom {
+                        range: pos..cap,
+                        tokens: t,
+                        code,
+                        depth,
+                    });
+                    pos = cap;
+                    continue;
+                }
+            }
             if good_tokens <= budget {
                 let mut step = budget.max(1);
                 let mut bad = None;
@@ -410,7 +442,7 @@ impl Chunker<'_> {
                 scratch.clear();
                 scratch.push_str(prefix);
                 scratch.push_str(&self.text[start..end]);
-                if self.counter.count(&scratch) <= self.max {
+                if self.count(&scratch) <= self.max {
                     let fresh_tokens = taken.iter().map(|a| a.tokens).sum();
                     drafts.push(Draft {
                         start,
@@ -539,7 +571,7 @@ impl Chunker<'_> {
         let mut s = String::with_capacity(prefix.len() + range.len());
         s.push_str(prefix);
         s.push_str(&self.text[range]);
-        self.counter.count(&s) <= self.max
+        self.count(&s) <= self.max
     }
 }
 
@@ -1057,6 +1089,35 @@ mod tests {
             }
             let _ = split(&doc, &words, &c);
         }
+    }
+
+    #[test]
+    fn a_word_longer_than_the_tokenizer_sees_is_cut_by_bytes() {
+        // Like WordPiece: every whitespace-separated word is one token, however long.
+        let unk = |s: &str| s.split_whitespace().count() + 2;
+        let mut text = String::from("# Dump\n\nbefore ");
+        text.push_str(&"Qm9vbXM".repeat(600_000));
+        text.push_str(" after\n");
+        let doc = Document::from_text(text);
+        let calls = std::cell::Cell::new(0usize);
+        let bytes_counted = std::cell::Cell::new(0usize);
+        let counter = |s: &str| {
+            calls.set(calls.get() + 1);
+            bytes_counted.set(bytes_counted.get() + s.len());
+            unk(s)
+        };
+        let cfg = ChunkConfig::default();
+        let ps = split(&doc, &counter, &cfg);
+        let limit = cfg.max_tokens * MAX_BYTES_PER_TOKEN;
+        assert!(
+            ps.iter().all(|p| p.text.len() <= limit),
+            "a passage over {limit} bytes"
+        );
+        let covered: usize = ps.iter().map(|p| p.bytes.len()).sum();
+        assert!(covered >= 4_200_000, "the word is searchable in pieces");
+        assert!(ps.len() < 4_200_000 / (limit / 2), "{} passages", ps.len());
+        let ratio = bytes_counted.get() as f64 / doc.text.len() as f64;
+        assert!(ratio < 8.0, "counter read {ratio:.1}x the document");
     }
 
     #[test]

@@ -92,6 +92,34 @@ impl Format {
     }
 }
 
+/// Most headings a section's trail keeps: the outermost (usually the document's title) and the
+/// innermost ones, which say most about the text. Every passage carries its trail, so without a
+/// bound a document of deeply nested headings (1,443 levels of Org outline in 1 MiB) would store
+/// a quadratic number of them.
+pub const MAX_TRAIL: usize = 6;
+
+/// Longest heading kept, in characters; a longer one is cut with an ellipsis.
+pub const MAX_HEADING_CHARS: usize = 160;
+
+fn bounded_trail(titles: &[&String]) -> Vec<String> {
+    if titles.len() <= MAX_TRAIL {
+        return titles.iter().map(|t| (*t).clone()).collect();
+    }
+    let mut out = Vec::with_capacity(MAX_TRAIL);
+    out.push(titles[0].clone());
+    out.push("…".to_string());
+    let inner = MAX_TRAIL - 2;
+    out.extend(titles[titles.len() - inner..].iter().map(|t| (*t).clone()));
+    out
+}
+
+fn bounded_title(title: String) -> String {
+    match title.char_indices().nth(MAX_HEADING_CHARS) {
+        Some((cut, _)) => format!("{}…", &title[..cut]),
+        None => title,
+    }
+}
+
 /// A run of body text under one heading trail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Section {
@@ -348,12 +376,13 @@ impl Parser<'_> {
     fn close_section(&mut self) {
         self.close_para();
         if !self.blocks.is_empty() {
-            let trail = self
+            let titles: Vec<&String> = self
                 .stack
                 .iter()
                 .filter(|(_, t)| !t.is_empty())
-                .map(|(_, t)| t.clone())
+                .map(|(_, t)| t)
                 .collect();
+            let trail = bounded_trail(&titles);
             let blocks = std::mem::take(&mut self.blocks);
             self.sections.push(Section { trail, blocks });
         }
@@ -361,6 +390,7 @@ impl Parser<'_> {
 
     fn heading(&mut self, level: usize, title: String) {
         self.close_section();
+        let title = bounded_title(title);
         while self.stack.last().is_some_and(|(l, _)| *l >= level) {
             self.stack.pop();
         }
@@ -595,6 +625,29 @@ mod tests {
 
     fn trails(text: &str, format: Format) -> Vec<Vec<String>> {
         parse(text, format).into_iter().map(|(t, _)| t).collect()
+    }
+
+    #[test]
+    fn deep_outlines_keep_trails_bounded() {
+        // 1,443 nested Org headings, each with a line of text: the trails stay linear in size.
+        let mut text = String::new();
+        for d in 1..=1443 {
+            text.push_str(&"*".repeat(d));
+            text.push_str(&format!(" heading number {d}\ntext {d}\n"));
+        }
+        let long = format!("* {}\nbody\n", "t".repeat(10_000));
+        text.push_str(&long);
+        let all = trails(&text, Format::Org);
+        assert_eq!(all.len(), 1444);
+        let stored: usize = all.iter().map(Vec::len).sum();
+        assert!(stored <= 1444 * MAX_TRAIL, "{stored} headings");
+        let deepest = &all[1442];
+        assert_eq!(deepest.len(), MAX_TRAIL);
+        assert_eq!(deepest[0], "heading number 1");
+        assert_eq!(deepest[1], "…");
+        assert_eq!(deepest[MAX_TRAIL - 1], "heading number 1443");
+        let last = all.last().unwrap();
+        assert_eq!(last[0].chars().count(), MAX_HEADING_CHARS + 1);
     }
 
     #[test]
