@@ -28,6 +28,11 @@ pub const MIN_DHIM_PASSAGES: usize = 1000;
 /// Below this many passages SimCSE is skipped: a few dozen batches cannot teach the encoder
 /// anything about the corpus, and the held-back check would have too few passages to judge.
 pub const MIN_SIMCSE_PASSAGES: usize = 1000;
+/// Most passages training reads (whole files, a fixed pseudo-random sample): token states cost
+/// ~100 KB a passage, so training on everything would need memory in proportion to the notes
+/// (tens of GB at 100 k passages, started by the owner on its own). Both learners saturate well
+/// below this on the measured corpora (docs/BENCHMARKS.md).
+pub const MAX_TRAIN_PASSAGES: usize = 10_000;
 /// Passages held back for the adoption check (at most).
 const HELD_BACK_MAX: usize = 2000;
 
@@ -231,7 +236,7 @@ fn prepare_in(
     };
     progress(TrainProgress::Reading);
     let base_enc = load(&base.dir)?;
-    let passages = corpus_passages(current, &base_enc, cancel).map_err(err)?;
+    let passages = corpus_passages(current, &base_enc, cancel, MAX_TRAIN_PASSAGES).map_err(err)?;
     check(cancel)?;
     let files = {
         let mut f: Vec<&PathBuf> = passages.iter().map(|(p, _)| p).collect();
@@ -240,6 +245,11 @@ fn prepare_in(
     };
     let mut notes = Vec::new();
     let texts: Vec<&str> = passages.iter().map(|(_, t)| t.as_str()).collect();
+    if texts.len() >= MAX_TRAIN_PASSAGES {
+        notes.push(format!(
+            "trained on a sample of {MAX_TRAIN_PASSAGES} passages from {files} files"
+        ));
+    }
 
     // SimCSE, judged on held-back passages before it is adopted.
     let mut simcse_out = None;
@@ -477,7 +487,7 @@ fn hold_back(passages: &[(PathBuf, String)]) -> (Vec<usize>, Vec<usize>) {
         i = j;
     }
     let mut multi: Vec<(usize, usize)> = by_file.iter().copied().filter(|&(_, l)| l >= 2).collect();
-    crate::train::shuffle(&mut multi, &mut SplitMix64::new(0x4e1d));
+    crate::rng::shuffle(&mut multi, &mut SplitMix64::new(0x4e1d));
     let want = (passages.len() / 10).min(HELD_BACK_MAX);
     let mut held = vec![false; passages.len()];
     let mut count = 0;

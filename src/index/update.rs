@@ -513,33 +513,94 @@ fn recode_stale(index: &mut Index) -> Result<(), IndexError> {
     Ok(())
 }
 
-/// Every passage text of the index's roots as the encoder sees it (heading trail included),
-/// with its file: what training learns from. Read from the files, like an update, so it needs
-/// nothing from the store.
+/// Passage texts of the index's roots as the encoder sees them (heading trail included), with
+/// their files: what training learns from. Read from the files, like an update, so it needs
+/// nothing from the store. At most `max` passages: whole files in a fixed pseudo-random order
+/// until the sample is full, so that training's memory and time do not grow with the corpus;
+/// each file's passages stay together, in file order.
 pub fn corpus_passages(
     meta: &super::IndexMeta,
     encoder: &Encoder,
     cancel: &AtomicBool,
+    max: usize,
 ) -> Result<Vec<(PathBuf, String)>, IndexError> {
     let present: Vec<PathBuf> = meta.roots.iter().filter(|r| r.exists()).cloned().collect();
     if present.is_empty() {
         return Ok(Vec::new());
     }
     let cfg = meta.corpus.to_config();
-    let walk = corpus::walk(&present, &cfg)?;
+    let mut files = corpus::walk(&present, &cfg)?.files;
+    crate::rng::shuffle(&mut files, &mut crate::rng::SplitMix64::new(0x5a3b));
     let chunking = chunk_config(encoder);
     let counter = Counter(encoder);
-    let mut out = Vec::new();
-    for f in &walk.files {
-        if cancel.load(Ordering::Acquire) {
+    let mut picked: Vec<(PathBuf, Vec<String>)> = Vec::new();
+    let mut n = 0;
+    for f in &files {
+        if cancel.load(Ordering::Acquire) || n >= max {
             break;
         }
         let Ok(doc) = corpus::read_document(&f.path, &cfg) else {
             continue;
         };
-        for p in corpus::split_as(&doc, Format::from_path(&f.path), &counter, &chunking) {
-            out.push((f.path.clone(), p.text));
-        }
+        let texts: Vec<String> =
+            corpus::split_as(&doc, Format::from_path(&f.path), &counter, &chunking)
+                .into_iter()
+                .map(|p| p.text)
+                .take(max - n)
+                .collect();
+        n += texts.len();
+        picked.push((f.path.clone(), texts));
     }
-    Ok(out)
+    picked.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(picked
+        .into_iter()
+        .flat_map(|(p, ts)| ts.into_iter().map(move |t| (p.clone(), t)))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn training_reads_a_bounded_sample_of_whole_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("model");
+        crate::encoder::write_tiny_model(&model, 5).unwrap();
+        let enc = Encoder::load(&model, &crate::encoder::LoadOptions::default()).unwrap();
+        let notes = dir.path().join("notes");
+        std::fs::create_dir_all(&notes).unwrap();
+        for f in 0..12 {
+            let text: String = (0..5)
+                .map(|s| format!("# Part {s}\n\nwords of file {f} part {s}\n\n"))
+                .collect();
+            std::fs::write(notes.join(format!("n{f:02}.md")), text).unwrap();
+        }
+        let meta = super::super::IndexMeta {
+            fingerprint: super::super::Fingerprint {
+                schema: 0,
+                model_id: String::new(),
+                model_stamp: String::new(),
+                dim: enc.dim(),
+                pooling: "mean".into(),
+                chunking: String::new(),
+            },
+            roots: vec![std::fs::canonicalize(&notes).unwrap()],
+            code: None,
+            corpus: Default::default(),
+        };
+        let stop = AtomicBool::new(false);
+        assert_eq!(
+            corpus_passages(&meta, &enc, &stop, usize::MAX)
+                .unwrap()
+                .len(),
+            60
+        );
+        let sample = corpus_passages(&meta, &enc, &stop, 23).unwrap();
+        assert_eq!(sample.len(), 23);
+        // Grouped by file, in path order, and the same sample every time.
+        let files: Vec<&PathBuf> = sample.iter().map(|(p, _)| p).collect();
+        assert!(files.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(corpus_passages(&meta, &enc, &stop, 23).unwrap(), sample);
+    }
 }

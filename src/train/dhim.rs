@@ -21,8 +21,9 @@ use candle_nn::VarMap;
 use crate::rng::SplitMix64;
 
 use super::TrainError;
-use super::optim::{adam, clip_gradients, shuffle, snapshot};
+use super::optim::{adam, clip_gradients, snapshot};
 use super::states::CorpusStates;
+use crate::rng::shuffle;
 
 /// Windows of the three convolutions, as in the paper.
 pub const WINDOWS: [usize; 3] = [1, 3, 5];

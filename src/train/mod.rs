@@ -8,7 +8,6 @@ pub mod dhim;
 pub mod metrics;
 mod optim;
 
-pub use optim::shuffle;
 pub mod simcse;
 pub mod states;
 

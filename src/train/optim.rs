@@ -1,10 +1,8 @@
-//! What both learners' training loops share: the optimiser, gradient clipping, weight
-//! snapshots for early stopping, and seeded shuffling.
+//! What both learners' training loops share: the optimiser, gradient clipping and weight
+//! snapshots for early stopping.
 
 use candle_core::{DType, Tensor, Var};
 use candle_nn::Optimizer;
-
-use crate::rng::SplitMix64;
 
 /// Adam without weight decay (AdamW with decay 0), as both papers train.
 pub(crate) fn adam(vars: Vec<Var>, lr: f64) -> candle_core::Result<candle_nn::AdamW> {
@@ -16,14 +14,6 @@ pub(crate) fn adam(vars: Vec<Var>, lr: f64) -> candle_core::Result<candle_nn::Ad
             ..Default::default()
         },
     )
-}
-
-/// Fisher-Yates with the crate's seeded generator.
-pub fn shuffle<T>(v: &mut [T], rng: &mut SplitMix64) {
-    for i in (1..v.len()).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        v.swap(i, j);
-    }
 }
 
 pub(crate) fn snapshot(vars: &[Var]) -> candle_core::Result<Vec<Tensor>> {

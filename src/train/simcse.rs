@@ -21,8 +21,9 @@ use crate::encoder::{BatchLimits, DeviceSpec, Encoder, LoadOptions, Pooling, l2_
 use crate::rng::SplitMix64;
 
 use super::TrainError;
-use super::optim::{adam, clip_gradients, shuffle};
+use super::optim::{adam, clip_gradients};
 use super::states::CorpusStates;
+use crate::rng::shuffle;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -62,35 +62,35 @@ impl CorpusStates {
     ) -> Result<Self, TrainError> {
         let tokens = enc.tokenize(texts)?;
         let dim = enc.dim();
-        let mut rows: Vec<Vec<f16>> = vec![Vec::new(); texts.len()];
+        // One buffer of the final size, filled in place: every text's length is known from
+        // its tokens, so the states are never held twice.
+        let mut offsets = Vec::with_capacity(texts.len() + 1);
+        offsets.push(0);
+        for t in &tokens {
+            offsets.push(offsets.last().copied().unwrap_or(0) + t.ids.len());
+        }
+        let total = offsets.last().copied().unwrap_or(0);
+        let mut states = vec![f16::ZERO; total * dim];
         let mut pooled = vec![0f32; texts.len() * dim];
         let mut done = 0;
         for batch in length_buckets(&tokens, limits) {
             let items: Vec<&[u32]> = batch.iter().map(|&i| tokens[i].ids.as_slice()).collect();
-            let (states, mask) = enc.layer_states(&items, layers, false)?;
-            let v = l2_normalize(&pool(&states, &mask, Pooling::Mean)?)?;
+            let (out, mask) = enc.layer_states(&items, layers, false)?;
+            let v = l2_normalize(&pool(&out, &mask, Pooling::Mean)?)?;
             let v: Vec<f32> = v.flatten_all()?.to_vec1()?;
-            let t = states.dim(1)?;
-            let flat: Vec<f32> = states.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+            let t = out.dim(1)?;
+            let flat: Vec<f32> = out.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
             for (k, &i) in batch.iter().enumerate() {
                 let len = items[k].len();
                 let start = k * t * dim;
-                rows[i] = flat[start..start + len * dim]
-                    .iter()
-                    .map(|&x| f16::from_f32(x))
-                    .collect();
+                let dst = &mut states[offsets[i] * dim..(offsets[i] + len) * dim];
+                for (d, x) in dst.iter_mut().zip(&flat[start..start + len * dim]) {
+                    *d = f16::from_f32(*x);
+                }
                 pooled[i * dim..(i + 1) * dim].copy_from_slice(&v[k * dim..(k + 1) * dim]);
             }
             done += batch.len();
             progress(done, texts.len());
-        }
-        let mut offsets = Vec::with_capacity(texts.len() + 1);
-        offsets.push(0);
-        let total: usize = rows.iter().map(|r| r.len() / dim).sum();
-        let mut states = Vec::with_capacity(total * dim);
-        for r in rows {
-            states.extend_from_slice(&r);
-            offsets.push(states.len() / dim);
         }
         Ok(Self {
             dim,
