@@ -54,10 +54,41 @@ fn assert_aborted_at(out: &Output, name: &str) {
     );
 }
 
-/// Everything a query can see: every passage with its place and score, and the counts.
+/// Everything a query can see: every passage with its place and cosine, what the word index
+/// finds (BM25 statistics count deleted documents until a merge, so only the set of passages is
+/// compared), and the counts.
 fn snapshot(home: &Path) -> (Value, Vec<(String, i64, i64, String)>) {
+    let lexical = dochash(home)
+        .args([
+            "query",
+            "--json",
+            "--mode",
+            "lexical",
+            "-k",
+            "5000",
+            "apple guitar river note",
+        ])
+        .output()
+        .unwrap();
+    assert!(lexical.status.code() != Some(2), "{}", stderr(&lexical));
+    let mut words: Vec<String> = stdout(&lexical)
+        .lines()
+        .map(|l| {
+            let h: Value = serde_json::from_str(l).unwrap();
+            format!("{}:{}", h["path"].as_str().unwrap(), h["line"])
+        })
+        .collect();
+    words.sort();
     let out = dochash(home)
-        .args(["query", "--json", "-k", "5000", "apple guitar river note"])
+        .args([
+            "query",
+            "--json",
+            "--mode",
+            "semantic",
+            "-k",
+            "5000",
+            "apple guitar river note",
+        ])
         .output()
         .unwrap();
     assert!(out.status.code() != Some(2), "{}", stderr(&out));
@@ -79,7 +110,7 @@ fn snapshot(home: &Path) -> (Value, Vec<(String, i64, i64, String)>) {
     let s: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     let counts = serde_json::json!({
         "files": s["files"], "passages": s["passages"], "roots": s["roots"],
-        "stale": s["stale_codes"], "codes": s["codes"],
+        "stale": s["stale_codes"], "codes": s["codes"], "words": words,
     });
     (counts, hits)
 }
@@ -229,4 +260,125 @@ fn lost_row_writes_are_noticed_and_repaired() {
         stderr(&out)
     );
     assert_eq!(snapshot(&e.home), want);
+}
+
+/// The word index is derived data too: damaged or missing, it is rebuilt from the passages.
+#[test]
+fn a_damaged_word_index_is_rebuilt() {
+    let e = env();
+    fill(&e, 12);
+    e.index(&[e.notes.to_str().unwrap()]);
+    let want = snapshot(&e.home);
+    let lexical = e.home.join("index/lexical");
+    std::fs::write(lexical.join("meta.json"), "{ not json").unwrap();
+    let out = e.index(&[]);
+    assert!(stderr(&out).contains("word index"), "{}", stderr(&out));
+    assert_eq!(snapshot(&e.home), want);
+    std::fs::remove_dir_all(&lexical).unwrap();
+    e.index(&[]);
+    assert_eq!(snapshot(&e.home), want);
+}
+
+/// Runs a command, killing it if it has not finished within `limit`: the point is that it
+/// finishes, and a hang must fail the test rather than the suite.
+fn finishes(mut cmd: std::process::Command, limit: std::time::Duration) -> Output {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut out = Vec::new();
+            let mut err = Vec::new();
+            child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+            child.stderr.take().unwrap().read_to_end(&mut err).unwrap();
+            return Output {
+                status,
+                stdout: out,
+                stderr: err,
+            };
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A database damaged at rest (a flipped bit in a page that sled reads lazily) used to make
+/// sled's iterator return the same error forever, and `status` spun at 100 % CPU. Opening must
+/// finish: the damage is found and the index rebuilt from the files.
+#[test]
+fn a_damaged_database_is_found_and_rebuilt_not_spun_on() {
+    const MARKER: &[u8] = b"SPINMARKER-0123456789";
+    let e = env();
+    // A database of several segments, so that the damaged page is one sled reads lazily.
+    let words = [
+        "apple", "banana", "river", "ocean", "guitar", "piano", "bread", "server",
+    ];
+    for i in 0..400usize {
+        let body: Vec<&str> = (0..250)
+            .map(|j| words[(i * 7 + j * 3 + j / 5) % 8])
+            .collect();
+        e.write(
+            &format!("d{:02}/note{i:03}.md", i % 7),
+            &format!("# Note {i}\n\n{}\n", body.join(" ")),
+        );
+    }
+    e.write(
+        "d03/marked.md",
+        &format!(
+            "# Marked\n\n{} apple\n",
+            std::str::from_utf8(MARKER).unwrap()
+        ),
+    );
+    e.index(&[e.notes.to_str().unwrap()]);
+    // Opened and closed again: sled snapshots at open, and later opens read pages lazily.
+    for _ in 0..2 {
+        e.status();
+    }
+    let db = ["index/sled/db", "index/db"]
+        .iter()
+        .map(|p| e.home.join(p))
+        .find(|p| p.is_file())
+        .unwrap();
+    let mut b = std::fs::read(&db).unwrap();
+    let mut flipped = 0;
+    let mut i = 0;
+    while i + MARKER.len() <= b.len() {
+        if &b[i..i + MARKER.len()] == MARKER {
+            b[i + 8] ^= 1;
+            flipped += 1;
+            i += MARKER.len();
+        } else {
+            i += 1;
+        }
+    }
+    assert!(flipped > 0);
+    std::fs::write(&db, &b).unwrap();
+
+    let limit = std::time::Duration::from_secs(60);
+    let mut status = dochash(&e.home);
+    status.args(["status", "--json"]);
+    let out = finishes(status, limit);
+    if !out.status.success() {
+        assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));
+    }
+    let mut index = dochash(&e.home);
+    index.arg("index").arg("--model").arg(&e.model);
+    let out = finishes(index, limit);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = e.status();
+    assert_eq!(s["files"], 401, "{s}");
+    let (code, hits) = e.query("apple", &["-k", "1000", "--mode", "semantic"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        hits.iter()
+            .any(|h| h["path"].as_str().unwrap().ends_with("marked.md"))
+    );
 }

@@ -38,7 +38,7 @@ fn index_query_edit_delete_rename() {
     let h = &hits[0];
     assert_eq!(h["line"], 3);
     assert!(h["text"].as_str().unwrap().contains("guitar"));
-    assert!(h["score"].as_f64().unwrap() > 0.5);
+    assert!(h["cosine"].as_f64().unwrap() > 0.5);
     assert_eq!(h["headings"][0], "Music");
 
     let s = e.status();

@@ -75,6 +75,8 @@ pub struct QueryRequest {
     pub per_file: bool,
     #[serde(default)]
     pub candidates: Option<usize>,
+    #[serde(default)]
+    pub mode: crate::index::search::Mode,
 }
 
 impl QueryRequest {
@@ -83,6 +85,8 @@ impl QueryRequest {
             k: self.k,
             candidates: self.candidates,
             per_file: self.per_file,
+            mode: self.mode,
+            ..Default::default()
         }
     }
 }
@@ -531,6 +535,7 @@ mod tests {
             k: 3,
             per_file: false,
             candidates: None,
+            mode: Default::default(),
         });
         let line = serde_json::to_string(&Envelope {
             v: PROTOCOL_VERSION,

@@ -459,11 +459,7 @@ where
 {
     prepared.index.reload_settings()?;
     let report = catch_up(&mut prepared.index, &prepared.encoder)?;
-    prepared
-        .index
-        .store()
-        .flush()
-        .map_err(crate::index::IndexError::from)?;
+    prepared.index.flush()?;
     crate::failpoint::hit("generation.switch");
     generation::switch(home, &prepared.active).map_err(|source| super::AppError::Io {
         path: home.join("generation.json"),

@@ -8,6 +8,7 @@
 pub mod binarize;
 pub mod coder;
 pub mod hamming;
+pub mod lexical;
 pub mod search;
 pub mod store;
 pub mod update;
@@ -164,7 +165,7 @@ impl Index {
         let (store, meta) = match old {
             Some(m) if m.fingerprint == *fingerprint => (store, m),
             other => {
-                let store = if let Some(m) = other {
+                let mut store = if let Some(m) = other {
                     notes.push(describe_change(&m.fingerprint, fingerprint));
                     drop(store);
                     Store::recreate(dir, dim)?
@@ -292,6 +293,11 @@ impl Index {
         self.coder.as_ref()
     }
 
+    /// Makes everything written so far durable and searchable.
+    pub fn flush(&mut self) -> Result<(), IndexError> {
+        Ok(self.store.flush()?)
+    }
+
     /// Adds folders (or single files) to index; each must be an existing folder or regular file,
     /// and if one is not, none is added. Returns the canonical paths that were new.
     pub fn add_roots(&mut self, paths: &[PathBuf]) -> Result<Vec<PathBuf>, IndexError> {
@@ -387,6 +393,7 @@ impl Index {
             self.store.rows(),
             self.store.vectors()?,
             self.store.db().clone(),
+            Some(self.store.words()),
             &self.meta,
             self.coder.clone(),
         ))

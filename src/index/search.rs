@@ -1,17 +1,29 @@
-//! Query answering: Hamming-distance filter over all codes, then cosine rerank.
+//! Query answering: a semantic list (Hamming filter over every code, then cosine rerank) and a
+//! lexical list (BM25 over the words), fused.
+//!
+//! Either list alone misses notes the other finds: dense vectors lose on names, identifiers and
+//! rare words; BM25 loses on paraphrase. The lists are fused by reciprocal rank (measured against
+//! a convex combination of normalised scores, docs/BENCHMARKS.md). Passages the lexical side found
+//! but the Hamming filter did not pass are scored exactly, so fusion never loses a good lexical
+//! hit to the filter.
+//!
+//! A `"quoted phrase"` must appear in a hit literally (case-insensitively); the whole query,
+//! phrases included, ranks the results both ways.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::IndexError;
 use super::coder::Coder;
 use super::hamming;
+use super::lexical::LexicalSearcher;
 use super::store::{Db, IndexMeta, RowTable, Vectors};
 
 /// One search result: a passage, where it is, and how well it matched.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hit {
     /// Passage id in the index.
     pub id: u64,
@@ -27,11 +39,67 @@ pub struct Hit {
     pub headings: Vec<String>,
     /// The passage text as it appears in the file.
     pub text: String,
-    /// Cosine similarity of query and passage, in -1..=1.
+    /// What the results are ordered by: the fused score in hybrid search, the cosine in
+    /// semantic search, BM25 in lexical search.
     pub score: f32,
+    /// Cosine similarity of query and passage, in -1..=1 (`None` in lexical-only search).
+    #[serde(default)]
+    pub cosine: Option<f32>,
+    /// BM25 score, when the lexical side found the passage.
+    #[serde(default)]
+    pub bm25: Option<f32>,
+    /// 1-based rank in the semantic list (by cosine), when it was in it.
+    #[serde(default)]
+    pub semantic_rank: Option<u32>,
+    /// 1-based rank in the lexical list (by BM25), when it was in it.
+    #[serde(default)]
+    pub lexical_rank: Option<u32>,
     /// Hamming distance between the query's and the passage's codes (`None` when the passage
-    /// was scored exactly because its code was stale).
+    /// was scored exactly: its code was stale, or only the lexical side found it).
     pub distance: Option<u32>,
+}
+
+/// Which lists answer a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Both lists, fused.
+    #[default]
+    Hybrid,
+    /// Vectors only (Hamming filter + cosine).
+    Semantic,
+    /// Words only (BM25).
+    Lexical,
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "hybrid" => Ok(Mode::Hybrid),
+            "semantic" => Ok(Mode::Semantic),
+            "lexical" => Ok(Mode::Lexical),
+            _ => Err(format!(
+                "unknown search mode {s:?}: use hybrid, semantic or lexical"
+            )),
+        }
+    }
+}
+
+/// How the two lists become one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "lowercase")]
+pub enum Fusion {
+    /// Reciprocal-rank fusion: Σ 1 / (k + rank) over the lists a passage is in.
+    Rrf { k: f32 },
+    /// `alpha × cosine′ + (1 − alpha) × bm25′`, each min-max normalised over the candidates.
+    Convex { alpha: f32 },
+}
+
+impl Default for Fusion {
+    fn default() -> Self {
+        Fusion::Rrf { k: 60.0 }
+    }
 }
 
 /// How a query is answered.
@@ -44,6 +112,8 @@ pub struct SearchParams {
     pub candidates: Option<usize>,
     /// Keep only the best passage of each file.
     pub per_file: bool,
+    pub mode: Mode,
+    pub fusion: Fusion,
 }
 
 /// Most results a query returns: more is not a search any more, and every hit travels as text.
@@ -52,6 +122,9 @@ pub const MAX_K: usize = 10_000;
 /// Longest query text searched. A sentence-sized question is a few hundred bytes; the encoder
 /// reads at most its window of tokens anyway, and a pasted document is not a query.
 pub const MAX_QUERY_BYTES: usize = 8 * 1024;
+
+/// Passages the lexical side contributes to a query (its BM25 top), at least.
+const LEXICAL_CANDIDATES: usize = 200;
 
 impl SearchParams {
     /// The parameters with `k` capped at [`MAX_K`] (callers pass what users typed; a huge `k`
@@ -82,7 +155,56 @@ impl Default for SearchParams {
             k: 10,
             candidates: None,
             per_file: false,
+            mode: Mode::default(),
+            fusion: Fusion::default(),
         }
+    }
+}
+
+/// A query split into its free text (quote marks removed) and the phrases that were quoted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedQuery {
+    /// What ranks the results: the whole query without its quote marks.
+    pub text: String,
+    /// What every hit must contain, lower-cased.
+    pub phrases: Vec<String>,
+}
+
+/// Splits out `"quoted phrases"`. A quote without its partner is an ordinary character (it is
+/// dropped from the text): typing a query must never turn into an error.
+pub fn parse_query(q: &str) -> ParsedQuery {
+    let quotes = q.matches('"').count();
+    let usable = quotes - quotes % 2;
+    let mut text = String::with_capacity(q.len());
+    let mut phrases = Vec::new();
+    let mut inside: Option<String> = None;
+    let mut seen = 0;
+    for c in q.chars() {
+        if c == '"' {
+            seen += 1;
+            if seen > usable {
+                continue;
+            }
+            match inside.take() {
+                Some(p) => {
+                    let p = p.trim().to_lowercase();
+                    if !p.is_empty() {
+                        phrases.push(p);
+                    }
+                }
+                None => inside = Some(String::new()),
+            }
+            text.push(' ');
+            continue;
+        }
+        if let Some(p) = inside.as_mut() {
+            p.push(c);
+        }
+        text.push(c);
+    }
+    ParsedQuery {
+        text: text.split_whitespace().collect::<Vec<_>>().join(" "),
+        phrases,
     }
 }
 
@@ -108,19 +230,33 @@ pub fn default_candidates(n: usize, k: usize, bits: usize) -> usize {
 pub const MAX_DEFAULT_CANDIDATES: usize = 10_000;
 
 /// An index ready for queries: the current codes in memory (for the Hamming filter), the
-/// vectors mapped (for the rerank), and the database handle (for the hits' passages). Built from
-/// the writer's in-memory row table, so making a new one reads nothing from disk.
+/// vectors mapped (for the rerank), the word index (for BM25) and the database handle (for the
+/// hits' passages). Built from the writer's in-memory row table, so making a new one reads
+/// nothing from disk.
 pub struct Searcher {
-    /// Per coded passage: its id, its row in the vectors, its code.
+    /// Per coded passage, in id order: its id, its row in the vectors, its code.
     ids: Vec<u64>,
     rows: Vec<u32>,
     codes: Vec<u64>,
     words: usize,
-    /// Passages without a current code (id, row); scored exactly on every query.
+    /// Passages without a current code (id, row), in id order; scored exactly on every query.
     stale: Vec<(u64, u32)>,
     coder: Option<Coder>,
     vectors: Vectors,
+    lexical: Option<LexicalSearcher>,
     db: Db,
+}
+
+/// A passage on its way to being a hit.
+#[derive(Default, Clone, Copy)]
+struct Candidate {
+    row: Option<u32>,
+    distance: Option<u32>,
+    cosine: Option<f32>,
+    bm25: Option<f32>,
+    semantic_rank: Option<u32>,
+    lexical_rank: Option<u32>,
+    score: f32,
 }
 
 impl Searcher {
@@ -128,6 +264,7 @@ impl Searcher {
         table: &RowTable,
         vectors: Vectors,
         db: Db,
+        lexical: Option<LexicalSearcher>,
         meta: &IndexMeta,
         coder: Option<Coder>,
     ) -> Self {
@@ -145,6 +282,7 @@ impl Searcher {
             stale: Vec::new(),
             coder,
             vectors,
+            lexical,
             db,
         };
         let visible = out.vectors.rows().min(table.rows());
@@ -182,8 +320,25 @@ impl Searcher {
         &self.db
     }
 
-    /// Encodes `text` with the index's encoder (vector and, through the same pass, the code
-    /// of whatever source made the stored codes) and answers it.
+    /// Whether the lexical side is available (it is skipped for an index whose word index is
+    /// missing or out of step, when read without being repaired).
+    pub fn has_lexical(&self) -> bool {
+        self.lexical.is_some()
+    }
+
+    /// The vectors row of a passage.
+    fn row_of(&self, id: u64) -> Option<u32> {
+        if let Ok(i) = self.ids.binary_search(&id) {
+            return Some(self.rows[i]);
+        }
+        self.stale
+            .binary_search_by_key(&id, |&(i, _)| i)
+            .ok()
+            .map(|i| self.stale[i].1)
+    }
+
+    /// Answers `text`: encodes it with the index's encoder (vector and, through the same pass,
+    /// the code of whatever source made the stored codes) unless the search is lexical only.
     pub fn query(
         &self,
         encoder: &crate::encoder::Encoder,
@@ -191,30 +346,46 @@ impl Searcher {
         params: &SearchParams,
     ) -> Result<Vec<Hit>, IndexError> {
         check_query(text)?;
+        let q = parse_query(text);
+        if q.text.is_empty() {
+            return Ok(Vec::new());
+        }
+        if params.mode == Mode::Lexical {
+            return self.search_parsed(&q, None, None, params);
+        }
         let (emb, code) = super::coder::embed_and_code(
             encoder,
             self.coder.as_ref(),
-            &[text],
+            &[q.text.as_str()],
             crate::encoder::BatchLimits::default(),
         )?;
-        self.search_coded(emb.row(0), code.as_deref(), params)
+        self.search_parsed(&q, Some(emb.row(0)), code.as_deref(), params)
     }
 
-    /// Answers a query given its unit-length embedding. A source that codes token states
-    /// cannot code a bare vector: then every passage is scored exactly (use
-    /// [`query`](Self::query) to get the filter).
+    /// Semantic search given a query's unit-length embedding (no lexical side: there is no
+    /// text). A source that codes token states cannot code a bare vector: then every passage is
+    /// scored exactly (use [`query`](Self::query) to get the filter).
     pub fn search(&self, query: &[f32], params: &SearchParams) -> Result<Vec<Hit>, IndexError> {
         let code = match &self.coder {
             Some(c) => c.encode_vectors(query, 1)?,
             None => None,
         };
-        self.search_coded(query, code.as_deref(), params)
+        let params = SearchParams {
+            mode: Mode::Semantic,
+            ..*params
+        };
+        let q = ParsedQuery {
+            text: String::new(),
+            phrases: Vec::new(),
+        };
+        self.search_parsed(&q, Some(query), code.as_deref(), &params)
     }
 
-    /// Answers a query given its embedding and its code under the loaded generation.
-    pub fn search_coded(
+    /// Answers a parsed query given its embedding and code (absent for lexical search).
+    pub fn search_parsed(
         &self,
-        query: &[f32],
+        q: &ParsedQuery,
+        vector: Option<&[f32]>,
         code: Option<&[u64]>,
         params: &SearchParams,
     ) -> Result<Vec<Hit>, IndexError> {
@@ -222,61 +393,111 @@ impl Searcher {
         if params.k == 0 || self.is_empty() {
             return Ok(Vec::new());
         }
-        let bits = self.coder.as_ref().map(|c| c.bits()).unwrap_or(64);
-        // More candidates than codes is every code.
-        let c = params
-            .candidates
-            .unwrap_or_else(|| default_candidates(self.len(), params.k, bits))
-            .min(self.ids.len())
-            .max(1);
-        let mut cands: Vec<(u64, u32, Option<u32>)> = Vec::new();
-        match code {
-            Some(q) if !self.ids.is_empty() && q.len() == self.words => {
-                let top = hamming::top_candidates(q, &self.codes, self.words, c)
-                    .map_err(|e| IndexError::Coder(super::CoderError::Fit(e.to_string())))?;
-                cands.extend(top.iter().map(|t| {
-                    let i = t.index as usize;
-                    (self.ids[i], self.rows[i], Some(t.distance))
-                }));
-            }
-            _ => cands.extend(
-                self.ids
-                    .iter()
-                    .zip(&self.rows)
-                    .map(|(&id, &r)| (id, r, None)),
-            ),
-        }
-        cands.extend(self.stale.iter().map(|&(id, r)| (id, r, None)));
+        let semantic = params.mode != Mode::Lexical && vector.is_some();
+        let lexical = params.mode != Mode::Semantic && self.lexical.is_some();
+        let mut pool: HashMap<u64, Candidate> = HashMap::new();
 
-        let mut scored: Vec<(f32, u64, Option<u32>)> = Vec::with_capacity(cands.len());
-        for (id, row, distance) in cands {
-            if let Some(v) = self.vectors.row(row as usize) {
-                scored.push((cosine_f16(query, v), id, distance));
+        if semantic {
+            let bits = self.coder.as_ref().map(|c| c.bits()).unwrap_or(64);
+            // More candidates than codes is every code.
+            let c = params
+                .candidates
+                .unwrap_or_else(|| default_candidates(self.len(), params.k, bits))
+                .min(self.ids.len())
+                .max(1);
+            match code {
+                Some(qc) if !self.ids.is_empty() && qc.len() == self.words => {
+                    let top = hamming::top_candidates(qc, &self.codes, self.words, c)
+                        .map_err(|e| IndexError::Coder(super::CoderError::Fit(e.to_string())))?;
+                    for t in &top {
+                        let i = t.index as usize;
+                        pool.insert(
+                            self.ids[i],
+                            Candidate {
+                                row: Some(self.rows[i]),
+                                distance: Some(t.distance),
+                                ..Default::default()
+                            },
+                        );
+                    }
+                }
+                _ => {
+                    for (&id, &r) in self.ids.iter().zip(&self.rows) {
+                        pool.insert(
+                            id,
+                            Candidate {
+                                row: Some(r),
+                                ..Default::default()
+                            },
+                        );
+                    }
+                }
+            }
+            for &(id, r) in &self.stale {
+                pool.insert(
+                    id,
+                    Candidate {
+                        row: Some(r),
+                        ..Default::default()
+                    },
+                );
             }
         }
-        let by_score = |a: &(f32, u64, Option<u32>), b: &(f32, u64, Option<u32>)| {
-            b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
-        };
-        // Only the best ones are looked at (per-file filtering may skip some): partition out
-        // a generous head instead of sorting every candidate.
-        let head = if params.per_file {
-            scored.len()
-        } else {
-            params.k.min(scored.len())
-        };
-        if head > 0 && head < scored.len() {
-            scored.select_nth_unstable_by(head - 1, by_score);
-            scored.truncate(head);
+        if lexical && let Some(lex) = &self.lexical {
+            // Phrases filter the results afterwards: look deeper so that k survive.
+            let depth =
+                LEXICAL_CANDIDATES.max(params.k * if q.phrases.is_empty() { 2 } else { 20 });
+            let found = lex.search(&q.text, depth)?;
+            for (rank, (id, bm25)) in found.into_iter().enumerate() {
+                let c = pool.entry(id).or_insert_with(|| Candidate {
+                    row: self.row_of(id),
+                    ..Default::default()
+                });
+                c.bm25 = Some(bm25);
+                c.lexical_rank = Some(rank as u32 + 1);
+            }
         }
-        scored.sort_by(by_score);
+        // Exact cosines for every candidate, lexical ones included.
+        if let Some(v) = vector {
+            for c in pool.values_mut() {
+                if let Some(row) = c.row
+                    && let Some(x) = self.vectors.row(row as usize)
+                {
+                    c.cosine = Some(cosine_f16(v, x));
+                }
+            }
+        }
+        let mut cands: Vec<(u64, Candidate)> = pool.into_iter().collect();
+        if semantic {
+            cands.sort_by(|a, b| {
+                let (x, y) = (
+                    a.1.cosine.unwrap_or(f32::MIN),
+                    b.1.cosine.unwrap_or(f32::MIN),
+                );
+                y.total_cmp(&x).then(a.0.cmp(&b.0))
+            });
+            for (rank, (_, c)) in cands.iter_mut().enumerate() {
+                if c.cosine.is_some() {
+                    c.semantic_rank = Some(rank as u32 + 1);
+                }
+            }
+        }
+        fuse(&mut cands, params.mode, params.fusion, semantic, lexical);
+        cands.sort_by(|a, b| b.1.score.total_cmp(&a.1.score).then(a.0.cmp(&b.0)));
 
-        let mut hits = Vec::with_capacity(params.k.min(scored.len()));
-        let mut files: HashSet<std::path::PathBuf> = HashSet::new();
-        for (score, id, distance) in scored {
+        let mut hits = Vec::with_capacity(params.k.min(cands.len()));
+        let mut files: HashSet<PathBuf> = HashSet::new();
+        for (id, c) in cands {
             // A passage removed since this searcher was made simply drops out.
             let Some(p) = self.db.passage(id)? else {
                 continue;
             };
+            if !q.phrases.is_empty() {
+                let hay = format!("{}\n{}", p.headings.join("\n"), p.text).to_lowercase();
+                if !q.phrases.iter().all(|ph| hay.contains(ph.as_str())) {
+                    continue;
+                }
+            }
             if params.per_file && !files.insert(p.path.clone()) {
                 continue;
             }
@@ -287,14 +508,62 @@ impl Searcher {
                 end_line: p.end_line,
                 headings: p.headings,
                 text: p.text,
-                score,
-                distance,
+                score: c.score,
+                cosine: c.cosine,
+                bm25: c.bm25,
+                semantic_rank: c.semantic_rank,
+                lexical_rank: c.lexical_rank,
+                distance: c.distance,
             });
             if hits.len() == params.k {
                 break;
             }
         }
         Ok(hits)
+    }
+}
+
+/// Sets each candidate's `score` for the mode: the fusion of both lists, or one list's score.
+fn fuse(cands: &mut [(u64, Candidate)], mode: Mode, fusion: Fusion, semantic: bool, lexical: bool) {
+    match (mode, semantic, lexical) {
+        (Mode::Hybrid, true, true) => match fusion {
+            Fusion::Rrf { k } => {
+                for (_, c) in cands.iter_mut() {
+                    c.score = c.semantic_rank.map_or(0.0, |r| 1.0 / (k + r as f32))
+                        + c.lexical_rank.map_or(0.0, |r| 1.0 / (k + r as f32));
+                }
+            }
+            Fusion::Convex { alpha } => {
+                let range = |f: &dyn Fn(&Candidate) -> Option<f32>| {
+                    cands
+                        .iter()
+                        .filter_map(|(_, c)| f(c))
+                        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), x| {
+                            (lo.min(x), hi.max(x))
+                        })
+                };
+                let (clo, chi) = range(&|c| c.cosine);
+                let (blo, bhi) = range(&|c| c.bm25);
+                let norm = |x: f32, lo: f32, hi: f32| {
+                    if hi > lo { (x - lo) / (hi - lo) } else { 1.0 }
+                };
+                for (_, c) in cands.iter_mut() {
+                    let s = c.cosine.map_or(0.0, |x| norm(x, clo, chi));
+                    let b = c.bm25.map_or(0.0, |x| norm(x, blo, bhi));
+                    c.score = alpha * s + (1.0 - alpha) * b;
+                }
+            }
+        },
+        (_, true, false) | (Mode::Semantic, true, _) => {
+            for (_, c) in cands.iter_mut() {
+                c.score = c.cosine.unwrap_or(f32::MIN);
+            }
+        }
+        _ => {
+            for (_, c) in cands.iter_mut() {
+                c.score = c.bm25.unwrap_or(0.0);
+            }
+        }
     }
 }
 

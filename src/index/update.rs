@@ -393,6 +393,7 @@ fn flush_group(
         report.passages_added += new.len();
         report.passages_removed += old;
     }
+    index.store.commit_words()?;
     Ok(())
 }
 

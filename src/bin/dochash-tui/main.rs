@@ -163,6 +163,7 @@ impl Backend for Local {
                     k: limit,
                     candidates: None,
                     per_file: false,
+                    ..Default::default()
                 },
             )
             .map_err(|e| e.to_string())
@@ -264,6 +265,7 @@ impl Backend for Remote {
                 k: limit,
                 per_file: false,
                 candidates: None,
+                mode: Default::default(),
             })
             .map_err(|e| e.to_string())
     }

@@ -358,6 +358,7 @@ fn freshness(g: &Global, a: &FreshnessArgs) -> Result<()> {
         k: 10_000,
         candidates: None,
         per_file: false,
+        ..Default::default()
     };
     let mut took = Vec::new();
     for i in 0..a.saves {

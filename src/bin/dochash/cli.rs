@@ -376,6 +376,9 @@ pub struct QueryArgs {
     /// Candidates the Hamming filter passes to the cosine rerank (default: by index size)
     #[arg(short = 'c', long, value_name = "N")]
     pub candidates: Option<usize>,
+    /// hybrid (words and meaning, fused), semantic (meaning only) or lexical (words only)
+    #[arg(long, default_value = "hybrid", value_name = "MODE")]
+    pub mode: dochash::index::search::Mode,
 }
 
 #[derive(Debug, Args)]

@@ -56,6 +56,7 @@ pub fn run(g: &Global, args: &QueryArgs) -> Result<ExitCode> {
         k: args.k,
         per_file: args.per_file,
         candidates: args.candidates,
+        mode: args.mode,
     };
     // A running owner (TUI or `dochash watch`) holds the index: ask it.
     let index = match open()? {

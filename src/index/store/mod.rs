@@ -204,6 +204,19 @@ impl Db {
         corrupt(&self.path, msg)
     }
 
+    /// Reads every record once, stopping at the first that sled cannot read. sled checks a
+    /// page only when it first reads it, and a damaged page makes its iterator return the same
+    /// error forever (its own `len()` never returns), so damage must be found by a read that
+    /// stops — here, at open, rather than by a status or a query later.
+    fn verify(&self) -> Result<(), StoreError> {
+        for tree in [&self.meta, &self.files, &self.passages] {
+            for kv in tree.iter() {
+                kv.map_err(|e| self.corrupt(e))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn meta(&self) -> Result<Option<IndexMeta>, StoreError> {
         match self.meta.get(META_KEY).map_err(|e| self.corrupt(e))? {
             None => Ok(None),
@@ -275,6 +288,24 @@ impl Db {
         }
     }
 
+    /// Every passage, in id order.
+    pub fn passages_iter(
+        &self,
+    ) -> impl Iterator<Item = Result<(u64, PassageRecord), StoreError>> + '_ {
+        self.passages.iter().filter_map(move |kv| {
+            let (k, v) = match kv {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(self.corrupt(e))),
+            };
+            let id = key_id(&k)?;
+            Some(
+                decode(&v)
+                    .map(|r| (id, r))
+                    .map_err(|e| self.corrupt(format!("passage {id}: {e}"))),
+            )
+        })
+    }
+
     fn max_passage_id(&self) -> Result<u64, StoreError> {
         Ok(self
             .passages
@@ -341,12 +372,16 @@ impl Db {
     }
 }
 
-/// The writer's store: the database and the row files.
+/// The writer's store: the database, the row files and the word index.
 pub struct Store {
     path: PathBuf,
     db: Db,
     rows: RowFiles,
+    lexical: super::lexical::Lexical,
     next_id: u64,
+    /// Whether the clean marker is in place (see [`CLEAN_MARKER`]); removed before the first
+    /// write to sled, written again after each flush.
+    clean: bool,
 }
 
 impl Store {
@@ -359,17 +394,27 @@ impl Store {
             return Err(StoreError::OtherVersion(dir.to_path_buf()));
         }
         crate::fsx::create_private_dir_all(dir).map_err(io_err(dir))?;
+        let clean = clean_stamp(dir)
+            .is_some_and(|s| std::fs::read_to_string(dir.join(CLEAN_MARKER)).is_ok_and(|m| m == s));
         let db = Db::open(dir)?;
-        let rows = RowFiles::open(dir, dim)?;
+        if !clean {
+            db.verify()?;
+        }
+        let mut rows = RowFiles::open(dir, dim)?;
         let next_id = db.max_passage_id()?.max(rows.table().last_id()) + 1;
-        let mut store = Store {
+        let mut notes: Vec<String> = reconcile(&db, &mut rows)?.into_iter().collect();
+        let counts = db.counts()?;
+        let (lexical, note) = super::lexical::Lexical::open(dir, &db, &counts)?;
+        notes.extend(note);
+        let store = Store {
             path: dir.to_path_buf(),
             db,
             rows,
+            lexical,
             next_id,
+            clean,
         };
-        let note = store.reconcile()?;
-        Ok((store, note))
+        Ok((store, (!notes.is_empty()).then(|| notes.join("; "))))
     }
 
     /// Deletes the index in `dir` and opens a fresh one.
@@ -405,7 +450,8 @@ impl Store {
         self.db.meta()
     }
 
-    pub fn set_meta(&self, meta: &IndexMeta) -> Result<(), StoreError> {
+    pub fn set_meta(&mut self, meta: &IndexMeta) -> Result<(), StoreError> {
+        self.dirty()?;
         self.db.set_meta(meta)
     }
 
@@ -416,7 +462,8 @@ impl Store {
 
     /// Installs a new code source and its metadata together, so that a crash never pairs a
     /// generation number with the wrong coder.
-    pub fn set_coder(&self, meta: &IndexMeta, coder: &[u8]) -> Result<(), StoreError> {
+    pub fn set_coder(&mut self, meta: &IndexMeta, coder: &[u8]) -> Result<(), StoreError> {
+        self.dirty()?;
         let m = serde_json::to_vec(meta).map_err(|e| self.db.corrupt(e))?;
         let mut b = sled::Batch::default();
         b.insert(META_KEY, m);
@@ -446,7 +493,8 @@ impl Store {
     }
 
     /// Updates only a file's size/mtime (content unchanged, e.g. after `touch`).
-    pub fn touch_file(&self, path: &Path, rec: &FileRecord) -> Result<(), StoreError> {
+    pub fn touch_file(&mut self, path: &Path, rec: &FileRecord) -> Result<(), StoreError> {
+        self.dirty()?;
         self.db
             .files
             .insert(path_key(path), encode(rec))
@@ -464,6 +512,7 @@ impl Store {
         new: &[NewPassage],
         code_generation: u32,
     ) -> Result<Vec<u64>, StoreError> {
+        self.dirty()?;
         let old = self.db.file(path)?;
         let ids: Vec<u64> = (self.next_id..self.next_id + new.len() as u64).collect();
         let rows: Vec<(u64, u32, &[u64], &[f32])> = ids
@@ -495,6 +544,10 @@ impl Store {
         crate::failpoint::hit("store.committed");
         if let Some(old) = old {
             self.rows.kill(&old.passages)?;
+            self.lexical.delete(&old.passages);
+        }
+        for (id, p) in ids.iter().zip(new) {
+            self.lexical.add(*id, &p.record)?;
         }
         Ok(ids)
     }
@@ -548,80 +601,136 @@ impl Store {
         Ok(false)
     }
 
-    /// Makes everything written so far durable.
-    pub fn flush(&self) -> Result<(), StoreError> {
+    /// Makes the word index's additions searchable (after a group of files, say).
+    pub fn commit_words(&mut self) -> Result<(), StoreError> {
+        let counts = self.db.counts()?;
+        self.lexical.commit(&counts)
+    }
+
+    /// A searcher over the word index's last commit.
+    pub fn words(&self) -> super::lexical::LexicalSearcher {
+        self.lexical.searcher()
+    }
+
+    /// Makes everything written so far durable, and marks the database clean.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
         self.rows.sync()?;
-        self.db.flush()
+        self.db.flush()?;
+        self.commit_words()?;
+        if let Some(stamp) = clean_stamp(&self.path) {
+            crate::fsx::write_atomic(&self.path.join(CLEAN_MARKER), stamp.as_bytes())
+                .map_err(io_err(&self.path))?;
+            self.clean = true;
+        }
+        Ok(())
+    }
+
+    /// Before the first write to sled after a flush: the database is no longer known clean.
+    fn dirty(&mut self) -> Result<(), StoreError> {
+        if self.clean {
+            match std::fs::remove_file(self.path.join(CLEAN_MARKER)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_err(&self.path)(e));
+                }
+                _ => {}
+            }
+            self.clean = false;
+        }
+        Ok(())
     }
 
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk() + self.rows.size_on_disk()
     }
+}
 
-    /// Brings sled and the row files back to the same set of passages after a crash (see the
-    /// module documentation). Work is linear in the index; nothing loops.
-    fn reconcile(&mut self) -> Result<Option<String>, StoreError> {
-        let counts = self.db.counts()?;
-        let (live, id_set) = self.rows.table().live_set();
-        if counts.passages == live && counts.id_set == id_set {
-            return Ok(None);
-        }
-        let mut keep: HashSet<u64> = HashSet::new();
-        let mut fresh = Counts::default();
-        let mut dropped = 0usize;
-        for (path, rec) in self.db.files()? {
-            let whole = rec.passages.iter().all(|id| {
-                self.rows.table().row_of(*id).is_some()
-                    && self
-                        .db
-                        .passages
-                        .contains_key(id.to_be_bytes())
-                        .unwrap_or(false)
-            });
-            if whole {
-                fresh.files += 1;
-                for id in &rec.passages {
-                    keep.insert(*id);
-                    fresh.passages += 1;
-                    fresh.id_set ^= id_hash(*id);
-                }
-            } else {
-                // Indexed again by the next update, which no longer finds the file.
-                self.db
-                    .files
-                    .remove(path_key(&path))
-                    .map_err(|e| self.db.corrupt(e))?;
-                dropped += 1;
-            }
-        }
-        let mut orphans = sled::Batch::default();
-        for k in self.db.passages.iter().keys() {
-            let k = k.map_err(|e| self.db.corrupt(e))?;
-            if key_id(&k).is_none_or(|id| !keep.contains(&id)) {
-                orphans.remove(k);
-            }
-        }
-        self.db
-            .passages
-            .apply_batch(orphans)
-            .map_err(|e| self.db.corrupt(e))?;
-        let t = self.rows.table();
-        let stray: Vec<u64> = (0..t.rows())
-            .filter(|&r| !t.dead[r] && !keep.contains(&t.ids[r]))
-            .map(|r| t.ids[r])
-            .collect();
-        self.rows.kill(&stray)?;
-        self.db
-            .meta
-            .insert(COUNTS_KEY, encode(&fresh))
-            .map_err(|e| self.db.corrupt(e))?;
-        self.flush()?;
-        Ok((dropped > 0).then(|| {
-            format!(
-                "the index was not closed cleanly; {dropped} file(s) whose passages were incomplete are indexed again"
-            )
-        }))
+/// Brings sled and the row files back to the same set of passages after a crash (see the
+/// module documentation). Work is linear in the index; nothing loops.
+fn reconcile(db: &Db, rows: &mut RowFiles) -> Result<Option<String>, StoreError> {
+    let counts = db.counts()?;
+    let (live, id_set) = rows.table().live_set();
+    if counts.passages == live && counts.id_set == id_set {
+        return Ok(None);
     }
+    let mut keep: HashSet<u64> = HashSet::new();
+    let mut fresh = Counts::default();
+    let mut dropped = 0usize;
+    for (path, rec) in db.files()? {
+        let whole = rec.passages.iter().all(|id| {
+            rows.table().row_of(*id).is_some()
+                && db.passages.contains_key(id.to_be_bytes()).unwrap_or(false)
+        });
+        if whole {
+            fresh.files += 1;
+            for id in &rec.passages {
+                keep.insert(*id);
+                fresh.passages += 1;
+                fresh.id_set ^= id_hash(*id);
+            }
+        } else {
+            // Indexed again by the next update, which no longer finds the file.
+            db.files
+                .remove(path_key(&path))
+                .map_err(|e| db.corrupt(e))?;
+            dropped += 1;
+        }
+    }
+    let mut orphans = sled::Batch::default();
+    for k in db.passages.iter().keys() {
+        let k = k.map_err(|e| db.corrupt(e))?;
+        if key_id(&k).is_none_or(|id| !keep.contains(&id)) {
+            orphans.remove(k);
+        }
+    }
+    db.passages
+        .apply_batch(orphans)
+        .map_err(|e| db.corrupt(e))?;
+    let t = rows.table();
+    let stray: Vec<u64> = (0..t.rows())
+        .filter(|&r| !t.dead[r] && !keep.contains(&t.ids[r]))
+        .map(|r| t.ids[r])
+        .collect();
+    rows.kill(&stray)?;
+    db.meta
+        .insert(COUNTS_KEY, encode(&fresh))
+        .map_err(|e| db.corrupt(e))?;
+    rows.sync()?;
+    db.flush()?;
+    Ok((dropped > 0).then(|| {
+        format!(
+            "the index was not closed cleanly; {dropped} file(s) whose passages were incomplete are indexed again"
+        )
+    }))
+}
+
+/// Written beside the database after each flush: what its files looked like then. A database
+/// whose files still match was closed cleanly and not touched since, and opens without reading
+/// it whole; any other is verified at open (see [`Db::verify`]).
+const CLEAN_MARKER: &str = "sled.clean";
+
+/// Names, sizes and modification times of the database's files.
+fn clean_stamp(dir: &Path) -> Option<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.join(SLED_DIR)];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).ok()? {
+            let e = e.ok()?;
+            let m = e.metadata().ok()?;
+            if m.is_dir() {
+                stack.push(e.path());
+                continue;
+            }
+            let mtime = m
+                .modified()
+                .ok()?
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()?
+                .as_nanos();
+            out.push(format!("{} {} {mtime}", e.path().display(), m.len()));
+        }
+    }
+    out.sort();
+    Some(out.join("\n"))
 }
 
 fn is_lock_error(e: &std::io::Error) -> bool {
@@ -768,7 +877,7 @@ mod tests {
             }),
         };
         {
-            let (s, _) = Store::open(dir.path(), Some(2)).unwrap();
+            let (mut s, _) = Store::open(dir.path(), Some(2)).unwrap();
             assert!(s.meta().unwrap().is_none());
             s.set_coder(&meta, b"blob").unwrap();
             s.flush().unwrap();

@@ -551,6 +551,10 @@ pub(super) mod tests {
             headings: vec!["Top".into(), format!("Section {id}")],
             text: format!("passage {id} line one\nline two\nline three"),
             score: 0.9 - id as f32 / 100.0,
+            cosine: Some(0.9 - id as f32 / 100.0),
+            bm25: None,
+            semantic_rank: Some(id as u32 + 1),
+            lexical_rank: None,
             distance: Some(3),
         }
     }

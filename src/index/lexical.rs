@@ -1,0 +1,612 @@
+//! The lexical side of search: a BM25 index (tantivy) of every passage, beside the vectors.
+//!
+//! Dense vectors lose exactly where people search by the letter: names, identifiers, error
+//! codes, rare words. Each passage is one document: its body (`text`), its heading trail and file
+//! name (`title`), and its id (for deletion and for joining with the semantic side).
+//!
+//! Words are cut so that code and prose both match ([`Words`]): `snake_case`, `camelCase`,
+//! `a.b.c`, `kebab-case` and `mod::item` are indexed whole *and* in parts; Chinese, Japanese and
+//! Korean text, which has no spaces, is indexed as single characters and pairs of them; then
+//! everything is lower-cased and stemmed as English (`running` finds `runs`).
+//!
+//! Like everything in the index folder this is derived data: it lives in `lexical/`, each commit
+//! records the store's counts it matches, and an index that is damaged, of another version or out
+//! of step with the store after a crash is repaired from the passages in sled.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
+use tantivy::schema::{
+    FAST, Field, INDEXED, IndexRecordOption, Schema, TextFieldIndexing, TextOptions,
+};
+use tantivy::tokenizer::{
+    Language, LowerCaser, RemoveLongFilter, Stemmer, TextAnalyzer, Token, TokenStream, Tokenizer,
+};
+use tantivy::{IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+use super::store::{Counts, Db, PassageRecord, StoreError, corrupt};
+
+pub const LEXICAL_DIR: &str = "lexical";
+const TOKENIZER: &str = "dochash";
+/// Bumped when the tokenizer or the schema changes; an index of another version is rebuilt.
+const LEXICAL_VERSION: u32 = 1;
+/// Tantivy's smallest indexing budget; the owner indexes a few files at a time.
+const WRITER_MEMORY: usize = 20_000_000;
+/// How much more a title word counts than a body word.
+const TITLE_BOOST: f32 = 2.0;
+
+/// The analyzer for indexing and for queries (they must agree).
+pub fn analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(Words)
+        .filter(RemoveLongFilter::limit(64))
+        .filter(LowerCaser)
+        .filter(Stemmer::new(Language::English))
+        .build()
+}
+
+/// Cuts text into words for BM25 (see the module documentation).
+#[derive(Clone, Default)]
+pub struct Words;
+
+pub struct WordStream {
+    tokens: Vec<Token>,
+    next: usize,
+}
+
+impl Tokenizer for Words {
+    type TokenStream<'a> = WordStream;
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> WordStream {
+        let mut tokens = Vec::new();
+        split_words(text, &mut |from, to, text| {
+            tokens.push(Token {
+                offset_from: from,
+                offset_to: to,
+                position: tokens.len(),
+                text,
+                position_length: 1,
+            })
+        });
+        WordStream { tokens, next: 0 }
+    }
+}
+
+impl TokenStream for WordStream {
+    fn advance(&mut self) -> bool {
+        if self.next < self.tokens.len() {
+            self.next += 1;
+            true
+        } else {
+            false
+        }
+    }
+    fn token(&self) -> &Token {
+        &self.tokens[self
+            .next
+            .saturating_sub(1)
+            .min(self.tokens.len().saturating_sub(1))]
+    }
+    fn token_mut(&mut self) -> &mut Token {
+        let i = self
+            .next
+            .saturating_sub(1)
+            .min(self.tokens.len().saturating_sub(1));
+        &mut self.tokens[i]
+    }
+}
+
+fn is_cjk(c: char) -> bool {
+    matches!(u32::from(c),
+        0x3040..=0x30ff      // hiragana, katakana
+        | 0x3400..=0x4dbf    // CJK extension A
+        | 0x4e00..=0x9fff    // CJK unified ideographs
+        | 0xac00..=0xd7af    // Hangul syllables
+        | 0xf900..=0xfaff    // CJK compatibility ideographs
+        | 0x20000..=0x2fa1f) // CJK extensions B–F
+}
+
+fn is_connector(c: char) -> bool {
+    matches!(c, '_' | '.' | '-' | ':' | '$' | '#' | '\'')
+}
+
+/// Calls `emit(from, to, text)` for each word of `text`: alphanumeric runs joined by connectors
+/// (`_ . - : $ # '`) whole and, when they have several parts, each part; CJK characters alone and
+/// in adjacent pairs.
+pub fn split_words(text: &str, emit: &mut dyn FnMut(usize, usize, String)) {
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let end_of = |i: usize| chars.get(i).map_or(text.len(), |(o, _)| *o);
+    let mut i = 0;
+    while i < chars.len() {
+        let (start, c) = chars[i];
+        if is_cjk(c) {
+            let stop = end_of(i + 1);
+            emit(start, stop, text[start..stop].to_string());
+            if let Some((_, n)) = chars.get(i + 1)
+                && is_cjk(*n)
+            {
+                let pair_end = end_of(i + 2);
+                emit(start, pair_end, text[start..pair_end].to_string());
+            }
+            i += 1;
+            continue;
+        }
+        if !c.is_alphanumeric() {
+            i += 1;
+            continue;
+        }
+        // A compound: alphanumerics, with single connectors between them.
+        let mut j = i + 1;
+        while j < chars.len() {
+            let ch = chars[j].1;
+            if ch.is_alphanumeric() && !is_cjk(ch) {
+                j += 1;
+                continue;
+            }
+            // One or two connectors (`::`, `->` is not one) between word characters.
+            let run = chars[j..]
+                .iter()
+                .take(2)
+                .take_while(|(_, c)| is_connector(*c))
+                .count();
+            let joins = run > 0
+                && chars
+                    .get(j + run)
+                    .is_some_and(|(_, n)| n.is_alphanumeric() && !is_cjk(*n));
+            if !joins {
+                break;
+            }
+            j += run + 1;
+        }
+        let stop = end_of(j);
+        emit_compound(text, start, stop, emit);
+        i = j;
+    }
+}
+
+fn emit_compound(
+    text: &str,
+    start: usize,
+    stop: usize,
+    emit: &mut dyn FnMut(usize, usize, String),
+) {
+    let word = &text[start..stop];
+    let mut parts: Vec<(usize, usize)> = Vec::new();
+    let mut part_start: Option<usize> = None;
+    let mut prev: Option<char> = None;
+    let chars: Vec<(usize, char)> = word.char_indices().collect();
+    for (k, &(o, c)) in chars.iter().enumerate() {
+        if is_connector(c) {
+            if let Some(s) = part_start.take() {
+                parts.push((s, o));
+            }
+            prev = None;
+            continue;
+        }
+        let next = chars.get(k + 1).map(|(_, n)| *n);
+        // camelCase and HTTPServer: a new part at lower→Upper, and at the last capital of a
+        // run of capitals followed by a lower-case letter.
+        let boundary = match prev {
+            Some(p) => {
+                (c.is_uppercase() && (p.is_lowercase() || p.is_ascii_digit()))
+                    || (c.is_uppercase()
+                        && p.is_uppercase()
+                        && next.is_some_and(|n| n.is_lowercase()))
+            }
+            None => false,
+        };
+        if boundary && let Some(s) = part_start.take() {
+            parts.push((s, o));
+        }
+        if part_start.is_none() {
+            part_start = Some(o);
+        }
+        prev = Some(c);
+    }
+    if let Some(s) = part_start {
+        parts.push((s, word.len()));
+    }
+    emit(start, stop, word.to_string());
+    if parts.len() > 1 {
+        for (s, e) in parts {
+            emit(start + s, start + e, word[s..e].to_string());
+        }
+    }
+}
+
+/// The analysed terms of `text` (query side), each once.
+pub fn terms(text: &str) -> Vec<String> {
+    let mut a = analyzer();
+    let mut stream = a.token_stream(text);
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    while stream.advance() {
+        let t = stream.token().text.clone();
+        if seen.insert(t.clone()) {
+            out.push(t);
+        }
+    }
+    out
+}
+
+/// Byte ranges of `text` whose words match a term of `query` (for highlighting): the same
+/// analysis on both sides, so `running` lights up for a query of `runs`.
+pub fn matches(query: &str, text: &str) -> Vec<std::ops::Range<usize>> {
+    let wanted: HashSet<String> = terms(query).into_iter().collect();
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let mut a = analyzer();
+    let mut stream = a.token_stream(text);
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    while stream.advance() {
+        let t = stream.token();
+        if wanted.contains(&t.text) {
+            let r = t.offset_from..t.offset_to;
+            // Parts of a compound lie inside the whole: keep the widest.
+            if let Some(last) = out.last_mut()
+                && r.start < last.end
+            {
+                last.end = last.end.max(r.end);
+                continue;
+            }
+            out.push(r);
+        }
+    }
+    out
+}
+
+#[derive(Clone, Copy)]
+struct Fields {
+    id: Field,
+    title: Field,
+    text: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let words = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(TOKENIZER)
+            .set_index_option(IndexRecordOption::WithFreqs),
+    );
+    let id = b.add_u64_field("id", INDEXED | FAST);
+    let title = b.add_text_field("title", words.clone());
+    let text = b.add_text_field("text", words);
+    (b.build(), Fields { id, title, text })
+}
+
+/// What a commit records: the layout version and the store's counts it matches.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Payload {
+    version: u32,
+    passages: u64,
+    id_set: u64,
+}
+
+fn lex_err(dir: &Path) -> impl Fn(tantivy::TantivyError) -> StoreError + '_ {
+    move |e| corrupt(dir, format!("lexical index: {e}"))
+}
+
+/// The writer's handle on the lexical index.
+pub struct Lexical {
+    dir: std::path::PathBuf,
+    index: tantivy::Index,
+    writer: IndexWriter,
+    reader: IndexReader,
+    fields: Fields,
+}
+
+/// The title words of a passage: its heading trail and its file's name.
+fn title_of(p: &PassageRecord) -> String {
+    let mut t = p.headings.join(" \u{2192} ");
+    if let Some(stem) = p.path.file_stem() {
+        t.push(' ');
+        t.push_str(&stem.to_string_lossy());
+    }
+    t
+}
+
+impl Lexical {
+    /// Opens the lexical index in `<dir>/lexical`, creating it if missing, rebuilding it empty
+    /// if it does not open or is of another version, and repairing it from `db` when its last
+    /// commit does not match the store's `counts`. Returns a note when it was rebuilt or repaired.
+    pub fn open(
+        dir: &Path,
+        db: &Db,
+        counts: &Counts,
+    ) -> Result<(Self, Option<String>), StoreError> {
+        let path = dir.join(LEXICAL_DIR);
+        let mut note = None;
+        let (index, fresh) = match Self::open_index(&path) {
+            Ok(i) => i,
+            Err(e) => {
+                note = Some(format!("{e}; rebuilding the word index"));
+                let _ = std::fs::remove_dir_all(&path);
+                Self::open_index(&path)?
+            }
+        };
+        let (_, fields) = schema();
+        let writer = index
+            .writer_with_num_threads(1, WRITER_MEMORY)
+            .map_err(lex_err(&path))?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(lex_err(&path))?;
+        let mut lex = Lexical {
+            dir: path,
+            index,
+            writer,
+            reader,
+            fields,
+        };
+        let payload = lex.payload();
+        let in_step = payload
+            .as_ref()
+            .is_some_and(|p| p.passages == counts.passages && p.id_set == counts.id_set);
+        let empty_and_fine = counts.passages == 0 && (fresh || payload.is_some());
+        if !in_step && !empty_and_fine {
+            let fixed = lex.repair(db, counts)?;
+            if note.is_none() && !fresh && fixed > 0 {
+                note = Some(format!(
+                    "the word index was out of step with the store; {fixed} passages repaired"
+                ));
+            }
+        }
+        Ok((lex, note))
+    }
+
+    /// Opens an index as it is, for reading only; `None` (the lexical side is skipped) when it
+    /// is missing, damaged, of another version or out of step with `counts`.
+    pub fn open_reader(dir: &Path, counts: &Counts) -> Option<LexicalSearcher> {
+        let path = dir.join(LEXICAL_DIR);
+        if !path.join("meta.json").exists() {
+            return None;
+        }
+        let index = tantivy::Index::open_in_dir(&path).ok()?;
+        index.tokenizers().register(TOKENIZER, analyzer());
+        let payload = payload_of(&index)?;
+        if payload.version != LEXICAL_VERSION
+            || payload.passages != counts.passages
+            || payload.id_set != counts.id_set
+        {
+            return None;
+        }
+        let reader: IndexReader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .ok()?;
+        Some(LexicalSearcher {
+            searcher: reader.searcher(),
+            fields: schema().1,
+        })
+    }
+
+    fn open_index(path: &Path) -> Result<(tantivy::Index, bool), StoreError> {
+        std::fs::create_dir_all(path).map_err(super::store::io_err(path))?;
+        let (schema, _) = schema();
+        let fresh = !path.join("meta.json").exists();
+        let index = if fresh {
+            tantivy::Index::create_in_dir(path, schema.clone()).map_err(lex_err(path))?
+        } else {
+            let i = tantivy::Index::open_in_dir(path).map_err(lex_err(path))?;
+            if i.schema() != schema {
+                return Err(StoreError::OtherVersion(path.to_path_buf()));
+            }
+            if let Some(p) = payload_of(&i)
+                && p.version != LEXICAL_VERSION
+            {
+                return Err(StoreError::OtherVersion(path.to_path_buf()));
+            }
+            i
+        };
+        index.tokenizers().register(TOKENIZER, analyzer());
+        Ok((index, fresh))
+    }
+
+    fn payload(&self) -> Option<Payload> {
+        payload_of(&self.index)
+    }
+
+    /// Adds a passage (visible after the next [`commit`](Self::commit)).
+    pub fn add(&self, id: u64, p: &PassageRecord) -> Result<(), StoreError> {
+        let mut doc = TantivyDocument::default();
+        doc.add_u64(self.fields.id, id);
+        doc.add_text(self.fields.title, title_of(p));
+        doc.add_text(self.fields.text, &p.text);
+        self.writer.add_document(doc).map_err(lex_err(&self.dir))?;
+        Ok(())
+    }
+
+    pub fn delete(&self, ids: &[u64]) {
+        for id in ids {
+            self.writer
+                .delete_term(Term::from_field_u64(self.fields.id, *id));
+        }
+    }
+
+    /// Makes what was added and deleted searchable and durable, recording the store's counts
+    /// it now matches.
+    pub fn commit(&mut self, counts: &Counts) -> Result<(), StoreError> {
+        let payload = serde_json::to_string(&Payload {
+            version: LEXICAL_VERSION,
+            passages: counts.passages,
+            id_set: counts.id_set,
+        })
+        .map_err(|e| corrupt(&self.dir, e))?;
+        let mut prepared = self.writer.prepare_commit().map_err(lex_err(&self.dir))?;
+        prepared.set_payload(&payload);
+        prepared.commit().map_err(lex_err(&self.dir))?;
+        self.reader.reload().map_err(lex_err(&self.dir))?;
+        Ok(())
+    }
+
+    /// Brings the index to the store's passages by difference: deletes what the store no
+    /// longer has, adds what it lacks. Returns how many passages changed.
+    fn repair(&mut self, db: &Db, counts: &Counts) -> Result<usize, StoreError> {
+        let mut have: HashSet<u64> = HashSet::new();
+        let searcher = self.reader.searcher();
+        for seg in searcher.segment_readers() {
+            let ids = seg.fast_fields().u64("id").map_err(lex_err(&self.dir))?;
+            for doc in seg.doc_ids_alive() {
+                if let Some(id) = ids.first(doc) {
+                    have.insert(id);
+                }
+            }
+        }
+        let mut changed = 0;
+        let mut want: HashSet<u64> = HashSet::new();
+        for item in db.passages_iter() {
+            let (id, rec) = item?;
+            want.insert(id);
+            if !have.contains(&id) {
+                self.add(id, &rec)?;
+                changed += 1;
+            }
+        }
+        let stale: Vec<u64> = have.difference(&want).copied().collect();
+        changed += stale.len();
+        self.delete(&stale);
+        self.commit(counts)?;
+        Ok(changed)
+    }
+
+    /// A searcher over the last commit.
+    pub fn searcher(&self) -> LexicalSearcher {
+        LexicalSearcher {
+            searcher: self.reader.searcher(),
+            fields: self.fields,
+        }
+    }
+}
+
+fn payload_of(index: &tantivy::Index) -> Option<Payload> {
+    let meta = index.load_metas().ok()?;
+    serde_json::from_str(meta.payload.as_deref()?).ok()
+}
+
+/// A read-only view of one commit of the lexical index (cheap to clone).
+#[derive(Clone)]
+pub struct LexicalSearcher {
+    searcher: tantivy::Searcher,
+    fields: Fields,
+}
+
+impl LexicalSearcher {
+    /// The best `n` passages for `query` by BM25 over body and title, best first: (id, score).
+    /// Words of the query are alternatives (any may match); an empty analysis finds nothing.
+    pub fn search(&self, query: &str, n: usize) -> Result<Vec<(u64, f32)>, StoreError> {
+        let terms = terms(query);
+        if terms.is_empty() || n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for t in &terms {
+            clauses.push((
+                Occur::Should,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(self.fields.text, t),
+                    IndexRecordOption::WithFreqs,
+                )),
+            ));
+            clauses.push((
+                Occur::Should,
+                Box::new(BoostQuery::new(
+                    Box::new(TermQuery::new(
+                        Term::from_field_text(self.fields.title, t),
+                        IndexRecordOption::WithFreqs,
+                    )),
+                    TITLE_BOOST,
+                )),
+            ));
+        }
+        let q = BooleanQuery::new(clauses);
+        let err = |e: tantivy::TantivyError| corrupt(Path::new("lexical"), e);
+        let top = self
+            .searcher
+            .search(&q, &TopDocs::with_limit(n).order_by_score())
+            .map_err(err)?;
+        let mut out = Vec::with_capacity(top.len());
+        for (score, addr) in top {
+            let seg = self.searcher.segment_reader(addr.segment_ord);
+            let ids = seg.fast_fields().u64("id").map_err(err)?;
+            if let Some(id) = ids.first(addr.doc_id) {
+                out.push((id, score));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn num_docs(&self) -> u64 {
+        self.searcher.num_docs()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        split_words(text, &mut |_, _, t| out.push(t));
+        out
+    }
+
+    #[test]
+    fn identifiers_are_indexed_whole_and_in_parts() {
+        assert_eq!(
+            words("call fs.readFileSync(path)"),
+            [
+                "call",
+                "fs.readFileSync",
+                "fs",
+                "read",
+                "File",
+                "Sync",
+                "path"
+            ]
+        );
+        assert_eq!(
+            words("max_file_size"),
+            ["max_file_size", "max", "file", "size"]
+        );
+        assert_eq!(
+            words("HTTPServer v2"),
+            ["HTTPServer", "HTTP", "Server", "v2"]
+        );
+        assert_eq!(
+            words("std::fs::File"),
+            ["std::fs::File", "std", "fs", "File"]
+        );
+        assert_eq!(words("end. Next"), ["end", "Next"]);
+        assert_eq!(
+            words("ERR_INVALID_ARG_TYPE"),
+            ["ERR_INVALID_ARG_TYPE", "ERR", "INVALID", "ARG", "TYPE"]
+        );
+    }
+
+    #[test]
+    fn cjk_text_is_indexed_by_characters_and_pairs() {
+        assert_eq!(words("東京都"), ["東", "東京", "京", "京都", "都"]);
+        assert_eq!(words("rust语言"), ["rust", "语", "语言", "言"]);
+    }
+
+    #[test]
+    fn queries_match_stems_and_parts() {
+        assert!(terms("Running servers").contains(&"run".to_string()));
+        assert!(
+            terms("readFile").contains(&"readfil".to_string())
+                || terms("readFile").contains(&"read".to_string())
+        );
+        let text = "the max_file_size option";
+        let m: Vec<&str> = matches("file sizes", text)
+            .into_iter()
+            .map(|r| &text[r])
+            .collect();
+        assert_eq!(m, ["file", "size"]);
+        assert!(matches("the", "").is_empty());
+    }
+}
