@@ -36,20 +36,14 @@ pub fn fingerprint(files: &ModelFiles, enc: &Encoder) -> Fingerprint {
             format!("{}:{}", m.len(), mtime)
         })
         .unwrap_or_default();
-    let c = chunk_config(enc);
     Fingerprint {
         schema: SCHEMA_VERSION,
         model_id: files.id.clone(),
         model_stamp: stamp,
         dim: enc.dim(),
         pooling: "mean".into(),
-        chunking: format!(
-            "max{}/overlap{}/min{}/len{}",
-            c.max_tokens,
-            c.overlap_tokens,
-            c.min_tokens,
-            enc.max_len()
-        ),
+        chunking: chunk_config(enc),
+        max_len: enc.max_len(),
     }
 }
 

@@ -77,6 +77,9 @@ pub struct ChunkConfig {
     /// A section's last passage with less new text than this is grown backwards to a full
     /// passage, instead of being a near-duplicate sliver of its predecessor.
     pub min_tokens: usize,
+    /// Whether the heading trail is embedded with the passage (it gives short passages the
+    /// context a reader has; it costs where headings carry no meaning).
+    pub embed_headings: bool,
 }
 
 impl Default for ChunkConfig {
@@ -85,6 +88,7 @@ impl Default for ChunkConfig {
             max_tokens: 200,
             overlap_tokens: 32,
             min_tokens: 16,
+            embed_headings: true,
         }
     }
 }
@@ -128,6 +132,7 @@ pub fn split_as(
         max: cfg.max_tokens.max(1),
         overlap: cfg.overlap_tokens,
         min: cfg.min_tokens,
+        embed_headings: cfg.embed_headings,
         overhead: counter.count(""),
         lines: LineCursor { pos: 0, line: 1 },
         out: Vec::new(),
@@ -185,6 +190,7 @@ struct Chunker<'a> {
     max: usize,
     overlap: usize,
     min: usize,
+    embed_headings: bool,
     /// What the counter returns for empty text (special tokens), which must not be counted once
     /// per atom when estimating a sum of atoms.
     overhead: usize,
@@ -243,7 +249,7 @@ impl Chunker<'_> {
     /// is shortened to the innermost heading, then dropped: context must not crowd out content.
     fn prefix(&self, trail: &[String]) -> (String, usize) {
         let mut candidates = Vec::new();
-        if !trail.is_empty() {
+        if !trail.is_empty() && self.embed_headings {
             candidates.push(format!("{}\n", trail.join(" > ")));
         }
         if trail.len() > 1
@@ -636,6 +642,7 @@ mod tests {
             max_tokens: max,
             overlap_tokens: overlap,
             min_tokens: min,
+            embed_headings: true,
         }
     }
 

@@ -229,31 +229,49 @@ pub fn terms(text: &str) -> Vec<String> {
     out
 }
 
-/// Byte ranges of `text` whose words match a term of `query` (for highlighting): the same
-/// analysis on both sides, so `running` lights up for a query of `runs`.
-pub fn matches(query: &str, text: &str) -> Vec<std::ops::Range<usize>> {
-    let wanted: HashSet<String> = terms(query).into_iter().collect();
-    if wanted.is_empty() {
-        return Vec::new();
-    }
-    let mut a = analyzer();
-    let mut stream = a.token_stream(text);
-    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
-    while stream.advance() {
-        let t = stream.token();
-        if wanted.contains(&t.text) {
-            let r = t.offset_from..t.offset_to;
-            // Parts of a compound lie inside the whole: keep the widest.
-            if let Some(last) = out.last_mut()
-                && r.start < last.end
-            {
-                last.end = last.end.max(r.end);
-                continue;
-            }
-            out.push(r);
+/// Finds the words of a text that match a query's terms (for highlighting): the same analysis
+/// on both sides, so `running` lights up for a query of `runs`.
+#[derive(Debug, Clone, Default)]
+pub struct Highlighter {
+    wanted: HashSet<String>,
+}
+
+impl Highlighter {
+    pub fn new(query: &str) -> Self {
+        Self {
+            wanted: terms(query).into_iter().collect(),
         }
     }
-    out
+
+    /// Byte ranges of `text` to highlight, in order, not overlapping.
+    pub fn ranges(&self, text: &str) -> Vec<std::ops::Range<usize>> {
+        if self.wanted.is_empty() || text.is_empty() {
+            return Vec::new();
+        }
+        let mut a = analyzer();
+        let mut stream = a.token_stream(text);
+        let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+        while stream.advance() {
+            let t = stream.token();
+            if self.wanted.contains(&t.text) {
+                let r = t.offset_from..t.offset_to;
+                // Parts of a compound lie inside the whole: keep the widest.
+                if let Some(last) = out.last_mut()
+                    && r.start < last.end
+                {
+                    last.end = last.end.max(r.end);
+                    continue;
+                }
+                out.push(r);
+            }
+        }
+        out
+    }
+}
+
+/// [`Highlighter::ranges`] for one text.
+pub fn matches(query: &str, text: &str) -> Vec<std::ops::Range<usize>> {
+    Highlighter::new(query).ranges(text)
 }
 
 #[derive(Clone, Copy)]

@@ -132,6 +132,7 @@ pub fn chunk_config(encoder: &Encoder) -> ChunkConfig {
         max_tokens: max,
         overlap_tokens: (max / 6).min(32),
         min_tokens: (max / 12).min(16),
+        ..ChunkConfig::default()
     }
 }
 
@@ -236,7 +237,7 @@ pub(super) fn update(
         index,
     );
 
-    let chunking = chunk_config(encoder);
+    let chunking = index.meta.fingerprint.chunking;
     let counter = Counter(encoder);
     let mut group: Vec<Pending> = Vec::new();
     let mut group_passages = 0;
@@ -532,7 +533,7 @@ pub fn corpus_passages(
     let cfg = meta.corpus.to_config();
     let mut files = corpus::walk(&present, &cfg)?.files;
     crate::rng::shuffle(&mut files, &mut crate::rng::SplitMix64::new(0x5a3b));
-    let chunking = chunk_config(encoder);
+    let chunking = meta.fingerprint.chunking;
     let counter = Counter(encoder);
     let mut picked: Vec<(PathBuf, Vec<String>)> = Vec::new();
     let mut n = 0;
@@ -584,7 +585,8 @@ mod tests {
                 model_stamp: String::new(),
                 dim: enc.dim(),
                 pooling: "mean".into(),
-                chunking: String::new(),
+                chunking: chunk_config(&enc),
+                max_len: enc.max_len(),
             },
             roots: vec![std::fs::canonicalize(&notes).unwrap()],
             code: None,

@@ -110,6 +110,43 @@ pub enum EvalCmd {
     /// Spearman ×100 of cosine similarity against gold scores (STS-B TSV: score in column 5,
     /// sentences in 6 and 7)
     Sts(StsArgs),
+    /// Known-item retrieval: hit@1, hit@10 and MRR@10 of lexical, semantic and fused search
+    /// over a folder; a hit is a result in the query's file whose lines overlap its range
+    Retrieval(RetrievalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RetrievalArgs {
+    /// The folder searched (indexed with the product's own update)
+    #[arg(long, value_name = "DIR")]
+    pub docs: PathBuf,
+    /// TSV rows: query, file (relative to --docs), first line, last line (1-based)
+    #[arg(long, value_name = "FILE")]
+    pub queries: PathBuf,
+    /// Keep the index here between runs (default: a temporary folder)
+    #[arg(long, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Search modes to measure, comma-separated
+    #[arg(long, default_value = "lexical,semantic,hybrid", value_name = "M,...")]
+    pub modes: String,
+    /// Fusion for hybrid: rrf, rrf:K or convex:ALPHA
+    #[arg(long, default_value = "rrf", value_name = "F")]
+    pub fusion: String,
+    /// Passage size in tokens (default: the model's, at most 200)
+    #[arg(long, value_name = "N")]
+    pub passage_tokens: Option<usize>,
+    /// Overlap between consecutive passages of a section, in tokens
+    #[arg(long, value_name = "N")]
+    pub overlap: Option<usize>,
+    /// Do not embed the heading trail with each passage
+    #[arg(long)]
+    pub no_heading_embed: bool,
+    /// Use only the first N queries
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// One JSON object per mode: mode, hit_at_1, hit_at_10, mrr_at_10, queries
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,8 @@
 //!
 //! `hashing`: database = the train file, queries = the test file, relevant = same label, P@100
 //! over the top 100 by Hamming distance (ties: the earlier database document). `sts`: Spearman
-//! correlation of cosine similarity with gold scores.
+//! correlation of cosine similarity with gold scores. `retrieval` (known-item search over a
+//! folder) is in `retrieval.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -25,6 +26,7 @@ pub fn run(g: &Global, cmd: &EvalCmd) -> Result<ExitCode> {
     match cmd {
         EvalCmd::Hashing(a) => hashing(g, a),
         EvalCmd::Sts(a) => sts(g, a),
+        EvalCmd::Retrieval(a) => crate::retrieval::run(g, a),
     }
     .map(|_| ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@ mod eval;
 mod index_cmd;
 mod model_cmd;
 mod query;
+mod retrieval;
 mod shared;
 mod train_cmd;
 mod watch;

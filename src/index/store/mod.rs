@@ -82,8 +82,10 @@ pub struct Fingerprint {
     pub model_stamp: String,
     pub dim: usize,
     pub pooling: String,
-    /// Chunking parameters, as passages depend on them.
-    pub chunking: String,
+    /// How documents are cut into passages: the update cuts with exactly this.
+    pub chunking: crate::corpus::ChunkConfig,
+    /// The encoder's window in tokens (longer passages would be truncated).
+    pub max_len: usize,
 }
 
 /// The fitted code source currently in force.
@@ -865,7 +867,8 @@ mod tests {
                 model_stamp: "1".into(),
                 dim: 2,
                 pooling: "mean".into(),
-                chunking: "200/32".into(),
+                chunking: crate::corpus::ChunkConfig::default(),
+                max_len: 256,
             },
             roots: vec!["/notes".into()],
             corpus: CorpusSettings::default(),

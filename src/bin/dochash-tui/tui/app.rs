@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use dochash::index::lexical::Highlighter;
 use std::time::{Duration, Instant};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
@@ -72,6 +74,8 @@ pub struct Entry {
     pub passage: Vec<String>,
     /// The file's current contents, for showing the passage in context.
     pub file: FileView,
+    /// The words of the query that found it, to mark in the preview.
+    pub terms: Arc<Highlighter>,
 }
 
 /// What the worker could read of a result's file.
@@ -89,8 +93,15 @@ impl Entry {
             headings: hit.headings.iter().map(|h| sanitize(h)).collect(),
             passage: sanitize_lines(&hit.text),
             file,
+            terms: Arc::default(),
             hit,
         }
+    }
+
+    /// Marks the words of `terms` wherever the preview shows them.
+    pub fn with_terms(mut self, terms: Arc<Highlighter>) -> Self {
+        self.terms = terms;
+        self
     }
 }
 

@@ -141,6 +141,13 @@ impl Theme {
     fn match_text(&self) -> Style {
         Style::new().add_modifier(Modifier::BOLD)
     }
+    /// A word of the query, wherever the preview shows it.
+    fn term(&self) -> Style {
+        self.pick(
+            Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
+            Style::new().add_modifier(Modifier::UNDERLINED | Modifier::BOLD),
+        )
+    }
     /// The marker beside matched lines: a bar in colour; with `NO_COLOR` a `>` that reads as a
     /// marker even where bold is not rendered.
     fn match_marker(&self) -> &'static str {
@@ -563,7 +570,17 @@ pub fn preview_rows(e: &Entry, width: usize, height: usize, theme: &Theme) -> Ve
                 spans.push(Span::styled(marker, theme.match_gutter()));
                 spans.push(Span::styled(number, number_style));
             }
-            spans.push(Span::styled(chunk, text_style));
+            let mut at = 0;
+            for r in e.terms.ranges(&chunk) {
+                if r.start > at {
+                    spans.push(Span::styled(chunk[at..r.start].to_owned(), text_style));
+                }
+                spans.push(Span::styled(chunk[r.clone()].to_owned(), theme.term()));
+                at = r.end;
+            }
+            if at < chunk.len() || at == 0 {
+                spans.push(Span::styled(chunk[at..].to_owned(), text_style));
+            }
             out.push(Line::from(spans));
         }
     }
@@ -956,6 +973,34 @@ mod tests {
         let s: Vec<String> = rows.iter().map(ToString::to_string).collect();
         assert!(s[0].contains("changed since it was indexed"));
         assert_eq!(s[1], ">100 old text");
+    }
+
+    #[test]
+    fn preview_marks_the_words_of_the_query() {
+        let e = Entry::new(
+            hit(1, "/n/a.md", 2),
+            FileView::Lines(Arc::new(vec![
+                "intro".into(),
+                "Set max_file_size before running the server".into(),
+            ])),
+        )
+        .with_terms(Arc::new(dochash::index::lexical::Highlighter::new(
+            "run servers",
+        )));
+        let theme = Theme::new(true);
+        let rows = preview_rows(&e, 80, 10, &theme);
+        let marked: Vec<String> = rows
+            .iter()
+            .flat_map(|l| l.spans.iter())
+            .filter(|s| s.style == theme.term())
+            .map(|s| s.content.to_string())
+            .collect();
+        assert_eq!(marked, ["running", "server"]);
+        // The text itself is unchanged.
+        assert_eq!(
+            rows[1].to_string(),
+            ">2 Set max_file_size before running the server"
+        );
     }
 
     #[test]

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::{Duration, Instant, SystemTime};
 
+use dochash::index::lexical::Highlighter;
+
 use super::Backend;
 use super::app::{Entry, FileView, SearchRequest, SearchResponse};
 use super::sanitize::sanitize_lines;
@@ -56,10 +58,11 @@ fn worker_loop(
             Ok(Vec::new())
         } else {
             run_search(backend, &req.query, limit).map(|hits| {
+                let terms = Arc::new(Highlighter::new(&req.query));
                 hits.into_iter()
                     .map(|hit| {
                         let file = files.get(&hit.path);
-                        Entry::new(hit, file)
+                        Entry::new(hit, file).with_terms(terms.clone())
                     })
                     .collect()
             })
