@@ -431,8 +431,8 @@ fn worker(
         shared.event(super::generation::retired_note(a, &files.id));
     }
     shared.update(|s| s.trained = active.as_ref().map(describe_generation));
-    let enc = Encoder::load(
-        &files.dir,
+    let enc = Encoder::load_model(
+        &files,
         &LoadOptions {
             device: cfg.device,
             trainable: false,

@@ -41,7 +41,7 @@ pub fn fingerprint(files: &ModelFiles, enc: &Encoder) -> Fingerprint {
         model_id: files.id.clone(),
         model_stamp: stamp,
         dim: enc.dim(),
-        pooling: "mean".into(),
+        pooling: enc.profile().describe(),
         chunking: chunk_config(enc),
         max_len: enc.max_len(),
     }

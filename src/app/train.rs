@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::encoder::{BatchLimits, DeviceSpec, Encoder, LoadOptions, Pooling};
+use crate::encoder::{BatchLimits, DeviceSpec, Encoder, LoadOptions, Role};
 use crate::index::{
     Coder, Index, IndexMeta, Progress as IndexProgress, UpdateOptions, UpdateReport,
     corpus_passages,
@@ -223,19 +223,15 @@ fn prepare_in(
     cancel: &Arc<AtomicBool>,
     progress: &mut dyn FnMut(TrainProgress),
 ) -> Result<Outcome, TrainError> {
-    let load = |dir: &Path| {
-        Encoder::load(
-            dir,
-            &LoadOptions {
-                device: opts.device,
-                trainable: false,
-                max_len: None,
-                candle_only: false,
-            },
-        )
+    let load_opts = LoadOptions {
+        device: opts.device,
+        trainable: false,
+        max_len: None,
+        candle_only: false,
     };
+    let load = |dir: &Path| Encoder::load(dir, &load_opts);
     progress(TrainProgress::Reading);
-    let base_enc = load(&base.dir)?;
+    let base_enc = Encoder::load_model(base, &load_opts)?;
     let passages = corpus_passages(current, &base_enc, cancel, MAX_TRAIN_PASSAGES).map_err(err)?;
     check(cancel)?;
     let files = {
@@ -245,6 +241,10 @@ fn prepare_in(
     };
     let mut notes = Vec::new();
     let texts: Vec<&str> = passages.iter().map(|(_, t)| t.as_str()).collect();
+    // What the learners see is what the index embeds: each passage behind the model's document
+    // prompt, if it has one.
+    let prompted = base_enc.prompted(&texts, Role::Document);
+    let learn: Vec<&str> = prompted.iter().map(|c| c.as_ref()).collect();
     if texts.len() >= MAX_TRAIN_PASSAGES {
         notes.push(format!(
             "trained on a sample of {MAX_TRAIN_PASSAGES} passages from {files} files"
@@ -261,7 +261,7 @@ fn prepare_in(
         )),
         Some(cfg) => {
             let (train_idx, held) = hold_back(&passages);
-            let train_texts: Vec<&str> = train_idx.iter().map(|&i| texts[i]).collect();
+            let train_texts: Vec<&str> = train_idx.iter().map(|&i| learn[i]).collect();
             let (tuned, report) = simcse::train(&base.dir, &train_texts, cfg, opts.device, cancel, &mut |p| {
                 progress(TrainProgress::Simcse(p))
             })?;
@@ -270,12 +270,12 @@ fn prepare_in(
             let held_texts: Vec<&str> = held.iter().map(|&i| texts[i]).collect();
             let docs = doc_ids(&held, &passages);
             let rate = |enc: &Encoder| -> Result<Option<f64>, TrainError> {
-                let e = enc.embed(&held_texts, Pooling::Mean, true, BatchLimits::default())?;
+                let e = enc.embed_as(&held_texts, Role::Document, BatchLimits::default())?;
                 Ok(same_document_rate(&e.data, e.dim, &docs))
             };
             let base_rate = rate(&base_enc)?;
             let out = gdir.join("model");
-            simcse::save_model(&tuned, &base.dir, &out)?;
+            simcse::save_model(&tuned, &base.dir, base_enc.profile(), &out)?;
             drop(tuned);
             let tuned_enc = load(&out)?;
             let tuned_rate = rate(&tuned_enc)?;
@@ -339,7 +339,7 @@ fn prepare_in(
             texts.len()
         )),
         Some(cfg) => {
-            let states = CorpusStates::encode(&gen_enc, &texts, BatchLimits::default(), &mut |done, total| {
+            let states = CorpusStates::encode(&gen_enc, &learn, BatchLimits::default(), &mut |done, total| {
                 progress(TrainProgress::States { done, total })
             })?;
             check(cancel)?;

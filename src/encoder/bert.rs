@@ -211,11 +211,14 @@ impl Bert {
         let h = cfg.hidden_size;
         let emb = vb.pp("embeddings");
         let word = Embedding::new(emb.get((cfg.vocab_size, h), "word_embeddings.weight")?, h);
+        // A RoBERTa-family table starts with rows for the padding positions: dropping them
+        // makes position 0 the first real one, as in BERT.
         let position = Embedding::new(
             emb.get(
                 (cfg.max_position_embeddings, h),
                 "position_embeddings.weight",
-            )?,
+            )?
+            .narrow(0, cfg.position_offset(), cfg.positions())?,
             h,
         );
         let token_type = Embedding::new(
@@ -299,10 +302,10 @@ impl Bert {
         train: bool,
     ) -> candle_core::Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        if t > self.cfg.max_position_embeddings {
+        if t > self.cfg.positions() {
             candle_core::bail!(
                 "sequence of {t} tokens exceeds the model's limit of {}",
-                self.cfg.max_position_embeddings
+                self.cfg.positions()
             );
         }
         if let Stack::Cpu(cpu) = &self.stack {
@@ -416,10 +419,12 @@ impl Bert {
     }
 }
 
-/// Finds whether a checkpoint's tensor names carry a `bert.` prefix (as saved by
-/// `BertForMaskedLM` and friends) so that both layouts load.
-pub fn has_bert_prefix<'a>(mut names: impl Iterator<Item = &'a str>) -> bool {
-    names.any(|n| n.starts_with("bert.embeddings."))
+/// Whether a checkpoint's tensor names carry the model's prefix (`bert.` as saved by
+/// `BertForMaskedLM` and friends, `roberta.` by `XLMRobertaForMaskedLM`), so that both layouts
+/// load.
+pub fn has_prefix<'a>(mut names: impl Iterator<Item = &'a str>, prefix: &str) -> bool {
+    let want = format!("{prefix}.embeddings.");
+    names.any(|n| n.starts_with(&want))
 }
 
 /// Wraps the encoder's float tensors in [`Var`]s so that an optimiser can update them. Heads the

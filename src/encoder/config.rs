@@ -71,12 +71,18 @@ impl BertConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        // Only BERT proper: RoBERTa-style models offset their position ids and DistilBERT uses
-        // another weight layout, so they would load garbage rather than fail.
+        // BERT, and the RoBERTa family (XLM-R too), which is BERT with position ids that start
+        // after the padding id; DistilBERT and others use another weight layout and would load
+        // garbage rather than fail.
         if let Some(t) = &self.model_type
-            && t != "bert"
+            && !matches!(t.as_str(), "bert" | "roberta" | "xlm-roberta")
         {
-            return Err(format!("model_type {t:?} is not supported (only \"bert\")"));
+            return Err(format!(
+                "model_type {t:?} is not supported (bert, roberta or xlm-roberta)"
+            ));
+        }
+        if self.max_position_embeddings <= self.position_offset() + 1 {
+            return Err("max_position_embeddings leaves no position after the offset".into());
         }
         if self.hidden_size == 0 || self.num_attention_heads == 0 || self.num_hidden_layers == 0 {
             return Err(
@@ -120,6 +126,30 @@ impl BertConfig {
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
             "relu" => Ok(Activation::Relu),
             other => Err(format!("hidden_act {other:?} is not supported")),
+        }
+    }
+
+    /// Where real positions start in the position table: RoBERTa-family models count positions
+    /// from the padding id plus one (2 in XLM-R), BERT from 0.
+    pub fn position_offset(&self) -> usize {
+        match self.model_type.as_deref() {
+            Some("roberta" | "xlm-roberta") => self.pad_token_id + 1,
+            _ => 0,
+        }
+    }
+
+    /// How many tokens a text may have: the position table without its offset.
+    pub fn positions(&self) -> usize {
+        self.max_position_embeddings
+            .saturating_sub(self.position_offset())
+    }
+
+    /// The name prefix of the encoder's tensors in a checkpoint saved with a task head
+    /// (`bert.` for `BertForMaskedLM`, `roberta.` for the RoBERTa family).
+    pub fn weight_prefix(&self) -> &'static str {
+        match self.model_type.as_deref() {
+            Some("roberta" | "xlm-roberta") => "roberta",
+            _ => "bert",
         }
     }
 

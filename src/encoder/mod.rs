@@ -11,6 +11,7 @@ mod device;
 mod kernels;
 mod packed;
 mod pool;
+mod profile;
 mod tiny;
 mod tokenize;
 
@@ -23,6 +24,7 @@ pub use bert::Bert;
 pub use config::{Activation, BertConfig};
 pub use device::{DeviceSpec, open as open_device};
 pub use pool::{Pooling, l2_normalize, pool};
+pub use profile::{Profile, Role};
 pub use tiny::write_tiny_model;
 pub use tokenize::{TextTokenizer, Tokens};
 
@@ -113,6 +115,7 @@ impl Embeddings {
 pub struct Encoder {
     bert: Bert,
     tokenizer: TextTokenizer,
+    profile: Profile,
     device: Device,
     device_label: String,
     varmap: Option<VarMap>,
@@ -123,11 +126,12 @@ impl Encoder {
     /// Loads `config.json`, `tokenizer.json` and `model.safetensors` from `dir`.
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Self, EncoderError> {
         let cfg = BertConfig::from_file(&dir.join("config.json"))?;
+        let profile = Profile::read(dir)?;
         let max_len = match opts.max_len {
             Some(n) => n,
-            None => sentence_bert_max_len(dir).unwrap_or(cfg.max_position_embeddings),
+            None => sentence_bert_max_len(dir).unwrap_or(cfg.positions()),
         }
-        .clamp(2, cfg.max_position_embeddings);
+        .clamp(2, cfg.positions());
         let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), max_len)?;
         let (device, device_label) = device::open(opts.device)?;
 
@@ -137,17 +141,22 @@ impl Encoder {
             msg,
         };
         let names = safetensors_names(&weights).map_err(bad)?;
-        let prefixed = bert::has_bert_prefix(names.iter().map(String::as_str));
+        let prefix = cfg.weight_prefix();
+        let prefixed = bert::has_prefix(names.iter().map(String::as_str), prefix);
 
         let (bert, varmap) = if opts.trainable {
             let bytes = std::fs::read(&weights).map_err(|e| bad(format!("cannot read: {e}")))?;
             let tensors = candle_core::safetensors::load_buffer(&bytes, &device)
                 .map_err(|e| bad(format!("cannot load tensors: {e}")))?;
-            let prefix = if prefixed { "bert." } else { "" };
-            let varmap = bert::varmap_from(tensors, prefix).map_err(|e| bad(e.to_string()))?;
+            let dotted = if prefixed {
+                format!("{prefix}.")
+            } else {
+                String::new()
+            };
+            let varmap = bert::varmap_from(tensors, &dotted).map_err(|e| bad(e.to_string()))?;
             let before = varmap.all_vars().len();
             let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-            let vb = if prefixed { vb.pp("bert") } else { vb };
+            let vb = if prefixed { vb.pp(prefix) } else { vb };
             let bert = Bert::new(vb, &cfg, true, false).map_err(|e| bad(shape_msg(e)))?;
             // VarBuilder over a VarMap silently creates a variable for a missing name; a
             // checkpoint that lacks a tensor must fail instead of training from zeros.
@@ -165,7 +174,7 @@ impl Encoder {
             let vb =
                 unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
                     .map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
-            let vb = if prefixed { vb.pp("bert") } else { vb };
+            let vb = if prefixed { vb.pp(prefix) } else { vb };
             (
                 Bert::new(vb, &cfg, false, !opts.candle_only).map_err(|e| bad(shape_msg(e)))?,
                 None,
@@ -174,11 +183,73 @@ impl Encoder {
         Ok(Self {
             bert,
             tokenizer,
+            profile,
             device,
             device_label,
             varmap,
             dir: dir.to_path_buf(),
         })
+    }
+
+    /// Loads a resolved model: its folder, plus the prompts its preset is known to need when
+    /// the folder does not carry them.
+    pub fn load_model(
+        files: &crate::model::ModelFiles,
+        opts: &LoadOptions,
+    ) -> Result<Self, EncoderError> {
+        let mut enc = Self::load(&files.dir, opts)?;
+        if let Some(p) = crate::model::preset(&files.id) {
+            enc.profile = enc
+                .profile
+                .clone()
+                .with_fallback_prompts(p.query_prompt, p.document_prompt);
+        }
+        Ok(enc)
+    }
+
+    /// How this model pools and what it puts in front of queries and documents.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// `texts` with the prompt of `role` in front (borrowed when the model has none).
+    pub fn prompted<'a>(&self, texts: &'a [&'a str], role: Role) -> Vec<std::borrow::Cow<'a, str>> {
+        let prompt = self.profile.prompt(role);
+        texts
+            .iter()
+            .map(|t| {
+                if prompt.is_empty() {
+                    std::borrow::Cow::Borrowed(*t)
+                } else {
+                    std::borrow::Cow::Owned(format!("{prompt}{t}"))
+                }
+            })
+            .collect()
+    }
+
+    /// Unit-length vectors of `texts` as this model embeds queries or documents: its prompt in
+    /// front, its pooling.
+    pub fn embed_as(
+        &self,
+        texts: &[&str],
+        role: Role,
+        limits: BatchLimits,
+    ) -> Result<Embeddings, EncoderError> {
+        self.embed_as_with(texts, role, limits, |_, _, _| Ok(()))
+    }
+
+    /// [`embed_as`](Self::embed_as), handing each batch to `on_batch` like
+    /// [`embed_with`](Self::embed_with).
+    pub fn embed_as_with<E: From<EncoderError>>(
+        &self,
+        texts: &[&str],
+        role: Role,
+        limits: BatchLimits,
+        on_batch: impl FnMut(&[usize], &Tensor, &Tensor) -> Result<(), E>,
+    ) -> Result<Embeddings, E> {
+        let prompted = self.prompted(texts, role);
+        let refs: Vec<&str> = prompted.iter().map(|c| c.as_ref()).collect();
+        self.embed_with(&refs, self.profile.pooling, true, limits, on_batch)
     }
 
     pub fn dim(&self) -> usize {

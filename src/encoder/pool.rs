@@ -13,6 +13,8 @@ pub enum Pooling {
     Mean,
     /// The `[CLS]` token's state.
     Cls,
+    /// Element-wise maximum over real tokens.
+    Max,
 }
 
 impl FromStr for Pooling {
@@ -21,7 +23,8 @@ impl FromStr for Pooling {
         match s {
             "mean" => Ok(Self::Mean),
             "cls" => Ok(Self::Cls),
-            _ => Err(format!("unknown pooling {s:?}: use mean or cls")),
+            "max" => Ok(Self::Max),
+            _ => Err(format!("unknown pooling {s:?}: use mean, cls or max")),
         }
     }
 }
@@ -31,6 +34,7 @@ impl fmt::Display for Pooling {
         f.write_str(match self {
             Self::Mean => "mean",
             Self::Cls => "cls",
+            Self::Max => "max",
         })
     }
 }
@@ -46,6 +50,12 @@ pub fn pool(states: &Tensor, mask: &Tensor, how: Pooling) -> candle_core::Result
             // only guards against a caller passing an all-zero mask.
             let count = m.sum(1)?.clamp(1e-9, f64::MAX)?;
             sum.broadcast_div(&count)
+        }
+        Pooling::Max => {
+            // Padding is pushed far below any real value before the maximum.
+            let m = mask.to_dtype(states.dtype())?.unsqueeze(D::Minus1)?;
+            let penalty = ((m - 1.0)? * 1e9)?;
+            states.broadcast_add(&penalty)?.max(1)
         }
     }
 }
@@ -81,6 +91,8 @@ mod tests {
         assert_eq!(mean, vec![vec![2., 3.], vec![7., 8.]]);
         let cls: Vec<Vec<f32>> = pool(&s, &m, Pooling::Cls).unwrap().to_vec2().unwrap();
         assert_eq!(cls, vec![vec![1., 2.], vec![5., 6.]]);
+        let max: Vec<Vec<f32>> = pool(&s, &m, Pooling::Max).unwrap().to_vec2().unwrap();
+        assert_eq!(max, vec![vec![3., 4.], vec![9., 10.]]);
         let n: Vec<Vec<f32>> = l2_normalize(&Tensor::new(&[[3f32, 4.]], &Device::Cpu).unwrap())
             .unwrap()
             .to_vec2()

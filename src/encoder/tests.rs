@@ -408,3 +408,117 @@ fn fused_cpu_path_honours_masks_with_holes_and_layer_ranges() {
         "dropout on frozen weights"
     );
 }
+
+/// A RoBERTa-family checkpoint (XLM-R layout: `roberta.` names, positions counted from the
+/// padding id + 1, one token type) is BERT with its position table shifted: made from the same
+/// weights, both must give the same vectors, on the fused path and on candle's.
+#[test]
+fn an_xlm_roberta_layout_loads_as_shifted_bert() {
+    let bert = tiny(false);
+    let roberta = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        bert.path().join("tokenizer.json"),
+        roberta.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bert.path().join("config.json")).unwrap())
+            .unwrap();
+    let positions = cfg["max_position_embeddings"].as_u64().unwrap() as usize;
+    cfg["model_type"] = "xlm-roberta".into();
+    cfg["architectures"] = serde_json::json!(["XLMRobertaModel"]);
+    cfg["pad_token_id"] = 1.into();
+    cfg["max_position_embeddings"] = (positions + 2).into();
+    cfg["type_vocab_size"] = 1.into();
+    std::fs::write(roberta.path().join("config.json"), cfg.to_string()).unwrap();
+    let tensors =
+        candle_core::safetensors::load(bert.path().join("model.safetensors"), &Device::Cpu)
+            .unwrap();
+    let mut out = std::collections::HashMap::new();
+    for (name, t) in tensors {
+        let t = match name.as_str() {
+            "embeddings.position_embeddings.weight" => {
+                let h = t.dim(1).unwrap();
+                let pad = Tensor::full(9.0f32, (2, h), &Device::Cpu).unwrap();
+                Tensor::cat(&[&pad, &t], 0).unwrap()
+            }
+            "embeddings.token_type_embeddings.weight" => t.narrow(0, 0, 1).unwrap(),
+            _ => t,
+        };
+        out.insert(format!("roberta.{name}"), t);
+    }
+    candle_core::safetensors::save(&out, roberta.path().join("model.safetensors")).unwrap();
+
+    for candle_only in [false, true] {
+        let opts = LoadOptions {
+            device: DeviceSpec::Cpu,
+            candle_only,
+            ..Default::default()
+        };
+        let a = Encoder::load(bert.path(), &opts).unwrap();
+        let b = Encoder::load(roberta.path(), &opts).unwrap();
+        assert_eq!(b.max_len(), a.max_len());
+        let ea = a
+            .embed(TEXTS, Pooling::Mean, true, BatchLimits::default())
+            .unwrap();
+        let eb = b
+            .embed(TEXTS, Pooling::Mean, true, BatchLimits::default())
+            .unwrap();
+        assert!(
+            max_abs_diff(&ea.data, &eb.data) < 1e-5,
+            "candle_only {candle_only}"
+        );
+    }
+    // And it trains like BERT (the shifted table is a view of the variable).
+    let t = load(roberta.path(), true);
+    assert!(t.varmap().unwrap().all_vars().len() > 10);
+}
+
+/// A sentence-transformers folder decides pooling and prompts; a preset fills prompts its
+/// folder lacks.
+#[test]
+fn the_profile_decides_pooling_and_prompts() {
+    let dir = tiny(false);
+    std::fs::create_dir_all(dir.path().join("1_Pooling")).unwrap();
+    std::fs::write(
+        dir.path().join("1_Pooling/config.json"),
+        r#"{"pooling_mode_cls_token": true}"#,
+    )
+    .unwrap();
+    let enc = load(dir.path(), false);
+    assert_eq!(enc.profile().pooling, Pooling::Cls);
+    let as_doc = enc
+        .embed_as(&["apple pie"], Role::Document, BatchLimits::default())
+        .unwrap();
+    let cls = enc
+        .embed(&["apple pie"], Pooling::Cls, true, BatchLimits::default())
+        .unwrap();
+    assert!(max_abs_diff(&as_doc.data, &cls.data) < 1e-6);
+
+    let files = crate::model::ModelFiles {
+        dir: dir.path().to_path_buf(),
+        config: dir.path().join("config.json"),
+        tokenizer: dir.path().join("tokenizer.json"),
+        weights: dir.path().join("model.safetensors"),
+        id: "intfloat/e5-small-v2".into(),
+        source: crate::model::Source::LocalDir,
+    };
+    let enc = Encoder::load_model(&files, &LoadOptions::default()).unwrap();
+    assert_eq!(enc.profile().query_prompt, "query: ");
+    let q = enc
+        .embed_as(&["apple pie"], Role::Query, BatchLimits::default())
+        .unwrap();
+    let raw = enc
+        .embed(
+            &["query: apple pie"],
+            Pooling::Cls,
+            true,
+            BatchLimits::default(),
+        )
+        .unwrap();
+    assert!(max_abs_diff(&q.data, &raw.data) < 1e-6);
+    let d = enc
+        .embed_as(&["apple pie"], Role::Document, BatchLimits::default())
+        .unwrap();
+    assert!(max_abs_diff(&q.data, &d.data) > 1e-3, "the prompts differ");
+}

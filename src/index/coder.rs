@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::encoder::{BatchLimits, Embeddings, Encoder, EncoderError, Pooling};
+use crate::encoder::{BatchLimits, Embeddings, Encoder, EncoderError, Role};
 use crate::train::dhim::{DhimConfig, DhimHead};
 
 use super::binarize::{LinearHasher, Method};
@@ -147,33 +147,33 @@ impl Coder {
     }
 }
 
-/// Unit-length mean-pooled vectors of `texts` and, when `coder` is given, their codes
-/// (`coder.words()` words per text), from one encoder pass.
+/// Unit-length vectors of `texts` (queries or documents, as the model embeds them) and, when
+/// `coder` is given, their codes (`coder.words()` words per text), from one encoder pass.
 pub fn embed_and_code(
     encoder: &Encoder,
     coder: Option<&Coder>,
     texts: &[&str],
+    role: Role,
     limits: BatchLimits,
 ) -> Result<(Embeddings, Option<Vec<u64>>), CoderError> {
     match coder {
         Some(Coder::Dhim(head)) => {
             let words = head.cfg.bits.div_ceil(64);
             let mut codes = vec![0u64; texts.len() * words];
-            let emb =
-                encoder.embed_with(texts, Pooling::Mean, true, limits, |batch, states, mask| {
-                    let c = head
-                        .codes_from_encoder(states, mask)
-                        .map_err(|e| CoderError::Head(e.to_string()))?;
-                    for (k, &i) in batch.iter().enumerate() {
-                        codes[i * words..(i + 1) * words]
-                            .copy_from_slice(&c[k * words..(k + 1) * words]);
-                    }
-                    Ok::<(), CoderError>(())
-                })?;
+            let emb = encoder.embed_as_with(texts, role, limits, |batch, states, mask| {
+                let c = head
+                    .codes_from_encoder(states, mask)
+                    .map_err(|e| CoderError::Head(e.to_string()))?;
+                for (k, &i) in batch.iter().enumerate() {
+                    codes[i * words..(i + 1) * words]
+                        .copy_from_slice(&c[k * words..(k + 1) * words]);
+                }
+                Ok::<(), CoderError>(())
+            })?;
             Ok((emb, Some(codes)))
         }
         Some(c) => {
-            let emb = encoder.embed(texts, Pooling::Mean, true, limits)?;
+            let emb = encoder.embed_as(texts, role, limits)?;
             let codes = if emb.is_empty() {
                 Some(Vec::new())
             } else {
@@ -181,6 +181,6 @@ pub fn embed_and_code(
             };
             Ok((emb, codes))
         }
-        None => Ok((encoder.embed(texts, Pooling::Mean, true, limits)?, None)),
+        None => Ok((encoder.embed_as(texts, role, limits)?, None)),
     }
 }

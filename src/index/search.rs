@@ -357,6 +357,7 @@ impl Searcher {
             encoder,
             self.coder.as_ref(),
             &[q.text.as_str()],
+            crate::encoder::Role::Query,
             crate::encoder::BatchLimits::default(),
         )?;
         self.search_parsed(&q, Some(emb.row(0)), code.as_deref(), params)

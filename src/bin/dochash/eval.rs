@@ -356,7 +356,7 @@ pub fn simcse_model(
         ),
     );
     let tmp = cache.join(format!(".tmp-{}", std::process::id()));
-    simcse::save_model(&enc, base, &tmp)?;
+    simcse::save_model(&enc, base, &Default::default(), &tmp)?;
     std::fs::write(
         tmp.join("simcse.json"),
         serde_json::to_string_pretty(&serde_json::json!({"config": cfg, "report": report}))?,

@@ -1,4 +1,4 @@
-//! `dochash model fetch|path`.
+//! `dochash model fetch|path|list`.
 
 use std::process::ExitCode;
 
@@ -22,6 +22,23 @@ pub fn run(g: &Global, cmd: &ModelCmd) -> Result<ExitCode> {
             match model::cached_path(name) {
                 Some(p) => println!("{}", p.display()),
                 None => bail!("{name} is not available locally; run `dochash model fetch {name}`"),
+            }
+        }
+        ModelCmd::List => {
+            for p in model::PRESETS {
+                let cached = model::cached_path(p.id).is_some();
+                println!(
+                    "{:<22} {:<58} {}{}",
+                    p.name,
+                    p.id,
+                    p.about,
+                    if cached { " (downloaded)" } else { "" }
+                );
+                for (what, prompt) in [("query", p.query_prompt), ("document", p.document_prompt)] {
+                    if !prompt.is_empty() {
+                        println!("{:<22} {what} prompt {prompt:?}", "");
+                    }
+                }
             }
         }
     }

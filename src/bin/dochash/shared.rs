@@ -132,8 +132,8 @@ pub fn load_encoder_with(
     max_len: Option<usize>,
     candle_only: bool,
 ) -> Result<Encoder> {
-    let enc = Encoder::load(
-        &files.dir,
+    let enc = Encoder::load_model(
+        files,
         &LoadOptions {
             device: g.device,
             trainable: false,
