@@ -386,6 +386,48 @@ impl Index {
         Ok(())
     }
 
+    /// Stores `passages` (records with unit vectors) as the content of `path`, as an update does
+    /// once it has embedded a file: for tools and benchmarks that bring their own vectors. Codes
+    /// come from the current linear coder; the records' `path` should be `path`.
+    pub fn put_file(
+        &mut self,
+        path: &Path,
+        root: &Path,
+        passages: Vec<(store::PassageRecord, Vec<f32>)>,
+    ) -> Result<(), IndexError> {
+        let generation = self.meta.code.as_ref().map(|c| c.generation).unwrap_or(0);
+        let mut new = Vec::with_capacity(passages.len());
+        for (record, vector) in passages {
+            let code = match &self.coder {
+                Some(c) => c.encode_vectors(&vector, 1)?,
+                None => None,
+            };
+            new.push(store::NewPassage {
+                record,
+                vector,
+                code,
+            });
+        }
+        let rec = store::FileRecord {
+            root: root.to_path_buf(),
+            size: 0,
+            mtime_ns: 0,
+            hash: [0; 32],
+            passages: Vec::new(),
+            lossy: false,
+        };
+        self.store.replace_file(path, Some(rec), &new, generation)?;
+        Ok(())
+    }
+
+    /// Fits the code source to the passages now stored, as an update does when the corpus has
+    /// grown (see `update`); returns its description when it fitted one.
+    pub fn fit_codes(&mut self, bits: usize) -> Result<Option<String>, IndexError> {
+        let r = update::refit(self, bits, &mut |_, _| {})?;
+        self.store.flush()?;
+        Ok(r)
+    }
+
     /// A searcher over the index as it stands: the current codes copied from memory (no disk
     /// read), the vectors mapped.
     pub fn searcher(&self) -> Result<Searcher, IndexError> {
@@ -408,22 +450,5 @@ fn corrupt_store(dir: &Path, msg: &str) -> StoreError {
 }
 
 fn describe_change(old: &Fingerprint, new: &Fingerprint) -> String {
-    if old.schema != new.schema {
-        format!(
-            "the index was made by another version of dochash (schema {} → {}); rebuilding it",
-            old.schema, new.schema
-        )
-    } else if old.model_id != new.model_id {
-        format!(
-            "the index was made with the model {}; rebuilding it for {}",
-            old.model_id, new.model_id
-        )
-    } else if old.model_stamp != new.model_stamp {
-        format!(
-            "the model {} has changed; rebuilding the index",
-            new.model_id
-        )
-    } else {
-        "the index was made with other settings; rebuilding it".into()
-    }
+    format!("the index was {}; rebuilding it", old.difference(new))
 }

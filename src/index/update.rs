@@ -341,8 +341,7 @@ pub(super) fn update(
         index,
     );
 
-    report.refit = maybe_refit(index, opts.bits, progress)?;
-    recode_stale(index)?;
+    report.refit = refit(index, opts.bits, progress)?;
     index.store.compact_if_worth_it()?;
     index.store.flush()?;
     Ok(report)
@@ -406,6 +405,16 @@ fn flush_group(
 
 /// Refits the code source when there is none, when `--bits` changed, when the corpus has at
 /// least doubled since the last fit, or when random hyperplanes can now give way to ITQ.
+pub(super) fn refit(
+    index: &mut Index,
+    bits: usize,
+    progress: &mut dyn FnMut(Progress, &Index),
+) -> Result<Option<String>, IndexError> {
+    let done = maybe_refit(index, bits, progress)?;
+    recode_stale(index)?;
+    Ok(done)
+}
+
 fn maybe_refit(
     index: &mut Index,
     bits: usize,

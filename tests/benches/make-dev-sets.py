@@ -105,13 +105,24 @@ def nodejs_lead(shared, out):
             end = sections[k + 1] if k + 1 < len(sections) else len(lines)
             bounds.append((h, end))
         for h, end in bounds:
-            # The first prose paragraph right under the heading (skipping blank lines,
-            # comments and metadata lines).
+            # The first prose paragraph under the heading: blank lines, HTML comments (YAML
+            # metadata blocks span several lines), quotes, lists and tables are skipped.
             j = h + 1
-            while j < end and (not lines[j].strip() or lines[j].lstrip().startswith(("<!--", ">", "*", "-", "|", "```"))):
-                if lines[j].startswith("```"):
-                    break
-                j += 1
+            in_comment = False
+            while j < end:
+                l = lines[j].strip()
+                if in_comment:
+                    in_comment = "-->" not in l
+                    j += 1
+                    continue
+                if l.startswith("<!--"):
+                    in_comment = "-->" not in l
+                    j += 1
+                    continue
+                if not l or l.startswith((">", "*", "-", "|")):
+                    j += 1
+                    continue
+                break
             if j >= end or lines[j].startswith("```"):
                 continue
             para = []
@@ -124,10 +135,13 @@ def nodejs_lead(shared, out):
             if not m:
                 continue
             first = m.group(1)
-            if len(first.split()) < 8 or len(first) > 300:
+            if len(first.split()) < 8 or len(first) > 300 or not first[0].isupper():
                 continue
             candidates.append((name, h, end, para, first))
         docs[name] = lines
+    # A sentence that also appears elsewhere has no one answer.
+    everything = "\n".join(" ".join(l.strip() for l in ls) for ls in docs.values())
+    candidates = [c for c in candidates if everything.count(c[4]) == 1]
     rng.shuffle(candidates)
     chosen = sorted(candidates[:400], key=lambda c: (c[0], c[1]))
     queries = []

@@ -14,16 +14,14 @@ use dochash::index::search::cosine;
 use dochash::model::ModelFiles;
 use dochash::rng::SplitMix64;
 
-use crate::cli::{
-    BenchCmd, EncodeArgs, FreshnessArgs, Global, HammingArgs, RecallArgs, SearchBenchArgs,
-};
+use crate::cli::{BenchCmd, EncodeArgs, FreshnessArgs, Global, HammingArgs, RecallArgs};
 use crate::shared;
 
 pub fn run(g: &Global, cmd: &BenchCmd) -> Result<ExitCode> {
     match cmd {
         BenchCmd::Recall(a) => recall(g, a),
         BenchCmd::Hamming(a) => hamming_scan(a),
-        BenchCmd::Search(a) => search(a),
+        BenchCmd::Search(a) => crate::bench_search::run(a),
         BenchCmd::Freshness(a) => freshness(g, a),
         BenchCmd::Encode(a) => encode(g, a),
     }
@@ -227,92 +225,6 @@ fn hamming_scan(a: &HammingArgs) -> Result<()> {
         "{}",
         serde_json::json!({"kernel": hamming::kernel_name(), "codes": a.n, "bits": a.bits,
             "candidates": a.candidates, "best_s": best, "codes_per_s": rate})
-    );
-    Ok(())
-}
-
-/// In-process query latency over synthetic clustered unit vectors (no encoder): Hamming filter
-/// + cosine rerank from an in-memory f16 matrix, as the index owner serves it.
-fn search(a: &SearchBenchArgs) -> Result<()> {
-    let dim = a.dim;
-    let n = a.passages;
-    let mut rng = SplitMix64::new(7);
-    let mut unif = move || rng.uniform_f32() * 2.0 - 1.0;
-    let centres: Vec<f32> = (0..a.clusters * dim).map(|_| unif()).collect();
-    let mut db = vec![0f32; n * dim];
-    for i in 0..n {
-        let c = (i * 7919) % a.clusters;
-        let row = &mut db[i * dim..(i + 1) * dim];
-        for (j, x) in row.iter_mut().enumerate() {
-            *x = centres[c * dim + j] + 0.6 * unif();
-        }
-        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-        row.iter_mut().for_each(|x| *x /= norm);
-    }
-    let fit_n = n.min(50_000);
-    let t = Instant::now();
-    let hasher = LinearHasher::fit(Method::Itq, &db[..fit_n * dim], fit_n, dim, a.bits, 1)?;
-    eprintln!("fitted ITQ on {fit_n} in {:.1}s", t.elapsed().as_secs_f64());
-    let codes = hasher.encode_batch(&db, n)?;
-    let words = hasher.words();
-    let db16: Vec<half::f16> = db.iter().map(|x| half::f16::from_f32(*x)).collect();
-    drop(db);
-    let c = a
-        .candidates
-        .unwrap_or_else(|| dochash::index::search::default_candidates(n, 10, a.bits));
-    let mut lat = Vec::with_capacity(a.queries);
-    let (mut found, mut checked) = (0usize, 0usize);
-    for qi in 0..a.queries {
-        let src = (qi * 104_729) % n;
-        let q: Vec<f32> = db16[src * dim..(src + 1) * dim]
-            .iter()
-            .map(|x| x.to_f32() + 0.05 * unif())
-            .collect();
-        let t = Instant::now();
-        let qc = hasher.encode_batch(&q, 1)?;
-        let top = hamming::top_candidates(&qc, &codes, words, c)?;
-        let mut scored: Vec<(f32, u32)> = top
-            .iter()
-            .map(|t| {
-                let i = t.index as usize;
-                (
-                    dochash::index::search::dot_f16(&q, &db16[i * dim..(i + 1) * dim]),
-                    t.index,
-                )
-            })
-            .collect();
-        let k = 10.min(scored.len());
-        let by_score = |x: &(f32, u32), y: &(f32, u32)| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1));
-        if k > 0 && k < scored.len() {
-            scored.select_nth_unstable_by(k - 1, by_score);
-        }
-        scored.truncate(k);
-        scored.sort_by(by_score);
-        lat.push(t.elapsed().as_secs_f64() * 1e3);
-        // Recall against brute force on a sample of the queries (not timed).
-        if qi < a.recall_queries {
-            let mut all: Vec<(f32, u32)> = (0..n)
-                .map(|i| {
-                    (
-                        dochash::index::search::dot_f16(&q, &db16[i * dim..(i + 1) * dim]),
-                        i as u32,
-                    )
-                })
-                .collect();
-            all.select_nth_unstable_by(9, by_score);
-            let exact: Vec<u32> = all[..10].iter().map(|x| x.1).collect();
-            found += scored.iter().filter(|x| exact.contains(&x.1)).count();
-            checked += 10;
-        }
-    }
-    lat.sort_by(f64::total_cmp);
-    let pct = |p: usize| lat.get(lat.len() * p / 100).copied().unwrap_or(0.0);
-    println!(
-        "{}",
-        serde_json::json!({"passages": n, "dim": dim, "bits": a.bits, "candidates": c,
-            "queries": a.queries, "p50_ms": pct(50), "p95_ms": pct(95), "max_ms": lat.last(),
-            "recall_at_10": found as f64 / checked.max(1) as f64, "recall_queries": checked / 10,
-            "kernel": hamming::kernel_name()})
     );
     Ok(())
 }

@@ -145,6 +145,9 @@ pub struct RetrievalArgs {
     /// Use only the first N queries
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
+    /// Print the first N queries each mode missed, with its top 3 results (on stderr)
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub misses: usize,
     /// One JSON object per mode: mode, hit_at_1, hit_at_10, mrr_at_10, queries
     #[arg(long)]
     pub json: bool,
@@ -241,7 +244,9 @@ pub enum BenchCmd {
     Recall(RecallArgs),
     /// Hamming scan throughput on one thread, random codes
     Hamming(HammingArgs),
-    /// In-process query latency (filter + rerank, no encoder) on synthetic vectors
+    /// Query latency of the product's own searcher over a synthetic index written through the
+    /// real store (clustered vectors, synthetic words), excluding query encoding; cold open time
+    /// and memory too
     Search(SearchBenchArgs),
     /// Time from saving a note to finding it, through the watcher, in a temporary folder
     Freshness(FreshnessArgs),
@@ -360,6 +365,14 @@ pub struct SearchBenchArgs {
     /// Of those, how many to check against brute-force cosine for recall@10
     #[arg(long, default_value_t = 20)]
     pub recall_queries: usize,
+    /// Build the index here and keep it (default: a temporary folder); an index already there
+    /// with the same settings is reused, so cold opens can be timed on their own
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Search modes to time, comma-separated: semantic (filter + rerank) and hybrid (fused with
+    /// BM25 over synthetic words)
+    #[arg(long, default_value = "semantic,hybrid", value_name = "M,...")]
+    pub modes: String,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 //! they share with `dochash-tui` is in the library.
 
 mod bench;
+mod bench_search;
 mod cli;
 mod embed;
 mod eval;

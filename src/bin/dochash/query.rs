@@ -81,9 +81,9 @@ pub fn run(g: &Global, args: &QueryArgs) -> Result<ExitCode> {
     let fp = dochash::app::fingerprint(&files, &enc);
     if fp != meta.fingerprint {
         bail!(
-            "the index was made with {} and cannot be searched with {} as it is; run `dochash index` to rebuild it",
-            meta.fingerprint.model_id,
-            fp.model_id
+            "the index cannot be searched with {} as it is: it was {}; run `dochash index` to rebuild it",
+            fp.model_id,
+            meta.fingerprint.difference(&fp)
         );
     }
     let searcher = index.searcher()?;

@@ -159,6 +159,7 @@ pub fn run(g: &Global, a: &RetrievalArgs) -> Result<()> {
             fusion,
             ..Default::default()
         };
+        let mut shown = 0;
         for (i, it) in items.iter().enumerate() {
             let hits = searcher.query(&enc, &it.query, &params)?;
             let want = docs.join(&it.file);
@@ -170,6 +171,29 @@ pub fn run(g: &Global, a: &RetrievalArgs) -> Result<()> {
                 s.mrr_at_10 += 1.0 / (r + 1) as f64;
                 if r == 0 {
                     s.hit_at_1 += 1.0;
+                }
+            } else if shown < a.misses {
+                shown += 1;
+                let mut lines = vec![format!(
+                    "{} missed {:?} (want {}:{}-{})",
+                    s.mode,
+                    it.query,
+                    it.file.display(),
+                    it.first,
+                    it.last
+                )];
+                for h in hits.iter().take(3) {
+                    let rel = h.path.strip_prefix(&docs).unwrap_or(&h.path);
+                    lines.push(format!(
+                        "    {}:{}-{} {:?}",
+                        rel.display(),
+                        h.line,
+                        h.end_line,
+                        h.text.chars().take(80).collect::<String>()
+                    ));
+                }
+                for l in lines {
+                    shared::note(g, l);
                 }
             }
             pb.set_position(i as u64 + 1);

@@ -88,6 +88,32 @@ pub struct Fingerprint {
     pub max_len: usize,
 }
 
+impl Fingerprint {
+    /// What differs from `other`, in words, for telling the user why an index does not fit.
+    pub fn difference(&self, other: &Fingerprint) -> String {
+        if self.schema != other.schema {
+            format!(
+                "made by another version of dochash (schema {} → {})",
+                self.schema, other.schema
+            )
+        } else if self.model_id != other.model_id {
+            format!(
+                "made with the model {}, not {}",
+                self.model_id, other.model_id
+            )
+        } else if self.model_stamp != other.model_stamp {
+            format!(
+                "made with other weights of {} (their size or date differ)",
+                other.model_id
+            )
+        } else if self.dim != other.dim || self.pooling != other.pooling {
+            "made with another pooling or width".into()
+        } else {
+            "made with other passage settings".into()
+        }
+    }
+}
+
 /// The fitted code source currently in force.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CodeMeta {

@@ -1,0 +1,232 @@
+//! `dochash bench search`: the product's query path at scale. A synthetic index — clustered unit
+//! vectors and words drawn per cluster — is written through the real store (`Index::put_file`,
+//! the same per-file write an update makes, then `Index::fit_codes`), reopened cold, and queried
+//! through the same `Searcher` the owner uses. Query encoding is left out: it does not depend on
+//! the index size and `bench encode` measures it.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use dochash::index::search::{Mode, SearchParams, cosine_f16};
+use dochash::index::store::PassageRecord;
+use dochash::index::{Fingerprint, Index, SCHEMA_VERSION, hamming};
+use dochash::rng::SplitMix64;
+
+use crate::cli::SearchBenchArgs;
+
+/// Passages per synthetic file (the unit of the store's writes).
+const PER_FILE: usize = 100;
+/// Words per passage and in the vocabulary of each cluster.
+const WORDS: usize = 30;
+const TOPIC_WORDS: usize = 60;
+const COMMON_WORDS: usize = 3000;
+
+struct Synth {
+    dim: usize,
+    clusters: usize,
+    centres: Vec<f32>,
+}
+
+impl Synth {
+    fn new(dim: usize, clusters: usize) -> Self {
+        let mut rng = SplitMix64::new(7);
+        let centres = (0..clusters * dim)
+            .map(|_| rng.uniform_f32() * 2.0 - 1.0)
+            .collect();
+        Self {
+            dim,
+            clusters,
+            centres,
+        }
+    }
+
+    fn cluster(&self, i: usize) -> usize {
+        (i * 7919) % self.clusters
+    }
+
+    /// Passage `i`'s unit vector: its cluster's centre plus noise.
+    fn vector(&self, i: usize, noise: f32, rng: &mut SplitMix64) -> Vec<f32> {
+        let c = self.cluster(i);
+        let mut v: Vec<f32> = (0..self.dim)
+            .map(|j| self.centres[c * self.dim + j] + noise * (rng.uniform_f32() * 2.0 - 1.0))
+            .collect();
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        v.iter_mut().for_each(|x| *x /= n);
+        v
+    }
+
+    /// `n` words: mostly from the cluster's topic words, the rest common ones; skewed so that a
+    /// few words are frequent, as in text.
+    fn words(&self, i: usize, n: usize, rng: &mut SplitMix64) -> String {
+        let c = self.cluster(i);
+        let mut out = Vec::with_capacity(n);
+        for k in 0..n {
+            let r = rng.uniform_f32();
+            let skew = (r * r * r * 1000.0) as usize;
+            if k % 3 == 2 {
+                out.push(format!("common{}", skew % COMMON_WORDS));
+            } else {
+                out.push(format!("t{c}w{}", skew % TOPIC_WORDS));
+            }
+        }
+        out.join(" ")
+    }
+}
+
+fn fingerprint(dim: usize) -> Fingerprint {
+    Fingerprint {
+        schema: SCHEMA_VERSION,
+        model_id: "synthetic".into(),
+        model_stamp: String::new(),
+        dim,
+        pooling: "mean".into(),
+        chunking: Default::default(),
+        max_len: 256,
+    }
+}
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn build(dir: &Path, a: &SearchBenchArgs, synth: &Synth) -> Result<f64> {
+    let t = Instant::now();
+    let (mut index, _) = Index::open(dir, &fingerprint(a.dim))?;
+    let root = dir.join("notes");
+    let mut rng = SplitMix64::new(11);
+    let mut i = 0;
+    let mut file = 0;
+    while i < a.passages {
+        let path = root.join(format!("f{file:07}.md"));
+        let n = PER_FILE.min(a.passages - i);
+        let passages = (0..n)
+            .map(|k| {
+                let id = i + k;
+                let text = synth.words(id, WORDS, &mut rng);
+                let rec = PassageRecord {
+                    path: path.clone(),
+                    start_byte: 0,
+                    end_byte: text.len(),
+                    start_line: k as u32 + 1,
+                    end_line: k as u32 + 1,
+                    headings: Vec::new(),
+                    text,
+                };
+                (rec, synth.vector(id, 0.6, &mut rng))
+            })
+            .collect();
+        index.put_file(&path, &root, passages)?;
+        i += n;
+        file += 1;
+        if file % 1000 == 0 {
+            index.flush()?;
+            eprintln!("written {i} passages");
+        }
+    }
+    index.fit_codes(a.bits)?;
+    index.flush()?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+pub fn run(a: &SearchBenchArgs) -> Result<()> {
+    let modes: Vec<Mode> = a
+        .modes
+        .split(',')
+        .map(|m| m.trim().parse::<Mode>().map_err(anyhow::Error::msg))
+        .collect::<Result<_>>()?;
+    if a.passages == 0 || a.dim == 0 {
+        bail!("--passages and --dim must be at least 1");
+    }
+    let synth = Synth::new(a.dim, a.clusters.max(1));
+    let tmp;
+    let dir = match &a.store {
+        Some(d) => d.join("index"),
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().join("index")
+        }
+    };
+    let existing = Index::open_existing(&dir)
+        .ok()
+        .flatten()
+        .is_some_and(|i| i.store().passage_count() == a.passages && i.meta().bits() == a.bits);
+    let build_s = if existing {
+        None
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+        Some(build(&dir, a, &synth)?)
+    };
+
+    // Cold open: the store, the codes into memory, the vectors mapped, the word index.
+    let rss_before = rss_mb();
+    let t = Instant::now();
+    let index = Index::open_existing(&dir)?.context("the benchmark index is missing")?;
+    let searcher = index.searcher()?;
+    let open_ms = t.elapsed().as_secs_f64() * 1e3;
+    let rows = index.store().rows().clone();
+    let vectors = index.store().vectors()?;
+    let bytes = index.store().size_on_disk();
+    let c = a.candidates;
+
+    let mut rng = SplitMix64::new(99);
+    let queries: Vec<(usize, Vec<f32>, String)> = (0..a.queries)
+        .map(|q| {
+            let src = (q * 104_729) % a.passages;
+            let v = synth.vector(src, 0.6, &mut rng);
+            (src, v, synth.words(src, 4, &mut rng))
+        })
+        .collect();
+    for mode in modes {
+        let params = SearchParams {
+            k: 10,
+            candidates: c,
+            mode,
+            ..Default::default()
+        };
+        let mut lat = Vec::with_capacity(queries.len());
+        let (mut found, mut checked) = (0usize, 0usize);
+        for (qi, (_, v, words)) in queries.iter().enumerate() {
+            let t = Instant::now();
+            let hits = searcher.search_with_vector(words, v, &params)?;
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+            // Recall of the semantic side against exact cosine over every row (not timed).
+            if mode == Mode::Semantic && qi < a.recall_queries {
+                let mut all: Vec<(f32, u64)> = (0..rows.rows())
+                    .filter(|&r| !rows.dead[r])
+                    .filter_map(|r| Some((cosine_f16(v, vectors.row(r)?), rows.ids[r])))
+                    .collect();
+                let k = 10.min(all.len());
+                all.select_nth_unstable_by(k.saturating_sub(1), |x, y| {
+                    y.0.total_cmp(&x.0).then(x.1.cmp(&y.1))
+                });
+                let exact: Vec<u64> = all[..k].iter().map(|x| x.1).collect();
+                found += hits.iter().filter(|h| exact.contains(&h.id)).count();
+                checked += k;
+            }
+        }
+        lat.sort_by(f64::total_cmp);
+        let pct = |p: usize| lat.get(lat.len() * p / 100).copied().unwrap_or(0.0);
+        let mode_name = format!("{mode:?}").to_lowercase();
+        println!(
+            "{}",
+            serde_json::json!({"passages": a.passages, "dim": a.dim, "bits": a.bits,
+                "mode": mode_name,
+                "candidates": c.unwrap_or_else(||
+                    dochash::index::search::default_candidates(a.passages, 10, a.bits)),
+                "queries": a.queries, "p50_ms": pct(50), "p95_ms": pct(95),
+                "max_ms": lat.last(), "open_ms": open_ms, "build_s": build_s,
+                "recall_at_10": (checked > 0).then(|| found as f64 / checked as f64),
+                "rss_mb_after_open": rss_mb(), "rss_mb_before_open": rss_before,
+                "index_bytes": bytes, "kernel": hamming::kernel_name()})
+        );
+    }
+    Ok(())
+}
