@@ -94,6 +94,9 @@ pub enum Fusion {
     Rrf { k: f32 },
     /// `alpha × cosine′ + (1 − alpha) × bm25′`, each min-max normalised over the candidates.
     Convex { alpha: f32 },
+    /// `alpha × z(cosine) + (1 − alpha) × z(bm25)`: each list's scores as standard scores over
+    /// its candidates, so a list with one clear winner outweighs a flat one.
+    Zscore { alpha: f32 },
 }
 
 impl Default for Fusion {
@@ -567,6 +570,27 @@ fn fuse(cands: &mut [(u64, Candidate)], mode: Mode, fusion: Fusion, semantic: bo
                 for (_, c) in cands.iter_mut() {
                     let s = c.cosine.map_or(0.0, |x| norm(x, clo, chi));
                     let b = c.bm25.map_or(0.0, |x| norm(x, blo, bhi));
+                    c.score = alpha * s + (1.0 - alpha) * b;
+                }
+            }
+            Fusion::Zscore { alpha } => {
+                // Passages the lexical side did not return score at most its last; 0 is what
+                // BM25 gives a passage without any of the words.
+                let stats = |f: &dyn Fn(&Candidate) -> Option<f32>, missing: Option<f32>| {
+                    let xs: Vec<f32> = cands
+                        .iter()
+                        .filter_map(|(_, c)| f(c).or(missing))
+                        .collect();
+                    let n = xs.len().max(1) as f32;
+                    let mean = xs.iter().sum::<f32>() / n;
+                    let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / n;
+                    (mean, var.sqrt().max(1e-6))
+                };
+                let (cm, cs) = stats(&|c| c.cosine, None);
+                let (bm, bs) = stats(&|c| c.bm25, Some(0.0));
+                for (_, c) in cands.iter_mut() {
+                    let s = c.cosine.map_or(0.0, |x| (x - cm) / cs);
+                    let b = (c.bm25.unwrap_or(0.0) - bm) / bs;
                     c.score = alpha * s + (1.0 - alpha) * b;
                 }
             }

@@ -130,7 +130,7 @@ pub struct RetrievalArgs {
     /// Search modes to measure, comma-separated
     #[arg(long, default_value = "lexical,semantic,hybrid", value_name = "M,...")]
     pub modes: String,
-    /// Fusion for hybrid: rrf, rrf:K or convex:ALPHA
+    /// Fusion for hybrid: rrf, rrf:K, convex:ALPHA or zscore:ALPHA
     #[arg(long, default_value = "rrf", value_name = "F")]
     pub fusion: String,
     /// Passage size in tokens (default: the model's, at most 200)

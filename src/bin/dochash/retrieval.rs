@@ -69,7 +69,8 @@ pub fn parse_fusion(s: &str) -> Result<Fusion> {
     match name {
         "rrf" => Ok(Fusion::Rrf { k: num(60.0)? }),
         "convex" => Ok(Fusion::Convex { alpha: num(0.5)? }),
-        _ => bail!("unknown fusion {s:?}: use rrf, rrf:K or convex:ALPHA"),
+        "zscore" => Ok(Fusion::Zscore { alpha: num(0.5)? }),
+        _ => bail!("unknown fusion {s:?}: use rrf, rrf:K, convex:ALPHA or zscore:ALPHA"),
     }
 }
 
