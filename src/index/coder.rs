@@ -8,8 +8,8 @@
 
 use std::sync::Arc;
 
+use super::dhim::{DhimConfig, DhimHead};
 use crate::encoder::{BatchLimits, Embeddings, Encoder, EncoderError, Role};
-use crate::train::dhim::{DhimConfig, DhimHead};
 
 use super::binarize::{LinearHasher, Method};
 

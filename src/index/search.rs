@@ -577,10 +577,7 @@ fn fuse(cands: &mut [(u64, Candidate)], mode: Mode, fusion: Fusion, semantic: bo
                 // Passages the lexical side did not return score at most its last; 0 is what
                 // BM25 gives a passage without any of the words.
                 let stats = |f: &dyn Fn(&Candidate) -> Option<f32>, missing: Option<f32>| {
-                    let xs: Vec<f32> = cands
-                        .iter()
-                        .filter_map(|(_, c)| f(c).or(missing))
-                        .collect();
+                    let xs: Vec<f32> = cands.iter().filter_map(|(_, c)| f(c).or(missing)).collect();
                     let n = xs.len().max(1) as f32;
                     let mean = xs.iter().sum::<f32>() / n;
                     let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / n;

@@ -30,6 +30,8 @@ pub enum TrainError {
     Encoder(#[from] crate::encoder::EncoderError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Head(#[from] crate::index::dhim::HeadError),
 }
 
 impl TrainError {
