@@ -34,7 +34,7 @@
 //! finally ordered with a counting sort on distance. For large scans a small sample of distances
 //! sets the starting threshold near the final cut-off (and is verified afterwards), so almost
 //! nothing is appended and the hot loop is load, xor, popcount, compare: no heap, no sort of `n`
-//! elements, a single pass over the codes. The alternatives, measured with `benches/hamming.rs`
+//! elements, a single pass over the codes. The alternatives, measured when this design was chosen
 //! on 1 M 64-bit codes and `c` = 1000, are 5–6× slower: a two-pass "histogram of all `n`
 //! distances, then collect" (≈ 0.54 G codes/s) and a bounded max-heap (≈ 0.50 G codes/s), against
 //! ≈ 2.8–3.3 G codes/s here.
@@ -72,9 +72,6 @@ pub enum HammingError {
     /// Candidate indices are `u32`, which bounds the number of codes.
     #[error("{n} codes exceed the u32 index range")]
     TooManyCodes { n: usize },
-    /// Two codes given to [`hamming`] have different widths.
-    #[error("codes have different lengths ({a} and {b} words)")]
-    LengthMismatch { a: usize, b: usize },
     /// A specific kernel was requested that this CPU cannot run.
     #[error("Hamming kernel `{0}` is not supported by this CPU")]
     UnsupportedKernel(&'static str),
@@ -193,7 +190,7 @@ impl std::fmt::Display for Kernel {
     }
 }
 
-/// Name of the kernel used by [`top_candidates`] and [`distances`] on this machine.
+/// Name of the kernel used by [`top_candidates`] on this machine.
 pub fn kernel_name() -> &'static str {
     Kernel::detect().name()
 }
@@ -207,10 +204,6 @@ struct KernelFns {
 /// Most codes scanned between two looks at the survivor buffer: large enough that the per-block
 /// bookkeeping vanishes, small enough that the threshold follows the buffer closely.
 const BLOCK: usize = 1 << 14;
-
-/// Below this many codes [`top_candidates_par`] does not split: thread hand-off costs more than
-/// the scan.
-const PAR_MIN_CODES: usize = 1 << 20;
 
 /// Checks the shapes shared by all entry points and returns the number of codes.
 fn validate(query: &[u64], codes: &[u64], words: usize) -> Result<usize, HammingError> {
@@ -239,77 +232,12 @@ fn validate(query: &[u64], codes: &[u64], words: usize) -> Result<usize, Hamming
     Ok(n)
 }
 
-/// Hamming distance between two codes of the same width.
-pub fn hamming(a: &[u64], b: &[u64]) -> Result<u32, HammingError> {
-    if a.len() != b.len() {
-        return Err(HammingError::LengthMismatch {
-            a: a.len(),
-            b: b.len(),
-        });
-    }
-    if a.is_empty() {
-        return Ok(0);
-    }
-    let mut out = [0u32; 1];
-    distances_into(Kernel::detect().fns(), a, b, a.len(), &mut out)?;
-    Ok(out[0])
-}
-
-/// Distance from `query` to every code, written to `out` (cleared first, then `n` entries).
-///
-/// For evaluation code that needs the full distance distribution; search should use
-/// [`top_candidates`], which never materialises all `n` distances.
-pub fn distances(
-    query: &[u64],
-    codes: &[u64],
-    words: usize,
-    out: &mut Vec<u32>,
-) -> Result<(), HammingError> {
-    distances_with_kernel(Kernel::detect(), query, codes, words, out)
-}
-
-/// [`distances`] with an explicit kernel, for tests and benchmarks; errors if the CPU lacks it.
-pub fn distances_with_kernel(
-    kernel: Kernel,
-    query: &[u64],
-    codes: &[u64],
-    words: usize,
-    out: &mut Vec<u32>,
-) -> Result<(), HammingError> {
-    let fns = kernel.checked_fns()?;
-    let n = validate(query, codes, words)?;
-    out.clear();
-    out.resize(n, 0);
-    distances_into(fns, query, codes, words, out)
-}
-
-fn distances_into(
-    fns: KernelFns,
-    query: &[u64],
-    codes: &[u64],
-    words: usize,
-    out: &mut [u32],
-) -> Result<(), HammingError> {
-    let n = validate(query, codes, words)?;
-    debug_assert_eq!(out.len(), n);
-    if out.len() != n {
-        return Err(HammingError::RaggedCodes {
-            len: codes.len(),
-            words,
-        });
-    }
-    // SAFETY: `fns` comes from a supported kernel (checked by the callers through
-    // `checked_fns` or `detect`), and `validate` established the shape contract.
-    unsafe { (fns.dist)(query, codes, words, out) };
-    Ok(())
-}
-
 /// The `c` codes closest to `query`, sorted by `(distance, index)`.
 ///
 /// Ties at equal distance are broken by the smaller index so that results are deterministic: the
-/// same index and query always give the same candidates regardless of kernel, thread count or
-/// build. `c == 0` gives an empty result and `c >= n` gives all codes, sorted. `words` is the code
-/// width in 64-bit words and `codes` holds `n * words` words, row-major.
+/// same index and query always give the same candidates regardless of kernel or build. `c == 0`
+/// gives an empty result and `c >= n` gives all codes, sorted. `words` is the code width in
+/// 64-bit words and `codes` holds `n * words` words, row-major.
 pub fn top_candidates(
     query: &[u64],
     codes: &[u64],
@@ -331,62 +259,6 @@ pub fn top_candidates_with_kernel(
     let fns = kernel.checked_fns()?;
     let n = validate(query, codes, words)?;
     let mut survivors = scan_select(fns, query, codes, words, 0, c);
-    finish(&mut survivors, c.min(n), words);
-    Ok(survivors)
-}
-
-/// [`top_candidates`] split over the rayon pool: each thread selects its own top `c` from a
-/// contiguous range and the ranges' survivors are merged by the same exact selection.
-///
-/// Exactness: every member of the global top `c` is also in the top `c` of its own range under the
-/// same `(distance, index)` order, so the merge loses nothing. Below 1 M codes (or with one thread)
-/// this is [`top_candidates`]: splitting costs more than it saves.
-///
-/// Whether it helps depends on idle cores and memory bandwidth. On the 2-vCPU development machine
-/// (1 M 64-bit codes, `c` = 1000) it reached 4.7 G codes/s when both cores were free, against
-/// 3.4 G codes/s for one core, but only 2.7 G codes/s (median) while other work was running, below
-/// the sequential 3.2. Search therefore uses [`top_candidates`]; this is for callers that know
-/// the cores are theirs, such as batch evaluation.
-pub fn top_candidates_par(
-    query: &[u64],
-    codes: &[u64],
-    words: usize,
-    c: usize,
-) -> Result<Vec<Candidate>, HammingError> {
-    top_candidates_par_impl(Kernel::detect(), query, codes, words, c, PAR_MIN_CODES)
-}
-
-fn top_candidates_par_impl(
-    kernel: Kernel,
-    query: &[u64],
-    codes: &[u64],
-    words: usize,
-    c: usize,
-    min_codes: usize,
-) -> Result<Vec<Candidate>, HammingError> {
-    use rayon::prelude::*;
-
-    let fns = kernel.checked_fns()?;
-    let n = validate(query, codes, words)?;
-    let threads = rayon::current_num_threads();
-    if n < min_codes || threads < 2 || c == 0 {
-        let mut survivors = scan_select(fns, query, codes, words, 0, c);
-        finish(&mut survivors, c.min(n), words);
-        return Ok(survivors);
-    }
-    // One range per thread: the ranges are all equally expensive, so finer splitting would only
-    // multiply the per-range cost of the first, unthresholded block.
-    let per = n.div_ceil(threads);
-    let parts: Vec<Vec<Candidate>> = codes
-        .par_chunks(per * words)
-        .enumerate()
-        .map(|(i, chunk)| {
-            // `i * per < n <= u32::MAX`, checked by `validate`.
-            let base = (i * per) as u32;
-            scan_select(fns, query, chunk, words, base, c)
-        })
-        .collect();
-    let mut survivors: Vec<Candidate> = parts.into_iter().flatten().collect();
     finish(&mut survivors, c.min(n), words);
     Ok(survivors)
 }
@@ -1119,9 +991,12 @@ mod tests {
                     let query = random_codes(&mut rng, 1, words, mask);
                     let want_d = naive_distances(&query, &codes, words);
                     for k in kernels_under_test() {
-                        let mut got_d = Vec::new();
-                        distances_with_kernel(k, &query, &codes, words, &mut got_d).unwrap();
+                        // The distance kernel (used to sample the starting threshold) on its own.
+                        let mut got_d = vec![0; n];
+                        // SAFETY: `k` is supported and the shapes match `DistFn`'s contract.
+                        unsafe { (k.fns().dist)(&query, &codes, words, &mut got_d) };
                         assert_eq!(got_d, want_d, "distances kernel {k} words {words} n {n}");
+                        // `c == n` below ranks every code, so it checks every scanned distance.
                         for c in [0, 1, 5, 100, n.saturating_sub(1), n, n + 10] {
                             let got = top_candidates_with_kernel(k, &query, &codes, words, c);
                             let want = naive_top(&query, &codes, words, c);
@@ -1215,23 +1090,6 @@ mod tests {
     }
 
     #[test]
-    fn parallel_matches_sequential() {
-        let mut rng = Rng(11);
-        for words in [1usize, 4] {
-            let n = 3 * BLOCK + 5;
-            let codes = random_codes(&mut rng, n, words, u64::MAX);
-            let query = random_codes(&mut rng, 1, words, u64::MAX);
-            for c in [0, 1, 1000, n] {
-                let want = naive_top(&query, &codes, words, c);
-                // `min_codes = 0` forces the split even on a small input.
-                let got = top_candidates_par_impl(Kernel::detect(), &query, &codes, words, c, 0);
-                assert_eq!(got, Ok(want.clone()), "words {words} c {c}");
-                assert_eq!(top_candidates_par(&query, &codes, words, c), Ok(want));
-            }
-        }
-    }
-
-    #[test]
     fn bad_shapes_are_errors() {
         let codes = [0u64; 6];
         assert_eq!(
@@ -1249,19 +1107,15 @@ mod tests {
             top_candidates(&[0; 4], &codes, 4, 1),
             Err(HammingError::RaggedCodes { len: 6, words: 4 })
         );
-        let mut out = vec![7];
-        assert!(distances(&[0; 4], &codes, 4, &mut out).is_err());
-        assert!(top_candidates_par(&[0; 4], &codes, 4, 1).is_err());
-        assert_eq!(
-            hamming(&[1, 2], &[1]),
-            Err(HammingError::LengthMismatch { a: 2, b: 1 })
-        );
     }
 
     #[test]
-    fn hamming_of_pairs() {
-        assert_eq!(hamming(&[], &[]), Ok(0));
-        assert_eq!(hamming(&[0b1011], &[0]), Ok(3));
-        assert_eq!(hamming(&[u64::MAX, 0, 1], &[0, 0, 0]), Ok(65));
+    fn known_distances() {
+        for k in kernels_under_test() {
+            let one = top_candidates_with_kernel(k, &[0b1011], &[0], 1, 1).unwrap();
+            assert_eq!(one[0].distance, 3, "kernel {k}");
+            let three = top_candidates_with_kernel(k, &[u64::MAX, 0, 1], &[0, 0, 0], 3, 1).unwrap();
+            assert_eq!(three[0].distance, 65, "kernel {k}");
+        }
     }
 }
