@@ -146,6 +146,7 @@ pub(crate) fn sections(text: &str, body: Range<usize>, format: Format) -> Vec<Se
         stack: Vec::new(),
         blocks: Vec::new(),
         para: None,
+        lead: None,
         fence: None,
         rst_styles: Vec::new(),
     };
@@ -253,6 +254,8 @@ struct Parser<'a> {
     stack: Vec<(usize, String)>,
     blocks: Vec<Block>,
     para: Option<Range<usize>>,
+    /// An anchor paragraph waiting to see whether a heading follows it.
+    lead: Option<Range<usize>>,
     fence: Option<Fence>,
     /// reStructuredText heading levels come from the order adornment styles first appear.
     rst_styles: Vec<(char, bool)>,
@@ -266,6 +269,7 @@ impl Parser<'_> {
                 let (start, drop) = (fence.start, fence.drop);
                 self.fence = None;
                 if !drop {
+                    self.flush_lead();
                     self.blocks.push(Block {
                         range: start..line.end,
                         code: true,
@@ -368,7 +372,31 @@ impl Parser<'_> {
     }
 
     fn close_para(&mut self) {
-        if let Some(range) = self.para.take() {
+        let Some(range) = self.para.take() else {
+            return;
+        };
+        let text = &self.text[range.clone()];
+        if self.format == Format::Markdown {
+            // Link reference definitions (`[label]: url`) are where links point, not text:
+            // matching a query against a list of link targets only crowds out real passages.
+            if text.lines().all(is_link_definition) {
+                return;
+            }
+            // An HTML anchor on its own (`<a id="…"></a>`) names the heading that follows it;
+            // it belongs to that section, not to the end of the one before.
+            if text.lines().all(is_anchor) {
+                self.flush_lead();
+                self.lead = Some(range);
+                return;
+            }
+        }
+        self.flush_lead();
+        self.blocks.push(Block { range, code: false });
+    }
+
+    /// An anchor that turned out not to precede a heading stays where it was.
+    fn flush_lead(&mut self) {
+        if let Some(range) = self.lead.take() {
             self.blocks.push(Block { range, code: false });
         }
     }
@@ -395,6 +423,9 @@ impl Parser<'_> {
             self.stack.pop();
         }
         self.stack.push((level, title));
+        if let Some(range) = self.lead.take() {
+            self.blocks.push(Block { range, code: false });
+        }
     }
 
     fn finish(mut self) -> Vec<Section> {
@@ -403,14 +434,55 @@ impl Parser<'_> {
             && !fence.drop
         {
             self.close_para();
+            self.flush_lead();
             self.blocks.push(Block {
                 range: fence.start..fence.last,
                 code: true,
             });
         }
+        self.close_para();
+        self.flush_lead();
         self.close_section();
         self.sections
     }
+}
+
+/// `[label]: destination` at most three spaces in (CommonMark's link reference definition).
+fn is_link_definition(line: &str) -> bool {
+    let t = line.trim_start();
+    if line.len() - t.len() > 3 || !t.starts_with('[') {
+        return false;
+    }
+    match t.find("]:") {
+        Some(i) => i > 1 && !t[i + 2..].trim().is_empty(),
+        None => false,
+    }
+}
+
+/// A line of nothing but HTML anchors: `<a id="x"></a>` or `<a name="x"></a>`, repeated.
+fn is_anchor(line: &str) -> bool {
+    let mut t = line.trim();
+    if t.is_empty() {
+        return false;
+    }
+    while !t.is_empty() {
+        let lower = t.get(..6).unwrap_or("").to_ascii_lowercase();
+        if !(lower.starts_with("<a id=") || lower.starts_with("<a nam")) {
+            return false;
+        }
+        let Some(close) = t.find("</a>") else {
+            return false;
+        };
+        // Only the tag: nothing visible between `>` and `</a>`.
+        let Some(gt) = t.find('>') else {
+            return false;
+        };
+        if gt > close || !t[gt + 1..close].trim().is_empty() {
+            return false;
+        }
+        t = t[close + 4..].trim_start();
+    }
+    true
 }
 
 fn opens(format: Format, s: &str) -> Option<(FenceKind, bool)> {
@@ -625,6 +697,37 @@ mod tests {
 
     fn trails(text: &str, format: Format) -> Vec<Vec<String>> {
         parse(text, format).into_iter().map(|(t, _)| t).collect()
+    }
+
+    #[test]
+    fn anchors_go_with_their_heading_and_link_definitions_are_not_text() {
+        let text = "# Errors\n\nIntro text.\n\n<a id=\"ERR_X\"></a>\n\n## ERR_X\n\nAn X failed.\n\n\
+                    [`x`]: #err_x\n[Y]: https://example.com/y\n\n<a id=\"stray\"></a>\n\nplain end\n";
+        let doc = crate::corpus::Document::from_text(text.to_string());
+        let secs = sections(text, doc.body.clone(), Format::Markdown);
+        let shown: Vec<(Vec<String>, Vec<&str>)> = secs
+            .iter()
+            .map(|s| {
+                (
+                    s.trail.clone(),
+                    s.blocks.iter().map(|b| &text[b.range.clone()]).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                (vec!["Errors".to_string()], vec!["Intro text."]),
+                (
+                    vec!["Errors".to_string(), "ERR_X".to_string()],
+                    vec!["<a id=\"ERR_X\"></a>", "An X failed.", "<a id=\"stray\"></a>", "plain end"]
+                ),
+            ]
+        );
+        assert!(is_link_definition("[`napi_finalize`]: #napi_finalize"));
+        assert!(!is_link_definition("[not a def] just text"));
+        assert!(is_anchor("<a id=\"a\"></a><a name=\"b\"></a>"));
+        assert!(!is_anchor("<a id=\"a\">visible</a>"));
     }
 
     #[test]

@@ -35,7 +35,7 @@ use records::{decode, encode, id_hash};
 use rows::RowFiles;
 
 /// Bumped whenever the layout or the meaning of stored data changes; a mismatch rebuilds.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 const SLED_DIR: &str = "sled";
 
