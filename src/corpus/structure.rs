@@ -720,7 +720,12 @@ mod tests {
                 (vec!["Errors".to_string()], vec!["Intro text."]),
                 (
                     vec!["Errors".to_string(), "ERR_X".to_string()],
-                    vec!["<a id=\"ERR_X\"></a>", "An X failed.", "<a id=\"stray\"></a>", "plain end"]
+                    vec![
+                        "<a id=\"ERR_X\"></a>",
+                        "An X failed.",
+                        "<a id=\"stray\"></a>",
+                        "plain end"
+                    ]
                 ),
             ]
         );

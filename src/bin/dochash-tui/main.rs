@@ -28,10 +28,8 @@ use tui::{Backend, JobProgress, StatusInfo, TuiOptions};
     about = "Search your documents as you type",
     long_about = "Search your documents as you type.\n\n\
         Opens on the existing index at once; the folders given are added to it and indexed in the \
-        background, and changes to files are picked up while the UI is open. Keys: type to search, \
-        ↑/↓ (Ctrl-p/Ctrl-n) and PgUp/PgDn move, Enter opens the file in $EDITOR at the passage, \
-        Tab toggles the preview, Ctrl-y copies the path, F1 (or ? on an empty query) shows help, \
-        Esc or Ctrl-c quits."
+        background, and changes to files are picked up while the UI is open. The keys are listed \
+        below and in the help (F1)."
 )]
 struct Args {
     /// Folders (or files) to add to the index
@@ -74,7 +72,13 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<()> {
-    let args = Args::parse();
+    let args = {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Args::command()
+            .after_long_help(tui::keys_help())
+            .get_matches();
+        Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    };
     let home = model::home_dir()?;
     dochash::app::prepare_home(&home)
         .with_context(|| format!("cannot create {}", home.display()))?;

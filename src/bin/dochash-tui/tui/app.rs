@@ -14,6 +14,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::layout::Rect;
 
 use super::input::QueryInput;
+use super::keymap::{self, Command};
 use super::sanitize::{sanitize, sanitize_lines};
 use super::{StatusInfo, ui};
 use dochash::index::search::Hit;
@@ -378,12 +379,13 @@ impl App {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         let alt = key.modifiers.contains(KeyModifiers::ALT);
 
-        if ctrl && matches!(key.code, KeyCode::Char('c' | 'C')) {
+        let command = keymap::lookup(&key);
+        if command == Some(Command::Quit) && ctrl {
             return Action::Quit;
         }
         if self.show_help {
-            match key.code {
-                KeyCode::Esc | KeyCode::F(1) | KeyCode::Char('?') => {
+            match command {
+                Some(Command::Quit | Command::ToggleHelp | Command::HelpWhenEmpty) => {
                     self.show_help = false;
                     return Action::None;
                 }
@@ -393,65 +395,52 @@ impl App {
             }
         }
 
-        match key.code {
-            KeyCode::Esc => Action::Quit,
-            KeyCode::F(1) => {
+        match command {
+            Some(Command::Quit) => Action::Quit,
+            Some(Command::ToggleHelp) => {
                 self.show_help = !self.show_help;
                 Action::None
             }
-            KeyCode::Char('?') if !ctrl && !alt && self.input.text().is_empty() => {
+            Some(Command::HelpWhenEmpty) if self.input.text().is_empty() => {
                 self.show_help = true;
                 Action::None
             }
-            KeyCode::Enter => self.open_selected(),
-            KeyCode::Tab | KeyCode::BackTab => {
+            Some(Command::Open) => self.open_selected(),
+            Some(Command::TogglePreview) => {
                 self.show_preview = !self.show_preview;
                 self.ensure_visible();
                 Action::None
             }
-            KeyCode::Up => self.move_by(-1),
-            KeyCode::Down => self.move_by(1),
-            KeyCode::PageUp => self.move_by(-(self.page_size() as isize)),
-            KeyCode::PageDown => self.move_by(self.page_size() as isize),
-            KeyCode::Left if ctrl => self.cursor(QueryInput::word_left),
-            KeyCode::Right if ctrl => self.cursor(QueryInput::word_right),
-            KeyCode::Left => self.cursor(QueryInput::left),
-            KeyCode::Right => self.cursor(QueryInput::right),
-            KeyCode::Home => self.cursor(QueryInput::home),
-            KeyCode::End => self.cursor(QueryInput::end),
-            KeyCode::Backspace if ctrl || alt => self.edit(QueryInput::delete_word_back),
-            KeyCode::Backspace => self.edit(QueryInput::backspace),
-            KeyCode::Delete => self.edit(QueryInput::delete),
-            KeyCode::Char(c) if ctrl => match c.to_ascii_lowercase() {
-                'p' => self.move_by(-1),
-                'n' => self.move_by(1),
-                'a' => self.cursor(QueryInput::home),
-                'e' => self.cursor(QueryInput::end),
-                'b' => self.cursor(QueryInput::left),
-                'f' => self.cursor(QueryInput::right),
-                'u' => self.edit(QueryInput::clear),
-                'k' => self.edit(QueryInput::kill_to_end),
-                'w' => self.edit(QueryInput::delete_word_back),
-                'h' => self.edit(QueryInput::backspace),
-                'y' => match self.selected_entry() {
-                    Some(e) => Action::Copy {
-                        path: e.hit.path.clone(),
-                    },
-                    None => Action::None,
+            Some(Command::Up) => self.move_by(-1),
+            Some(Command::Down) => self.move_by(1),
+            Some(Command::PageUp) => self.move_by(-(self.page_size() as isize)),
+            Some(Command::PageDown) => self.move_by(self.page_size() as isize),
+            Some(Command::WordLeft) => self.cursor(QueryInput::word_left),
+            Some(Command::WordRight) => self.cursor(QueryInput::word_right),
+            Some(Command::Left) => self.cursor(QueryInput::left),
+            Some(Command::Right) => self.cursor(QueryInput::right),
+            Some(Command::Home) => self.cursor(QueryInput::home),
+            Some(Command::End) => self.cursor(QueryInput::end),
+            Some(Command::DeleteWordBack) => self.edit(QueryInput::delete_word_back),
+            Some(Command::Backspace) => self.edit(QueryInput::backspace),
+            Some(Command::Delete) => self.edit(QueryInput::delete),
+            Some(Command::Clear) => self.edit(QueryInput::clear),
+            Some(Command::KillToEnd) => self.edit(QueryInput::kill_to_end),
+            Some(Command::Copy) => match self.selected_entry() {
+                Some(e) => Action::Copy {
+                    path: e.hit.path.clone(),
                 },
-                'l' => Action::Redraw,
+                None => Action::None,
+            },
+            Some(Command::Redraw) => Action::Redraw,
+            // `?` with text in the query, and every other printable character, is typed.
+            Some(Command::HelpWhenEmpty) | None => match key.code {
+                KeyCode::Char(c) if !ctrl && !alt && !c.is_control() => {
+                    self.input.insert_char(c);
+                    self.query_edited()
+                }
                 _ => Action::None,
             },
-            KeyCode::Char(c) if alt => match c {
-                'b' => self.cursor(QueryInput::word_left),
-                'f' => self.cursor(QueryInput::word_right),
-                _ => Action::None,
-            },
-            KeyCode::Char(c) if !c.is_control() => {
-                self.input.insert_char(c);
-                self.query_edited()
-            }
-            _ => Action::None,
         }
     }
 

@@ -20,6 +20,7 @@ mod app;
 mod clipboard;
 mod editor;
 mod input;
+mod keymap;
 mod sanitize;
 mod terminal;
 mod ui;
@@ -100,6 +101,15 @@ impl TuiOptions {
     pub fn no_color_from_env() -> bool {
         std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
     }
+}
+
+/// The keys, one per line, for `--help`.
+pub fn keys_help() -> String {
+    let mut out = String::from("Keys:\n");
+    for b in keymap::KEYMAP {
+        out.push_str(&format!("  {:<38} {}\n", keymap::keys_label(b), b.help));
+    }
+    out
 }
 
 /// Runs the UI until the user quits. Takes over the terminal (alternate screen, raw mode) and

@@ -654,37 +654,24 @@ pub fn job_text(job: &JobProgress) -> String {
     s
 }
 
-/// The help overlay's lines, key column then description.
-pub const HELP: &[(&str, &str)] = &[
-    ("type", "search as you type"),
-    ("↑ ↓  Ctrl-p Ctrl-n", "select result"),
-    ("PgUp PgDn", "move by a page"),
-    ("Enter", "open in $EDITOR at the line"),
-    ("Tab", "show/hide preview"),
-    ("Ctrl-y", "copy path to clipboard (OSC 52)"),
-    ("← → Home End", "move in the query"),
-    ("Ctrl-a Ctrl-e", "start / end of the query"),
-    ("Ctrl-u Ctrl-w", "clear query / delete word"),
-    ("Ctrl-k", "delete to end of query"),
-    ("Ctrl-l", "redraw the screen"),
-    ("F1", "this help, any time"),
-    ("?", "this help, when the query is empty"),
-    ("", "(otherwise ? is typed)"),
-    ("Esc  Ctrl-c", "quit (Esc closes help first)"),
-];
-
+/// The help overlay: the keymap, key column then description.
 fn draw_help(frame: &mut Frame, area: Rect, theme: &Theme) {
-    let key_w = HELP.iter().map(|(k, _)| str_width(k)).max().unwrap_or(0);
-    let lines: Vec<Line> = HELP
+    let rows: Vec<(String, &str)> = super::keymap::KEYMAP
+        .iter()
+        .map(|b| (super::keymap::keys_label(b), b.help))
+        .collect();
+    let key_w = rows.iter().map(|(k, _)| str_width(k)).max().unwrap_or(0);
+    let lines: Vec<Line> = rows
         .iter()
         .map(|(k, d)| {
+            let pad = key_w.saturating_sub(str_width(k));
             Line::from(vec![
-                Span::styled(format!(" {k:<key_w$}  "), theme.prompt()),
+                Span::styled(format!(" {k}{}  ", " ".repeat(pad)), theme.prompt()),
                 Span::raw(*d),
             ])
         })
         .collect();
-    let text_w = HELP
+    let text_w = rows
         .iter()
         .map(|(_, d)| key_w + 3 + str_width(d))
         .max()
