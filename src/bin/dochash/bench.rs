@@ -8,9 +8,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use dochash::encoder::{BatchLimits, Encoder, Pooling};
-use dochash::index::binarize::{LinearHasher, Method};
 use dochash::index::hamming;
-use dochash::index::search::cosine;
+use dochash::index::search::{Mode, SearchParams};
 use dochash::model::ModelFiles;
 use dochash::rng::SplitMix64;
 
@@ -55,20 +54,13 @@ pub fn read_jsonl(path: &Path, limit: Option<usize>) -> Result<Vec<(String, Stri
 /// length limit and a hash of the texts) because encoding a corpus on a CPU takes minutes.
 pub fn embed_cached(
     g: &Global,
+    files: &ModelFiles,
     enc: &Encoder,
-    model_id: &str,
     texts: &[&str],
     cache: Option<&Path>,
 ) -> Result<Vec<f32>> {
-    let mut h = blake3::Hasher::new();
-    h.update(model_id.as_bytes());
-    h.update(&enc.max_len().to_le_bytes());
-    for t in texts {
-        h.update(t.as_bytes());
-        h.update(&[0]);
-    }
-    let key = h.finalize().to_hex().to_string();
-    let file = cache.map(|d| d.join(format!("emb-{}.f32", &key[..16])));
+    let key = shared::encoding_key(files, enc, texts);
+    let file = cache.map(|d| d.join(format!("emb-{key}.f32")));
     if let Some(f) = &file
         && let Ok(mut fh) = std::fs::File::open(f)
     {
@@ -126,7 +118,9 @@ pub fn parse_list(s: &str) -> Result<Vec<usize>> {
         .collect()
 }
 
-/// Recall@k of the Hamming filter + cosine rerank against exact cosine top-k.
+/// Recall@k of the product's semantic search (Hamming filter + cosine rerank, the owner's own
+/// `Searcher`) against exact cosine top-k: the corpus's embeddings are written into a real index
+/// (`Index::put_file`, codes fitted as an update fits them), one per text.
 fn recall(g: &Global, a: &RecallArgs) -> Result<()> {
     let files = shared::resolve_model(g)?;
     let enc = shared::load_encoder(g, &files, Some(a.max_len))?;
@@ -138,44 +132,44 @@ fn recall(g: &Global, a: &RecallArgs) -> Result<()> {
         g,
         format!("corpus {} texts, {} queries", ct.len(), qt.len()),
     );
-    let db = embed_cached(g, &enc, &files.id, &ct, a.cache.as_deref())?;
-    let qs = embed_cached(g, &enc, &files.id, &qt, a.cache.as_deref())?;
+    let db = embed_cached(g, &files, &enc, &ct, a.cache.as_deref())?;
+    let qs = embed_cached(g, &files, &enc, &qt, a.cache.as_deref())?;
     let dim = enc.dim();
     let n = ct.len();
     let k = a.k;
-
-    // Exact top-k by cosine for each query.
-    let exact: Vec<Vec<usize>> = qs
-        .chunks_exact(dim)
-        .map(|q| top_by_cosine(q, &db, dim, k))
-        .collect();
+    let tmp = tempfile::tempdir()?;
 
     for bits in parse_list(&a.bits)? {
-        let hasher = LinearHasher::fit(Method::Itq, &db, n, dim, bits, 0x5eed)?;
-        let codes = hasher.encode_batch(&db, n)?;
-        let words = hasher.words();
+        let dir = tmp.path().join(format!("b{bits}"));
+        let index = crate::bench_search::write_index(&dir, dim, n, bits, |i| {
+            (ct[i].to_string(), db[i * dim..(i + 1) * dim].to_vec())
+        })?;
+        let searcher = index.searcher()?;
+        let exact: Vec<Vec<u64>> = qs
+            .chunks_exact(dim)
+            .map(|q| crate::bench_search::exact_top(&index, q, k))
+            .collect::<Result<_>>()?;
         let cands: Vec<usize> = match &a.candidates {
             Some(c) => parse_list(c)?,
             None => vec![dochash::index::search::default_candidates(n, k, bits)],
         };
         for c in cands {
+            let params = SearchParams {
+                k,
+                candidates: Some(c),
+                mode: Mode::Semantic,
+                ..Default::default()
+            };
             let mut hit = 0usize;
             let mut took = Vec::with_capacity(qt.len());
             for (qi, q) in qs.chunks_exact(dim).enumerate() {
                 let t0 = Instant::now();
-                let qc = hasher.encode_batch(q, 1)?;
-                let top = hamming::top_candidates(&qc, &codes, words, c)?;
-                let mut scored: Vec<(f32, usize)> = top
-                    .iter()
-                    .map(|t| {
-                        let i = t.index as usize;
-                        (cosine(q, &db[i * dim..(i + 1) * dim]), i)
-                    })
-                    .collect();
-                scored.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+                let hits = searcher.search(q, &params)?;
                 took.push(t0.elapsed().as_secs_f64() * 1e3);
-                let got: Vec<usize> = scored.iter().take(k).map(|s| s.1).collect();
-                hit += exact[qi].iter().filter(|i| got.contains(i)).count();
+                hit += exact[qi]
+                    .iter()
+                    .filter(|id| hits.iter().any(|h| h.id == **id))
+                    .count();
             }
             took.sort_by(f64::total_cmp);
             let r = hit as f64 / (exact.len() * k) as f64;
@@ -195,16 +189,6 @@ fn recall(g: &Global, a: &RecallArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn top_by_cosine(q: &[f32], db: &[f32], dim: usize, k: usize) -> Vec<usize> {
-    let mut s: Vec<(f32, usize)> = db
-        .chunks_exact(dim)
-        .enumerate()
-        .map(|(i, v)| (cosine(q, v), i))
-        .collect();
-    s.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
-    s.into_iter().take(k).map(|x| x.1).collect()
 }
 
 /// Hamming scan throughput on one thread.

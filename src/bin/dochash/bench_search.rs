@@ -97,20 +97,26 @@ fn rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn build(dir: &Path, a: &SearchBenchArgs, synth: &Synth) -> Result<f64> {
-    let t = Instant::now();
-    let (mut index, _) = Index::open(dir, &fingerprint(a.dim))?;
+/// Writes `n` passages, `passage(i)` giving each one's text and unit vector, into a new index
+/// at `dir` through the index's own write path (`Index::put_file`, [`PER_FILE`] passages a
+/// file), then fits `bits`-bit codes as an update would.
+pub fn write_index(
+    dir: &Path,
+    dim: usize,
+    n: usize,
+    bits: usize,
+    mut passage: impl FnMut(usize) -> (String, Vec<f32>),
+) -> Result<Index> {
+    let (mut index, _) = Index::open(dir, &fingerprint(dim))?;
     let root = dir.join("notes");
-    let mut rng = SplitMix64::new(11);
     let mut i = 0;
     let mut file = 0;
-    while i < a.passages {
+    while i < n {
         let path = root.join(format!("f{file:07}.md"));
-        let n = PER_FILE.min(a.passages - i);
-        let passages = (0..n)
+        let count = PER_FILE.min(n - i);
+        let passages = (0..count)
             .map(|k| {
-                let id = i + k;
-                let text = synth.words(id, WORDS, &mut rng);
+                let (text, vector) = passage(i + k);
                 let rec = PassageRecord {
                     path: path.clone(),
                     start_byte: 0,
@@ -120,19 +126,47 @@ fn build(dir: &Path, a: &SearchBenchArgs, synth: &Synth) -> Result<f64> {
                     headings: Vec::new(),
                     text,
                 };
-                (rec, synth.vector(id, 0.6, &mut rng))
+                (rec, vector)
             })
             .collect();
         index.put_file(&path, &root, passages)?;
-        i += n;
+        i += count;
         file += 1;
         if file % 1000 == 0 {
             index.flush()?;
             eprintln!("written {i} passages");
         }
     }
-    index.fit_codes(a.bits)?;
+    index.fit_codes(bits)?;
     index.flush()?;
+    Ok(index)
+}
+
+/// The ids of the `k` passages closest to `q` by exact cosine, over every live row.
+pub fn exact_top(index: &Index, q: &[f32], k: usize) -> Result<Vec<u64>> {
+    let rows = index.store().rows();
+    let vectors = index.store().vectors()?;
+    let mut all: Vec<(f32, u64)> = (0..rows.rows())
+        .filter(|&r| !rows.dead[r])
+        .filter_map(|r| Some((cosine_f16(q, vectors.row(r)?), rows.ids[r])))
+        .collect();
+    let k = k.min(all.len());
+    if k == 0 {
+        return Ok(Vec::new());
+    }
+    all.select_nth_unstable_by(k - 1, |x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+    Ok(all[..k].iter().map(|x| x.1).collect())
+}
+
+fn build(dir: &Path, a: &SearchBenchArgs, synth: &Synth) -> Result<f64> {
+    let t = Instant::now();
+    let mut rng = SplitMix64::new(11);
+    write_index(dir, a.dim, a.passages, a.bits, |i| {
+        (
+            synth.words(i, WORDS, &mut rng),
+            synth.vector(i, 0.6, &mut rng),
+        )
+    })?;
     Ok(t.elapsed().as_secs_f64())
 }
 
@@ -171,8 +205,6 @@ pub fn run(a: &SearchBenchArgs) -> Result<()> {
     let index = Index::open_existing(&dir)?.context("the benchmark index is missing")?;
     let searcher = index.searcher()?;
     let open_ms = t.elapsed().as_secs_f64() * 1e3;
-    let rows = index.store().rows().clone();
-    let vectors = index.store().vectors()?;
     let bytes = index.store().size_on_disk();
     let c = a.candidates;
 
@@ -199,17 +231,9 @@ pub fn run(a: &SearchBenchArgs) -> Result<()> {
             lat.push(t.elapsed().as_secs_f64() * 1e3);
             // Recall of the semantic side against exact cosine over every row (not timed).
             if mode == Mode::Semantic && qi < a.recall_queries {
-                let mut all: Vec<(f32, u64)> = (0..rows.rows())
-                    .filter(|&r| !rows.dead[r])
-                    .filter_map(|r| Some((cosine_f16(v, vectors.row(r)?), rows.ids[r])))
-                    .collect();
-                let k = 10.min(all.len());
-                all.select_nth_unstable_by(k.saturating_sub(1), |x, y| {
-                    y.0.total_cmp(&x.0).then(x.1.cmp(&y.1))
-                });
-                let exact: Vec<u64> = all[..k].iter().map(|x| x.1).collect();
+                let exact = exact_top(&index, v, 10)?;
                 found += hits.iter().filter(|h| exact.contains(&h.id)).count();
-                checked += k;
+                checked += exact.len();
             }
         }
         lat.sort_by(f64::total_cmp);

@@ -12,6 +12,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{Context, Result, bail};
 use dochash::encoder::{BatchLimits, Encoder, Pooling};
 use dochash::index::binarize::{LinearHasher, Method};
+use dochash::model::ModelFiles;
 use dochash::train::dhim::{self, DhimConfig};
 use dochash::train::metrics::{self, label_ids};
 use dochash::train::simcse::{self, SimcseConfig};
@@ -59,21 +60,14 @@ pub fn bar(g: &Global, len: u64, what: &str) -> ProgressBar {
 /// encoded before.
 pub fn states_cached(
     g: &Global,
+    files: &ModelFiles,
     enc: &Encoder,
-    model_key: &str,
     texts: &[&str],
     cache: &Path,
     what: &str,
 ) -> Result<CorpusStates> {
-    let mut h = blake3::Hasher::new();
-    h.update(model_key.as_bytes());
-    h.update(&enc.max_len().to_le_bytes());
-    for t in texts {
-        h.update(t.as_bytes());
-        h.update(&[0]);
-    }
-    let key = h.finalize().to_hex().to_string();
-    let file = cache.join(format!("states-{}.bin", &key[..16]));
+    let key = shared::encoding_key(files, enc, texts);
+    let file = cache.join(format!("states-{key}.bin"));
     if let Some(s) = CorpusStates::load(&file)
         && s.len() == texts.len()
         && s.dim == enc.dim()
@@ -90,18 +84,6 @@ pub fn states_cached(
     s.save(&file)
         .with_context(|| format!("cannot cache token states in {}", cache.display()))?;
     Ok(s)
-}
-
-/// A key that changes whenever the model's weights do.
-pub fn model_key(dir: &Path) -> String {
-    let w = dir.join("model.safetensors");
-    let meta = std::fs::metadata(&w).ok();
-    format!(
-        "{}|{}|{:?}",
-        dir.display(),
-        meta.as_ref().map(|m| m.len()).unwrap_or(0),
-        meta.and_then(|m| m.modified().ok())
-    )
 }
 
 pub fn default_cache() -> Result<PathBuf> {
@@ -139,11 +121,11 @@ fn hashing(g: &Global, a: &HashingArgs) -> Result<()> {
 
     let files = shared::resolve_model(g)?;
     let enc = shared::load_encoder(g, &files, Some(a.max_len))?;
-    let key = model_key(&files.dir);
+
     let tt: Vec<&str> = train.iter().map(|(_, t)| t.as_str()).collect();
     let qt: Vec<&str> = test.iter().map(|(_, t)| t.as_str()).collect();
-    let db = states_cached(g, &enc, &key, &tt, &cache, "train")?;
-    let qs = states_cached(g, &enc, &key, &qt, &cache, "test")?;
+    let db = states_cached(g, &files, &enc, &tt, &cache, "train")?;
+    let qs = states_cached(g, &files, &enc, &qt, &cache, "test")?;
     // An evenly spaced sample of the database (the files are often sorted by label).
     let sample: Option<Vec<usize>> = a
         .sample_train
@@ -194,15 +176,19 @@ fn hashing(g: &Global, a: &HashingArgs) -> Result<()> {
     }
     // SimCSE fine-tuned on the database texts (no labels), then encoded again.
     let tuned = if methods.iter().any(|m| m.starts_with("simcse")) {
+        let key = shared::encoding_key(&files, &enc, &tt);
         let dir = simcse_model(g, &files.dir, &key, &tt, &simcse_config(a), &cache)?;
-        let tenc = shared::load_encoder_dir(g, &dir, Some(a.max_len))?;
-        let tkey = model_key(&dir);
-        let tdb = states_cached(g, &tenc, &tkey, &tt, &cache, "train (simcse)")?;
+        let tfiles = dochash::model::resolve(
+            &dochash::model::ModelSpec::LocalDir(dir.clone()),
+            &shared::fetch_options(g),
+        )?;
+        let tenc = shared::load_encoder(g, &tfiles, Some(a.max_len))?;
+        let tdb = states_cached(g, &tfiles, &tenc, &tt, &cache, "train (simcse)")?;
         let tdb = match &sample {
             Some(idx) => tdb.subset(idx),
             None => tdb,
         };
-        let tqs = states_cached(g, &tenc, &tkey, &qt, &cache, "test (simcse)")?;
+        let tqs = states_cached(g, &tfiles, &tenc, &qt, &cache, "test (simcse)")?;
         if methods.contains(&"simcse") {
             let p = metrics::precision_at_k_cosine(
                 &tdb.pooled,
@@ -300,21 +286,19 @@ fn simcse_config(a: &HashingArgs) -> SimcseConfig {
 }
 
 /// The SimCSE-tuned model for these texts and settings, trained once and kept in `cache`.
+/// `texts_key` is [`shared::encoding_key`] of `texts` under the base model: the tuned model is
+/// cached under it and the SimCSE settings.
 pub fn simcse_model(
     g: &Global,
     base: &Path,
-    base_key: &str,
+    texts_key: &str,
     texts: &[&str],
     cfg: &SimcseConfig,
     cache: &Path,
 ) -> Result<PathBuf> {
     let mut h = blake3::Hasher::new();
-    h.update(base_key.as_bytes());
+    h.update(texts_key.as_bytes());
     h.update(serde_json::to_string(cfg)?.as_bytes());
-    for t in texts {
-        h.update(t.as_bytes());
-        h.update(&[0]);
-    }
     let dir = cache.join(format!("simcse-{}", &h.finalize().to_hex()[..16]));
     if dir.join("model.safetensors").is_file() {
         shared::note(g, format!("simcse: tuned model from {}", dir.display()));

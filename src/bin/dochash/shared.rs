@@ -65,24 +65,6 @@ pub fn resolve_model(g: &Global) -> Result<ModelFiles> {
     })
 }
 
-/// Loads a model folder that is not resolved through the model spec (e.g. a fine-tuned one).
-pub fn load_encoder_dir(
-    g: &Global,
-    dir: &std::path::Path,
-    max_len: Option<usize>,
-) -> Result<Encoder> {
-    Encoder::load(
-        dir,
-        &LoadOptions {
-            device: g.device,
-            trainable: false,
-            max_len,
-            candle_only: false,
-        },
-    )
-    .with_context(|| format!("cannot load the model in {}", dir.display()))
-}
-
 /// The model the index is built with: the serving trained generation's model when it was
 /// trained from the model asked for, else that model. Only a command that writes the index may
 /// `retire` a generation trained from another model; it says so.
@@ -144,4 +126,17 @@ pub fn load_encoder_with(
     .with_context(|| format!("cannot load the model {}", files.id))?;
     tracing::info!(model = %files.id, device = enc.device_label(), "encoder ready");
     Ok(enc)
+}
+
+/// The cache key of `texts` encoded by a model: the model's index fingerprint (everything the
+/// vectors depend on: weights, width, pooling, prompts, length limit) and the texts themselves.
+pub fn encoding_key(files: &ModelFiles, enc: &Encoder, texts: &[&str]) -> String {
+    let fp = dochash::app::fingerprint(files, enc);
+    let mut h = blake3::Hasher::new();
+    h.update(&serde_json::to_vec(&fp).unwrap_or_default());
+    for t in texts {
+        h.update(t.as_bytes());
+        h.update(&[0]);
+    }
+    h.finalize().to_hex()[..16].to_string()
 }
