@@ -65,6 +65,85 @@ pub fn make_private(dir: &Path) {
     let _ = dir;
 }
 
+/// Why a side file (settings, pointer, drift state) could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SideFileError {
+    /// Written by a newer dochash, in a format this one does not know: left alone, never
+    /// overwritten, so that the newer version still finds it.
+    #[error("{} was written by a newer version of dochash (format {found}, this one reads {ours}); update dochash", path.display())]
+    Newer {
+        path: std::path::PathBuf,
+        found: u32,
+        ours: u32,
+    },
+    /// Not valid: the caller keeps it aside and carries on without it.
+    #[error("{} is damaged ({msg})", path.display())]
+    Damaged {
+        path: std::path::PathBuf,
+        msg: String,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Reads a JSON side file that carries a `version` (files written before versions existed
+/// count as version 1). `Ok(None)` when there is no file.
+pub fn read_versioned<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    ours: u32,
+) -> Result<Option<T>, SideFileError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(SideFileError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let damaged = |msg: String| SideFileError::Damaged {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| damaged(e.to_string()))?;
+    let found = match value.get("version") {
+        None => 1,
+        Some(v) => v
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| damaged("its version is not a number".into()))?,
+    };
+    if found > ours {
+        return Err(SideFileError::Newer {
+            path: path.to_path_buf(),
+            found,
+            ours,
+        });
+    }
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(|e| damaged(e.to_string()))
+}
+
+/// Writes `value` as a JSON side file with its format `version`, atomically.
+pub fn write_versioned<T: serde::Serialize>(
+    path: &Path,
+    version: u32,
+    value: &T,
+) -> std::io::Result<()> {
+    let mut v = serde_json::to_value(value).map_err(std::io::Error::other)?;
+    if let Some(map) = v.as_object_mut() {
+        map.insert("version".into(), version.into());
+    }
+    let text = serde_json::to_string_pretty(&v).map_err(std::io::Error::other)?;
+    write_atomic(path, text.as_bytes())
+}
+
 /// The umask the process started with, so that programs it starts for the user (the editor)
 /// create files the way the user expects.
 static USER_UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
@@ -101,6 +180,37 @@ pub fn restore_user_umask(cmd: &mut std::process::Command) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn side_files_carry_their_version() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct S {
+            a: u32,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.json");
+        assert!(read_versioned::<S>(&p, 2).unwrap().is_none());
+        write_versioned(&p, 2, &S { a: 7 }).unwrap();
+        assert!(
+            std::fs::read_to_string(&p)
+                .unwrap()
+                .contains("\"version\": 2")
+        );
+        assert_eq!(read_versioned::<S>(&p, 2).unwrap(), Some(S { a: 7 }));
+        // Older files without a version are version 1.
+        std::fs::write(&p, r#"{"a": 3}"#).unwrap();
+        assert_eq!(read_versioned::<S>(&p, 2).unwrap(), Some(S { a: 3 }));
+        std::fs::write(&p, r#"{"a": 3, "version": 9}"#).unwrap();
+        assert!(matches!(
+            read_versioned::<S>(&p, 2),
+            Err(SideFileError::Newer { found: 9, .. })
+        ));
+        std::fs::write(&p, "{oops").unwrap();
+        assert!(matches!(
+            read_versioned::<S>(&p, 2),
+            Err(SideFileError::Damaged { .. })
+        ));
+    }
 
     #[test]
     fn atomic_writes_replace_the_file_privately() {

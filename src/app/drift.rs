@@ -14,6 +14,7 @@ use super::train::MIN_DHIM_PASSAGES;
 
 pub const CHURN_FRACTION: f64 = 0.5;
 const FILE: &str = "drift.json";
+const VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Drift {
@@ -24,16 +25,17 @@ pub struct Drift {
 }
 
 impl Drift {
+    /// The saved state; a missing, damaged or newer file counts as no training yet (the worst
+    /// that does is one training attempt more).
     pub fn load(home: &Path) -> Self {
-        std::fs::read_to_string(home.join(FILE))
+        crate::fsx::read_versioned(&home.join(FILE), VERSION)
             .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
+            .flatten()
             .unwrap_or_default()
     }
 
     pub fn save(&self, home: &Path) -> std::io::Result<()> {
-        let text = serde_json::to_string(self).map_err(std::io::Error::other)?;
-        crate::fsx::write_atomic(&home.join(FILE), text.as_bytes())
+        crate::fsx::write_versioned(&home.join(FILE), VERSION, self)
     }
 
     /// Whether a corpus of `passages` passages should be retrained now.

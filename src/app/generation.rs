@@ -24,13 +24,17 @@ pub struct Active {
     pub index: String,
 }
 
+/// Format of the pointer file.
+const POINTER_VERSION: u32 = 1;
+
 /// The serving generation, if training ever switched one in and its files are still there.
+/// A pointer that does not parse, or was written by a newer dochash, is ignored (the base
+/// index serves) and left where it is.
 pub fn active(home: &Path) -> Option<Active> {
-    let text = std::fs::read_to_string(home.join(POINTER)).ok()?;
-    let a: Active = match serde_json::from_str(&text) {
-        Ok(a) => a,
+    let a: Active = match crate::fsx::read_versioned(&home.join(POINTER), POINTER_VERSION) {
+        Ok(a) => a?,
         Err(e) => {
-            tracing::warn!("ignoring {}: {e}", home.join(POINTER).display());
+            tracing::warn!("ignoring the trained generation: {e}");
             return None;
         }
     };
@@ -57,8 +61,7 @@ pub fn generation_dir(home: &Path, n: u32) -> PathBuf {
 
 /// Makes `a` the serving generation (atomic rename of the pointer file).
 pub fn switch(home: &Path, a: &Active) -> std::io::Result<()> {
-    let text = serde_json::to_string_pretty(a).map_err(std::io::Error::other)?;
-    crate::fsx::write_atomic(&home.join(POINTER), text.as_bytes())
+    crate::fsx::write_versioned(&home.join(POINTER), POINTER_VERSION, a)
 }
 
 /// Forgets every generation: the base model and `<home>/index` serve again.

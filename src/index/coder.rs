@@ -17,12 +17,17 @@ use super::binarize::{LinearHasher, Method};
 /// better than random hyperplanes, so LSH is used until the corpus grows.
 pub const MIN_PASSAGES_PER_BIT: usize = 4;
 
+/// Format of a stored hashing head (its JSON header); the linear hashers carry their own.
+const DHIM_BLOB_VERSION: u32 = 1;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CoderError {
     #[error("cannot fit codes: {0}")]
     Fit(String),
     #[error("the stored code source is damaged: {0}")]
     Decode(String),
+    #[error("the stored code source was made by another version of dochash ({0})")]
+    OtherVersion(String),
     #[error(transparent)]
     Encoder(#[from] EncoderError),
     #[error("hashing head: {0}")]
@@ -103,7 +108,10 @@ impl Coder {
                 Ok(out)
             }
             Coder::Dhim(h) => {
-                let head = serde_json::json!({"config": h.cfg, "hidden": h.hidden}).to_string();
+                let head = serde_json::json!({
+                    "version": DHIM_BLOB_VERSION, "config": h.cfg, "hidden": h.hidden
+                })
+                .to_string();
                 let mut out = b"dhim\n".to_vec();
                 out.extend_from_slice(&(head.len() as u32).to_le_bytes());
                 out.extend_from_slice(head.as_bytes());
@@ -120,7 +128,12 @@ impl Coder {
         if let Some(rest) = b.strip_prefix(b"linear\n") {
             return LinearHasher::from_bytes(rest)
                 .map(Coder::Linear)
-                .map_err(|e| CoderError::Decode(e.to_string()));
+                .map_err(|e| match e {
+                    super::binarize::BinarizeError::UnsupportedVersion(_) => {
+                        CoderError::OtherVersion(e.to_string())
+                    }
+                    e => CoderError::Decode(e.to_string()),
+                });
         }
         if let Some(rest) = b.strip_prefix(b"dhim\n") {
             let bad = |m: String| CoderError::Decode(m);
@@ -133,10 +146,21 @@ impl Coder {
                 .ok_or_else(|| bad("truncated".into()))?;
             #[derive(serde::Deserialize)]
             struct Head {
+                #[serde(default = "first_version")]
+                version: u32,
                 config: DhimConfig,
                 hidden: usize,
             }
+            fn first_version() -> u32 {
+                1
+            }
             let h: Head = serde_json::from_slice(head).map_err(|e| bad(e.to_string()))?;
+            if h.version != DHIM_BLOB_VERSION {
+                return Err(CoderError::OtherVersion(format!(
+                    "hashing head format {}",
+                    h.version
+                )));
+            }
             let weights = &rest[4 + len..];
             let device = candle_core::Device::Cpu;
             return DhimHead::from_safetensors(h.config, h.hidden, weights, &device)

@@ -64,28 +64,22 @@ struct Settings {
     corpus: CorpusSettings,
 }
 
+/// Format of `index.json`; a newer one is left alone (see [`crate::fsx::read_versioned`]).
+const SETTINGS_VERSION: u32 = 1;
+
 impl Settings {
     /// The settings file, if there is one. A file that does not parse is moved aside (never
-    /// silently overwritten: it is the user's folder list) and a note says so; a file that
-    /// cannot be read at all is an error, so that nothing writes over it.
+    /// silently overwritten: it is the user's folder list) and a note says so; one written by a
+    /// newer dochash, or that cannot be read at all, is an error, so that nothing writes over it.
     fn load(path: &Path, notes: &mut Vec<String>) -> Result<Option<Self>, IndexError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(IndexError::Root {
-                    path: path.to_path_buf(),
-                    msg: format!("cannot read the list of indexed folders: {e}"),
-                });
-            }
-        };
-        match serde_json::from_str(&text) {
-            Ok(s) => Ok(Some(s)),
-            Err(e) => {
+        use crate::fsx::SideFileError;
+        match crate::fsx::read_versioned(path, SETTINGS_VERSION) {
+            Ok(s) => Ok(s),
+            Err(SideFileError::Damaged { msg, .. }) => {
                 let aside = path.with_extension("json.bad");
                 let kept = std::fs::rename(path, &aside).is_ok();
                 notes.push(format!(
-                    "{} is damaged ({e}); {}the folder list stored in the index is used",
+                    "{} is damaged ({msg}); {}the folder list stored in the index is used",
                     path.display(),
                     if kept {
                         format!("it was kept as {}; ", aside.display())
@@ -95,6 +89,10 @@ impl Settings {
                 ));
                 Ok(None)
             }
+            Err(e) => Err(IndexError::Root {
+                path: path.to_path_buf(),
+                msg: format!("cannot use the list of indexed folders: {e}"),
+            }),
         }
     }
 }
@@ -277,9 +275,8 @@ impl Index {
             roots: self.meta.roots.clone(),
             corpus: self.meta.corpus.clone(),
         };
-        let text = serde_json::to_string_pretty(&settings).map_err(|e| io(e.into()))?;
         crate::failpoint::hit("settings.write");
-        crate::fsx::write_atomic(&path, text.as_bytes()).map_err(io)
+        crate::fsx::write_versioned(&path, SETTINGS_VERSION, &settings).map_err(io)
     }
 
     pub fn meta(&self) -> &IndexMeta {

@@ -628,18 +628,17 @@ pub fn cosine_f16(q: &[f32], v: &[half::f16]) -> f32 {
 mod tests {
     use super::*;
 
-/// Cosine of a unit query and a stored vector (f16 rounding leaves it slightly off unit
-/// length, so it is renormalised).
-fn cosine(q: &[f32], v: &[f32]) -> f32 {
-    let mut dot = 0f32;
-    let mut nv = 0f32;
-    for (a, b) in q.iter().zip(v) {
-        dot += a * b;
-        nv += b * b;
+    /// Cosine of a unit query and a stored vector (f16 rounding leaves it slightly off unit
+    /// length, so it is renormalised).
+    fn cosine(q: &[f32], v: &[f32]) -> f32 {
+        let mut dot = 0f32;
+        let mut nv = 0f32;
+        for (a, b) in q.iter().zip(v) {
+            dot += a * b;
+            nv += b * b;
+        }
+        if nv > 0.0 { dot / nv.sqrt() } else { 0.0 }
     }
-    if nv > 0.0 { dot / nv.sqrt() } else { 0.0 }
-}
-
 
     #[test]
     fn cosine_f16_matches_the_scalar_cosine() {

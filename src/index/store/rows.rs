@@ -153,10 +153,7 @@ fn read_header(
     }
     let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
     if version != FILE_VERSION {
-        return Err(corrupt(
-            path,
-            format!("made by another version (format {version})"),
-        ));
+        return Err(StoreError::OtherVersion(path.to_path_buf()));
     }
     let width = u32::from_le_bytes([h[12], h[13], h[14], h[15]]) as usize;
     if width == 0 || width > max {
@@ -611,6 +608,15 @@ mod tests {
         assert!(matches!(
             RowFiles::open(dir.path(), Some(2)),
             Err(StoreError::Corrupt { .. })
+        ));
+        // Another format version is not damage: it says so.
+        let mut c = std::fs::read(&cpath).unwrap();
+        c[12..16].copy_from_slice(&1u32.to_le_bytes());
+        c[8..12].copy_from_slice(&7u32.to_le_bytes());
+        std::fs::write(&cpath, c).unwrap();
+        assert!(matches!(
+            RowFiles::open(dir.path(), Some(2)),
+            Err(StoreError::OtherVersion(_))
         ));
     }
 }
