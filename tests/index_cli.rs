@@ -281,3 +281,55 @@ fn human_query_output_never_carries_escape_sequences() {
         "{text:?}"
     );
 }
+
+#[test]
+fn odd_queries_get_a_sane_answer_or_one_line_error() {
+    let e = env();
+    e.write("music.md", MUSIC);
+    e.write("fruit.md", FRUIT);
+    e.index(&[e.notes.to_str().unwrap()]);
+    // Empty, only stop words, an unbalanced quote, only a quote: answers, never a panic.
+    for q in [
+        "",
+        "   ",
+        "the of and a",
+        "\"guitar piano",
+        "\"",
+        "\"\"",
+        "apple \"banana",
+    ] {
+        let (code, hits) = e.query(q, &[]);
+        assert!(code == Some(0) || code == Some(1), "{q:?}: exit {code:?}");
+        assert!(hits.len() <= 10);
+    }
+    // A phrase filters: present as written, or nothing.
+    let (_, hits) = e.query("\"banana cherry\"", &[]);
+    assert_eq!(paths(&hits), vec![canon(&e.notes.join("fruit.md"))]);
+    let (code, hits) = e.query("\"cherry banana apple\"", &[]);
+    assert_eq!((code, hits.len()), (Some(1), 0));
+    // 100 KB is refused in one line.
+    let out = dochash(&e.home)
+        .args(["query", &"word ".repeat(20_000)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+    // Each search mode answers on its own.
+    for mode in ["lexical", "semantic", "hybrid"] {
+        let (code, hits) = e.query("guitar", &["--mode", mode]);
+        assert_eq!(code, Some(0), "{mode}");
+        // (The tiny random model's own ranking means nothing; the words decide the others.)
+        let h = hits
+            .iter()
+            .find(|h| h["path"].as_str().unwrap().ends_with("music.md"))
+            .unwrap();
+        if mode != "semantic" {
+            assert!(paths(&hits)[0].ends_with("music.md"), "{mode}");
+        }
+        match mode {
+            "lexical" => assert!(h["cosine"].is_null() && h["lexical_rank"] == 1),
+            "semantic" => assert!(h["bm25"].is_null() && h["semantic_rank"].is_number()),
+            _ => assert!(h["lexical_rank"] == 1 && h["cosine"].is_number()),
+        }
+    }
+}
