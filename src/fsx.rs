@@ -65,6 +65,18 @@ pub fn make_private(dir: &Path) {
     let _ = dir;
 }
 
+/// A file's size and modification time (nanoseconds), which change whenever it is rewritten:
+/// a cheap stand-in for hashing it.
+pub fn file_stamp(meta: &std::fs::Metadata) -> Option<String> {
+    let mtime = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    Some(format!("{} {mtime}", meta.len()))
+}
+
 /// Why a side file (settings, pointer, drift state) could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum SideFileError {

@@ -203,28 +203,24 @@ fn a_crash_during_the_generation_switch_keeps_the_serving_generation() {
     }
     e.index(&[e.notes.to_str().unwrap()]);
     let before = snapshot(&e.home);
-    let out = dochash(&e.home)
-        .env("DOCHASH_FAILPOINTS", "generation.switch=abort")
-        .args([
-            "train", "--simcse", "off", "--dhim", "--force", "--epochs", "1",
-        ])
-        .arg("--model")
-        .arg(&e.model)
-        .output()
-        .unwrap();
+    let train = |failpoints: &str| {
+        dochash(&e.home)
+            .env("DOCHASH_FAILPOINTS", failpoints)
+            .args([
+                "train", "--simcse", "off", "--dhim", "--force", "--epochs", "1",
+            ])
+            .arg("--model")
+            .arg(&e.model)
+            .output()
+            .unwrap()
+    };
+    let out = train("generation.switch=abort");
     assert_aborted_at(&out, "generation.switch");
     // The base generation still serves, untouched.
     assert!(!e.home.join("generation.json").exists());
     assert_eq!(snapshot(&e.home), before);
     // The next run cleans up the half-made generation and works.
-    let out = dochash(&e.home)
-        .args([
-            "train", "--simcse", "off", "--dhim", "--force", "--epochs", "1",
-        ])
-        .arg("--model")
-        .arg(&e.model)
-        .output()
-        .unwrap();
+    let out = train("");
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(e.home.join("generation.json").is_file());
     let after = snapshot(&e.home);

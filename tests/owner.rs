@@ -156,33 +156,13 @@ fn watcher_handles_a_burst_of_1000_files_and_atomic_saves() {
     watch.wait().unwrap();
 }
 
-/// Notes of headed sections (one passage each), enough to pass the training threshold.
-fn many_sections(dir: &Path, files: usize, sections: usize) {
-    const WORDS: &[&str] = &[
-        "apple", "garden", "river", "ocean", "server", "error", "music", "piano", "bread", "soup",
-    ];
-    std::fs::create_dir_all(dir).unwrap();
-    for f in 0..files {
-        let mut text = String::new();
-        for s in 0..sections {
-            text.push_str(&format!("# Part {s}\n\n"));
-            for k in 0..10 {
-                text.push_str(WORDS[(f * 7 + s * 3 + k) % WORDS.len()]);
-                text.push(' ');
-            }
-            text.push_str("\n\n");
-        }
-        std::fs::write(dir.join(format!("n{f:03}.md")), text).unwrap();
-    }
-}
-
 #[test]
 fn the_owner_retrains_in_the_background_and_switches_generations() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
     let notes = tmp.path().join("notes");
     let model = common::tiny_model(tmp.path());
-    many_sections(&notes, 105, 10);
+    common::many_sections(&notes, 105, 10);
     // Not `start_watch`: with training on, the job is busy long after the first update.
     let mut watch = Owner(
         Command::new(common::bin("dochash"))

@@ -535,26 +535,6 @@ fn a_slow_query_does_not_hold_up_indexing() {
     assert!(!q.join().unwrap().is_empty());
 }
 
-/// Notes of headed sections (one passage each), enough to pass the training threshold.
-fn many_sections(dir: &Path, files: usize, sections: usize) {
-    const WORDS: &[&str] = &[
-        "apple", "garden", "river", "ocean", "server", "error", "music", "piano", "bread", "soup",
-    ];
-    std::fs::create_dir_all(dir).unwrap();
-    for f in 0..files {
-        let mut text = String::new();
-        for s in 0..sections {
-            text.push_str(&format!("# Part {s}\n\n"));
-            for k in 0..10 {
-                text.push_str(WORDS[(f * 7 + s * 3 + k) % WORDS.len()]);
-                text.push(' ');
-            }
-            text.push_str("\n\n");
-        }
-        std::fs::write(dir.join(format!("n{f:03}.md")), text).unwrap();
-    }
-}
-
 #[test]
 fn folders_added_while_training_survive_the_switch() {
     let tmp = tempfile::tempdir().unwrap();
@@ -566,7 +546,7 @@ fn folders_added_while_training_survive_the_switch() {
     std::fs::create_dir_all(&extra).unwrap();
     std::fs::write(extra.join("late.md"), "# Late\n\nzebra quartz zebra\n").unwrap();
     let model = tiny_model(tmp.path());
-    many_sections(&notes, 105, 10);
+    common::many_sections(&notes, 105, 10);
     let _watch = failpoint_owner(
         &home,
         &model,

@@ -26,15 +26,8 @@ pub fn prepare_home(home: &std::path::Path) -> std::io::Result<()> {
 /// hash: hashing 90 MB on every query would cost more than the query.
 pub fn fingerprint(files: &ModelFiles, enc: &Encoder) -> Fingerprint {
     let stamp = std::fs::metadata(&files.weights)
-        .map(|m| {
-            let mtime = m
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            format!("{}:{}", m.len(), mtime)
-        })
+        .ok()
+        .and_then(|m| crate::fsx::file_stamp(&m))
         .unwrap_or_default();
     Fingerprint {
         schema: SCHEMA_VERSION,

@@ -317,14 +317,7 @@ pub(super) fn update(
             done += group.len();
             flush_group(index, encoder, opts, &mut group, &mut report)?;
             group_passages = 0;
-            progress(
-                Progress::Embedded {
-                    done,
-                    total: changed.len(),
-                    passages: report.passages_added,
-                },
-                index,
-            );
+            embedded(progress, index, done, changed.len(), &report);
         }
     }
     if cancelled() {
@@ -332,19 +325,29 @@ pub(super) fn update(
     }
     done += group.len();
     flush_group(index, encoder, opts, &mut group, &mut report)?;
-    progress(
-        Progress::Embedded {
-            done,
-            total: changed.len(),
-            passages: report.passages_added,
-        },
-        index,
-    );
+    embedded(progress, index, done, changed.len(), &report);
 
     report.refit = refit(index, opts.bits, progress)?;
     index.store.compact_if_worth_it()?;
     index.store.flush()?;
     Ok(report)
+}
+
+fn embedded(
+    progress: &mut dyn FnMut(Progress, &Index),
+    index: &Index,
+    done: usize,
+    total: usize,
+    report: &UpdateReport,
+) {
+    progress(
+        Progress::Embedded {
+            done,
+            total,
+            passages: report.passages_added,
+        },
+        index,
+    );
 }
 
 fn flush_group(

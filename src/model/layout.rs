@@ -423,14 +423,7 @@ fn stamp_path(path: &Path) -> PathBuf {
 
 /// Size and modification time, which change whenever the file is rewritten.
 fn file_identity(path: &Path) -> Option<String> {
-    let m = fs::metadata(path).ok()?;
-    let mtime = m
-        .modified()
-        .ok()?
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_nanos();
-    Some(format!("{} {mtime}", m.len()))
+    crate::fsx::file_stamp(&fs::metadata(path).ok()?)
 }
 
 #[cfg(test)]

@@ -221,3 +221,23 @@ pub fn start_watch(home: &Path, model: &Path, paths: &[&Path]) -> Owner {
     });
     child
 }
+
+/// Notes of headed sections (one passage each), enough to pass the training threshold.
+pub fn many_sections(dir: &Path, files: usize, sections: usize) {
+    const WORDS: &[&str] = &[
+        "apple", "garden", "river", "ocean", "server", "error", "music", "piano", "bread", "soup",
+    ];
+    std::fs::create_dir_all(dir).unwrap();
+    for f in 0..files {
+        let mut text = String::new();
+        for s in 0..sections {
+            text.push_str(&format!("# Part {s}\n\n"));
+            for k in 0..10 {
+                text.push_str(WORDS[(f * 7 + s * 3 + k) % WORDS.len()]);
+                text.push(' ');
+            }
+            text.push_str("\n\n");
+        }
+        std::fs::write(dir.join(format!("n{f:03}.md")), text).unwrap();
+    }
+}

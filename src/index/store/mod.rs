@@ -748,13 +748,11 @@ fn clean_stamp(dir: &Path) -> Option<String> {
                 stack.push(e.path());
                 continue;
             }
-            let mtime = m
-                .modified()
-                .ok()?
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok()?
-                .as_nanos();
-            out.push(format!("{} {} {mtime}", e.path().display(), m.len()));
+            out.push(format!(
+                "{} {}",
+                e.path().display(),
+                crate::fsx::file_stamp(&m)?
+            ));
         }
     }
     out.sort();
