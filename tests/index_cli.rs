@@ -333,3 +333,56 @@ fn odd_queries_get_a_sane_answer_or_one_line_error() {
         }
     }
 }
+
+#[test]
+fn commands_without_model_keep_the_model_the_index_was_built_for() {
+    let e = env();
+    e.write("m.md", MUSIC);
+    e.index(&[e.notes.to_str().unwrap()]);
+    let before = e.status();
+    let model_id = before["model"].clone();
+    assert!(model_id.as_str().unwrap().starts_with("local:"), "{before}");
+
+    // `--offline`: the default model is never fetched; had it been chosen, this would fail.
+    let run = |args: &[&str]| {
+        let out = dochash(&e.home)
+            .arg("--offline")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(!err.contains("rebuilding"), "{args:?}: {err}");
+    };
+    run(&["index"]);
+    assert_eq!(e.status()["model"], model_id);
+
+    // A home from before the choice was remembered: the index's own record is used.
+    std::fs::remove_file(e.home.join("model.json")).unwrap();
+    run(&["index"]);
+    assert_eq!(e.status()["model"], model_id);
+    assert!(e.home.join("model.json").is_file(), "remembered again");
+
+    // The owner started without a model keeps it too, and answers queries.
+    let mut watch = common::Owner(
+        std::process::Command::new(common::bin("dochash"))
+            .env("DOCHASH_HOME", &e.home)
+            .env_remove("DOCHASH_MODEL")
+            .args(["--offline", "watch", "--no-train"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    common::wait_until("the owner to answer", || {
+        common::status(&e.home).is_some_and(|s| s["owner"] == true && s["job"].is_null())
+            || watch.try_wait().unwrap().is_some()
+    });
+    assert!(watch.try_wait().unwrap().is_none(), "the owner exited");
+    let s = e.status();
+    assert_eq!(s["model"], model_id, "{s}");
+    assert_eq!(s["files"], 1, "{s}");
+    let (_, hits) = e.query("guitar piano", &[]);
+    assert!(!hits.is_empty());
+}

@@ -615,8 +615,8 @@ fn spawn_training(
                 s.training = Some(training("reading notes".into(), 0, 0, String::new()))
             });
             let result = (|| -> Result<super::train::Outcome, AppError> {
-                let base =
-                    crate::model::resolve(&cfg.model.clone().unwrap_or_default(), &cfg.fetch)?;
+                let spec = super::generation::base_spec(&cfg.home, cfg.model.as_ref());
+                let base = crate::model::resolve(&spec, &cfg.fetch)?;
                 let pool = super::train::low_priority_pool()
                     .map_err(|e| AppError::Failed(e.to_string()))?;
                 let on_gpu = !matches!(cfg.device, DeviceSpec::Cpu)

@@ -84,18 +84,77 @@ pub enum Retire {
     Never,
 }
 
+/// `<home>/model.json`: the base model an index of this home was last built for. The model is a
+/// setting like the folder list: a command run without `--model` must not rebuild the index
+/// (or retire a trained generation) for the default model.
+const CHOICE: &str = "model.json";
+const CHOICE_VERSION: u32 = 1;
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Choice {
+    /// A model id as [`ModelFiles::id`] gives it (see [`super::spec_from_id`]).
+    model: String,
+}
+
+/// The base model to use: the one asked for, else the one this home's index was last built
+/// for (a home older than `model.json`: the serving generation's base, else the model recorded
+/// in the base index), else the default.
+pub fn base_spec(home: &Path, requested: Option<&ModelSpec>) -> ModelSpec {
+    if let Some(spec) = requested {
+        return spec.clone();
+    }
+    match crate::fsx::read_versioned::<Choice>(&home.join(CHOICE), CHOICE_VERSION) {
+        Ok(Some(c)) => return super::spec_from_id(&c.model),
+        Ok(None) => {}
+        Err(e) => tracing::warn!("ignoring the remembered model: {e}"),
+    }
+    if let Some(a) = active(home) {
+        return super::spec_from_id(&a.base_model);
+    }
+    let recorded = crate::index::Index::open_existing(&crate::index::index_dir(home))
+        .ok()
+        .flatten()
+        .map(|i| i.meta().fingerprint.model_id.clone());
+    recorded.map_or_else(ModelSpec::default, |id| super::spec_from_id(&id))
+}
+
+/// Records `id` as the home's model (see [`base_spec`]), unless it already is, or the file was
+/// written by a newer dochash (left alone).
+fn remember(home: &Path, id: &str) -> std::io::Result<()> {
+    let path = home.join(CHOICE);
+    match crate::fsx::read_versioned::<Choice>(&path, CHOICE_VERSION) {
+        Ok(Some(c)) if c.model == id => Ok(()),
+        Err(crate::fsx::SideFileError::Newer { .. }) => Ok(()),
+        _ => crate::fsx::write_versioned(
+            &path,
+            CHOICE_VERSION,
+            &Choice {
+                model: id.to_string(),
+            },
+        ),
+    }
+}
+
 /// The model to encode with, and the serving generation: the generation's fine-tuned model when
-/// the user asks for (or defaults to) the model it was trained from, otherwise what the user
-/// asks for. The third value is the generation that was retired because another model was
-/// asked for (only with [`Retire::Allowed`]), for the caller to say so.
+/// the base model (see [`base_spec`]) is the one it was trained from, otherwise the base model.
+/// The third value is the generation that was retired because another model was asked for
+/// (only with [`Retire::Allowed`], which also remembers the base model), for the caller to say
+/// so.
 pub fn resolve_model(
     home: &Path,
     requested: Option<&ModelSpec>,
     fetch: &FetchOptions,
     retire: Retire,
 ) -> Result<(ModelFiles, Option<Active>, Option<Active>), ModelError> {
-    let spec = requested.cloned().unwrap_or_default();
+    let spec = base_spec(home, requested);
     let base = model::resolve(&spec, fetch)?;
+    if retire == Retire::Allowed {
+        remember(home, &base.id).map_err(|source| ModelError::Io {
+            action: "write",
+            path: home.join(CHOICE),
+            source,
+        })?;
+    }
     match active(home) {
         Some(a) if a.base_model == base.id => match &a.model_dir {
             Some(dir) => Ok((

@@ -246,8 +246,6 @@ fn layer_of(name: &str) -> Option<usize> {
     rest.split('.').next()?.parse().ok()
 }
 
-/// Writes a complete model folder: the base folder's config and tokenizer files and the
-/// fine-tuned weights, so it loads like any other model.
 /// Saves a tuned model beside what it needs to load like its base: the base's files other than
 /// the weights, and `profile`'s prompts (which may have come from a preset, not the folder).
 pub fn save_model(

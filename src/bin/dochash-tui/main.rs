@@ -103,25 +103,10 @@ fn run() -> Result<()> {
         return tui::run(Arc::new(Remote::follow(client)), opts);
     }
 
-    // The model the index was made with, unless one is named, so that opening the UI never
-    // rebuilds an index with another model by surprise.
-    let model = args.model.clone().or_else(|| {
-        // A trained generation names the base model it was trained from; the engine maps
-        // that to the generation's own encoder.
-        if let Some(a) = dochash::app::generation::active(&home) {
-            return Some(dochash::app::spec_from_id(&a.base_model));
-        }
-        let meta =
-            dochash::index::Index::open_existing(&dochash::app::generation::index_dir(&home))
-                .ok()
-                .flatten()?;
-        Some(dochash::app::spec_from_id(
-            &meta.meta().fingerprint.model_id,
-        ))
-    });
     let engine = Arc::new(Engine::start(EngineConfig {
         home: home.clone(),
-        model,
+        // Without one named, the engine uses the model the index was built for.
+        model: args.model.clone(),
         device: args.device,
         fetch: FetchOptions {
             offline: args.offline,

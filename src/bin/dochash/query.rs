@@ -11,7 +11,7 @@ use dochash::app::sanitize::sanitize;
 use dochash::app::socket::{Client, QueryRequest};
 use dochash::index::search::check_query;
 use dochash::index::{Hit, Index, IndexError, StoreError, hamming};
-use dochash::model::{self, ModelSpec};
+use dochash::model;
 
 use crate::cli::{Global, QueryArgs, StatusArgs};
 use crate::shared;
@@ -69,13 +69,7 @@ pub fn run(g: &Global, args: &QueryArgs) -> Result<ExitCode> {
     // means the generation's encoder).
     let files = match &g.model {
         Some(_) => shared::resolve_index_model(g, Retire::Never)?,
-        None => {
-            let spec = dochash::app::spec_from_id(&meta.fingerprint.model_id);
-            model::resolve(&spec, &shared::fetch_options(g)).with_context(|| match &spec {
-                ModelSpec::LocalDir(d) => format!("cannot use the model folder {}", d.display()),
-                ModelSpec::Hub(n) => format!("cannot get the model {n}"),
-            })?
-        }
+        None => shared::resolve_spec(g, &dochash::app::spec_from_id(&meta.fingerprint.model_id))?,
     };
     let enc = shared::load_encoder(g, &files, None)?;
     let fp = dochash::app::fingerprint(&files, &enc);

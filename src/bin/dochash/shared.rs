@@ -56,10 +56,15 @@ pub fn fetch_options(g: &Global) -> FetchOptions {
     }
 }
 
-/// Finds the model (downloading the default one on first use).
+/// Finds the model asked for, else the default (downloading it on first use), for commands
+/// that do not touch the index.
 pub fn resolve_model(g: &Global) -> Result<ModelFiles> {
-    let spec = g.model.clone().unwrap_or_default();
-    model::resolve(&spec, &fetch_options(g)).context(match &spec {
+    resolve_spec(g, &g.model.clone().unwrap_or_default())
+}
+
+/// Finds `spec`'s files, with an error that names it.
+pub fn resolve_spec(g: &Global, spec: &ModelSpec) -> Result<ModelFiles> {
+    model::resolve(spec, &fetch_options(g)).context(match spec {
         ModelSpec::LocalDir(d) => format!("cannot use the model folder {}", d.display()),
         ModelSpec::Hub(n) => format!("cannot get the model {n}"),
     })

@@ -40,8 +40,9 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
     index.update(&enc, &uopts, &mut |_, _| {})?;
     drop(enc);
 
-    // Training always starts from the base model the user asked for.
-    let base = shared::resolve_model(g)?;
+    // Training always starts from the base model (the one asked for, else the index's).
+    let spec = generation::base_spec(&home, g.model.as_ref());
+    let base = shared::resolve_spec(g, &spec)?;
     let opts = TrainOptions {
         simcse: match args.simcse {
             SimcseChoice::Off => None,
