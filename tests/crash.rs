@@ -197,7 +197,8 @@ fn a_crash_during_the_generation_switch_keeps_the_serving_generation() {
         for s in 0..10 {
             text.push_str(&format!("# Part {s}\n\n"));
             let w = ["apple", "river", "music", "bread", "server"][(f + s) % 5];
-            text.push_str(&format!("{w} words {f} {s} {w}\n\n"));
+            // 80 words: one passage per section for the tiny model.
+            text.push_str(&format!("{w} words {f} {s} {}\n\n", [w; 76].join(" ")));
         }
         e.write(&format!("n{f:03}.md"), &text);
     }

@@ -11,10 +11,12 @@ use serde_json::Value;
 
 const WORDS: &[&str] = &[
     "apple", "garden", "river", "ocean", "server", "error", "music", "piano", "bread", "soup",
-    "stream", "async", "mountain", "forest", "request", "guitar", "chain", "wheel", "tea", "cup",
+    "stream", "async", "mountain", "forest", "request", "guitar", "cherry", "banana", "water",
+    "thread",
 ];
 
-/// `files` notes of `sections` headed sections each: one passage per section.
+/// `files` notes of `sections` headed sections each: one passage per section, since a section
+/// (80 in-vocabulary words) fills more than half of the tiny model's passage.
 fn notes(dir: &Path, files: usize, sections: usize) {
     std::fs::create_dir_all(dir).unwrap();
     let mut state = 7u64;
@@ -29,7 +31,7 @@ fn notes(dir: &Path, files: usize, sections: usize) {
         let mut text = String::new();
         for s in 0..sections {
             text.push_str(&format!("# Section {s}\n\n"));
-            for _ in 0..12 {
+            for _ in 0..80 {
                 let w = WORDS[(topic * 4 + next() % 6) % WORDS.len()];
                 text.push_str(w);
                 text.push(' ');

@@ -80,6 +80,11 @@ pub struct ChunkConfig {
     /// Whether the heading trail is embedded with the passage (it gives short passages the
     /// context a reader has; it costs where headings carry no meaning).
     pub embed_headings: bool,
+    /// Pack passages across section boundaries, like fixed windows, instead of cutting at every
+    /// heading; the trail all sections share (the document's title) is embedded, and each
+    /// passage shows the trail of the section it starts in (measured in docs/BENCHMARKS.md).
+    #[serde(default)]
+    pub across_sections: bool,
 }
 
 impl Default for ChunkConfig {
@@ -89,6 +94,7 @@ impl Default for ChunkConfig {
             overlap_tokens: 32,
             min_tokens: 16,
             embed_headings: true,
+            across_sections: false,
         }
     }
 }
@@ -137,8 +143,15 @@ pub fn split_as(
         lines: LineCursor { pos: 0, line: 1 },
         out: Vec::new(),
     };
-    for section in sections(text, body, format) {
-        chunker.section(&section);
+    let all = sections(text, body, format);
+    if cfg.across_sections {
+        // One run of blocks: passages may span headings (the heading lines between their
+        // blocks are part of their text).
+        chunker.across(&all);
+    } else {
+        for section in &all {
+            chunker.section(section);
+        }
     }
     chunker.out
 }
@@ -180,6 +193,9 @@ fn levels(code: bool) -> &'static [Level] {
 struct Draft {
     start: usize,
     end: usize,
+    /// Where the new (non-overlap) text starts: the passage shows the headings in force there,
+    /// not those of the overlap it repeats from its predecessor.
+    first: usize,
     /// Tokens of the new (non-overlap) text, to spot a sliver at the end of a section.
     fresh_tokens: usize,
 }
@@ -219,12 +235,55 @@ impl Chunker<'_> {
     }
 
     fn section(&mut self, section: &Section) {
-        let (prefix, base) = self.prefix(&section.trail);
+        self.run(&section.trail, &section.blocks, &|_| section.trail.clone());
+    }
+
+    /// Sections packed as one run (see [`ChunkConfig::across_sections`]): the heading trail all
+    /// of them share is embedded, and each passage shows the trail of the section it starts in.
+    fn across(&mut self, sections: &[Section]) {
+        let mut shared: Vec<String> = Vec::new();
+        let mut first = true;
+        let mut blocks = Vec::new();
+        let mut starts: Vec<(usize, &Vec<String>)> = Vec::new();
+        for s in sections.iter().filter(|s| !s.blocks.is_empty()) {
+            if first {
+                shared = s.trail.clone();
+                first = false;
+            } else {
+                let common = shared
+                    .iter()
+                    .zip(&s.trail)
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                shared.truncate(common);
+            }
+            starts.push((s.blocks[0].range.start, &s.trail));
+            blocks.extend(s.blocks.iter().cloned());
+        }
+        let trail_at = |pos: usize| {
+            let i = starts.partition_point(|(start, _)| *start <= pos);
+            starts
+                .get(i.saturating_sub(1))
+                .map(|(_, t)| (*t).clone())
+                .unwrap_or_default()
+        };
+        self.run(&shared, &blocks, &trail_at);
+    }
+
+    /// Packs `blocks` into passages whose embedded text starts with `trail`; `headings_at`
+    /// gives the trail shown for a passage starting at a byte offset.
+    fn run(
+        &mut self,
+        trail: &[String],
+        blocks: &[Block],
+        headings_at: &dyn Fn(usize) -> Vec<String>,
+    ) {
+        let (prefix, base) = self.prefix(trail);
         let budget = self.max.saturating_sub(base).max(1);
         let overlap = self.overlap.min(budget / 2);
 
         let mut atoms = Vec::new();
-        for Block { range, code } in &section.blocks {
+        for Block { range, code } in blocks {
             self.atomize(trim(self.text, range.clone()), *code, 0, budget, &mut atoms);
         }
         let drafts = self.pack(atoms, &prefix, budget, overlap);
@@ -239,7 +298,7 @@ impl Chunker<'_> {
             self.out.push(Passage {
                 bytes: d.start..d.end,
                 lines: to_u32(first)..=to_u32(last),
-                headings: section.trail.clone(),
+                headings: headings_at(d.first),
                 text: format!("{prefix}{body}"),
             });
         }
@@ -453,6 +512,7 @@ impl Chunker<'_> {
                     drafts.push(Draft {
                         start,
                         end,
+                        first: head.range.start,
                         fresh_tokens,
                     });
                     continue 'passages;
@@ -483,6 +543,7 @@ impl Chunker<'_> {
                         drafts.push(Draft {
                             start: r.start,
                             end: r.end,
+                            first: r.start,
                             fresh_tokens: atom.tokens,
                         });
                         continue 'passages;
@@ -643,6 +704,7 @@ mod tests {
             overlap_tokens: overlap,
             min_tokens: min,
             embed_headings: true,
+            across_sections: false,
         }
     }
 
@@ -1096,6 +1158,43 @@ mod tests {
             }
             let _ = split(&doc, &words, &c);
         }
+    }
+
+    #[test]
+    fn passages_can_span_sections_and_show_where_they_start() {
+        let text = "# T\n\n## A\n\nalpha words here\n\n## B\n\nbeta words here\n";
+        let doc = Document::from_text(text.to_string());
+        let cfg = ChunkConfig {
+            across_sections: true,
+            ..ChunkConfig::default()
+        };
+        let ps = split(&doc, &words, &cfg);
+        assert_eq!(ps.len(), 1);
+        assert_eq!(ps[0].headings, ["T", "A"]);
+        assert_eq!(ps[0].text, "T\nalpha words here\n\n## B\n\nbeta words here");
+        // Small passages: the one that starts in B shows B.
+        let cfg = ChunkConfig {
+            max_tokens: 5,
+            overlap_tokens: 0,
+            min_tokens: 0,
+            ..cfg
+        };
+        let ps = split(&doc, &words, &cfg);
+        let last = ps.last().unwrap();
+        assert!(last.text.contains("beta"), "{ps:?}");
+        assert_eq!(last.headings, ["T", "B"]);
+        // With overlap, the passage's first bytes repeat A's end, yet its new text is B's.
+        let cfg = ChunkConfig {
+            max_tokens: 9,
+            overlap_tokens: 2,
+            ..cfg
+        };
+        let ps = split(&doc, &words, &cfg);
+        let b = ps
+            .iter()
+            .find(|p| p.text.contains("here\n\n## B\n\nbeta"))
+            .unwrap_or_else(|| panic!("no overlapping passage in {ps:?}"));
+        assert_eq!(b.headings, ["T", "B"], "{ps:?}");
     }
 
     #[test]

@@ -232,7 +232,7 @@ pub fn many_sections(dir: &Path, files: usize, sections: usize) {
         let mut text = String::new();
         for s in 0..sections {
             text.push_str(&format!("# Part {s}\n\n"));
-            for k in 0..10 {
+            for k in 0..80 {
                 text.push_str(WORDS[(f * 7 + s * 3 + k) % WORDS.len()]);
                 text.push(' ');
             }

@@ -130,8 +130,8 @@ pub struct RetrievalArgs {
     /// Search modes to measure, comma-separated
     #[arg(long, default_value = "lexical,semantic,hybrid", value_name = "M,...")]
     pub modes: String,
-    /// Fusion for hybrid: rrf, rrf:K, convex:ALPHA or zscore:ALPHA
-    #[arg(long, default_value = "rrf", value_name = "F")]
+    /// Fusion for hybrid: rrf, rrf:K, convex:ALPHA or zscore:ALPHA (the product's is zscore:0.3)
+    #[arg(long, default_value = "zscore:0.3", value_name = "F")]
     pub fusion: String,
     /// Passage size in tokens (default: the model's, at most 200)
     #[arg(long, value_name = "N")]
@@ -142,6 +142,9 @@ pub struct RetrievalArgs {
     /// Do not embed the heading trail with each passage
     #[arg(long)]
     pub no_heading_embed: bool,
+    /// Cut passages at every heading instead of packing across them (the product packs across)
+    #[arg(long)]
+    pub within_sections: bool,
     /// Use only the first N queries
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,

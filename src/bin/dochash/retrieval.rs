@@ -108,6 +108,9 @@ pub fn run(g: &Global, a: &RetrievalArgs) -> Result<()> {
     if a.no_heading_embed {
         fp.chunking.embed_headings = false;
     }
+    if a.within_sections {
+        fp.chunking.across_sections = false;
+    }
     let tmp;
     let home = match &a.home {
         Some(h) => h.clone(),
