@@ -670,3 +670,60 @@ fn pathological_documents_stay_linear_and_bounded() {
         .sum();
     assert!(headings <= 6 * passages as usize);
 }
+
+#[test]
+fn background_training_stops_at_its_cpu_budget_and_waits_for_more_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let notes = tmp.path().join("notes");
+    let fp = tmp.path().join("fp");
+    std::fs::create_dir_all(&fp).unwrap();
+    let model = tiny_model(tmp.path());
+    common::many_sections(&notes, 105, 10);
+    let start = || failpoint_owner(&home, &model, &fp, "train.over_budget=on", &[&notes]);
+    let settled = |files: u64| {
+        wait_until("the update and the decision to train", || {
+            status(&home).is_some_and(|s| s["files"] == files && s["updates"].as_u64() >= Some(1))
+        });
+        status(&home).unwrap()
+    };
+    let drift = || -> Value {
+        let text = std::fs::read_to_string(home.join("drift.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+
+    let owner = start();
+    let s = settled(105);
+    assert_eq!(s["trainings"], 1, "{s}");
+    let passages = s["passages"].as_u64().unwrap();
+    assert!(passages >= 1000, "{s}");
+    wait_until("training to stop at its budget", || {
+        status(&home).is_some_and(|s| s["notes"].to_string().contains("budget of"))
+    });
+    let s = status(&home).unwrap();
+    assert!(s["trained"].is_null(), "{s}");
+    assert!(
+        s["notes"].to_string().contains(&format!(
+            "runs again once about {passages} passages have changed"
+        )),
+        "{s}"
+    );
+    assert_eq!(drift()["misses"], 1);
+    drop(owner);
+
+    // Over half as many passages again: enough after an adopted training, not after a miss.
+    common::many_sections(&notes.join("more1"), 60, 10);
+    let owner = start();
+    let s = settled(165);
+    assert_eq!(
+        s["trainings"], 0,
+        "a corpus that training did not help is not retrained: {s}"
+    );
+    drop(owner);
+
+    // Twice that: now it is a different corpus.
+    common::many_sections(&notes.join("more2"), 60, 10);
+    let _owner = start();
+    let s = settled(225);
+    assert_eq!(s["trainings"], 1, "{s}");
+}

@@ -96,8 +96,12 @@ pub struct EngineStatus {
     pub device: String,
     /// Bumped whenever searchable content changes: a UI re-runs its query when it moves.
     pub generation: u64,
-    /// Updates run since the owner started; an idle owner's stays still.
+    /// Updates finished since the owner started (the decision whether to train included);
+    /// an idle owner's stays still.
     pub updates: u64,
+    /// Background trainings started since the owner started.
+    #[serde(default)]
+    pub trainings: u64,
     /// Bumped whenever anything in this status changes (for [`Engine::wait_change`]).
     pub changes: u64,
     /// A problem that stopped the owner (e.g. the model could not be loaded).
@@ -134,6 +138,7 @@ struct State {
     device: String,
     generation: u64,
     updates: u64,
+    trainings: u64,
     changes: u64,
 }
 
@@ -310,6 +315,7 @@ impl Engine {
             device: s.device.clone(),
             generation: s.generation,
             updates: s.updates,
+            trainings: s.trainings,
             changes: s.changes,
             error: s.error.clone(),
             notes: s.notes.iter().chain(&s.events).cloned().collect(),
@@ -480,13 +486,19 @@ fn worker(
                     let _ = drift.save(&cfg.home);
                     let busy = trainer.as_ref().is_some_and(|t| !t.is_finished());
                     let passages = index.store().passage_count();
-                    if cfg.auto_train && !busy && drift.due(passages) {
+                    let train = cfg.auto_train && !busy && drift.due(passages);
+                    if train {
                         drift.trained(passages);
                         let _ = drift.save(&cfg.home);
                         trainer = spawn_training(shared, cfg, index.meta().clone(), tx.clone());
                     }
+                    shared.update(|s| {
+                        s.updates += 1;
+                        s.trainings += u64::from(train);
+                    });
                 }
                 Err(e) => shared.update(|s| {
+                    s.updates += 1;
                     s.job = None;
                     push_note(
                         &mut s.notes,
@@ -509,17 +521,28 @@ fn worker(
             match w {
                 Work::Stop => return Ok(()),
                 Work::Update => pending = true,
-                Work::Trained(notes) => shared.update(|s| {
-                    s.training = None;
-                    s.events = notes;
-                }),
+                Work::Trained(mut notes) => {
+                    drift.missed();
+                    let _ = drift.save(&cfg.home);
+                    if let Some(n) = drift.next_after() {
+                        notes.push(format!(
+                            "background training runs again once about {n} passages have changed"
+                        ));
+                    }
+                    shared.update(|s| {
+                        s.training = None;
+                        s.events = notes;
+                    });
+                }
                 Work::Switch(prepared) => {
                     shared.update(|s| s.training = None);
                     let mut p = *prepared;
                     // Files changed while training are caught up; the snapshots this installs
                     // carry the new encoder with the new index, so queries switch in one step.
                     let switched = super::train::switch(&cfg.home, &mut p, |idx, e| {
-                        run_update(shared, idx, e)
+                        let r = run_update(shared, idx, e);
+                        shared.update(|s| s.updates += 1);
+                        r
                     });
                     match switched {
                         Ok(_) => {
@@ -530,6 +553,8 @@ fn worker(
                                     }
                                 }
                             }
+                            drift.adopted();
+                            let _ = drift.save(&cfg.home);
                             index = p.index;
                             enc = p.encoder;
                             super::generation::clean_up(&cfg.home);
@@ -614,6 +639,12 @@ fn spawn_training(
             shared.update(|s| {
                 s.training = Some(training("reading notes".into(), 0, 0, String::new()))
             });
+            // Its own flag: the owner's stop or the CPU budget, whichever comes first, is
+            // passed on at the next progress report (every batch).
+            let cancel = Arc::new(AtomicBool::new(false));
+            let budget = super::train::CpuBudget::start(super::train::BACKGROUND_CPU_BUDGET);
+            let over_budget = crate::failpoint::enabled("train.over_budget");
+            let out_of_budget = AtomicBool::new(false);
             let result = (|| -> Result<super::train::Outcome, AppError> {
                 let spec = super::generation::base_spec(&cfg.home, cfg.model.as_ref());
                 let base = crate::model::resolve(&spec, &cfg.fetch)?;
@@ -640,9 +671,14 @@ fn spawn_training(
                     force: crate::failpoint::enabled("train.force"),
                 };
                 let home = cfg.home.clone();
-                let stop = shared.stop.clone();
                 let outcome = pool.install(|| {
-                    super::train::prepare(&home, &base, &meta, &opts, &stop, &mut |p| {
+                    super::train::prepare(&home, &base, &meta, &opts, &cancel, &mut |p| {
+                        if shared.stop.load(Ordering::Acquire) {
+                            cancel.store(true, Ordering::Release);
+                        } else if over_budget || budget.spent() {
+                            out_of_budget.store(true, Ordering::Release);
+                            cancel.store(true, Ordering::Release);
+                        }
                         if let Some(ph) = p.phase() {
                             let job = training(ph.label, ph.done, ph.total, ph.detail);
                             shared.update(|s| s.training = Some(job));
@@ -659,6 +695,10 @@ fn spawn_training(
                     tracing::debug!("training stopped: {e}");
                     return;
                 }
+                Err(_) if out_of_budget.load(Ordering::Acquire) => Work::Trained(vec![format!(
+                    "background training stopped after its budget of {} CPU minutes; the current generation keeps serving (`dochash train` has no budget)",
+                    budget.limit().as_secs() / 60
+                )]),
                 Err(e) => Work::Trained(vec![format!(
                     "background training failed ({e}); the current generation keeps serving"
                 )]),
@@ -675,7 +715,6 @@ fn run_update(
 ) -> Result<UpdateReport, IndexError> {
     let opts = UpdateOptions::keeping(index.meta(), Some(shared.stop.clone()));
     shared.update(|s| {
-        s.updates += 1;
         s.job = Some(Job {
             label: "indexing".into(),
             detail: "scanning".into(),

@@ -33,6 +33,13 @@ pub const MIN_SIMCSE_PASSAGES: usize = 1000;
 /// (tens of GB at 100 k passages, started by the owner on its own). Both learners saturate well
 /// below this on the measured corpora (docs/BENCHMARKS.md).
 pub const MAX_TRAIN_PASSAGES: usize = 10_000;
+/// Most CPU time (the whole process, all threads) one background training may use before it
+/// stops and the serving generation stays. Training reads at most [`MAX_TRAIN_PASSAGES`]: on the
+/// measured 2-core machine, SimCSE (head) plus one DHIM epoch over 9,472 passages took 16 CPU
+/// minutes with the default model, and each further DHIM epoch about 4 (docs/BENCHMARKS.md), so
+/// the defaults fit with room to spare; the cap stops a larger model or a much slower machine from
+/// spending hours of an idle owner's time. `dochash train`, asked for, has no cap.
+pub const BACKGROUND_CPU_BUDGET: std::time::Duration = std::time::Duration::from_secs(90 * 60);
 /// Passages held back for the adoption check (at most).
 const HELD_BACK_MAX: usize = 2000;
 
@@ -568,6 +575,48 @@ pub fn low_priority_pool() -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildEr
         .build()
 }
 
+/// CPU time spent since it was started, counted for the whole process: indexing that runs
+/// beside a training counts too, which only makes the cap stricter.
+pub struct CpuBudget {
+    start: Option<std::time::Duration>,
+    limit: std::time::Duration,
+}
+
+impl CpuBudget {
+    pub fn start(limit: std::time::Duration) -> Self {
+        Self {
+            start: process_cpu_time(),
+            limit,
+        }
+    }
+
+    pub fn limit(&self) -> std::time::Duration {
+        self.limit
+    }
+
+    /// Whether the budget is used up; never where the system cannot tell the CPU time.
+    pub fn spent(&self) -> bool {
+        match (self.start, process_cpu_time()) {
+            (Some(a), Some(b)) => b.saturating_sub(a) >= self.limit,
+            _ => false,
+        }
+    }
+}
+
+/// User plus system CPU time of this process, all threads.
+fn process_cpu_time() -> Option<std::time::Duration> {
+    // SAFETY: getrusage writes into the zeroed struct it is given and reads nothing else.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return None;
+    }
+    let t = |v: libc::timeval| {
+        std::time::Duration::from_secs(v.tv_sec.max(0) as u64)
+            + std::time::Duration::from_micros(v.tv_usec.max(0) as u64)
+    };
+    Some(t(u.ru_utime) + t(u.ru_stime))
+}
+
 /// Lowers the calling thread to nice 19.
 pub fn lower_this_thread() {
     #[cfg(target_os = "linux")]
@@ -576,5 +625,24 @@ pub fn lower_this_thread() {
     unsafe {
         let tid = libc::gettid();
         libc::setpriority(libc::PRIO_PROCESS as _, tid as _, 19);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cpu_budget_counts_this_process_cpu_time() {
+        assert!(CpuBudget::start(std::time::Duration::ZERO).spent());
+        let budget = CpuBudget::start(std::time::Duration::from_secs(3600));
+        let start = process_cpu_time().expect("CPU time on this system");
+        // Work until the clock moves: ends whatever the machine's speed.
+        let mut x = 0u64;
+        while process_cpu_time().is_some_and(|t| t == start) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(process_cpu_time().is_some_and(|t| t > start));
+        assert!(!budget.spent());
     }
 }
