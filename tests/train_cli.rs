@@ -100,7 +100,10 @@ fn training_switches_to_a_new_generation_that_queries_use() {
         .unwrap();
     let err = stderr(&out);
     assert!(out.status.success(), "train failed: {err}");
-    assert!(err.contains("generation 1 serves now"), "{err}");
+    assert!(
+        err.contains("generation 1 serves now (1100 passages indexed"),
+        "{err}"
+    );
     assert!(err.contains("hashing head trained: 32 bits"), "{err}");
     assert!(err.contains("SimCSE"), "{err}");
 

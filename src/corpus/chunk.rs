@@ -1197,6 +1197,22 @@ mod tests {
         assert_eq!(b.headings, ["T", "B"], "{ps:?}");
     }
 
+    /// How much work the chunker asked of its token counter: linearity is tested by this, not
+    /// by time.
+    #[derive(Default)]
+    struct Meter {
+        calls: std::cell::Cell<usize>,
+        bytes: std::cell::Cell<usize>,
+    }
+
+    impl Meter {
+        fn count(&self, s: &str, counter: impl Fn(&str) -> usize) -> usize {
+            self.calls.set(self.calls.get() + 1);
+            self.bytes.set(self.bytes.get() + s.len());
+            counter(s)
+        }
+    }
+
     #[test]
     fn a_word_longer_than_the_tokenizer_sees_is_cut_by_bytes() {
         // Like WordPiece: every whitespace-separated word is one token, however long.
@@ -1205,15 +1221,9 @@ mod tests {
         text.push_str(&"Qm9vbXM".repeat(600_000));
         text.push_str(" after\n");
         let doc = Document::from_text(text);
-        let calls = std::cell::Cell::new(0usize);
-        let bytes_counted = std::cell::Cell::new(0usize);
-        let counter = |s: &str| {
-            calls.set(calls.get() + 1);
-            bytes_counted.set(bytes_counted.get() + s.len());
-            unk(s)
-        };
+        let meter = Meter::default();
         let cfg = ChunkConfig::default();
-        let ps = split(&doc, &counter, &cfg);
+        let ps = split(&doc, &|s: &str| meter.count(s, unk), &cfg);
         let limit = cfg.max_tokens * MAX_BYTES_PER_TOKEN;
         assert!(
             ps.iter().all(|p| p.text.len() <= limit),
@@ -1222,7 +1232,7 @@ mod tests {
         let covered: usize = ps.iter().map(|p| p.bytes.len()).sum();
         assert!(covered >= 4_200_000, "the word is searchable in pieces");
         assert!(ps.len() < 4_200_000 / (limit / 2), "{} passages", ps.len());
-        let ratio = bytes_counted.get() as f64 / doc.text.len() as f64;
+        let ratio = meter.bytes.get() as f64 / doc.text.len() as f64;
         assert!(ratio < 8.0, "counter read {ratio:.1}x the document");
     }
 
@@ -1245,23 +1255,21 @@ mod tests {
             i += 1;
         }
         let doc = Document::from_text(text);
-        let calls = std::cell::Cell::new(0usize);
-        let bytes_counted = std::cell::Cell::new(0usize);
-        let counter = |s: &str| {
-            calls.set(calls.get() + 1);
-            bytes_counted.set(bytes_counted.get() + s.len());
-            words(s)
-        };
-        let ps = split(&doc, &counter, &ChunkConfig::default());
+        let meter = Meter::default();
+        let ps = split(
+            &doc,
+            &|s: &str| meter.count(s, words),
+            &ChunkConfig::default(),
+        );
         assert!(ps.len() > 1000);
         // Work is measured in counter input rather than time, so the test is deterministic:
         // a linear algorithm reads each byte a small constant number of times.
-        let ratio = bytes_counted.get() as f64 / doc.text.len() as f64;
+        let ratio = meter.bytes.get() as f64 / doc.text.len() as f64;
         assert!(ratio < 8.0, "counter read {ratio:.1}x the document");
         assert!(
-            calls.get() < doc.text.len() / 10,
+            meter.calls.get() < doc.text.len() / 10,
             "{} counter calls",
-            calls.get()
+            meter.calls.get()
         );
     }
 }

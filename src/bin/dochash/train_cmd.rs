@@ -111,6 +111,7 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
         idx.update(enc, &uopts, &mut |_, _| {})
     })
     .with_context(|| format!("cannot switch generations in {}", home.display()))?;
+    let indexed = prepared.index.store().passage_count();
     drop(prepared.index);
     generation::clean_up(&home);
     for n in &prepared.manifest.notes {
@@ -119,9 +120,8 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
     shared::note(
         g,
         format!(
-            "generation {} serves now ({} passages, model {}); manifest in {}",
+            "generation {} serves now ({indexed} passages indexed, model {}); manifest in {}",
             prepared.active.generation,
-            prepared.manifest.passages,
             prepared.manifest.model,
             generation::generation_dir(&home, prepared.active.generation)
                 .join("manifest.json")
