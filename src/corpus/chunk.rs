@@ -107,8 +107,13 @@ pub struct Passage {
     pub bytes: Range<usize>,
     /// 1-based first and last line of `bytes` in the file, for jumping to a hit.
     pub lines: RangeInclusive<u32>,
-    /// Heading trail, outermost first.
+    /// Heading trail where the passage's new text starts, outermost first: what is shown.
     pub headings: Vec<String>,
+    /// The trail where the passage's first byte lies, when that differs (it starts with the end
+    /// of an earlier section, through overlap or packing): that section's heading line is not in
+    /// the passage, so the lexical side searches this trail with the passage's title. Empty
+    /// otherwise.
+    pub context: Vec<String>,
     /// What gets embedded: the heading trail as `A > B`, a newline, then the body. The trail
     /// gives short passages the context a reader would get from the page.
     pub text: String,
@@ -295,10 +300,17 @@ impl Chunker<'_> {
             let body = &self.text[d.start..d.end];
             let first = self.lines.line_at(self.text, d.start);
             let last = self.lines.line_at(self.text, d.end - 1);
+            let headings = headings_at(d.first);
+            let context = if d.start < d.first {
+                Some(headings_at(d.start)).filter(|c| *c != headings)
+            } else {
+                None
+            };
             self.out.push(Passage {
                 bytes: d.start..d.end,
                 lines: to_u32(first)..=to_u32(last),
-                headings: headings_at(d.first),
+                headings,
+                context: context.unwrap_or_default(),
                 text: format!("{prefix}{body}"),
             });
         }
@@ -1171,6 +1183,7 @@ mod tests {
         let ps = split(&doc, &words, &cfg);
         assert_eq!(ps.len(), 1);
         assert_eq!(ps[0].headings, ["T", "A"]);
+        assert!(ps[0].context.is_empty());
         assert_eq!(ps[0].text, "T\nalpha words here\n\n## B\n\nbeta words here");
         // Small passages: the one that starts in B shows B.
         let cfg = ChunkConfig {
@@ -1183,6 +1196,7 @@ mod tests {
         let last = ps.last().unwrap();
         assert!(last.text.contains("beta"), "{ps:?}");
         assert_eq!(last.headings, ["T", "B"]);
+        assert!(last.context.is_empty(), "it starts where its new text does");
         // With overlap, the passage's first bytes repeat A's end, yet its new text is B's.
         let cfg = ChunkConfig {
             max_tokens: 9,
@@ -1195,6 +1209,8 @@ mod tests {
             .find(|p| p.text.contains("here\n\n## B\n\nbeta"))
             .unwrap_or_else(|| panic!("no overlapping passage in {ps:?}"));
         assert_eq!(b.headings, ["T", "B"], "{ps:?}");
+        // A's heading line is not in the passage; its trail is kept for search.
+        assert_eq!(b.context, ["T", "A"], "{ps:?}");
     }
 
     /// How much work the chunker asked of its token counter: linearity is tested by this, not

@@ -315,9 +315,18 @@ pub struct Lexical {
     fields: Fields,
 }
 
-/// The title words of a passage: its heading trail and its file's name.
+/// The title words of a passage: every heading trail it touches (where its first byte lies and
+/// where its new text starts) and its file's name. Measured against the trail where it starts
+/// alone, the trail where its new text starts alone, and the outermost heading alone (which
+/// wins only where section headings carry no meaning): docs/BENCHMARKS.md.
 fn title_of(p: &PassageRecord) -> String {
-    let mut t = p.headings.join(" \u{2192} ");
+    let mut t = p.context.join(" \u{2192} ");
+    for h in p.headings.iter().filter(|h| !p.context.contains(h)) {
+        if !t.is_empty() {
+            t.push_str(" \u{2192} ");
+        }
+        t.push_str(h);
+    }
     if let Some(stem) = p.path.file_stem() {
         t.push(' ');
         t.push_str(&stem.to_string_lossy());
@@ -626,5 +635,28 @@ mod tests {
             .collect();
         assert_eq!(m, ["file", "size"]);
         assert!(matches("the", "").is_empty());
+    }
+
+    #[test]
+    fn titles_hold_every_trail_the_passage_touches_once_and_the_file_name() {
+        let p = PassageRecord {
+            path: "/notes/guide.md".into(),
+            start_byte: 0,
+            end_byte: 1,
+            start_line: 1,
+            end_line: 1,
+            headings: vec!["Guide".into(), "Streams".into()],
+            context: vec!["Guide".into(), "Buffers".into()],
+            text: String::new(),
+        };
+        assert_eq!(
+            title_of(&p),
+            "Guide \u{2192} Buffers \u{2192} Streams guide"
+        );
+        let p = PassageRecord {
+            context: Vec::new(),
+            ..p
+        };
+        assert_eq!(title_of(&p), "Guide \u{2192} Streams guide");
     }
 }

@@ -124,6 +124,7 @@ pub fn write_index(
                     start_line: k as u32 + 1,
                     end_line: k as u32 + 1,
                     headings: Vec::new(),
+                    context: Vec::new(),
                     text,
                 };
                 (rec, vector)

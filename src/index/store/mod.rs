@@ -35,7 +35,7 @@ use records::{decode, encode, id_hash};
 use rows::RowFiles;
 
 /// Bumped whenever the layout or the meaning of stored data changes; a mismatch rebuilds.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 const SLED_DIR: &str = "sled";
 
@@ -784,6 +784,7 @@ mod tests {
                 start_line: 1,
                 end_line: 1,
                 headings: vec!["H".into()],
+                context: Vec::new(),
                 text: text.into(),
             },
             vector: vec![0.6, 0.8],

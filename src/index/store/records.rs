@@ -32,7 +32,10 @@ pub struct PassageRecord {
     /// 1-based, inclusive.
     pub start_line: u32,
     pub end_line: u32,
+    /// Shown with the passage: the trail where its new text starts.
     pub headings: Vec<String>,
+    /// Searched with its title: the trail where its first byte lies, if that differs.
+    pub context: Vec<String>,
     /// The passage body as in the file (without the heading prefix that was embedded).
     pub text: String,
 }
@@ -130,6 +133,7 @@ mod tests {
             start_line: 2,
             end_line: 9,
             headings: vec!["Title".into()],
+            context: vec!["Earlier".into()],
             text: "body".into(),
         };
         assert_eq!(decode::<PassageRecord>(&encode(&p)).unwrap(), p);
