@@ -189,10 +189,11 @@ pub fn run(a: &SearchBenchArgs) -> Result<()> {
             tmp.path().join("index")
         }
     };
-    let existing = Index::open_existing(&dir)
-        .ok()
-        .flatten()
-        .is_some_and(|i| i.store().passage_count() == a.passages && i.meta().bits() == a.bits);
+    let existing = Index::open_existing(&dir).ok().flatten().is_some_and(|i| {
+        i.store().passage_count() == a.passages
+            && i.meta().bits() == a.bits
+            && i.meta().fingerprint.schema == SCHEMA_VERSION
+    });
     let build_s = if existing {
         None
     } else {
