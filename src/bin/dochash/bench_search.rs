@@ -159,6 +159,17 @@ pub fn exact_top(index: &Index, q: &[f32], k: usize) -> Result<Vec<u64>> {
     Ok(all[..k].iter().map(|x| x.1).collect())
 }
 
+/// Whether the index at `dir` was written by this bench with these settings: the same
+/// fingerprint (format version and dimension included, as every other opener compares it), the
+/// same passage count and code length.
+fn reusable(dir: &Path, passages: usize, bits: usize, dim: usize) -> bool {
+    Index::open_existing(dir).ok().flatten().is_some_and(|i| {
+        i.meta().fingerprint == fingerprint(dim)
+            && i.store().passage_count() == passages
+            && i.meta().bits() == bits
+    })
+}
+
 fn build(dir: &Path, a: &SearchBenchArgs, synth: &Synth) -> Result<f64> {
     let t = Instant::now();
     let mut rng = SplitMix64::new(11);
@@ -189,12 +200,7 @@ pub fn run(a: &SearchBenchArgs) -> Result<()> {
             tmp.path().join("index")
         }
     };
-    let existing = Index::open_existing(&dir).ok().flatten().is_some_and(|i| {
-        i.store().passage_count() == a.passages
-            && i.meta().bits() == a.bits
-            && i.meta().fingerprint.schema == SCHEMA_VERSION
-    });
-    let build_s = if existing {
+    let build_s = if reusable(&dir, a.passages, a.bits, a.dim) {
         None
     } else {
         let _ = std::fs::remove_dir_all(&dir);
@@ -255,4 +261,27 @@ pub fn run(a: &SearchBenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_index_is_reused_only_with_the_same_settings() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("index");
+        let synth = Synth::new(8, 4);
+        let mut rng = SplitMix64::new(1);
+        let index = write_index(&dir, 8, 300, 16, |i| {
+            (synth.words(i, 5, &mut rng), synth.vector(i, 0.6, &mut rng))
+        })
+        .unwrap();
+        drop(index);
+        assert!(reusable(&dir, 300, 16, 8));
+        assert!(!reusable(&dir, 301, 16, 8));
+        assert!(!reusable(&dir, 300, 32, 8));
+        // Another dimension is another fingerprint, as another format version is.
+        assert!(!reusable(&dir, 300, 16, 16));
+    }
 }
