@@ -44,6 +44,8 @@ fn index_query_edit_delete_rename() {
     let s = e.status();
     assert_eq!(s["files"], 3);
     assert_eq!(s["roots"][0], canon(&e.notes));
+    // Linear codes are searched with the query's margins.
+    assert!(s["filter"].as_str().unwrap().starts_with("weighted"), "{s}");
 
     // Unchanged re-run embeds nothing.
     let out = e.index(&[]);

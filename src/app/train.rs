@@ -363,7 +363,7 @@ fn prepare_in(
             let (itq_recall, dhim_recall) = compare_with_itq(&states, &h, cfg.bits, gen_enc.device())?;
             let passed = dhim_recall >= itq_recall;
             notes.push(format!(
-                "hashing head {}: {:.1}% of each passage's 10 nearest neighbours among its 100 nearest codes (ITQ {:.1}%){}",
+                "hashing head {}: {:.1}% of each passage's 10 nearest neighbours among its 100 nearest codes (ITQ with the weighted filter {:.1}%){}",
                 if passed || opts.force { "adopted" } else { "not adopted" },
                 dhim_recall * 100.0,
                 itq_recall * 100.0,
@@ -506,7 +506,9 @@ fn hold_back(passages: &[(PathBuf, String)]) -> (Vec<usize>, Vec<usize>) {
 }
 
 /// Neighbour recall (10 cosine neighbours within the 100 nearest codes) of ITQ codes and of
-/// the head's codes, over up to 1,000 evenly spaced passages as queries against all.
+/// the head's codes, over up to 1,000 evenly spaced passages as queries against all, each
+/// searched as the product would search it (ITQ with the weighted filter, the head's codes by
+/// Hamming distance).
 fn compare_with_itq(
     states: &CorpusStates,
     head: &dhim::DhimHead,
@@ -523,12 +525,19 @@ fn compare_with_itq(
     let dhim_codes = head.encode_states(states, device)?;
     let q = n.min(1000);
     let queries: Vec<usize> = (0..q).map(|i| i * n / q).collect();
+    // ITQ is judged as the product searches its codes: with the query's margins.
+    let margins = queries
+        .iter()
+        .map(|&q| itq.margins(states.pooled_row(q)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)?;
     let a = neighbour_recall(
         &itq_codes,
         itq.words(),
         &states.pooled,
         dim,
         &queries,
+        Some(&margins),
         10,
         100,
     )
@@ -539,6 +548,7 @@ fn compare_with_itq(
         &states.pooled,
         dim,
         &queries,
+        None,
         10,
         100,
     )

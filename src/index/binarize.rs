@@ -263,6 +263,27 @@ impl LinearHasher {
         Ok(())
     }
 
+    /// How far one vector lies past each bit's threshold (`⟨proj_j, v − mean⟩ − threshold_j`):
+    /// bit `j` of its code is `margins[j] > 0`. The asymmetric filter weighs a query's bits by it
+    /// ([`super::weighted`]).
+    pub fn margins(&self, v: &[f32]) -> Result<Vec<f32>, BinarizeError> {
+        self.check()?;
+        if v.len() != self.dim {
+            return Err(BinarizeError::VectorLength {
+                expected: self.dim,
+                got: v.len(),
+            });
+        }
+        let mut scratch = Scratch::new(self.dim, self.bits);
+        self.project_row(v, &mut scratch);
+        Ok(scratch
+            .values
+            .iter()
+            .zip(&self.thresholds)
+            .map(|(v, t)| v - t)
+            .collect())
+    }
+
     /// Encodes `n` row-major vectors; returns `n × words()` words, the layout of
     /// [`super::hamming::top_candidates`]. Rows are encoded in parallel, each exactly as
     /// [`encode`](Self::encode) would.
@@ -799,6 +820,24 @@ mod tests {
             "pq".parse::<Method>(),
             Err(BinarizeError::UnknownMethod(_))
         ));
+    }
+
+    #[test]
+    fn margins_are_positive_exactly_where_the_code_has_a_one() {
+        let (n, dim) = (400, 24);
+        let data = clustered(n, dim, 5, 0.5, 9);
+        for method in Method::ALL {
+            let h = LinearHasher::fit(method, &data, n, dim, 16, 2).unwrap();
+            for v in data.chunks(dim) {
+                let mut code = [0u64];
+                h.encode(v, &mut code).unwrap();
+                let m = h.margins(v).unwrap();
+                for (b, x) in m.iter().enumerate() {
+                    assert_eq!(*x > 0.0, (code[0] >> b) & 1 == 1, "{method} bit {b}");
+                }
+            }
+            assert!(h.margins(&data[..dim - 1]).is_err());
+        }
     }
 
     #[test]

@@ -94,6 +94,18 @@ impl Coder {
         }
     }
 
+    /// Per-bit margins of one pooled vector (see [`LinearHasher::margins`]) for the
+    /// asymmetric filter; `None` for a source that codes token states.
+    pub fn margins(&self, vector: &[f32]) -> Result<Option<Vec<f32>>, CoderError> {
+        match self {
+            Coder::Linear(h) => h
+                .margins(vector)
+                .map(Some)
+                .map_err(|e| CoderError::Fit(e.to_string())),
+            Coder::Dhim(_) => Ok(None),
+        }
+    }
+
     /// Codes of `n` row-major pooled vectors from a linear source.
     pub fn encode(&self, vectors: &[f32], n: usize) -> Result<Vec<u64>, CoderError> {
         self.encode_vectors(vectors, n)?

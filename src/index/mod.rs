@@ -13,6 +13,7 @@ pub mod lexical;
 pub mod search;
 pub mod store;
 pub mod update;
+pub mod weighted;
 
 use std::path::{Path, PathBuf};
 

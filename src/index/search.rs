@@ -1,4 +1,4 @@
-//! Query answering: a semantic list (Hamming filter over every code, then cosine rerank) and a
+//! Query answering: a semantic list (a filter over every code, then cosine rerank) and a
 //! lexical list (BM25 over the words), fused.
 //!
 //! Either list alone misses notes the other finds: dense vectors lose on names, identifiers and
@@ -6,7 +6,7 @@
 //! scores minus their mean, over their spread), which lets a list with one clear winner outweigh
 //! a flat one; reciprocal-rank fusion and a min-max convex combination were measured against it
 //! (docs/BENCHMARKS.md). Passages the lexical side found
-//! but the Hamming filter did not pass are scored exactly, so fusion never loses a good lexical
+//! but the code filter did not pass are scored exactly, so fusion never loses a good lexical
 //! hit to the filter.
 //!
 //! A `"quoted phrase"` must appear in a hit literally (case-insensitively); the whole query,
@@ -23,6 +23,7 @@ use super::coder::Coder;
 use super::hamming;
 use super::lexical::LexicalSearcher;
 use super::store::{Db, IndexMeta, RowTable, Vectors};
+use super::weighted::{self, WeightedQuery};
 
 /// One search result: a passage, where it is, and how well it matched.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,7 +69,7 @@ pub enum Mode {
     /// Both lists, fused.
     #[default]
     Hybrid,
-    /// Vectors only (Hamming filter + cosine).
+    /// Vectors only (code filter + cosine).
     Semantic,
     /// Words only (BM25).
     Lexical,
@@ -115,13 +116,26 @@ impl Default for Fusion {
 pub struct SearchParams {
     /// Results wanted.
     pub k: usize,
-    /// Candidates kept by the Hamming filter for the cosine rerank. `None` picks
+    /// Candidates kept by the code filter for the cosine rerank. `None` picks
     /// [`default_candidates`] for the index size.
     pub candidates: Option<usize>,
     /// Keep only the best passage of each file.
     pub per_file: bool,
     pub mode: Mode,
     pub fusion: Fusion,
+    pub filter: Filter,
+}
+
+/// How the first stage ranks the stored codes against the query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Filter {
+    /// The query's real-valued margins against the codes' bits ([`super::weighted`]): about a
+    /// third of the candidates for the same recall with linear codes. Codes of a source that
+    /// cannot give margins (the DHIM head) fall back to [`Filter::Hamming`].
+    #[default]
+    Weighted,
+    /// Plain Hamming distance between the query's code and the stored ones.
+    Hamming,
 }
 
 /// Most results a query returns: more is not a search any more, and every hit travels as text.
@@ -165,6 +179,7 @@ impl Default for SearchParams {
             per_file: false,
             mode: Mode::default(),
             fusion: Fusion::default(),
+            filter: Filter::default(),
         }
     }
 }
@@ -216,11 +231,12 @@ pub fn parse_query(q: &str) -> ParsedQuery {
     }
 }
 
-/// Candidates for the rerank: enough that the Hamming filter loses (almost) nothing of the exact
-/// cosine top k. Shorter codes separate neighbours less well and need a larger share of the
-/// corpus: on 20 Newsgroups (11,293 passages, all-MiniLM-L6-v2, ITQ) recall@10 reaches 0.99 at
-/// about 1/2 of the corpus for 16 bits, 1/3 for 32, 1/5 for 64 and 1/8 for 128 (docs/BENCHMARKS.md,
-/// `dochash bench recall`). The cap keeps the rerank of a very large index within a few
+/// Candidates for the rerank: enough that the filter loses (almost) nothing of the exact cosine
+/// top k. Shorter codes separate neighbours less well and need a larger share of the corpus. The
+/// shares (1/2 of the corpus for 16 bits, 1/3 for 32, 1/5 for 64, 1/8 for 128) were set for plain
+/// Hamming distance on 20 Newsgroups; with the weighted filter they give recall@10 ≥ 0.993 on both
+/// 20 Newsgroups and R8 at every length, where Hamming fell to 0.98 on R8 (docs/BENCHMARKS.md,
+/// `dochash bench recall --target`). The cap keeps the rerank of a very large index within a few
 /// milliseconds; small indexes are simply scored in full.
 pub fn default_candidates(n: usize, k: usize, bits: usize) -> usize {
     let share = match bits {
@@ -247,6 +263,9 @@ pub struct Searcher {
     rows: Vec<u32>,
     codes: Vec<u64>,
     words: usize,
+    /// The codes again, transposed for the AVX2 weighted scan (where the CPU has it and the
+    /// source gives query margins).
+    blocks: Option<weighted::Blocks>,
     /// Passages without a current code (id, row), in id order; scored exactly on every query.
     stale: Vec<(u64, u32)>,
     coder: Option<Coder>,
@@ -287,6 +306,7 @@ impl Searcher {
             rows: Vec::with_capacity(table.live()),
             codes: Vec::with_capacity(table.live() * words),
             words,
+            blocks: None,
             stale: Vec::new(),
             coder,
             vectors,
@@ -307,6 +327,9 @@ impl Searcher {
                 out.stale.push((id, r as u32));
             }
         }
+        if matches!(out.coder, Some(Coder::Linear(_))) {
+            out.blocks = weighted::Blocks::new(&out.codes, words);
+        }
         out
     }
 
@@ -316,6 +339,16 @@ impl Searcher {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The first stage as it runs for this index: `weighted` (with `avx2` or `portable` scan)
+    /// for codes whose source gives query margins, else `hamming` with the detected kernel.
+    pub fn filter_name(&self) -> String {
+        match (&self.coder, &self.blocks) {
+            (Some(Coder::Linear(_)), Some(_)) => "weighted (avx2)".into(),
+            (Some(Coder::Linear(_)), None) => "weighted (portable)".into(),
+            _ => format!("hamming ({})", hamming::kernel_name()),
+        }
     }
 
     /// Passages that are scored exactly because they have no current code.
@@ -432,8 +465,35 @@ impl Searcher {
                 .max(1);
             match code {
                 Some(qc) if !self.ids.is_empty() && qc.len() == self.words => {
-                    let top = hamming::top_candidates(qc, &self.codes, self.words, c)
-                        .map_err(|e| IndexError::Coder(super::CoderError::Fit(e.to_string())))?;
+                    let filter_err = |e: hamming::HammingError| {
+                        IndexError::Coder(super::CoderError::Fit(e.to_string()))
+                    };
+                    let margins = match (params.filter, &self.coder, vector) {
+                        (Filter::Weighted, Some(coder), Some(v)) => coder.margins(v)?,
+                        _ => None,
+                    };
+                    let top = match margins {
+                        Some(m) => {
+                            let wq = WeightedQuery::new(&m, self.words).map_err(filter_err)?;
+                            let mut top = match &self.blocks {
+                                Some(b) => weighted::top_candidates_blocks(&wq, b, c),
+                                None => weighted::top_candidates(&wq, &self.codes, self.words, c),
+                            }
+                            .map_err(filter_err)?;
+                            // Hits report the plain Hamming distance, whichever filter ran.
+                            for t in &mut top {
+                                let i = t.index as usize;
+                                t.distance = self.codes[i * self.words..(i + 1) * self.words]
+                                    .iter()
+                                    .zip(qc)
+                                    .map(|(a, b)| (a ^ b).count_ones())
+                                    .sum();
+                            }
+                            top
+                        }
+                        None => hamming::top_candidates(qc, &self.codes, self.words, c)
+                            .map_err(filter_err)?,
+                    };
                     for t in &top {
                         let i = t.index as usize;
                         pool.insert(
@@ -675,6 +735,106 @@ mod tests {
                 "{n}: {got} vs {want}"
             );
         }
+    }
+
+    /// An index of `n` clustered unit vectors (64 dimensions), written through the real store
+    /// with its ITQ codes fitted as an update fits them.
+    fn clustered_index(dir: &std::path::Path, n: usize) -> (crate::index::Index, Vec<Vec<f32>>) {
+        use crate::index::store::{Fingerprint, PassageRecord};
+        let dim = 64;
+        let fp = Fingerprint {
+            schema: crate::index::SCHEMA_VERSION,
+            model_id: "synthetic".into(),
+            model_stamp: String::new(),
+            dim,
+            pooling: "mean".into(),
+            chunking: Default::default(),
+            max_len: 256,
+        };
+        let (mut index, _) = crate::index::Index::open(dir, &fp).unwrap();
+        let mut rng = crate::rng::SplitMix64::new(3);
+        let centres: Vec<Vec<f32>> = (0..20)
+            .map(|_| (0..dim).map(|_| rng.gaussian() as f32).collect())
+            .collect();
+        let unit = |mut v: Vec<f32>| {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.iter_mut().for_each(|x| *x /= norm);
+            v
+        };
+        let mut vectors = Vec::new();
+        let root = dir.join("notes");
+        for f in 0..n / 50 {
+            let path = root.join(format!("f{f}.md"));
+            let passages = (0..50)
+                .map(|i| {
+                    let c = &centres[(f * 50 + i) % centres.len()];
+                    let v = unit(c.iter().map(|x| x + 0.8 * rng.gaussian() as f32).collect());
+                    vectors.push(v.clone());
+                    let rec = PassageRecord {
+                        path: path.clone(),
+                        start_byte: 0,
+                        end_byte: 1,
+                        start_line: i as u32 + 1,
+                        end_line: i as u32 + 1,
+                        headings: Vec::new(),
+                        context: Vec::new(),
+                        text: format!("p{i}"),
+                    };
+                    (rec, v)
+                })
+                .collect();
+            index.put_file(&path, &root, passages).unwrap();
+        }
+        index.fit_codes(32).unwrap();
+        let queries = (0..40)
+            .map(|q| {
+                let c = &centres[q % centres.len()];
+                unit(c.iter().map(|x| x + 0.8 * rng.gaussian() as f32).collect())
+            })
+            .collect();
+        (index, queries)
+    }
+
+    #[test]
+    fn the_weighted_filter_keeps_more_true_neighbours_than_hamming_at_equal_candidates() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, queries) = clustered_index(dir.path(), 3000);
+        let searcher = index.searcher().unwrap();
+        let exact = SearchParams {
+            mode: Mode::Semantic,
+            candidates: Some(usize::MAX),
+            ..Default::default()
+        };
+        let found = |filter: Filter| {
+            let params = SearchParams {
+                candidates: Some(100),
+                filter,
+                ..exact
+            };
+            let mut found = 0;
+            for q in &queries {
+                let truth = searcher.search(q, &exact).unwrap();
+                let hits = searcher.search(q, &params).unwrap();
+                found += truth
+                    .iter()
+                    .filter(|t| hits.iter().any(|h| h.id == t.id))
+                    .count();
+                // Hits report the plain Hamming distance whichever filter chose them.
+                for h in &hits {
+                    let t = truth.iter().find(|t| t.id == h.id);
+                    if let Some(t) = t {
+                        assert_eq!(t.distance, h.distance);
+                    }
+                }
+            }
+            found
+        };
+        let (weighted, hamming) = (found(Filter::Weighted), found(Filter::Hamming));
+        assert!(
+            weighted > hamming,
+            "weighted found {weighted}, hamming {hamming} of {}",
+            queries.len() * 10
+        );
     }
 
     #[test]

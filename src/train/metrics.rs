@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use crate::index::hamming;
+use crate::index::{hamming, weighted};
 
 /// Mean over queries of the fraction of the top `k` database items (by Hamming distance, ties
 /// by index) that share the query's label.
@@ -123,20 +123,31 @@ pub fn label_ids<'a>(
 
 /// How well codes keep the float neighbourhoods, with no labels: for each query row, the
 /// fraction of its `k` nearest other rows by cosine (unit-length `vectors`) found among its `c`
-/// nearest other rows by Hamming distance. The adoption check for a learned hashing head.
+/// nearest other rows by the filter the product would use: the weighted one when `margins`
+/// gives each query's margins (in `queries` order, see [`crate::index::weighted`]), plain
+/// Hamming distance otherwise. The adoption check for a learned hashing head.
+#[allow(clippy::too_many_arguments)]
 pub fn neighbour_recall(
     codes: &[u64],
     words: usize,
     vectors: &[f32],
     dim: usize,
     queries: &[usize],
+    margins: Option<&[Vec<f32>]>,
     k: usize,
     c: usize,
 ) -> Result<f64, hamming::HammingError> {
+    if margins.is_some_and(|m| m.len() != queries.len()) {
+        return Err(hamming::HammingError::QueryLength {
+            expected: queries.len(),
+            got: margins.map_or(0, |m| m.len()),
+        });
+    }
     let n = vectors.len() / dim.max(1);
     let per: Result<Vec<f64>, _> = queries
         .par_iter()
-        .map(|&q| {
+        .enumerate()
+        .map(|(qi, &q)| {
             let qv = &vectors[q * dim..(q + 1) * dim];
             let mut scored: Vec<(f32, usize)> = (0..n)
                 .filter(|&j| j != q)
@@ -155,8 +166,20 @@ pub fn neighbour_recall(
                 scored.select_nth_unstable_by(kk - 1, order);
             }
             // One more candidate than wanted: the query finds itself at distance 0.
-            let top =
-                hamming::top_candidates(&codes[q * words..(q + 1) * words], codes, words, c + 1)?;
+            let top = match margins {
+                Some(m) => weighted::top_candidates(
+                    &weighted::WeightedQuery::new(&m[qi], words)?,
+                    codes,
+                    words,
+                    c + 1,
+                )?,
+                None => hamming::top_candidates(
+                    &codes[q * words..(q + 1) * words],
+                    codes,
+                    words,
+                    c + 1,
+                )?,
+            };
             let found: std::collections::HashSet<usize> = top
                 .iter()
                 .map(|t| t.index as usize)

@@ -468,10 +468,24 @@ fn neighbour_recall_rewards_codes_that_keep_cosine_neighbours() {
         0b1111_1100,
     ];
     let q: Vec<usize> = (0..6).collect();
-    let g = neighbour_recall(&good, 1, &v, 2, &q, 2, 2).unwrap();
-    let b = neighbour_recall(&bad, 1, &v, 2, &q, 2, 2).unwrap();
+    let g = neighbour_recall(&good, 1, &v, 2, &q, None, 2, 2).unwrap();
+    let b = neighbour_recall(&bad, 1, &v, 2, &q, None, 2, 2).unwrap();
     assert_eq!(g, 1.0);
     assert!(b < 0.5, "{b}");
+    // Margins of equal size and the codes' own signs make the weighted filter plain Hamming.
+    let signs = |codes: &[u64]| -> Vec<Vec<f32>> {
+        q.iter()
+            .map(|&i| {
+                (0..8)
+                    .map(|b| if codes[i] >> b & 1 == 1 { 1.0 } else { -1.0 })
+                    .collect()
+            })
+            .collect()
+    };
+    let gw = neighbour_recall(&good, 1, &v, 2, &q, Some(&signs(&good)), 2, 2).unwrap();
+    let bw = neighbour_recall(&bad, 1, &v, 2, &q, Some(&signs(&bad)), 2, 2).unwrap();
+    assert_eq!((gw, bw), (g, b));
+    assert!(neighbour_recall(&good, 1, &v, 2, &q, Some(&signs(&good)[..2]), 2, 2).is_err());
 }
 
 #[test]

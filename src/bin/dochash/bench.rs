@@ -8,10 +8,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use dochash::encoder::{BatchLimits, Encoder, Pooling};
-use dochash::index::hamming;
-use dochash::index::search::{Mode, SearchParams};
+use dochash::index::search::{Filter, Mode, SearchParams};
+use dochash::index::weighted::{self, WeightedQuery};
+use dochash::index::{Coder, hamming};
 use dochash::model::ModelFiles;
 use dochash::rng::SplitMix64;
+use dochash::train::dhim::{self, DhimConfig};
+use dochash::train::states::CorpusStates;
 
 use crate::cli::{BenchCmd, EncodeArgs, FreshnessArgs, Global, HammingArgs, RecallArgs};
 use crate::shared;
@@ -137,6 +140,16 @@ fn recall(g: &Global, a: &RecallArgs) -> Result<()> {
     let dim = enc.dim();
     let n = ct.len();
     let k = a.k;
+    if let Some(target) = a.target {
+        let data = Embedded {
+            texts: &ct,
+            queries: &qt,
+            db: &db,
+            qs: &qs,
+            dim,
+        };
+        return candidates_for_target(g, a, &enc, &data, target);
+    }
     let tmp = tempfile::tempdir()?;
 
     for bits in parse_list(&a.bits)? {
@@ -191,23 +204,231 @@ fn recall(g: &Global, a: &RecallArgs) -> Result<()> {
     Ok(())
 }
 
+/// A corpus and its queries, with their unit-length embeddings (row-major, `dim` wide).
+struct Embedded<'a> {
+    texts: &'a [&'a str],
+    queries: &'a [&'a str],
+    db: &'a [f32],
+    qs: &'a [f32],
+    dim: usize,
+}
+
+/// Per query, its stored and query codes, and the margins the weighted filter needs (`None`
+/// for a source that cannot give them).
+struct Coded {
+    words: usize,
+    codes: Vec<u64>,
+    query_codes: Vec<u64>,
+    query_margins: Option<Vec<Vec<f32>>>,
+}
+
+/// For each coder, filter and code length, the fewest candidates at which recall@k of the
+/// filter + exact rerank reaches `target`. Recall at `c` candidates is the share of (query,
+/// true neighbour) pairs whose neighbour the filter ranks within its first `c` (the rerank is
+/// exact, so what the filter keeps is what is found), with the filter's own order and tie-break
+/// (`(distance, index)`, as the product's searcher takes its prefix): so one full ranking per
+/// query gives the answer for every `c` at once.
+fn candidates_for_target(
+    g: &Global,
+    a: &RecallArgs,
+    enc: &Encoder,
+    data: &Embedded<'_>,
+    target: f64,
+) -> Result<()> {
+    use rayon::prelude::*;
+    anyhow::ensure!(
+        target > 0.0 && target <= 1.0,
+        "--target must be in (0, 1], got {target}"
+    );
+    let (dim, k) = (data.dim, a.k);
+    let n = data.db.len() / dim;
+    let nq = data.qs.len() / dim;
+    anyhow::ensure!(n > k && nq > 0, "too few texts for recall@{k}");
+    let coders: Vec<String> = a.coders.split(',').map(|c| c.trim().to_string()).collect();
+    let filters: Vec<Filter> = a
+        .filters
+        .split(',')
+        .map(|f| match f.trim() {
+            "weighted" => Ok(Filter::Weighted),
+            "hamming" => Ok(Filter::Hamming),
+            other => anyhow::bail!("unknown filter {other:?}: use weighted or hamming"),
+        })
+        .collect::<Result<_>>()?;
+    // Exact top-k by cosine, ties to the smaller index.
+    let exact: Vec<Vec<usize>> = data
+        .qs
+        .par_chunks_exact(dim)
+        .map(|q| {
+            let mut all: Vec<(f32, usize)> = data
+                .db
+                .chunks_exact(dim)
+                .enumerate()
+                .map(|(i, v)| (q.iter().zip(v).map(|(x, y)| x * y).sum::<f32>(), i))
+                .collect();
+            all.select_nth_unstable_by(k - 1, |x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+            all[..k].iter().map(|x| x.1).collect()
+        })
+        .collect();
+    let mut states = None;
+    for coder in &coders {
+        for bits in parse_list(&a.bits)? {
+            let coded = match coder.as_str() {
+                "itq" => code_linear(data, bits)?,
+                "learned" => code_learned(g, enc, data, bits, &mut states)?,
+                other => anyhow::bail!("unknown coder {other:?}: use itq or learned"),
+            };
+            for &filter in &filters {
+                if filter == Filter::Weighted && coded.query_margins.is_none() {
+                    continue;
+                }
+                let ranks: Vec<Vec<usize>> = (0..nq)
+                    .into_par_iter()
+                    .map(|qi| filter_ranks(&coded, filter, qi, &exact[qi]))
+                    .collect::<Result<_>>()?;
+                let mut ranks: Vec<usize> = ranks.into_iter().flatten().collect();
+                ranks.sort_unstable();
+                let need = ((target * ranks.len() as f64).ceil() as usize).clamp(1, ranks.len());
+                let candidates = ranks[need - 1] + 1;
+                let default = dochash::index::search::default_candidates(n, k, bits);
+                let at_default =
+                    ranks.iter().filter(|&&r| r < default).count() as f64 / ranks.len() as f64;
+                let fname = match filter {
+                    Filter::Weighted => "weighted",
+                    Filter::Hamming => "hamming",
+                };
+                if a.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"coder": coder, "filter": fname, "bits": bits, "n": n,
+                            "queries": nq, "k": k, "target": target,
+                            "candidates_for_target": candidates,
+                            "default_candidates": default, "recall_at_default": at_default})
+                    );
+                } else {
+                    println!(
+                        "{coder:>7} {fname:>8}  bits {bits:>3}  candidates for recall@{k} ≥ {target}: {candidates:>6} ({:.1}% of {n})  recall@{k} at the default {default}: {at_default:.4}",
+                        100.0 * candidates as f64 / n as f64
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The filter's rank (0-based) of each of `wanted` for query `qi`.
+fn filter_ranks(coded: &Coded, filter: Filter, qi: usize, wanted: &[usize]) -> Result<Vec<usize>> {
+    let w = coded.words;
+    let n = coded.codes.len() / w;
+    let order = match (filter, &coded.query_margins) {
+        (Filter::Weighted, Some(m)) => {
+            let wq = WeightedQuery::new(&m[qi], w)?;
+            weighted::top_candidates(&wq, &coded.codes, w, n)?
+        }
+        _ => hamming::top_candidates(&coded.query_codes[qi * w..(qi + 1) * w], &coded.codes, w, n)?,
+    };
+    let mut rank = vec![0usize; n];
+    for (r, c) in order.iter().enumerate() {
+        rank[c.index as usize] = r;
+    }
+    Ok(wanted.iter().map(|&i| rank[i]).collect())
+}
+
+/// ITQ fitted on the corpus as an update fits it ([`Coder::fit`]).
+fn code_linear(data: &Embedded<'_>, bits: usize) -> Result<Coded> {
+    let n = data.db.len() / data.dim;
+    let coder = Coder::fit(data.db, n, data.dim, bits)?;
+    let margins = data
+        .qs
+        .chunks_exact(data.dim)
+        .map(|q| coder.margins(q)?.context("a linear coder has margins"))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Coded {
+        words: coder.words(),
+        codes: coder.encode(data.db, n)?,
+        query_codes: coder.encode(data.qs, data.qs.len() / data.dim)?,
+        query_margins: Some(margins),
+    })
+}
+
+/// The DHIM head as `dochash train --dhim` trains it (its defaults), on the corpus's token
+/// states; the queries are coded from theirs. The states are computed once for every length.
+fn code_learned(
+    g: &Global,
+    enc: &Encoder,
+    data: &Embedded<'_>,
+    bits: usize,
+    states: &mut Option<(CorpusStates, CorpusStates)>,
+) -> Result<Coded> {
+    if states.is_none() {
+        shared::note(
+            g,
+            "token states of the corpus and the queries (for the learned head)",
+        );
+        let corpus = CorpusStates::encode(enc, data.texts, BatchLimits::default(), &mut |_, _| {})?;
+        let queries =
+            CorpusStates::encode(enc, data.queries, BatchLimits::default(), &mut |_, _| {})?;
+        *states = Some((corpus, queries));
+    }
+    let Some((corpus, queries)) = states.as_ref() else {
+        anyhow::bail!("token states missing");
+    };
+    let cfg = DhimConfig {
+        bits,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let (head, report) = dhim::train(corpus, cfg, enc.device(), &cancel, &mut |_| {})?;
+    shared::note(
+        g,
+        format!(
+            "learned head, {bits} bits: {} epochs (best {}), {:.0} s",
+            report.epochs,
+            report.best_epoch,
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    Ok(Coded {
+        words: bits.div_ceil(64),
+        codes: head.encode_states(corpus, enc.device())?,
+        query_codes: head.encode_states(queries, enc.device())?,
+        query_margins: None,
+    })
+}
+
 /// Hamming scan throughput on one thread.
 fn hamming_scan(a: &HammingArgs) -> Result<()> {
     let words = a.bits.div_ceil(64);
     let mut rng = SplitMix64::new(42);
     let codes: Vec<u64> = (0..a.n * words).map(|_| rng.next_u64()).collect();
     let q: Vec<u64> = (0..words).map(|_| rng.next_u64()).collect();
+    let margins: Vec<f32> = (0..a.bits).map(|_| rng.gaussian() as f32).collect();
+    let wq = WeightedQuery::new(&margins, words)?;
+    let blocks = weighted::Blocks::new(&codes, words);
     let mut best = f64::MAX;
     for _ in 0..a.repeat.max(1) {
         let t = Instant::now();
-        let top = hamming::top_candidates(&q, &codes, words, a.candidates)?;
+        let top = if a.weighted {
+            match &blocks {
+                Some(b) => weighted::top_candidates_blocks(&wq, b, a.candidates)?,
+                None => weighted::top_candidates(&wq, &codes, words, a.candidates)?,
+            }
+        } else {
+            hamming::top_candidates(&q, &codes, words, a.candidates)?
+        };
         std::hint::black_box(&top);
         best = best.min(t.elapsed().as_secs_f64());
     }
     let rate = a.n as f64 / best;
+    let kernel = match (a.weighted, &blocks) {
+        (true, Some(_)) => "weighted-avx2",
+        (true, None) => "weighted-portable",
+        _ => hamming::kernel_name(),
+    };
     println!(
         "{}",
-        serde_json::json!({"kernel": hamming::kernel_name(), "codes": a.n, "bits": a.bits,
+        serde_json::json!({"kernel": kernel, "codes": a.n, "bits": a.bits,
             "candidates": a.candidates, "best_s": best, "codes_per_s": rate})
     );
     Ok(())

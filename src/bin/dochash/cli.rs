@@ -243,9 +243,10 @@ pub struct StsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
-    /// Recall@k of Hamming filter + rerank against exact cosine, on {"label","text"} JSONL
+    /// Recall@k of the code filter + rerank against exact cosine, on {"label","text"} JSONL; with
+    /// --target, the candidates each coder and filter need to reach it
     Recall(RecallArgs),
-    /// Hamming scan throughput on one thread, random codes
+    /// Code filter throughput on one thread, random codes (Hamming, or --weighted)
     Hamming(HammingArgs),
     /// Query latency of the product's own searcher over a synthetic index written through the
     /// real store (clustered vectors, synthetic words), excluding query encoding; cold open time
@@ -324,6 +325,19 @@ pub struct RecallArgs {
     /// Folder to cache embeddings in between runs
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+    /// Instead of recall at given candidate counts, the fewest candidates at which recall@K
+    /// reaches this target, per coder and filter (e.g. 0.99)
+    #[arg(long, value_name = "RECALL")]
+    pub target: Option<f64>,
+    /// With --target: code sources, comma-separated: `itq` (training-free, fitted as an update
+    /// fits it) and `learned` (the DHIM head `dochash train --dhim` trains, on the corpus's token
+    /// states: minutes and ~1 GB per 10 k texts)
+    #[arg(long, default_value = "itq", value_name = "C,...")]
+    pub coders: String,
+    /// With --target: filters, comma-separated: `weighted` (the query's margins against the
+    /// codes, the product's) and `hamming` (plain Hamming distance)
+    #[arg(long, default_value = "weighted,hamming", value_name = "F,...")]
+    pub filters: String,
     /// One JSON object per line
     #[arg(long)]
     pub json: bool,
@@ -343,6 +357,9 @@ pub struct HammingArgs {
     /// Repetitions (the best is reported)
     #[arg(long, default_value_t = 20)]
     pub repeat: usize,
+    /// Time the weighted filter (the query's margins against the codes) instead
+    #[arg(long)]
+    pub weighted: bool,
 }
 
 #[derive(Debug, Args)]
@@ -427,7 +444,7 @@ pub struct QueryArgs {
     /// Show only the best passage of each file
     #[arg(long)]
     pub per_file: bool,
-    /// Candidates the Hamming filter passes to the cosine rerank (default: by index size)
+    /// Candidates the code filter passes to the cosine rerank (default: by index size)
     #[arg(short = 'c', long, value_name = "N")]
     pub candidates: Option<usize>,
     /// hybrid (words and meaning, fused), semantic (meaning only) or lexical (words only)

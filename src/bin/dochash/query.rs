@@ -178,6 +178,7 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode> {
             "code_generation": code.map(|c| c.generation),
             "stale_codes": searcher.stale(),
             "hamming_kernel": hamming::kernel_name(),
+            "filter": searcher.filter_name(),
             "size_bytes": index.store().size_on_disk(),
             "trained": trained,
         });
@@ -221,7 +222,7 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode> {
             t["manifest"].as_str().unwrap_or_default()
         ));
     }
-    lines.push(format!("hamming   {} kernel", hamming::kernel_name()));
+    lines.push(format!("filter    {}", searcher.filter_name()));
     lines.push(format!(
         "size      {:.1} MiB",
         index.store().size_on_disk() as f64 / (1024.0 * 1024.0)
