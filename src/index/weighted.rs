@@ -405,7 +405,12 @@ mod x86 {
             })
             .collect();
         let mut lanes = [0u16; 32];
-        for (k, block) in blocks.bytes.chunks_exact(per_block).enumerate().step_by(stride.max(1)) {
+        for (k, block) in blocks
+            .bytes
+            .chunks_exact(per_block)
+            .enumerate()
+            .step_by(stride.max(1))
+        {
             // Codes 0–7 and 16–23 of the block accumulate in `a`, 8–15 and 24–31 in `b`
             // (the in-lane order of the byte unpacks).
             let mut a = zero;

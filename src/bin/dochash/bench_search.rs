@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use dochash::index::search::{Mode, SearchParams, cosine_f16};
+use dochash::index::search::{Filter, Mode, SearchParams, cosine_f16};
 use dochash::index::store::PassageRecord;
 use dochash::index::{Fingerprint, Index, SCHEMA_VERSION, hamming};
 use dochash::rng::SplitMix64;
@@ -224,11 +224,17 @@ pub fn run(a: &SearchBenchArgs) -> Result<()> {
             (src, v, synth.words(src, 4, &mut rng))
         })
         .collect();
+    let filter = match a.filter.as_str() {
+        "weighted" => Filter::Weighted,
+        "hamming" => Filter::Hamming,
+        other => anyhow::bail!("unknown filter {other:?}: use weighted or hamming"),
+    };
     for mode in modes {
         let params = SearchParams {
             k: 10,
             candidates: c,
             mode,
+            filter,
             ..Default::default()
         };
         let mut lat = Vec::with_capacity(queries.len());
@@ -250,14 +256,17 @@ pub fn run(a: &SearchBenchArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({"passages": a.passages, "dim": a.dim, "bits": a.bits,
-                "mode": mode_name,
-                "candidates": c.unwrap_or_else(||
-                    dochash::index::search::default_candidates(a.passages, 10, a.bits)),
-                "queries": a.queries, "p50_ms": pct(50), "p95_ms": pct(95),
-                "max_ms": lat.last(), "open_ms": open_ms, "build_s": build_s,
-                "recall_at_10": (checked > 0).then(|| found as f64 / checked as f64),
-                "rss_mb_after_open": rss_mb(), "rss_mb_before_open": rss_before,
-                "index_bytes": bytes, "kernel": hamming::kernel_name()})
+            "mode": mode_name,
+            "candidates": c.unwrap_or_else(||
+                dochash::index::search::default_candidates(a.passages, 10, a.bits)),
+            "queries": a.queries, "p50_ms": pct(50), "p95_ms": pct(95),
+            "max_ms": lat.last(), "open_ms": open_ms, "build_s": build_s,
+            "recall_at_10": (checked > 0).then(|| found as f64 / checked as f64),
+            "rss_mb_after_open": rss_mb(), "rss_mb_before_open": rss_before,
+            "index_bytes": bytes, "filter": match filter {
+                Filter::Weighted => searcher.filter_name(),
+                Filter::Hamming => format!("hamming ({})", hamming::kernel_name()),
+            }})
         );
     }
     Ok(())

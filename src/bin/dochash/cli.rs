@@ -393,6 +393,10 @@ pub struct SearchBenchArgs {
     /// BM25 over synthetic words)
     #[arg(long, default_value = "semantic,hybrid", value_name = "M,...")]
     pub modes: String,
+    /// The first stage: weighted (the query's margins against the codes, the product's) or
+    /// hamming
+    #[arg(long, default_value = "weighted", value_name = "F")]
+    pub filter: String,
 }
 
 #[derive(Debug, Args)]
