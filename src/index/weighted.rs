@@ -6,9 +6,9 @@
 //! query's margins `z` (projection minus threshold, whose sign is the query's bit) with `⟨z, s⟩`
 //! keeps it. Since `⟨z, s⟩ = Σ|z_b| − 2 Σ_{b: s_b ≠ sign z_b} |z_b|`, ranking by that inner product is
 //! ranking by a *weighted* Hamming distance: the sum of `|z_b|` over the bits where the code
-//! disagrees with the query. On 20 Newsgroups with ITQ at 64 bits this needs about a third of
-//! the candidates plain Hamming needs for the same recall (docs/BENCHMARKS.md), which is a third
-//! of the exact rerank, the expensive part of a query.
+//! disagrees with the query. With ITQ at 64 bits this needs 0.38 (20 Newsgroups) and 0.50 (R8)
+//! of the candidates plain Hamming needs for recall@10 ≥ 0.99 (docs/BENCHMARKS.md), and the
+//! candidates are the exact rerank, the expensive part of a query.
 //!
 //! The weights are quantised to 0..=31 (measured: recall at a given candidate count is the same
 //! as with unquantised weights to within noise, docs/BENCHMARKS.md) and folded into one 16-entry
@@ -20,12 +20,12 @@
 //!   table per byte: eight lookups per 64-bit code, ~0.45 G codes/s on one core;
 //! - [`Blocks`]: the codes' bytes transposed in blocks of 32 codes, so that one AVX2 `vpshufb`
 //!   looks up a half byte of 32 codes at once (the "fast scan" of product quantisation), about
-//!   ten times the rate. The searcher keeps this copy where the CPU has AVX2.
+//!   five times the rate. The searcher keeps this copy where the CPU has AVX2.
 //!
 //! Both give identical distances. Selection keeps a rejection threshold as the Hamming scan does
 //! (see [`super::hamming`]): after `2c` survivors the buffer is cut back to the best `c`, and
-//! later codes at or above the cut are not kept. Ties go to the smaller index, as in the Hamming
-//! filter.
+//! later codes at or above the cut are not kept; on large scans a sample sets the starting
+//! threshold. Ties go to the smaller index, as in the Hamming filter.
 
 use super::hamming::{Candidate, HammingError};
 

@@ -54,6 +54,12 @@ pub struct SimcseConfig {
     pub temperature: f64,
     pub clip: f64,
     pub seed: u64,
+    /// 0: a passage's positive is itself (its first `max_len` tokens) under another dropout
+    /// mask, as in the paper. N: its two views are random crops of `max_len` tokens from its
+    /// first N (Contriever's independent cropping), so a view must recognise other parts of its
+    /// own passage. Head mode only.
+    #[serde(default)]
+    pub crops_of: usize,
 }
 
 impl Default for SimcseConfig {
@@ -68,6 +74,7 @@ impl Default for SimcseConfig {
             temperature: 0.05,
             clip: 1.0,
             seed: 0x51c5e,
+            crops_of: 0,
         }
     }
 }
@@ -118,6 +125,9 @@ pub fn train(
         max_len: Some(cfg.max_len),
         candle_only: false,
     };
+    if cfg.crops_of > 0 && cfg.mode != Mode::Head {
+        return Err(TrainError::Msg("SimCSE crops need head mode".into()));
+    }
     let enc = Encoder::load(model_dir, &opts)?;
     let layers = enc.num_layers();
     let from = match cfg.mode {
@@ -133,6 +143,7 @@ pub fn train(
                 model_dir,
                 &LoadOptions {
                     trainable: false,
+                    max_len: Some(cfg.max_len.max(cfg.crops_of)),
                     ..opts.clone()
                 },
             )?;
@@ -162,10 +173,14 @@ pub fn train(
             if cancel.load(Ordering::Relaxed) {
                 return Err(TrainError::Cancelled);
             }
-            let view = |enc: &Encoder| -> Result<Tensor, TrainError> {
+            let mut view = |enc: &Encoder| -> Result<Tensor, TrainError> {
                 let (states, mask) = match &lower {
                     Some(l) => {
-                        let (x, m) = l.batch_full(idx, &dev)?;
+                        let (x, m) = if cfg.crops_of > 0 {
+                            l.batch_crops(idx, cfg.max_len, &mut rng, &dev)?
+                        } else {
+                            l.batch_full(idx, &dev)?
+                        };
                         (enc.forward_from(&x, &m, from, true)?, m)
                     }
                     None => {

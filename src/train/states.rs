@@ -140,6 +140,50 @@ impl CorpusStates {
         self.padded(idx, 0, usize::MAX, device)
     }
 
+    /// Rows `idx` as a padded batch of random crops: `[CLS]`, a random run of `len − 2` word
+    /// positions, and the text's last token (`[SEP]`); texts of at most `len` tokens whole.
+    pub fn batch_crops(
+        &self,
+        idx: &[usize],
+        len: usize,
+        rng: &mut crate::rng::SplitMix64,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor), TrainError> {
+        let len = len.max(3);
+        let rows: Vec<Vec<usize>> = idx
+            .iter()
+            .map(|&i| {
+                let (o, n) = (self.offsets[i], self.tokens(i));
+                if n <= len {
+                    return (o..o + n).collect();
+                }
+                let inner = len - 2;
+                let start = 1 + (rng.next_u64() % (n - 1 - inner) as u64) as usize;
+                std::iter::once(o)
+                    .chain(o + start..o + start + inner)
+                    .chain(std::iter::once(o + n - 1))
+                    .collect()
+            })
+            .collect();
+        let t = rows.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let d = self.dim;
+        let mut x = vec![0f32; idx.len() * t * d];
+        let mut m = vec![0f32; idx.len() * t];
+        for (k, r) in rows.iter().enumerate() {
+            for (j, &row) in r.iter().enumerate() {
+                let dst = &mut x[(k * t + j) * d..(k * t + j + 1) * d];
+                for (a, s) in dst.iter_mut().zip(&self.states[row * d..(row + 1) * d]) {
+                    *a = s.to_f32();
+                }
+            }
+            m[k * t..k * t + r.len()].fill(1.0);
+        }
+        Ok((
+            Tensor::from_vec(x, (idx.len(), t, d), device)?,
+            Tensor::from_vec(m, (idx.len(), t), device)?,
+        ))
+    }
+
     /// Token rows of text `i` a batch keeps: `skip` leading tokens dropped, at most `max_t` kept.
     fn kept(&self, i: usize, skip: usize, max_t: usize) -> std::ops::Range<usize> {
         let start = self.offsets[i] + skip.min(self.tokens(i));

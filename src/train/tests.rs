@@ -219,6 +219,38 @@ fn batch_drops_cls_and_zeroes_padding() {
     }
 }
 
+#[test]
+fn crops_keep_cls_and_the_last_token_around_a_contiguous_run() {
+    let st = synthetic(6, 4, 2, 3);
+    let mut rng = crate::rng::SplitMix64::new(5);
+    let len = 5;
+    let idx: Vec<usize> = (0..st.len()).collect();
+    let (x, m) = st.batch_crops(&idx, len, &mut rng, &Device::Cpu).unwrap();
+    let x: Vec<Vec<Vec<f32>>> = x.to_vec3().unwrap();
+    let m: Vec<Vec<f32>> = m.to_vec2().unwrap();
+    let row = |i: usize, t: usize| -> Vec<f32> {
+        let d = st.dim;
+        st.states[(st.offsets[i] + t) * d..(st.offsets[i] + t + 1) * d]
+            .iter()
+            .map(|s| s.to_f32())
+            .collect()
+    };
+    for &i in &idx {
+        let n = st.tokens(i);
+        let kept = m[i].iter().filter(|&&v| v == 1.0).count();
+        assert_eq!(kept, n.min(len));
+        assert_eq!(x[i][0], row(i, 0), "[CLS] first");
+        assert_eq!(x[i][kept - 1], row(i, n - 1), "last token last");
+        // The middle is a contiguous run of word positions.
+        let start = (1..n)
+            .find(|&t| row(i, t) == x[i][1])
+            .expect("first word of the crop is a token of the text");
+        for (j, got) in x[i][1..kept - 1].iter().enumerate() {
+            assert_eq!(*got, row(i, start + j));
+        }
+    }
+}
+
 mod simcse {
     use std::sync::atomic::AtomicBool;
 
@@ -317,6 +349,54 @@ mod simcse {
             let top = name.contains("encoder.layer.1.");
             assert_eq!(changed(a, b), top, "{name}: trained = {}", changed(a, b));
         }
+    }
+
+    #[test]
+    fn crops_of_long_passages_train_and_lower_the_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_model(dir.path(), 3).unwrap();
+        let long: Vec<String> = texts(96 * 8).chunks(8).map(|c| c.join(" ")).collect();
+        let t: Vec<&str> = long.iter().map(String::as_str).collect();
+        let cfg = SimcseConfig {
+            mode: Mode::Head,
+            head_layers: 1,
+            lr: 3e-3,
+            batch: 16,
+            epochs: 6,
+            max_len: 12,
+            crops_of: 48,
+            ..Default::default()
+        };
+        let (enc, report) = simcse::train(
+            dir.path(),
+            &t,
+            &cfg,
+            DeviceSpec::Cpu,
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(report.loss_end < report.loss_start * 0.9, "{report:?}");
+        let before = weights(&base(dir.path()));
+        for ((name, a), (_, b)) in before.iter().zip(&weights(&enc)) {
+            let top = name.contains("encoder.layer.1.");
+            assert_eq!(changed(a, b), top, "{name}");
+        }
+        let full = SimcseConfig {
+            mode: Mode::Full,
+            ..cfg
+        };
+        assert!(
+            simcse::train(
+                dir.path(),
+                &t,
+                &full,
+                DeviceSpec::Cpu,
+                &AtomicBool::new(false),
+                &mut |_| {}
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -98,6 +98,10 @@ pub struct TrainArgs {
     /// Epochs of SimCSE
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub simcse_epochs: usize,
+    /// SimCSE positives from two random 32-token crops of each passage's first N tokens
+    /// instead of the passage's opening twice (0: off; head mode)
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub simcse_crops: usize,
     /// Switch to what was trained even if the checks on held-back passages say it is worse
     #[arg(long)]
     pub force: bool,

@@ -53,6 +53,7 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
                     simcse::Mode::Head
                 },
                 epochs: args.simcse_epochs,
+                crops_of: args.simcse_crops,
                 ..Default::default()
             }),
         },
