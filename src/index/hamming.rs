@@ -437,7 +437,11 @@ const DENSE_RATE: f64 = 1.0 / 64.0;
 /// (4 × (maximum distance + 1) counters) as scratch. Returns the new rejection threshold — later
 /// codes must be strictly closer than it to matter — and how many of the kept ones are strictly
 /// under it.
-fn keep_best(survivors: &mut Vec<Candidate>, c: usize, hist: &mut [u32]) -> (u32, usize) {
+pub(super) fn keep_best(
+    survivors: &mut Vec<Candidate>,
+    c: usize,
+    hist: &mut [u32],
+) -> (u32, usize) {
     debug_assert!(survivors.len() >= c && c > 0);
     let hist = histogram(survivors.iter().map(|s| s.distance), hist);
     // Cut-off distance `t`: fewer than `c` codes are strictly closer, at least `c` are `<= t`.
@@ -467,11 +471,17 @@ fn keep_best(survivors: &mut Vec<Candidate>, c: usize, hist: &mut [u32]) -> (u32
 /// Turns the index-ordered survivor buffer into the final answer: exactly `c` entries sorted by
 /// `(distance, index)`. A stable counting sort on distance does it in `O(c + bits)`.
 fn finish(survivors: &mut Vec<Candidate>, c: usize, words: usize) {
+    finish_within(survivors, c, words * 64);
+}
+
+/// [`finish`] for distances of at most `max_distance` (the weighted filter's are larger than a
+/// bit count).
+pub(super) fn finish_within(survivors: &mut Vec<Candidate>, c: usize, max_distance: usize) {
     if survivors.len() > c && c > 0 {
-        keep_best(survivors, c, &mut vec![0u32; 4 * (words * 64 + 1)]);
+        keep_best(survivors, c, &mut vec![0u32; 4 * (max_distance + 1)]);
     }
     survivors.truncate(c);
-    let mut hist = vec![0u32; words * 64 + 2];
+    let mut hist = vec![0u32; max_distance + 2];
     for s in survivors.iter() {
         hist[s.distance as usize + 1] += 1;
     }

@@ -138,6 +138,26 @@ pub enum Filter {
     Hamming,
 }
 
+impl Filter {
+    pub fn name(self) -> &'static str {
+        match self {
+            Filter::Weighted => "weighted",
+            Filter::Hamming => "hamming",
+        }
+    }
+}
+
+impl FromStr for Filter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "weighted" => Ok(Filter::Weighted),
+            "hamming" => Ok(Filter::Hamming),
+            _ => Err(format!("unknown filter {s:?}: use weighted or hamming")),
+        }
+    }
+}
+
 /// Most results a query returns: more is not a search any more, and every hit travels as text.
 pub const MAX_K: usize = 10_000;
 

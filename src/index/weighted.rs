@@ -27,7 +27,7 @@
 //! later codes at or above the cut are not kept; on large scans a sample sets the starting
 //! threshold. Ties go to the smaller index, as in the Hamming filter.
 
-use super::hamming::{Candidate, HammingError};
+use super::hamming::{self, Candidate, HammingError};
 
 /// Largest quantised weight of one bit: a half byte's table entry is at most 4 × 31 = 124, so
 /// a byte's two lookups (at most 248) add up in a `u8` lane before widening.
@@ -126,22 +126,28 @@ impl WeightedQuery {
     }
 }
 
-/// The survivors of a scan and the distance at or above which no later code can enter.
+/// The survivors of a scan and the distance at or above which no later code can enter; the cuts
+/// and the final order are the Hamming filter's ([`hamming::keep_best`],
+/// [`hamming::finish_within`]) over the larger range of weighted distances.
 struct Selector {
     kept: Vec<Candidate>,
     accept_below: u32,
     c: usize,
-    /// A histogram over every possible distance (at most 32 × 248 + 1 entries), reused.
+    max_distance: usize,
+    /// Scratch for the cuts: 4 × (maximum distance + 1) counters, reused.
     hist: Vec<u32>,
 }
 
 impl Selector {
     fn new(c: usize, words: usize) -> Self {
+        // Per code byte at most two half-byte entries of 4 × MAX_WEIGHT.
+        let max_distance = words * 8 * 2 * 4 * MAX_WEIGHT as usize;
         Self {
             kept: Vec::with_capacity(c.saturating_mul(2).min(1 << 16) + BLOCK),
             accept_below: u32::MAX,
             c,
-            hist: vec![0; words * 8 * 2 * 4 * MAX_WEIGHT as usize + 2],
+            max_distance,
+            hist: vec![0; 4 * (max_distance + 1)],
         }
     }
 
@@ -154,61 +160,15 @@ impl Selector {
                 distance,
             });
             if self.kept.len() >= 2 * self.c {
-                self.cut();
+                self.accept_below = hamming::keep_best(&mut self.kept, self.c, &mut self.hist).0;
             }
         }
     }
 
-    /// Cuts the survivors (in index order) back to their best `c` by `(distance, index)`: a
-    /// histogram of their distances gives the cut-off `t`, and the first ties at `t` are the
-    /// smallest indices. A later code (larger index) then only enters below `t`.
-    fn cut(&mut self) {
-        self.hist.fill(0);
-        for k in &self.kept {
-            self.hist[k.distance as usize] += 1;
-        }
-        let mut closer = 0usize;
-        let mut t = 0usize;
-        while closer + (self.hist[t] as usize) < self.c {
-            closer += self.hist[t] as usize;
-            t += 1;
-        }
-        let t = t as u32;
-        let mut ties = self.c - closer;
-        self.kept.retain(|k| {
-            let tie = k.distance == t && ties > 0;
-            ties -= usize::from(tie);
-            k.distance < t || tie
-        });
-        self.accept_below = t;
-    }
-
-    /// The best `c`, sorted by `(distance, index)`: a stable counting sort of the survivors,
-    /// which are in index order.
+    /// The best `c`, sorted by `(distance, index)`.
     fn finish(mut self) -> Vec<Candidate> {
-        if self.kept.len() > self.c {
-            self.cut();
-        }
-        self.hist.fill(0);
-        for k in &self.kept {
-            self.hist[k.distance as usize + 1] += 1;
-        }
-        for d in 1..self.hist.len() {
-            self.hist[d] += self.hist[d - 1];
-        }
-        let mut sorted = vec![
-            Candidate {
-                index: 0,
-                distance: 0
-            };
-            self.kept.len()
-        ];
-        for k in &self.kept {
-            let slot = &mut self.hist[k.distance as usize];
-            sorted[*slot as usize] = *k;
-            *slot += 1;
-        }
-        sorted
+        hamming::finish_within(&mut self.kept, self.c, self.max_distance);
+        self.kept
     }
 }
 

@@ -248,11 +248,7 @@ fn candidates_for_target(
     let filters: Vec<Filter> = a
         .filters
         .split(',')
-        .map(|f| match f.trim() {
-            "weighted" => Ok(Filter::Weighted),
-            "hamming" => Ok(Filter::Hamming),
-            other => anyhow::bail!("unknown filter {other:?}: use weighted or hamming"),
-        })
+        .map(|f| f.trim().parse::<Filter>().map_err(anyhow::Error::msg))
         .collect::<Result<_>>()?;
     // Exact top-k by cosine, ties to the smaller index.
     let exact: Vec<Vec<usize>> = data
@@ -292,10 +288,7 @@ fn candidates_for_target(
                 let default = dochash::index::search::default_candidates(n, k, bits);
                 let at_default =
                     ranks.iter().filter(|&&r| r < default).count() as f64 / ranks.len() as f64;
-                let fname = match filter {
-                    Filter::Weighted => "weighted",
-                    Filter::Hamming => "hamming",
-                };
+                let fname = filter.name();
                 if a.json {
                     println!(
                         "{}",

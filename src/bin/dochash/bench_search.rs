@@ -183,6 +183,7 @@ fn build(dir: &Path, a: &SearchBenchArgs, synth: &Synth) -> Result<f64> {
 }
 
 pub fn run(a: &SearchBenchArgs) -> Result<()> {
+    let filter: Filter = a.filter.parse().map_err(anyhow::Error::msg)?;
     let modes: Vec<Mode> = a
         .modes
         .split(',')
@@ -224,11 +225,6 @@ pub fn run(a: &SearchBenchArgs) -> Result<()> {
             (src, v, synth.words(src, 4, &mut rng))
         })
         .collect();
-    let filter = match a.filter.as_str() {
-        "weighted" => Filter::Weighted,
-        "hamming" => Filter::Hamming,
-        other => anyhow::bail!("unknown filter {other:?}: use weighted or hamming"),
-    };
     for mode in modes {
         let params = SearchParams {
             k: 10,
