@@ -268,7 +268,7 @@ fn avx2_supported() -> bool {
     }
 }
 
-/// [`top_candidates`] over the transposed layout: the same answer, about ten times faster.
+/// [`top_candidates`] over the transposed layout: the same answer, about five times faster.
 pub fn top_candidates_blocks(
     query: &WeightedQuery,
     blocks: &Blocks,
@@ -337,9 +337,10 @@ mod x86 {
     use super::{BLOCK, Blocks, Selector, WeightedQuery};
     use std::arch::x86_64::*;
 
-    /// Every `stride`-th block: for each code byte, two `vpshufb` lookups (low and high half byte of 32
-    /// codes), added in bytes (at most 248), widened to 16 bits and accumulated; then a compare
-    /// against the selector's threshold, and only where some code passes, a look at the lanes.
+    /// Every `stride`-th block: for each code byte, two `vpshufb` lookups (low and high half
+    /// byte of 32 codes), added in bytes (at most 248), widened to 16 bits and accumulated; then
+    /// a compare against the selector's threshold, and only where some code passes, a look at
+    /// the lanes.
     ///
     /// # Safety
     /// The CPU must have AVX2, and `query.words == blocks.words`.
