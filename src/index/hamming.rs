@@ -206,7 +206,7 @@ struct KernelFns {
 const BLOCK: usize = 1 << 14;
 
 /// Checks the shapes shared by all entry points and returns the number of codes.
-fn validate(query: &[u64], codes: &[u64], words: usize) -> Result<usize, HammingError> {
+pub(super) fn validate(query: &[u64], codes: &[u64], words: usize) -> Result<usize, HammingError> {
     if words == 0 {
         return Err(HammingError::ZeroWords);
     }

@@ -38,8 +38,8 @@ const BLOCK: usize = 32;
 /// A query for the asymmetric filter: its bits and its distance tables.
 #[derive(Debug, Clone)]
 pub struct WeightedQuery {
-    words: usize,
-    /// The query's own code (bit `b` set where its margin is positive), as the coder makes it.
+    /// The query's own code, as wide as the codes it is scored against (bit `b` set where its
+    /// margin is positive, as the coder makes it).
     code: Vec<u64>,
     /// Per code byte, the tables of its low and high half: `2 × words × 8` tables of 16.
     nibbles: Vec<[u8; 16]>,
@@ -101,7 +101,6 @@ impl WeightedQuery {
             })
             .collect();
         Ok(Self {
-            words,
             code,
             nibbles,
             bytes,
@@ -172,19 +171,6 @@ impl Selector {
     }
 }
 
-fn check_shape(query: &WeightedQuery, words: usize) -> Result<(), HammingError> {
-    if words == 0 {
-        return Err(HammingError::ZeroWords);
-    }
-    if query.words != words {
-        return Err(HammingError::QueryLength {
-            expected: words,
-            got: query.words,
-        });
-    }
-    Ok(())
-}
-
 /// The `c` row-major codes nearest to `query` by weighted distance, sorted by
 /// `(distance, index)`.
 pub fn top_candidates(
@@ -193,17 +179,8 @@ pub fn top_candidates(
     words: usize,
     c: usize,
 ) -> Result<Vec<Candidate>, HammingError> {
-    check_shape(query, words)?;
-    if !codes.len().is_multiple_of(words) {
-        return Err(HammingError::RaggedCodes {
-            len: codes.len(),
-            words,
-        });
-    }
-    let n = codes.len() / words;
-    if n > u32::MAX as usize {
-        return Err(HammingError::TooManyCodes { n });
-    }
+    // The query's code has the query's width: the Hamming filter's own shape checks apply.
+    let n = hamming::validate(&query.code, codes, words)?;
     let c = c.min(n);
     if c == 0 {
         return Ok(Vec::new());
@@ -274,7 +251,7 @@ pub fn top_candidates_blocks(
     blocks: &Blocks,
     c: usize,
 ) -> Result<Vec<Candidate>, HammingError> {
-    check_shape(query, blocks.words)?;
+    hamming::validate(&query.code, &[], blocks.words)?;
     let c = c.min(blocks.n);
     if c == 0 {
         return Ok(Vec::new());
@@ -343,7 +320,7 @@ mod x86 {
     /// the lanes.
     ///
     /// # Safety
-    /// The CPU must have AVX2, and `query.words == blocks.words`.
+    /// The CPU must have AVX2, and the query's code must be `blocks.words` wide.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn scan_blocks(
         query: &WeightedQuery,

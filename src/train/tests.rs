@@ -302,8 +302,6 @@ mod simcse {
     }
 
     fn run(mode: Mode) -> (tempfile::TempDir, Encoder, simcse::SimcseReport) {
-        let dir = tempfile::tempdir().unwrap();
-        write_tiny_model(dir.path(), 3).unwrap();
         let t = texts(96);
         let t: Vec<&str> = t.iter().map(String::as_str).collect();
         let cfg = SimcseConfig {
@@ -314,16 +312,28 @@ mod simcse {
             epochs: 6,
             ..Default::default()
         };
-        let (enc, report) = simcse::train(
-            dir.path(),
-            &t,
-            &cfg,
+        let dir = tempfile::tempdir().unwrap();
+        let (enc, report) = train_tiny(dir.path(), &t, &cfg).unwrap();
+        (dir, enc, report)
+    }
+
+    /// SimCSE on a tiny random BERT written to `dir`.
+    fn train_tiny(
+        dir: &std::path::Path,
+        t: &[&str],
+        cfg: &SimcseConfig,
+    ) -> Result<(Encoder, simcse::SimcseReport), crate::train::TrainError> {
+        if !dir.join("config.json").exists() {
+            write_tiny_model(dir, 3).unwrap();
+        }
+        simcse::train(
+            dir,
+            t,
+            cfg,
             DeviceSpec::Cpu,
             &AtomicBool::new(false),
             &mut |_| {},
         )
-        .unwrap();
-        (dir, enc, report)
     }
 
     fn base(dir: &std::path::Path) -> Encoder {
@@ -354,7 +364,6 @@ mod simcse {
     #[test]
     fn crops_of_long_passages_train_and_lower_the_loss() {
         let dir = tempfile::tempdir().unwrap();
-        write_tiny_model(dir.path(), 3).unwrap();
         let long: Vec<String> = texts(96 * 8).chunks(8).map(|c| c.join(" ")).collect();
         let t: Vec<&str> = long.iter().map(String::as_str).collect();
         let cfg = SimcseConfig {
@@ -367,15 +376,7 @@ mod simcse {
             crops_of: 48,
             ..Default::default()
         };
-        let (enc, report) = simcse::train(
-            dir.path(),
-            &t,
-            &cfg,
-            DeviceSpec::Cpu,
-            &AtomicBool::new(false),
-            &mut |_| {},
-        )
-        .unwrap();
+        let (enc, report) = train_tiny(dir.path(), &t, &cfg).unwrap();
         assert!(report.loss_end < report.loss_start * 0.9, "{report:?}");
         let before = weights(&base(dir.path()));
         for ((name, a), (_, b)) in before.iter().zip(&weights(&enc)) {
@@ -386,17 +387,7 @@ mod simcse {
             mode: Mode::Full,
             ..cfg
         };
-        assert!(
-            simcse::train(
-                dir.path(),
-                &t,
-                &full,
-                DeviceSpec::Cpu,
-                &AtomicBool::new(false),
-                &mut |_| {}
-            )
-            .is_err()
-        );
+        assert!(train_tiny(dir.path(), &t, &full).is_err());
     }
 
     #[test]
