@@ -388,3 +388,64 @@ fn commands_without_model_keep_the_model_the_index_was_built_for() {
     let (_, hits) = e.query("guitar piano", &[]);
     assert!(!hits.is_empty());
 }
+
+#[test]
+fn precision_is_a_setting_of_the_index() {
+    let e = env();
+    e.write("m.md", MUSIC);
+    e.index(&["--precision", "int8", e.notes.to_str().unwrap()]);
+    assert_eq!(e.status()["precision"], "int8");
+    // A query without --precision follows the index.
+    let (code, hits) = e.query("guitar piano", &[]);
+    assert_eq!(code, Some(0));
+    assert!(!hits.is_empty());
+
+    // Later updates keep it without being told, even after the database is lost.
+    let out = e.index(&[]);
+    assert!(!stderr(&out).contains("rebuilding"), "{}", stderr(&out));
+    assert_eq!(e.status()["precision"], "int8");
+    std::fs::remove_dir_all(e.home.join("index")).unwrap();
+    e.index(&[e.notes.to_str().unwrap()]);
+    assert_eq!(
+        e.status()["precision"],
+        "int8",
+        "the setting outlived the index"
+    );
+
+    // Asking for the other precision on a query is an error that says why; on an update, a
+    // rebuild that says why.
+    let (code, hits) = e.query("guitar piano", &["--precision", "f32"]);
+    assert_eq!(code, Some(2));
+    assert!(hits.is_empty());
+    let out = dochash(&e.home)
+        .args(["query", "--precision", "f32", "guitar"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(err.contains("--precision int8, not f32"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let out = e.index(&["--precision", "f32"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("--precision int8, not f32") && err.contains("rebuilding"),
+        "{err}"
+    );
+    assert_eq!(e.status()["precision"], "f32");
+
+    // The owner started without the option keeps the home's setting and says which it runs.
+    e.index(&["--precision", "int8"]);
+    let _owner = common::start_watch(&e.home, &e.model, &[]);
+    let s = e.status();
+    assert_eq!(s["owner"], true);
+    assert!(s["device"].as_str().unwrap().contains("int8"), "{s}");
+    let (_, hits) = e.query("guitar piano", &[]);
+    assert!(!hits.is_empty());
+
+    // Nonsense is a one-line error naming the option.
+    let out = dochash(&e.home)
+        .args(["query", "--precision", "int4", "guitar"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("int4"), "{}", stderr(&out));
+}

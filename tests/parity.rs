@@ -70,6 +70,7 @@ fn library_matches_reference() {
                 trainable,
                 max_len: None,
                 candle_only: false,
+                precision: Some(dochash::encoder::Precision::F32),
             },
         )
         .expect("load model");
@@ -101,7 +102,9 @@ fn embed_command_matches_reference() {
             .arg("--model")
             .arg(&dir)
             .arg("--device")
-            .arg("cpu");
+            .arg("cpu")
+            .arg("--precision")
+            .arg("f32");
         let out = common::run_with_stdin(cmd, input.as_bytes());
         assert!(out.status.success(), "{}", common::stderr(&out));
         let lines: Vec<Vec<f32>> = common::stdout(&out)
@@ -118,4 +121,46 @@ fn embed_command_matches_reference() {
             );
         }
     }
+}
+
+/// The int8 path's bound, measured on these ten texts: its mean-pooled vectors keep a cosine of
+/// at least this with the reference (f32) vectors. See docs/BENCHMARKS.md for what it costs in
+/// STS-B and known-item retrieval.
+const INT8_MIN_COSINE: f32 = 0.99;
+
+#[test]
+fn int8_stays_within_its_bound_of_the_reference() {
+    let items = fixture();
+    let dir = common::real_model();
+    let texts: Vec<&str> = items.iter().map(|i| i.text.as_str()).collect();
+    let enc = Encoder::load(
+        &dir,
+        &LoadOptions {
+            device: DeviceSpec::Cpu,
+            precision: Some(dochash::encoder::Precision::Int8),
+            ..LoadOptions::default()
+        },
+    )
+    .expect("load model");
+    assert_eq!(enc.precision(), dochash::encoder::Precision::Int8);
+    let mean = enc
+        .embed(&texts, Pooling::Mean, false, BatchLimits::default())
+        .expect("embed");
+    let cos = |a: &[f32], b: &[f32]| {
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        dot / (n(a) * n(b))
+    };
+    let mut worst = 1f32;
+    for (i, it) in items.iter().enumerate() {
+        let c = cos(mean.row(i), &it.mean);
+        eprintln!("int8 cosine {c:.5} {:?}", it.text);
+        worst = worst.min(c);
+        // Not the f32 vector: quantisation moved it.
+        assert_ne!(mean.row(i), &it.mean[..]);
+    }
+    assert!(
+        worst >= INT8_MIN_COSINE,
+        "int8 vs reference: worst cosine {worst} < {INT8_MIN_COSINE}"
+    );
 }

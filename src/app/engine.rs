@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::AppError;
-use crate::encoder::{DeviceSpec, Encoder, LoadOptions};
+use crate::encoder::{DeviceSpec, Encoder, LoadOptions, Precision};
 use crate::index::{
     Hit, Index, IndexError, IndexMeta, Progress, SearchParams, Searcher, UpdateOptions,
     UpdateReport,
@@ -48,6 +48,8 @@ pub struct EngineConfig {
     pub home: PathBuf,
     pub model: Option<ModelSpec>,
     pub device: DeviceSpec,
+    /// The precision asked for; `None` keeps the home's (see [`super::generation::base_precision`]).
+    pub precision: Option<Precision>,
     pub fetch: FetchOptions,
     /// Folders to add to the index before the first update.
     pub add_roots: Vec<PathBuf>,
@@ -437,6 +439,7 @@ fn worker(
         shared.event(super::generation::retired_note(a, &files.id));
     }
     shared.update(|s| s.trained = active.as_ref().map(describe_generation));
+    let precision = super::generation::base_precision(&cfg.home, cfg.precision);
     let enc = Encoder::load_model(
         &files,
         &LoadOptions {
@@ -444,9 +447,16 @@ fn worker(
             trainable: false,
             max_len: None,
             candle_only: false,
+            precision,
         },
     )?;
-    shared.update(|s| s.device = enc.device_label().to_string());
+    super::generation::remember_precision(&cfg.home, enc.precision())?;
+    shared.update(|s| {
+        s.device = match enc.precision() {
+            Precision::Int8 => format!("{}, int8 ({})", enc.device_label(), Encoder::int8_kernel()),
+            Precision::F32 => format!("{}, f32", enc.device_label()),
+        }
+    });
     let dir = super::generation::index_dir(&cfg.home);
     let fp = super::fingerprint(&files, &enc);
     let (mut index, opened) = Index::open(&dir, &fp)?;

@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::encoder::Precision;
 use crate::model::{self, FetchOptions, ModelError, ModelFiles, ModelSpec};
 
 const POINTER: &str = "generation.json";
@@ -133,6 +134,54 @@ fn remember(home: &Path, id: &str) -> std::io::Result<()> {
             },
         ),
     }
+}
+
+/// `<home>/precision.json`: the number format the home's index is built with, a setting like
+/// the model (see [`base_precision`]); it survives a rebuild of the index.
+const PRECISION: &str = "precision.json";
+const PRECISION_VERSION: u32 = 1;
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct PrecisionChoice {
+    precision: Precision,
+}
+
+/// The precision to encode with: the one asked for, else the one this home's index was last
+/// built with (`precision.json`, else the serving index's fingerprint: an index made before
+/// the setting existed is `f32`); `None` for a new home (the encoder's default).
+pub fn base_precision(home: &Path, requested: Option<Precision>) -> Option<Precision> {
+    if requested.is_some() {
+        return requested;
+    }
+    match crate::fsx::read_versioned::<PrecisionChoice>(&home.join(PRECISION), PRECISION_VERSION) {
+        Ok(Some(c)) => return Some(c.precision),
+        Ok(None) => {}
+        Err(e) => tracing::warn!("ignoring the remembered precision: {e}"),
+    }
+    crate::index::Index::open_existing(&index_dir(home))
+        .ok()
+        .flatten()
+        .map(|i| i.meta().fingerprint.precision)
+}
+
+/// Records `p` as the home's precision (for commands that write the index), unless it already
+/// is, or the file was written by a newer dochash (left alone).
+pub fn remember_precision(home: &Path, p: Precision) -> Result<(), ModelError> {
+    let path = home.join(PRECISION);
+    let write = match crate::fsx::read_versioned::<PrecisionChoice>(&path, PRECISION_VERSION) {
+        Ok(Some(c)) => c.precision != p,
+        Err(crate::fsx::SideFileError::Newer { .. }) => false,
+        _ => true,
+    };
+    if !write {
+        return Ok(());
+    }
+    crate::fsx::write_versioned(&path, PRECISION_VERSION, &PrecisionChoice { precision: p })
+        .map_err(|source| ModelError::Io {
+            action: "write",
+            path,
+            source,
+        })
 }
 
 /// The model to encode with, and the serving generation: the generation's fine-tuned model when

@@ -37,6 +37,7 @@ pub fn fingerprint(files: &ModelFiles, enc: &Encoder) -> Fingerprint {
         pooling: enc.profile().describe(),
         chunking: chunk_config(enc),
         max_len: enc.max_len(),
+        precision: enc.precision(),
     }
 }
 

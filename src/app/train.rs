@@ -235,6 +235,8 @@ fn prepare_in(
         trainable: false,
         max_len: None,
         candle_only: false,
+        // The new generation's index is built as the serving one was.
+        precision: Some(current.fingerprint.precision),
     };
     let load = |dir: &Path| Encoder::load(dir, &load_opts);
     progress(TrainProgress::Reading);

@@ -14,6 +14,7 @@
 use candle_core::{D, DType, Device, Module, Tensor, Var};
 use candle_nn::{Embedding, VarBuilder, VarMap};
 
+use super::Precision;
 use super::config::{Activation, BertConfig};
 use super::cpu::{CpuEmbeddings, CpuLayer, CpuLayers, DenseRef, LayerRef};
 use super::kernels::Act;
@@ -152,7 +153,7 @@ impl Layer {
 }
 
 impl Layer {
-    fn cpu(&self, heads: usize) -> candle_core::Result<CpuLayer> {
+    fn cpu(&self, heads: usize, precision: Precision) -> candle_core::Result<CpuLayer> {
         fn d(x: &Dense) -> DenseRef<'_> {
             DenseRef {
                 weight: &x.weight,
@@ -171,6 +172,7 @@ impl Layer {
                 out_norm: (&self.out_norm.weight, &self.out_norm.bias),
             },
             heads,
+            precision,
         )
     }
 }
@@ -200,12 +202,12 @@ pub struct Bert {
 impl Bert {
     /// Builds the model from a var builder whose root is the BERT module (the caller strips a
     /// `bert.` prefix). `trainable` selects the differentiable kernels; `fused_cpu` lets frozen
-    /// weights on the CPU take the fused path.
+    /// weights on the CPU take the fused path, with its weight products in that precision.
     pub fn new(
         vb: VarBuilder,
         cfg: &BertConfig,
         trainable: bool,
-        fused_cpu: bool,
+        fused_cpu: Option<Precision>,
     ) -> candle_core::Result<Self> {
         let act = cfg.activation().map_err(candle_core::Error::msg)?;
         let h = cfg.hidden_size;
@@ -227,13 +229,16 @@ impl Bert {
         );
         let emb_norm = Norm::load(&emb.pp("LayerNorm"), h, cfg.layer_norm_eps)?;
         let device = vb.device().clone();
-        let cpu_path = !trainable && fused_cpu && device.is_cpu();
+        let cpu_path = match fused_cpu {
+            Some(p) if !trainable && device.is_cpu() => Some(p),
+            _ => None,
+        };
         // The fused CPU path stacks Q/K/V itself; a candle copy would only cost load time.
-        let stack_qkv = !trainable && !cpu_path;
+        let stack_qkv = !trainable && cpu_path.is_none();
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| Layer::load(&vb.pp(format!("encoder.layer.{i}")), cfg, stack_qkv))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let stack = if cpu_path {
+        let stack = if let Some(precision) = cpu_path {
             let act = match act {
                 Activation::Gelu => Act::GeluErf,
                 Activation::GeluTanh => Act::GeluTanh,
@@ -244,7 +249,7 @@ impl Bert {
             use rayon::prelude::*;
             let cpu = layers
                 .par_iter()
-                .map(|l| l.cpu(cfg.num_attention_heads))
+                .map(|l| l.cpu(cfg.num_attention_heads, precision))
                 .collect::<candle_core::Result<Vec<_>>>()?;
             let embeddings = CpuEmbeddings::new(
                 position.embeddings(),
@@ -350,6 +355,14 @@ impl Bert {
     /// Whether frozen inference runs on the fused CPU path.
     pub fn fused_cpu(&self) -> bool {
         matches!(self.stack, Stack::Cpu(_))
+    }
+
+    /// The precision of the weight products (`f32` on every path but the fused CPU one).
+    pub fn precision(&self) -> Precision {
+        match &self.stack {
+            Stack::Cpu(c) => c.precision(),
+            Stack::Candle(_) => Precision::F32,
+        }
     }
 
     fn run_layers(

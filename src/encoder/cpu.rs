@@ -22,17 +22,54 @@ use candle_core::{DType, Device, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::Precision;
 use super::kernels::{self, Act};
 use super::packed::{Packed, dense};
+use super::quant::{PackedI8, dense_i8};
+
+/// A weight matrix packed for `x · W + b`, in the precision the model was loaded with.
+pub(crate) enum Weights {
+    F32(Packed),
+    Int8(PackedI8),
+}
+
+impl Weights {
+    /// Packs PyTorch-layout `(out, k)` parts (see [`Packed::from_rows`]).
+    fn new(parts: &[(&[f32], f32)], k: usize, precision: Precision) -> Self {
+        match precision {
+            Precision::F32 => Self::F32(Packed::from_rows(parts, k)),
+            Precision::Int8 => Self::Int8(PackedI8::from_rows(parts, k)),
+        }
+    }
+
+    /// `y[r] = act(x[r] · W + bias)`; see [`dense`].
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        x: &[f32],
+        ldx: usize,
+        m: usize,
+        bias: &[f32],
+        act: Option<Act>,
+        y: &mut [f32],
+        ldy: usize,
+        parallel: bool,
+    ) {
+        match self {
+            Self::F32(w) => dense(x, ldx, m, w, bias, act, y, ldy, parallel),
+            Self::Int8(w) => dense_i8(x, ldx, m, w, bias, act, y, ldy, parallel),
+        }
+    }
+}
 
 /// One BERT layer's weights, packed for `x · W + b` with `x` row-major `(tokens, in)`.
 pub(crate) struct CpuLayer {
     /// `(h, 3h)`: the columns give Q (pre-scaled by 1/√d), K and V.
-    qkv: (Packed, Vec<f32>),
-    attn_out: (Packed, Vec<f32>),
+    qkv: (Weights, Vec<f32>),
+    attn_out: (Weights, Vec<f32>),
     attn_norm: (Vec<f32>, Vec<f32>),
-    inter: (Packed, Vec<f32>),
-    out: (Packed, Vec<f32>),
+    inter: (Weights, Vec<f32>),
+    out: (Weights, Vec<f32>),
     out_norm: (Vec<f32>, Vec<f32>),
 }
 
@@ -73,22 +110,26 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R
     Ok(f(&vec1(&t)?))
 }
 
-fn packed(d: &DenseRef<'_>) -> candle_core::Result<(Packed, Vec<f32>)> {
+fn packed(d: &DenseRef<'_>, precision: Precision) -> candle_core::Result<(Weights, Vec<f32>)> {
     let (_, inp) = d.weight.dims2()?;
     Ok((
-        with_f32(d.weight, |w| Packed::from_rows(&[(w, 1.0)], inp))?,
+        with_f32(d.weight, |w| Weights::new(&[(w, 1.0)], inp, precision))?,
         vec1(d.bias)?,
     ))
 }
 
 impl CpuLayer {
-    pub(crate) fn new(l: &LayerRef<'_>, heads: usize) -> candle_core::Result<Self> {
+    pub(crate) fn new(
+        l: &LayerRef<'_>,
+        heads: usize,
+        precision: Precision,
+    ) -> candle_core::Result<Self> {
         let (h, _) = l.query.weight.dims2()?;
         let scale = 1.0 / ((h / heads.max(1)) as f32).sqrt();
         let qkv = with_f32(l.query.weight, |q| {
             with_f32(l.key.weight, |k| {
                 with_f32(l.value.weight, |v| {
-                    Packed::from_rows(&[(q, scale), (k, 1.0), (v, 1.0)], h)
+                    Weights::new(&[(q, scale), (k, 1.0), (v, 1.0)], h, precision)
                 })
             })
         })???;
@@ -97,10 +138,10 @@ impl CpuLayer {
         qkv_b.extend(vec1(l.value.bias)?);
         Ok(Self {
             qkv: (qkv, qkv_b),
-            attn_out: packed(&l.attn_out)?,
+            attn_out: packed(&l.attn_out, precision)?,
             attn_norm: (vec1(l.attn_norm.0)?, vec1(l.attn_norm.1)?),
-            inter: packed(&l.inter)?,
-            out: packed(&l.out)?,
+            inter: packed(&l.inter, precision)?,
+            out: packed(&l.out, precision)?,
             out_norm: (vec1(l.out_norm.0)?, vec1(l.out_norm.1)?),
         })
     }
@@ -276,6 +317,13 @@ impl CpuLayers {
         self.layers.len()
     }
 
+    pub(crate) fn precision(&self) -> Precision {
+        match self.layers.first().map(|l| &l.qkv.0) {
+            Some(Weights::Int8(_)) => Precision::Int8,
+            _ => Precision::F32,
+        }
+    }
+
     /// Runs `range` of the layers on `(b, t, h)` states with a `(b, t)` mask (non-zero = real
     /// token, anywhere in the row). Rows of masked positions come back as zeros.
     pub(crate) fn forward(
@@ -411,7 +459,7 @@ impl CpuLayers {
             let inter = grown(inter, len * self.inter);
             let scores = grown(scores, len * len);
 
-            dense(x, h, len, &w.qkv.0, &w.qkv.1, None, qkv, 3 * h, alone);
+            w.qkv.0.apply(x, h, len, &w.qkv.1, None, qkv, 3 * h, alone);
             for head in 0..heads {
                 let q = Operand {
                     data: qkv,
@@ -446,32 +494,23 @@ impl CpuLayers {
                     par,
                 );
             }
-            dense(
-                ctx,
-                h,
-                len,
-                &w.attn_out.0,
-                &w.attn_out.1,
-                None,
-                tmp,
-                h,
-                alone,
-            );
+            w.attn_out
+                .0
+                .apply(ctx, h, len, &w.attn_out.1, None, tmp, h, alone);
             kernels::residual_layer_norm(x, tmp, &w.attn_norm.0, &w.attn_norm.1, self.eps);
-            dense(
+            w.inter.0.apply(
                 x,
                 h,
                 len,
-                &w.inter.0,
                 &w.inter.1,
                 Some(self.act),
                 inter,
                 self.inter,
                 alone,
             );
-            dense(
-                inter, self.inter, len, &w.out.0, &w.out.1, None, tmp, h, alone,
-            );
+            w.out
+                .0
+                .apply(inter, self.inter, len, &w.out.1, None, tmp, h, alone);
             kernels::residual_layer_norm(x, tmp, &w.out_norm.0, &w.out_norm.1, self.eps);
         });
     }

@@ -11,7 +11,9 @@ mod device;
 mod kernels;
 mod packed;
 mod pool;
+mod precision;
 mod profile;
+mod quant;
 mod tiny;
 mod tokenize;
 
@@ -24,6 +26,7 @@ pub use bert::Bert;
 pub use config::{Activation, BertConfig};
 pub use device::{DeviceSpec, open as open_device};
 pub use pool::{Pooling, l2_normalize, pool};
+pub use precision::Precision;
 pub use profile::{Profile, Role};
 pub use tiny::write_tiny_model;
 pub use tokenize::{TextTokenizer, Tokens};
@@ -61,6 +64,10 @@ pub struct LoadOptions {
     /// Run frozen CPU inference through candle's general tensor path instead of the fused one
     /// (`dochash bench encode --candle`, the baseline it is measured against).
     pub candle_only: bool,
+    /// The weight products' number format; `int8` runs on the fused CPU path only. `None`:
+    /// int8 where that path runs and the CPU has an int8 SIMD kernel (it is about twice as fast
+    /// and measured within 0.5 points of f32, see docs/BENCHMARKS.md), else f32.
+    pub precision: Option<Precision>,
 }
 
 impl Default for LoadOptions {
@@ -70,6 +77,7 @@ impl Default for LoadOptions {
             trainable: false,
             max_len: None,
             candle_only: false,
+            precision: None,
         }
     }
 }
@@ -134,6 +142,22 @@ impl Encoder {
         .clamp(2, cfg.positions());
         let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), max_len)?;
         let (device, device_label) = device::open(opts.device)?;
+        let fused = !opts.trainable && !opts.candle_only && device.is_cpu();
+        let precision = match opts.precision {
+            Some(Precision::Int8) if !fused => {
+                return Err(EncoderError::Device(format!(
+                    "--precision int8 runs on the CPU inference path only, not on {}; use --precision f32",
+                    if opts.trainable || opts.candle_only {
+                        "candle's tensor path"
+                    } else {
+                        device_label.as_str()
+                    }
+                )));
+            }
+            Some(p) => p,
+            None if fused && quant::Kernel::detect().is_simd() => Precision::Int8,
+            None => Precision::F32,
+        };
 
         let weights = dir.join("model.safetensors");
         let bad = |msg: String| EncoderError::Weights {
@@ -157,7 +181,7 @@ impl Encoder {
             let before = varmap.all_vars().len();
             let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
             let vb = if prefixed { vb.pp(prefix) } else { vb };
-            let bert = Bert::new(vb, &cfg, true, false).map_err(|e| bad(shape_msg(e)))?;
+            let bert = Bert::new(vb, &cfg, true, None).map_err(|e| bad(shape_msg(e)))?;
             // VarBuilder over a VarMap silently creates a variable for a missing name; a
             // checkpoint that lacks a tensor must fail instead of training from zeros.
             if varmap.all_vars().len() != before {
@@ -176,7 +200,8 @@ impl Encoder {
                     .map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
             let vb = if prefixed { vb.pp(prefix) } else { vb };
             (
-                Bert::new(vb, &cfg, false, !opts.candle_only).map_err(|e| bad(shape_msg(e)))?,
+                Bert::new(vb, &cfg, false, (!opts.candle_only).then_some(precision))
+                    .map_err(|e| bad(shape_msg(e)))?,
                 None,
             )
         };
@@ -343,6 +368,16 @@ impl Encoder {
     /// Whether inference runs on the fused CPU path (frozen weights on the CPU).
     pub fn fused_cpu(&self) -> bool {
         self.bert.fused_cpu()
+    }
+
+    /// The precision the weight products run in.
+    pub fn precision(&self) -> Precision {
+        self.bert.precision()
+    }
+
+    /// How this CPU runs int8 weight products (`avx512-vnni`, `avx-vnni`, `avx2`, `portable`).
+    pub fn int8_kernel() -> &'static str {
+        quant::Kernel::detect().name()
     }
 
     /// Pooled (optionally unit-length) vectors of `texts`, in order.

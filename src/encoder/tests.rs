@@ -24,6 +24,7 @@ fn load(dir: &Path, trainable: bool) -> Encoder {
             trainable,
             max_len: None,
             candle_only: false,
+            precision: Some(crate::encoder::Precision::F32),
         },
     )
     .unwrap()
@@ -214,6 +215,7 @@ fn load_err(dir: &Path, trainable: bool) -> String {
             trainable,
             max_len: None,
             candle_only: false,
+            precision: Some(crate::encoder::Precision::F32),
         },
     ) {
         Ok(_) => panic!("loaded a broken model"),
@@ -275,6 +277,7 @@ fn long_texts_are_truncated_and_reported() {
             trainable: false,
             max_len: Some(16),
             candle_only: false,
+            precision: Some(crate::encoder::Precision::F32),
         },
     )
     .unwrap();
@@ -326,6 +329,7 @@ fn load_candle(dir: &Path) -> Encoder {
             trainable: false,
             max_len: None,
             candle_only: true,
+            precision: Some(crate::encoder::Precision::F32),
         },
     )
     .unwrap()
@@ -453,6 +457,7 @@ fn an_xlm_roberta_layout_loads_as_shifted_bert() {
         let opts = LoadOptions {
             device: DeviceSpec::Cpu,
             candle_only,
+            precision: Some(crate::encoder::Precision::F32),
             ..Default::default()
         };
         let a = Encoder::load(bert.path(), &opts).unwrap();
@@ -521,4 +526,51 @@ fn the_profile_decides_pooling_and_prompts() {
         .embed_as(&["apple pie"], Role::Document, BatchLimits::default())
         .unwrap();
     assert!(max_abs_diff(&q.data, &d.data) > 1e-3, "the prompts differ");
+}
+
+#[test]
+fn int8_is_the_cpu_default_stays_near_f32_and_is_refused_off_the_fused_path() {
+    let dir = tiny(false);
+    let with = |precision: Option<Precision>, candle_only: bool| {
+        Encoder::load(
+            dir.path(),
+            &LoadOptions {
+                device: DeviceSpec::Cpu,
+                candle_only,
+                precision,
+                ..LoadOptions::default()
+            },
+        )
+    };
+    let default = with(None, false).unwrap();
+    let want = if quant::Kernel::detect().is_simd() {
+        Precision::Int8
+    } else {
+        Precision::F32
+    };
+    assert_eq!(default.precision(), want);
+
+    let f32 = with(Some(Precision::F32), false).unwrap();
+    let int8 = with(Some(Precision::Int8), false).unwrap();
+    assert_eq!(int8.precision(), Precision::Int8);
+    let a = f32
+        .embed(TEXTS, Pooling::Mean, true, BatchLimits::default())
+        .unwrap();
+    let b = int8
+        .embed(TEXTS, Pooling::Mean, true, BatchLimits::default())
+        .unwrap();
+    for i in 0..TEXTS.len() {
+        let cos: f32 = a.row(i).iter().zip(b.row(i)).map(|(x, y)| x * y).sum();
+        assert!(cos > 0.99, "text {i}: cosine {cos}");
+        assert_ne!(
+            a.row(i),
+            b.row(i),
+            "text {i}: int8 must not be the f32 path"
+        );
+    }
+
+    let err = with(Some(Precision::Int8), true).err().expect("refused");
+    assert!(err.to_string().contains("--precision int8"), "{err}");
+    // The candle path and training are f32 whatever the default would be.
+    assert_eq!(with(None, true).unwrap().precision(), Precision::F32);
 }

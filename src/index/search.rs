@@ -774,6 +774,7 @@ mod tests {
             pooling: "mean".into(),
             chunking: Default::default(),
             max_len: 256,
+            precision: crate::encoder::Precision::F32,
         };
         let (mut index, _) = crate::index::Index::open(dir, &fp).unwrap();
         let mut rng = crate::rng::SplitMix64::new(3);

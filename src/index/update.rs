@@ -614,6 +614,7 @@ mod tests {
                     ..chunk_config(&enc)
                 },
                 max_len: enc.max_len(),
+                precision: enc.precision(),
             },
             roots: vec![std::fs::canonicalize(&notes).unwrap()],
             code: None,

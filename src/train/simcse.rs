@@ -124,6 +124,7 @@ pub fn train(
         trainable: true,
         max_len: Some(cfg.max_len),
         candle_only: false,
+        precision: Some(crate::encoder::Precision::F32),
     };
     if cfg.crops_of > 0 && cfg.mode != Mode::Head {
         return Err(TrainError::Msg("SimCSE crops need head mode".into()));

@@ -344,6 +344,7 @@ mod simcse {
                 trainable: true,
                 max_len: Some(32),
                 candle_only: false,
+                precision: Some(crate::encoder::Precision::F32),
             },
         )
         .unwrap()
@@ -419,6 +420,7 @@ mod simcse {
                 trainable: false,
                 max_len: Some(32),
                 candle_only: false,
+                precision: Some(crate::encoder::Precision::F32),
             },
         )
         .unwrap();
@@ -444,6 +446,7 @@ mod simcse {
                 trainable: false,
                 max_len: Some(32),
                 candle_only: false,
+                precision: Some(crate::encoder::Precision::F32),
             },
         )
         .unwrap();

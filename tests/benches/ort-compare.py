@@ -40,6 +40,13 @@ The ONNX graph built for L6 (and rebuilt for L3)
     weights (the two should run at the same speed and fuse to the same ops); L3's headline ratio
     uses the rebuilt graph, so both models are measured on graphs made the same way.
 
+int8 (--precision int8)
+    onnxruntime's own int8: `onnxruntime.quantization.quantize_dynamic` of the timed fp32 graph
+    (weights QInt8, per tensor unless --ort-per-channel; activations quantised per call), the
+    graph its users get from the documented recipe. dochash runs `bench encode --precision int8`
+    (weights per output column, activations per token; see src/encoder/quant.rs). The f32 checks
+    still run on the fp32 graph; the int8 graphs are timed only.
+
 Checks (before timing; --skip-checks skips them)
     * a float64 numpy BERT forward of the safetensors vs onnxruntime (the optimized session that
       is timed) on a small batch with padding: L6 built graph, L3 package graph, L3 rebuilt
@@ -583,14 +590,15 @@ def check_against_numpy(sess, w, cfg, label, results):
 
 
 def check_dochash_embed(dochash, model_dir, sess, label, results):
-    """dochash's mean-pooled embedding of CHECK_TEXTS vs onnxruntime's on the same token ids."""
+    """dochash's mean-pooled f32 embedding of CHECK_TEXTS vs onnxruntime's on the same token ids."""
     import numpy as np
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     tok.no_padding()
     out = subprocess.run(
-        [str(dochash), "--model", str(model_dir), "--offline", "-q", "embed", "--pool", "mean"],
+        [str(dochash), "--model", str(model_dir), "--offline", "-q", "--precision", "f32", "embed",
+         "--pool", "mean"],
         input="\n".join(CHECK_TEXTS) + "\n", capture_output=True, text=True, check=True,
         env=dict(os.environ, RAYON_NUM_THREADS="2"),
     )
@@ -661,10 +669,22 @@ def time_ort(sess, vocab, batch, seq, repeat, seed=1) -> float:
     return best
 
 
-def time_dochash(dochash, model_dir, batch, seq, threads, repeat) -> dict:
+def quantized(path: Path, per_channel: bool) -> Path:
+    """onnxruntime's dynamic int8 quantisation of `path`, written beside it (reused)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = path.with_name(path.stem + ("-int8-pc" if per_channel else "-int8") + ".onnx")
+    if not out.is_file():
+        log(f"quantize_dynamic {path.name} -> {out.name}")
+        quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8,
+                         per_channel=per_channel)
+    return out
+
+
+def time_dochash(dochash, model_dir, batch, seq, threads, repeat, precision="f32") -> dict:
     cmd = [str(dochash), "--model", str(model_dir), "--offline", "-q", "bench", "encode",
            "--batch", str(batch), "--seq", str(seq), "--threads", str(threads),
-           "--repeat", str(repeat), "--json"]
+           "--repeat", str(repeat), "--precision", precision, "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}")
@@ -698,6 +718,11 @@ def main() -> None:
     ap.add_argument("--dochash", type=Path,
                     help="a built dochash binary (default: cargo build --release, then "
                          "target/release/dochash)")
+    ap.add_argument("--precision", choices=["f32", "int8"], default="f32",
+                    help="f32: both in fp32; int8: onnxruntime's quantize_dynamic graph vs "
+                         "dochash --precision int8")
+    ap.add_argument("--ort-per-channel", action="store_true",
+                    help="with --precision int8: quantise onnxruntime's weights per channel")
     ap.add_argument("--skip-checks", action="store_true",
                     help="skip the numpy / dochash-embed correctness checks and the fusion list")
     args = ap.parse_args()
@@ -747,7 +772,10 @@ def main() -> None:
             if not all(c["ok"] for c in checks.values()):
                 sys.exit(f"{label}: a correctness check failed, not timing it")
 
-        log(f"{label}: timing {args.batch} x {args.seq}, {args.threads} threads, "
+        if args.precision == "int8":
+            sessions = {k: session(quantized(p, args.ort_per_channel), args.threads)
+                        for k, p in graphs.items()}
+        log(f"{label}: timing {args.precision}, {args.batch} x {args.seq}, {args.threads} threads, "
             f"best of {args.repeat} after a warm-up")
         ort_best = {k: math.inf for k in sessions}
         dh_best, dh_json = math.inf, None
@@ -755,7 +783,8 @@ def main() -> None:
             for k, s in sessions.items():
                 ort_best[k] = min(ort_best[k], time_ort(s, cfg["vocab_size"], args.batch,
                                                         args.seq, args.repeat))
-            r = time_dochash(dochash, d, args.batch, args.seq, args.threads, args.repeat)
+            r = time_dochash(dochash, d, args.batch, args.seq, args.threads, args.repeat,
+                             args.precision)
             if r["best_s"] < dh_best:
                 dh_best, dh_json = r["best_s"], r
         tokens = args.batch * args.seq
@@ -765,6 +794,8 @@ def main() -> None:
         row = {
             "model": label, "name": MODELS[label], "batch": args.batch, "seq": args.seq,
             "threads": args.threads, "repeat": args.repeat, "rounds": args.rounds,
+            "precision": args.precision,
+            "ort_per_channel": args.ort_per_channel if args.precision == "int8" else None,
             "onnxruntime": ort.__version__, "ort_graph": main_graph,
             "ort_best_s": ort_best[main_graph], "ort_tokens_per_s": ort_tps,
             "dochash_best_s": dh_best, "dochash_tokens_per_s": dh_tps,

@@ -26,6 +26,7 @@ pub fn dochash(home: &Path) -> Command {
     let mut c = Command::new(bin("dochash"));
     c.env("DOCHASH_HOME", home)
         .env_remove("DOCHASH_MODEL")
+        .env_remove("DOCHASH_PRECISION")
         .env_remove("DOCHASH_LOG")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null());
@@ -207,6 +208,7 @@ pub fn start_watch(home: &Path, model: &Path, paths: &[&Path]) -> Owner {
     let mut c = Command::new(bin("dochash"));
     c.env("DOCHASH_HOME", home)
         .env_remove("DOCHASH_MODEL")
+        .env_remove("DOCHASH_PRECISION")
         .arg("watch")
         .arg("--model")
         .arg(model)

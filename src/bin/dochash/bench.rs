@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use dochash::encoder::{BatchLimits, Encoder, Pooling};
+use dochash::encoder::{BatchLimits, Encoder, Pooling, Precision};
 use dochash::index::search::{Filter, Mode, SearchParams};
 use dochash::index::weighted::{self, WeightedQuery};
 use dochash::index::{Coder, hamming};
@@ -453,6 +453,7 @@ fn freshness(g: &Global, a: &FreshnessArgs) -> Result<()> {
         home: tmp.path().join("home"),
         model: Some(dochash::model::ModelSpec::LocalDir(files.dir.clone())),
         device: g.device,
+        precision: g.precision,
         fetch: shared::fetch_options(g),
         add_roots: vec![notes.clone()],
         watch: true,
@@ -506,8 +507,12 @@ fn freshness(g: &Global, a: &FreshnessArgs) -> Result<()> {
 }
 
 /// Which forward pass the encoder runs, for the report.
-fn path_label(enc: &Encoder) -> &'static str {
-    if enc.fused_cpu() { "fused" } else { "candle" }
+fn path_label(enc: &Encoder) -> String {
+    match (enc.fused_cpu(), enc.precision()) {
+        (false, _) => "candle".into(),
+        (true, Precision::F32) => "fused".into(),
+        (true, Precision::Int8) => format!("fused int8 {}", Encoder::int8_kernel()),
+    }
 }
 
 /// `embed` over real texts: what indexing sees (tokenizing, length bucketing, padding, pooling).
@@ -517,7 +522,7 @@ fn encode_texts(g: &Global, a: &EncodeArgs, files: &ModelFiles, data: &Path) -> 
         anyhow::bail!("{}: no texts", data.display());
     }
     let texts: Vec<&str> = texts.iter().map(|(_, t)| t.as_str()).collect();
-    let enc = shared::load_encoder_with(g, files, Some(a.seq.max(2)), a.candle)?;
+    let enc = shared::load_encoder_with(g, files, Some(a.seq.max(2)), a.candle, g.precision)?;
     let limits = BatchLimits {
         max_batch: a.batch.max(1),
         max_tokens: a.batch.max(1) * enc.max_len(),
@@ -529,6 +534,7 @@ fn encode_texts(g: &Global, a: &EncodeArgs, files: &ModelFiles, data: &Path) -> 
     let took = t.elapsed().as_secs_f64();
     let path = path_label(&enc);
     let v = serde_json::json!({"model": files.id, "device": enc.device_label(), "path": path,
+        "precision": enc.precision(),
         "data": data.display().to_string(), "texts": texts.len(), "tokens": tokens,
         "max_len": enc.max_len(), "batch": a.batch, "threads": a.threads, "seconds": took,
         "tokens_per_s": tokens as f64 / took, "texts_per_s": texts.len() as f64 / took});
@@ -564,7 +570,7 @@ fn encode(g: &Global, a: &EncodeArgs) -> Result<()> {
     if let Some(data) = &a.data {
         return encode_texts(g, a, &files, data);
     }
-    let enc = shared::load_encoder_with(g, &files, None, a.candle)?;
+    let enc = shared::load_encoder_with(g, &files, None, a.candle, g.precision)?;
     if a.seq == 0 || a.batch == 0 || a.seq > enc.config().positions() {
         anyhow::bail!(
             "--seq must be 1..={} and --batch at least 1",
@@ -598,6 +604,7 @@ fn encode(g: &Global, a: &EncodeArgs) -> Result<()> {
     let tokens = (a.batch * a.seq) as f64;
     let path = path_label(&enc);
     let v = serde_json::json!({"model": files.id, "device": enc.device_label(), "path": path,
+        "precision": enc.precision(),
         "batch": a.batch, "seq": a.seq, "threads": a.threads, "best_s": best,
         "tokens_per_s": tokens / best});
     if a.json {

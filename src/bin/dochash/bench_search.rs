@@ -83,6 +83,7 @@ fn fingerprint(dim: usize) -> Fingerprint {
         pooling: "mean".into(),
         chunking: Default::default(),
         max_len: 256,
+        precision: dochash::encoder::Precision::F32,
     }
 }
 

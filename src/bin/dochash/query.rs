@@ -71,7 +71,9 @@ pub fn run(g: &Global, args: &QueryArgs) -> Result<ExitCode> {
         Some(_) => shared::resolve_index_model(g, Retire::Never)?,
         None => shared::resolve_spec(g, &dochash::app::spec_from_id(&meta.fingerprint.model_id))?,
     };
-    let enc = shared::load_encoder(g, &files, None)?;
+    // Likewise its precision.
+    let precision = g.precision.or(Some(meta.fingerprint.precision));
+    let enc = shared::load_encoder_with(g, &files, None, false, precision)?;
     let fp = dochash::app::fingerprint(&files, &enc);
     if fp != meta.fingerprint {
         bail!(
@@ -173,6 +175,8 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode> {
             "passages": passages,
             "model": m.fingerprint.model_id,
             "dim": m.fingerprint.dim,
+            "precision": m.fingerprint.precision,
+            "int8_kernel": dochash::encoder::Encoder::int8_kernel(),
             "codes": code.map(|c| c.source.clone()),
             "bits": code.map(|c| c.bits),
             "code_generation": code.map(|c| c.generation),
@@ -191,8 +195,15 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode> {
         format!("files     {files}"),
         format!("passages  {passages}"),
         format!(
-            "model     {} ({} dimensions)",
-            m.fingerprint.model_id, m.fingerprint.dim
+            "model     {} ({} dimensions, {})",
+            m.fingerprint.model_id,
+            m.fingerprint.dim,
+            match m.fingerprint.precision {
+                dochash::encoder::Precision::Int8 => {
+                    format!("int8 ({})", dochash::encoder::Encoder::int8_kernel())
+                }
+                p => p.to_string(),
+            }
         ),
         match code {
             Some(c) => format!(

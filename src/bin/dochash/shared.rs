@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use dochash::app::generation::{self, Retire};
 use dochash::app::sanitize::sanitize;
-use dochash::encoder::{Encoder, LoadOptions};
+use dochash::encoder::{Encoder, LoadOptions, Precision};
 use dochash::model::{self, FetchOptions, ModelFiles, ModelSpec};
 
 use crate::cli::Global;
@@ -91,7 +91,9 @@ pub fn open_index(g: &Global) -> Result<(Encoder, dochash::index::Index)> {
     dochash::app::prepare_home(&home)
         .with_context(|| format!("cannot create {}", home.display()))?;
     let files = resolve_index_model(g, Retire::Allowed)?;
-    let enc = load_encoder(g, &files, None)?;
+    let precision = generation::base_precision(&home, g.precision);
+    let enc = load_encoder_with(g, &files, None, false, precision)?;
+    generation::remember_precision(&home, enc.precision()).context("cannot keep the precision")?;
     let dir = dochash::app::index_dir()?;
     let fp = dochash::app::fingerprint(&files, &enc);
     let (index, notes) = dochash::index::Index::open(&dir, &fp)
@@ -108,16 +110,19 @@ pub fn owner() -> Result<Option<dochash::app::socket::Client>> {
     Ok(dochash::app::socket::Client::connect(&home)?)
 }
 
+/// The encoder for a command that does not touch the index: `--precision` or the default.
 pub fn load_encoder(g: &Global, files: &ModelFiles, max_len: Option<usize>) -> Result<Encoder> {
-    load_encoder_with(g, files, max_len, false)
+    load_encoder_with(g, files, max_len, false, g.precision)
 }
 
-/// [`load_encoder`], optionally on candle's general tensor path (`bench encode --candle`).
+/// [`load_encoder`] in a given precision, optionally on candle's general tensor path
+/// (`bench encode --candle`).
 pub fn load_encoder_with(
     g: &Global,
     files: &ModelFiles,
     max_len: Option<usize>,
     candle_only: bool,
+    precision: Option<Precision>,
 ) -> Result<Encoder> {
     let enc = Encoder::load_model(
         files,
@@ -126,6 +131,7 @@ pub fn load_encoder_with(
             trainable: false,
             max_len,
             candle_only,
+            precision,
         },
     )
     .with_context(|| format!("cannot load the model {}", files.id))?;

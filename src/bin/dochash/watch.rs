@@ -19,6 +19,7 @@ pub fn run(g: &Global, args: &WatchArgs) -> Result<ExitCode> {
         home: home.clone(),
         model: g.model.clone(),
         device: g.device,
+        precision: g.precision,
         fetch: shared::fetch_options(g),
         add_roots: args.paths.clone(),
         watch: true,

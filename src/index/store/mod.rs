@@ -86,6 +86,14 @@ pub struct Fingerprint {
     pub chunking: crate::corpus::ChunkConfig,
     /// The encoder's window in tokens (longer passages would be truncated).
     pub max_len: usize,
+    /// The encoder's weight-product precision; an index from before the setting is `f32`.
+    #[serde(default = "f32_precision")]
+    pub precision: crate::encoder::Precision,
+}
+
+/// What an index written before the precision was recorded was made with.
+fn f32_precision() -> crate::encoder::Precision {
+    crate::encoder::Precision::F32
 }
 
 impl Fingerprint {
@@ -105,6 +113,11 @@ impl Fingerprint {
             format!(
                 "made with other weights of {} (their size or date differ)",
                 other.model_id
+            )
+        } else if self.precision != other.precision {
+            format!(
+                "made with --precision {}, not {}",
+                self.precision, other.precision
             )
         } else if self.dim != other.dim || self.pooling != other.pooling {
             "made with another pooling or width".into()
@@ -894,6 +907,7 @@ mod tests {
                 pooling: "mean".into(),
                 chunking: crate::corpus::ChunkConfig::default(),
                 max_len: 256,
+                precision: crate::encoder::Precision::F32,
             },
             roots: vec!["/notes".into()],
             corpus: CorpusSettings::default(),
