@@ -392,7 +392,7 @@ mod avx2 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn naive(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, bias: &[f32]) -> Vec<f64> {
@@ -416,7 +416,8 @@ mod tests {
         Packed::from_rows(&[(&rows, 1.0)], k)
     }
 
-    fn values(len: usize, seed: u32) -> Vec<f32> {
+    /// Deterministic values in [-1, 1] (shared with the int8 products' tests).
+    pub(in crate::encoder) fn values(len: usize, seed: u32) -> Vec<f32> {
         (0..len)
             .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 2001) as f32 / 1000.0 - 1.0)
             .collect()

@@ -415,31 +415,61 @@ unsafe fn activate<const FMA: bool>(p: &Product<'_>, panels: &std::ops::Range<us
     }
 }
 
+/// The loop every kernel shares: panel by panel, `T` rows at a time, `tile(x, panel, rows,
+/// sums)` fills the sums of `rows` (1..=T) rows starting at `x`, which [`finish`] turns into `y`;
+/// then the activation. Inlined into each kernel's feature context.
+///
+/// # Safety
+/// As [`compute`]; `tile` may read `rows` rows of `kp` bytes at `x` and the panel's `kp / 4`
+/// quads, nothing else.
+#[inline(always)]
+unsafe fn tiles<const T: usize, const FMA: bool>(
+    p: &Product<'_>,
+    panels: std::ops::Range<usize>,
+    tile: impl Fn(*const u8, *const i8, usize, &mut [[i32; NR]; T]),
+) {
+    let kp = p.w.kp;
+    for j in panels.clone() {
+        let cols = NR.min(p.w.n - j * NR);
+        // SAFETY (all pointers): j < panels and r0 < m, the shapes `dense_with` checked.
+        unsafe {
+            let panel = p.w.data.as_ptr().add(j * kp * NR);
+            let mut r0 = 0;
+            while r0 < p.m {
+                let rows = T.min(p.m - r0);
+                let mut acc = [[0i32; NR]; T];
+                tile(p.q.q.as_ptr().add(r0 * kp), panel, rows, &mut acc);
+                for (r, a) in acc.iter().enumerate().take(rows) {
+                    finish(p, r0 + r, j, cols, a);
+                }
+                r0 += rows;
+            }
+        }
+    }
+    // SAFETY: as above.
+    unsafe { activate::<FMA>(p, &panels) };
+}
+
 /// [`compute`] in plain integer arithmetic.
 ///
 /// # Safety
 /// As [`compute`].
 unsafe fn portable(p: &Product<'_>, panels: std::ops::Range<usize>) {
     let kp = p.w.kp;
-    for j in panels.clone() {
-        let cols = NR.min(p.w.n - j * NR);
-        let panel = &p.w.data[j * kp * NR..(j + 1) * kp * NR];
-        for r in 0..p.m {
-            let xr = &p.q.q[r * kp..(r + 1) * kp];
-            let mut acc = [0i32; NR];
+    // SAFETY: the caller's guarantee; the tile reads one row and one panel.
+    unsafe {
+        tiles::<1, false>(p, panels, |x, panel, _, acc| {
+            let xr = std::slice::from_raw_parts(x, kp);
+            let panel = std::slice::from_raw_parts(panel, kp * NR);
             for (quad, xq) in panel.chunks_exact(QUAD).zip(xr.chunks_exact(4)) {
-                for (a, wq) in acc.iter_mut().zip(quad.chunks_exact(4)) {
+                for (a, wq) in acc[0].iter_mut().zip(quad.chunks_exact(4)) {
                     for (&xv, &wv) in xq.iter().zip(wq) {
                         *a += i32::from(xv) * i32::from(wv);
                     }
                 }
             }
-            // SAFETY: the caller's guarantee.
-            unsafe { finish(p, r, j, cols, &acc) };
-        }
+        })
     }
-    // SAFETY: as above.
-    unsafe { activate::<false>(p, &panels) };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -508,7 +538,7 @@ mod x86 {
             pub(super) mod $name {
                 use std::arch::x86_64::*;
 
-                use super::super::{MR, NR, Product, QUAD, activate, finish};
+                use super::super::{MR, NR, Product, QUAD, tiles};
 
                 /// # Safety
                 /// The CPU must have the features; the conditions of `compute` hold.
@@ -518,34 +548,17 @@ mod x86 {
                     panels: std::ops::Range<usize>,
                 ) {
                     let kp = p.w.kp;
-                    for j in panels.clone() {
-                        let cols = NR.min(p.w.n - j * NR);
-                        // SAFETY (all pointers): j < panels, rows < m, quads < kp / 4, as
-                        // `dense_with` checked.
-                        unsafe {
-                            let panel = p.w.data.as_ptr().add(j * kp * NR);
-                            let mut r0 = 0;
-                            while r0 < p.m {
-                                let rows = MR.min(p.m - r0);
-                                let x = p.q.q.as_ptr().add(r0 * kp);
-                                let mut acc = [[0i32; NR]; MR];
-                                match rows {
-                                    6 => tile::<6>(x, kp, panel, &mut acc),
-                                    5 => tile::<5>(x, kp, panel, &mut acc),
-                                    4 => tile::<4>(x, kp, panel, &mut acc),
-                                    3 => tile::<3>(x, kp, panel, &mut acc),
-                                    2 => tile::<2>(x, kp, panel, &mut acc),
-                                    _ => tile::<1>(x, kp, panel, &mut acc),
-                                }
-                                for (r, a) in acc.iter().enumerate().take(rows) {
-                                    finish(p, r0 + r, j, cols, a);
-                                }
-                                r0 += rows;
-                            }
-                        }
+                    // SAFETY: the caller's guarantee; each tile reads its rows and one panel.
+                    unsafe {
+                        tiles::<MR, true>(p, panels, |x, panel, rows, acc| match rows {
+                            6 => tile::<6>(x, kp, panel, acc),
+                            5 => tile::<5>(x, kp, panel, acc),
+                            4 => tile::<4>(x, kp, panel, acc),
+                            3 => tile::<3>(x, kp, panel, acc),
+                            2 => tile::<2>(x, kp, panel, acc),
+                            _ => tile::<1>(x, kp, panel, acc),
+                        })
                     }
-                    // SAFETY: as above.
-                    unsafe { activate::<true>(p, &panels) };
                 }
 
                 #[target_feature(enable = $features)]
@@ -595,7 +608,7 @@ mod x86 {
     pub(super) mod avx2 {
         use std::arch::x86_64::*;
 
-        use super::super::{NR, Product, QUAD, activate, finish};
+        use super::super::{NR, Product, QUAD, tiles};
 
         /// Rows per tile: 4 registers of sums per row (pairs of depths still apart).
         const R2: usize = 2;
@@ -605,30 +618,16 @@ mod x86 {
         #[target_feature(enable = "avx2,fma")]
         pub(in super::super) unsafe fn compute(p: &Product<'_>, panels: std::ops::Range<usize>) {
             let kp = p.w.kp;
-            for j in panels.clone() {
-                let cols = NR.min(p.w.n - j * NR);
-                // SAFETY (all pointers): as in the VNNI kernels.
-                unsafe {
-                    let panel = p.w.data.as_ptr().add(j * kp * NR);
-                    let mut r0 = 0;
-                    while r0 < p.m {
-                        let rows = R2.min(p.m - r0);
-                        let x = p.q.q.as_ptr().add(r0 * kp);
-                        let mut acc = [[0i32; NR]; R2];
-                        if rows == 2 {
-                            tile::<2>(x, kp, panel, &mut acc);
-                        } else {
-                            tile::<1>(x, kp, panel, &mut acc);
-                        }
-                        for (r, a) in acc.iter().enumerate().take(rows) {
-                            finish(p, r0 + r, j, cols, a);
-                        }
-                        r0 += rows;
+            // SAFETY: the caller's guarantee; each tile reads its rows and one panel.
+            unsafe {
+                tiles::<R2, true>(p, panels, |x, panel, rows, acc| {
+                    if rows == 2 {
+                        tile::<2>(x, kp, panel, acc)
+                    } else {
+                        tile::<1>(x, kp, panel, acc)
                     }
-                }
+                })
             }
-            // SAFETY: as above.
-            unsafe { activate::<true>(p, &panels) };
         }
 
         #[target_feature(enable = "avx2,fma")]
@@ -678,13 +677,8 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::packed::tests::values;
     use super::*;
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 2001) as f32 / 1000.0 - 1.0)
-            .collect()
-    }
 
     fn naive(x: &[f32], m: usize, k: usize, rows: &[f32], n: usize, bias: &[f32]) -> Vec<f64> {
         let mut y = vec![0f64; m * n];
