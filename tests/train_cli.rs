@@ -123,6 +123,23 @@ fn training_switches_to_a_new_generation_that_queries_use() {
     assert_eq!(manifest["passages"], 1100);
     assert_eq!(manifest["dhim"]["config"]["bits"], 32);
     assert!(manifest["simcse"]["report"]["steps"].as_u64().unwrap() > 0);
+    // The adoption check asked the held-back files' section titles for their sections and
+    // their passages' openings for the rest, of the base and the tuned model.
+    let simcse = &manifest["simcse"];
+    assert!(simcse["questions"].as_u64().unwrap() >= 20, "{simcse}");
+    for side in ["base", "tuned"] {
+        let s = &simcse[side];
+        let (t, l, m) = (
+            s["titles"].as_f64(),
+            s["leads"].as_f64(),
+            s["mean"].as_f64(),
+        );
+        assert!(t.is_some() || l.is_some(), "{simcse}");
+        let parts: Vec<f64> = [t, l].into_iter().flatten().collect();
+        assert!(parts.iter().all(|x| (0.0..=1.0).contains(x)), "{simcse}");
+        let mean = parts.iter().sum::<f64>() / parts.len() as f64;
+        assert!((m.unwrap() - mean).abs() < 1e-12, "{simcse}");
+    }
     assert!(home.join("generations/1/dhim.safetensors").is_file());
 
     // Status and queries go through the new generation.

@@ -53,6 +53,7 @@ pub mod drift;
 pub mod engine;
 mod error;
 pub mod generation;
+pub mod known_item;
 pub mod sanitize;
 pub mod socket;
 pub mod train;

@@ -10,17 +10,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::encoder::{BatchLimits, DeviceSpec, Encoder, LoadOptions, Role};
 use crate::index::{
-    Coder, Index, IndexMeta, Progress as IndexProgress, UpdateOptions, UpdateReport,
+    Coder, CorpusPassage, Index, IndexMeta, Progress as IndexProgress, UpdateOptions, UpdateReport,
     corpus_passages,
 };
 use crate::model::{self, FetchOptions, ModelFiles, ModelSpec};
 use crate::rng::SplitMix64;
 use crate::train::TrainError;
 use crate::train::dhim::{self, DhimConfig, DhimReport};
-use crate::train::simcse::{self, SimcseConfig, SimcseReport, same_document_rate};
+use crate::train::simcse::{self, SimcseConfig, SimcseReport};
 use crate::train::states::CorpusStates;
 
 use super::generation::{self, Active};
+use super::known_item::{Probes, Score};
 
 /// Below this many passages the hashing head is not trained and the training-free ITQ codes
 /// stay: on 20 Newsgroups subsets DHIM only beat ITQ from about this size on (docs/BENCHMARKS.md).
@@ -141,10 +142,12 @@ impl TrainProgress {
 pub struct SimcseOutcome {
     pub config: SimcseConfig,
     pub report: SimcseReport,
-    /// Held-back passages whose nearest neighbour is from their own document, base vs tuned.
-    pub base_rate: Option<f64>,
-    pub tuned_rate: Option<f64>,
+    /// Known-item MRR@10 on held-back passages (see [`super::known_item`]), base vs tuned.
+    pub base: Option<Score>,
+    pub tuned: Option<Score>,
     pub held_back: usize,
+    /// Questions the check asked.
+    pub questions: usize,
     pub adopted: bool,
 }
 
@@ -244,12 +247,12 @@ fn prepare_in(
     let passages = corpus_passages(current, &base_enc, cancel, MAX_TRAIN_PASSAGES).map_err(err)?;
     check(cancel)?;
     let files = {
-        let mut f: Vec<&PathBuf> = passages.iter().map(|(p, _)| p).collect();
+        let mut f: Vec<&PathBuf> = passages.iter().map(|p| &p.path).collect();
         f.dedup();
         f.len()
     };
     let mut notes = Vec::new();
-    let texts: Vec<&str> = passages.iter().map(|(_, t)| t.as_str()).collect();
+    let texts: Vec<&str> = passages.iter().map(|p| p.text.as_str()).collect();
     // What the learners see is what the index embeds: each passage behind the model's document
     // prompt, if it has one.
     let prompted = base_enc.prompted(&texts, Role::Document);
@@ -276,35 +279,40 @@ fn prepare_in(
             })?;
             check(cancel)?;
             progress(TrainProgress::Checking);
-            let held_texts: Vec<&str> = held.iter().map(|&i| texts[i]).collect();
-            let docs = doc_ids(&held, &passages);
-            let rate = |enc: &Encoder| -> Result<Option<f64>, TrainError> {
-                let e = enc.embed_as(&held_texts, Role::Document, BatchLimits::default())?;
-                Ok(same_document_rate(&e.data, e.dim, &docs))
+            let held_passages: Vec<&CorpusPassage> = held.iter().map(|&i| &passages[i]).collect();
+            let probes = Probes::new(&held_passages);
+            let score = |enc: &Encoder| -> Result<Option<Score>, TrainError> {
+                Ok((!probes.is_empty()).then(|| probes.score(enc)).transpose()?)
             };
-            let base_rate = rate(&base_enc)?;
+            let base_score = score(&base_enc)?;
             let out = gdir.join("model");
             simcse::save_model(&tuned, &base.dir, base_enc.profile(), &out)?;
             drop(tuned);
             let tuned_enc = load(&out)?;
-            let tuned_rate = rate(&tuned_enc)?;
-            let passed = matches!((base_rate, tuned_rate), (Some(b), Some(t)) if t >= b);
+            let tuned_score = score(&tuned_enc)?;
+            let (b, t) = (
+                base_score.and_then(|s| s.mean),
+                tuned_score.and_then(|s| s.mean),
+            );
+            let passed = matches!((b, t), (Some(b), Some(t)) if t >= b);
             let adopted = passed || opts.force;
-            notes.push(match (base_rate, tuned_rate) {
+            notes.push(match (b, t) {
                 (Some(b), Some(t)) if passed => format!(
-                    "SimCSE adopted: held-back passages find their own document {:.1}% of the time (base {:.1}%)",
+                    "SimCSE adopted: held-back known-item MRR@10 {:.1} (base {:.1}, {} questions)",
                     t * 100.0,
-                    b * 100.0
+                    b * 100.0,
+                    probes.len()
                 ),
                 (Some(b), Some(t)) => format!(
-                    "SimCSE not adopted: held-back passages find their own document {:.1}% of the time, base {:.1}%; the base encoder stays",
+                    "SimCSE not adopted: held-back known-item MRR@10 {:.1}, base {:.1} ({} questions); the base encoder stays",
                     t * 100.0,
-                    b * 100.0
+                    b * 100.0,
+                    probes.len()
                 ),
-                _ if opts.force => "SimCSE adopted (--force) without a held-back check: no held-back document has two passages".into(),
-                _ => "SimCSE not adopted: no held-back document has two passages to check it on; the base encoder stays".into(),
+                _ if opts.force => "SimCSE adopted (--force) without a held-back check: the held-back passages give too few questions".into(),
+                _ => "SimCSE not adopted: the held-back passages give too few questions to check it; the base encoder stays".into(),
             });
-            if adopted && !passed && base_rate.is_some() {
+            if adopted && !passed && b.is_some() {
                 notes.push("SimCSE adopted anyway (--force)".into());
             }
             if adopted {
@@ -315,9 +323,10 @@ fn prepare_in(
             simcse_out = Some(SimcseOutcome {
                 config: cfg.clone(),
                 report,
-                base_rate,
-                tuned_rate,
+                base: base_score,
+                tuned: tuned_score,
                 held_back: held.len(),
+                questions: probes.len(),
                 adopted,
             });
         }
@@ -480,12 +489,12 @@ where
 /// Splits passage indices into training and held-back sets: the passages of about a tenth of
 /// the files that have at least two passages (chosen by a seeded shuffle), at most
 /// [`HELD_BACK_MAX`] passages. Held-back passages are never trained on.
-fn hold_back(passages: &[(PathBuf, String)]) -> (Vec<usize>, Vec<usize>) {
+pub fn hold_back(passages: &[CorpusPassage]) -> (Vec<usize>, Vec<usize>) {
     let mut by_file: Vec<(usize, usize)> = Vec::new(); // (start, len) of each file's run
     let mut i = 0;
     while i < passages.len() {
         let mut j = i + 1;
-        while j < passages.len() && passages[j].0 == passages[i].0 {
+        while j < passages.len() && passages[j].path == passages[i].path {
             j += 1;
         }
         by_file.push((i, j - i));
@@ -556,23 +565,6 @@ fn compare_with_itq(
     )
     .map_err(err)?;
     Ok((a, b))
-}
-
-fn doc_ids(idx: &[usize], passages: &[(PathBuf, String)]) -> Vec<usize> {
-    let mut ids = Vec::with_capacity(idx.len());
-    let mut seen: Vec<&PathBuf> = Vec::new();
-    for &i in idx {
-        let p = &passages[i].0;
-        let id = match seen.iter().position(|s| *s == p) {
-            Some(k) => k,
-            None => {
-                seen.push(p);
-                seen.len() - 1
-            }
-        };
-        ids.push(id);
-    }
-    ids
 }
 
 /// A thread pool whose threads run at the lowest CPU priority, for background retraining:

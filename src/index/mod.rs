@@ -26,7 +26,8 @@ pub use store::{
     CodeMeta, CorpusSettings, Db, Fingerprint, IndexMeta, SCHEMA_VERSION, Store, StoreError,
 };
 pub use update::{
-    Progress, RootTrouble, Unavailable, UpdateOptions, UpdateReport, chunk_config, corpus_passages,
+    CorpusPassage, Progress, RootTrouble, Unavailable, UpdateOptions, UpdateReport, chunk_config,
+    corpus_passages,
 };
 
 /// Default code length: 64 bits make the Hamming scan one XOR and one POPCNT per passage.

@@ -538,7 +538,19 @@ fn recode_stale(index: &mut Index) -> Result<(), IndexError> {
     Ok(())
 }
 
-/// Passage texts of the index's roots as the encoder sees them (heading trail included), with
+/// A passage of the corpus as training reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorpusPassage {
+    pub path: PathBuf,
+    /// As the encoder sees it (heading trail included).
+    pub text: String,
+    /// The innermost heading where the passage starts, if any.
+    pub title: Option<String>,
+    /// The passage's own text, without the trail.
+    pub body: String,
+}
+
+/// Passages of the index's roots as the encoder sees them (heading trail included), with
 /// their files: what training learns from. Read from the files, like an update, so it needs
 /// nothing from the store. At most `max` passages: whole files in a fixed pseudo-random order
 /// until the sample is full, so that training's memory and time do not grow with the corpus;
@@ -548,7 +560,7 @@ pub fn corpus_passages(
     encoder: &Encoder,
     cancel: &AtomicBool,
     max: usize,
-) -> Result<Vec<(PathBuf, String)>, IndexError> {
+) -> Result<Vec<CorpusPassage>, IndexError> {
     let present: Vec<PathBuf> = meta.roots.iter().filter(|r| r.exists()).cloned().collect();
     if present.is_empty() {
         return Ok(Vec::new());
@@ -558,7 +570,7 @@ pub fn corpus_passages(
     crate::rng::shuffle(&mut files, &mut crate::rng::SplitMix64::new(0x5a3b));
     let chunking = meta.fingerprint.chunking;
     let counter = Counter(encoder);
-    let mut picked: Vec<(PathBuf, Vec<String>)> = Vec::new();
+    let mut picked: Vec<(PathBuf, Vec<CorpusPassage>)> = Vec::new();
     let mut n = 0;
     for f in &files {
         if cancel.load(Ordering::Acquire) || n >= max {
@@ -567,20 +579,26 @@ pub fn corpus_passages(
         let Ok(doc) = corpus::read_document(&f.path, &cfg) else {
             continue;
         };
-        let texts: Vec<String> =
+        let texts: Vec<CorpusPassage> =
             corpus::split_as(&doc, Format::from_path(&f.path), &counter, &chunking)
                 .into_iter()
-                .map(|p| p.text)
                 .take(max - n)
+                .map(|p| CorpusPassage {
+                    path: f.path.clone(),
+                    body: doc
+                        .text
+                        .get(p.bytes.clone())
+                        .unwrap_or_default()
+                        .to_string(),
+                    title: p.headings.last().cloned(),
+                    text: p.text,
+                })
                 .collect();
         n += texts.len();
         picked.push((f.path.clone(), texts));
     }
     picked.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(picked
-        .into_iter()
-        .flat_map(|(p, ts)| ts.into_iter().map(move |t| (p.clone(), t)))
-        .collect())
+    Ok(picked.into_iter().flat_map(|(_, ts)| ts).collect())
 }
 
 #[cfg(test)]
@@ -630,7 +648,7 @@ mod tests {
         let sample = corpus_passages(&meta, &enc, &stop, 23).unwrap();
         assert_eq!(sample.len(), 23);
         // Grouped by file, in path order, and the same sample every time.
-        let files: Vec<&PathBuf> = sample.iter().map(|(p, _)| p).collect();
+        let files: Vec<&PathBuf> = sample.iter().map(|p| &p.path).collect();
         assert!(files.windows(2).all(|w| w[0] <= w[1]));
         assert_eq!(corpus_passages(&meta, &enc, &stop, 23).unwrap(), sample);
     }

@@ -196,3 +196,40 @@ pub fn neighbour_recall(
     let per = per?;
     Ok(per.iter().sum::<f64>() / per.len().max(1) as f64)
 }
+
+/// Known-item MRR@10 by exact cosine over unit-length rows: for each query, the reciprocal rank
+/// of the first of its `relevant` documents among the top 10 (0 if none is there); ties by the
+/// smaller document index. `None` without queries.
+pub fn mrr_at_10(
+    queries: &[f32],
+    docs: &[f32],
+    dim: usize,
+    relevant: &[Vec<usize>],
+) -> Option<f64> {
+    if relevant.is_empty() || dim == 0 {
+        return None;
+    }
+    let per: Vec<f64> = queries
+        .par_chunks(dim)
+        .zip(relevant.par_iter())
+        .map(|(q, rel)| {
+            let mut scored: Vec<(f32, usize)> = docs
+                .chunks(dim)
+                .enumerate()
+                .map(|(i, v)| (q.iter().zip(v).map(|(a, b)| a * b).sum::<f32>(), i))
+                .collect();
+            let order =
+                |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+            let k = 10.min(scored.len());
+            if k > 0 && k < scored.len() {
+                scored.select_nth_unstable_by(k - 1, order);
+            }
+            let top = &mut scored[..k];
+            top.sort_by(order);
+            top.iter()
+                .position(|(_, i)| rel.contains(i))
+                .map_or(0.0, |r| 1.0 / (r + 1) as f64)
+        })
+        .collect();
+    Some(per.iter().sum::<f64>() / per.len() as f64)
+}

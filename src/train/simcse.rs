@@ -306,30 +306,3 @@ pub fn save_model(
     map.save(&weights)
         .map_err(|e| TrainError::Msg(format!("{}: cannot write: {e}", weights.display())))
 }
-
-/// How often a held-back passage's nearest other passage (by cosine over unit-length rows)
-/// comes from the same document; only passages whose document has another held-back passage
-/// count. The adoption check for a fine-tuned encoder: it needs no labels.
-pub fn same_document_rate(vectors: &[f32], dim: usize, docs: &[usize]) -> Option<f64> {
-    let n = docs.len();
-    let mut hits = 0usize;
-    let mut counted = 0usize;
-    for i in 0..n {
-        if !(0..n).any(|j| j != i && docs[j] == docs[i]) {
-            continue;
-        }
-        let q = &vectors[i * dim..(i + 1) * dim];
-        let best = (0..n)
-            .filter(|&j| j != i)
-            .map(|j| {
-                let v = &vectors[j * dim..(j + 1) * dim];
-                (q.iter().zip(v).map(|(a, b)| a * b).sum::<f32>(), j)
-            })
-            .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)));
-        counted += 1;
-        if best.is_some_and(|(_, j)| docs[j] == docs[i]) {
-            hits += 1;
-        }
-    }
-    (counted > 0).then(|| hits as f64 / counted as f64)
-}

@@ -260,7 +260,7 @@ mod simcse {
         BatchLimits, DeviceSpec, Encoder, LoadOptions, Pooling, write_tiny_model,
     };
     use crate::rng::SplitMix64;
-    use crate::train::simcse::{self, Mode, SimcseConfig, same_document_rate, save_model};
+    use crate::train::simcse::{self, Mode, SimcseConfig, save_model};
 
     const WORDS: &[&str] = &[
         "apple", "garden", "river", "ocean", "server", "error", "music", "piano", "bread", "soup",
@@ -478,15 +478,28 @@ mod simcse {
             Err(crate::train::TrainError::TooLittleData { .. })
         ));
     }
+}
 
-    #[test]
-    fn same_document_rate_counts_nearest_neighbours() {
-        // Docs 0,0,1,1,2: the lone passage of doc 2 does not count.
-        let v = [1.0, 0.0, 0.9, 0.1, 0.0, 1.0, 0.1, 0.9, 0.7, 0.7];
-        assert_eq!(same_document_rate(&v, 2, &[0, 0, 1, 1, 2]), Some(1.0));
-        assert_eq!(same_document_rate(&v, 2, &[0, 1, 0, 1, 2]), Some(0.0));
-        assert_eq!(same_document_rate(&v, 2, &[0, 1, 2, 3, 4]), None);
-    }
+#[test]
+fn mrr_at_10_ranks_the_first_answer_and_breaks_ties_by_index() {
+    use super::metrics::mrr_at_10;
+    // Documents on the unit circle; queries with answers at ranks 1, 2 and beyond 10.
+    let docs: Vec<f32> = (0..12)
+        .flat_map(|i| {
+            let a = i as f32 * 0.1;
+            [a.cos(), a.sin()]
+        })
+        .collect();
+    let q = [1.0, 0.0, 1.0, 0.0, 1.0, 0.0];
+    let got = mrr_at_10(&q, &docs, 2, &[vec![0], vec![1, 5], vec![11]]).unwrap();
+    assert!((got - (1.0 + 0.5 + 0.0) / 3.0).abs() < 1e-12, "{got}");
+    // Equal scores: the smaller index ranks first.
+    let tied = [1.0, 0.0, 1.0, 0.0, 1.0, 0.0];
+    assert_eq!(
+        mrr_at_10(&[1.0, 0.0], &tied, 2, &[vec![2]]),
+        Some(1.0 / 3.0)
+    );
+    assert_eq!(mrr_at_10(&[], &tied, 2, &[]), None);
 }
 
 #[test]

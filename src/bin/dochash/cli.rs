@@ -91,8 +91,9 @@ pub enum SimcseChoice {
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// SimCSE fine-tuning of the encoder; it is only adopted if held-back passages of your notes
-    /// find their own document at least as often as with the base model
+    /// SimCSE fine-tuning of the encoder; it is only adopted if it answers known-item questions
+    /// about held-back files of your notes (titles → sections, first sentences → the rest) at
+    /// least as well as the base model
     #[arg(long, value_enum, default_value = "head")]
     pub simcse: SimcseChoice,
     /// Train the DHIM hashing head; it replaces the ITQ codes only if it keeps nearest
@@ -128,6 +129,23 @@ pub enum EvalCmd {
     /// Known-item retrieval: hit@1, hit@10 and MRR@10 of lexical, semantic and fused search
     /// over a folder; a hit is a result in the query's file whose lines overlap its range
     Retrieval(RetrievalArgs),
+    /// The adoption check `dochash train` applies to a fine-tuned encoder: known-item MRR@10
+    /// (titles → sections, first sentences → the rest) on the passages training holds back, for
+    /// --model (the base) and --tuned
+    Adoption(AdoptionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AdoptionArgs {
+    /// The folder training read (its passages are held back as training holds them back)
+    #[arg(long, value_name = "DIR")]
+    pub docs: PathBuf,
+    /// The fine-tuned model folder (e.g. <home>/generations/<n>/model)
+    #[arg(long, value_name = "DIR")]
+    pub tuned: PathBuf,
+    /// Print one JSON object
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -20,7 +20,7 @@ use dochash::train::states::CorpusStates;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::bench::read_jsonl;
-use crate::cli::{EvalCmd, Global, HashingArgs, StsArgs};
+use crate::cli::{AdoptionArgs, EvalCmd, Global, HashingArgs, StsArgs};
 use crate::shared;
 
 pub fn run(g: &Global, cmd: &EvalCmd) -> Result<ExitCode> {
@@ -28,6 +28,7 @@ pub fn run(g: &Global, cmd: &EvalCmd) -> Result<ExitCode> {
         EvalCmd::Hashing(a) => hashing(g, a),
         EvalCmd::Sts(a) => sts(g, a),
         EvalCmd::Retrieval(a) => crate::retrieval::run(g, a),
+        EvalCmd::Adoption(a) => adoption(g, a),
     }
     .map(|_| ExitCode::SUCCESS)
 }
@@ -487,6 +488,63 @@ fn sts(g: &Global, a: &StsArgs) -> Result<()> {
             gold.len(),
             files.id
         );
+    }
+    Ok(())
+}
+
+/// The held-back known-item check of `dochash train` on `--docs`, for the base model and
+/// `--tuned`: the same passages (read and held back exactly as training reads them), the same
+/// questions, the same score.
+fn adoption(g: &Global, a: &AdoptionArgs) -> Result<()> {
+    use dochash::app::known_item::Probes;
+    use dochash::app::train::{MAX_TRAIN_PASSAGES, hold_back};
+    use dochash::index::{IndexMeta, corpus_passages};
+
+    let files = shared::resolve_model(g)?;
+    let base = shared::load_encoder(g, &files, None)?;
+    let tuned_files =
+        shared::resolve_spec(g, &dochash::model::ModelSpec::LocalDir(a.tuned.clone()))?;
+    let tuned = shared::load_encoder(g, &tuned_files, None)?;
+    let root = std::fs::canonicalize(&a.docs)
+        .with_context(|| format!("cannot open {}", a.docs.display()))?;
+    let meta = IndexMeta {
+        fingerprint: dochash::app::fingerprint(&files, &base),
+        roots: vec![root],
+        code: None,
+        corpus: Default::default(),
+    };
+    let passages = corpus_passages(&meta, &base, &AtomicBool::new(false), MAX_TRAIN_PASSAGES)
+        .with_context(|| format!("cannot read {}", a.docs.display()))?;
+    let (_, held) = hold_back(&passages);
+    let held: Vec<_> = held.iter().map(|&i| &passages[i]).collect();
+    let probes = Probes::new(&held);
+    let (b, t) = (probes.score(&base)?, probes.score(&tuned)?);
+    let v = serde_json::json!({
+        "passages": passages.len(), "held_back": held.len(),
+        "title_questions": probes.titles.queries.len(), "lead_questions": probes.leads.queries.len(),
+        "base": b, "tuned": t,
+        "adopt": matches!((b.mean, t.mean), (Some(b), Some(t)) if t >= b),
+    });
+    if a.json {
+        println!("{v}");
+    } else {
+        let pct = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{:.1}", x * 100.0));
+        println!(
+            "{} passages, {} held back: {} title and {} lead questions",
+            passages.len(),
+            held.len(),
+            probes.titles.queries.len(),
+            probes.leads.queries.len()
+        );
+        for (name, s) in [("base", b), ("tuned", t)] {
+            println!(
+                "{name:<6} MRR@10 titles {}  leads {}  mean {}",
+                pct(s.titles),
+                pct(s.leads),
+                pct(s.mean)
+            );
+        }
+        println!("adopt: {}", v["adopt"]);
     }
     Ok(())
 }
