@@ -22,6 +22,17 @@ use super::kernels::{self, Act};
 pub(crate) const NR: usize = 16;
 /// Bytes of one depth quad of a panel: four depths of each of its columns.
 const QUAD: usize = 4 * NR;
+/// `x` rounded to the nearest integer, ties to even, for `|x| < 2²²`: adding and subtracting
+/// 1.5·2²³ leaves no fraction bits, and the FPU rounds ties to even. The same as
+/// `round_ties_even` (and `vcvtps2dq`), but plain arithmetic: it vectorises where
+/// `round_ties_even` is a libm call per value (baseline x86-64 has no `roundps`), which made
+/// quantising the weights at load a visible part of a one-shot query.
+#[inline(always)]
+fn round_even(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2²³
+    (x + MAGIC) - MAGIC
+}
+
 /// Rows per tile of the VNNI kernels (12 accumulators, 2 weight registers, 1 broadcast).
 const MR: usize = 6;
 
@@ -72,7 +83,7 @@ impl PackedI8 {
             let panel = j * kp * NR;
             let mut total = 0i32;
             for (p, &v) in row.iter().enumerate() {
-                let q = ((v * s) / step).round_ties_even().clamp(-127.0, 127.0) as i8;
+                let q = round_even((v * s) / step).clamp(-127.0, 127.0) as i8;
                 data[panel + (p / 4) * QUAD + cc * 4 + p % 4] = q;
                 total += i32::from(q);
             }
@@ -126,7 +137,7 @@ fn quantise_row(x: &[f32], out: &mut [u8]) -> (f32, i32) {
 #[inline(always)]
 fn quantise_values(x: &[f32], inv: f32, zero: f32, out: &mut [u8]) {
     for (o, &v) in out.iter_mut().zip(x) {
-        *o = (v * inv + zero).round_ties_even() as u8;
+        *o = round_even(v * inv + zero) as u8;
     }
 }
 
@@ -785,6 +796,17 @@ mod tests {
             .unwrap();
         pool.install(|| dense_i8(&x, k, m, &both, &bias, None, &mut par, 25, true));
         assert_eq!(y, par);
+    }
+
+    #[test]
+    fn round_even_is_round_ties_even_in_range() {
+        for i in -600_000..600_000 {
+            let x = i as f32 / 1024.0; // includes every .5 tie in range
+            assert_eq!(round_even(x), x.round_ties_even(), "{x}");
+        }
+        assert_eq!(round_even(254.5), 254.0);
+        assert_eq!(round_even(255.5), 256.0);
+        assert!(round_even(f32::NAN).is_nan());
     }
 
     #[test]
