@@ -449,3 +449,29 @@ fn precision_is_a_setting_of_the_index() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("int4"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_code_length_asked_for_is_kept_through_updates_and_rebuilds() {
+    let e = env();
+    e.write("m.md", MUSIC);
+    e.write("p.md", "# Bread\n\nflour water salt yeast oven bread\n");
+    e.index(&[e.notes.to_str().unwrap()]);
+    assert_eq!(e.status()["bits"], 64, "the default for a small index");
+    e.index(&["--bits", "32"]);
+    assert_eq!(e.status()["bits"], 32);
+    // A plain update keeps it, and so does a rebuild of a lost database.
+    e.write(
+        "n.md",
+        "# Other\n\nriver ocean mountain river ocean mountain\n",
+    );
+    e.index(&[]);
+    assert_eq!(e.status()["bits"], 32);
+    std::fs::remove_dir_all(e.home.join("index")).unwrap();
+    e.index(&[]);
+    let s = e.status();
+    assert_eq!(
+        (s["bits"].clone(), s["files"].clone()),
+        (32.into(), 3.into()),
+        "{s}"
+    );
+}

@@ -410,10 +410,10 @@ fn prepare_in(
     let _ = std::fs::remove_dir_all(&dir);
     let fp = super::fingerprint(&gen_files, &gen_enc);
     let (mut index, _) = Index::open(&dir, &fp).map_err(err)?;
-    let bits = match &head {
+    let bits = Some(match &head {
         Some(h) => h.cfg.bits,
         None => current.bits(),
-    };
+    });
     if let Some(h) = head {
         index
             .install_coder(Coder::Dhim(Arc::new(h)), texts.len())

@@ -97,7 +97,9 @@ impl UpdateReport {
 
 pub struct UpdateOptions {
     pub corpus: CorpusConfig,
-    pub bits: usize,
+    /// The code length; `None`: the index's own choice for its size
+    /// ([`super::IndexMeta::code_bits`]).
+    pub bits: Option<usize>,
     pub limits: BatchLimits,
     /// Set from another thread to stop between files; what was written stays (each file is
     /// atomic) and the next update carries on.
@@ -109,7 +111,7 @@ impl UpdateOptions {
     pub fn keeping(meta: &super::IndexMeta, cancel: Option<Arc<AtomicBool>>) -> Self {
         Self {
             corpus: meta.corpus.to_config(),
-            bits: meta.bits(),
+            bits: None,
             limits: BatchLimits::default(),
             cancel,
         }
@@ -411,11 +413,12 @@ fn flush_group(
     Ok(())
 }
 
-/// Refits the code source when there is none, when `--bits` changed, when the corpus has at
-/// least doubled since the last fit, or when random hyperplanes can now give way to ITQ.
+/// Refits the code source when there is none, when the code length changed (`--bits`, or the
+/// size crossed [`super::LARGE_INDEX_PASSAGES`]), when the corpus has at least doubled since the
+/// last fit, or when random hyperplanes can now give way to ITQ.
 pub(super) fn refit(
     index: &mut Index,
-    bits: usize,
+    bits: Option<usize>,
     progress: &mut dyn FnMut(Progress, &Index),
 ) -> Result<Option<String>, IndexError> {
     let done = maybe_refit(index, bits, progress)?;
@@ -425,10 +428,11 @@ pub(super) fn refit(
 
 fn maybe_refit(
     index: &mut Index,
-    bits: usize,
+    bits: Option<usize>,
     progress: &mut dyn FnMut(Progress, &Index),
 ) -> Result<Option<String>, IndexError> {
     let n = index.store.passage_count();
+    let bits = bits.unwrap_or_else(|| index.meta.code_bits(n));
     // With a single passage there is nothing to fit, and exact search costs nothing.
     if n < 2 {
         return Ok(None);

@@ -135,10 +135,20 @@ fn recall(g: &Global, a: &RecallArgs) -> Result<()> {
         g,
         format!("corpus {} texts, {} queries", ct.len(), qt.len()),
     );
-    let db = embed_cached(g, &files, &enc, &ct, a.cache.as_deref())?;
     let qs = embed_cached(g, &files, &enc, &qt, a.cache.as_deref())?;
+    let db = match a.compose {
+        Some(n) => {
+            anyhow::ensure!(
+                a.target.is_some() && a.coders.trim() == "itq",
+                "--compose needs --target and --coders itq (composed passages have no text to \
+                 train a head on)"
+            );
+            compose(g, &files, &enc, &ct, n, a.cache.as_deref())?
+        }
+        None => embed_cached(g, &files, &enc, &ct, a.cache.as_deref())?,
+    };
     let dim = enc.dim();
-    let n = ct.len();
+    let n = db.len() / dim.max(1);
     let k = a.k;
     if let Some(target) = a.target {
         let data = Embedded {
@@ -202,6 +212,124 @@ fn recall(g: &Global, a: &RecallArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Pieces of a text no longer than [`PIECE_WORDS`] × 2 words: its sentences (ending at `.`, `!`
+/// or `?` before white space, or at a blank line), a longer one (or a text without punctuation,
+/// such as the preprocessed 20NG) cut into runs of [`PIECE_WORDS`] words; at least four words.
+fn sentences(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    for s in sentence_spans(text) {
+        if s.split_whitespace().count() <= 2 * PIECE_WORDS {
+            out.push(s);
+            continue;
+        }
+        let starts: Vec<usize> = s
+            .split_whitespace()
+            .map(|w| w.as_ptr() as usize - s.as_ptr() as usize)
+            .collect();
+        for run in starts.chunks(PIECE_WORDS) {
+            let from = run[0];
+            let last = run[run.len() - 1];
+            let to = last
+                + s[last..]
+                    .find(char::is_whitespace)
+                    .unwrap_or(s.len() - last);
+            if run.len() >= 4 {
+                out.push(&s[from..to]);
+            }
+        }
+    }
+    out
+}
+
+/// Words per piece when a sentence is too long to be one (see [`sentences`]).
+const PIECE_WORDS: usize = 24;
+
+fn sentence_spans(text: &str) -> Vec<&str> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 0..b.len() {
+        let end = match b[i] {
+            b'.' | b'!' | b'?' if b.get(i + 1).is_none_or(|c| c.is_ascii_whitespace()) => i + 1,
+            b'\n' if b.get(i + 1) == Some(&b'\n') => i,
+            _ => continue,
+        };
+        if end > start {
+            // `start` and `end` follow ASCII bytes: char boundaries.
+            let s = text[start..end].trim();
+            if s.split_whitespace().count() >= 4 {
+                out.push(s);
+            }
+        }
+        start = end.max(start);
+    }
+    let s = text[start..].trim();
+    if s.split_whitespace().count() >= 4 {
+        out.push(s);
+    }
+    out
+}
+
+/// `--compose N`: N unit vectors, each the normalised mean of 2–6 distinct sentences of one
+/// corpus text picked at random (a fixed seed).
+fn compose(
+    g: &Global,
+    files: &ModelFiles,
+    enc: &Encoder,
+    texts: &[&str],
+    n: usize,
+    cache: Option<&Path>,
+) -> Result<Vec<f32>> {
+    let of: Vec<Vec<&str>> = texts.iter().map(|t| sentences(t)).collect();
+    let all: Vec<&str> = of.iter().flatten().copied().collect();
+    shared::note(
+        g,
+        format!(
+            "composing {n} passages from {} sentences of {} texts",
+            all.len(),
+            texts.len()
+        ),
+    );
+    let sv = embed_cached(g, files, enc, &all, cache)?;
+    let dim = enc.dim();
+    let mut first = Vec::with_capacity(of.len());
+    let mut at = 0;
+    for s in &of {
+        first.push(at);
+        at += s.len();
+    }
+    let usable: Vec<usize> = (0..of.len()).filter(|&t| !of[t].is_empty()).collect();
+    anyhow::ensure!(
+        !usable.is_empty(),
+        "no sentences of four words or more in the corpus"
+    );
+    let mut rng = SplitMix64::new(0xc0de);
+    let mut out = vec![0f32; n * dim];
+    let mut pick: Vec<usize> = Vec::new();
+    for row in out.chunks_exact_mut(dim) {
+        let t = usable[rng.next_u64() as usize % usable.len()];
+        let m = of[t].len();
+        let take = (2 + rng.next_u64() as usize % 5).min(m);
+        pick.clear();
+        pick.extend(0..m);
+        for j in 0..take {
+            let r = j + rng.next_u64() as usize % (m - j);
+            pick.swap(j, r);
+        }
+        for &s in &pick[..take] {
+            let v = &sv[(first[t] + s) * dim..(first[t] + s + 1) * dim];
+            for (r, x) in row.iter_mut().zip(v) {
+                *r += x;
+            }
+        }
+        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            row.iter_mut().for_each(|x| *x /= norm);
+        }
+    }
+    Ok(out)
 }
 
 /// A corpus and its queries, with their unit-length embeddings (row-major, `dim` wide).
@@ -621,4 +749,41 @@ fn encode(g: &Global, a: &EncodeArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sentences;
+
+    #[test]
+    fn sentences_end_at_stops_and_blank_lines_and_keep_four_words() {
+        let t = "From: someone\n\nThe cat sat on the mat. Then it left! Did it come back home later?\n\
+                 Version 1.2 is out now and works\n\nok then";
+        assert_eq!(
+            sentences(t),
+            [
+                "The cat sat on the mat.",
+                "Did it come back home later?",
+                "Version 1.2 is out now and works"
+            ]
+        );
+        assert!(sentences("").is_empty());
+        // No punctuation: runs of 24 words (the last run kept at four words or more).
+        let words: Vec<String> = (0..53).map(|i| format!("w{i}")).collect();
+        let text = words.join(" ");
+        let runs = sentences(&text);
+        assert_eq!(runs.len(), 3);
+        assert_eq!(runs[0], words[..24].join(" "));
+        assert_eq!(runs[2], words[48..].join(" "));
+        let short: Vec<String> = (0..50).map(|i| format!("w{i}")).collect();
+        assert_eq!(
+            sentences(&short.join(" ")).len(),
+            2,
+            "a 2-word tail is dropped"
+        );
+        assert_eq!(
+            sentences("émigré café déjà vu here"),
+            ["émigré café déjà vu here"]
+        );
+    }
 }

@@ -370,6 +370,12 @@ pub struct RecallArgs {
     /// codes, the product's) and `hamming` (plain Hamming distance)
     #[arg(long, default_value = "weighted,hamming", value_name = "F,...")]
     pub filters: String,
+    /// Instead of one passage per corpus text, N passages made of its real sentences: each takes
+    /// 2–6 sentences of one text in random order, and its vector is the normalised mean of
+    /// theirs (every sentence encoded once): a million real-ish passages from a corpus a CPU can
+    /// encode. With --target and the itq coder only
+    #[arg(long, value_name = "N")]
+    pub compose: Option<usize>,
     /// One JSON object per line
     #[arg(long)]
     pub json: bool,
@@ -451,7 +457,8 @@ pub struct IndexArgs {
     /// Skip files larger than this many bytes (default: 4194304)
     #[arg(long, value_name = "BYTES")]
     pub max_file_size: Option<u64>,
-    /// Code length in bits: 16, 32, 64, 128 or 256 (default: the index's current, else 64)
+    /// Code length in bits: 16, 32, 64, 128 or 256; kept for later updates (default: 64, and 128
+    /// from 250,000 passages)
     #[arg(long, value_name = "N", value_parser = parse_bits)]
     pub bits: Option<usize>,
     /// Texts per forward pass of the encoder

@@ -80,7 +80,7 @@ pub fn run(g: &Global, args: &IndexArgs) -> Result<ExitCode> {
         index.set_corpus(corpus)?;
     }
     let opts = UpdateOptions {
-        bits: args.bits.unwrap_or(index.meta().bits()),
+        bits: args.bits,
         limits: BatchLimits {
             max_batch: args.batch.max(1),
             max_tokens: args.batch.max(1) * 128,
@@ -117,6 +117,15 @@ pub fn run(g: &Global, args: &IndexArgs) -> Result<ExitCode> {
         })
         .context("indexing failed")?;
     bar.finish_and_clear();
+    // A code length asked for is a setting: later updates (and rebuilds) keep it instead of
+    // choosing by size. Saved once codes of that length exist.
+    if let Some(b) = args.bits
+        && index.meta().corpus.bits != Some(b)
+    {
+        let mut corpus = index.meta().corpus.clone();
+        corpus.bits = Some(b);
+        index.set_corpus(corpus)?;
+    }
 
     for n in report.notes() {
         shared::note(g, n);

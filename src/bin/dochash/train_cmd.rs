@@ -58,7 +58,9 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
             }),
         },
         dhim: args.dhim.then(|| DhimConfig {
-            bits: args.bits.unwrap_or(uopts.bits),
+            bits: args
+                .bits
+                .unwrap_or_else(|| index.meta().code_bits(index.store().passage_count())),
             max_epochs: args.epochs,
             ..Default::default()
         }),

@@ -159,6 +159,25 @@ impl IndexMeta {
             .map(|c| c.bits)
             .unwrap_or(super::DEFAULT_BITS)
     }
+
+    /// The code length an index of `passages` should have: the one asked for with `--bits`
+    /// (kept in the settings), else one chosen before that setting was kept (a current length
+    /// other than the two defaults), else the default for its size ([`super::default_bits`]).
+    /// Large codes stay until the index has shrunk to half the threshold, so an index that
+    /// hovers around it is not refitted back and forth.
+    pub fn code_bits(&self, passages: usize) -> usize {
+        use super::{DEFAULT_BITS, LARGE_INDEX_BITS, LARGE_INDEX_PASSAGES};
+        if let Some(b) = self.corpus.bits {
+            return b;
+        }
+        match &self.code {
+            Some(c) if c.bits != DEFAULT_BITS && c.bits != LARGE_INDEX_BITS => c.bits,
+            Some(c) if c.bits == LARGE_INDEX_BITS && passages >= LARGE_INDEX_PASSAGES / 2 => {
+                LARGE_INDEX_BITS
+            }
+            _ => super::default_bits(passages),
+        }
+    }
 }
 
 /// The persistent part of [`crate::corpus::CorpusConfig`]; `None` means the default.
@@ -168,6 +187,9 @@ pub struct CorpusSettings {
     pub exclude: Vec<String>,
     pub extensions: Option<Vec<String>>,
     pub max_file_bytes: Option<u64>,
+    /// The code length asked for with `dochash index --bits`; `None` chooses by size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bits: Option<usize>,
 }
 
 impl CorpusSettings {
@@ -893,6 +915,44 @@ mod tests {
         assert!(note.is_none());
         // Ids are never reused, even the stray one's.
         assert!(s.next_id > 99);
+    }
+
+    #[test]
+    fn the_code_length_is_the_one_asked_for_else_chosen_by_size() {
+        let with = |asked: Option<usize>, current: Option<usize>| IndexMeta {
+            fingerprint: Fingerprint {
+                schema: SCHEMA_VERSION,
+                model_id: "m".into(),
+                model_stamp: "1".into(),
+                dim: 384,
+                pooling: "mean".into(),
+                chunking: crate::corpus::ChunkConfig::default(),
+                max_len: 256,
+                precision: crate::encoder::Precision::F32,
+            },
+            roots: vec![],
+            corpus: CorpusSettings {
+                bits: asked,
+                ..Default::default()
+            },
+            code: current.map(|bits| CodeMeta {
+                source: "itq".into(),
+                bits,
+                generation: 1,
+                fitted_on: 10,
+            }),
+        };
+        let large = crate::index::LARGE_INDEX_PASSAGES;
+        // Nothing asked: by size, with the large length kept down to half the threshold.
+        assert_eq!(with(None, None).code_bits(10), 64);
+        assert_eq!(with(None, Some(64)).code_bits(large - 1), 64);
+        assert_eq!(with(None, Some(64)).code_bits(large), 128);
+        assert_eq!(with(None, Some(128)).code_bits(large - 1), 128);
+        assert_eq!(with(None, Some(128)).code_bits(large / 2 - 1), 64);
+        // Asked for (now or before the setting was kept): kept at any size.
+        assert_eq!(with(Some(64), Some(64)).code_bits(10 * large), 64);
+        assert_eq!(with(Some(256), None).code_bits(10), 256);
+        assert_eq!(with(None, Some(32)).code_bits(10 * large), 32);
     }
 
     #[test]
