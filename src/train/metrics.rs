@@ -33,6 +33,32 @@ pub fn precision_at_k_hamming(
     Ok(per.iter().sum::<f64>() / per.len().max(1) as f64)
 }
 
+/// The `k` rows of `db` (unit length, `dim` wide) nearest to `q` by cosine, best first, ties
+/// to the smaller index; `skip` leaves one row out (a query that is itself in `db`). The exact
+/// reference every metric here (and `dochash bench recall`) compares against.
+pub fn cosine_top_k(
+    q: &[f32],
+    db: &[f32],
+    dim: usize,
+    k: usize,
+    skip: Option<usize>,
+) -> Vec<usize> {
+    let mut scored: Vec<(f32, usize)> = db
+        .chunks_exact(dim.max(1))
+        .enumerate()
+        .filter(|&(i, _)| Some(i) != skip)
+        .map(|(i, v)| (q.iter().zip(v).map(|(a, b)| a * b).sum::<f32>(), i))
+        .collect();
+    let order = |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    let k = k.min(scored.len());
+    if k > 0 && k < scored.len() {
+        scored.select_nth_unstable_by(k - 1, order);
+    }
+    scored.truncate(k);
+    scored.sort_by(order);
+    scored.into_iter().map(|(_, i)| i).collect()
+}
+
 /// The same metric with exact cosine similarity over unit-length rows (the float reference).
 pub fn precision_at_k_cosine(
     db: &[f32],
@@ -46,22 +72,9 @@ pub fn precision_at_k_cosine(
         .par_chunks(dim)
         .zip(query_labels.par_iter())
         .map(|(q, &label)| {
-            let mut scored: Vec<(f32, usize)> = db
-                .chunks(dim)
-                .enumerate()
-                .map(|(i, v)| (q.iter().zip(v).map(|(a, b)| a * b).sum::<f32>(), i))
-                .collect();
-            let kk = k.min(scored.len());
-            let order =
-                |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-            if kk > 0 && kk < scored.len() {
-                scored.select_nth_unstable_by(kk - 1, order);
-            }
-            let hits = scored[..kk]
-                .iter()
-                .filter(|(_, i)| db_labels[*i] == label)
-                .count();
-            hits as f64 / kk.max(1) as f64
+            let top = cosine_top_k(q, db, dim, k, None);
+            let hits = top.iter().filter(|&&i| db_labels[i] == label).count();
+            hits as f64 / top.len().max(1) as f64
         })
         .collect();
     per.iter().sum::<f64>() / per.len().max(1) as f64
@@ -143,27 +156,14 @@ pub fn neighbour_recall(
             got: margins.map_or(0, |m| m.len()),
         });
     }
-    let n = vectors.len() / dim.max(1);
     let per: Result<Vec<f64>, _> = queries
         .par_iter()
         .enumerate()
         .map(|(qi, &q)| {
             let qv = &vectors[q * dim..(q + 1) * dim];
-            let mut scored: Vec<(f32, usize)> = (0..n)
-                .filter(|&j| j != q)
-                .map(|j| {
-                    let v = &vectors[j * dim..(j + 1) * dim];
-                    (qv.iter().zip(v).map(|(a, b)| a * b).sum::<f32>(), j)
-                })
-                .collect();
-            let kk = k.min(scored.len());
-            if kk == 0 {
+            let exact = cosine_top_k(qv, vectors, dim, k, Some(q));
+            if exact.is_empty() {
                 return Ok(1.0);
-            }
-            let order =
-                |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-            if kk < scored.len() {
-                scored.select_nth_unstable_by(kk - 1, order);
             }
             // One more candidate than wanted: the query finds itself at distance 0.
             let top = match margins {
@@ -186,11 +186,8 @@ pub fn neighbour_recall(
                 .filter(|&j| j != q)
                 .take(c)
                 .collect();
-            let hits = scored[..kk]
-                .iter()
-                .filter(|(_, j)| found.contains(j))
-                .count();
-            Ok(hits as f64 / kk as f64)
+            let hits = exact.iter().filter(|j| found.contains(j)).count();
+            Ok(hits as f64 / exact.len() as f64)
         })
         .collect();
     let per = per?;
@@ -213,21 +210,9 @@ pub fn mrr_at_10(
         .par_chunks(dim)
         .zip(relevant.par_iter())
         .map(|(q, rel)| {
-            let mut scored: Vec<(f32, usize)> = docs
-                .chunks(dim)
-                .enumerate()
-                .map(|(i, v)| (q.iter().zip(v).map(|(a, b)| a * b).sum::<f32>(), i))
-                .collect();
-            let order =
-                |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-            let k = 10.min(scored.len());
-            if k > 0 && k < scored.len() {
-                scored.select_nth_unstable_by(k - 1, order);
-            }
-            let top = &mut scored[..k];
-            top.sort_by(order);
-            top.iter()
-                .position(|(_, i)| rel.contains(i))
+            cosine_top_k(q, docs, dim, 10, None)
+                .iter()
+                .position(|i| rel.contains(i))
                 .map_or(0.0, |r| 1.0 / (r + 1) as f64)
         })
         .collect();

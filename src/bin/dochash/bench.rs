@@ -382,16 +382,7 @@ fn candidates_for_target(
     let exact: Vec<Vec<usize>> = data
         .qs
         .par_chunks_exact(dim)
-        .map(|q| {
-            let mut all: Vec<(f32, usize)> = data
-                .db
-                .chunks_exact(dim)
-                .enumerate()
-                .map(|(i, v)| (q.iter().zip(v).map(|(x, y)| x * y).sum::<f32>(), i))
-                .collect();
-            all.select_nth_unstable_by(k - 1, |x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
-            all[..k].iter().map(|x| x.1).collect()
-        })
+        .map(|q| dochash::train::metrics::cosine_top_k(q, data.db, dim, k, None))
         .collect();
     let mut states = None;
     for coder in &coders {
