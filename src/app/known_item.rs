@@ -46,6 +46,13 @@ pub struct Score {
     pub mean: Option<f64>,
 }
 
+impl Score {
+    /// The adoption rule: the tuned model's mean is at least the base model's (both measured).
+    pub fn holds_up_against(&self, base: &Score) -> bool {
+        matches!((base.mean, self.mean), (Some(b), Some(t)) if t >= b)
+    }
+}
+
 fn words(s: &str) -> usize {
     s.split_whitespace().count()
 }

@@ -294,7 +294,7 @@ fn prepare_in(
                 base_score.and_then(|s| s.mean),
                 tuned_score.and_then(|s| s.mean),
             );
-            let passed = matches!((b, t), (Some(b), Some(t)) if t >= b);
+            let passed = matches!((&base_score, &tuned_score), (Some(b), Some(t)) if t.holds_up_against(b));
             let adopted = passed || opts.force;
             notes.push(match (b, t) {
                 (Some(b), Some(t)) if passed => format!(

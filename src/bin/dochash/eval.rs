@@ -523,7 +523,7 @@ fn adoption(g: &Global, a: &AdoptionArgs) -> Result<()> {
         "passages": passages.len(), "held_back": held.len(),
         "title_questions": probes.titles.queries.len(), "lead_questions": probes.leads.queries.len(),
         "base": b, "tuned": t,
-        "adopt": matches!((b.mean, t.mean), (Some(b), Some(t)) if t >= b),
+        "adopt": t.holds_up_against(&b),
     });
     if a.json {
         println!("{v}");
