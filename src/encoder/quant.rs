@@ -33,7 +33,7 @@ fn round_even(x: f32) -> f32 {
     (x + MAGIC) - MAGIC
 }
 
-/// Rows per tile of the VNNI kernels (12 accumulators, 2 weight registers, 1 broadcast).
+/// Rows per tile of the AVX-VNNI kernel (12 accumulators, 2 weight registers, 1 broadcast).
 const MR: usize = 6;
 
 /// A `(k, n)` weight matrix (for `x · W`) as 8-bit integers, in panels of [`NR`] columns (the
@@ -194,7 +194,7 @@ pub(crate) fn dense_i8(
 /// The integer kernels, best first; the CPU's is picked at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kernel {
-    /// `vpdpbusd` on 256-bit registers with the AVX-512 VNNI + VL encoding.
+    /// `vpdpbusd` on 512-bit registers (AVX-512 VNNI).
     Avx512Vnni,
     /// `vpdpbusd` with the VEX encoding (AVX-VNNI: Alder Lake, Zen 5).
     AvxVnni,
@@ -208,7 +208,12 @@ impl Kernel {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
-            if has!("avx2") && has!("avx512vnni") && has!("avx512vl") {
+            if has!("avx2")
+                && has!("avx512f")
+                && has!("avx512bw")
+                && has!("avx512vl")
+                && has!("avx512vnni")
+            {
                 return Kernel::Avx512Vnni;
             }
             if has!("avx2") && has!("avxvnni") {
@@ -426,36 +431,42 @@ unsafe fn activate<const FMA: bool>(p: &Product<'_>, panels: &std::ops::Range<us
     }
 }
 
-/// The loop every kernel shares: panel by panel, `T` rows at a time, `tile(x, panel, rows,
-/// sums)` fills the sums of `rows` (1..=T) rows starting at `x`, which [`finish`] turns into `y`;
-/// then the activation. Inlined into each kernel's feature context.
+/// The loop every kernel shares: up to `P` panels at a time, `T` rows at a time,
+/// `tile(x, panel, panels, rows, sums)` fills the sums of `rows` (1..=T) rows starting at `x`
+/// against `panels` (1..=P) consecutive panels starting at `panel`, which [`finish`] turns into
+/// `y`; then the activation. Inlined into each kernel's feature context.
 ///
 /// # Safety
-/// As [`compute`]; `tile` may read `rows` rows of `kp` bytes at `x` and the panel's `kp / 4`
-/// quads, nothing else.
+/// As [`compute`]; `tile` may read `rows` rows of `kp` bytes at `x` and the `kp / 4` quads of
+/// each of its panels, nothing else.
 #[inline(always)]
-unsafe fn tiles<const T: usize, const FMA: bool>(
+unsafe fn tiles<const T: usize, const P: usize, const FMA: bool>(
     p: &Product<'_>,
     panels: std::ops::Range<usize>,
-    tile: impl Fn(*const u8, *const i8, usize, &mut [[i32; NR]; T]),
+    tile: impl Fn(*const u8, *const i8, usize, usize, &mut [[[i32; NR]; P]; T]),
 ) {
     let kp = p.w.kp;
-    for j in panels.clone() {
-        let cols = NR.min(p.w.n - j * NR);
-        // SAFETY (all pointers): j < panels and r0 < m, the shapes `dense_with` checked.
+    let mut j = panels.start;
+    while j < panels.end {
+        let np = P.min(panels.end - j);
+        // SAFETY (all pointers): j + np <= panels and r0 < m, the shapes `dense_with` checked.
         unsafe {
             let panel = p.w.data.as_ptr().add(j * kp * NR);
             let mut r0 = 0;
             while r0 < p.m {
                 let rows = T.min(p.m - r0);
-                let mut acc = [[0i32; NR]; T];
-                tile(p.q.q.as_ptr().add(r0 * kp), panel, rows, &mut acc);
-                for (r, a) in acc.iter().enumerate().take(rows) {
-                    finish(p, r0 + r, j, cols, a);
+                let mut acc = [[[0i32; NR]; P]; T];
+                tile(p.q.q.as_ptr().add(r0 * kp), panel, np, rows, &mut acc);
+                for (r, sums) in acc.iter().enumerate().take(rows) {
+                    for (i, a) in sums.iter().enumerate().take(np) {
+                        let cols = NR.min(p.w.n - (j + i) * NR);
+                        finish(p, r0 + r, j + i, cols, a);
+                    }
                 }
                 r0 += rows;
             }
         }
+        j += np;
     }
     // SAFETY: as above.
     unsafe { activate::<FMA>(p, &panels) };
@@ -469,11 +480,11 @@ unsafe fn portable(p: &Product<'_>, panels: std::ops::Range<usize>) {
     let kp = p.w.kp;
     // SAFETY: the caller's guarantee; the tile reads one row and one panel.
     unsafe {
-        tiles::<1, false>(p, panels, |x, panel, _, acc| {
+        tiles::<1, 1, false>(p, panels, |x, panel, _, _, acc| {
             let xr = std::slice::from_raw_parts(x, kp);
             let panel = std::slice::from_raw_parts(panel, kp * NR);
             for (quad, xq) in panel.chunks_exact(QUAD).zip(xr.chunks_exact(4)) {
-                for (a, wq) in acc[0].iter_mut().zip(quad.chunks_exact(4)) {
+                for (a, wq) in acc[0][0].iter_mut().zip(quad.chunks_exact(4)) {
                     for (&xv, &wv) in xq.iter().zip(wq) {
                         *a += i32::from(xv) * i32::from(wv);
                     }
@@ -542,76 +553,138 @@ mod x86 {
         }
     }
 
-    /// A `vpdpbusd` kernel: `R` rows × 16 columns of sums per tile, each row's four quantised
-    /// activations of a quad broadcast against the panel's two quad registers.
-    macro_rules! vnni {
-        ($name:ident, $features:literal, $dp:ident) => {
-            pub(super) mod $name {
-                use std::arch::x86_64::*;
+    /// The AVX-512 VNNI kernel: one quad of a panel (16 columns × 4 depths) is one 512-bit
+    /// register, and a tile is [`MR512`] rows × two panels (24 accumulators), so each weight
+    /// load serves 12 rows and each broadcast row quad two panels. On CPUs with full-width
+    /// 512-bit units (Zen 5, Intel server cores) this is twice the multiply-adds per
+    /// instruction of the 256-bit kernels.
+    pub(super) mod avx512vnni {
+        use std::arch::x86_64::*;
 
-                use super::super::{MR, NR, Product, QUAD, tiles};
+        use super::super::{NR, Product, QUAD, tiles};
 
-                /// # Safety
-                /// The CPU must have the features; the conditions of `compute` hold.
-                #[target_feature(enable = $features)]
-                pub(in super::super) unsafe fn compute(
-                    p: &Product<'_>,
-                    panels: std::ops::Range<usize>,
-                ) {
-                    let kp = p.w.kp;
-                    // SAFETY: the caller's guarantee; each tile reads its rows and one panel.
-                    unsafe {
-                        tiles::<MR, true>(p, panels, |x, panel, rows, acc| match rows {
-                            6 => tile::<6>(x, kp, panel, acc),
-                            5 => tile::<5>(x, kp, panel, acc),
-                            4 => tile::<4>(x, kp, panel, acc),
-                            3 => tile::<3>(x, kp, panel, acc),
-                            2 => tile::<2>(x, kp, panel, acc),
-                            _ => tile::<1>(x, kp, panel, acc),
-                        })
+        /// Rows per tile.
+        const MR512: usize = 12;
+        /// Panels per tile.
+        const NP: usize = 2;
+
+        /// # Safety
+        /// The CPU must have the features; the conditions of `compute` hold.
+        #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
+        pub(in super::super) unsafe fn compute(p: &Product<'_>, panels: std::ops::Range<usize>) {
+            let kp = p.w.kp;
+            macro_rules! pick {
+                ($np:literal, $rows:expr, $x:expr, $panel:expr, $acc:expr; $($r:literal)*) => {
+                    match $rows {
+                        $($r => tile::<$r, $np>($x, kp, $panel, $acc),)*
+                        _ => unreachable!("rows per tile"),
+                    }
+                };
+            }
+            // SAFETY: the caller's guarantee; each tile reads its rows and its panels.
+            unsafe {
+                tiles::<MR512, NP, true>(p, panels, |x, panel, np, rows, acc| {
+                    if np == 2 {
+                        pick!(2, rows, x, panel, acc; 1 2 3 4 5 6 7 8 9 10 11 12)
+                    } else {
+                        pick!(1, rows, x, panel, acc; 1 2 3 4 5 6 7 8 9 10 11 12)
+                    }
+                })
+            }
+        }
+
+        #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
+        #[inline]
+        unsafe fn tile<const R: usize, const P: usize>(
+            x: *const u8,
+            kp: usize,
+            panel: *const i8,
+            out: &mut [[[i32; NR]; NP]; MR512],
+        ) {
+            // SAFETY: the caller passes R rows of kp bytes and P panels of kp/4 quads.
+            unsafe {
+                let mut acc = [[_mm512_setzero_si512(); P]; R];
+                for q in 0..kp / 4 {
+                    let mut w = [_mm512_setzero_si512(); P];
+                    for (i, wv) in w.iter_mut().enumerate() {
+                        *wv = _mm512_loadu_si512(panel.add(i * kp * NR + q * QUAD) as *const _);
+                    }
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        let b = _mm512_set1_epi32(
+                            (x.add(r * kp + 4 * q) as *const i32).read_unaligned(),
+                        );
+                        for (s, &wv) in a.iter_mut().zip(&w) {
+                            *s = _mm512_dpbusd_epi32(*s, b, wv);
+                        }
                     }
                 }
-
-                #[target_feature(enable = $features)]
-                #[inline]
-                unsafe fn tile<const R: usize>(
-                    x: *const u8,
-                    kp: usize,
-                    panel: *const i8,
-                    out: &mut [[i32; NR]; super::super::MR],
-                ) {
-                    // SAFETY: the caller passes R rows of kp bytes and a panel of kp/4 quads.
-                    unsafe {
-                        let mut acc = [[_mm256_setzero_si256(); 2]; R];
-                        let mut w = panel;
-                        for q in 0..kp / 4 {
-                            let w0 = _mm256_loadu_si256(w as *const __m256i);
-                            let w1 = _mm256_loadu_si256(w.add(32) as *const __m256i);
-                            for (r, a) in acc.iter_mut().enumerate() {
-                                let b = _mm256_set1_epi32(
-                                    (x.add(r * kp + 4 * q) as *const i32).read_unaligned(),
-                                );
-                                a[0] = $dp(a[0], b, w0);
-                                a[1] = $dp(a[1], b, w1);
-                            }
-                            w = w.add(QUAD);
-                        }
-                        for (o, a) in out.iter_mut().zip(&acc) {
-                            _mm256_storeu_si256(o.as_mut_ptr() as *mut __m256i, a[0]);
-                            _mm256_storeu_si256(o.as_mut_ptr().add(8) as *mut __m256i, a[1]);
-                        }
+                for (o, a) in out.iter_mut().zip(&acc) {
+                    for (oo, &s) in o.iter_mut().zip(a) {
+                        _mm512_storeu_si512(oo.as_mut_ptr() as *mut _, s);
                     }
                 }
             }
-        };
+        }
     }
 
-    vnni!(
-        avx512vnni,
-        "avx2,fma,avx512vnni,avx512vl",
-        _mm256_dpbusd_epi32
-    );
-    vnni!(avxvnni, "avx2,fma,avxvnni", _mm256_dpbusd_avx_epi32);
+    /// The AVX-VNNI kernel (VEX `vpdpbusd`, 256-bit): [`MR`] rows × 16 columns of sums per
+    /// tile, each row's four quantised activations of a quad broadcast against the panel's two
+    /// quad registers.
+    pub(super) mod avxvnni {
+        use std::arch::x86_64::*;
+
+        use super::super::{MR, NR, Product, QUAD, tiles};
+
+        /// # Safety
+        /// The CPU must have the features; the conditions of `compute` hold.
+        #[target_feature(enable = "avx2,fma,avxvnni")]
+        pub(in super::super) unsafe fn compute(p: &Product<'_>, panels: std::ops::Range<usize>) {
+            let kp = p.w.kp;
+            // SAFETY: the caller's guarantee; each tile reads its rows and one panel.
+            unsafe {
+                tiles::<MR, 1, true>(p, panels, |x, panel, _, rows, acc| match rows {
+                    6 => tile::<6>(x, kp, panel, acc),
+                    5 => tile::<5>(x, kp, panel, acc),
+                    4 => tile::<4>(x, kp, panel, acc),
+                    3 => tile::<3>(x, kp, panel, acc),
+                    2 => tile::<2>(x, kp, panel, acc),
+                    _ => tile::<1>(x, kp, panel, acc),
+                })
+            }
+        }
+
+        #[target_feature(enable = "avx2,fma,avxvnni")]
+        #[inline]
+        unsafe fn tile<const R: usize>(
+            x: *const u8,
+            kp: usize,
+            panel: *const i8,
+            out: &mut [[[i32; NR]; 1]; MR],
+        ) {
+            // SAFETY: the caller passes R rows of kp bytes and a panel of kp/4 quads.
+            unsafe {
+                let mut acc = [[_mm256_setzero_si256(); 2]; R];
+                let mut w = panel;
+                for q in 0..kp / 4 {
+                    let w0 = _mm256_loadu_si256(w as *const __m256i);
+                    let w1 = _mm256_loadu_si256(w.add(32) as *const __m256i);
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        let b = _mm256_set1_epi32(
+                            (x.add(r * kp + 4 * q) as *const i32).read_unaligned(),
+                        );
+                        a[0] = _mm256_dpbusd_avx_epi32(a[0], b, w0);
+                        a[1] = _mm256_dpbusd_avx_epi32(a[1], b, w1);
+                    }
+                    w = w.add(QUAD);
+                }
+                for (o, a) in out.iter_mut().zip(&acc) {
+                    let o = &mut o[0];
+                    _mm256_storeu_si256(o.as_mut_ptr() as *mut __m256i, a[0]);
+                    _mm256_storeu_si256(o.as_mut_ptr().add(8) as *mut __m256i, a[1]);
+                }
+            }
+        }
+    }
 
     /// AVX2 without VNNI. `vpmaddubsw` would saturate its 16-bit pair sums (255·127·2 > 32767),
     /// so the weights are widened to 16 bits and multiplied with `vpmaddwd`, whose 32-bit sums
@@ -631,7 +704,7 @@ mod x86 {
             let kp = p.w.kp;
             // SAFETY: the caller's guarantee; each tile reads its rows and one panel.
             unsafe {
-                tiles::<R2, true>(p, panels, |x, panel, rows, acc| {
+                tiles::<R2, 1, true>(p, panels, |x, panel, _, rows, acc| {
                     if rows == 2 {
                         tile::<2>(x, kp, panel, acc)
                     } else {
@@ -647,7 +720,7 @@ mod x86 {
             x: *const u8,
             kp: usize,
             panel: *const i8,
-            out: &mut [[i32; NR]; R2],
+            out: &mut [[[i32; NR]; 1]; R2],
         ) {
             // SAFETY: the caller passes R rows of kp bytes and a panel of kp/4 quads.
             unsafe {
@@ -674,6 +747,7 @@ mod x86 {
                     w = w.add(QUAD);
                 }
                 for (o, a) in out.iter_mut().zip(&acc) {
+                    let o = &mut o[0];
                     for h in 0..2 {
                         // hadd → [c0 c1 c4 c5 | c2 c3 c6 c7] of this half; reorder the quads.
                         let s = _mm256_hadd_epi32(a[2 * h], a[2 * h + 1]);
@@ -727,6 +801,9 @@ mod tests {
             (13, 384, 16),
             (5, 33, 5),
             (9, 1536, 40),
+            // Whole and partial 12-row tiles over panel pairs and a lone last panel.
+            (29, 64, 80),
+            (24, 8, 32),
         ] {
             let x = values(m * k, 1);
             let rows = values(k * n, 2);
