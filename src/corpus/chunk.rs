@@ -85,6 +85,13 @@ pub struct ChunkConfig {
     /// passage shows the trail of the section it starts in (measured in docs/BENCHMARKS.md).
     #[serde(default)]
     pub across_sections: bool,
+    /// Match on smaller units than the passage shown: a passage longer than this many tokens is
+    /// also cut into half-overlapping windows of this size (heading line included), each
+    /// embedded on its own, and semantic search scores the passage by its best window. 0: the
+    /// passage is its own only unit. (A question usually matches a few sentences; one vector for
+    /// a 200-token passage blurs them. Measured in docs/BENCHMARKS.md.)
+    #[serde(default)]
+    pub unit_tokens: usize,
 }
 
 impl Default for ChunkConfig {
@@ -95,6 +102,7 @@ impl Default for ChunkConfig {
             min_tokens: 16,
             embed_headings: true,
             across_sections: false,
+            unit_tokens: 0,
         }
     }
 }
@@ -117,6 +125,10 @@ pub struct Passage {
     /// What gets embedded: the heading trail as `A > B`, a newline, then the body. The trail
     /// gives short passages the context a reader would get from the page.
     pub text: String,
+    /// What semantic search matches, when the passage is longer than
+    /// [`ChunkConfig::unit_tokens`]: its half-overlapping windows, each with the heading line,
+    /// in order, together covering the body. Empty: the passage's `text` is its only unit.
+    pub units: Vec<String>,
 }
 
 /// Splits a document whose format is unknown; the format is guessed from its content.
@@ -144,6 +156,7 @@ pub fn split_as(
         overlap: cfg.overlap_tokens,
         min: cfg.min_tokens,
         embed_headings: cfg.embed_headings,
+        unit: cfg.unit_tokens,
         overhead: counter.count(""),
         lines: LineCursor { pos: 0, line: 1 },
         out: Vec::new(),
@@ -212,6 +225,8 @@ struct Chunker<'a> {
     overlap: usize,
     min: usize,
     embed_headings: bool,
+    /// [`ChunkConfig::unit_tokens`].
+    unit: usize,
     /// What the counter returns for empty text (special tokens), which must not be counted once
     /// per atom when estimating a sum of atoms.
     overhead: usize,
@@ -306,14 +321,55 @@ impl Chunker<'_> {
             } else {
                 None
             };
+            let text = format!("{prefix}{body}");
+            let units = self.units(trail, blocks, d.start..d.end, &text);
             self.out.push(Passage {
                 bytes: d.start..d.end,
                 lines: to_u32(first)..=to_u32(last),
                 headings,
                 context: context.unwrap_or_default(),
-                text: format!("{prefix}{body}"),
+                text,
+                units,
             });
         }
+    }
+
+    /// The windows semantic search matches for the passage at `range` (see
+    /// [`Passage::units`]): the passage's blocks packed again by the same rules, at the unit
+    /// size with half of it overlapping.
+    fn units(
+        &self,
+        trail: &[String],
+        blocks: &[Block],
+        range: Range<usize>,
+        text: &str,
+    ) -> Vec<String> {
+        if self.unit == 0 || self.count(text) <= self.unit {
+            return Vec::new();
+        }
+        let sub = Chunker {
+            max: self.unit,
+            overlap: self.unit / 2,
+            unit: 0,
+            lines: LineCursor { pos: 0, line: 1 },
+            out: Vec::new(),
+            ..*self
+        };
+        let (prefix, base) = sub.prefix(trail);
+        let budget = sub.max.saturating_sub(base).max(1);
+        let mut atoms = Vec::new();
+        for b in blocks {
+            let r = b.range.start.max(range.start)..b.range.end.min(range.end);
+            if r.start < r.end {
+                sub.atomize(trim(self.text, r), b.code, 0, budget, &mut atoms);
+            }
+        }
+        let drafts = sub.pack(atoms, &prefix, budget, sub.overlap.min(budget / 2));
+        sub.grow_last(drafts, &prefix, budget)
+            .into_iter()
+            .map(|u| format!("{prefix}{}", &self.text[u.start..u.end]))
+            .filter(|u| u.chars().any(char::is_alphanumeric))
+            .collect()
     }
 
     /// The heading line and its token cost. A trail too long to leave half the window for text
@@ -717,6 +773,7 @@ mod tests {
             min_tokens: min,
             embed_headings: true,
             across_sections: false,
+            unit_tokens: 0,
         }
     }
 
@@ -778,6 +835,54 @@ mod tests {
         assert_eq!(ps[2].lines, 9..=9);
         assert_eq!(ps[3].lines, 12..=12);
         check(&doc, &ps, &words, &ChunkConfig::default());
+    }
+
+    #[test]
+    fn a_long_passage_is_matched_on_half_overlapping_units_that_cover_it() {
+        let text = format!("# Guide\n\n{}", (0..40).map(sentence).collect::<String>());
+        let doc = Document::from_text(&text);
+        let c = ChunkConfig {
+            unit_tokens: 40,
+            ..cfg(120, 20, 10)
+        };
+        let ps = split(&doc, &words, &c);
+        check(&doc, &ps, &words, &c);
+        assert!(ps.len() >= 2);
+        let mut long = 0;
+        for p in &ps {
+            if words(&p.text) <= 40 {
+                assert!(p.units.is_empty(), "a short passage is its own unit");
+                continue;
+            }
+            long += 1;
+            let body = &doc.text[p.bytes.clone()];
+            let spans: Vec<(usize, usize)> = p
+                .units
+                .iter()
+                .map(|u| {
+                    assert!(words(u) <= 40, "unit over budget: {u:?}");
+                    let b = u.strip_prefix("Guide\n").expect("the heading line");
+                    let at = body.find(b).expect("a unit is a piece of its passage");
+                    (at, at + b.len())
+                })
+                .collect();
+            assert!(spans.len() >= 2, "{spans:?}");
+            assert_eq!(spans[0].0, 0);
+            assert_eq!(spans.last().unwrap().1, body.len());
+            for w in spans.windows(2) {
+                assert!(
+                    w[1].0 > w[0].0 && w[1].0 < w[0].1,
+                    "overlapping, in order: {w:?}"
+                );
+            }
+        }
+        assert!(long > 0);
+        // Off: one vector per passage.
+        assert!(
+            split(&doc, &words, &cfg(120, 20, 10))
+                .iter()
+                .all(|p| p.units.is_empty())
+        );
     }
 
     #[test]

@@ -39,13 +39,14 @@ pub const DEFAULT_BITS: usize = 64;
 /// candidates for recall@10 ≥ 0.99 with 64 bits and 2,777 with 128; at 300 k, 6,200 and 1,365;
 /// at 100 k, 3,006 and 658. The default rerank of 8,000 candidates keeps 64 bits above 0.99 up
 /// to 300 k (0.994 there, 0.974 at 1 M); from 250 k the codes are 128 bits (0.998 at 1 M),
-/// refitted by the update that crosses it.
+/// refitted by the update that crosses it. Counted in vectors, which the filter scans (a
+/// passage has one per unit it is matched on).
 pub const LARGE_INDEX_BITS: usize = 128;
 pub const LARGE_INDEX_PASSAGES: usize = 250_000;
 
-/// The code length for an index of `passages` when none was asked for.
-pub fn default_bits(passages: usize) -> usize {
-    if passages >= LARGE_INDEX_PASSAGES {
+/// The code length for an index of `vectors` rows when none was asked for.
+pub fn default_bits(vectors: usize) -> usize {
+    if vectors >= LARGE_INDEX_PASSAGES {
         LARGE_INDEX_BITS
     } else {
         DEFAULT_BITS
@@ -405,8 +406,9 @@ impl Index {
         Ok(())
     }
 
-    /// Stores `passages` (records with unit vectors) as the content of `path`, as an update does
-    /// once it has embedded a file: for tools and benchmarks that bring their own vectors. Codes
+    /// Stores `passages` (records with unit vectors: one per unit the passage is matched on,
+    /// concatenated) as the content of `path`, as an update does once it has embedded a file:
+    /// for tools and benchmarks that bring their own vectors. Codes
     /// come from the current linear coder; the records' `path` should be `path`.
     pub fn put_file(
         &mut self,
@@ -416,9 +418,10 @@ impl Index {
     ) -> Result<(), IndexError> {
         let generation = self.meta.code.as_ref().map(|c| c.generation).unwrap_or(0);
         let mut new = Vec::with_capacity(passages.len());
+        let dim = self.meta.fingerprint.dim.max(1);
         for (record, vector) in passages {
             let code = match &self.coder {
-                Some(c) => c.encode_vectors(&vector, 1)?,
+                Some(c) => c.encode_vectors(&vector, vector.len() / dim)?,
                 None => None,
             };
             new.push(store::NewPassage {

@@ -102,12 +102,13 @@ pub enum Fusion {
     Zscore { alpha: f32 },
 }
 
-/// Standard scores with the lexical side weighted 0.7: on the three dev sets the only fusion
-/// measured at or above the better single side on every set (reciprocal rank fell far below
-/// BM25 wherever the semantic list was weak; docs/BENCHMARKS.md).
+/// Standard scores, the two sides weighted alike: on the three dev sets, with the semantic side
+/// matching 64-token units, the best mean of the fusions measured at or above the better single
+/// side on every set (reciprocal rank fell far below BM25 wherever the semantic list was weak;
+/// docs/BENCHMARKS.md).
 impl Default for Fusion {
     fn default() -> Self {
-        Fusion::Zscore { alpha: 0.3 }
+        Fusion::Zscore { alpha: 0.5 }
     }
 }
 
@@ -282,16 +283,20 @@ pub const MAX_DEFAULT_CANDIDATES: usize = 8_000;
 /// hits' passages). Built from the writer's in-memory row table, so making a new one reads
 /// nothing from disk.
 pub struct Searcher {
-    /// Per coded passage, in id order: its id, its row in the vectors, its code.
+    /// Per coded row, in row order: its passage's id and its code. A passage has a row per
+    /// unit it is matched on.
     ids: Vec<u64>,
-    rows: Vec<u32>,
     codes: Vec<u64>,
     words: usize,
     /// The codes again, transposed for the AVX2 weighted scan (where the CPU has it and the
     /// source gives query margins).
     blocks: Option<weighted::Blocks>,
-    /// Passages without a current code (id, row), in id order; scored exactly on every query.
-    stale: Vec<(u64, u32)>,
+    /// Per row without a current code, in row order: its passage's id; scored exactly on
+    /// every query.
+    stale: Vec<u64>,
+    /// Per live passage, in id order: its id and its rows (consecutive): the semantic side
+    /// scores a passage by its best row.
+    spans: Vec<(u64, u32, u32)>,
     coder: Option<Coder>,
     vectors: Vectors,
     lexical: Option<LexicalSearcher>,
@@ -301,7 +306,8 @@ pub struct Searcher {
 /// A passage on its way to being a hit.
 #[derive(Default, Clone, Copy)]
 struct Candidate {
-    row: Option<u32>,
+    /// Its rows in the vectors.
+    rows: Option<(u32, u32)>,
     distance: Option<u32>,
     cosine: Option<f32>,
     bm25: Option<f32>,
@@ -326,12 +332,12 @@ impl Searcher {
         };
         let words = table.words;
         let mut out = Self {
-            ids: Vec::with_capacity(table.live()),
-            rows: Vec::with_capacity(table.live()),
-            codes: Vec::with_capacity(table.live() * words),
+            ids: Vec::with_capacity(table.live_rows()),
+            codes: Vec::with_capacity(table.live_rows() * words),
             words,
             blocks: None,
             stale: Vec::new(),
+            spans: Vec::with_capacity(table.live()),
             coder,
             vectors,
             lexical,
@@ -342,13 +348,16 @@ impl Searcher {
             if table.dead[r] {
                 continue;
             }
-            let id = table.ids[r];
+            let id = table.id(r);
+            match out.spans.last_mut() {
+                Some((last, _, end)) if *last == id && *end as usize == r => *end += 1,
+                _ => out.spans.push((id, r as u32, r as u32 + 1)),
+            }
             if generation.is_some_and(|g| table.gens[r] == g) {
                 out.ids.push(id);
-                out.rows.push(r as u32);
                 out.codes.extend_from_slice(table.code(r));
             } else {
-                out.stale.push((id, r as u32));
+                out.stale.push(id);
             }
         }
         if matches!(out.coder, Some(Coder::Linear(_))) {
@@ -357,12 +366,18 @@ impl Searcher {
         out
     }
 
+    /// Passages searched.
     pub fn len(&self) -> usize {
-        self.ids.len() + self.stale.len()
+        self.spans.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Vectors searched (a passage has one per unit it is matched on).
+    pub fn vectors(&self) -> usize {
+        self.ids.len() + self.stale.len()
     }
 
     /// The first stage as it runs for this index: `weighted` (with `avx2` or `portable` scan)
@@ -375,7 +390,7 @@ impl Searcher {
         }
     }
 
-    /// Passages that are scored exactly because they have no current code.
+    /// Vectors that are scored exactly because they have no current code.
     pub fn stale(&self) -> usize {
         self.stale.len()
     }
@@ -391,15 +406,23 @@ impl Searcher {
         self.lexical.is_some()
     }
 
-    /// The vectors row of a passage.
-    fn row_of(&self, id: u64) -> Option<u32> {
-        if let Ok(i) = self.ids.binary_search(&id) {
-            return Some(self.rows[i]);
-        }
-        self.stale
-            .binary_search_by_key(&id, |&(i, _)| i)
-            .ok()
-            .map(|i| self.stale[i].1)
+    /// The rows of a passage.
+    fn rows_of(&self, id: u64) -> Option<(u32, u32)> {
+        let i = self.spans.binary_search_by_key(&id, |s| s.0).ok()?;
+        let (_, first, end) = self.spans[i];
+        Some((first, end))
+    }
+
+    /// Adds a passage the filter found through one of its rows (at Hamming `distance`).
+    fn found(&self, pool: &mut HashMap<u64, Candidate>, id: u64, distance: Option<u32>) {
+        let c = pool.entry(id).or_insert_with(|| Candidate {
+            rows: self.rows_of(id),
+            ..Default::default()
+        });
+        c.distance = match (c.distance, distance) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     /// Answers `text`: encodes it with the index's encoder (vector and, through the same pass,
@@ -484,7 +507,7 @@ impl Searcher {
             // More candidates than codes is every code.
             let c = params
                 .candidates
-                .unwrap_or_else(|| default_candidates(self.len(), params.k, bits))
+                .unwrap_or_else(|| default_candidates(self.vectors(), params.k, bits))
                 .min(self.ids.len())
                 .max(1);
             match code {
@@ -519,37 +542,17 @@ impl Searcher {
                             .map_err(filter_err)?,
                     };
                     for t in &top {
-                        let i = t.index as usize;
-                        pool.insert(
-                            self.ids[i],
-                            Candidate {
-                                row: Some(self.rows[i]),
-                                distance: Some(t.distance),
-                                ..Default::default()
-                            },
-                        );
+                        self.found(&mut pool, self.ids[t.index as usize], Some(t.distance));
                     }
                 }
                 _ => {
-                    for (&id, &r) in self.ids.iter().zip(&self.rows) {
-                        pool.insert(
-                            id,
-                            Candidate {
-                                row: Some(r),
-                                ..Default::default()
-                            },
-                        );
+                    for &id in &self.ids {
+                        self.found(&mut pool, id, None);
                     }
                 }
             }
-            for &(id, r) in &self.stale {
-                pool.insert(
-                    id,
-                    Candidate {
-                        row: Some(r),
-                        ..Default::default()
-                    },
-                );
+            for &id in &self.stale {
+                self.found(&mut pool, id, None);
             }
         }
         if lexical && let Some(lex) = &self.lexical {
@@ -559,20 +562,21 @@ impl Searcher {
             let found = lex.search(&q.text, depth)?;
             for (rank, (id, bm25)) in found.into_iter().enumerate() {
                 let c = pool.entry(id).or_insert_with(|| Candidate {
-                    row: self.row_of(id),
+                    rows: self.rows_of(id),
                     ..Default::default()
                 });
                 c.bm25 = Some(bm25);
                 c.lexical_rank = Some(rank as u32 + 1);
             }
         }
-        // Exact cosines for every candidate, lexical ones included.
+        // Exact cosines for every candidate, lexical ones included: a passage's best unit.
         if let Some(v) = vector {
             for c in pool.values_mut() {
-                if let Some(row) = c.row
-                    && let Some(x) = self.vectors.row(row as usize)
-                {
-                    c.cosine = Some(cosine_f16(v, x));
+                if let Some((first, end)) = c.rows {
+                    c.cosine = (first..end)
+                        .filter_map(|r| self.vectors.row(r as usize))
+                        .map(|x| cosine_f16(v, x))
+                        .reduce(f32::max);
                 }
             }
         }
@@ -764,19 +768,8 @@ mod tests {
     /// An index of `n` clustered unit vectors (64 dimensions), written through the real store
     /// with its ITQ codes fitted as an update fits them.
     fn clustered_index(dir: &std::path::Path, n: usize) -> (crate::index::Index, Vec<Vec<f32>>) {
-        use crate::index::store::{Fingerprint, PassageRecord};
         let dim = 64;
-        let fp = Fingerprint {
-            schema: crate::index::SCHEMA_VERSION,
-            model_id: "synthetic".into(),
-            model_stamp: String::new(),
-            dim,
-            pooling: "mean".into(),
-            chunking: Default::default(),
-            max_len: 256,
-            precision: crate::encoder::Precision::F32,
-        };
-        let (mut index, _) = crate::index::Index::open(dir, &fp).unwrap();
+        let mut index = synthetic_index(dir, dim);
         let mut rng = crate::rng::SplitMix64::new(3);
         let centres: Vec<Vec<f32>> = (0..20)
             .map(|_| (0..dim).map(|_| rng.gaussian() as f32).collect())
@@ -795,17 +788,7 @@ mod tests {
                     let c = &centres[(f * 50 + i) % centres.len()];
                     let v = unit(c.iter().map(|x| x + 0.8 * rng.gaussian() as f32).collect());
                     vectors.push(v.clone());
-                    let rec = PassageRecord {
-                        path: path.clone(),
-                        start_byte: 0,
-                        end_byte: 1,
-                        start_line: i as u32 + 1,
-                        end_line: i as u32 + 1,
-                        headings: Vec::new(),
-                        context: Vec::new(),
-                        text: format!("p{i}"),
-                    };
-                    (rec, v)
+                    (record(&path, i), v)
                 })
                 .collect();
             index.put_file(&path, &root, passages).unwrap();
@@ -818,6 +801,94 @@ mod tests {
             })
             .collect();
         (index, queries)
+    }
+
+    /// An empty index for vectors of `dim` dimensions, opened through the real store.
+    fn synthetic_index(dir: &std::path::Path, dim: usize) -> crate::index::Index {
+        let fp = crate::index::store::Fingerprint {
+            schema: crate::index::SCHEMA_VERSION,
+            model_id: "synthetic".into(),
+            model_stamp: String::new(),
+            dim,
+            pooling: "mean".into(),
+            chunking: Default::default(),
+            max_len: 256,
+            precision: crate::encoder::Precision::F32,
+        };
+        crate::index::Index::open(dir, &fp).unwrap().0
+    }
+
+    /// Passage `i` of `path`: line `i + 1`, text `p{i}`.
+    fn record(path: &std::path::Path, i: usize) -> crate::index::store::PassageRecord {
+        crate::index::store::PassageRecord {
+            path: path.to_path_buf(),
+            start_byte: 0,
+            end_byte: 1,
+            start_line: i as u32 + 1,
+            end_line: i as u32 + 1,
+            headings: Vec::new(),
+            context: Vec::new(),
+            text: format!("p{i}"),
+        }
+    }
+
+    #[test]
+    fn a_passage_is_scored_by_its_best_unit_whichever_row_the_filter_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = synthetic_index(dir.path(), 4);
+        let root = dir.path().join("notes");
+        let path = root.join("a.md");
+        let e = |i: usize| {
+            let mut v = vec![0f32; 4];
+            v[i] = 1.0;
+            v
+        };
+        // Passage 0 is matched on two units (axes 0 and 1), passage 1 on one (axis 2), passage
+        // 2 on one (between axes 1 and 2).
+        let mixed = vec![0.0, 0.6, 0.8, 0.0];
+        let passages = vec![
+            (record(&path, 0), [e(0), e(1)].concat()),
+            (record(&path, 1), e(2)),
+            (record(&path, 2), mixed),
+        ];
+        index.put_file(&path, &root, passages).unwrap();
+        index.fit_codes(32).unwrap();
+        let searcher = index.searcher().unwrap();
+        assert_eq!((searcher.len(), searcher.vectors()), (3, 4));
+        for candidates in [Some(1), Some(usize::MAX)] {
+            let params = SearchParams {
+                mode: Mode::Semantic,
+                candidates,
+                ..Default::default()
+            };
+            // The second unit of passage 0 is the query: passage 0 comes first, at cosine 1.
+            let hits = searcher.search(&e(1), &params).unwrap();
+            assert_eq!(hits[0].line, 1, "{candidates:?}");
+            assert!((hits[0].cosine.unwrap() - 1.0).abs() < 1e-3);
+            // Its first unit, too.
+            let hits = searcher.search(&e(0), &params).unwrap();
+            assert_eq!(hits[0].line, 1, "{candidates:?}");
+        }
+        let all = SearchParams {
+            mode: Mode::Semantic,
+            candidates: Some(usize::MAX),
+            k: 10,
+            ..Default::default()
+        };
+        let hits = searcher.search(&e(1), &all).unwrap();
+        assert_eq!(hits.len(), 3, "one hit per passage, not per unit");
+        let cos: Vec<f32> = hits.iter().map(|h| h.cosine.unwrap()).collect();
+        assert!(
+            (cos[1] - 0.6).abs() < 1e-3 && cos[2].abs() < 1e-3,
+            "{cos:?}"
+        );
+        // Replacing the file retires every unit of the old passages.
+        index
+            .put_file(&path, &root, vec![(record(&path, 5), e(3))])
+            .unwrap();
+        let searcher = index.searcher().unwrap();
+        assert_eq!((searcher.len(), searcher.vectors()), (1, 1));
+        assert_eq!(searcher.search(&e(1), &all).unwrap()[0].line, 6);
     }
 
     #[test]

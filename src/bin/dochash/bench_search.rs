@@ -144,14 +144,21 @@ pub fn write_index(
     Ok(index)
 }
 
-/// The ids of the `k` passages closest to `q` by exact cosine, over every live row.
+/// The ids of the `k` passages closest to `q` by exact cosine, each passage scored by its best
+/// row, over every live row.
 pub fn exact_top(index: &Index, q: &[f32], k: usize) -> Result<Vec<u64>> {
     let rows = index.store().rows();
     let vectors = index.store().vectors()?;
-    let mut all: Vec<(f32, u64)> = (0..rows.rows())
-        .filter(|&r| !rows.dead[r])
-        .filter_map(|r| Some((cosine_f16(q, vectors.row(r)?), rows.ids[r])))
-        .collect();
+    let mut all: Vec<(f32, u64)> = Vec::with_capacity(rows.live());
+    for r in (0..rows.rows()).filter(|&r| !rows.dead[r]) {
+        let Some(v) = vectors.row(r) else { continue };
+        let (cos, id) = (cosine_f16(q, v), rows.id(r));
+        // A passage's rows are consecutive.
+        match all.last_mut() {
+            Some(last) if last.1 == id => last.0 = last.0.max(cos),
+            _ => all.push((cos, id)),
+        }
+    }
     let k = k.min(all.len());
     if k == 0 {
         return Ok(Vec::new());
@@ -162,11 +169,12 @@ pub fn exact_top(index: &Index, q: &[f32], k: usize) -> Result<Vec<u64>> {
 
 /// Whether the index at `dir` was written by this bench with these settings: the same
 /// fingerprint (format version and dimension included, as every other opener compares it), the
-/// same passage count and code length.
-fn reusable(dir: &Path, passages: usize, bits: usize, dim: usize) -> bool {
+/// same passage and vector counts and code length.
+fn reusable(dir: &Path, passages: usize, units: usize, bits: usize, dim: usize) -> bool {
     Index::open_existing(dir).ok().flatten().is_some_and(|i| {
         i.meta().fingerprint == fingerprint(dim)
             && i.store().passage_count() == passages
+            && i.store().rows().live_rows() == passages * units
             && i.meta().bits() == bits
     })
 }
@@ -175,10 +183,12 @@ fn build(dir: &Path, a: &SearchBenchArgs, synth: &Synth) -> Result<f64> {
     let t = Instant::now();
     let mut rng = SplitMix64::new(11);
     write_index(dir, a.dim, a.passages, a.bits, |i| {
-        (
-            synth.words(i, WORDS, &mut rng),
-            synth.vector(i, 0.6, &mut rng),
-        )
+        let words = synth.words(i, WORDS, &mut rng);
+        // Units of one passage: draws around the same cluster, as a passage's windows are.
+        let vectors = (0..a.units)
+            .flat_map(|_| synth.vector(i, 0.6, &mut rng))
+            .collect();
+        (words, vectors)
     })?;
     Ok(t.elapsed().as_secs_f64())
 }
@@ -190,8 +200,14 @@ pub fn run(a: &SearchBenchArgs) -> Result<()> {
         .split(',')
         .map(|m| m.trim().parse::<Mode>().map_err(anyhow::Error::msg))
         .collect::<Result<_>>()?;
-    if a.passages == 0 || a.dim == 0 {
-        bail!("--passages and --dim must be at least 1");
+    if a.passages == 0 || a.dim == 0 || a.units == 0 {
+        bail!("--passages, --dim and --units must be at least 1");
+    }
+    if a.units > dochash::index::store::rows::MAX_UNITS {
+        bail!(
+            "--units: at most {} vectors a passage",
+            dochash::index::store::rows::MAX_UNITS
+        );
     }
     let synth = Synth::new(a.dim, a.clusters.max(1));
     let tmp;
@@ -202,7 +218,7 @@ pub fn run(a: &SearchBenchArgs) -> Result<()> {
             tmp.path().join("index")
         }
     };
-    let build_s = if reusable(&dir, a.passages, a.bits, a.dim) {
+    let build_s = if reusable(&dir, a.passages, a.units, a.bits, a.dim) {
         None
     } else {
         let _ = std::fs::remove_dir_all(&dir);
@@ -252,10 +268,10 @@ pub fn run(a: &SearchBenchArgs) -> Result<()> {
         let mode_name = format!("{mode:?}").to_lowercase();
         println!(
             "{}",
-            serde_json::json!({"passages": a.passages, "dim": a.dim, "bits": a.bits,
-            "mode": mode_name,
+            serde_json::json!({"passages": a.passages, "vectors": searcher.vectors(),
+            "dim": a.dim, "bits": a.bits, "mode": mode_name,
             "candidates": c.unwrap_or_else(||
-                dochash::index::search::default_candidates(a.passages, 10, a.bits)),
+                dochash::index::search::default_candidates(searcher.vectors(), 10, a.bits)),
             "queries": a.queries, "p50_ms": pct(50), "p95_ms": pct(95),
             "max_ms": lat.last(), "open_ms": open_ms, "build_s": build_s,
             "recall_at_10": (checked > 0).then(|| found as f64 / checked as f64),
@@ -284,10 +300,11 @@ mod tests {
         })
         .unwrap();
         drop(index);
-        assert!(reusable(&dir, 300, 16, 8));
-        assert!(!reusable(&dir, 301, 16, 8));
-        assert!(!reusable(&dir, 300, 32, 8));
+        assert!(reusable(&dir, 300, 1, 16, 8));
+        assert!(!reusable(&dir, 301, 1, 16, 8));
+        assert!(!reusable(&dir, 300, 2, 16, 8));
+        assert!(!reusable(&dir, 300, 1, 32, 8));
         // Another dimension is another fingerprint, as another format version is.
-        assert!(!reusable(&dir, 300, 16, 16));
+        assert!(!reusable(&dir, 300, 1, 16, 16));
     }
 }

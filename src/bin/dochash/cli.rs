@@ -162,8 +162,8 @@ pub struct RetrievalArgs {
     /// Search modes to measure, comma-separated
     #[arg(long, default_value = "lexical,semantic,hybrid", value_name = "M,...")]
     pub modes: String,
-    /// Fusion for hybrid: rrf, rrf:K, convex:ALPHA or zscore:ALPHA (the product's is zscore:0.3)
-    #[arg(long, default_value = "zscore:0.3", value_name = "F")]
+    /// Fusion for hybrid: rrf, rrf:K, convex:ALPHA or zscore:ALPHA (the product's is zscore:0.5)
+    #[arg(long, default_value = "zscore:0.5", value_name = "F")]
     pub fusion: String,
     /// Passage size in tokens (default: the model's, at most 200)
     #[arg(long, value_name = "N")]
@@ -177,6 +177,11 @@ pub struct RetrievalArgs {
     /// Cut passages at every heading instead of packing across them (the product packs across)
     #[arg(long)]
     pub within_sections: bool,
+    /// Semantic search matches half-overlapping windows of N tokens inside each longer passage
+    /// and scores the passage by its best one; 0: one vector per passage (default: the
+    /// product's)
+    #[arg(long, value_name = "N")]
+    pub unit_tokens: Option<usize>,
     /// Use only the first N queries
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
@@ -408,6 +413,10 @@ pub struct SearchBenchArgs {
     /// Embedding dimension
     #[arg(long, default_value_t = 384)]
     pub dim: usize,
+    /// Vectors per passage: the units it is matched on (indexing real notes makes about 5 with
+    /// the default 64-token units)
+    #[arg(long, default_value_t = 1)]
+    pub units: usize,
     /// Code length
     #[arg(long, default_value_t = 64)]
     pub bits: usize,
@@ -458,7 +467,7 @@ pub struct IndexArgs {
     #[arg(long, value_name = "BYTES")]
     pub max_file_size: Option<u64>,
     /// Code length in bits: 16, 32, 64, 128 or 256; kept for later updates (default: 64, and 128
-    /// from 250,000 passages)
+    /// from 250,000 vectors: about 50,000 passages)
     #[arg(long, value_name = "N", value_parser = parse_bits)]
     pub bits: Option<usize>,
     /// Texts per forward pass of the encoder

@@ -111,6 +111,13 @@ pub fn run(g: &Global, a: &RetrievalArgs) -> Result<()> {
     if a.within_sections {
         fp.chunking.across_sections = false;
     }
+    if let Some(u) = a.unit_tokens {
+        fp.chunking.unit_tokens = if u == 0 {
+            0
+        } else {
+            u.clamp(8, fp.chunking.max_tokens)
+        };
+    }
     let tmp;
     let home = match &a.home {
         Some(h) => h.clone(),

@@ -60,7 +60,7 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
         dhim: args.dhim.then(|| DhimConfig {
             bits: args
                 .bits
-                .unwrap_or_else(|| index.meta().code_bits(index.store().passage_count())),
+                .unwrap_or_else(|| index.meta().code_bits(index.store().rows().live_rows())),
             max_epochs: args.epochs,
             ..Default::default()
         }),

@@ -160,22 +160,23 @@ impl IndexMeta {
             .unwrap_or(super::DEFAULT_BITS)
     }
 
-    /// The code length an index of `passages` should have: the one asked for with `--bits`
+    /// The code length an index whose filter scans `vectors` rows (a passage has one per unit
+    /// it is matched on) should have: the one asked for with `--bits`
     /// (kept in the settings), else one chosen before that setting was kept (a current length
     /// other than the two defaults), else the default for its size ([`super::default_bits`]).
     /// Large codes stay until the index has shrunk to half the threshold, so an index that
     /// hovers around it is not refitted back and forth.
-    pub fn code_bits(&self, passages: usize) -> usize {
+    pub fn code_bits(&self, vectors: usize) -> usize {
         use super::{DEFAULT_BITS, LARGE_INDEX_BITS, LARGE_INDEX_PASSAGES};
         if let Some(b) = self.corpus.bits {
             return b;
         }
         match &self.code {
             Some(c) if c.bits != DEFAULT_BITS && c.bits != LARGE_INDEX_BITS => c.bits,
-            Some(c) if c.bits == LARGE_INDEX_BITS && passages >= LARGE_INDEX_PASSAGES / 2 => {
+            Some(c) if c.bits == LARGE_INDEX_BITS && vectors >= LARGE_INDEX_PASSAGES / 2 => {
                 LARGE_INDEX_BITS
             }
-            _ => super::default_bits(passages),
+            _ => super::default_bits(vectors),
         }
     }
 }
@@ -205,8 +206,9 @@ impl CorpusSettings {
     }
 }
 
-/// A passage ready to be stored: its record, unit-length embedding and, when a code source is
-/// fitted, its code under the current generation.
+/// A passage ready to be stored: its record, its unit-length embeddings (one per unit it is
+/// matched on, concatenated: at least one, at most [`rows::MAX_UNITS`]) and, when a code source
+/// is fitted, their codes under the current generation (concatenated likewise).
 #[derive(Debug, Clone)]
 pub struct NewPassage {
     pub record: PassageRecord,
@@ -578,18 +580,21 @@ impl Store {
         self.dirty()?;
         let old = self.db.file(path)?;
         let ids: Vec<u64> = (self.next_id..self.next_id + new.len() as u64).collect();
-        let rows: Vec<(u64, u32, &[u64], &[f32])> = ids
-            .iter()
-            .zip(new)
-            .map(|(id, p)| {
-                (
-                    *id,
-                    code_generation,
-                    p.code.as_deref().unwrap_or(&[]),
-                    p.vector.as_slice(),
-                )
-            })
-            .collect();
+        let (dim, words) = (self.dim(), self.rows.table().words);
+        let mut rows: Vec<(u64, u32, &[u64], &[f32])> = Vec::new();
+        for (&id, p) in ids.iter().zip(new) {
+            let units = p.vector.len() / dim.max(1);
+            if units == 0 || units * dim != p.vector.len() || units > rows::MAX_UNITS {
+                return Err(self.db.corrupt("a passage's vectors are of another width"));
+            }
+            let code = p.code.as_deref().filter(|c| c.len() == units * words);
+            for (u, v) in p.vector.chunks_exact(dim).enumerate() {
+                let key = rows::row_key(id, u, units)
+                    .ok_or_else(|| self.db.corrupt("passage ids ran out"))?;
+                let c = code.map_or(&[][..], |c| &c[u * words..(u + 1) * words]);
+                rows.push((key, code_generation, c, v));
+            }
+        }
         self.rows.append(&rows)?;
         self.next_id += new.len() as u64;
         crate::failpoint::hit("store.rows_written");
@@ -615,12 +620,13 @@ impl Store {
         Ok(ids)
     }
 
-    /// Every live passage's id and vector (row-major), for fitting a code source.
+    /// Every live row's passage id and vector (row-major; a passage has a row per unit), for
+    /// fitting a code source.
     pub fn live_vectors(&self) -> Result<(Vec<u64>, Vec<f32>), StoreError> {
         let t = self.rows.table();
         let v = self.rows.vectors()?;
-        let mut ids = Vec::with_capacity(t.live());
-        let mut data = Vec::with_capacity(t.live() * self.dim());
+        let mut ids = Vec::with_capacity(t.live_rows());
+        let mut data = Vec::with_capacity(t.live_rows() * self.dim());
         for r in 0..t.rows() {
             if t.dead[r] {
                 continue;
@@ -628,7 +634,7 @@ impl Store {
             let Some(x) = v.row(r) else {
                 return Err(self.db.corrupt("a passage has no vector"));
             };
-            ids.push(t.ids[r]);
+            ids.push(t.id(r));
             data.extend(x.iter().map(|h| h.to_f32()));
         }
         Ok((ids, data))
@@ -657,7 +663,7 @@ impl Store {
     /// more than a few), so the files stay within twice their live size.
     pub fn compact_if_worth_it(&mut self) -> Result<bool, StoreError> {
         let dead = self.rows.dead_rows();
-        if dead > 1024 && dead > self.rows.table().live() {
+        if dead > 1024 && dead > self.rows.table().live_rows() {
             self.rows.compact()?;
             return Ok(true);
         }
@@ -749,10 +755,11 @@ fn reconcile(db: &Db, rows: &mut RowFiles) -> Result<Option<String>, StoreError>
         .apply_batch(orphans)
         .map_err(|e| db.corrupt(e))?;
     let t = rows.table();
-    let stray: Vec<u64> = (0..t.rows())
-        .filter(|&r| !t.dead[r] && !keep.contains(&t.ids[r]))
-        .map(|r| t.ids[r])
+    let mut stray: Vec<u64> = (0..t.rows())
+        .filter(|&r| !t.dead[r] && !keep.contains(&t.id(r)))
+        .map(|r| t.id(r))
         .collect();
+    stray.dedup();
     rows.kill(&stray)?;
     db.meta
         .insert(COUNTS_KEY, encode(&fresh))
@@ -897,7 +904,8 @@ mod tests {
         )
         .unwrap();
         // A row that never reached sled (killed between the two writes)...
-        s.rows.append(&[(99, 1, &[1], &[0.6, 0.8])]).unwrap();
+        let key = rows::row_key(99, 0, 1).unwrap();
+        s.rows.append(&[(key, 1, &[1], &[0.6, 0.8])]).unwrap();
         // ...and a file whose rows were lost (sled durable, the rows file not).
         let b = s.file(Path::new("/n/b.md")).unwrap().unwrap();
         s.rows.kill(&b.passages[..1]).unwrap();

@@ -1,4 +1,5 @@
-//! The search data, out of sled: one row per passage in two files with the same row numbers.
+//! The search data, out of sled: rows of vectors and codes (a passage has one per unit it is
+//! matched on) in two files with the same row numbers.
 //!
 //! - `codes.bin`: per row the passage id, the code generation, flags and the code's words. Small
 //!   (24 bytes a passage at 64 bits), read whole into memory at open: the Hamming filter scans it.
@@ -6,8 +7,14 @@
 //!   rows of its candidates, so a million passages open in milliseconds and cost no RAM until
 //!   searched.
 //!
-//! Rows are only ever appended, in increasing id order (so a binary search finds an id's row),
-//! and removed by a tombstone flag written in place; [`RowFiles::compact`] rewrites both files
+//! A passage has one row per unit it is matched on (see `ChunkConfig::unit_tokens`), keyed by
+//! [`row_key`]: the passage id in the high bits, the unit in the low byte, counted so that the
+//! passage's last row (the one written last) is its *anchor*. A passage is present when its
+//! anchor is: a crash that cut the files inside a passage's rows leaves no anchor, and the rows
+//! before it are garbage (marked dead at open).
+//!
+//! Rows are only ever appended, in increasing key order (so a binary search finds a passage's
+//! rows), and removed by a tombstone flag written in place; [`RowFiles::compact`] rewrites both files
 //! without the dead rows once they outnumber the live ones. A row's vector is never rewritten,
 //! so a reader's mapping stays valid while the writer appends; files are replaced only by rename.
 //!
@@ -33,7 +40,32 @@ const HEADER: u64 = 64;
 const CODES_MAGIC: &[u8; 8] = b"DHCODES\x01";
 const VECTORS_MAGIC: &[u8; 8] = b"DHVECS\x00\x01";
 /// Bumped when a file's layout changes; another version is rebuilt like any damage.
-const FILE_VERSION: u32 = 1;
+/// 2: rows keyed by passage and unit ([`row_key`]).
+const FILE_VERSION: u32 = 2;
+
+/// Most rows (units) one passage may have.
+pub const MAX_UNITS: usize = 1 << UNIT_BITS;
+const UNIT_BITS: u32 = 8;
+/// The low byte of a passage's anchor row.
+const ANCHOR: u64 = (1 << UNIT_BITS) - 1;
+
+/// The key of row `unit` of a passage with `units` rows (`unit < units ≤ MAX_UNITS`); `None`
+/// for an id too large to key (only a damaged database hands out such ids).
+pub fn row_key(id: u64, unit: usize, units: usize) -> Option<u64> {
+    if id >= 1 << (64 - UNIT_BITS) || unit >= units || units > MAX_UNITS {
+        return None;
+    }
+    Some((id << UNIT_BITS) | (ANCHOR + 1 - units as u64 + unit as u64))
+}
+
+/// The passage a row key belongs to.
+pub fn passage_of(key: u64) -> u64 {
+    key >> UNIT_BITS
+}
+
+fn is_anchor(key: u64) -> bool {
+    key & ANCHOR == ANCHOR
+}
 
 const FLAG_DEAD: u32 = 1;
 
@@ -46,49 +78,93 @@ const MAX_DIM: usize = 1 << 16;
 #[derive(Debug, Clone, Default)]
 pub struct RowTable {
     pub words: usize,
-    /// Per row: the passage id (strictly increasing).
-    pub ids: Vec<u64>,
+    /// Per row: its [`row_key`] (strictly increasing).
+    pub keys: Vec<u64>,
     /// Per row: the code generation (0: no code).
     pub gens: Vec<u32>,
     /// Per row: tombstoned.
     pub dead: Vec<bool>,
     /// `rows × words` code words.
     pub codes: Vec<u64>,
+    /// Live rows, and live passages (anchors) among them.
+    live_rows: usize,
     live: usize,
 }
 
 impl RowTable {
     pub fn rows(&self) -> usize {
-        self.ids.len()
+        self.keys.len()
     }
 
+    /// Live passages.
     pub fn live(&self) -> usize {
         self.live
     }
 
-    /// The row of a live passage.
+    /// Live rows (a passage has one per unit).
+    pub fn live_rows(&self) -> usize {
+        self.live_rows
+    }
+
+    /// The passage row `r` belongs to.
+    pub fn id(&self, r: usize) -> u64 {
+        passage_of(self.keys[r])
+    }
+
+    /// The anchor row of a live passage (present when the passage is).
     pub fn row_of(&self, id: u64) -> Option<usize> {
-        let r = self.ids.binary_search(&id).ok()?;
+        let r = self.keys.binary_search(&row_key(id, 0, 1)?).ok()?;
         (!self.dead[r]).then_some(r)
+    }
+
+    /// All rows of a passage, live or dead (consecutive).
+    pub fn rows_of(&self, id: u64) -> std::ops::Range<usize> {
+        let Some(anchor) = row_key(id, 0, 1) else {
+            return 0..0;
+        };
+        let first = anchor & !ANCHOR;
+        let lo = self.keys.partition_point(|&k| k < first);
+        let hi = self.keys.partition_point(|&k| k <= anchor);
+        lo..hi
     }
 
     pub fn code(&self, row: usize) -> &[u64] {
         &self.codes[row * self.words..(row + 1) * self.words]
     }
 
-    /// The live rows' count and id-set hash (see `Counts`).
+    /// The live passages' count and id-set hash (see `Counts`).
     pub fn live_set(&self) -> (u64, u64) {
         let mut h = 0u64;
-        for (id, dead) in self.ids.iter().zip(&self.dead) {
-            if !dead {
-                h ^= super::records::id_hash(*id);
+        for (&key, dead) in self.keys.iter().zip(&self.dead) {
+            if !dead && is_anchor(key) {
+                h ^= super::records::id_hash(passage_of(key));
             }
         }
         (self.live as u64, h)
     }
 
+    /// The largest passage id with a row (dead or alive): ids are never reused.
     pub fn last_id(&self) -> u64 {
-        self.ids.last().copied().unwrap_or(0)
+        self.keys.last().copied().map(passage_of).unwrap_or(0)
+    }
+
+    fn push(&mut self, key: u64, gen_: u32, dead: bool, code: impl IntoIterator<Item = u64>) {
+        self.keys.push(key);
+        self.gens.push(gen_);
+        self.dead.push(dead);
+        if !dead {
+            self.live_rows += 1;
+            self.live += usize::from(is_anchor(key));
+        }
+        self.codes.extend(code);
+    }
+
+    fn kill_row(&mut self, r: usize) {
+        if !self.dead[r] {
+            self.dead[r] = true;
+            self.live_rows -= 1;
+            self.live -= usize::from(is_anchor(self.keys[r]));
+        }
     }
 }
 
@@ -234,36 +310,40 @@ impl RowFiles {
         let crow = code_row_bytes(words) as usize;
         let rows = bytes.len() / crow;
         let t = &mut self.table;
-        t.ids.reserve(rows);
+        t.keys.reserve(rows);
         t.gens.reserve(rows);
         t.dead.reserve(rows);
         t.codes.reserve(rows * words);
         let mut garbage = Vec::new();
         let mut last = 0u64;
         for (r, row) in bytes.chunks_exact(crow).enumerate() {
-            let id = u64::from_le_bytes(row[0..8].try_into().unwrap_or_default());
+            let key = u64::from_le_bytes(row[0..8].try_into().unwrap_or_default());
             let gen_ = u32::from_le_bytes(row[8..12].try_into().unwrap_or_default());
             let flags = u32::from_le_bytes(row[12..16].try_into().unwrap_or_default());
             let mut dead = flags & FLAG_DEAD != 0;
-            if id <= last {
-                // Not in id order: garbage. Kept as a dead row (the row numbers of the vectors
-                // file must not shift), with an id that keeps the order.
+            if key <= last {
+                // Not in key order: garbage. Kept as a dead row (the row numbers of the vectors
+                // file must not shift), with a key that keeps the order.
                 dead = true;
                 if flags & FLAG_DEAD == 0 {
                     garbage.push(r);
                 }
             }
-            let id = id.max(last + 1);
-            last = id;
-            t.ids.push(id);
-            t.gens.push(gen_);
-            t.dead.push(dead);
-            if !dead {
-                t.live += 1;
+            let key = key.max(last.saturating_add(1));
+            last = key;
+            let code = row[16..]
+                .chunks_exact(8)
+                .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()));
+            t.push(key, gen_, dead, code);
+        }
+        // Rows after the last anchor belong to a passage whose anchor a crash cut off.
+        for r in (0..t.rows()).rev() {
+            if is_anchor(t.keys[r]) {
+                break;
             }
-            for w in row[16..].chunks_exact(8) {
-                t.codes
-                    .push(u64::from_le_bytes(w.try_into().unwrap_or_default()));
+            if !t.dead[r] {
+                t.kill_row(r);
+                garbage.push(r);
             }
         }
         for r in garbage {
@@ -305,8 +385,9 @@ impl RowFiles {
         })
     }
 
-    /// Appends passages: `(id, code generation, code words or empty, vector)`. Ids must be
-    /// greater than every id already written.
+    /// Appends rows: `(key, code generation, code words or empty, vector)`, keys from
+    /// [`row_key`], greater than every key already written, each passage's rows together and
+    /// in unit order.
     pub fn append(&mut self, rows: &[(u64, u32, &[u64], &[f32])]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
@@ -314,7 +395,7 @@ impl RowFiles {
         let words = self.table.words;
         let mut cbuf = Vec::with_capacity(rows.len() * code_row_bytes(words) as usize);
         let mut vbuf = Vec::with_capacity(rows.len() * self.dim * 2);
-        let mut last = self.table.last_id();
+        let mut last = self.table.keys.last().copied().unwrap_or(0);
         for (id, gen_, code, vector) in rows {
             if *id <= last || vector.len() != self.dim {
                 return Err(corrupt(
@@ -352,15 +433,10 @@ impl RowFiles {
             &cbuf,
         )?;
         let t = &mut self.table;
-        for (id, gen_, code, _) in rows {
-            t.ids.push(*id);
+        for (key, gen_, code, _) in rows {
             let coded = code.len() == words;
-            t.gens.push(if coded { *gen_ } else { 0 });
-            t.dead.push(false);
-            t.live += 1;
-            for w in 0..words {
-                t.codes.push(if coded { code[w] } else { 0 });
-            }
+            let code = (0..words).map(|w| if coded { code[w] } else { 0 });
+            t.push(*key, if coded { *gen_ } else { 0 }, false, code);
         }
         Ok(())
     }
@@ -368,10 +444,11 @@ impl RowFiles {
     /// Tombstones the rows of these passages (ids without a live row are ignored).
     pub fn kill(&mut self, ids: &[u64]) -> Result<(), StoreError> {
         for id in ids {
-            if let Some(r) = self.table.row_of(*id) {
-                self.write_flags(r, FLAG_DEAD)?;
-                self.table.dead[r] = true;
-                self.table.live -= 1;
+            for r in self.table.rows_of(*id) {
+                if !self.table.dead[r] {
+                    self.write_flags(r, FLAG_DEAD)?;
+                    self.table.kill_row(r);
+                }
             }
         }
         Ok(())
@@ -426,7 +503,7 @@ impl RowFiles {
         let mut buf = Vec::with_capacity(HEADER as usize + rows * code_row_bytes(words) as usize);
         buf.extend_from_slice(&header(CODES_MAGIC, words));
         for r in 0..rows {
-            buf.extend_from_slice(&self.table.ids[r].to_le_bytes());
+            buf.extend_from_slice(&self.table.keys[r].to_le_bytes());
             buf.extend_from_slice(&gen_.to_le_bytes());
             let flags = if self.table.dead[r] { FLAG_DEAD } else { 0 };
             buf.extend_from_slice(&flags.to_le_bytes());
@@ -442,9 +519,9 @@ impl RowFiles {
         Ok(())
     }
 
-    /// Dead rows as a share of all rows, for deciding when to [`compact`](Self::compact).
+    /// Dead rows, for deciding when to [`compact`](Self::compact).
     pub fn dead_rows(&self) -> usize {
-        self.table.rows() - self.table.live
+        self.table.rows() - self.table.live_rows
     }
 
     /// Rewrites both files with only the live rows (new files renamed into place; readers keep
@@ -467,18 +544,14 @@ impl RowFiles {
             let Some(v) = old.row(r) else {
                 return Err(corrupt(&self.dir, "a row has no vector"));
             };
-            cbuf.extend_from_slice(&t.ids[r].to_le_bytes());
+            cbuf.extend_from_slice(&t.keys[r].to_le_bytes());
             cbuf.extend_from_slice(&t.gens[r].to_le_bytes());
             cbuf.extend_from_slice(&0u32.to_le_bytes());
             for w in t.code(r) {
                 cbuf.extend_from_slice(&w.to_le_bytes());
             }
             vbuf.extend_from_slice(bytemuck::cast_slice(v));
-            table.ids.push(t.ids[r]);
-            table.gens.push(t.gens[r]);
-            table.dead.push(false);
-            table.codes.extend_from_slice(t.code(r));
-            table.live += 1;
+            table.push(t.keys[r], t.gens[r], false, t.code(r).iter().copied());
         }
         // Vectors first: a crash between the two renames leaves codes rows that the vectors
         // file no longer matches; the row counts differ, which `open` cuts back and the
@@ -538,14 +611,22 @@ mod tests {
         (0..dim).map(|i| x + i as f32 / 100.0).collect()
     }
 
+    /// The key of a one-unit passage.
+    fn k(id: u64) -> u64 {
+        row_key(id, 0, 1).unwrap()
+    }
+
     #[test]
     fn append_kill_reopen_and_compact() {
         let dir = tempfile::tempdir().unwrap();
         let mut f = RowFiles::open(dir.path(), Some(4)).unwrap();
         let (a, b, c) = (vec_of(0.1, 4), vec_of(0.2, 4), vec_of(0.3, 4));
-        f.append(&[(1, 0, &[], &a), (2, 0, &[], &b)]).unwrap();
-        f.append(&[(5, 0, &[], &c)]).unwrap();
-        assert!(f.append(&[(5, 0, &[], &c)]).is_err(), "ids must increase");
+        f.append(&[(k(1), 0, &[], &a), (k(2), 0, &[], &b)]).unwrap();
+        f.append(&[(k(5), 0, &[], &c)]).unwrap();
+        assert!(
+            f.append(&[(k(5), 0, &[], &c)]).is_err(),
+            "keys must increase"
+        );
         f.kill(&[2]).unwrap();
         assert_eq!((f.table().rows(), f.table().live()), (3, 2));
         assert_eq!(f.table().row_of(5), Some(2));
@@ -559,27 +640,71 @@ mod tests {
         f.rewrite_codes(3, 2, &[1, 2, 3, 4, 5, 6]).unwrap();
         assert_eq!(f.table().code(2), &[5, 6]);
         f.compact().unwrap();
-        assert_eq!(f.table().ids, vec![1, 5]);
+        assert_eq!(f.table().keys, vec![k(1), k(5)]);
         assert_eq!(f.table().code(1), &[5, 6]);
         let v = f.vectors().unwrap();
         assert!((v.row(1).unwrap()[1].to_f32() - 0.31).abs() < 1e-3);
         drop(f);
         let f = RowFiles::open(dir.path(), Some(4)).unwrap();
         assert_eq!(
-            (f.table().ids.clone(), f.table().gens.clone()),
-            (vec![1, 5], vec![3, 3])
+            (f.table().keys.clone(), f.table().gens.clone()),
+            (vec![k(1), k(5)], vec![3, 3])
         );
         assert_eq!(RowFiles::open(dir.path(), Some(8)).unwrap().dim(), 4);
+    }
+
+    #[test]
+    fn a_passage_s_units_live_and_die_together_and_a_cut_one_is_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = RowFiles::open(dir.path(), Some(2)).unwrap();
+        let units = |id: u64, n: usize| (0..n).map(move |u| row_key(id, u, n).unwrap());
+        let v = [0.6f32, 0.8];
+        let rows: Vec<(u64, u32, &[u64], &[f32])> = units(7, 3)
+            .chain(units(8, 1))
+            .chain(units(9, 2))
+            .map(|key| (key, 0, &[][..], &v[..]))
+            .collect();
+        f.append(&rows).unwrap();
+        assert_eq!(f.table().rows_of(7), 0..3);
+        assert_eq!(f.table().row_of(7), Some(2), "the last unit is the anchor");
+        assert_eq!(f.table().rows_of(9), 4..6);
+        assert!((0..6).all(|r| f.table().id(r) == [7, 7, 7, 8, 9, 9][r]));
+        assert_eq!((f.table().live(), f.table().live_rows()), (3, 6));
+        f.kill(&[7]).unwrap();
+        assert_eq!((f.table().live(), f.table().live_rows()), (2, 3));
+        assert_eq!(f.dead_rows(), 3);
+        drop(f);
+        // A crash cut passage 9's anchor: its first row is garbage, passage 8 is whole.
+        for (name, width) in [(CODES_FILE, code_row_bytes(1)), (VECTORS_FILE, 4)] {
+            let path = dir.path().join(name);
+            let len = std::fs::metadata(&path).unwrap().len();
+            OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(len - width)
+                .unwrap();
+        }
+        let f = RowFiles::open(dir.path(), Some(2)).unwrap();
+        assert_eq!((f.table().live(), f.table().live_rows()), (1, 1));
+        assert_eq!(f.table().row_of(8), Some(3));
+        assert_eq!(f.table().row_of(9), None);
+        assert!(f.table().dead[4]);
+        assert_eq!(f.table().last_id(), 9, "ids are never reused");
+        let (n, _) = f.table().live_set();
+        assert_eq!(n, 1);
+        assert_eq!(row_key(1 << 56, 0, 1), None);
+        assert_eq!(row_key(1, 2, 2), None);
     }
 
     #[test]
     fn a_torn_tail_and_garbage_rows_are_repaired_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let mut f = RowFiles::open(dir.path(), Some(2)).unwrap();
-        f.append(&[(1, 0, &[], &[0.6, 0.8]), (2, 0, &[], &[0.8, 0.6])])
+        f.append(&[(k(1), 0, &[], &[0.6, 0.8]), (k(2), 0, &[], &[0.8, 0.6])])
             .unwrap();
         drop(f);
-        // Half a row more in the codes file, a whole garbage row (id 0) in both.
+        // Half a row more in the codes file, a whole garbage row (key 0) in both.
         let cpath = dir.path().join(CODES_FILE);
         let mut c = std::fs::read(&cpath).unwrap();
         c.extend_from_slice(&[0u8; 24]);
