@@ -222,6 +222,31 @@ fn model_change_rebuilds_and_damage_is_repaired() {
 }
 
 #[test]
+fn an_index_of_another_version_says_how_to_rebuild_and_is_rebuilt() {
+    let e = env();
+    e.write("m.md", MUSIC);
+    e.index(&[e.notes.to_str().unwrap()]);
+    // The row files of the version before units (version 1).
+    let codes = e.home.join("index").join("codes.bin");
+    let mut c = std::fs::read(&codes).unwrap();
+    c[8..12].copy_from_slice(&1u32.to_le_bytes());
+    std::fs::write(&codes, c).unwrap();
+    // A read-only command does not rebuild: one line saying what will.
+    let out = dochash(&e.home).args(["query", "guitar"]).output().unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("another version") && err.contains("`dochash index`"),
+        "{err}"
+    );
+    let out = e.index(&[]);
+    assert!(stderr(&out).contains("rebuilding"), "{}", stderr(&out));
+    let (_, hits) = e.query("guitar", &[]);
+    assert!(!hits.is_empty());
+}
+
+#[test]
 fn real_model_finds_the_semantically_right_note() {
     let e = env();
     e.write(

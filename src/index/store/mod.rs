@@ -48,7 +48,10 @@ pub enum StoreError {
     Locked(PathBuf),
     #[error("the index at {} is damaged ({msg})", path.display())]
     Corrupt { path: PathBuf, msg: String },
-    #[error("the index at {} was made by another version of dochash", .0.display())]
+    #[error(
+        "the index at {} was made by another version of dochash; `dochash index` rebuilds it",
+        .0.display()
+    )]
     OtherVersion(PathBuf),
     #[error("{}: {source}", path.display())]
     Io {
