@@ -805,16 +805,7 @@ mod tests {
 
     /// An empty index for vectors of `dim` dimensions, opened through the real store.
     fn synthetic_index(dir: &std::path::Path, dim: usize) -> crate::index::Index {
-        let fp = crate::index::store::Fingerprint {
-            schema: crate::index::SCHEMA_VERSION,
-            model_id: "synthetic".into(),
-            model_stamp: String::new(),
-            dim,
-            pooling: "mean".into(),
-            chunking: Default::default(),
-            max_len: 256,
-            precision: crate::encoder::Precision::F32,
-        };
+        let fp = crate::index::store::Fingerprint::synthetic(dim);
         crate::index::Index::open(dir, &fp).unwrap().0
     }
 

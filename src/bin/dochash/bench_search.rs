@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use dochash::index::search::{Filter, Mode, SearchParams, cosine_f16};
 use dochash::index::store::PassageRecord;
-use dochash::index::{Fingerprint, Index, SCHEMA_VERSION, hamming};
+use dochash::index::{Fingerprint, Index, hamming};
 use dochash::rng::SplitMix64;
 
 use crate::cli::SearchBenchArgs;
@@ -74,19 +74,6 @@ impl Synth {
     }
 }
 
-fn fingerprint(dim: usize) -> Fingerprint {
-    Fingerprint {
-        schema: SCHEMA_VERSION,
-        model_id: "synthetic".into(),
-        model_stamp: String::new(),
-        dim,
-        pooling: "mean".into(),
-        chunking: Default::default(),
-        max_len: 256,
-        precision: dochash::encoder::Precision::F32,
-    }
-}
-
 fn rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -108,7 +95,7 @@ pub fn write_index(
     bits: usize,
     mut passage: impl FnMut(usize) -> (String, Vec<f32>),
 ) -> Result<Index> {
-    let (mut index, _) = Index::open(dir, &fingerprint(dim))?;
+    let (mut index, _) = Index::open(dir, &Fingerprint::synthetic(dim))?;
     let root = dir.join("notes");
     let mut i = 0;
     let mut file = 0;
@@ -172,7 +159,7 @@ pub fn exact_top(index: &Index, q: &[f32], k: usize) -> Result<Vec<u64>> {
 /// same passage and vector counts and code length.
 fn reusable(dir: &Path, passages: usize, units: usize, bits: usize, dim: usize) -> bool {
     Index::open_existing(dir).ok().flatten().is_some_and(|i| {
-        i.meta().fingerprint == fingerprint(dim)
+        i.meta().fingerprint == Fingerprint::synthetic(dim)
             && i.store().passage_count() == passages
             && i.store().rows().live_rows() == passages * units
             && i.meta().bits() == bits

@@ -100,6 +100,21 @@ fn f32_precision() -> crate::encoder::Precision {
 }
 
 impl Fingerprint {
+    /// The fingerprint of an index whose vectors (of `dim` dimensions) no model made: the
+    /// benchmarks' and tests' synthetic indexes.
+    pub fn synthetic(dim: usize) -> Self {
+        Fingerprint {
+            schema: super::SCHEMA_VERSION,
+            model_id: "synthetic".into(),
+            model_stamp: String::new(),
+            dim,
+            pooling: "mean".into(),
+            chunking: Default::default(),
+            max_len: 256,
+            precision: crate::encoder::Precision::F32,
+        }
+    }
+
     /// What differs from `other`, in words, for telling the user why an index does not fit.
     pub fn difference(&self, other: &Fingerprint) -> String {
         if self.schema != other.schema {
@@ -931,16 +946,7 @@ mod tests {
     #[test]
     fn the_code_length_is_the_one_asked_for_else_chosen_by_size() {
         let with = |asked: Option<usize>, current: Option<usize>| IndexMeta {
-            fingerprint: Fingerprint {
-                schema: SCHEMA_VERSION,
-                model_id: "m".into(),
-                model_stamp: "1".into(),
-                dim: 384,
-                pooling: "mean".into(),
-                chunking: crate::corpus::ChunkConfig::default(),
-                max_len: 256,
-                precision: crate::encoder::Precision::F32,
-            },
+            fingerprint: Fingerprint::synthetic(384),
             roots: vec![],
             corpus: CorpusSettings {
                 bits: asked,
@@ -970,16 +976,7 @@ mod tests {
     fn meta_and_coder_round_trip_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let meta = IndexMeta {
-            fingerprint: Fingerprint {
-                schema: SCHEMA_VERSION,
-                model_id: "m".into(),
-                model_stamp: "1".into(),
-                dim: 2,
-                pooling: "mean".into(),
-                chunking: crate::corpus::ChunkConfig::default(),
-                max_len: 256,
-                precision: crate::encoder::Precision::F32,
-            },
+            fingerprint: Fingerprint::synthetic(2),
             roots: vec!["/notes".into()],
             corpus: CorpusSettings::default(),
             code: Some(CodeMeta {
