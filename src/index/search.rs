@@ -866,6 +866,20 @@ mod tests {
             k: 10,
             ..Default::default()
         };
+        // Found by its words only (the filter kept passage 2's row): scored by its best unit,
+        // not its first.
+        let hybrid = SearchParams {
+            mode: Mode::Hybrid,
+            candidates: Some(1),
+            k: 10,
+            ..Default::default()
+        };
+        let hits = searcher
+            .search_with_vector("p0", &[0.0, 0.6, 0.8, 0.0], &hybrid)
+            .unwrap();
+        let p0 = hits.iter().find(|h| h.line == 1).expect("the word match");
+        assert!(p0.lexical_rank.is_some() && p0.distance.is_none());
+        assert!((p0.cosine.unwrap() - 0.6).abs() < 1e-3, "{:?}", p0.cosine);
         let hits = searcher.search(&e(1), &all).unwrap();
         assert_eq!(hits.len(), 3, "one hit per passage, not per unit");
         let cos: Vec<f32> = hits.iter().map(|h| h.cosine.unwrap()).collect();
