@@ -162,8 +162,8 @@ pub struct RetrievalArgs {
     /// Search modes to measure, comma-separated
     #[arg(long, default_value = "lexical,semantic,hybrid", value_name = "M,...")]
     pub modes: String,
-    /// Fusion for hybrid: rrf, rrf:K, convex:ALPHA or zscore:ALPHA (the product's is zscore:0.5)
-    #[arg(long, default_value = "zscore:0.5", value_name = "F")]
+    /// Fusion for hybrid: rrf, rrf:K, convex:ALPHA or zscore:ALPHA (the product's is zscore:0.4)
+    #[arg(long, default_value = "zscore:0.4", value_name = "F")]
     pub fusion: String,
     /// Passage size in tokens (default: the model's, at most 200)
     #[arg(long, value_name = "N")]
