@@ -2,7 +2,7 @@
 //! matched on) in two files with the same row numbers.
 //!
 //! - `codes.bin`: per row the passage id, the code generation, flags and the code's words. Small
-//!   (24 bytes a passage at 64 bits), read whole into memory at open: the Hamming filter scans it.
+//!   (24 bytes a row at 64 bits), read whole into memory at open: the Hamming filter scans it.
 //! - `vectors.bin`: per row the unit embedding in f16, memory-mapped: the rerank reads only the
 //!   rows of its candidates, so a million passages open in milliseconds and cost no RAM until
 //!   searched.
