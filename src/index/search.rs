@@ -286,17 +286,17 @@ pub const MAX_DEFAULT_CANDIDATES: usize = 8_000;
 /// hits' passages). Built from the writer's in-memory row table, so making a new one reads
 /// nothing from disk.
 pub struct Searcher {
-    /// Per coded row, in row order: its passage's id and its code. A passage has a row per
-    /// unit it is matched on.
-    ids: Vec<u64>,
+    /// Per coded row, in row order: its passage (an index into `spans`) and its code. A
+    /// passage has a row per unit it is matched on.
+    passages: Vec<u32>,
     codes: Vec<u64>,
     words: usize,
     /// The codes again, transposed for the AVX2 weighted scan (where the CPU has it and the
     /// source gives query margins).
     blocks: Option<weighted::Blocks>,
-    /// Per row without a current code, in row order: its passage's id; scored exactly on
-    /// every query.
-    stale: Vec<u64>,
+    /// Per row without a current code, in row order: its passage (an index into `spans`);
+    /// scored exactly on every query.
+    stale: Vec<u32>,
     /// Per live passage, in id order: its id and its rows (consecutive): the semantic side
     /// scores a passage by its best row.
     spans: Vec<(u64, u32, u32)>,
@@ -335,7 +335,7 @@ impl Searcher {
         };
         let words = table.words;
         let mut out = Self {
-            ids: Vec::with_capacity(table.live_rows()),
+            passages: Vec::with_capacity(table.live_rows()),
             codes: Vec::with_capacity(table.live_rows() * words),
             words,
             blocks: None,
@@ -356,11 +356,12 @@ impl Searcher {
                 Some((last, _, end)) if *last == id && *end as usize == r => *end += 1,
                 _ => out.spans.push((id, r as u32, r as u32 + 1)),
             }
+            let span = (out.spans.len() - 1) as u32;
             if generation.is_some_and(|g| table.gens[r] == g) {
-                out.ids.push(id);
+                out.passages.push(span);
                 out.codes.extend_from_slice(table.code(r));
             } else {
-                out.stale.push(id);
+                out.stale.push(span);
             }
         }
         if matches!(out.coder, Some(Coder::Linear(_))) {
@@ -380,7 +381,7 @@ impl Searcher {
 
     /// Vectors searched (a passage has one per unit it is matched on).
     pub fn vectors(&self) -> usize {
-        self.ids.len() + self.stale.len()
+        self.passages.len() + self.stale.len()
     }
 
     /// The first stage as it runs for this index: `weighted` (with `avx2` or `portable` scan)
@@ -416,10 +417,12 @@ impl Searcher {
         Some((first, end))
     }
 
-    /// Adds a passage the filter found through one of its rows (at Hamming `distance`).
-    fn found(&self, pool: &mut HashMap<u64, Candidate>, id: u64, distance: Option<u32>) {
+    /// Adds the passage `spans[span]`, which the filter found through one of its rows (at
+    /// Hamming `distance`).
+    fn found(&self, pool: &mut HashMap<u64, Candidate>, span: u32, distance: Option<u32>) {
+        let (id, first, end) = self.spans[span as usize];
         let c = pool.entry(id).or_insert_with(|| Candidate {
-            rows: self.rows_of(id),
+            rows: Some((first, end)),
             ..Default::default()
         });
         c.distance = match (c.distance, distance) {
@@ -511,10 +514,10 @@ impl Searcher {
             let c = params
                 .candidates
                 .unwrap_or_else(|| default_candidates(self.vectors(), params.k, bits))
-                .min(self.ids.len())
+                .min(self.passages.len())
                 .max(1);
             match code {
-                Some(qc) if !self.ids.is_empty() && qc.len() == self.words => {
+                Some(qc) if !self.passages.is_empty() && qc.len() == self.words => {
                     let filter_err = |e: hamming::HammingError| {
                         IndexError::Coder(super::CoderError::Fit(e.to_string()))
                     };
@@ -545,17 +548,17 @@ impl Searcher {
                             .map_err(filter_err)?,
                     };
                     for t in &top {
-                        self.found(&mut pool, self.ids[t.index as usize], Some(t.distance));
+                        self.found(&mut pool, self.passages[t.index as usize], Some(t.distance));
                     }
                 }
                 _ => {
-                    for &id in &self.ids {
-                        self.found(&mut pool, id, None);
+                    for &span in &self.passages {
+                        self.found(&mut pool, span, None);
                     }
                 }
             }
-            for &id in &self.stale {
-                self.found(&mut pool, id, None);
+            for &span in &self.stale {
+                self.found(&mut pool, span, None);
             }
         }
         if lexical && let Some(lex) = &self.lexical {
