@@ -286,25 +286,29 @@ pub const MAX_DEFAULT_CANDIDATES: usize = 8_000;
 /// hits' passages). Built from the writer's in-memory row table, so making a new one reads
 /// nothing from disk.
 pub struct Searcher {
-    /// Per coded row, in row order: its passage (an index into `spans`) and its code. A
+    /// Per coded row, in row order: its passage's span (id and rows, as in `spans`, copied so
+    /// that a filter candidate costs one memory read, not two dependent ones) and its code. A
     /// passage has a row per unit it is matched on.
-    passages: Vec<u32>,
+    passages: Vec<Span>,
     codes: Vec<u64>,
     words: usize,
     /// The codes again, transposed for the AVX2 weighted scan (where the CPU has it and the
     /// source gives query margins).
     blocks: Option<weighted::Blocks>,
-    /// Per row without a current code, in row order: its passage (an index into `spans`);
-    /// scored exactly on every query.
-    stale: Vec<u32>,
-    /// Per live passage, in id order: its id and its rows (consecutive): the semantic side
-    /// scores a passage by its best row.
-    spans: Vec<(u64, u32, u32)>,
+    /// Per row without a current code, in row order: its passage's span; scored exactly on
+    /// every query.
+    stale: Vec<Span>,
+    /// Per live passage, in id order: its span. The semantic side scores a passage by its best
+    /// row.
+    spans: Vec<Span>,
     coder: Option<Coder>,
     vectors: Vectors,
     lexical: Option<LexicalSearcher>,
     db: Db,
 }
+
+/// A passage's id and its rows in the vectors (`first..end`, consecutive).
+type Span = (u64, u32, u32);
 
 /// A passage on its way to being a hit.
 #[derive(Default, Clone, Copy)]
@@ -347,16 +351,23 @@ impl Searcher {
             db,
         };
         let visible = out.vectors.rows().min(table.rows());
-        for r in 0..visible {
-            if table.dead[r] {
-                continue;
-            }
+        let live = || (0..visible).filter(|&r| !table.dead[r]);
+        for r in live() {
             let id = table.id(r);
             match out.spans.last_mut() {
                 Some((last, _, end)) if *last == id && *end as usize == r => *end += 1,
                 _ => out.spans.push((id, r as u32, r as u32 + 1)),
             }
-            let span = (out.spans.len() - 1) as u32;
+        }
+        // Spans and live rows are both in row order: a cursor walks the spans.
+        let mut at = 0;
+        for r in live() {
+            while out.spans.get(at).is_some_and(|s| s.2 as usize <= r) {
+                at += 1;
+            }
+            let Some(&span) = out.spans.get(at) else {
+                break;
+            };
             if generation.is_some_and(|g| table.gens[r] == g) {
                 out.passages.push(span);
                 out.codes.extend_from_slice(table.code(r));
@@ -417,10 +428,10 @@ impl Searcher {
         Some((first, end))
     }
 
-    /// Adds the passage `spans[span]`, which the filter found through one of its rows (at
-    /// Hamming `distance`).
-    fn found(&self, pool: &mut HashMap<u64, Candidate>, span: u32, distance: Option<u32>) {
-        let (id, first, end) = self.spans[span as usize];
+    /// Adds the passage of `span`, which the filter found through one of its rows (at Hamming
+    /// `distance`).
+    fn found(&self, pool: &mut HashMap<u64, Candidate>, span: Span, distance: Option<u32>) {
+        let (id, first, end) = span;
         let c = pool.entry(id).or_insert_with(|| Candidate {
             rows: Some((first, end)),
             ..Default::default()
@@ -877,6 +888,11 @@ mod tests {
         index.fit_codes(32).unwrap();
         let searcher = index.searcher().unwrap();
         assert_eq!((searcher.len(), searcher.vectors()), (3, 4));
+        // Every coded row carries its passage's whole span.
+        for &(id, first, end) in searcher.passages.iter().chain(&searcher.stale) {
+            assert_eq!(searcher.rows_of(id), Some((first, end)));
+        }
+        assert_eq!(searcher.spans[0].2 - searcher.spans[0].1, 2);
         for candidates in [Some(1), Some(usize::MAX)] {
             let params = SearchParams {
                 mode: Mode::Semantic,
