@@ -395,7 +395,16 @@ mod avx2 {
 pub(super) mod tests {
     use super::*;
 
-    fn naive(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, bias: &[f32]) -> Vec<f64> {
+    /// `x · w + bias` in f64, `w` a row-major `(k, n)` matrix: the reference for the packed
+    /// and the int8 products.
+    pub(in crate::encoder) fn naive(
+        x: &[f32],
+        m: usize,
+        k: usize,
+        w: &[f32],
+        n: usize,
+        bias: &[f32],
+    ) -> Vec<f64> {
         let mut y = vec![0f64; m * n];
         for r in 0..m {
             for c in 0..n {

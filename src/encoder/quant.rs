@@ -762,21 +762,8 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::packed::tests::values;
+    use super::super::packed::tests::{naive, values};
     use super::*;
-
-    fn naive(x: &[f32], m: usize, k: usize, rows: &[f32], n: usize, bias: &[f32]) -> Vec<f64> {
-        let mut y = vec![0f64; m * n];
-        for r in 0..m {
-            for c in 0..n {
-                y[r * n + c] = bias[c] as f64
-                    + (0..k)
-                        .map(|p| x[r * k + p] as f64 * rows[c * k + p] as f64)
-                        .sum::<f64>();
-            }
-        }
-        y
-    }
 
     fn run(
         kernel: Kernel,
@@ -837,7 +824,9 @@ mod tests {
         let rows = values(k * n, 5);
         let bias = values(n, 6);
         let w = PackedI8::from_rows(&[(&rows, 1.0)], k);
-        let want = naive(&x, m, k, &rows, n, &bias);
+        // The exact product of the same weights, as a row-major `(k, n)` matrix.
+        let w_kn: Vec<f32> = (0..k * n).map(|i| rows[(i % n) * k + i / n]).collect();
+        let want = naive(&x, m, k, &w_kn, n, &bias);
         let y = run(Kernel::detect(), &x, m, &w, &bias, None);
         // Each factor's rounding error is at most half a step (2/255 for x, 2/254 for W over
         // ranges of ±1); summed over k independent terms it grows like √k.
