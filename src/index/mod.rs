@@ -7,6 +7,7 @@
 
 pub mod binarize;
 pub mod coder;
+pub mod cosine;
 pub mod dhim;
 pub mod hamming;
 pub mod lexical;

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::IndexError;
 use super::coder::Coder;
+use super::cosine::{cosine_f16, prefetch};
 use super::hamming;
 use super::lexical::LexicalSearcher;
 use super::store::{Db, IndexMeta, RowTable, Vectors};
@@ -172,6 +173,17 @@ const LEXICAL_CANDIDATES: usize = 200;
 /// How many of each side's best scores z-score fusion normalises over.
 const ZSCORE_DEPTH: usize = 100;
 
+/// Filter-found passages that are scored over all their units, best first by the units the
+/// filter kept. The filter keeps rows, and scoring every row of every passage it touched cost
+/// five times the rows the filter kept (a passage has about five units); a passage the filter
+/// found through a weaker unit only moves up when rescored, and one ranked below this many by
+/// its kept units would have to overtake them all with a unit the filter missed. Twice
+/// [`ZSCORE_DEPTH`], so the scores fusion normalises over are exact.
+const RESCORE_DEPTH: usize = 2 * ZSCORE_DEPTH;
+
+/// Rows of the filter's candidates fetched ahead of the one being scored.
+const PREFETCH_AHEAD: usize = 8;
+
 impl SearchParams {
     /// The parameters with `k` capped at [`MAX_K`] (callers pass what users typed; a huge `k`
     /// must not turn into a huge allocation).
@@ -290,6 +302,8 @@ pub struct Searcher {
     /// that a filter candidate costs one memory read, not two dependent ones) and its code. A
     /// passage has a row per unit it is matched on.
     passages: Vec<Span>,
+    /// Per coded row: its row in the vectors.
+    rows: Vec<u32>,
     codes: Vec<u64>,
     words: usize,
     /// The codes again, transposed for the AVX2 weighted scan (where the CPU has it and the
@@ -321,6 +335,8 @@ struct Candidate {
     semantic_rank: Option<u32>,
     lexical_rank: Option<u32>,
     score: f32,
+    /// Scored over all its rows whatever the filter kept (it has rows without a current code).
+    all_rows: bool,
 }
 
 impl Searcher {
@@ -340,6 +356,7 @@ impl Searcher {
         let words = table.words;
         let mut out = Self {
             passages: Vec::with_capacity(table.live_rows()),
+            rows: Vec::with_capacity(table.live_rows()),
             codes: Vec::with_capacity(table.live_rows() * words),
             words,
             blocks: None,
@@ -370,6 +387,7 @@ impl Searcher {
             };
             if generation.is_some_and(|g| table.gens[r] == g) {
                 out.passages.push(span);
+                out.rows.push(r as u32);
                 out.codes.extend_from_slice(table.code(r));
             } else {
                 out.stale.push(span);
@@ -429,8 +447,14 @@ impl Searcher {
     }
 
     /// Adds the passage of `span`, which the filter found through one of its rows (at Hamming
-    /// `distance`).
-    fn found(&self, pool: &mut HashMap<u64, Candidate>, span: Span, distance: Option<u32>) {
+    /// `distance`, with that row's `cosine` to the query).
+    fn found<'p>(
+        &self,
+        pool: &'p mut HashMap<u64, Candidate>,
+        span: Span,
+        distance: Option<u32>,
+        cosine: Option<f32>,
+    ) -> &'p mut Candidate {
         let (id, first, end) = span;
         let c = pool.entry(id).or_insert_with(|| Candidate {
             rows: Some((first, end)),
@@ -440,6 +464,19 @@ impl Searcher {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        if let Some(x) = cosine {
+            c.cosine = Some(c.cosine.map_or(x, |y| y.max(x)));
+        }
+        c
+    }
+
+    /// The best cosine over all of a passage's rows.
+    fn best_row(&self, query: &[f32], rows: Option<(u32, u32)>) -> Option<f32> {
+        let (first, end) = rows?;
+        (first..end)
+            .filter_map(|r| self.vectors.row(r as usize))
+            .map(|x| cosine_f16(query, x))
+            .reduce(f32::max)
     }
 
     /// Answers `text`: encodes it with the index's encoder (vector and, through the same pass,
@@ -558,18 +595,29 @@ impl Searcher {
                         None => hamming::top_candidates(qc, &self.codes, self.words, c)
                             .map_err(filter_err)?,
                     };
-                    for t in &top {
-                        self.found(&mut pool, self.passages[t.index as usize], Some(t.distance));
+                    // Each kept row is scored as it is found; the rows lie scattered over the
+                    // vector file, so the next ones are fetched while this one is scored.
+                    let row = |i: usize| -> Option<&[half::f16]> {
+                        self.vectors
+                            .row(*self.rows.get(top.get(i)?.index as usize)? as usize)
+                    };
+                    for (i, t) in top.iter().enumerate() {
+                        if let Some(x) = row(i + PREFETCH_AHEAD) {
+                            prefetch(x);
+                        }
+                        let cosine = vector.zip(row(i)).map(|(v, x)| cosine_f16(v, x));
+                        let span = self.passages[t.index as usize];
+                        self.found(&mut pool, span, Some(t.distance), cosine);
                     }
                 }
                 _ => {
                     for &span in &self.passages {
-                        self.found(&mut pool, span, None);
+                        self.found(&mut pool, span, None, None);
                     }
                 }
             }
             for &span in &self.stale {
-                self.found(&mut pool, span, None);
+                self.found(&mut pool, span, None, None).all_rows = true;
             }
         }
         if lexical && let Some(lex) = &self.lexical {
@@ -586,15 +634,32 @@ impl Searcher {
                 c.lexical_rank = Some(rank as u32 + 1);
             }
         }
-        // Exact cosines for every candidate, lexical ones included: a passage's best unit.
+        // A passage scores its best unit. Candidates with no row scored yet (an index without
+        // codes, the lexical side's), those with stale rows and every lexical candidate are
+        // scored over all their rows; of those the filter found through some of their rows, the best
+        // RESCORE_DEPTH by their best kept row are.
         if let Some(v) = vector {
+            let mut open: Vec<&mut Candidate> = Vec::new();
             for c in pool.values_mut() {
-                if let Some((first, end)) = c.rows {
-                    c.cosine = (first..end)
-                        .filter_map(|r| self.vectors.row(r as usize))
-                        .map(|x| cosine_f16(v, x))
-                        .reduce(f32::max);
+                let one_row = c.rows.is_some_and(|(first, end)| end - first <= 1);
+                if c.cosine.is_none() || c.bm25.is_some() || c.all_rows {
+                    c.cosine = self.best_row(v, c.rows);
+                } else if !one_row {
+                    open.push(c);
                 }
+            }
+            let depth = RESCORE_DEPTH.max(2 * params.k);
+            let best_first = |a: &&mut Candidate, b: &&mut Candidate| {
+                b.cosine
+                    .unwrap_or(f32::MIN)
+                    .total_cmp(&a.cosine.unwrap_or(f32::MIN))
+            };
+            if open.len() > depth {
+                open.select_nth_unstable_by(depth, best_first);
+                open.truncate(depth);
+            }
+            for c in open {
+                c.cosine = self.best_row(v, c.rows);
             }
         }
         let mut cands: Vec<(u64, Candidate)> = pool.into_iter().collect();
@@ -720,72 +785,9 @@ fn fuse(cands: &mut [(u64, Candidate)], mode: Mode, fusion: Fusion, semantic: bo
     }
 }
 
-/// Cosine of a unit query and a stored f16 vector (f16 rounding leaves it slightly off unit
-/// length, so it is renormalised), converting in blocks with the CPU's F16C instructions where
-/// available: the rerank of a large index touches millions of elements per query. The sums run
-/// in [`LANES`] independent accumulators: one running sum is a chain of dependent additions that
-/// the compiler may not reorder, and it made this loop, not memory, the rerank's cost.
-pub fn cosine_f16(q: &[f32], v: &[half::f16]) -> f32 {
-    use half::slice::HalfFloatSliceExt;
-    const BLOCK: usize = 64;
-    let mut buf = [0f32; BLOCK];
-    let (mut dot, mut nv) = ([0f32; LANES], [0f32; LANES]);
-    for (qs, vs) in q.chunks(BLOCK).zip(v.chunks(BLOCK)) {
-        let b = &mut buf[..vs.len()];
-        vs.convert_to_f32_slice(b);
-        let (mut qi, mut bi) = (qs.chunks_exact(LANES), b.chunks_exact(LANES));
-        for (qa, xa) in (&mut qi).zip(&mut bi) {
-            for j in 0..LANES {
-                dot[j] += qa[j] * xa[j];
-                nv[j] += xa[j] * xa[j];
-            }
-        }
-        for (a, x) in qi.remainder().iter().zip(bi.remainder()) {
-            dot[0] += a * x;
-            nv[0] += x * x;
-        }
-    }
-    let (dot, nv): (f32, f32) = (dot.iter().sum(), nv.iter().sum());
-    if nv > 0.0 { dot / nv.sqrt() } else { 0.0 }
-}
-
-/// Accumulators of [`cosine_f16`]: enough for several vector registers at once.
-const LANES: usize = 32;
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Cosine of a unit query and a stored vector (f16 rounding leaves it slightly off unit
-    /// length, so it is renormalised).
-    fn cosine(q: &[f32], v: &[f32]) -> f32 {
-        let mut dot = 0f32;
-        let mut nv = 0f32;
-        for (a, b) in q.iter().zip(v) {
-            dot += a * b;
-            nv += b * b;
-        }
-        if nv > 0.0 { dot / nv.sqrt() } else { 0.0 }
-    }
-
-    #[test]
-    fn cosine_f16_matches_the_scalar_cosine() {
-        // Lengths around the lane and block sizes, so every remainder path runs.
-        for n in [1, 7, 31, 32, 33, 63, 64, 65, 100, 384, 385, 768] {
-            let q: Vec<f32> = (0..n)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
-                .collect();
-            let v: Vec<half::f16> = (0..n)
-                .map(|i| half::f16::from_f32(((i * 53 % 97) as f32 - 48.0) / 48.0))
-                .collect();
-            let f: Vec<f32> = v.iter().map(|x| x.to_f32()).collect();
-            let (got, want) = (cosine_f16(&q, &v), cosine(&q, &f));
-            assert!(
-                (got - want).abs() < 1e-4 * want.abs().max(1.0),
-                "{n}: {got} vs {want}"
-            );
-        }
-    }
 
     /// An index of `n` clustered unit vectors (64 dimensions), written through the real store
     /// with its ITQ codes fitted as an update fits them.
@@ -941,6 +943,49 @@ mod tests {
         let searcher = index.searcher().unwrap();
         assert_eq!((searcher.len(), searcher.vectors()), (1, 1));
         assert_eq!(searcher.search(&e(1), &all).unwrap()[0].line, 6);
+    }
+
+    #[test]
+    fn a_passage_the_filter_found_through_a_weaker_unit_is_scored_by_its_best() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = synthetic_index(dir.path(), 4);
+        let root = dir.path().join("notes");
+        let path = root.join("a.md");
+        let unit = |v: [f32; 4]| {
+            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.map(|x| x / n).to_vec()
+        };
+        let query = unit([1.0, 0.2, 0.1, 0.05]);
+        // Passage 0: a unit near the query, then the query itself. Its two rows get the same
+        // code, so a filter keeping one row keeps the first (ties go to the smaller row).
+        let near = unit([1.0, 0.25, 0.1, 0.05]);
+        let passages = vec![
+            (record(&path, 0), [near.clone(), query.clone()].concat()),
+            (record(&path, 1), unit([0.0, 1.0, 0.0, 0.0])),
+            (record(&path, 2), unit([0.0, 0.0, 1.0, 0.2])),
+            (record(&path, 3), unit([-1.0, 0.0, 0.3, 0.0])),
+        ];
+        index.put_file(&path, &root, passages).unwrap();
+        index.fit_codes(32).unwrap();
+        let searcher = index.searcher().unwrap();
+        let w = searcher.words;
+        assert_eq!(
+            searcher.codes[..w],
+            searcher.codes[w..2 * w],
+            "the test needs both units of passage 0 under one code"
+        );
+        let params = SearchParams {
+            mode: Mode::Semantic,
+            candidates: Some(1),
+            ..Default::default()
+        };
+        let hits = searcher.search(&query, &params).unwrap();
+        assert_eq!(hits[0].line, 1);
+        let cosine = hits[0].cosine.unwrap();
+        assert!(
+            (cosine - 1.0).abs() < 1e-3,
+            "scored by the kept unit: {cosine}"
+        );
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use dochash::index::search::{Filter, Mode, SearchParams, cosine_f16};
+use dochash::index::cosine::cosine_f16;
+use dochash::index::search::{Filter, Mode, SearchParams};
 use dochash::index::store::PassageRecord;
 use dochash::index::{Fingerprint, Index, hamming};
 use dochash::rng::SplitMix64;
@@ -218,6 +219,7 @@ pub fn run(a: &SearchBenchArgs) -> Result<()> {
     let index = Index::open_existing(&dir)?.context("the benchmark index is missing")?;
     let searcher = index.searcher()?;
     let open_ms = t.elapsed().as_secs_f64() * 1e3;
+    let rss_after_open = rss_mb();
     let bytes = index.store().size_on_disk();
     let c = a.candidates;
 
@@ -262,7 +264,8 @@ pub fn run(a: &SearchBenchArgs) -> Result<()> {
             "queries": a.queries, "p50_ms": pct(50), "p95_ms": pct(95),
             "max_ms": lat.last(), "open_ms": open_ms, "build_s": build_s,
             "recall_at_10": (checked > 0).then(|| found as f64 / checked as f64),
-            "rss_mb_after_open": rss_mb(), "rss_mb_before_open": rss_before,
+            "rss_mb_after_open": rss_after_open, "rss_mb_before_open": rss_before,
+            "rss_mb_after_queries": rss_mb(),
             "index_bytes": bytes, "filter": match filter {
                 Filter::Weighted => searcher.filter_name(),
                 Filter::Hamming => format!("hamming ({})", hamming::kernel_name()),
