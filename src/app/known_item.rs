@@ -57,21 +57,46 @@ fn words(s: &str) -> usize {
     s.split_whitespace().count()
 }
 
-/// A body's first sentence and the rest: up to the first `.`, `!` or `?` followed by white
-/// space, or the first blank line, whichever comes first. `None` when either part is too short
-/// to be a question or an answer.
-pub fn split_lead(body: &str) -> Option<(&str, &str)> {
-    let t = body.trim_start();
+/// Where the sentences of `t` end: after a `.`, `!` or `?` followed by white space (or the end),
+/// and at a blank line. Every offset follows an ASCII byte, so it is a char boundary.
+fn sentence_ends(t: &str) -> impl Iterator<Item = usize> + '_ {
     let b = t.as_bytes();
-    let end = (0..b.len()).find_map(|i| match b[i] {
+    (0..b.len()).filter_map(move |i| match b[i] {
         b'.' | b'!' | b'?' if b.get(i + 1).is_none_or(|c| c.is_ascii_whitespace()) => Some(i + 1),
         b'\n' if b.get(i + 1) == Some(&b'\n') => Some(i),
         _ => None,
-    })?;
-    // `end` follows an ASCII byte, so it is a char boundary.
-    let (lead, rest) = t.split_at(end);
+    })
+}
+
+/// A body's first sentence and the rest. `None` when either part is too short to be a question
+/// or an answer.
+pub fn split_lead(body: &str) -> Option<(&str, &str)> {
+    let t = body.trim_start();
+    let (lead, rest) = t.split_at(sentence_ends(t).next()?);
     let (lead, rest) = (lead.trim(), rest.trim());
     (words(lead) >= MIN_WORDS && words(rest) >= 2 * MIN_WORDS).then_some((lead, rest))
+}
+
+/// One sentence of a body, chosen by `pick` among those long enough to be a question, and the
+/// body without it (the inverse cloze task's query and context). `None` when no sentence is long
+/// enough or too little would be left.
+pub fn split_sentence(body: &str, pick: u64) -> Option<(String, String)> {
+    let t = body.trim();
+    let mut spans = Vec::new();
+    let mut start = 0;
+    for end in sentence_ends(t).chain(std::iter::once(t.len())) {
+        if end > start && words(&t[start..end]) >= MIN_WORDS {
+            spans.push(start..end);
+        }
+        start = start.max(end);
+    }
+    if spans.is_empty() {
+        return None;
+    }
+    let r = spans[(pick % spans.len() as u64) as usize].clone();
+    let rest = format!("{} {}", t[..r.start].trim_end(), t[r.end..].trim_start());
+    let rest = rest.trim();
+    (words(rest) >= 2 * MIN_WORDS).then(|| (t[r].trim().to_string(), rest.to_string()))
 }
 
 impl Probes {
@@ -199,6 +224,35 @@ mod tests {
                 "Und danach kommen noch genug weitere Wörter hinzu."
             ))
         );
+    }
+
+    #[test]
+    fn a_sentence_is_cut_out_of_its_body_and_the_rest_kept() {
+        let body = "Short one. The second sentence is long enough. And the third one has words too.\n\nA last paragraph with four words";
+        let all: Vec<(String, String)> = (0..3).filter_map(|k| split_sentence(body, k)).collect();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].0, "The second sentence is long enough.");
+        assert_eq!(
+            all[0].1,
+            "Short one. And the third one has words too.\n\nA last paragraph with four words"
+        );
+        assert_eq!(all[1].0, "And the third one has words too.");
+        assert_eq!(all[2].0, "A last paragraph with four words");
+        assert!(all[2].1.ends_with("has words too."), "{:?}", all[2].1);
+        // The pick wraps around the sentences long enough to ask with.
+        assert_eq!(split_sentence(body, 3), split_sentence(body, 0));
+        assert_eq!(split_sentence("too short. all of it.", 0), None);
+        assert_eq!(
+            split_sentence("One sentence with enough words. Tiny rest.", 0),
+            None
+        );
+        let (s, rest) = split_sentence(
+            "Ünïcödé ist hier wirklich drin. Und danach kommen noch genug weitere Wörter hinzu.",
+            0,
+        )
+        .unwrap();
+        assert_eq!(s, "Ünïcödé ist hier wirklich drin.");
+        assert!(rest.starts_with("Und danach"));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::train::simcse::{self, SimcseConfig, SimcseReport};
 use crate::train::states::CorpusStates;
 
 use super::generation::{self, Active};
-use super::known_item::{Probes, Score};
+use super::known_item::{self, Probes, Score};
 
 /// Below this many passages the hashing head is not trained and the training-free ITQ codes
 /// stay: on 20 Newsgroups subsets DHIM only beat ITQ from about this size on (docs/BENCHMARKS.md).
@@ -273,8 +273,12 @@ fn prepare_in(
         )),
         Some(cfg) => {
             let (train_idx, held) = hold_back(&passages);
-            let train_texts: Vec<&str> = train_idx.iter().map(|&i| learn[i]).collect();
-            let (tuned, report) = simcse::train(&base.dir, &train_texts, cfg, opts.device, cancel, &mut |p| {
+            let (texts, positive) = pair_up(&base_enc, &passages, &train_idx, cfg.positives);
+            let examples = simcse::Examples {
+                texts: texts.iter().map(String::as_str).collect(),
+                positive,
+            };
+            let (tuned, report) = simcse::train(&base.dir, &examples, cfg, opts.device, cancel, &mut |p| {
                 progress(TrainProgress::Simcse(p))
             })?;
             check(cancel)?;
@@ -486,6 +490,64 @@ where
     Ok(report)
 }
 
+/// The texts SimCSE learns from, as the index would embed them (behind the model's prompts), and
+/// each anchor's positive among them, for the passages `idx` (in corpus order). A passage with a
+/// partner of the kind asked for is its body paired with that partner; any other is its indexed
+/// text paired with itself (dropout).
+pub fn pair_up(
+    enc: &Encoder,
+    passages: &[CorpusPassage],
+    idx: &[usize],
+    positives: simcse::Positives,
+) -> (Vec<String>, Vec<usize>) {
+    use simcse::Positives;
+    let as_role = |t: &str, role: Role| enc.prompted(&[t], role)[0].to_string();
+    let mut texts = Vec::with_capacity(idx.len());
+    let mut partners = Vec::new();
+    for (k, &i) in idx.iter().enumerate() {
+        let p = &passages[i];
+        let body = p.body.trim();
+        let (anchor, partner) = match positives {
+            Positives::Title => (
+                body.to_string(),
+                p.title
+                    .as_deref()
+                    .filter(|t| !t.trim().is_empty())
+                    .map(|t| as_role(t, Role::Query)),
+            ),
+            // The next passage of the same file and section, if it is trained on too.
+            Positives::Neighbour => (
+                body.to_string(),
+                idx.get(k + 1)
+                    .filter(|&&j| j == i + 1)
+                    .map(|&j| &passages[j])
+                    .filter(|n| n.path == p.path && n.title == p.title && !n.body.trim().is_empty())
+                    .map(|n| as_role(&n.body, Role::Document)),
+            ),
+            // Which sentence: fixed per passage, so that a retraining sees the same pairs.
+            Positives::Sentence => match known_item::split_sentence(body, i as u64) {
+                Some((sentence, rest)) => (rest, Some(as_role(&sentence, Role::Query))),
+                None => (String::new(), None),
+            },
+            Positives::Dropout | Positives::Crops(_) => (String::new(), None),
+        };
+        match partner {
+            Some(t) if !anchor.is_empty() => {
+                texts.push(as_role(&anchor, Role::Document));
+                partners.push((k, t));
+            }
+            _ => texts.push(as_role(&p.text, Role::Document)),
+        }
+    }
+    let anchors = texts.len();
+    let mut positive: Vec<usize> = (0..anchors).collect();
+    for (m, (k, t)) in partners.into_iter().enumerate() {
+        positive[k] = anchors + m;
+        texts.push(t);
+    }
+    (texts, positive)
+}
+
 /// Splits passage indices into training and held-back sets: the passages of about a tenth of
 /// the files that have at least two passages (chosen by a seeded shuffle), at most
 /// [`HELD_BACK_MAX`] passages. Held-back passages are never trained on.
@@ -648,5 +710,81 @@ mod tests {
         }
         assert!(process_cpu_time().is_some_and(|t| t > start));
         assert!(!budget.spent());
+    }
+
+    #[test]
+    fn passages_pair_with_their_title_or_their_neighbour_in_the_same_section() {
+        use crate::train::simcse::Positives;
+        let dir = tempfile::tempdir().unwrap();
+        crate::encoder::write_tiny_model(dir.path(), 3).unwrap();
+        let enc = Encoder::load(dir.path(), &LoadOptions::default()).unwrap();
+        let p = |file: &str, title: Option<&str>, body: &str| CorpusPassage {
+            path: PathBuf::from(file),
+            text: format!("{} {body}", title.unwrap_or_default()),
+            title: title.map(str::to_string),
+            body: body.to_string(),
+        };
+        let passages = vec![
+            p("a.md", Some("Install"), "run the installer"),
+            p("a.md", Some("Install"), "then restart"),
+            p("a.md", Some("Usage"), "type a query"),
+            p("a.md", None, "no heading here"),
+            p("b.md", Some("Usage"), "another file"),
+        ];
+        let all: Vec<usize> = (0..passages.len()).collect();
+
+        let (texts, positive) = pair_up(&enc, &passages, &all, Positives::Title);
+        // Titled passages: body ↔ title; the untitled one is its own positive, whole.
+        assert_eq!(
+            &texts[..5],
+            [
+                "run the installer",
+                "then restart",
+                "type a query",
+                " no heading here",
+                "another file"
+            ]
+        );
+        let partner: Vec<&str> = positive.iter().map(|&i| texts[i].as_str()).collect();
+        assert_eq!(
+            partner,
+            ["Install", "Install", "Usage", " no heading here", "Usage"]
+        );
+
+        let (texts, positive) = pair_up(&enc, &passages, &all, Positives::Neighbour);
+        let partner: Vec<&str> = positive.iter().map(|&i| texts[i].as_str()).collect();
+        // Only passage 0 has a next passage in its own section and file.
+        assert_eq!(partner[0], "then restart");
+        assert_eq!(texts[0], "run the installer");
+        for (k, &i) in positive.iter().enumerate().skip(1) {
+            assert_eq!(i, k, "passage {k} is its own positive");
+        }
+        // A neighbour that is held back is not paired with.
+        let (_, positive) = pair_up(&enc, &passages, &[0, 2, 3, 4], Positives::Neighbour);
+        assert_eq!(positive, [0, 1, 2, 3]);
+
+        // A sentence of a body long enough ↔ the rest; the others are their own positives.
+        let long = vec![
+            p(
+                "c.md",
+                Some("Why"),
+                "It starts here. The reason is written down in this sentence. More words follow it until the end.",
+            ),
+            p("c.md", Some("Why"), "too short"),
+        ];
+        let (texts, positive) = pair_up(&enc, &long, &[0, 1], Positives::Sentence);
+        let (sentence, rest) = known_item::split_sentence(&long[0].body, 0).unwrap();
+        assert_eq!(
+            (texts[0].as_str(), texts[positive[0]].as_str()),
+            (rest.as_str(), sentence.as_str())
+        );
+        assert_eq!(positive[1], 1);
+
+        let (texts, positive) = pair_up(&enc, &passages, &all, Positives::Dropout);
+        assert_eq!(positive, [0, 1, 2, 3, 4]);
+        assert_eq!(
+            texts[0], "Install run the installer",
+            "the indexed text, trail included"
+        );
     }
 }

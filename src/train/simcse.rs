@@ -54,12 +54,118 @@ pub struct SimcseConfig {
     pub temperature: f64,
     pub clip: f64,
     pub seed: u64,
-    /// 0: a passage's positive is itself (its first `max_len` tokens) under another dropout
-    /// mask, as in the paper. N: its two views are random crops of `max_len` tokens from its
-    /// first N (Contriever's independent cropping), so a view must recognise other parts of its
-    /// own passage. Head mode only.
     #[serde(default)]
-    pub crops_of: usize,
+    pub positives: Positives,
+}
+
+/// What a passage is trained to pick out of the batch. Every view runs under its own dropout
+/// mask, so each kind keeps the paper's objective and adds what the notes give for free.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Positives {
+    /// Itself (its first `max_len` tokens) under another dropout mask, as in the paper.
+    #[default]
+    Dropout,
+    /// Two random crops of `max_len` tokens from its first N (Contriever's independent
+    /// cropping), so a view must recognise other parts of its own passage. Head mode only.
+    Crops(usize),
+    /// Its body (without the heading trail) ↔ the title of its section, read as a query: what
+    /// people type is closer to a title than to a paragraph.
+    Title,
+    /// Its body ↔ the body of the next passage of the same section: one topic, other words.
+    Neighbour,
+    /// Its body without one of its sentences ↔ that sentence, read as a query (the inverse cloze
+    /// task): a question is often one sentence's worth of a passage.
+    Sentence,
+}
+
+impl std::str::FromStr for Positives {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "unknown SimCSE positives {s:?}: use dropout, crops:N, title, neighbour or sentence"
+            )
+        };
+        match s {
+            "dropout" => Ok(Self::Dropout),
+            "title" => Ok(Self::Title),
+            "neighbour" | "neighbor" => Ok(Self::Neighbour),
+            "sentence" => Ok(Self::Sentence),
+            _ => match s.strip_prefix("crops:").map(str::parse::<usize>) {
+                Some(Ok(n)) if n >= 3 => Ok(Self::Crops(n)),
+                _ => Err(bad()),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Positives {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Dropout => f.write_str("dropout"),
+            Self::Crops(n) => write!(f, "crops:{n}"),
+            Self::Title => f.write_str("title"),
+            Self::Neighbour => f.write_str("neighbour"),
+            Self::Sentence => f.write_str("sentence"),
+        }
+    }
+}
+
+/// What SimCSE learns from: anchors, each with the text that is its positive. A passage without
+/// a text to pair it with is its own positive (the paper's dropout pair).
+#[derive(Debug, Clone)]
+pub struct Examples<'a> {
+    /// The anchors first, then texts that only serve as positives.
+    pub texts: Vec<&'a str>,
+    /// Per anchor, its positive's index in `texts` (its own index: itself).
+    pub positive: Vec<usize>,
+}
+
+impl<'a> Examples<'a> {
+    /// Every text is an anchor and its own positive.
+    pub fn own(texts: &[&'a str]) -> Self {
+        Self {
+            texts: texts.to_vec(),
+            positive: (0..texts.len()).collect(),
+        }
+    }
+
+    pub fn anchors(&self) -> usize {
+        self.positive.len()
+    }
+
+    /// Splits shuffled anchors into batches in which no text appears twice: the same words as
+    /// one member's anchor or positive and another's would be a negative identical to a positive
+    /// (two passages of one section share its title; a note copied into two files). An anchor
+    /// that would repeat a text waits for a later batch; batches of fewer than two are dropped.
+    fn batches(&self, order: &[usize], size: usize) -> Vec<Vec<usize>> {
+        let size = size.max(2);
+        let mut out = Vec::new();
+        let mut pending: Vec<usize> = order.to_vec();
+        while !pending.is_empty() {
+            let mut batch = Vec::with_capacity(size);
+            let mut used: std::collections::HashSet<&str> = std::collections::HashSet::new();
+            let mut later = Vec::new();
+            for &i in &pending {
+                let (a, p) = (self.texts[i], self.texts[self.positive[i]]);
+                let own = self.positive[i] == i || a == p;
+                if batch.len() < size && !used.contains(a) && (own || !used.contains(p)) {
+                    used.insert(a);
+                    used.insert(p);
+                    batch.push(i);
+                } else {
+                    later.push(i);
+                }
+            }
+            if batch.len() < 2 {
+                break;
+            }
+            out.push(batch);
+            pending = later;
+        }
+        out
+    }
 }
 
 impl Default for SimcseConfig {
@@ -74,7 +180,7 @@ impl Default for SimcseConfig {
             temperature: 0.05,
             clip: 1.0,
             seed: 0x51c5e,
-            crops_of: 0,
+            positives: Positives::Dropout,
         }
     }
 }
@@ -101,11 +207,11 @@ pub struct SimcseReport {
     pub seconds: f64,
 }
 
-/// Fine-tunes the model in `model_dir` on `texts` and returns the trained (trainable) encoder;
+/// Fine-tunes the model in `model_dir` on `examples` and returns the trained (trainable) encoder;
 /// save it with [`save_model`].
 pub fn train(
     model_dir: &Path,
-    texts: &[&str],
+    examples: &Examples,
     cfg: &SimcseConfig,
     device: DeviceSpec,
     cancel: &AtomicBool,
@@ -113,12 +219,29 @@ pub fn train(
 ) -> Result<(Encoder, SimcseReport), TrainError> {
     use candle_nn::Optimizer;
     let started = std::time::Instant::now();
-    if texts.len() < 2 * cfg.batch.max(2) {
+    let texts = &examples.texts;
+    let anchors = examples.anchors();
+    if anchors < 2 * cfg.batch.max(2) {
         return Err(TrainError::TooLittleData {
-            have: texts.len(),
+            have: anchors,
             need: 2 * cfg.batch.max(2),
         });
     }
+    if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
+        return Err(TrainError::Msg(format!(
+            "SimCSE learning rate {}: must be a positive number",
+            cfg.lr
+        )));
+    }
+    if examples.positive.iter().any(|&p| p >= texts.len()) {
+        return Err(TrainError::Msg(
+            "a SimCSE positive points past the texts".into(),
+        ));
+    }
+    let crops_of = match cfg.positives {
+        Positives::Crops(n) => n,
+        _ => 0,
+    };
     let opts = LoadOptions {
         device,
         trainable: true,
@@ -126,7 +249,7 @@ pub fn train(
         candle_only: false,
         precision: Some(crate::encoder::Precision::F32),
     };
-    if cfg.crops_of > 0 && cfg.mode != Mode::Head {
+    if crops_of > 0 && cfg.mode != Mode::Head {
         return Err(TrainError::Msg("SimCSE crops need head mode".into()));
     }
     let enc = Encoder::load(model_dir, &opts)?;
@@ -144,7 +267,7 @@ pub fn train(
                 model_dir,
                 &LoadOptions {
                     trainable: false,
-                    max_len: Some(cfg.max_len.max(cfg.crops_of)),
+                    max_len: Some(cfg.max_len.max(crops_of)),
                     ..opts.clone()
                 },
             )?;
@@ -163,21 +286,22 @@ pub fn train(
     let pooling = enc.profile().pooling;
     let mut opt = adam(vars.clone(), cfg.lr)?;
     let mut rng = SplitMix64::new(cfg.seed);
-    let mut order: Vec<usize> = (0..texts.len()).collect();
+    let mut order: Vec<usize> = (0..anchors).collect();
     let mut losses = Vec::new();
     let dev = enc.device().clone();
     for epoch in 1..=cfg.epochs.max(1) {
         shuffle(&mut order, &mut rng);
         // Sorting each batch's members by length would bias the negatives; batches are random.
-        let batches: Vec<&[usize]> = order.chunks(cfg.batch).filter(|c| c.len() >= 2).collect();
+        let batches = examples.batches(&order, cfg.batch);
         for (step, idx) in batches.iter().enumerate() {
             if cancel.load(Ordering::Relaxed) {
                 return Err(TrainError::Cancelled);
             }
-            let mut view = |enc: &Encoder| -> Result<Tensor, TrainError> {
+            let partners: Vec<usize> = idx.iter().map(|&i| examples.positive[i]).collect();
+            let mut view = |enc: &Encoder, idx: &[usize]| -> Result<Tensor, TrainError> {
                 let (states, mask) = match &lower {
                     Some(l) => {
-                        let (x, m) = if cfg.crops_of > 0 {
+                        let (x, m) = if crops_of > 0 {
                             l.batch_crops(idx, cfg.max_len, &mut rng, &dev)?
                         } else {
                             l.batch_full(idx, &dev)?
@@ -192,8 +316,8 @@ pub fn train(
                 };
                 Ok(l2_normalize(&pool(&states, &mask, pooling)?)?)
             };
-            let a = view(&enc)?;
-            let b = view(&enc)?;
+            let a = view(&enc, idx)?;
+            let b = view(&enc, &partners)?;
             let loss = info_nce(&a, &b, cfg.temperature)?;
             let mut grads = loss.backward()?;
             clip_gradients(&vars, &mut grads, cfg.clip)?;
@@ -213,7 +337,7 @@ pub fn train(
     let mean = |s: &[f32]| s.iter().sum::<f32>() / s.len().max(1) as f32;
     let report = SimcseReport {
         steps: losses.len(),
-        passages: texts.len(),
+        passages: anchors,
         loss_start: mean(&losses[..tenth.min(losses.len())]),
         loss_end: mean(&losses[losses.len().saturating_sub(tenth)..]),
         seconds: started.elapsed().as_secs_f64(),
@@ -305,4 +429,50 @@ pub fn save_model(
     let weights = out.join("model.safetensors");
     map.save(&weights)
         .map_err(|e| TrainError::Msg(format!("{}: cannot write: {e}", weights.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Examples;
+
+    #[test]
+    fn a_batch_never_holds_one_text_twice_and_every_anchor_is_trained_on() {
+        // 40 anchors; anchors 0..30 pair up in threes with one shared text each (three passages
+        // of a section, one title), anchor 30 is anchor 31's positive, anchors 32 and 33 are
+        // the same words (one note in two files), the rest are their own.
+        let mut owned: Vec<String> = (0..50).map(|i| format!("text {i}")).collect();
+        owned[33] = owned[32].clone();
+        let mut positive: Vec<usize> = (0..40).collect();
+        for (i, p) in positive.iter_mut().enumerate().take(30) {
+            *p = 40 + i / 3;
+        }
+        positive[31] = 30;
+        let ex = Examples {
+            texts: owned.iter().map(String::as_str).collect(),
+            positive,
+        };
+        let order: Vec<usize> = (0..40).collect();
+        let batches = ex.batches(&order, 8);
+        let mut seen = Vec::new();
+        for b in &batches {
+            assert!(b.len() >= 2 && b.len() <= 8, "{b:?}");
+            let mut used: Vec<&str> = b
+                .iter()
+                .flat_map(|&i| [ex.texts[i], ex.texts[ex.positive[i]]])
+                .collect();
+            used.sort_unstable();
+            let before = used.len();
+            used.dedup();
+            // An anchor that is its own positive counts once.
+            let own = b.iter().filter(|&&i| ex.positive[i] == i).count();
+            assert_eq!(used.len(), before - own, "a text twice in {b:?}");
+            seen.extend_from_slice(b);
+        }
+        seen.sort_unstable();
+        let trained = seen.len();
+        seen.dedup();
+        assert_eq!(seen.len(), trained, "an anchor twice in one epoch");
+        // Only a last batch of one may be left out.
+        assert!(trained >= 39, "{trained} of 40 anchors trained on");
+    }
 }

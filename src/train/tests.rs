@@ -328,7 +328,7 @@ mod simcse {
         }
         simcse::train(
             dir,
-            t,
+            &simcse::Examples::own(t),
             cfg,
             DeviceSpec::Cpu,
             &AtomicBool::new(false),
@@ -374,7 +374,7 @@ mod simcse {
             batch: 16,
             epochs: 6,
             max_len: 12,
-            crops_of: 48,
+            positives: simcse::Positives::Crops(48),
             ..Default::default()
         };
         let (enc, report) = train_tiny(dir.path(), &t, &cfg).unwrap();
@@ -389,6 +389,104 @@ mod simcse {
             ..cfg
         };
         assert!(train_tiny(dir.path(), &t, &full).is_err());
+    }
+
+    /// Anchors paired with texts of their own (a title, a neighbour): 96 anchors, and for each
+    /// of the first 80 a partner text sharing half its words, as a section's title shares words
+    /// with its body.
+    fn paired(t: &[String]) -> (Vec<String>, Vec<usize>) {
+        let n = t.len();
+        let mut texts = t.to_vec();
+        let mut positive: Vec<usize> = (0..n).collect();
+        for (i, p) in positive.iter_mut().enumerate().take(80) {
+            let words: Vec<&str> = t[i].split(' ').take(3).collect();
+            texts.push(format!("{} {}", words.join(" "), WORDS[i % WORDS.len()]));
+            *p = n + i;
+        }
+        (texts, positive)
+    }
+
+    #[test]
+    fn paired_positives_train_the_head_and_lower_the_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_model(dir.path(), 3).unwrap();
+        let (texts, positive) = paired(&texts(96));
+        let examples = simcse::Examples {
+            texts: texts.iter().map(String::as_str).collect(),
+            positive,
+        };
+        let cfg = SimcseConfig {
+            mode: Mode::Head,
+            head_layers: 1,
+            lr: 3e-3,
+            batch: 16,
+            epochs: 6,
+            ..Default::default()
+        };
+        let (enc, report) = simcse::train(
+            dir.path(),
+            &examples,
+            &cfg,
+            DeviceSpec::Cpu,
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(report.passages, 96, "anchors, not texts");
+        assert!(report.loss_end < report.loss_start * 0.8, "{report:?}");
+        let before = weights(&base(dir.path()));
+        for ((name, a), (_, b)) in before.iter().zip(&weights(&enc)) {
+            let top = name.contains("encoder.layer.1.");
+            assert_eq!(changed(a, b), top, "{name}");
+        }
+        // Full mode reads the same pairs.
+        let full = SimcseConfig {
+            mode: Mode::Full,
+            epochs: 2,
+            ..cfg
+        };
+        let (_, report) = simcse::train(
+            dir.path(),
+            &examples,
+            &full,
+            DeviceSpec::Cpu,
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(report.loss_end.is_finite() && report.steps > 0);
+        // A positive past the texts is refused, not read out of bounds.
+        let broken = simcse::Examples {
+            positive: vec![examples.texts.len(); 96],
+            ..examples.clone()
+        };
+        let r = simcse::train(
+            dir.path(),
+            &broken,
+            &cfg,
+            DeviceSpec::Cpu,
+            &AtomicBool::new(false),
+            &mut |_| {},
+        );
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn positives_parse_as_the_flag_spells_them() {
+        use simcse::Positives;
+        for (s, p) in [
+            ("dropout", Positives::Dropout),
+            ("crops:128", Positives::Crops(128)),
+            ("title", Positives::Title),
+            ("neighbour", Positives::Neighbour),
+            ("sentence", Positives::Sentence),
+        ] {
+            assert_eq!(s.parse::<Positives>(), Ok(p));
+            assert_eq!(p.to_string(), s);
+        }
+        for bad in ["", "crops", "crops:2", "crops:x", "titles"] {
+            assert!(bad.parse::<Positives>().is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -467,7 +565,7 @@ mod simcse {
         write_tiny_model(dir.path(), 3).unwrap();
         let r = simcse::train(
             dir.path(),
-            &["a b", "c d"],
+            &simcse::Examples::own(&["a b", "c d"]),
             &SimcseConfig::default(),
             DeviceSpec::Cpu,
             &AtomicBool::new(false),

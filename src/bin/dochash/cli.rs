@@ -109,10 +109,21 @@ pub struct TrainArgs {
     /// Epochs of SimCSE
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub simcse_epochs: usize,
-    /// SimCSE positives from two random 32-token crops of each passage's first N tokens
-    /// instead of the passage's opening twice (0: off; head mode)
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub simcse_crops: usize,
+    /// What each passage learns to find in its batch: `dropout` (its own opening again, under
+    /// another dropout mask, as in the paper), `crops:N` (two random 32-token crops of its first N
+    /// tokens; head mode), `title` (its body ↔ its section's title) or `neighbour` (its body ↔
+    /// the next passage of its section)
+    #[arg(long, default_value = "dropout", value_name = "KIND")]
+    pub simcse_positives: dochash::train::simcse::Positives,
+    /// Top layers SimCSE trains in head mode [default: 2]
+    #[arg(long, value_name = "N")]
+    pub simcse_layers: Option<usize>,
+    /// SimCSE learning rate [default: 3e-5]
+    #[arg(long, value_name = "LR")]
+    pub simcse_lr: Option<f64>,
+    /// Passages per SimCSE batch, each one's negatives the others [default: 64]
+    #[arg(long, value_name = "N")]
+    pub simcse_batch: Option<usize>,
     /// Switch to what was trained even if the checks on held-back passages say it is worse
     #[arg(long)]
     pub force: bool,

@@ -308,7 +308,7 @@ pub fn simcse_model(
     let pb = bar(g, texts.len() as u64, "simcse: lower layers");
     let (enc, report) = simcse::train(
         base,
-        texts,
+        &simcse::Examples::own(texts),
         cfg,
         g.device,
         &AtomicBool::new(false),

@@ -46,16 +46,22 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
     let opts = TrainOptions {
         simcse: match args.simcse {
             SimcseChoice::Off => None,
-            SimcseChoice::Head | SimcseChoice::Full => Some(SimcseConfig {
-                mode: if args.simcse == SimcseChoice::Full {
-                    simcse::Mode::Full
-                } else {
-                    simcse::Mode::Head
-                },
-                epochs: args.simcse_epochs,
-                crops_of: args.simcse_crops,
-                ..Default::default()
-            }),
+            SimcseChoice::Head | SimcseChoice::Full => {
+                let d = SimcseConfig::default();
+                Some(SimcseConfig {
+                    mode: if args.simcse == SimcseChoice::Full {
+                        simcse::Mode::Full
+                    } else {
+                        simcse::Mode::Head
+                    },
+                    epochs: args.simcse_epochs,
+                    positives: args.simcse_positives,
+                    head_layers: args.simcse_layers.unwrap_or(d.head_layers),
+                    lr: args.simcse_lr.unwrap_or(d.lr),
+                    batch: args.simcse_batch.unwrap_or(d.batch),
+                    ..d
+                })
+            }
         },
         dhim: args.dhim.then(|| DhimConfig {
             bits: args
