@@ -508,11 +508,14 @@ pub fn pair_up(
         let p = &passages[i];
         let body = p.body.trim();
         let (anchor, partner) = match positives {
+            // Only a title that says what its section is about: one that shares no word with
+            // the passage ("Section 12", "Notes 69", a date) would teach the encoder to match
+            // numbering.
             Positives::Title => (
                 body.to_string(),
                 p.title
                     .as_deref()
-                    .filter(|t| !t.trim().is_empty())
+                    .filter(|t| describes(t, body))
                     .map(|t| as_role(t, Role::Query)),
             ),
             // The next passage of the same file and section, if it is trained on too.
@@ -546,6 +549,26 @@ pub fn pair_up(
         texts.push(t);
     }
     (texts, positive)
+}
+
+/// Whether `title` shares a content word with `body`: a word of at least four letters (most
+/// function words are shorter; a few common longer ones are ignored), matched on its first five
+/// letters so that "install" meets "installing".
+fn describes(title: &str, body: &str) -> bool {
+    const COMMON: &[&str] = &[
+        "with", "from", "that", "this", "your", "what", "when", "have", "will", "into", "about",
+        "more", "than", "then", "there", "which", "their", "these", "those", "they", "were",
+        "been", "some", "each", "also", "only", "over", "such", "like", "just", "here", "does",
+    ];
+    fn stems(s: &str) -> impl Iterator<Item = String> + '_ {
+        s.split(|c: char| !c.is_alphabetic())
+            .filter(|w| w.chars().count() >= 4)
+            .map(str::to_lowercase)
+            .filter(|w| !COMMON.contains(&w.as_str()))
+            .map(|w| w.chars().take(5).collect())
+    }
+    let wanted: std::collections::HashSet<String> = stems(title).collect();
+    !wanted.is_empty() && stems(body).any(|w| wanted.contains(&w))
 }
 
 /// Splits passage indices into training and held-back sets: the passages of about a tenth of
@@ -726,35 +749,49 @@ mod tests {
         };
         let passages = vec![
             p("a.md", Some("Install"), "run the installer"),
-            p("a.md", Some("Install"), "then restart"),
-            p("a.md", Some("Usage"), "type a query"),
+            p("a.md", Some("Install"), "then restart the installation"),
+            p("a.md", Some("Usage"), "usage: type a query"),
             p("a.md", None, "no heading here"),
-            p("b.md", Some("Usage"), "another file"),
+            p("b.md", Some("Usage"), "another file's usage"),
+            p("b.md", Some("Section 12"), "nothing in common"),
         ];
         let all: Vec<usize> = (0..passages.len()).collect();
 
+        // A title that describes nothing in its passage is no positive.
+        assert!(describes("Installing packages", "how to install a package"));
+        assert!(!describes("Section 12", "how to install a package"));
+        assert!(!describes("12 (2024)", "12 things in 2024"));
+        assert!(!describes("About these", "about these and those"));
         let (texts, positive) = pair_up(&enc, &passages, &all, Positives::Title);
         // Titled passages: body ↔ title; the untitled one is its own positive, whole.
         assert_eq!(
-            &texts[..5],
+            &texts[..6],
             [
                 "run the installer",
-                "then restart",
-                "type a query",
+                "then restart the installation",
+                "usage: type a query",
                 " no heading here",
-                "another file"
+                "another file's usage",
+                "Section 12 nothing in common",
             ]
         );
         let partner: Vec<&str> = positive.iter().map(|&i| texts[i].as_str()).collect();
         assert_eq!(
             partner,
-            ["Install", "Install", "Usage", " no heading here", "Usage"]
+            [
+                "Install",
+                "Install",
+                "Usage",
+                " no heading here",
+                "Usage",
+                "Section 12 nothing in common"
+            ]
         );
 
         let (texts, positive) = pair_up(&enc, &passages, &all, Positives::Neighbour);
         let partner: Vec<&str> = positive.iter().map(|&i| texts[i].as_str()).collect();
         // Only passage 0 has a next passage in its own section and file.
-        assert_eq!(partner[0], "then restart");
+        assert_eq!(partner[0], "then restart the installation");
         assert_eq!(texts[0], "run the installer");
         for (k, &i) in positive.iter().enumerate().skip(1) {
             assert_eq!(i, k, "passage {k} is its own positive");
@@ -781,7 +818,7 @@ mod tests {
         assert_eq!(positive[1], 1);
 
         let (texts, positive) = pair_up(&enc, &passages, &all, Positives::Dropout);
-        assert_eq!(positive, [0, 1, 2, 3, 4]);
+        assert_eq!(positive, [0, 1, 2, 3, 4, 5]);
         assert_eq!(
             texts[0], "Install run the installer",
             "the indexed text, trail included"

@@ -109,12 +109,13 @@ pub struct TrainArgs {
     /// Epochs of SimCSE
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub simcse_epochs: usize,
-    /// What each passage learns to find in its batch: `dropout` (its own opening again, under
-    /// another dropout mask, as in the paper), `crops:N` (two random 32-token crops of its first N
-    /// tokens; head mode), `title` (its body ↔ its section's title) or `neighbour` (its body ↔
-    /// the next passage of its section)
-    #[arg(long, default_value = "dropout", value_name = "KIND")]
-    pub simcse_positives: dochash::train::simcse::Positives,
+    /// What each passage learns to find in its batch: `sentence` (its body without one of its
+    /// sentences ↔ that sentence), `dropout` (its own opening again, under another dropout mask,
+    /// as in the paper), `crops:N` (two random 32-token crops of its first N tokens; head mode),
+    /// `title` (its body ↔ its section's title, where the title shares a word with it) or
+    /// `neighbour` (its body ↔ the next passage of its section) [default: sentence]
+    #[arg(long, value_name = "KIND")]
+    pub simcse_positives: Option<dochash::train::simcse::Positives>,
     /// Top layers SimCSE trains in head mode [default: 2]
     #[arg(long, value_name = "N")]
     pub simcse_layers: Option<usize>,

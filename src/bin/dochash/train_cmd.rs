@@ -55,7 +55,7 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
                         simcse::Mode::Head
                     },
                     epochs: args.simcse_epochs,
-                    positives: args.simcse_positives,
+                    positives: args.simcse_positives.unwrap_or(d.positives),
                     head_layers: args.simcse_layers.unwrap_or(d.head_layers),
                     lr: args.simcse_lr.unwrap_or(d.lr),
                     batch: args.simcse_batch.unwrap_or(d.batch),
