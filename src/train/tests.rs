@@ -323,12 +323,21 @@ mod simcse {
         t: &[&str],
         cfg: &SimcseConfig,
     ) -> Result<(Encoder, simcse::SimcseReport), crate::train::TrainError> {
+        train_on(dir, &simcse::Examples::own(t), cfg)
+    }
+
+    /// SimCSE on `examples` with a tiny random BERT written to `dir` (once).
+    fn train_on(
+        dir: &std::path::Path,
+        examples: &simcse::Examples,
+        cfg: &SimcseConfig,
+    ) -> Result<(Encoder, simcse::SimcseReport), crate::train::TrainError> {
         if !dir.join("config.json").exists() {
             write_tiny_model(dir, 3).unwrap();
         }
         simcse::train(
             dir,
-            &simcse::Examples::own(t),
+            examples,
             cfg,
             DeviceSpec::Cpu,
             &AtomicBool::new(false),
@@ -409,7 +418,6 @@ mod simcse {
     #[test]
     fn paired_positives_train_the_head_and_lower_the_loss() {
         let dir = tempfile::tempdir().unwrap();
-        write_tiny_model(dir.path(), 3).unwrap();
         let (texts, positive) = paired(&texts(96));
         let examples = simcse::Examples {
             texts: texts.iter().map(String::as_str).collect(),
@@ -423,15 +431,7 @@ mod simcse {
             epochs: 6,
             ..Default::default()
         };
-        let (enc, report) = simcse::train(
-            dir.path(),
-            &examples,
-            &cfg,
-            DeviceSpec::Cpu,
-            &AtomicBool::new(false),
-            &mut |_| {},
-        )
-        .unwrap();
+        let (enc, report) = train_on(dir.path(), &examples, &cfg).unwrap();
         assert_eq!(report.passages, 96, "anchors, not texts");
         assert!(report.loss_end < report.loss_start * 0.8, "{report:?}");
         let before = weights(&base(dir.path()));
@@ -445,29 +445,14 @@ mod simcse {
             epochs: 2,
             ..cfg
         };
-        let (_, report) = simcse::train(
-            dir.path(),
-            &examples,
-            &full,
-            DeviceSpec::Cpu,
-            &AtomicBool::new(false),
-            &mut |_| {},
-        )
-        .unwrap();
+        let (_, report) = train_on(dir.path(), &examples, &full).unwrap();
         assert!(report.loss_end.is_finite() && report.steps > 0);
         // A positive past the texts is refused, not read out of bounds.
         let broken = simcse::Examples {
             positive: vec![examples.texts.len(); 96],
             ..examples.clone()
         };
-        let r = simcse::train(
-            dir.path(),
-            &broken,
-            &cfg,
-            DeviceSpec::Cpu,
-            &AtomicBool::new(false),
-            &mut |_| {},
-        );
+        let r = train_on(dir.path(), &broken, &cfg);
         assert!(r.is_err());
     }
 
@@ -562,15 +547,7 @@ mod simcse {
     #[test]
     fn too_few_passages_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        write_tiny_model(dir.path(), 3).unwrap();
-        let r = simcse::train(
-            dir.path(),
-            &simcse::Examples::own(&["a b", "c d"]),
-            &SimcseConfig::default(),
-            DeviceSpec::Cpu,
-            &AtomicBool::new(false),
-            &mut |_| {},
-        );
+        let r = train_tiny(dir.path(), &["a b", "c d"], &SimcseConfig::default());
         assert!(matches!(
             r,
             Err(crate::train::TrainError::TooLittleData { .. })

@@ -116,15 +116,8 @@ pub struct TrainArgs {
     /// `neighbour` (its body ↔ the next passage of its section) [default: sentence]
     #[arg(long, value_name = "KIND")]
     pub simcse_positives: Option<dochash::train::simcse::Positives>,
-    /// Top layers SimCSE trains in head mode [default: 2]
-    #[arg(long, value_name = "N")]
-    pub simcse_layers: Option<usize>,
-    /// SimCSE learning rate [default: 3e-5]
-    #[arg(long, value_name = "LR")]
-    pub simcse_lr: Option<f64>,
-    /// Passages per SimCSE batch, each one's negatives the others [default: 64]
-    #[arg(long, value_name = "N")]
-    pub simcse_batch: Option<usize>,
+    #[command(flatten)]
+    pub simcse_tuning: SimcseTuning,
     /// Switch to what was trained even if the checks on held-back passages say it is worse
     #[arg(long)]
     pub force: bool,
@@ -266,18 +259,42 @@ pub struct HashingArgs {
     /// SimCSE: full (every weight) or head (top layers only)
     #[arg(long, value_name = "MODE")]
     pub simcse_mode: Option<dochash::train::simcse::Mode>,
-    /// SimCSE: learning rate
-    #[arg(long, value_name = "X")]
-    pub simcse_lr: Option<f64>,
     /// SimCSE: tokens per text while training
     #[arg(long, value_name = "N")]
     pub simcse_max_len: Option<usize>,
-    /// SimCSE: layers trained in head mode
-    #[arg(long, value_name = "N")]
-    pub simcse_layers: Option<usize>,
+    #[command(flatten)]
+    pub simcse_tuning: SimcseTuning,
     /// One JSON object per line: method, bits (null for cosine), p_at_100
     #[arg(long)]
     pub json: bool,
+}
+
+/// SimCSE settings `train` and `eval hashing` share; unset ones keep the defaults.
+#[derive(Debug, Args)]
+pub struct SimcseTuning {
+    /// Top layers SimCSE trains in head mode [default: 2]
+    #[arg(long, value_name = "N")]
+    pub simcse_layers: Option<usize>,
+    /// SimCSE learning rate [default: 3e-5]
+    #[arg(long, value_name = "LR")]
+    pub simcse_lr: Option<f64>,
+    /// Passages per SimCSE batch, each one's negatives the others [default: 64]
+    #[arg(long, value_name = "N")]
+    pub simcse_batch: Option<usize>,
+}
+
+impl SimcseTuning {
+    pub fn apply(&self, cfg: &mut dochash::train::simcse::SimcseConfig) {
+        if let Some(x) = self.simcse_layers {
+            cfg.head_layers = x;
+        }
+        if let Some(x) = self.simcse_lr {
+            cfg.lr = x;
+        }
+        if let Some(x) = self.simcse_batch {
+            cfg.batch = x;
+        }
+    }
 }
 
 #[derive(Debug, Args)]

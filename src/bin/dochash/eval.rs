@@ -274,15 +274,10 @@ fn simcse_config(a: &HashingArgs) -> SimcseConfig {
     if let Some(m) = a.simcse_mode {
         cfg.mode = m;
     }
-    if let Some(x) = a.simcse_lr {
-        cfg.lr = x;
-    }
     if let Some(x) = a.simcse_max_len {
         cfg.max_len = x;
     }
-    if let Some(x) = a.simcse_layers {
-        cfg.head_layers = x;
-    }
+    a.simcse_tuning.apply(&mut cfg);
     cfg
 }
 

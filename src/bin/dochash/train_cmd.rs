@@ -48,7 +48,7 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
             SimcseChoice::Off => None,
             SimcseChoice::Head | SimcseChoice::Full => {
                 let d = SimcseConfig::default();
-                Some(SimcseConfig {
+                let mut cfg = SimcseConfig {
                     mode: if args.simcse == SimcseChoice::Full {
                         simcse::Mode::Full
                     } else {
@@ -56,11 +56,10 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
                     },
                     epochs: args.simcse_epochs,
                     positives: args.simcse_positives.unwrap_or(d.positives),
-                    head_layers: args.simcse_layers.unwrap_or(d.head_layers),
-                    lr: args.simcse_lr.unwrap_or(d.lr),
-                    batch: args.simcse_batch.unwrap_or(d.batch),
                     ..d
-                })
+                };
+                args.simcse_tuning.apply(&mut cfg);
+                Some(cfg)
             }
         },
         dhim: args.dhim.then(|| DhimConfig {
