@@ -345,6 +345,16 @@ mod simcse {
         )
     }
 
+    /// Head mode with one layer: the tuned weights differ from the base model's in the top
+    /// layer (of two) and nowhere else.
+    fn assert_only_the_top_layer_trained(dir: &std::path::Path, enc: &Encoder) {
+        let before = weights(&base(dir));
+        for ((name, a), (_, b)) in before.iter().zip(&weights(enc)) {
+            let top = name.contains("encoder.layer.1.");
+            assert_eq!(changed(a, b), top, "{name}: trained = {}", changed(a, b));
+        }
+    }
+
     fn base(dir: &std::path::Path) -> Encoder {
         Encoder::load(
             dir,
@@ -363,12 +373,7 @@ mod simcse {
     fn head_mode_trains_only_the_top_layer_and_lowers_the_loss() {
         let (dir, enc, report) = run(Mode::Head);
         assert!(report.loss_end < report.loss_start * 0.8, "{report:?}");
-        let before = weights(&base(dir.path()));
-        let after = weights(&enc);
-        for ((name, a), (_, b)) in before.iter().zip(&after) {
-            let top = name.contains("encoder.layer.1.");
-            assert_eq!(changed(a, b), top, "{name}: trained = {}", changed(a, b));
-        }
+        assert_only_the_top_layer_trained(dir.path(), &enc);
     }
 
     #[test]
@@ -388,11 +393,7 @@ mod simcse {
         };
         let (enc, report) = train_tiny(dir.path(), &t, &cfg).unwrap();
         assert!(report.loss_end < report.loss_start * 0.9, "{report:?}");
-        let before = weights(&base(dir.path()));
-        for ((name, a), (_, b)) in before.iter().zip(&weights(&enc)) {
-            let top = name.contains("encoder.layer.1.");
-            assert_eq!(changed(a, b), top, "{name}");
-        }
+        assert_only_the_top_layer_trained(dir.path(), &enc);
         let full = SimcseConfig {
             mode: Mode::Full,
             ..cfg
@@ -434,11 +435,7 @@ mod simcse {
         let (enc, report) = train_on(dir.path(), &examples, &cfg).unwrap();
         assert_eq!(report.passages, 96, "anchors, not texts");
         assert!(report.loss_end < report.loss_start * 0.8, "{report:?}");
-        let before = weights(&base(dir.path()));
-        for ((name, a), (_, b)) in before.iter().zip(&weights(&enc)) {
-            let top = name.contains("encoder.layer.1.");
-            assert_eq!(changed(a, b), top, "{name}");
-        }
+        assert_only_the_top_layer_trained(dir.path(), &enc);
         // Full mode reads the same pairs.
         let full = SimcseConfig {
             mode: Mode::Full,
