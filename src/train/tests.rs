@@ -304,17 +304,23 @@ mod simcse {
     fn run(mode: Mode) -> (tempfile::TempDir, Encoder, simcse::SimcseReport) {
         let t = texts(96);
         let t: Vec<&str> = t.iter().map(String::as_str).collect();
-        let cfg = SimcseConfig {
-            mode,
+        let cfg = SimcseConfig { mode, ..tiny_cfg() };
+        let dir = tempfile::tempdir().unwrap();
+        let (enc, report) = train_tiny(dir.path(), &t, &cfg).unwrap();
+        (dir, enc, report)
+    }
+
+    /// Head mode on the top layer of the tiny model, a learning rate and epochs large enough to
+    /// see the loss fall on a few dozen texts.
+    fn tiny_cfg() -> SimcseConfig {
+        SimcseConfig {
+            mode: Mode::Head,
             head_layers: 1,
             lr: 3e-3,
             batch: 16,
             epochs: 6,
             ..Default::default()
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let (enc, report) = train_tiny(dir.path(), &t, &cfg).unwrap();
-        (dir, enc, report)
+        }
     }
 
     /// SimCSE on a tiny random BERT written to `dir`.
@@ -382,14 +388,9 @@ mod simcse {
         let long: Vec<String> = texts(96 * 8).chunks(8).map(|c| c.join(" ")).collect();
         let t: Vec<&str> = long.iter().map(String::as_str).collect();
         let cfg = SimcseConfig {
-            mode: Mode::Head,
-            head_layers: 1,
-            lr: 3e-3,
-            batch: 16,
-            epochs: 6,
             max_len: 12,
             positives: simcse::Positives::Crops(48),
-            ..Default::default()
+            ..tiny_cfg()
         };
         let (enc, report) = train_tiny(dir.path(), &t, &cfg).unwrap();
         assert!(report.loss_end < report.loss_start * 0.9, "{report:?}");
@@ -424,14 +425,7 @@ mod simcse {
             texts: texts.iter().map(String::as_str).collect(),
             positive,
         };
-        let cfg = SimcseConfig {
-            mode: Mode::Head,
-            head_layers: 1,
-            lr: 3e-3,
-            batch: 16,
-            epochs: 6,
-            ..Default::default()
-        };
+        let cfg = tiny_cfg();
         let (enc, report) = train_on(dir.path(), &examples, &cfg).unwrap();
         assert_eq!(report.passages, 96, "anchors, not texts");
         assert!(report.loss_end < report.loss_start * 0.8, "{report:?}");
