@@ -116,6 +116,11 @@ pub struct TrainArgs {
     /// `neighbour` (its body ↔ the next passage of its section) [default: sentence]
     #[arg(long, value_name = "KIND")]
     pub simcse_positives: Option<dochash::train::simcse::Positives>,
+    /// Which passages share a batch: `none` (at random, as in the paper) or `lexical` (each
+    /// passage with the passage of another section that BM25 ranks first for its positive, a
+    /// hard negative) [default: none]
+    #[arg(long, value_name = "KIND")]
+    pub simcse_hard_negatives: Option<dochash::train::simcse::HardNegatives>,
     #[command(flatten)]
     pub simcse_tuning: SimcseTuning,
     /// Switch to what was trained even if the checks on held-back passages say it is worse
@@ -259,9 +264,6 @@ pub struct HashingArgs {
     /// SimCSE: full (every weight) or head (top layers only)
     #[arg(long, value_name = "MODE")]
     pub simcse_mode: Option<dochash::train::simcse::Mode>,
-    /// SimCSE: tokens per text while training
-    #[arg(long, value_name = "N")]
-    pub simcse_max_len: Option<usize>,
     #[command(flatten)]
     pub simcse_tuning: SimcseTuning,
     /// One JSON object per line: method, bits (null for cosine), p_at_100
@@ -281,6 +283,10 @@ pub struct SimcseTuning {
     /// Passages per SimCSE batch, each one's negatives the others [default: 64]
     #[arg(long, value_name = "N")]
     pub simcse_batch: Option<usize>,
+    /// Tokens of each SimCSE view, `[CLS]` and `[SEP]` included, at most the model's positions
+    /// [default: 32]
+    #[arg(long, value_name = "N")]
+    pub simcse_max_len: Option<usize>,
 }
 
 impl SimcseTuning {
@@ -293,6 +299,9 @@ impl SimcseTuning {
         }
         if let Some(x) = self.simcse_batch {
             cfg.batch = x;
+        }
+        if let Some(x) = self.simcse_max_len {
+            cfg.max_len = x;
         }
     }
 }

@@ -274,9 +274,6 @@ fn simcse_config(a: &HashingArgs) -> SimcseConfig {
     if let Some(m) = a.simcse_mode {
         cfg.mode = m;
     }
-    if let Some(x) = a.simcse_max_len {
-        cfg.max_len = x;
-    }
     a.simcse_tuning.apply(&mut cfg);
     cfg
 }
