@@ -82,13 +82,7 @@ pub enum HardNegatives {
 impl std::str::FromStr for HardNegatives {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "none" => Ok(Self::None),
-            "lexical" => Ok(Self::Lexical),
-            _ => Err(format!(
-                "unknown SimCSE hard negatives {s:?}: use none or lexical"
-            )),
-        }
+        super::parse_choice(s, "SimCSE hard negatives", "none or lexical")
     }
 }
 

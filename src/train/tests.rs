@@ -474,6 +474,13 @@ mod simcse {
         for bad in ["", "crops", "crops:2", "crops:x", "titles"] {
             assert!(bad.parse::<Positives>().is_err(), "{bad}");
         }
+        use simcse::HardNegatives;
+        assert_eq!(
+            "lexical".parse::<HardNegatives>(),
+            Ok(HardNegatives::Lexical)
+        );
+        assert_eq!("none".parse::<HardNegatives>(), Ok(HardNegatives::None));
+        assert!("bm25".parse::<HardNegatives>().is_err());
     }
 
     #[test]
