@@ -63,6 +63,10 @@ pub struct SimcseConfig {
     pub positives: Positives,
     #[serde(default)]
     pub hard_negatives: HardNegatives,
+    /// Also let each positive pick its anchor out of the batch's anchors. With sentence or
+    /// title positives that is the direction search runs in: a query picks its passage.
+    #[serde(default)]
+    pub symmetric: bool,
 }
 
 /// Which passages share a batch. In-batch negatives drawn at random are mostly easy: another
@@ -236,6 +240,7 @@ impl Default for SimcseConfig {
             seed: 0x51c5e,
             positives: Positives::Sentence,
             hard_negatives: HardNegatives::None,
+            symmetric: false,
         }
     }
 }
@@ -373,7 +378,11 @@ pub fn train(
             };
             let a = view(&enc, idx)?;
             let b = view(&enc, &partners)?;
-            let loss = info_nce(&a, &b, cfg.temperature)?;
+            let loss = if cfg.symmetric {
+                ((info_nce(&a, &b, cfg.temperature)? + info_nce(&b, &a, cfg.temperature)?)? / 2.0)?
+            } else {
+                info_nce(&a, &b, cfg.temperature)?
+            };
             let mut grads = loss.backward()?;
             clip_gradients(&vars, &mut grads, cfg.clip)?;
             opt.step(&grads)?;

@@ -456,6 +456,14 @@ mod simcse {
         };
         let (_, report) = train_on(dir.path(), &hard, &cfg).unwrap();
         assert!(report.loss_end < report.loss_start * 0.8, "{report:?}");
+        // Both directions: the head still trains alone and the loss still falls.
+        let both = SimcseConfig {
+            symmetric: true,
+            ..cfg.clone()
+        };
+        let (enc, report) = train_on(dir.path(), &examples, &both).unwrap();
+        assert!(report.loss_end < report.loss_start * 0.8, "{report:?}");
+        assert_only_the_top_layer_trained(dir.path(), &enc);
     }
 
     #[test]

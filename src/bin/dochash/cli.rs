@@ -287,6 +287,9 @@ pub struct SimcseTuning {
     /// [default: 32]
     #[arg(long, value_name = "N")]
     pub simcse_max_len: Option<usize>,
+    /// Train both directions: each passage picks its positive and each positive its passage
+    #[arg(long)]
+    pub simcse_symmetric: bool,
 }
 
 impl SimcseTuning {
@@ -303,6 +306,7 @@ impl SimcseTuning {
         if let Some(x) = self.simcse_max_len {
             cfg.max_len = x;
         }
+        cfg.symmetric |= self.simcse_symmetric;
     }
 }
 
