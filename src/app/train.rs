@@ -274,16 +274,9 @@ fn prepare_in(
         Some(cfg) => {
             let (train_idx, held) = hold_back(&passages);
             let (texts, positive) = pair_up(&base_enc, &passages, &train_idx, cfg.positives);
-            let near = match cfg.hard_negatives {
-                simcse::HardNegatives::None => Vec::new(),
-                simcse::HardNegatives::Lexical => {
-                    lexical_near(&passages, &train_idx, &texts, &positive)?
-                }
-            };
             let examples = simcse::Examples {
                 texts: texts.iter().map(String::as_str).collect(),
                 positive,
-                near,
             };
             let (tuned, report) = simcse::train(&base.dir, &examples, cfg, opts.device, cancel, &mut |p| {
                 progress(TrainProgress::Simcse(p))
@@ -558,39 +551,6 @@ pub fn pair_up(
     (texts, positive)
 }
 
-/// For each anchor of [`pair_up`] whose positive is another text, the anchor of another section
-/// that BM25 ranks first for that positive: the passage the words alone would find instead, to
-/// share its batch as a hard negative. Passages of the anchor's own section are never its
-/// negatives: they answer the same questions.
-pub fn lexical_near(
-    passages: &[CorpusPassage],
-    idx: &[usize],
-    texts: &[String],
-    positive: &[usize],
-) -> Result<Vec<Option<usize>>, TrainError> {
-    let anchors = positive.len().min(idx.len()).min(texts.len());
-    let docs: Vec<&str> = texts[..anchors].iter().map(String::as_str).collect();
-    let bm25 = crate::index::lexical::in_memory(&docs).map_err(err)?;
-    let section = |k: usize| {
-        let p = &passages[idx[k]];
-        (&p.path, &p.title)
-    };
-    let mut near = Vec::with_capacity(anchors);
-    for (k, &p) in positive.iter().enumerate().take(anchors) {
-        let found = match texts.get(p) {
-            Some(query) if p != k => bm25
-                .search(query, 8)
-                .map_err(err)?
-                .into_iter()
-                .map(|(id, _)| id as usize)
-                .find(|&j| j < anchors && j != k && section(j) != section(k)),
-            _ => None,
-        };
-        near.push(found);
-    }
-    Ok(near)
-}
-
 /// Whether `title` shares a content word with `body`: a word of at least four letters (most
 /// function words are shorter; a few common longer ones are ignored), matched on its first five
 /// letters so that "install" meets "installing".
@@ -863,47 +823,5 @@ mod tests {
             texts[0], "Install run the installer",
             "the indexed text, trail included"
         );
-    }
-
-    #[test]
-    fn a_hard_negative_is_what_the_words_find_for_the_positive_outside_its_section() {
-        let p = |file: &str, title: &str, body: &str| CorpusPassage {
-            path: PathBuf::from(file),
-            text: format!("{title} {body}"),
-            title: Some(title.to_string()),
-            body: body.to_string(),
-        };
-        let passages = vec![
-            p(
-                "a.md",
-                "Streams",
-                "pipe readable streams into writable ones",
-            ),
-            p("a.md", "Streams", "backpressure pauses the readable stream"),
-            p(
-                "b.md",
-                "Buffers",
-                "buffers hold bytes read from a readable stream",
-            ),
-            p("b.md", "Timers", "set a timeout to run later"),
-            p("c.md", "Misc", "nothing at all here"),
-        ];
-        let texts: Vec<String> = [
-            "pipe readable streams into writable ones",
-            "backpressure pauses the readable stream",
-            "buffers hold bytes read from a readable stream",
-            "set a timeout to run later",
-            "nothing at all here",
-            "the readable stream",
-            "run it later",
-        ]
-        .map(String::from)
-        .to_vec();
-        // Anchor 0's positive asks for a readable stream: passage 1 says it best but shares
-        // anchor 0's section, so the hard negative is passage 2. Anchor 3's positive finds
-        // only itself. Anchors 1, 2 and 4 are their own positives: no hard negative.
-        let positive = vec![5, 1, 2, 6, 4];
-        let near = lexical_near(&passages, &[0, 1, 2, 3, 4], &texts, &positive).unwrap();
-        assert_eq!(near, [Some(2), None, None, None, None]);
     }
 }

@@ -510,34 +510,6 @@ impl Lexical {
     }
 }
 
-/// BM25 over `texts` held in memory, with the index's words and scoring (no titles): for
-/// training that must know what the lexical side would find. A hit's id is its text's position.
-pub fn in_memory(texts: &[&str]) -> Result<LexicalSearcher, StoreError> {
-    let (schema, fields) = schema();
-    let index = tantivy::Index::create_in_ram(schema);
-    index.tokenizers().register(TOKENIZER, analyzer());
-    let err = |e: tantivy::TantivyError| corrupt(Path::new("in-memory word index"), e);
-    let mut writer: IndexWriter = index
-        .writer_with_num_threads(1, WRITER_MEMORY)
-        .map_err(err)?;
-    for (i, t) in texts.iter().enumerate() {
-        let mut doc = TantivyDocument::default();
-        doc.add_u64(fields.id, i as u64);
-        doc.add_text(fields.text, t);
-        writer.add_document(doc).map_err(err)?;
-    }
-    writer.commit().map_err(err)?;
-    let reader: IndexReader = index
-        .reader_builder()
-        .reload_policy(ReloadPolicy::Manual)
-        .try_into()
-        .map_err(err)?;
-    Ok(LexicalSearcher {
-        searcher: reader.searcher(),
-        fields,
-    })
-}
-
 fn payload_of(index: &tantivy::Index) -> Option<Payload> {
     let meta = index.load_metas().ok()?;
     serde_json::from_str(meta.payload.as_deref()?).ok()
@@ -686,22 +658,5 @@ mod tests {
             ..p
         };
         assert_eq!(title_of(&p), "Guide \u{2192} Streams guide");
-    }
-
-    #[test]
-    fn in_memory_bm25_finds_texts_by_their_words_and_names_them_by_position() {
-        let texts = [
-            "streams pipe data between readers and writers",
-            "a buffer holds raw bytes",
-            "readable streams emit data events",
-        ];
-        let s = super::in_memory(&texts).unwrap();
-        let hits = s.search("raw bytes in a buffer", 3).unwrap();
-        assert_eq!(hits.first().map(|h| h.0), Some(1), "{hits:?}");
-        let hits = s.search("stream data", 3).unwrap();
-        let mut ids: Vec<u64> = hits.iter().map(|h| h.0).collect();
-        ids.sort_unstable();
-        assert_eq!(ids, [0, 2]);
-        assert!(s.search("zebra", 3).unwrap().is_empty());
     }
 }

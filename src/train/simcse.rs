@@ -61,33 +61,10 @@ pub struct SimcseConfig {
     pub seed: u64,
     #[serde(default)]
     pub positives: Positives,
-    #[serde(default)]
-    pub hard_negatives: HardNegatives,
     /// Also let each positive pick its anchor out of the batch's anchors. With sentence or
     /// title positives that is the direction search runs in: a query picks its passage.
     #[serde(default)]
     pub symmetric: bool,
-}
-
-/// Which passages share a batch. In-batch negatives drawn at random are mostly easy: another
-/// topic. Fusion with BM25 gains only where the encoder is right and the words mislead, so a
-/// passage can be given, as a negative, the passage the words would find for its positive.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HardNegatives {
-    /// Random batches, as in the paper.
-    #[default]
-    None,
-    /// Each anchor shares its batch with the anchor of another section that BM25 ranks first
-    /// for its positive ([`Examples::near`]).
-    Lexical,
-}
-
-impl std::str::FromStr for HardNegatives {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        super::parse_choice(s, "SimCSE hard negatives", "none or lexical")
-    }
 }
 
 /// What a passage is trained to pick out of the batch. Every view runs under its own dropout
@@ -152,8 +129,6 @@ pub struct Examples<'a> {
     pub texts: Vec<&'a str>,
     /// Per anchor, its positive's index in `texts` (its own index: itself).
     pub positive: Vec<usize>,
-    /// Per anchor (or empty: none), another anchor to put in its batch as a hard negative.
-    pub near: Vec<Option<usize>>,
 }
 
 impl<'a> Examples<'a> {
@@ -162,35 +137,11 @@ impl<'a> Examples<'a> {
         Self {
             texts: texts.to_vec(),
             positive: (0..texts.len()).collect(),
-            near: Vec::new(),
         }
     }
 
     pub fn anchors(&self) -> usize {
         self.positive.len()
-    }
-
-    /// `order` with each anchor's [`near`](Self::near) anchor moved right behind it (unless it
-    /// came earlier), so that the two land in one batch.
-    fn near_together(&self, order: &[usize]) -> Vec<usize> {
-        if self.near.is_empty() {
-            return order.to_vec();
-        }
-        let mut placed = vec![false; self.anchors()];
-        let mut out = Vec::with_capacity(order.len());
-        for &i in order {
-            if std::mem::replace(&mut placed[i], true) {
-                continue;
-            }
-            out.push(i);
-            if let Some(Some(j)) = self.near.get(i).copied()
-                && j < placed.len()
-                && !std::mem::replace(&mut placed[j], true)
-            {
-                out.push(j);
-            }
-        }
-        out
     }
 
     /// Splits shuffled anchors into batches in which no text appears twice: the same words as
@@ -239,7 +190,6 @@ impl Default for SimcseConfig {
             clip: 1.0,
             seed: 0x51c5e,
             positives: Positives::Sentence,
-            hard_negatives: HardNegatives::None,
             symmetric: false,
         }
     }
@@ -352,7 +302,7 @@ pub fn train(
     for epoch in 1..=cfg.epochs.max(1) {
         shuffle(&mut order, &mut rng);
         // Sorting each batch's members by length would bias the negatives; batches are random.
-        let batches = examples.batches(&examples.near_together(&order), cfg.batch);
+        let batches = examples.batches(&order, cfg.batch);
         for (step, idx) in batches.iter().enumerate() {
             if cancel.load(Ordering::Relaxed) {
                 return Err(TrainError::Cancelled);
@@ -500,20 +450,6 @@ mod tests {
     use super::Examples;
 
     #[test]
-    fn a_hard_negative_lands_right_behind_its_anchor_once() {
-        let texts: Vec<String> = (0..6).map(|i| format!("text {i}")).collect();
-        let ex = Examples {
-            texts: texts.iter().map(String::as_str).collect(),
-            positive: (0..6).collect(),
-            // 0 → 3, 3 → 0 (already placed), 4 → 1, 5 → past the anchors (ignored).
-            near: vec![Some(3), None, None, Some(0), Some(1), Some(99)],
-        };
-        assert_eq!(ex.near_together(&[4, 0, 1, 2, 3, 5]), [4, 1, 0, 3, 2, 5]);
-        let none = Examples::own(&ex.texts);
-        assert_eq!(none.near_together(&[2, 0, 1]), [2, 0, 1]);
-    }
-
-    #[test]
     fn a_batch_never_holds_one_text_twice_and_every_anchor_is_trained_on() {
         // 40 anchors; anchors 0..30 pair up in threes with one shared text each (three passages
         // of a section, one title), anchor 30 is anchor 31's positive, anchors 32 and 33 are
@@ -528,7 +464,6 @@ mod tests {
         let ex = Examples {
             texts: owned.iter().map(String::as_str).collect(),
             positive,
-            near: Vec::new(),
         };
         let order: Vec<usize> = (0..40).collect();
         let batches = ex.batches(&order, 8);

@@ -424,7 +424,6 @@ mod simcse {
         let examples = simcse::Examples {
             texts: texts.iter().map(String::as_str).collect(),
             positive,
-            near: Vec::new(),
         };
         let cfg = tiny_cfg();
         let (enc, report) = train_on(dir.path(), &examples, &cfg).unwrap();
@@ -446,16 +445,6 @@ mod simcse {
         };
         let r = train_on(dir.path(), &broken, &cfg);
         assert!(r.is_err());
-        // Hard negatives (each anchor batched with another; one points past the anchors and
-        // is ignored) still train and lower the loss.
-        let mut near: Vec<Option<usize>> = (0..96).map(|i| Some(i ^ 1)).collect();
-        near[5] = Some(10_000);
-        let hard = simcse::Examples {
-            near,
-            ..examples.clone()
-        };
-        let (_, report) = train_on(dir.path(), &hard, &cfg).unwrap();
-        assert!(report.loss_end < report.loss_start * 0.8, "{report:?}");
         // Both directions: the head still trains alone and the loss still falls.
         let both = SimcseConfig {
             symmetric: true,
@@ -482,13 +471,6 @@ mod simcse {
         for bad in ["", "crops", "crops:2", "crops:x", "titles"] {
             assert!(bad.parse::<Positives>().is_err(), "{bad}");
         }
-        use simcse::HardNegatives;
-        assert_eq!(
-            "lexical".parse::<HardNegatives>(),
-            Ok(HardNegatives::Lexical)
-        );
-        assert_eq!("none".parse::<HardNegatives>(), Ok(HardNegatives::None));
-        assert!("bm25".parse::<HardNegatives>().is_err());
     }
 
     #[test]

@@ -116,11 +116,6 @@ pub struct TrainArgs {
     /// `neighbour` (its body ↔ the next passage of its section) [default: sentence]
     #[arg(long, value_name = "KIND")]
     pub simcse_positives: Option<dochash::train::simcse::Positives>,
-    /// Which passages share a batch: `none` (at random, as in the paper) or `lexical` (each
-    /// passage with the passage of another section that BM25 ranks first for its positive, a
-    /// hard negative) [default: none]
-    #[arg(long, value_name = "KIND")]
-    pub simcse_hard_negatives: Option<dochash::train::simcse::HardNegatives>,
     #[command(flatten)]
     pub simcse_tuning: SimcseTuning,
     /// Switch to what was trained even if the checks on held-back passages say it is worse

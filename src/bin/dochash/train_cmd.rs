@@ -56,7 +56,6 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
                     },
                     epochs: args.simcse_epochs,
                     positives: args.simcse_positives.unwrap_or(d.positives),
-                    hard_negatives: args.simcse_hard_negatives.unwrap_or(d.hard_negatives),
                     ..d
                 };
                 args.simcse_tuning.apply(&mut cfg);
