@@ -61,10 +61,6 @@ pub struct SimcseConfig {
     pub seed: u64,
     #[serde(default)]
     pub positives: Positives,
-    /// Also let each positive pick its anchor out of the batch's anchors. With sentence or
-    /// title positives that is the direction search runs in: a query picks its passage.
-    #[serde(default)]
-    pub symmetric: bool,
 }
 
 /// What a passage is trained to pick out of the batch. Every view runs under its own dropout
@@ -190,7 +186,6 @@ impl Default for SimcseConfig {
             clip: 1.0,
             seed: 0x51c5e,
             positives: Positives::Sentence,
-            symmetric: false,
         }
     }
 }
@@ -328,11 +323,7 @@ pub fn train(
             };
             let a = view(&enc, idx)?;
             let b = view(&enc, &partners)?;
-            let loss = if cfg.symmetric {
-                ((info_nce(&a, &b, cfg.temperature)? + info_nce(&b, &a, cfg.temperature)?)? / 2.0)?
-            } else {
-                info_nce(&a, &b, cfg.temperature)?
-            };
+            let loss = info_nce(&a, &b, cfg.temperature)?;
             let mut grads = loss.backward()?;
             clip_gradients(&vars, &mut grads, cfg.clip)?;
             opt.step(&grads)?;

@@ -282,9 +282,6 @@ pub struct SimcseTuning {
     /// [default: 32]
     #[arg(long, value_name = "N")]
     pub simcse_max_len: Option<usize>,
-    /// Train both directions: each passage picks its positive and each positive its passage
-    #[arg(long)]
-    pub simcse_symmetric: bool,
 }
 
 impl SimcseTuning {
@@ -301,7 +298,6 @@ impl SimcseTuning {
         if let Some(x) = self.simcse_max_len {
             cfg.max_len = x;
         }
-        cfg.symmetric |= self.simcse_symmetric;
     }
 }
 
