@@ -13,7 +13,7 @@ smaller index):
   lsq-decoder    the same bits, the query scored against the least-squares reconstruction of
                  each text from its bits (an MSE-optimal asymmetric decoder)
   pq4            product quantisation of the projection, 4 dims × 16 centroids per 4 bits
-  sq-KxB         K principal directions, B bits each (equal-mass levels, bin means)
+  sq-KxB         K ITQ-rotated principal directions, B bits each (equal-mass levels, bin means)
 
   python3 tests/benches/code-bounds.py CORPUS.f32 QUERIES.f32 [--bits 64] [--seeds 3]
 
