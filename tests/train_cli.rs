@@ -143,6 +143,21 @@ fn training_switches_to_a_new_generation_that_queries_use() {
         assert!(parts.iter().all(|x| (0.0..=1.0).contains(x)), "{simcse}");
         let mean = parts.iter().sum::<f64>() / parts.len() as f64;
         assert!((m.unwrap() - mean).abs() < 1e-12, "{simcse}");
+        // The same questions answered fused with BM25, kind by kind.
+        let (ft, fl, fm) = (
+            s["fused_titles"].as_f64(),
+            s["fused_leads"].as_f64(),
+            s["fused"].as_f64(),
+        );
+        assert_eq!(
+            (ft.is_some(), fl.is_some()),
+            (t.is_some(), l.is_some()),
+            "{simcse}"
+        );
+        let parts: Vec<f64> = [ft, fl].into_iter().flatten().collect();
+        assert!(parts.iter().all(|x| (0.0..=1.0).contains(x)), "{simcse}");
+        let mean = parts.iter().sum::<f64>() / parts.len() as f64;
+        assert!((fm.unwrap() - mean).abs() < 1e-12, "{simcse}");
     }
     assert!(home.join("generations/1/dhim.safetensors").is_file());
 

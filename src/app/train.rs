@@ -286,7 +286,10 @@ fn prepare_in(
             let held_passages: Vec<&CorpusPassage> = held.iter().map(|&i| &passages[i]).collect();
             let probes = Probes::new(&held_passages);
             let score = |enc: &Encoder| -> Result<Option<Score>, TrainError> {
-                Ok((!probes.is_empty()).then(|| probes.score(enc)).transpose()?)
+                (!probes.is_empty())
+                    .then(|| probes.score(enc))
+                    .transpose()
+                    .map_err(err)
             };
             let base_score = score(&base_enc)?;
             let out = gdir.join("model");

@@ -523,6 +523,35 @@ pub struct LexicalSearcher {
 }
 
 impl LexicalSearcher {
+    /// A BM25 index of `texts` in memory (no titles; the id of a text is its position), scored
+    /// exactly as the store's: for measurements on text that is not in the index, such as the
+    /// held-back questions of a training run.
+    pub fn in_memory(texts: &[&str]) -> Result<Self, StoreError> {
+        let err = |e: tantivy::TantivyError| corrupt(Path::new("lexical (memory)"), e);
+        let (schema, fields) = schema();
+        let index = tantivy::Index::create_in_ram(schema);
+        index.tokenizers().register(TOKENIZER, analyzer());
+        let mut writer: IndexWriter = index
+            .writer_with_num_threads(1, WRITER_MEMORY)
+            .map_err(err)?;
+        for (i, t) in texts.iter().enumerate() {
+            let mut doc = TantivyDocument::default();
+            doc.add_u64(fields.id, i as u64);
+            doc.add_text(fields.text, t);
+            writer.add_document(doc).map_err(err)?;
+        }
+        writer.commit().map_err(err)?;
+        let reader: IndexReader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(err)?;
+        Ok(Self {
+            searcher: reader.searcher(),
+            fields,
+        })
+    }
+
     /// The best `n` passages for `query` by BM25 over body and title, best first: (id, score).
     /// Words of the query are alternatives (any may match); an empty analysis finds nothing.
     pub fn search(&self, query: &str, n: usize) -> Result<Vec<(u64, f32)>, StoreError> {
@@ -613,6 +642,25 @@ mod tests {
             words("ERR_INVALID_ARG_TYPE"),
             ["ERR_INVALID_ARG_TYPE", "ERR", "INVALID", "ARG", "TYPE"]
         );
+    }
+
+    #[test]
+    fn an_index_in_memory_scores_texts_by_position() {
+        let texts = [
+            "the event loop runs callbacks",
+            "streams pipe data between processes",
+            "a worker thread runs its own event loop",
+        ];
+        let lex = LexicalSearcher::in_memory(&texts).unwrap();
+        assert_eq!(lex.num_docs(), 3);
+        let hits = lex.search("pipe streams", 10).unwrap();
+        assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), [1]);
+        // Stemmed like the store's index ("running" finds "runs"), best first.
+        let hits = lex.search("running event loops", 10).unwrap();
+        assert_eq!(hits.len(), 2);
+        assert!(hits[0].1 >= hits[1].1);
+        assert!(lex.search("kubernetes", 10).unwrap().is_empty());
+        assert_eq!(LexicalSearcher::in_memory(&[]).unwrap().num_docs(), 0);
     }
 
     #[test]

@@ -109,9 +109,14 @@ pub enum Fusion {
 /// BM25 wherever the semantic list was weak; docs/BENCHMARKS.md).
 impl Default for Fusion {
     fn default() -> Self {
-        Fusion::Zscore { alpha: 0.4 }
+        Fusion::Zscore {
+            alpha: DEFAULT_SEMANTIC_WEIGHT,
+        }
     }
 }
+
+/// The semantic side's weight in the default fusion.
+pub const DEFAULT_SEMANTIC_WEIGHT: f32 = 0.4;
 
 /// How a query is answered.
 #[derive(Debug, Clone, Copy)]
@@ -168,7 +173,7 @@ pub const MAX_K: usize = 10_000;
 pub const MAX_QUERY_BYTES: usize = 8 * 1024;
 
 /// Passages the lexical side contributes to a query (its BM25 top), at least.
-const LEXICAL_CANDIDATES: usize = 200;
+pub const LEXICAL_CANDIDATES: usize = 200;
 
 /// How many of each side's best scores z-score fusion normalises over.
 const ZSCORE_DEPTH: usize = 100;
@@ -718,6 +723,36 @@ impl Searcher {
     }
 }
 
+/// Z-score fusion of one query's candidates: `alpha × z(cosine) + (1 − alpha) × z(bm25)`.
+/// Each side's standard scores are taken over its own best [`ZSCORE_DEPTH`] candidates, so
+/// that the balance does not move with how many candidates the filter kept (which grows with
+/// the index). A candidate without any of the words has BM25 0; one without a cosine gets no
+/// semantic share.
+pub fn zscore_scores(cosine: &[Option<f32>], bm25: &[Option<f32>], alpha: f32) -> Vec<f32> {
+    let stats = |side: &[Option<f32>]| {
+        let mut xs: Vec<f32> = side.iter().flatten().copied().collect();
+        if xs.len() > ZSCORE_DEPTH {
+            xs.select_nth_unstable_by(ZSCORE_DEPTH, |a, b| b.total_cmp(a));
+            xs.truncate(ZSCORE_DEPTH);
+        }
+        let n = xs.len().max(1) as f32;
+        let mean = xs.iter().sum::<f32>() / n;
+        let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / n;
+        (mean, var.sqrt().max(1e-6))
+    };
+    let (cm, cs) = stats(cosine);
+    let (bm, bs) = stats(bm25);
+    cosine
+        .iter()
+        .zip(bm25)
+        .map(|(c, b)| {
+            let s = c.map_or(0.0, |x| (x - cm) / cs);
+            let b = (b.unwrap_or(0.0) - bm) / bs;
+            alpha * s + (1.0 - alpha) * b
+        })
+        .collect()
+}
+
 /// Sets each candidate's `score` for the mode: the fusion of both lists, or one list's score.
 fn fuse(cands: &mut [(u64, Candidate)], mode: Mode, fusion: Fusion, semantic: bool, lexical: bool) {
     match (mode, semantic, lexical) {
@@ -749,26 +784,10 @@ fn fuse(cands: &mut [(u64, Candidate)], mode: Mode, fusion: Fusion, semantic: bo
                 }
             }
             Fusion::Zscore { alpha } => {
-                // Each side's standard scores over its own best ZSCORE_DEPTH candidates, so
-                // that the balance does not move with how many candidates the filter kept
-                // (which grows with the index). A passage without any of the words has BM25 0.
-                let stats = |f: &dyn Fn(&Candidate) -> Option<f32>| {
-                    let mut xs: Vec<f32> = cands.iter().filter_map(|(_, c)| f(c)).collect();
-                    if xs.len() > ZSCORE_DEPTH {
-                        xs.select_nth_unstable_by(ZSCORE_DEPTH, |a, b| b.total_cmp(a));
-                        xs.truncate(ZSCORE_DEPTH);
-                    }
-                    let n = xs.len().max(1) as f32;
-                    let mean = xs.iter().sum::<f32>() / n;
-                    let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / n;
-                    (mean, var.sqrt().max(1e-6))
-                };
-                let (cm, cs) = stats(&|c| c.cosine);
-                let (bm, bs) = stats(&|c| c.bm25);
-                for (_, c) in cands.iter_mut() {
-                    let s = c.cosine.map_or(0.0, |x| (x - cm) / cs);
-                    let b = (c.bm25.unwrap_or(0.0) - bm) / bs;
-                    c.score = alpha * s + (1.0 - alpha) * b;
+                let cos: Vec<Option<f32>> = cands.iter().map(|(_, c)| c.cosine).collect();
+                let bm25: Vec<Option<f32>> = cands.iter().map(|(_, c)| c.bm25).collect();
+                for ((_, c), s) in cands.iter_mut().zip(zscore_scores(&cos, &bm25, alpha)) {
+                    c.score = s;
                 }
             }
         },
@@ -865,6 +884,25 @@ mod tests {
         };
         // A larger index keeps more weak candidates; the two scores must not change.
         assert_eq!(pool(0), pool(5000));
+    }
+
+    #[test]
+    fn zscore_weights_move_the_ranking_between_the_sides() {
+        // Candidate 0 is the semantic side's clear winner, 1 the lexical side's; 2 has no words.
+        let cosine = [Some(0.9), Some(0.5), Some(0.4), Some(0.3)];
+        let bm25 = [Some(1.0), Some(9.0), None, Some(0.5)];
+        let best = |alpha| {
+            let s = zscore_scores(&cosine, &bm25, alpha);
+            (0..s.len()).max_by(|&a, &b| s[a].total_cmp(&s[b])).unwrap()
+        };
+        assert_eq!(best(1.0), 0);
+        assert_eq!(best(0.0), 1);
+        // At weight 1 the words do not count at all: the order is the cosine order.
+        let s = zscore_scores(&cosine, &bm25, 1.0);
+        assert!(s.windows(2).all(|w| w[0] > w[1]), "{s:?}");
+        // Without a cosine a candidate gets the semantic side's mean, not its best.
+        let s = zscore_scores(&[None, Some(1.0), Some(0.0)], &[Some(1.0), None, None], 1.0);
+        assert_eq!(s[0], 0.0);
     }
 
     #[test]

@@ -43,12 +43,17 @@ pub fn cosine_top_k(
     k: usize,
     skip: Option<usize>,
 ) -> Vec<usize> {
-    let mut scored: Vec<(f32, usize)> = db
+    let scored: Vec<(f32, usize)> = db
         .chunks_exact(dim.max(1))
         .enumerate()
         .filter(|&(i, _)| Some(i) != skip)
         .map(|(i, v)| (q.iter().zip(v).map(|(a, b)| a * b).sum::<f32>(), i))
         .collect();
+    top_k(scored, k)
+}
+
+/// The indices of the `k` best (score, index) pairs, best first, ties to the smaller index.
+fn top_k(mut scored: Vec<(f32, usize)>, k: usize) -> Vec<usize> {
     let order = |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
     let k = k.min(scored.len());
     if k > 0 && k < scored.len() {
@@ -209,12 +214,22 @@ pub fn mrr_at_10(
     let per: Vec<f64> = queries
         .par_chunks(dim)
         .zip(relevant.par_iter())
-        .map(|(q, rel)| {
-            cosine_top_k(q, docs, dim, 10, None)
-                .iter()
-                .position(|i| rel.contains(i))
-                .map_or(0.0, |r| 1.0 / (r + 1) as f64)
-        })
+        .map(|(q, rel)| rank_reciprocal(&cosine_top_k(q, docs, dim, 10, None), rel))
         .collect();
     Some(per.iter().sum::<f64>() / per.len() as f64)
+}
+
+/// The reciprocal rank of the first of `relevant` among the top 10 of `scores` (higher is
+/// better, ties by the smaller index); 0 if none is there.
+pub fn reciprocal_rank_at_10(scores: &[f32], relevant: &[usize]) -> f64 {
+    rank_reciprocal(
+        &top_k(scores.iter().copied().zip(0..).collect(), 10),
+        relevant,
+    )
+}
+
+fn rank_reciprocal(top: &[usize], relevant: &[usize]) -> f64 {
+    top.iter()
+        .position(|i| relevant.contains(i))
+        .map_or(0.0, |r| 1.0 / (r + 1) as f64)
 }

@@ -569,6 +569,17 @@ fn mrr_at_10_ranks_the_first_answer_and_breaks_ties_by_index() {
 }
 
 #[test]
+fn reciprocal_rank_of_scores_takes_the_first_answer_in_the_top_ten() {
+    use super::metrics::reciprocal_rank_at_10;
+    let scores: Vec<f32> = (0..12).map(|i| 12.0 - i as f32).collect();
+    assert_eq!(reciprocal_rank_at_10(&scores, &[3, 1]), 0.5);
+    assert_eq!(reciprocal_rank_at_10(&scores, &[10]), 0.0);
+    // Ties to the smaller index; no scores, no rank.
+    assert_eq!(reciprocal_rank_at_10(&[1.0, 1.0, 1.0], &[2]), 1.0 / 3.0);
+    assert_eq!(reciprocal_rank_at_10(&[], &[0]), 0.0);
+}
+
+#[test]
 fn saturated_logits_keep_gradients_finite() {
     let dev = Device::Cpu;
     let st = synthetic(8, 12, 2, 9);

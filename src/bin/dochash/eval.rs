@@ -530,10 +530,13 @@ fn adoption(g: &Global, a: &AdoptionArgs) -> Result<()> {
         );
         for (name, s) in [("base", b), ("tuned", t)] {
             println!(
-                "{name:<6} MRR@10 titles {}  leads {}  mean {}",
+                "{name:<6} MRR@10 titles {}  leads {}  mean {}  |  fused with BM25: titles {}  leads {}  mean {}",
                 pct(s.titles),
                 pct(s.leads),
-                pct(s.mean)
+                pct(s.mean),
+                pct(s.fused_titles),
+                pct(s.fused_leads),
+                pct(s.fused)
             );
         }
         println!("adopt: {}", v["adopt"]);
