@@ -193,6 +193,11 @@ pub struct RetrievalArgs {
     /// Print the first N queries each mode missed, with its top 3 results (on stderr)
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub misses: usize,
+    /// Also write each query's result to FILE, one TSV line per mode and query: mode, query
+    /// number (1-based), rank of the first hit (0: not in the top 10). Two runs' files compare
+    /// query by query (tests/benches/paired.py)
+    #[arg(long, value_name = "FILE")]
+    pub ranks: Option<PathBuf>,
     /// One JSON object per mode: mode, hit_at_1, hit_at_10, mrr_at_10, queries
     #[arg(long)]
     pub json: bool,

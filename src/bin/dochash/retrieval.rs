@@ -91,6 +91,12 @@ pub fn run(g: &Global, a: &RetrievalArgs) -> Result<()> {
         .collect::<Result<_>>()?;
     let fusion = parse_fusion(&a.fusion)?;
     let items = read_items(&a.queries, a.limit)?;
+    // Created before the work, so that a path that cannot be written fails at once.
+    let ranks_file = a
+        .ranks
+        .as_ref()
+        .map(|p| std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display())))
+        .transpose()?;
     let docs = std::fs::canonicalize(&a.docs)
         .with_context(|| format!("cannot use {}", a.docs.display()))?;
 
@@ -156,6 +162,7 @@ pub fn run(g: &Global, a: &RetrievalArgs) -> Result<()> {
         ),
     );
 
+    let mut ranks = String::new();
     let mut rows = Vec::new();
     for mode in modes {
         let pb = bar(g, items.len() as u64, &format!("{mode:?}").to_lowercase());
@@ -177,6 +184,12 @@ pub fn run(g: &Global, a: &RetrievalArgs) -> Result<()> {
             let rank = hits
                 .iter()
                 .position(|h| h.path == want && h.line <= it.last && h.end_line >= it.first);
+            ranks.push_str(&format!(
+                "{}\t{}\t{}\n",
+                s.mode,
+                i + 1,
+                rank.map_or(0, |r| r + 1)
+            ));
             if let Some(r) = rank {
                 s.hit_at_10 += 1.0;
                 s.mrr_at_10 += 1.0 / (r + 1) as f64;
@@ -215,6 +228,12 @@ pub fn run(g: &Global, a: &RetrievalArgs) -> Result<()> {
         s.hit_at_10 /= n;
         s.mrr_at_10 /= n;
         rows.push(s);
+    }
+    if let (Some(mut f), Some(path)) = (ranks_file, &a.ranks) {
+        use std::io::Write;
+        f.write_all(ranks.as_bytes())
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if a.json {
         for r in &rows {
