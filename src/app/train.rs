@@ -37,7 +37,8 @@ pub const MAX_TRAIN_PASSAGES: usize = 10_000;
 /// Most CPU time (the whole process, all threads) one background training may use before it
 /// stops and the serving generation stays. Training reads at most [`MAX_TRAIN_PASSAGES`]: on the
 /// measured 2-core machine, SimCSE (head) plus one DHIM epoch over 9,472 passages took 16 CPU
-/// minutes with the default model, and each further DHIM epoch about 4 (docs/BENCHMARKS.md), so
+/// minutes with the default model, each further DHIM epoch about 4, and the SimCSE default
+/// (64-token views) alone 15.4 (docs/BENCHMARKS.md), so
 /// the defaults fit with room to spare; the cap stops a larger model or a much slower machine from
 /// spending hours of an idle owner's time. `dochash train`, asked for, has no cap.
 pub const BACKGROUND_CPU_BUDGET: std::time::Duration = std::time::Duration::from_secs(90 * 60);

@@ -9,8 +9,10 @@
 //! - *head* mode trains only the top layers: the layers below are run once per passage with the
 //!   fast frozen kernels and their outputs cached, so a step costs the top layers only. This is
 //!   what fits a CPU. *full* mode trains every weight and is meant for a GPU.
-//! - 32 tokens per passage as in the paper's recipe: attention cost grows with length and the
-//!   first 32 tokens of a passage carry its heading trail and opening.
+//! - 64-token views in batches of 32: the length of the units semantic search matches. Views
+//!   of 32 tokens (the paper's recipe) gained less on every dev set, and a step's activations
+//!   grow with batch × tokens, so 64 tokens in batches of 64 needed 3.3 GB where 32 in batches
+//!   of 64 needed 1.7 and 64 in batches of 32 2.1 (docs/BENCHMARKS.md).
 //! - *sentence* positives by default: a passage's body without one of its sentences must find
 //!   that sentence (the inverse cloze task), every view still under its own dropout mask. Of the
 //!   positives measured on the dev sets (dropout, crops, title, neighbour, sentence) it gained the
@@ -179,8 +181,8 @@ impl Default for SimcseConfig {
             mode: Mode::Head,
             head_layers: 2,
             lr: 3e-5,
-            batch: 64,
-            max_len: 32,
+            batch: 32,
+            max_len: 64,
             epochs: 1,
             temperature: 0.05,
             clip: 1.0,

@@ -111,7 +111,7 @@ pub struct TrainArgs {
     pub simcse_epochs: usize,
     /// What each passage learns to find in its batch: `sentence` (its body without one of its
     /// sentences ↔ that sentence), `dropout` (its own opening again, under another dropout mask,
-    /// as in the paper), `crops:N` (two random 32-token crops of its first N tokens; head mode),
+    /// as in the paper), `crops:N` (two random crops, each a view long, of its first N tokens; head mode),
     /// `title` (its body ↔ its section's title, where the title shares a word with it) or
     /// `neighbour` (its body ↔ the next passage of its section) [default: sentence]
     #[arg(long, value_name = "KIND")]
@@ -280,11 +280,11 @@ pub struct SimcseTuning {
     /// SimCSE learning rate [default: 3e-5]
     #[arg(long, value_name = "LR")]
     pub simcse_lr: Option<f64>,
-    /// Passages per SimCSE batch, each one's negatives the others [default: 64]
+    /// Passages per SimCSE batch, each one's negatives the others [default: 32]
     #[arg(long, value_name = "N")]
     pub simcse_batch: Option<usize>,
     /// Tokens of each SimCSE view, `[CLS]` and `[SEP]` included, at most the model's positions
-    /// [default: 32]
+    /// [default: 64]
     #[arg(long, value_name = "N")]
     pub simcse_max_len: Option<usize>,
 }
