@@ -25,20 +25,23 @@ fn retrieval_scores_each_query_and_writes_its_rank() {
     )
     .unwrap();
     let model = common::tiny_model(tmp.path());
+    let retrieval = |ranks: &std::path::Path, extra: &[&str]| {
+        dochash(&tmp.path().join("home"))
+            .args(["eval", "retrieval", "--modes", "lexical"])
+            .arg("--model")
+            .arg(&model)
+            .arg("--docs")
+            .arg(&docs)
+            .arg("--queries")
+            .arg(&queries)
+            .arg("--ranks")
+            .arg(ranks)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
     let ranks = tmp.path().join("ranks.tsv");
-    let out = dochash(&tmp.path().join("home"))
-        .arg("eval")
-        .arg("retrieval")
-        .arg("--model")
-        .arg(&model)
-        .arg("--docs")
-        .arg(&docs)
-        .arg("--queries")
-        .arg(&queries)
-        .args(["--modes", "lexical", "--json", "--ranks"])
-        .arg(&ranks)
-        .output()
-        .unwrap();
+    let out = retrieval(&ranks, &["--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let row: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(row["mode"], "lexical");
@@ -53,19 +56,7 @@ fn retrieval_scores_each_query_and_writes_its_rank() {
     );
 
     // A rank file that cannot be written is a clear error naming it.
-    let out = dochash(&tmp.path().join("home"))
-        .arg("eval")
-        .arg("retrieval")
-        .arg("--model")
-        .arg(&model)
-        .arg("--docs")
-        .arg(&docs)
-        .arg("--queries")
-        .arg(&queries)
-        .args(["--modes", "lexical", "--ranks"])
-        .arg(tmp.path().join("missing/ranks.tsv"))
-        .output()
-        .unwrap();
+    let out = retrieval(&tmp.path().join("missing/ranks.tsv"), &[]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("missing/ranks.tsv"),
