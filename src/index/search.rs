@@ -726,8 +726,8 @@ impl Searcher {
 /// Z-score fusion of one query's candidates: `alpha × z(cosine) + (1 − alpha) × z(bm25)`.
 /// Each side's standard scores are taken over its own best [`ZSCORE_DEPTH`] candidates, so
 /// that the balance does not move with how many candidates the filter kept (which grows with
-/// the index). A candidate without any of the words has BM25 0; one without a cosine gets no
-/// semantic share.
+/// the index). A candidate without any of the words has BM25 0; one without a cosine scores
+/// the semantic side's mean.
 pub fn zscore_scores(cosine: &[Option<f32>], bm25: &[Option<f32>], alpha: f32) -> Vec<f32> {
     let stats = |side: &[Option<f32>]| {
         let mut xs: Vec<f32> = side.iter().flatten().copied().collect();

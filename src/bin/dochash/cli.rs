@@ -111,8 +111,8 @@ pub struct TrainArgs {
     pub simcse_epochs: usize,
     /// What each passage learns to find in its batch: `sentence` (its body without one of its
     /// sentences ↔ that sentence), `dropout` (its own opening again, under another dropout mask,
-    /// as in the paper), `crops:N` (two random crops, each a view long, of its first N tokens; head mode),
-    /// `title` (its body ↔ its section's title, where the title shares a word with it) or
+    /// as in the paper), `crops:N` (two random crops, each a view long, of its first N tokens;
+    /// head mode), `title` (its body ↔ its section's title, where the title shares a word with it) or
     /// `neighbour` (its body ↔ the next passage of its section) [default: sentence]
     #[arg(long, value_name = "KIND")]
     pub simcse_positives: Option<dochash::train::simcse::Positives>,
