@@ -12,12 +12,14 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use rayon::prelude::*;
+
 use crate::encoder::{BatchLimits, Encoder, EncoderError, Role};
 use crate::index::CorpusPassage;
 use crate::index::lexical::LexicalSearcher;
 use crate::index::search::{DEFAULT_SEMANTIC_WEIGHT, LEXICAL_CANDIDATES, zscore_scores};
 use crate::index::store::StoreError;
-use crate::train::metrics::{mrr_at_10, reciprocal_rank_at_10};
+use crate::train::metrics::reciprocal_rank_at_10;
 
 /// Fewer questions of a kind than this say nothing; that kind is left out.
 pub const MIN_QUESTIONS: usize = 20;
@@ -172,30 +174,37 @@ impl Probes {
             }
             let qv = enc.embed_as(&refs(&q.queries), Role::Query, BatchLimits::default())?;
             let dv = enc.embed_as(&refs(&q.docs), Role::Document, BatchLimits::default())?;
-            let semantic = mrr_at_10(&qv.data, &dv.data, qv.dim, &q.answers);
             let lexical = LexicalSearcher::in_memory(&refs(&q.docs))?;
-            let mut fused = 0f64;
-            for ((query, v), answers) in q
+            // One pass over the cosines answers both ways: by meaning, and fused with the words.
+            let per: Vec<(f64, f64)> = q
                 .queries
-                .iter()
-                .zip(qv.data.chunks_exact(qv.dim))
-                .zip(&q.answers)
-            {
-                let cosine: Vec<Option<f32>> = dv
-                    .data
-                    .chunks_exact(dv.dim)
-                    .map(|d| Some(v.iter().zip(d).map(|(a, b)| a * b).sum()))
-                    .collect();
-                let mut bm25 = vec![None; q.docs.len()];
-                for (id, s) in lexical.search(query, LEXICAL_CANDIDATES)? {
-                    if let Some(slot) = bm25.get_mut(id as usize) {
-                        *slot = Some(s);
+                .par_iter()
+                .zip(qv.data.par_chunks(qv.dim))
+                .zip(q.answers.par_iter())
+                .map(|((query, v), answers)| -> Result<(f64, f64), StoreError> {
+                    let cosine: Vec<f32> = dv
+                        .data
+                        .chunks_exact(dv.dim)
+                        .map(|d| v.iter().zip(d).map(|(a, b)| a * b).sum())
+                        .collect();
+                    let mut bm25 = vec![None; q.docs.len()];
+                    for (id, s) in lexical.search(query, LEXICAL_CANDIDATES)? {
+                        if let Some(slot) = bm25.get_mut(id as usize) {
+                            *slot = Some(s);
+                        }
                     }
-                }
-                let scores = zscore_scores(&cosine, &bm25, DEFAULT_SEMANTIC_WEIGHT);
-                fused += reciprocal_rank_at_10(&scores, answers);
-            }
-            Ok((semantic, Some(fused / q.queries.len() as f64)))
+                    let both: Vec<Option<f32>> = cosine.iter().copied().map(Some).collect();
+                    let fused = zscore_scores(&both, &bm25, DEFAULT_SEMANTIC_WEIGHT);
+                    Ok((
+                        reciprocal_rank_at_10(&cosine, answers),
+                        reciprocal_rank_at_10(&fused, answers),
+                    ))
+                })
+                .collect::<Result<_, _>>()?;
+            let n = per.len() as f64;
+            let (semantic, fused): (f64, f64) =
+                per.iter().fold((0.0, 0.0), |(s, f), (a, b)| (s + a, f + b));
+            Ok((Some(semantic / n), Some(fused / n)))
         };
         let ((titles, fused_titles), (leads, fused_leads)) =
             (kind(&self.titles)?, kind(&self.leads)?);

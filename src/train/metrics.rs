@@ -199,26 +199,6 @@ pub fn neighbour_recall(
     Ok(per.iter().sum::<f64>() / per.len().max(1) as f64)
 }
 
-/// Known-item MRR@10 by exact cosine over unit-length rows: for each query, the reciprocal rank
-/// of the first of its `relevant` documents among the top 10 (0 if none is there); ties by the
-/// smaller document index. `None` without queries.
-pub fn mrr_at_10(
-    queries: &[f32],
-    docs: &[f32],
-    dim: usize,
-    relevant: &[Vec<usize>],
-) -> Option<f64> {
-    if relevant.is_empty() || dim == 0 {
-        return None;
-    }
-    let per: Vec<f64> = queries
-        .par_chunks(dim)
-        .zip(relevant.par_iter())
-        .map(|(q, rel)| rank_reciprocal(&cosine_top_k(q, docs, dim, 10, None), rel))
-        .collect();
-    Some(per.iter().sum::<f64>() / per.len() as f64)
-}
-
 /// The reciprocal rank of the first of `relevant` among the top 10 of `scores` (higher is
 /// better, ties by the smaller index); 0 if none is there.
 pub fn reciprocal_rank_at_10(scores: &[f32], relevant: &[usize]) -> f64 {

@@ -547,34 +547,18 @@ mod simcse {
 }
 
 #[test]
-fn mrr_at_10_ranks_the_first_answer_and_breaks_ties_by_index() {
-    use super::metrics::mrr_at_10;
-    // Documents on the unit circle; queries with answers at ranks 1, 2 and beyond 10.
-    let docs: Vec<f32> = (0..12)
-        .flat_map(|i| {
-            let a = i as f32 * 0.1;
-            [a.cos(), a.sin()]
-        })
-        .collect();
-    let q = [1.0, 0.0, 1.0, 0.0, 1.0, 0.0];
-    let got = mrr_at_10(&q, &docs, 2, &[vec![0], vec![1, 5], vec![11]]).unwrap();
-    assert!((got - (1.0 + 0.5 + 0.0) / 3.0).abs() < 1e-12, "{got}");
-    // Equal scores: the smaller index ranks first.
-    let tied = [1.0, 0.0, 1.0, 0.0, 1.0, 0.0];
-    assert_eq!(
-        mrr_at_10(&[1.0, 0.0], &tied, 2, &[vec![2]]),
-        Some(1.0 / 3.0)
-    );
-    assert_eq!(mrr_at_10(&[], &tied, 2, &[]), None);
-}
-
-#[test]
-fn reciprocal_rank_of_scores_takes_the_first_answer_in_the_top_ten() {
+fn reciprocal_rank_takes_the_first_answer_in_the_top_ten_and_breaks_ties_by_index() {
     use super::metrics::reciprocal_rank_at_10;
+    // Cosines of a query at angle 0 against documents on the unit circle: answers at ranks 1, 2
+    // and beyond 10.
+    let scores: Vec<f32> = (0..12).map(|i| (i as f32 * 0.1).cos()).collect();
+    assert_eq!(reciprocal_rank_at_10(&scores, &[0]), 1.0);
+    assert_eq!(reciprocal_rank_at_10(&scores, &[1, 5]), 0.5);
+    assert_eq!(reciprocal_rank_at_10(&scores, &[11]), 0.0);
     let scores: Vec<f32> = (0..12).map(|i| 12.0 - i as f32).collect();
     assert_eq!(reciprocal_rank_at_10(&scores, &[3, 1]), 0.5);
     assert_eq!(reciprocal_rank_at_10(&scores, &[10]), 0.0);
-    // Ties to the smaller index; no scores, no rank.
+    // Equal scores: the smaller index ranks first; no scores, no rank.
     assert_eq!(reciprocal_rank_at_10(&[1.0, 1.0, 1.0], &[2]), 1.0 / 3.0);
     assert_eq!(reciprocal_rank_at_10(&[], &[0]), 0.0);
 }
