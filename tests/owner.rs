@@ -208,14 +208,16 @@ fn the_owner_retrains_in_the_background_and_switches_generations() {
         .map(|n| n.as_str().unwrap().to_string())
         .collect();
     let simcse = said.iter().any(|n| n.starts_with("SimCSE adopted"));
-    let dhim = said.iter().any(|n| n.starts_with("hashing head adopted"));
+    let learned = said
+        .iter()
+        .any(|n| n.starts_with("hashing head (ranking) adopted"));
     assert!(said.iter().any(|n| n.starts_with("SimCSE")), "{said:?}");
     assert_eq!(s["passages"], 1050, "{s}");
-    let switched = simcse || dhim;
+    let switched = simcse || learned;
     assert_eq!(home.join("generation.json").is_file(), switched, "{said:?}");
     assert_eq!(
-        s["codes"].as_str().unwrap().starts_with("dhim"),
-        dhim,
+        s["codes"].as_str().unwrap().starts_with("ranked"),
+        learned,
         "{s}"
     );
     if switched {

@@ -183,6 +183,96 @@ fn training_switches_to_a_new_generation_that_queries_use() {
 }
 
 #[test]
+fn a_ranking_head_becomes_the_code_source_and_search_uses_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let dir = tmp.path().join("notes");
+    let model: PathBuf = common::tiny_model(tmp.path());
+    notes(&dir, 210, 10);
+    // The tiny model's vectors are 32 wide: ITQ (where the head starts) needs bits ≤ width.
+    let out = dochash(&home)
+        .args(["index", "--bits", "32", "--model"])
+        .arg(&model)
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "index failed: {}", stderr(&out));
+    let before = status(&home);
+    assert_eq!(before["passages"], 2100, "{before}");
+    assert_eq!(
+        (before["codes"].as_str(), before["bits"].as_u64()),
+        (Some("itq"), Some(32)),
+        "{before}"
+    );
+
+    let out = dochash(&home)
+        .arg("train")
+        .arg("--model")
+        .arg(&model)
+        .args([
+            "--simcse",
+            "off",
+            "--codes",
+            "ranked",
+            "--code-steps",
+            "20",
+            "--force",
+        ])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "train failed: {err}");
+    assert!(
+        err.contains("hashing head (ranking) adopted: the filter needs"),
+        "{err}"
+    );
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(home.join("generations/1/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let ranked = &manifest["ranked"];
+    assert_eq!(ranked["adopted"], true, "{ranked}");
+    assert_eq!(ranked["config"]["bits"], before["bits"], "{ranked}");
+    let report = &ranked["report"];
+    assert_eq!(report["steps"], 20, "{report}");
+    assert!(report["best_step"].as_u64().unwrap() <= 20, "{report}");
+    assert!(
+        report["head_candidates"].as_u64().unwrap() <= report["itq_candidates"].as_u64().unwrap(),
+        "the head kept is the best checked, and step 0 is ITQ's: {report}"
+    );
+    assert!(manifest["simcse"].is_null() && manifest["dhim"].is_null());
+
+    // Every vector is coded by the head (none left to exact scoring), and queries use it.
+    let after = status(&home);
+    assert_eq!(after["codes"], "ranked", "{after}");
+    assert_eq!(after["passages"], 2100, "{after}");
+    assert_eq!(after["stale_codes"], 0, "{after}");
+    assert!(
+        after["filter"].as_str().unwrap().starts_with("weighted"),
+        "{after}"
+    );
+    let hits = query(&home, "river ocean mountain");
+    assert_eq!(hits.len(), 5);
+
+    // A new file is coded by the head as it is indexed, and found.
+    std::fs::write(dir.join("new.md"), "# Fresh\n\nzebra zebra zebra quartz\n").unwrap();
+    let out = dochash(&home).arg("index").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let now = status(&home);
+    assert_eq!(
+        (now["passages"].as_u64(), now["stale_codes"].as_u64()),
+        (Some(2101), Some(0)),
+        "{now}"
+    );
+    assert_eq!(now["codes"], "ranked", "{now}");
+    let out = dochash(&home)
+        .args(["query", "--json", "-k", "3000", "zebra quartz"])
+        .output()
+        .unwrap();
+    assert!(stdout(&out).contains("new.md"), "{}", stderr(&out));
+}
+
+#[test]
 fn too_few_passages_keep_the_serving_index() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
@@ -216,7 +306,7 @@ fn nothing_to_train_and_no_index_are_clear_errors() {
         .arg("train")
         .arg("--model")
         .arg(&model)
-        .args(["--simcse", "off"])
+        .args(["--simcse", "off", "--codes", "itq"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -279,6 +369,7 @@ fn interrupted_training_leaves_the_serving_generation_intact() {
             max_epochs: 3,
             ..Default::default()
         }),
+        ranked: None,
         device: DeviceSpec::Cpu,
         force: false,
     };

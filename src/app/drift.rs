@@ -1,8 +1,8 @@
 //! When the owner retrains in the background.
 //!
 //! The rule: train the first time the index holds at least
-//! [`MIN_DHIM_PASSAGES`](super::train::MIN_DHIM_PASSAGES) passages (below that the learned
-//! codes do not beat ITQ), then again once the passages added plus removed since the last
+//! [`MIN_DHIM_PASSAGES`](super::train::MIN_DHIM_PASSAGES) passages (below that SimCSE is
+//! skipped and there are too few passages for learned codes), then again once the passages added plus removed since the last
 //! training reach [`CHURN_FRACTION`] of the passages that training saw. Churn rather than size:
 //! replacing half the notes changes what the corpus is about as much as doubling it. Every
 //! attempt, adopted or not, resets the count, so a corpus on which training does not help is not

@@ -673,10 +673,8 @@ fn spawn_training(
                         },
                         ..Default::default()
                     }),
-                    dhim: Some(crate::train::dhim::DhimConfig {
-                        bits: meta.bits(),
-                        ..Default::default()
-                    }),
+                    dhim: None,
+                    ranked: Some(crate::train::ranked::RankConfig::default()),
                     device: cfg.device,
                     force: crate::failpoint::enabled("train.force"),
                 };

@@ -17,6 +17,7 @@ use crate::model::{self, FetchOptions, ModelFiles, ModelSpec};
 use crate::rng::SplitMix64;
 use crate::train::TrainError;
 use crate::train::dhim::{self, DhimConfig, DhimReport};
+use crate::train::ranked::{self, RankConfig, RankReport};
 use crate::train::simcse::{self, SimcseConfig, SimcseReport};
 use crate::train::states::CorpusStates;
 
@@ -49,8 +50,10 @@ const HELD_BACK_MAX: usize = 2000;
 pub struct TrainOptions {
     /// `None`: keep the base encoder.
     pub simcse: Option<SimcseConfig>,
-    /// `None`: keep training-free codes.
+    /// `None`: no DHIM head.
     pub dhim: Option<DhimConfig>,
+    /// `None`: no ranking head. Its `bits` are replaced by the new index's code length.
+    pub ranked: Option<RankConfig>,
     pub device: DeviceSpec,
     /// Adopt what was trained even when the held-back checks say it is worse than what it
     /// replaces.
@@ -65,6 +68,7 @@ pub enum TrainProgress {
     States { done: usize, total: usize },
     Dhim(dhim::Progress),
     Indexing { done: usize, total: usize },
+    Ranked(ranked::Progress),
 }
 
 /// A training phase as people see it, the same in the status bar and in `dochash train`'s
@@ -135,6 +139,26 @@ impl TrainProgress {
             TrainProgress::Indexing { done, total } => {
                 p("re-encoding the index".into(), done, total, String::new())
             }
+            TrainProgress::Ranked(ranked::Progress::Neighbours { done, total }) => p(
+                "codes: nearest neighbours".into(),
+                done,
+                total,
+                String::new(),
+            ),
+            TrainProgress::Ranked(ranked::Progress::Step { step, steps, loss }) => p(
+                "codes: ranking head".into(),
+                step,
+                steps,
+                format!("loss {loss:.3}"),
+            ),
+            TrainProgress::Ranked(ranked::Progress::Check {
+                step,
+                candidates,
+                itq,
+            }) => {
+                tracing::info!(step, candidates, itq, "ranking head check");
+                None
+            }
         }
     }
 }
@@ -162,6 +186,13 @@ pub struct DhimOutcome {
     pub adopted: bool,
 }
 
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RankedOutcome {
+    pub config: RankConfig,
+    pub report: RankReport,
+    pub adopted: bool,
+}
+
 /// Written to `<home>/generations/<n>/manifest.json`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Manifest {
@@ -173,6 +204,7 @@ pub struct Manifest {
     pub files: usize,
     pub simcse: Option<SimcseOutcome>,
     pub dhim: Option<DhimOutcome>,
+    pub ranked: Option<RankedOutcome>,
     pub notes: Vec<String>,
 }
 
@@ -407,7 +439,20 @@ fn prepare_in(
         }
         None => {}
     }
-    if model_dir.is_none() && head.is_none() {
+    // Below this many passages the filter already passes a large share of them to the exact
+    // rerank: learned codes would save nothing worth a training.
+    let ranked_cfg = match &opts.ranked {
+        Some(_) if texts.len() < ranked::MIN_PASSAGES => {
+            notes.push(format!(
+                "hashing head (ranking) skipped: {} passages, at least {} needed; ITQ codes stay",
+                texts.len(),
+                ranked::MIN_PASSAGES
+            ));
+            None
+        }
+        other => other.clone(),
+    };
+    if model_dir.is_none() && head.is_none() && ranked_cfg.is_none() {
         return Ok(Outcome::Unchanged(notes));
     }
     check(cancel)?;
@@ -422,6 +467,7 @@ fn prepare_in(
         Some(h) => h.cfg.bits,
         None => current.bits(),
     });
+    let dhim_adopted = head.is_some();
     if let Some(h) = head {
         index
             .install_coder(Coder::Dhim(Arc::new(h)), texts.len())
@@ -440,6 +486,19 @@ fn prepare_in(
         .map_err(err)?;
     check(cancel)?;
 
+    // The ranking head learns from the new index's own vectors (as search will code them).
+    let ranked_out = match &ranked_cfg {
+        Some(cfg) => train_ranked(
+            &mut index, &gen_enc, cfg, opts.force, cancel, &mut notes, progress,
+        )?,
+        None => None,
+    };
+    let codes_adopted = dhim_adopted || ranked_out.as_ref().is_some_and(|r| r.adopted);
+    if model_dir.is_none() && !codes_adopted {
+        return Ok(Outcome::Unchanged(notes));
+    }
+    check(cancel)?;
+
     let manifest = Manifest {
         generation: n,
         created_unix: std::time::SystemTime::now()
@@ -452,6 +511,7 @@ fn prepare_in(
         files,
         simcse: simcse_out,
         dhim: dhim_out,
+        ranked: ranked_out,
         notes,
     };
     std::fs::create_dir_all(gdir).map_err(|e| TrainError::io(gdir, e))?;
@@ -603,6 +663,83 @@ pub fn hold_back(passages: &[CorpusPassage]) -> (Vec<usize>, Vec<usize>) {
     }
     let (h, t): (Vec<usize>, Vec<usize>) = (0..passages.len()).partition(|&i| held[i]);
     (t, h)
+}
+
+/// Trains a ranking head on `index`'s live vectors at its code length and, if the filter then
+/// needs fewer candidates than with ITQ's codes on held-back passages (or `force`), makes it
+/// the index's code source and re-codes every vector with it.
+fn train_ranked(
+    index: &mut Index,
+    encoder: &Encoder,
+    cfg: &RankConfig,
+    force: bool,
+    cancel: &Arc<AtomicBool>,
+    notes: &mut Vec<String>,
+    progress: &mut dyn FnMut(TrainProgress),
+) -> Result<Option<RankedOutcome>, TrainError> {
+    let Some(bits) = index.meta().code.as_ref().map(|c| c.bits) else {
+        return Ok(None);
+    };
+    let (_, vectors) = index.store().live_vectors().map_err(err)?;
+    let dim = index.meta().fingerprint.dim;
+    let n = vectors.len() / dim.max(1);
+    if n < ranked::MIN_PASSAGES {
+        notes.push(format!(
+            "hashing head (ranking) skipped: {n} vectors, at least {} needed; ITQ codes stay",
+            ranked::MIN_PASSAGES
+        ));
+        return Ok(None);
+    }
+    if bits > dim {
+        notes.push(format!(
+            "hashing head (ranking) skipped: {bits}-bit codes of {dim}-wide vectors (it starts from ITQ, which needs bits ≤ width)"
+        ));
+        return Ok(None);
+    }
+    let cfg = RankConfig {
+        bits,
+        ..cfg.clone()
+    };
+    let (head, report) = ranked::train(
+        &vectors,
+        n,
+        dim,
+        cfg.clone(),
+        &candle_core::Device::Cpu,
+        cancel,
+        &mut |p| progress(TrainProgress::Ranked(p)),
+    )?;
+    let passed = report.head_candidates < report.itq_candidates;
+    let adopted = passed || force;
+    notes.push(format!(
+        "hashing head (ranking) {}: the filter needs {} candidates for recall@10 ≥ {} on {} held-back passages (ITQ {}), {:.0} s{}",
+        if adopted { "adopted" } else { "not adopted" },
+        report.head_candidates,
+        ranked::CHECK_TARGET,
+        report.held_back,
+        report.itq_candidates,
+        report.seconds,
+        match (passed, force) {
+            (false, true) => "; adopted anyway (--force)",
+            (false, false) => "; ITQ codes stay",
+            _ => "",
+        }
+    ));
+    if adopted {
+        index
+            .install_coder(Coder::Ranked(Arc::new(head)), n)
+            .map_err(err)?;
+        let uopts = UpdateOptions {
+            bits: Some(bits),
+            ..UpdateOptions::keeping(index.meta(), Some(cancel.clone()))
+        };
+        index.update(encoder, &uopts, &mut |_, _| {}).map_err(err)?;
+    }
+    Ok(Some(RankedOutcome {
+        config: cfg,
+        report,
+        adopted,
+    }))
 }
 
 /// Neighbour recall (10 cosine neighbours within the 100 nearest codes) of ITQ codes and of

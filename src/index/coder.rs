@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use super::dhim::{DhimConfig, DhimHead};
+use super::ranked::{RankConfig, RankHead};
 use crate::encoder::{BatchLimits, Embeddings, Encoder, EncoderError, Role};
 
 use super::binarize::{LinearHasher, Method};
@@ -19,6 +20,8 @@ pub const MIN_PASSAGES_PER_BIT: usize = 4;
 
 /// Format of a stored hashing head (its JSON header); the linear hashers carry their own.
 const DHIM_BLOB_VERSION: u32 = 1;
+/// Format of a stored ranking head (its JSON header).
+const RANKED_BLOB_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoderError {
@@ -40,6 +43,8 @@ pub enum Coder {
     Linear(LinearHasher),
     /// A DHIM head trained on this corpus, over the encoder's token states.
     Dhim(Arc<DhimHead>),
+    /// A ranking head trained on this corpus, over the pooled vectors.
+    Ranked(Arc<RankHead>),
 }
 
 impl Coder {
@@ -60,18 +65,26 @@ impl Coder {
         match self {
             Coder::Linear(h) => h.method.to_string(),
             Coder::Dhim(_) => "dhim".into(),
+            Coder::Ranked(_) => "ranked".into(),
         }
     }
 
     /// Whether the source was learned (and so must not be replaced by a refit).
     pub fn is_learned(&self) -> bool {
-        matches!(self, Coder::Dhim(_))
+        matches!(self, Coder::Dhim(_) | Coder::Ranked(_))
+    }
+
+    /// Whether it codes pooled vectors: then stored vectors can be re-coded without the encoder,
+    /// and a query's margins weigh its bits in the weighted filter.
+    pub fn codes_vectors(&self) -> bool {
+        !matches!(self, Coder::Dhim(_))
     }
 
     pub fn bits(&self) -> usize {
         match self {
             Coder::Linear(h) => h.bits,
             Coder::Dhim(h) => h.cfg.bits,
+            Coder::Ranked(h) => h.cfg.bits,
         }
     }
 
@@ -91,6 +104,10 @@ impl Coder {
                 .map(Some)
                 .map_err(|e| CoderError::Fit(e.to_string())),
             Coder::Dhim(_) => Ok(None),
+            Coder::Ranked(h) => h
+                .codes(vectors, n)
+                .map(Some)
+                .map_err(|e| CoderError::Head(e.to_string())),
         }
     }
 
@@ -103,10 +120,14 @@ impl Coder {
                 .map(Some)
                 .map_err(|e| CoderError::Fit(e.to_string())),
             Coder::Dhim(_) => Ok(None),
+            Coder::Ranked(h) => h
+                .margins(vector)
+                .map(Some)
+                .map_err(|e| CoderError::Head(e.to_string())),
         }
     }
 
-    /// Codes of `n` row-major pooled vectors from a linear source.
+    /// Codes of `n` row-major pooled vectors from a source that codes vectors.
     pub fn encode(&self, vectors: &[f32], n: usize) -> Result<Vec<u64>, CoderError> {
         self.encode_vectors(vectors, n)?
             .ok_or_else(|| CoderError::Head("the DHIM head codes token states, not vectors".into()))
@@ -133,6 +154,20 @@ impl Coder {
                 );
                 Ok(out)
             }
+            Coder::Ranked(h) => {
+                let head = serde_json::json!({
+                    "version": RANKED_BLOB_VERSION, "config": h.cfg, "dim": h.dim
+                })
+                .to_string();
+                let mut out = b"ranked\n".to_vec();
+                out.extend_from_slice(&(head.len() as u32).to_le_bytes());
+                out.extend_from_slice(head.as_bytes());
+                out.extend_from_slice(
+                    &h.to_safetensors()
+                        .map_err(|e| CoderError::Head(e.to_string()))?,
+                );
+                Ok(out)
+            }
         }
     }
 
@@ -147,15 +182,9 @@ impl Coder {
                     e => CoderError::Decode(e.to_string()),
                 });
         }
+        let bad = |m: String| CoderError::Decode(m);
+        let device = candle_core::Device::Cpu;
         if let Some(rest) = b.strip_prefix(b"dhim\n") {
-            let bad = |m: String| CoderError::Decode(m);
-            let len = rest
-                .get(..4)
-                .map(|l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize)
-                .ok_or_else(|| bad("truncated".into()))?;
-            let head = rest
-                .get(4..4 + len)
-                .ok_or_else(|| bad("truncated".into()))?;
             #[derive(serde::Deserialize)]
             struct Head {
                 #[serde(default = "first_version")]
@@ -163,24 +192,56 @@ impl Coder {
                 config: DhimConfig,
                 hidden: usize,
             }
-            fn first_version() -> u32 {
-                1
-            }
-            let h: Head = serde_json::from_slice(head).map_err(|e| bad(e.to_string()))?;
+            let (h, weights): (Head, _) = split_head(rest)?;
             if h.version != DHIM_BLOB_VERSION {
                 return Err(CoderError::OtherVersion(format!(
                     "hashing head format {}",
                     h.version
                 )));
             }
-            let weights = &rest[4 + len..];
-            let device = candle_core::Device::Cpu;
             return DhimHead::from_safetensors(h.config, h.hidden, weights, &device)
                 .map(|h| Coder::Dhim(Arc::new(h)))
                 .map_err(|e| bad(e.to_string()));
         }
+        if let Some(rest) = b.strip_prefix(b"ranked\n") {
+            #[derive(serde::Deserialize)]
+            struct Head {
+                version: u32,
+                config: RankConfig,
+                dim: usize,
+            }
+            let (h, weights): (Head, _) = split_head(rest)?;
+            if h.version != RANKED_BLOB_VERSION {
+                return Err(CoderError::OtherVersion(format!(
+                    "ranking head format {}",
+                    h.version
+                )));
+            }
+            return RankHead::from_safetensors(h.config, h.dim, weights, &device)
+                .map(|h| Coder::Ranked(Arc::new(h)))
+                .map_err(|e| bad(e.to_string()));
+        }
         Err(CoderError::Decode("unknown code source".into()))
     }
+}
+
+fn first_version() -> u32 {
+    1
+}
+
+/// A learned head's stored form after its tag: a little-endian `u32` length, that many bytes
+/// of JSON header, then the safetensors weights.
+fn split_head<T: serde::de::DeserializeOwned>(rest: &[u8]) -> Result<(T, &[u8]), CoderError> {
+    let bad = |m: String| CoderError::Decode(m);
+    let len = rest
+        .get(..4)
+        .map(|l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize)
+        .ok_or_else(|| bad("truncated".into()))?;
+    let head = rest
+        .get(4..4usize.saturating_add(len))
+        .ok_or_else(|| bad("truncated".into()))?;
+    let h = serde_json::from_slice(head).map_err(|e| bad(e.to_string()))?;
+    Ok((h, &rest[4 + len..]))
 }
 
 /// Unit-length vectors of `texts` (queries or documents, as the model embeds them) and, when

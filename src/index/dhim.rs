@@ -156,7 +156,7 @@ impl std::fmt::Debug for DhimHead {
     }
 }
 
-fn var(
+pub(crate) fn var(
     map: &VarMap,
     name: &str,
     shape: &[usize],
@@ -290,32 +290,7 @@ impl DhimHead {
 
     /// The weights as a safetensors file image (f32, names sorted).
     pub fn to_safetensors(&self) -> Result<Vec<u8>, HeadError> {
-        let data = self
-            .varmap
-            .data()
-            .lock()
-            .map_err(|_| HeadError::Msg("variable map lock poisoned".into()))?;
-        let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        for (name, v) in data.iter() {
-            let t = v.as_tensor();
-            let values: Vec<f32> = t.flatten_all()?.to_vec1()?;
-            named.push((
-                name.clone(),
-                t.dims().to_vec(),
-                bytemuck::cast_slice(&values).to_vec(),
-            ));
-        }
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        let views = named
-            .iter()
-            .map(|(n, shape, bytes)| {
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                    .map(|v| (n.as_str(), v))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| HeadError::Msg(format!("cannot serialise the head: {e}")))?;
-        safetensors::tensor::serialize(views, None)
-            .map_err(|e| HeadError::Msg(format!("cannot serialise the head: {e}")))
+        varmap_to_safetensors(&self.varmap)
     }
 
     /// Writes the weights as safetensors, atomically (temp file + rename).
@@ -333,27 +308,7 @@ impl DhimHead {
         device: &Device,
     ) -> Result<Self, HeadError> {
         let head = Self::new(cfg, hidden, device)?;
-        let tensors = candle_core::safetensors::load_buffer(bytes, device)?;
-        {
-            let data = head
-                .varmap
-                .data()
-                .lock()
-                .map_err(|_| HeadError::Msg("variable map lock poisoned".into()))?;
-            for (name, v) in data.iter() {
-                let t = tensors
-                    .get(name)
-                    .ok_or_else(|| HeadError::Msg(format!("tensor {name} is missing")))?;
-                if t.dims() != v.as_tensor().dims() {
-                    return Err(HeadError::Msg(format!(
-                        "tensor {name} has shape {:?}, expected {:?}",
-                        t.dims(),
-                        v.as_tensor().dims()
-                    )));
-                }
-                v.set(&t.to_dtype(DType::F32)?)?;
-            }
-        }
+        varmap_load(&head.varmap, bytes, device)?;
         Ok(head)
     }
 
@@ -391,6 +346,60 @@ impl DhimHead {
         let m = m.to_dtype(DType::F32)?.contiguous()?;
         self.codes(&x, &m)
     }
+}
+
+/// Every variable of `map` as a safetensors file image (f32, names sorted), for a head's
+/// checkpoint.
+pub(crate) fn varmap_to_safetensors(map: &VarMap) -> Result<Vec<u8>, HeadError> {
+    let data = map
+        .data()
+        .lock()
+        .map_err(|_| HeadError::Msg("variable map lock poisoned".into()))?;
+    let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, v) in data.iter() {
+        let t = v.as_tensor();
+        let values: Vec<f32> = t.flatten_all()?.to_vec1()?;
+        named.push((
+            name.clone(),
+            t.dims().to_vec(),
+            bytemuck::cast_slice(&values).to_vec(),
+        ));
+    }
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let views = named
+        .iter()
+        .map(|(n, shape, bytes)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .map(|v| (n.as_str(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| HeadError::Msg(format!("cannot serialise the head: {e}")))?;
+    safetensors::tensor::serialize(views, None)
+        .map_err(|e| HeadError::Msg(format!("cannot serialise the head: {e}")))
+}
+
+/// Sets every variable of `map` from a safetensors image: each must be present with its
+/// current shape, so a checkpoint of another configuration is refused, not half-loaded.
+pub(crate) fn varmap_load(map: &VarMap, bytes: &[u8], device: &Device) -> Result<(), HeadError> {
+    let tensors = candle_core::safetensors::load_buffer(bytes, device)?;
+    let data = map
+        .data()
+        .lock()
+        .map_err(|_| HeadError::Msg("variable map lock poisoned".into()))?;
+    for (name, v) in data.iter() {
+        let t = tensors
+            .get(name)
+            .ok_or_else(|| HeadError::Msg(format!("tensor {name} is missing")))?;
+        if t.dims() != v.as_tensor().dims() {
+            return Err(HeadError::Msg(format!(
+                "tensor {name} has shape {:?}, expected {:?}",
+                t.dims(),
+                v.as_tensor().dims()
+            )));
+        }
+        v.set(&t.to_dtype(DType::F32)?)?;
+    }
+    Ok(())
 }
 
 /// Sign bits of `n` rows of `bits` logits, packed 64 to a word.

@@ -11,6 +11,7 @@ pub mod cosine;
 pub mod dhim;
 pub mod hamming;
 pub mod lexical;
+pub mod ranked;
 pub mod search;
 pub mod store;
 pub mod update;

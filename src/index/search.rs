@@ -398,7 +398,7 @@ impl Searcher {
                 out.stale.push(span);
             }
         }
-        if matches!(out.coder, Some(Coder::Linear(_))) {
+        if out.coder.as_ref().is_some_and(Coder::codes_vectors) {
             out.blocks = weighted::Blocks::new(&out.codes, words);
         }
         out
@@ -422,8 +422,8 @@ impl Searcher {
     /// for codes whose source gives query margins, else `hamming` with the detected kernel.
     pub fn filter_name(&self) -> String {
         match (&self.coder, &self.blocks) {
-            (Some(Coder::Linear(_)), Some(_)) => "weighted (avx2)".into(),
-            (Some(Coder::Linear(_)), None) => "weighted (portable)".into(),
+            (Some(c), Some(_)) if c.codes_vectors() => "weighted (avx2)".into(),
+            (Some(c), None) if c.codes_vectors() => "weighted (portable)".into(),
             _ => format!("hamming ({})", hamming::kernel_name()),
         }
     }

@@ -492,7 +492,8 @@ fn maybe_refit(
     Ok(Some(desc))
 }
 
-/// Codes every row (dead ones too, so row numbers stay) with the current linear coder.
+/// Codes every row (dead ones too, so row numbers stay) with the current coder, where it codes
+/// vectors.
 fn recode_all(index: &mut Index) -> Result<(), IndexError> {
     let (Some(coder), Some(meta)) = (&index.coder, &index.meta.code) else {
         return Ok(());
@@ -517,13 +518,13 @@ fn recode_all(index: &mut Index) -> Result<(), IndexError> {
 }
 
 /// Brings stale codes — passages stored before any coder existed, or left behind by a refit a
-/// crash interrupted — under the current linear coder. A learned head codes token states, which
-/// are not stored: its stale passages stay exactly scored until their files change.
+/// crash interrupted — under the current coder. The DHIM head codes token states, which are not
+/// stored: its stale passages stay exactly scored until their files change.
 fn recode_stale(index: &mut Index) -> Result<(), IndexError> {
     let (Some(coder), Some(meta)) = (&index.coder, &index.meta.code) else {
         return Ok(());
     };
-    if coder.is_learned() {
+    if !coder.codes_vectors() {
         return Ok(());
     }
     let t = index.store.rows();

@@ -213,3 +213,46 @@ fn rank_reciprocal(top: &[usize], relevant: &[usize]) -> f64 {
         .position(|i| relevant.contains(i))
         .map_or(0.0, |r| 1.0 / (r + 1) as f64)
 }
+
+/// Where the product's first stage puts each of `wanted` (0-based ranks) among all `codes`
+/// for one query: the weighted filter when `margins` gives the query's margins, Hamming
+/// distance from `query_code` otherwise. `skip` leaves one row out (a query that is itself
+/// among the codes), as if it were not there.
+pub fn filter_ranks(
+    codes: &[u64],
+    words: usize,
+    query_code: &[u64],
+    margins: Option<&[f32]>,
+    wanted: &[usize],
+    skip: Option<usize>,
+) -> Result<Vec<usize>, hamming::HammingError> {
+    let n = codes.len() / words.max(1);
+    let order = match margins {
+        Some(m) => {
+            weighted::top_candidates(&weighted::WeightedQuery::new(m, words)?, codes, words, n)?
+        }
+        None => hamming::top_candidates(query_code, codes, words, n)?,
+    };
+    let mut rank = vec![0usize; n];
+    let mut r = 0;
+    for c in &order {
+        if Some(c.index as usize) == skip {
+            continue;
+        }
+        rank[c.index as usize] = r;
+        r += 1;
+    }
+    Ok(wanted.iter().map(|&i| rank[i]).collect())
+}
+
+/// The fewest candidates (a prefix of every query's filter ranking) that hold `target` of all
+/// (query, true neighbour) pairs, from the pairs' 0-based `ranks`: the number the filter's
+/// candidate count must reach for recall at `target`. 0 for no pairs.
+pub fn candidates_for_target(ranks: &mut [usize], target: f64) -> usize {
+    if ranks.is_empty() {
+        return 0;
+    }
+    ranks.sort_unstable();
+    let need = ((target * ranks.len() as f64).ceil() as usize).clamp(1, ranks.len());
+    ranks[need - 1] + 1
+}

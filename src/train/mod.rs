@@ -7,6 +7,7 @@
 pub mod dhim;
 pub mod metrics;
 mod optim;
+pub mod ranked;
 
 pub mod simcse;
 pub mod states;

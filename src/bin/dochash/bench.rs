@@ -14,6 +14,7 @@ use dochash::index::{Coder, hamming};
 use dochash::model::ModelFiles;
 use dochash::rng::SplitMix64;
 use dochash::train::dhim::{self, DhimConfig};
+use dochash::train::metrics;
 use dochash::train::states::CorpusStates;
 
 use crate::cli::{BenchCmd, EncodeArgs, FreshnessArgs, Global, HammingArgs, RecallArgs};
@@ -389,8 +390,9 @@ fn candidates_for_target(
         for bits in parse_list(&a.bits)? {
             let coded = match coder.as_str() {
                 "itq" => code_linear(data, bits)?,
-                "learned" => code_learned(g, enc, data, bits, &mut states)?,
-                other => anyhow::bail!("unknown coder {other:?}: use itq or learned"),
+                "learned" => code_ranked(g, data, bits)?,
+                "dhim" => code_learned(g, enc, data, bits, &mut states)?,
+                other => anyhow::bail!("unknown coder {other:?}: use itq, learned or dhim"),
             };
             for &filter in &filters {
                 if filter == Filter::Weighted && coded.query_margins.is_none() {
@@ -401,9 +403,7 @@ fn candidates_for_target(
                     .map(|qi| filter_ranks(&coded, filter, qi, &exact[qi]))
                     .collect::<Result<_>>()?;
                 let mut ranks: Vec<usize> = ranks.into_iter().flatten().collect();
-                ranks.sort_unstable();
-                let need = ((target * ranks.len() as f64).ceil() as usize).clamp(1, ranks.len());
-                let candidates = ranks[need - 1] + 1;
+                let candidates = metrics::candidates_for_target(&mut ranks, target);
                 let default = dochash::index::search::default_candidates(n, k, bits);
                 let at_default =
                     ranks.iter().filter(|&&r| r < default).count() as f64 / ranks.len() as f64;
@@ -431,29 +431,37 @@ fn candidates_for_target(
 /// The filter's rank (0-based) of each of `wanted` for query `qi`.
 fn filter_ranks(coded: &Coded, filter: Filter, qi: usize, wanted: &[usize]) -> Result<Vec<usize>> {
     let w = coded.words;
-    let n = coded.codes.len() / w;
-    let order = match (filter, &coded.query_margins) {
-        (Filter::Weighted, Some(m)) => {
-            let wq = WeightedQuery::new(&m[qi], w)?;
-            weighted::top_candidates(&wq, &coded.codes, w, n)?
-        }
-        _ => hamming::top_candidates(&coded.query_codes[qi * w..(qi + 1) * w], &coded.codes, w, n)?,
+    let margins = match (filter, &coded.query_margins) {
+        (Filter::Weighted, Some(m)) => Some(m[qi].as_slice()),
+        _ => None,
     };
-    let mut rank = vec![0usize; n];
-    for (r, c) in order.iter().enumerate() {
-        rank[c.index as usize] = r;
-    }
-    Ok(wanted.iter().map(|&i| rank[i]).collect())
+    Ok(metrics::filter_ranks(
+        &coded.codes,
+        w,
+        &coded.query_codes[qi * w..(qi + 1) * w],
+        margins,
+        wanted,
+        None,
+    )?)
 }
 
 /// ITQ fitted on the corpus as an update fits it ([`Coder::fit`]).
 fn code_linear(data: &Embedded<'_>, bits: usize) -> Result<Coded> {
     let n = data.db.len() / data.dim;
-    let coder = Coder::fit(data.db, n, data.dim, bits)?;
+    code_with(&Coder::fit(data.db, n, data.dim, bits)?, data)
+}
+
+/// Corpus codes, query codes and query margins from a source that codes vectors.
+fn code_with(coder: &Coder, data: &Embedded<'_>) -> Result<Coded> {
+    let n = data.db.len() / data.dim;
     let margins = data
         .qs
         .chunks_exact(data.dim)
-        .map(|q| coder.margins(q)?.context("a linear coder has margins"))
+        .map(|q| {
+            coder
+                .margins(q)?
+                .context("a source that codes vectors has margins")
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(Coded {
         words: coder.words(),
@@ -463,7 +471,34 @@ fn code_linear(data: &Embedded<'_>, bits: usize) -> Result<Coded> {
     })
 }
 
-/// The DHIM head as `dochash train --dhim` trains it (its defaults), on the corpus's token
+/// The ranking head as `dochash train` trains it (its defaults), on the corpus's vectors; the
+/// queries get their margins from it, as the product's weighted filter does.
+fn code_ranked(g: &Global, data: &Embedded<'_>, bits: usize) -> Result<Coded> {
+    use dochash::train::ranked::{self, RankConfig};
+    let n = data.db.len() / data.dim;
+    let cfg = RankConfig {
+        bits,
+        ..Default::default()
+    };
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let device = candle_core::Device::Cpu;
+    let (head, report) = ranked::train(data.db, n, data.dim, cfg, &device, &cancel, &mut |_| {})?;
+    shared::note(
+        g,
+        format!(
+            "ranking head, {bits} bits: best at step {} of {}; held-back candidates {} (ITQ {}), {:.0} s",
+            report.best_step,
+            report.steps,
+            report.head_candidates,
+            report.itq_candidates,
+            report.seconds
+        ),
+    );
+    let coder = Coder::Ranked(std::sync::Arc::new(head));
+    code_with(&coder, data)
+}
+
+/// The DHIM head as `dochash train --codes dhim` trains it (its defaults), on the corpus's token
 /// states; the queries are coded from theirs. The states are computed once for every length.
 fn code_learned(
     g: &Global,

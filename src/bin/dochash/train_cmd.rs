@@ -1,5 +1,6 @@
-//! `dochash train`: fine-tune the encoder (SimCSE) and/or train the hashing head (DHIM) on the
-//! indexed documents, build the new generation's index beside the serving one, and switch.
+//! `dochash train`: fine-tune the encoder (SimCSE) and/or learn the codes (a ranking head, or
+//! DHIM) on the indexed documents, build the new generation's index beside the serving one, and
+//! switch.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,9 +12,10 @@ use dochash::app::train::{self, Outcome, TrainOptions};
 use dochash::index::UpdateOptions;
 use dochash::train::TrainError;
 use dochash::train::dhim::DhimConfig;
+use dochash::train::ranked::RankConfig;
 use dochash::train::simcse::{self, SimcseConfig};
 
-use crate::cli::{Global, SimcseChoice, TrainArgs};
+use crate::cli::{CodesChoice, Global, SimcseChoice, TrainArgs};
 use crate::eval::bar;
 use crate::shared;
 
@@ -24,8 +26,13 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
             "a running dochash (TUI or `dochash watch`) owns the index and retrains it in the background as your notes change; stop it to train by hand"
         );
     }
-    if args.simcse == SimcseChoice::Off && !args.dhim {
-        bail!("nothing to train: pass --dhim and/or --simcse head|full");
+    let codes = if args.dhim {
+        CodesChoice::Dhim
+    } else {
+        args.codes
+    };
+    if args.simcse == SimcseChoice::Off && codes == CodesChoice::Itq {
+        bail!("nothing to train: pass --codes ranked|dhim and/or --simcse head|full");
     }
 
     let (enc, mut index) = shared::open_index(g)?;
@@ -62,7 +69,11 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
                 Some(cfg)
             }
         },
-        dhim: args.dhim.then(|| DhimConfig {
+        ranked: (codes == CodesChoice::Ranked).then(|| RankConfig {
+            steps: args.code_steps,
+            ..Default::default()
+        }),
+        dhim: (codes == CodesChoice::Dhim).then(|| DhimConfig {
             bits: args
                 .bits
                 .unwrap_or_else(|| index.meta().code_bits(index.store().rows().live_rows())),
