@@ -140,34 +140,20 @@ impl Coder {
                 out.extend_from_slice(&h.to_bytes());
                 Ok(out)
             }
-            Coder::Dhim(h) => {
-                let head = serde_json::json!({
+            Coder::Dhim(h) => join_head(
+                b"dhim\n",
+                serde_json::json!({
                     "version": DHIM_BLOB_VERSION, "config": h.cfg, "hidden": h.hidden
-                })
-                .to_string();
-                let mut out = b"dhim\n".to_vec();
-                out.extend_from_slice(&(head.len() as u32).to_le_bytes());
-                out.extend_from_slice(head.as_bytes());
-                out.extend_from_slice(
-                    &h.to_safetensors()
-                        .map_err(|e| CoderError::Head(e.to_string()))?,
-                );
-                Ok(out)
-            }
-            Coder::Ranked(h) => {
-                let head = serde_json::json!({
+                }),
+                h.to_safetensors(),
+            ),
+            Coder::Ranked(h) => join_head(
+                b"ranked\n",
+                serde_json::json!({
                     "version": RANKED_BLOB_VERSION, "config": h.cfg, "dim": h.dim
-                })
-                .to_string();
-                let mut out = b"ranked\n".to_vec();
-                out.extend_from_slice(&(head.len() as u32).to_le_bytes());
-                out.extend_from_slice(head.as_bytes());
-                out.extend_from_slice(
-                    &h.to_safetensors()
-                        .map_err(|e| CoderError::Head(e.to_string()))?,
-                );
-                Ok(out)
-            }
+                }),
+                h.to_safetensors(),
+            ),
         }
     }
 
@@ -193,12 +179,7 @@ impl Coder {
                 hidden: usize,
             }
             let (h, weights): (Head, _) = split_head(rest)?;
-            if h.version != DHIM_BLOB_VERSION {
-                return Err(CoderError::OtherVersion(format!(
-                    "hashing head format {}",
-                    h.version
-                )));
-            }
+            same_version(h.version, DHIM_BLOB_VERSION, "hashing head")?;
             return DhimHead::from_safetensors(h.config, h.hidden, weights, &device)
                 .map(|h| Coder::Dhim(Arc::new(h)))
                 .map_err(|e| bad(e.to_string()));
@@ -211,12 +192,7 @@ impl Coder {
                 dim: usize,
             }
             let (h, weights): (Head, _) = split_head(rest)?;
-            if h.version != RANKED_BLOB_VERSION {
-                return Err(CoderError::OtherVersion(format!(
-                    "ranking head format {}",
-                    h.version
-                )));
-            }
+            same_version(h.version, RANKED_BLOB_VERSION, "ranking head")?;
             return RankHead::from_safetensors(h.config, h.dim, weights, &device)
                 .map(|h| Coder::Ranked(Arc::new(h)))
                 .map_err(|e| bad(e.to_string()));
@@ -227,6 +203,28 @@ impl Coder {
 
 fn first_version() -> u32 {
     1
+}
+
+/// A learned head's stored form: its tag, then what [`split_head`] reads.
+fn join_head(
+    tag: &[u8],
+    header: serde_json::Value,
+    weights: Result<Vec<u8>, super::dhim::HeadError>,
+) -> Result<Vec<u8>, CoderError> {
+    let header = header.to_string();
+    let mut out = tag.to_vec();
+    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&weights.map_err(|e| CoderError::Head(e.to_string()))?);
+    Ok(out)
+}
+
+fn same_version(found: u32, want: u32, what: &str) -> Result<(), CoderError> {
+    if found == want {
+        Ok(())
+    } else {
+        Err(CoderError::OtherVersion(format!("{what} format {found}")))
+    }
 }
 
 /// A learned head's stored form after its tag: a little-endian `u32` length, that many bytes

@@ -237,16 +237,7 @@ impl DhimHead {
 
     /// Replaces one parameter's values (same shape).
     pub(crate) fn set(&self, name: &str, values: Vec<f32>) -> Result<(), HeadError> {
-        let data = self
-            .varmap
-            .data()
-            .lock()
-            .map_err(|_| HeadError::Msg("variable map lock poisoned".into()))?;
-        let v = data
-            .get(name)
-            .ok_or_else(|| HeadError::Msg(format!("tensor {name} is missing")))?;
-        let t = Tensor::from_vec(values, v.as_tensor().shape(), v.as_tensor().device())?;
-        Ok(v.set(&t)?)
+        varmap_set(&self.varmap, name, values)
     }
 
     /// Local features `(b, t, 3f)` and the masked-mean global feature `(b, 3f)`.
@@ -346,6 +337,19 @@ impl DhimHead {
         let m = m.to_dtype(DType::F32)?.contiguous()?;
         self.codes(&x, &m)
     }
+}
+
+/// Replaces the values of `map`'s variable `name` (same shape).
+pub(crate) fn varmap_set(map: &VarMap, name: &str, values: Vec<f32>) -> Result<(), HeadError> {
+    let data = map
+        .data()
+        .lock()
+        .map_err(|_| HeadError::Msg("variable map lock poisoned".into()))?;
+    let v = data
+        .get(name)
+        .ok_or_else(|| HeadError::Msg(format!("tensor {name} is missing")))?;
+    let t = Tensor::from_vec(values, v.as_tensor().shape(), v.as_tensor().device())?;
+    Ok(v.set(&t)?)
 }
 
 /// Every variable of `map` as a safetensors file image (f32, names sorted), for a head's

@@ -12,7 +12,7 @@
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 
-use super::dhim::{HeadError, pack, var, varmap_load, varmap_to_safetensors};
+use super::dhim::{HeadError, pack, var, varmap_load, varmap_set, varmap_to_safetensors};
 use crate::rng::SplitMix64;
 
 /// How a ranking head is shaped and trained (the defaults are the measured recipe).
@@ -144,16 +144,7 @@ impl RankHead {
 
     /// Replaces one parameter's values (same shape).
     pub(crate) fn set(&self, name: &str, values: Vec<f32>) -> Result<(), HeadError> {
-        let data = self
-            .varmap
-            .data()
-            .lock()
-            .map_err(|_| HeadError::Msg("variable map lock poisoned".into()))?;
-        let v = data
-            .get(name)
-            .ok_or_else(|| HeadError::Msg(format!("tensor {name} is missing")))?;
-        let t = Tensor::from_vec(values, v.as_tensor().shape(), v.as_tensor().device())?;
-        Ok(v.set(&t)?)
+        varmap_set(&self.varmap, name, values)
     }
 
     /// Logits `(n, bits)` of `(n, dim)` pooled vectors: bit = logit > 0. The fixed

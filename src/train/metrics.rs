@@ -61,7 +61,9 @@ fn top_k(mut scored: Vec<(f32, usize)>, k: usize) -> Vec<usize> {
     }
     scored.truncate(k);
     scored.sort_by(order);
-    scored.into_iter().map(|(_, i)| i).collect()
+    // Collected by reference into a new list: `into_iter().collect()` would reuse the n-entry
+    // buffer in place, and every kept list would hold it.
+    scored.iter().map(|&(_, i)| i).collect()
 }
 
 /// The same metric with exact cosine similarity over unit-length rows (the float reference).
@@ -255,4 +257,22 @@ pub fn candidates_for_target(ranks: &mut [usize], target: f64) -> usize {
     ranks.sort_unstable();
     let need = ((target * ranks.len() as f64).ceil() as usize).clamp(1, ranks.len());
     ranks[need - 1] + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_top_k_list_holds_k_indices_not_the_whole_scoring() {
+        // Callers keep one list per passage (the ranking head's teacher: 20,000 of them); a
+        // list that kept the n-entry scoring buffer behind it cost n² × 16 bytes (7.6 GB).
+        let (n, dim) = (5000, 4);
+        let db: Vec<f32> = (0..n * dim)
+            .map(|i| ((i * 7919) % 101) as f32 / 101.0)
+            .collect();
+        let top = cosine_top_k(&db[..dim], &db, dim, 10, Some(0));
+        assert_eq!(top.len(), 10);
+        assert!(top.capacity() <= 16, "capacity {}", top.capacity());
+    }
 }

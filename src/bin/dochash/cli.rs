@@ -106,8 +106,8 @@ pub struct TrainArgs {
     /// least as well as the base model
     #[arg(long, value_enum, default_value = "head")]
     pub simcse: SimcseChoice,
-    /// Learned codes: `ranked` replaces ITQ's only if the filter then needs fewer candidates
-    /// for recall@10 ≥ 0.99 on held-back passages; `dhim` only if it keeps nearest neighbours
+    /// Learned codes: `ranked` replaces ITQ's only if the filter then needs at most 0.9× the
+    /// candidates for recall@10 ≥ 0.99 on held-back passages; `dhim` only if it keeps nearest neighbours
     /// at least as well
     #[arg(long, value_enum, default_value = "ranked")]
     pub codes: CodesChoice,
