@@ -9,7 +9,7 @@
 //! lets the bits bend around the neighbourhoods (docs/BENCHMARKS.md). Like ITQ, the head gives
 //! the query's real-valued logits as margins, so the product's weighted filter scores it.
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
 
 use super::dhim::{HeadError, pack, var, varmap_load, varmap_set, varmap_to_safetensors};
@@ -140,6 +140,23 @@ impl RankHead {
 
     pub fn varmap(&self) -> &VarMap {
         &self.varmap
+    }
+
+    /// The parameters training updates (the fixed ones stay as the ITQ start set them).
+    pub fn trained_vars(&self) -> Result<Vec<Var>, HeadError> {
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| HeadError::Msg("variable map lock poisoned".into()))?;
+        TRAINED
+            .iter()
+            .map(|name| {
+                data.get(*name)
+                    .cloned()
+                    .ok_or_else(|| HeadError::Msg(format!("tensor {name} is missing")))
+            })
+            .collect()
     }
 
     /// Replaces one parameter's values (same shape).

@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use super::TrainError;
@@ -101,8 +101,8 @@ pub fn train(
             cfg.bits
         )));
     }
-    let check = |cancelled: bool| {
-        if cancelled {
+    let check = || {
+        if cancel.load(Ordering::Acquire) {
             Err(TrainError::Cancelled)
         } else {
             Ok(())
@@ -127,7 +127,7 @@ pub fn train(
     let k = cfg.neighbours.min(m - 1);
     let mut neighbours: Vec<Vec<usize>> = Vec::with_capacity(m);
     for start in (0..m).step_by(1024) {
-        check(cancel.load(Ordering::Acquire))?;
+        check()?;
         let end = (start + 1024).min(m);
         neighbours.par_extend(
             (start..end)
@@ -172,21 +172,7 @@ pub fn train(
         Ok(candidates_for_target(&mut ranks, CHECK_TARGET))
     };
 
-    let vars: Vec<Var> = {
-        let data = head
-            .varmap()
-            .data()
-            .lock()
-            .map_err(|_| TrainError::Msg("variable map lock poisoned".into()))?;
-        crate::index::ranked::TRAINED
-            .iter()
-            .map(|name| {
-                data.get(*name)
-                    .cloned()
-                    .ok_or_else(|| TrainError::Msg(format!("tensor {name} is missing")))
-            })
-            .collect::<Result<_, _>>()?
-    };
+    let vars = head.trained_vars()?;
     let mut opt = adam(vars.clone(), cfg.lr)?;
     let itq_candidates = measure(&head)?;
     progress(Progress::Check {
@@ -203,7 +189,7 @@ pub fn train(
     let pool = cfg.pool.clamp(1, m);
     let mut steps = 0;
     for step in 1..=cfg.steps {
-        check(cancel.load(Ordering::Acquire))?;
+        check()?;
         let pick: Vec<usize> = (0..cfg.batch)
             .map(|_| trainset[(rng.next_u64() % trainset.len() as u64) as usize])
             .collect();
