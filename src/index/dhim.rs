@@ -170,10 +170,7 @@ pub(crate) fn var(
         .collect();
     let v = Var::from_tensor(&Tensor::from_vec(data, shape, device)?)?;
     let t = v.as_tensor().clone();
-    map.data()
-        .lock()
-        .map_err(|_| HeadError::Msg("variable map lock poisoned".into()))?
-        .insert(name.to_string(), v);
+    varmap_lock(map)?.insert(name.to_string(), v);
     Ok(t)
 }
 
@@ -339,15 +336,26 @@ impl DhimHead {
     }
 }
 
+/// `map`'s variables, locked; a poisoned lock is an error, not a panic.
+fn varmap_lock(
+    map: &VarMap,
+) -> Result<std::sync::MutexGuard<'_, std::collections::HashMap<String, Var>>, HeadError> {
+    map.data()
+        .lock()
+        .map_err(|_| HeadError::Msg("variable map lock poisoned".into()))
+}
+
+/// `map`'s variable `name` (a handle sharing its storage).
+pub(crate) fn varmap_get(map: &VarMap, name: &str) -> Result<Var, HeadError> {
+    varmap_lock(map)?
+        .get(name)
+        .cloned()
+        .ok_or_else(|| HeadError::Msg(format!("tensor {name} is missing")))
+}
+
 /// Replaces the values of `map`'s variable `name` (same shape).
 pub(crate) fn varmap_set(map: &VarMap, name: &str, values: Vec<f32>) -> Result<(), HeadError> {
-    let data = map
-        .data()
-        .lock()
-        .map_err(|_| HeadError::Msg("variable map lock poisoned".into()))?;
-    let v = data
-        .get(name)
-        .ok_or_else(|| HeadError::Msg(format!("tensor {name} is missing")))?;
+    let v = varmap_get(map, name)?;
     let t = Tensor::from_vec(values, v.as_tensor().shape(), v.as_tensor().device())?;
     Ok(v.set(&t)?)
 }
@@ -355,10 +363,7 @@ pub(crate) fn varmap_set(map: &VarMap, name: &str, values: Vec<f32>) -> Result<(
 /// Every variable of `map` as a safetensors file image (f32, names sorted), for a head's
 /// checkpoint.
 pub(crate) fn varmap_to_safetensors(map: &VarMap) -> Result<Vec<u8>, HeadError> {
-    let data = map
-        .data()
-        .lock()
-        .map_err(|_| HeadError::Msg("variable map lock poisoned".into()))?;
+    let data = varmap_lock(map)?;
     let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, v) in data.iter() {
         let t = v.as_tensor();
@@ -386,10 +391,7 @@ pub(crate) fn varmap_to_safetensors(map: &VarMap) -> Result<Vec<u8>, HeadError> 
 /// current shape, so a checkpoint of another configuration is refused, not half-loaded.
 pub(crate) fn varmap_load(map: &VarMap, bytes: &[u8], device: &Device) -> Result<(), HeadError> {
     let tensors = candle_core::safetensors::load_buffer(bytes, device)?;
-    let data = map
-        .data()
-        .lock()
-        .map_err(|_| HeadError::Msg("variable map lock poisoned".into()))?;
+    let data = varmap_lock(map)?;
     for (name, v) in data.iter() {
         let t = tensors
             .get(name)

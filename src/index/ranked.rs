@@ -12,7 +12,9 @@
 use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
 
-use super::dhim::{HeadError, pack, var, varmap_load, varmap_set, varmap_to_safetensors};
+use super::dhim::{
+    HeadError, pack, var, varmap_get, varmap_load, varmap_set, varmap_to_safetensors,
+};
 use crate::rng::SplitMix64;
 
 /// How a ranking head is shaped and trained (the defaults are the measured recipe).
@@ -144,18 +146,9 @@ impl RankHead {
 
     /// The parameters training updates (the fixed ones stay as the ITQ start set them).
     pub fn trained_vars(&self) -> Result<Vec<Var>, HeadError> {
-        let data = self
-            .varmap
-            .data()
-            .lock()
-            .map_err(|_| HeadError::Msg("variable map lock poisoned".into()))?;
         TRAINED
             .iter()
-            .map(|name| {
-                data.get(*name)
-                    .cloned()
-                    .ok_or_else(|| HeadError::Msg(format!("tensor {name} is missing")))
-            })
+            .map(|name| varmap_get(&self.varmap, name))
             .collect()
     }
 

@@ -63,6 +63,15 @@ pub struct SimcseConfig {
     pub seed: u64,
     #[serde(default)]
     pub positives: Positives,
+    /// Share of the trained weights in the model kept; the rest is the base's (WiSE-FT's
+    /// weight averaging, Wortsman et al. 2022). Halfway lost semantic gain on two of the three
+    /// dev sets (docs/BENCHMARKS.md), so the default keeps the trained weights whole.
+    #[serde(default = "whole")]
+    pub tuned_weight: f64,
+}
+
+fn whole() -> f64 {
+    1.0
 }
 
 /// What a passage is trained to pick out of the batch. Every view runs under its own dropout
@@ -188,6 +197,7 @@ impl Default for SimcseConfig {
             clip: 1.0,
             seed: 0x51c5e,
             positives: Positives::Sentence,
+            tuned_weight: 1.0,
         }
     }
 }
@@ -240,6 +250,12 @@ pub fn train(
             cfg.lr
         )));
     }
+    if !(0.0..=1.0).contains(&cfg.tuned_weight) {
+        return Err(TrainError::Msg(format!(
+            "SimCSE tuned weight {}: must be between 0 and 1",
+            cfg.tuned_weight
+        )));
+    }
     if examples.positive.iter().any(|&p| p >= texts.len()) {
         return Err(TrainError::Msg(
             "a SimCSE positive points past the texts".into(),
@@ -266,6 +282,11 @@ pub fn train(
         Mode::Head => layers.saturating_sub(cfg.head_layers.clamp(1, layers)),
     };
     let vars = trainable_vars(&enc, from)?;
+    // Deep copies: the optimiser writes into the variables' own storage.
+    let starts = vars
+        .iter()
+        .map(|v| v.as_tensor().copy())
+        .collect::<candle_core::Result<Vec<_>>>()?;
 
     // Head mode: the frozen lower layers, once. Full mode: just the token ids.
     let (lower, tokens) = match cfg.mode {
@@ -340,6 +361,7 @@ pub fn train(
             });
         }
     }
+    blend(&vars, &starts, cfg.tuned_weight)?;
     let tenth = (losses.len() / 10).max(1);
     let mean = |s: &[f32]| s.iter().sum::<f32>() / s.len().max(1) as f32;
     let report = SimcseReport {
@@ -350,6 +372,19 @@ pub fn train(
         seconds: started.elapsed().as_secs_f64(),
     };
     Ok((enc, report))
+}
+
+/// Moves each variable to `start + weight × (now − start)`: `weight` 1 keeps what training
+/// reached, 0 restores the start.
+pub(crate) fn blend(vars: &[Var], starts: &[Tensor], weight: f64) -> candle_core::Result<()> {
+    if weight == 1.0 {
+        return Ok(());
+    }
+    for (v, start) in vars.iter().zip(starts) {
+        let moved = (v.as_tensor() - start)?;
+        v.set(&(start + (moved * weight)?)?)?;
+    }
+    Ok(())
 }
 
 /// Cross-entropy of each row of `a` finding its own row of `b` among all rows of `b`, with

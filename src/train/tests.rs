@@ -383,6 +383,48 @@ mod simcse {
     }
 
     #[test]
+    fn blending_moves_each_weight_that_share_of_the_way_from_its_start() {
+        let start = Tensor::new(&[1f32, -2.0, 0.5], &candle_core::Device::Cpu).unwrap();
+        let v = candle_core::Var::new(&[3f32, 2.0, 0.5], &candle_core::Device::Cpu).unwrap();
+        let starts = [start.clone()];
+        simcse::blend(std::slice::from_ref(&v), &starts, 0.25).unwrap();
+        let got: Vec<f32> = v.as_tensor().to_vec1().unwrap();
+        assert_eq!(got, vec![1.5, -1.0, 0.5]);
+        simcse::blend(std::slice::from_ref(&v), &starts, 1.0).unwrap();
+        assert_eq!(v.as_tensor().to_vec1::<f32>().unwrap(), got);
+    }
+
+    #[test]
+    fn a_tuned_weight_of_zero_keeps_the_base_weights_and_one_the_trained() {
+        let t = texts(96);
+        let t: Vec<&str> = t.iter().map(String::as_str).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let none = SimcseConfig {
+            tuned_weight: 0.0,
+            ..tiny_cfg()
+        };
+        let (enc, report) = train_tiny(dir.path(), &t, &none).unwrap();
+        // It did train (the loss fell) and then went back to where it started.
+        assert!(report.loss_end < report.loss_start * 0.8, "{report:?}");
+        for ((name, a), (_, b)) in weights(&base(dir.path())).iter().zip(&weights(&enc)) {
+            assert!(!changed(a, b), "{name} moved");
+        }
+        let whole = SimcseConfig {
+            tuned_weight: 1.0,
+            ..tiny_cfg()
+        };
+        let (enc, _) = train_tiny(dir.path(), &t, &whole).unwrap();
+        assert_only_the_top_layer_trained(dir.path(), &enc);
+        for bad in [-0.1, 1.5, f64::NAN] {
+            let cfg = SimcseConfig {
+                tuned_weight: bad,
+                ..tiny_cfg()
+            };
+            assert!(train_tiny(dir.path(), &t, &cfg).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn crops_of_long_passages_train_and_lower_the_loss() {
         let dir = tempfile::tempdir().unwrap();
         let long: Vec<String> = texts(96 * 8).chunks(8).map(|c| c.join(" ")).collect();

@@ -305,6 +305,10 @@ pub struct SimcseTuning {
     /// [default: 64]
     #[arg(long, value_name = "N")]
     pub simcse_max_len: Option<usize>,
+    /// Share of the trained weights in the tuned model, the rest the base model's (WiSE-FT
+    /// weight averaging; 1 keeps the trained weights whole) [default: 1]
+    #[arg(long, value_name = "W")]
+    pub simcse_tuned_weight: Option<f64>,
 }
 
 impl SimcseTuning {
@@ -320,6 +324,9 @@ impl SimcseTuning {
         }
         if let Some(x) = self.simcse_max_len {
             cfg.max_len = x;
+        }
+        if let Some(x) = self.simcse_tuned_weight {
+            cfg.tuned_weight = x;
         }
     }
 }
