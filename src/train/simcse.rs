@@ -282,11 +282,15 @@ pub fn train(
         Mode::Head => layers.saturating_sub(cfg.head_layers.clamp(1, layers)),
     };
     let vars = trainable_vars(&enc, from)?;
-    // Deep copies: the optimiser writes into the variables' own storage.
-    let starts = vars
-        .iter()
-        .map(|v| v.as_tensor().copy())
-        .collect::<candle_core::Result<Vec<_>>>()?;
+    // Deep copies (the optimiser writes into the variables' own storage), only when the end
+    // blends them back in.
+    let starts = if cfg.tuned_weight < 1.0 {
+        vars.iter()
+            .map(|v| v.as_tensor().copy())
+            .collect::<candle_core::Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
 
     // Head mode: the frozen lower layers, once. Full mode: just the token ids.
     let (lower, tokens) = match cfg.mode {
