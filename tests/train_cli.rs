@@ -107,6 +107,8 @@ fn training_switches_to_a_new_generation_that_queries_use() {
     );
     assert!(err.contains("hashing head trained: 32 bits"), "{err}");
     assert!(err.contains("SimCSE"), "{err}");
+    // A new encoder: every file is embedded again.
+    assert!(!err.contains("copied from the serving index"), "{err}");
 
     // The pointer names the new index; the old one is gone; the manifest is complete.
     let pointer: Value =
@@ -224,6 +226,11 @@ fn a_ranking_head_becomes_the_code_source_and_search_uses_it() {
     assert!(out.status.success(), "train failed: {err}");
     assert!(
         err.contains("hashing head (ranking) adopted: the filter needs"),
+        "{err}"
+    );
+    // The encoder is the serving index's: its vectors are copied, none computed again.
+    assert!(
+        err.contains("210 of 210 files copied from the serving index (the encoder is unchanged)"),
         "{err}"
     );
     let manifest: Value = serde_json::from_str(
@@ -376,7 +383,7 @@ fn interrupted_training_leaves_the_serving_generation_intact() {
     // Interrupt at the first step of the hashing head, after the token states were computed.
     let cancel = Arc::new(AtomicBool::new(false));
     let mut phases = Vec::new();
-    let r = prepare(&home, &base, &meta, &opts, &cancel, &mut |p| {
+    let r = prepare(&home, &base, &meta, None, &opts, &cancel, &mut |p| {
         if let TrainProgress::Dhim(_) = p {
             cancel.store(true, Ordering::Release);
         }

@@ -500,7 +500,13 @@ fn worker(
                     if train {
                         drift.trained(passages);
                         let _ = drift.save(&cfg.home);
-                        trainer = spawn_training(shared, cfg, index.meta().clone(), tx.clone());
+                        trainer = spawn_training(
+                            shared,
+                            cfg,
+                            index.meta().clone(),
+                            index.donor().ok(),
+                            tx.clone(),
+                        );
                     }
                     shared.update(|s| {
                         s.updates += 1;
@@ -628,6 +634,7 @@ fn spawn_training(
     shared: &Arc<Shared>,
     cfg: &EngineConfig,
     meta: IndexMeta,
+    serving: Option<crate::index::Donor>,
     tx: Sender<Work>,
 ) -> Option<JoinHandle<()>> {
     let shared = shared.clone();
@@ -680,7 +687,7 @@ fn spawn_training(
                 };
                 let home = cfg.home.clone();
                 let outcome = pool.install(|| {
-                    super::train::prepare(&home, &base, &meta, &opts, &cancel, &mut |p| {
+                    super::train::prepare(&home, &base, &meta, serving, &opts, &cancel, &mut |p| {
                         if shared.stop.load(Ordering::Acquire) {
                             cancel.store(true, Ordering::Release);
                         } else if over_budget || budget.spent() {

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::encoder::{BatchLimits, DeviceSpec, Encoder, LoadOptions, Role};
 use crate::index::{
-    Coder, CorpusPassage, Index, IndexMeta, Progress as IndexProgress, UpdateOptions, UpdateReport,
-    corpus_passages,
+    Coder, CorpusPassage, Donor, Index, IndexMeta, Progress as IndexProgress, UpdateOptions,
+    UpdateReport, corpus_passages,
 };
 use crate::model::{self, FetchOptions, ModelFiles, ModelSpec};
 use crate::rng::SplitMix64;
@@ -39,8 +39,8 @@ pub const MAX_TRAIN_PASSAGES: usize = 10_000;
 /// stops and the serving generation stays. Training reads at most [`MAX_TRAIN_PASSAGES`]: on the
 /// measured 2-core machine, SimCSE (head) plus one DHIM epoch over 9,472 passages took 16 CPU
 /// minutes with the default model, each further DHIM epoch about 4, and today's default
-/// (SimCSE with 64-token views, then the ranking head) 21.3 (docs/BENCHMARKS.md), so the
-/// defaults fit with room to spare; the cap stops a larger model or a much slower machine from
+/// (SimCSE with 64-token views, then the ranking head) 29.6 on 18,156 passages, re-encoding
+/// them all included (docs/BENCHMARKS.md), so the defaults fit with room to spare; the cap stops a larger model or a much slower machine from
 /// spending hours of an idle owner's time. `dochash train`, asked for, has no cap.
 pub const BACKGROUND_CPU_BUDGET: std::time::Duration = std::time::Duration::from_secs(90 * 60);
 /// Passages held back for the adoption check (at most).
@@ -136,9 +136,12 @@ impl TrainProgress {
                 tracing::info!(epoch, validation, best, "hashing head epoch");
                 None
             }
-            TrainProgress::Indexing { done, total } => {
-                p("re-encoding the index".into(), done, total, String::new())
-            }
+            TrainProgress::Indexing { done, total } => p(
+                "the new generation's index".into(),
+                done,
+                total,
+                String::new(),
+            ),
             TrainProgress::Ranked(ranked::Progress::Neighbours { done, total }) => p(
                 "codes: nearest neighbours".into(),
                 done,
@@ -236,18 +239,23 @@ fn check(cancel: &AtomicBool) -> Result<(), TrainError> {
 
 /// Trains on the passages of `current`'s folders starting from `base`, and builds the new
 /// generation's index. Nothing the serving generation uses is touched; on error or
-/// cancellation the half-made generation is removed.
+/// cancellation the half-made generation is removed. `serving`, a view of the serving index,
+/// lets the new index copy its vectors when the new generation keeps its encoder (the tuned one
+/// was not adopted) instead of computing them again.
 pub fn prepare(
     home: &Path,
     base: &ModelFiles,
     current: &IndexMeta,
+    serving: Option<Donor>,
     opts: &TrainOptions,
     cancel: &Arc<AtomicBool>,
     progress: &mut dyn FnMut(TrainProgress),
 ) -> Result<Outcome, TrainError> {
     let n = generation::next_number(home);
     let gdir = generation::generation_dir(home, n);
-    let r = prepare_in(home, n, &gdir, base, current, opts, cancel, progress);
+    let r = prepare_in(
+        home, n, &gdir, base, current, serving, opts, cancel, progress,
+    );
     if !matches!(r, Ok(Outcome::Ready(_))) {
         let _ = std::fs::remove_dir_all(&gdir);
         let _ = std::fs::remove_dir_all(home.join(format!("index-{n}")));
@@ -262,6 +270,7 @@ fn prepare_in(
     gdir: &Path,
     base: &ModelFiles,
     current: &IndexMeta,
+    serving: Option<Donor>,
     opts: &TrainOptions,
     cancel: &Arc<AtomicBool>,
     progress: &mut dyn FnMut(TrainProgress),
@@ -475,16 +484,26 @@ fn prepare_in(
     }
     let uopts = UpdateOptions {
         bits,
+        reuse: serving,
         ..UpdateOptions::keeping(index.meta(), Some(cancel.clone()))
     };
-    index
+    let filled = index
         .update(&gen_enc, &uopts, &mut |p, _| {
             if let IndexProgress::Embedded { done, total, .. } = p {
                 progress(TrainProgress::Indexing { done, total })
             }
         })
         .map_err(err)?;
+    // Done with the serving index: its mapping and database handle go before the head trains.
+    drop(uopts);
     check(cancel)?;
+    if filled.files_reused > 0 {
+        notes.push(format!(
+            "{} of {} files copied from the serving index (the encoder is unchanged)",
+            filled.files_reused,
+            filled.files_reused + filled.files_embedded
+        ));
+    }
 
     // The ranking head learns from the new index's own vectors (as search will code them).
     let ranked_out = match &ranked_cfg {

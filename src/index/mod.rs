@@ -12,6 +12,7 @@ pub mod dhim;
 pub mod hamming;
 pub mod lexical;
 pub mod ranked;
+pub mod reuse;
 pub mod search;
 pub mod store;
 pub mod update;
@@ -23,6 +24,7 @@ use crate::corpus::CorpusError;
 use crate::encoder::EncoderError;
 
 pub use coder::{Coder, CoderError};
+pub use reuse::Donor;
 pub use search::{Hit, SearchParams, Searcher};
 pub use store::{
     CodeMeta, CorpusSettings, Db, Fingerprint, IndexMeta, SCHEMA_VERSION, Store, StoreError,
@@ -419,19 +421,7 @@ impl Index {
         passages: Vec<(store::PassageRecord, Vec<f32>)>,
     ) -> Result<(), IndexError> {
         let generation = self.meta.code.as_ref().map(|c| c.generation).unwrap_or(0);
-        let mut new = Vec::with_capacity(passages.len());
-        let dim = self.meta.fingerprint.dim.max(1);
-        for (record, vector) in passages {
-            let code = match &self.coder {
-                Some(c) => c.encode_vectors(&vector, vector.len() / dim)?,
-                None => None,
-            };
-            new.push(store::NewPassage {
-                record,
-                vector,
-                code,
-            });
-        }
+        let new = self.coded(passages)?;
         let rec = store::FileRecord {
             root: root.to_path_buf(),
             size: 0,
@@ -442,6 +432,40 @@ impl Index {
         };
         self.store.replace_file(path, Some(rec), &new, generation)?;
         Ok(())
+    }
+
+    /// Passages with their unit vectors, coded by the current source (uncoded when there is
+    /// none, or when it codes token states rather than vectors).
+    fn coded(
+        &self,
+        passages: Vec<(store::PassageRecord, Vec<f32>)>,
+    ) -> Result<Vec<store::NewPassage>, IndexError> {
+        let dim = self.meta.fingerprint.dim.max(1);
+        passages
+            .into_iter()
+            .map(|(record, vector)| {
+                let code = match &self.coder {
+                    Some(c) => c.encode_vectors(&vector, vector.len() / dim)?,
+                    None => None,
+                };
+                Ok(store::NewPassage {
+                    record,
+                    vector,
+                    code,
+                })
+            })
+            .collect()
+    }
+
+    /// A view of this index that an update of another index, made with the same encoder and
+    /// passage settings, copies vectors from instead of embedding (see [`Donor`]).
+    pub fn donor(&self) -> Result<Donor, IndexError> {
+        Ok(Donor::new(
+            self.meta.fingerprint.clone(),
+            self.store.db().clone(),
+            self.store.rows().clone(),
+            self.store.vectors()?,
+        ))
     }
 
     /// Fits the code source to the passages now stored, as an update does when the corpus has

@@ -10,6 +10,7 @@ use crate::corpus::{self, ChunkConfig, CorpusConfig, Format, Skipped, TokenCount
 use crate::encoder::{BatchLimits, Encoder};
 
 use super::coder::{Coder, embed_and_code};
+use super::reuse::Donor;
 use super::store::{FileRecord, NewPassage, PassageRecord};
 use super::{Index, IndexError};
 
@@ -36,6 +37,8 @@ pub enum Progress {
 pub struct UpdateReport {
     pub files_seen: usize,
     pub files_embedded: usize,
+    /// Files copied from [`UpdateOptions::reuse`] instead of embedded.
+    pub files_reused: usize,
     pub files_unchanged: usize,
     pub files_removed: usize,
     pub passages_added: usize,
@@ -104,6 +107,12 @@ pub struct UpdateOptions {
     /// Set from another thread to stop between files; what was written stays (each file is
     /// atomic) and the next update carries on.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// An index made with the same encoder and passage settings (the serving one, when a
+    /// training builds the next generation's index with the same encoder): files whose content
+    /// it holds are copied from it instead of embedded. Ignored when its fingerprint differs
+    /// from this index's, or when the code source codes token states (which only the encoder
+    /// gives).
+    pub reuse: Option<Donor>,
 }
 
 impl UpdateOptions {
@@ -114,6 +123,7 @@ impl UpdateOptions {
             bits: None,
             limits: BatchLimits::default(),
             cancel,
+            reuse: None,
         }
     }
 }
@@ -251,6 +261,12 @@ pub(super) fn update(
     );
 
     let chunking = index.meta.fingerprint.chunking;
+    let reuse = opts.reuse.as_ref().filter(|d| {
+        d.fingerprint() == &index.meta.fingerprint
+            && index.coder.as_ref().is_none_or(Coder::codes_vectors)
+    });
+    // Words of copied files added to the word index since its last commit.
+    let mut reused_passages = 0;
     let counter = Counter(encoder);
     let mut group: Vec<Pending> = Vec::new();
     let mut group_passages = 0;
@@ -262,6 +278,9 @@ pub(super) fn update(
     };
     for f in &changed {
         if cancelled() {
+            if reused_passages > 0 {
+                index.store.commit_words()?;
+            }
             return Ok(report);
         }
         let doc = match corpus::read_document(&f.path, &opts.corpus) {
@@ -301,6 +320,26 @@ pub(super) fn update(
             done += 1;
             continue;
         }
+        if let Some(copied) = reuse.and_then(|d| d.file(&f.path, &hash)) {
+            let new = index.coded(copied)?;
+            let generation = index.meta.code.as_ref().map(|c| c.generation).unwrap_or(0);
+            index
+                .store
+                .replace_file(&f.path, Some(record), &new, generation)?;
+            report.files_reused += 1;
+            report.passages_added += new.len();
+            report.passages_removed += stored_map
+                .get(f.path.as_path())
+                .map_or(0, |r| r.passages.len());
+            reused_passages += new.len();
+            done += 1;
+            if reused_passages >= GROUP_PASSAGES {
+                index.store.commit_words()?;
+                reused_passages = 0;
+                embedded(progress, index, done, changed.len(), &report);
+            }
+            continue;
+        }
         let passages = corpus::split_as(&doc, Format::from_path(&f.path), &counter, &chunking);
         let passages: Vec<(PassageRecord, Vec<String>)> = passages
             .into_iter()
@@ -337,6 +376,9 @@ pub(super) fn update(
             group_passages = 0;
             embedded(progress, index, done, changed.len(), &report);
         }
+    }
+    if reused_passages > 0 {
+        index.store.commit_words()?;
     }
     if cancelled() {
         return Ok(report);
@@ -677,5 +719,108 @@ mod tests {
         let files: Vec<&PathBuf> = sample.iter().map(|p| &p.path).collect();
         assert!(files.windows(2).all(|w| w[0] <= w[1]));
         assert_eq!(corpus_passages(&meta, &enc, &stop, 23).unwrap(), sample);
+    }
+
+    /// A file and its passages as (text, unit vectors).
+    type Contents = (PathBuf, Vec<(String, Vec<half::f16>)>);
+
+    /// Each file's passages in file order, for comparing indexes.
+    fn contents(index: &Index) -> Vec<Contents> {
+        let vectors = index.store().vectors().unwrap();
+        let mut files = index.store().files().unwrap();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        files
+            .into_iter()
+            .map(|(path, rec)| {
+                let passages = rec
+                    .passages
+                    .iter()
+                    .map(|&id| {
+                        let text = index.store().passage(id).unwrap().unwrap().text;
+                        let rows = index.store().rows().rows_of(id);
+                        assert!(!rows.is_empty());
+                        let v = rows
+                            .flat_map(|r| vectors.row(r).unwrap().to_vec())
+                            .collect();
+                        (text, v)
+                    })
+                    .collect();
+                (path, passages)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_update_copies_unchanged_files_from_an_index_of_the_same_encoder() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("model");
+        crate::encoder::write_tiny_model(&model, 5).unwrap();
+        let enc = Encoder::load(&model, &crate::encoder::LoadOptions::default()).unwrap();
+        let notes = dir.path().join("notes");
+        std::fs::create_dir_all(&notes).unwrap();
+        for f in 0..6 {
+            let text: String = (0..4)
+                .map(|s| format!("# Part {s}\n\nwords of file {f} part {s} and more words\n\n"))
+                .collect();
+            std::fs::write(notes.join(format!("n{f:02}.md")), text).unwrap();
+        }
+        let fp = super::super::Fingerprint {
+            model_id: "tiny".into(),
+            dim: enc.dim(),
+            chunking: chunk_config(&enc),
+            max_len: enc.max_len(),
+            precision: enc.precision(),
+            ..super::super::Fingerprint::synthetic(enc.dim())
+        };
+        let fill = |name: &str, fp: &super::super::Fingerprint, reuse: Option<Donor>| {
+            let (mut index, _) = Index::open(&dir.path().join(name), fp).unwrap();
+            index.add_roots(std::slice::from_ref(&notes)).unwrap();
+            let opts = UpdateOptions {
+                reuse,
+                ..UpdateOptions::keeping(index.meta(), None)
+            };
+            let report = index.update(&enc, &opts, &mut |_, _| {}).unwrap();
+            (index, report)
+        };
+        let (serving, _) = fill("serving", &fp, None);
+        // Changed after the serving index read it: its stored vectors are no longer its own.
+        std::fs::write(
+            notes.join("n00.md"),
+            "# New\n\nentirely different words now\n",
+        )
+        .unwrap();
+
+        let (copied, report) = fill("copied", &fp, Some(serving.donor().unwrap()));
+        assert_eq!((report.files_reused, report.files_embedded), (5, 1));
+        let (embedded, report) = fill("embedded", &fp, None);
+        assert_eq!((report.files_reused, report.files_embedded), (0, 6));
+        // The same passages, the same vectors bit for bit, the same codes and words to search.
+        assert_eq!(contents(&copied), contents(&embedded));
+        assert_eq!(
+            copied.store().passage_count(),
+            embedded.store().passage_count()
+        );
+        let (a, b) = (copied.searcher().unwrap(), embedded.searcher().unwrap());
+        let params = super::super::SearchParams::default();
+        let ids = |s: &super::super::Searcher| -> Vec<(PathBuf, u32, u32)> {
+            let hits = s.query(&enc, "words of file 3 part 2", &params).unwrap();
+            assert!(!hits.is_empty());
+            hits.into_iter()
+                .map(|h| (h.path, h.line, h.end_line))
+                .collect()
+        };
+        assert_eq!(ids(&a), ids(&b));
+        assert_eq!(
+            copied.meta().code.as_ref().map(|c| c.bits),
+            embedded.meta().code.as_ref().map(|c| c.bits)
+        );
+
+        // An index of another encoder (here: other weights) copies nothing.
+        let other = super::super::Fingerprint {
+            model_stamp: "other weights".into(),
+            ..fp.clone()
+        };
+        let (_, report) = fill("other", &other, Some(serving.donor().unwrap()));
+        assert_eq!((report.files_reused, report.files_embedded), (0, 6));
     }
 }

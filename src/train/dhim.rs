@@ -241,6 +241,8 @@ pub fn train(
     cancel: &std::sync::atomic::AtomicBool,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(DhimHead, DhimReport), TrainError> {
+    // A step's tensors are freed and built again every step: keep their pages.
+    let _memory = crate::encoder::HoldFreedMemory::new();
     use candle_nn::Optimizer;
     let started = std::time::Instant::now();
     let n = states.len();

@@ -84,6 +84,8 @@ pub fn train(
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(RankHead, RankReport), TrainError> {
+    // A step's tensors are freed and built again every step: keep their pages.
+    let _memory = crate::encoder::HoldFreedMemory::new();
     let started = Instant::now();
     if vectors.len() != n.saturating_mul(dim) {
         return Err(TrainError::Msg(format!(

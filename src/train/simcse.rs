@@ -234,6 +234,8 @@ pub fn train(
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(Encoder, SimcseReport), TrainError> {
+    // A step's tensors are freed and built again every step: keep their pages.
+    let _memory = crate::encoder::HoldFreedMemory::new();
     use candle_nn::Optimizer;
     let started = std::time::Instant::now();
     let texts = &examples.texts;

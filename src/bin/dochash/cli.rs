@@ -68,8 +68,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Keep the index up to date as files change, and answer queries from other terminals
     Watch(WatchArgs),
-    /// Learn from the indexed notes: fine-tune the encoder (SimCSE) and/or train the hashing head
-    /// (DHIM), re-encode the index and switch to it (Ctrl-C keeps the serving one)
+    /// Learn from the indexed notes: fine-tune the encoder (SimCSE) and/or learn the codes
+    /// (ranking head or DHIM), build the next generation's index and switch to it (Ctrl-C keeps
+    /// the serving one)
     Train(TrainArgs),
     /// Measurements for docs/BENCHMARKS.md (data sets are passed as paths)
     #[command(subcommand)]

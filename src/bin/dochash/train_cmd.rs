@@ -92,17 +92,26 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
     }
     let pb = bar(g, 0, "reading");
     let mut phase = String::new();
-    let outcome = train::prepare(&home, &base, index.meta(), &opts, &cancel, &mut |p| {
-        let Some(ph) = p.phase() else { return };
-        if phase != ph.label {
-            phase = ph.label.clone();
-            pb.reset();
-            pb.set_prefix(ph.label);
-        }
-        pb.set_length(ph.total as u64);
-        pb.set_position(ph.done as u64);
-        pb.set_message(ph.detail);
-    });
+    let serving = index.donor().ok();
+    let outcome = train::prepare(
+        &home,
+        &base,
+        index.meta(),
+        serving,
+        &opts,
+        &cancel,
+        &mut |p| {
+            let Some(ph) = p.phase() else { return };
+            if phase != ph.label {
+                phase = ph.label.clone();
+                pb.reset();
+                pb.set_prefix(ph.label);
+            }
+            pb.set_length(ph.total as u64);
+            pb.set_position(ph.done as u64);
+            pb.set_message(ph.detail);
+        },
+    );
     pb.finish_and_clear();
     let prepared = match outcome {
         Ok(Outcome::Ready(p)) => p,
