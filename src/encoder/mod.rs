@@ -454,7 +454,8 @@ pub fn keep_large_buffers() {
 /// The C allocator's top pad while a [`HoldFreedMemory`] is alive; glibc's default is 128 KiB.
 const HELD_TOP_PAD: usize = 1 << 30;
 const DEFAULT_TOP_PAD: usize = 128 << 10;
-/// Guards alive (a training inside a benchmark inside a training, say).
+/// Guards alive, counted so that trainings that overlap in one process restore the allocator
+/// only when the last one ends.
 static HOLDERS: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
 
 /// While alive, memory the process frees stays with it (up to 1 GiB above what is in use)
