@@ -673,20 +673,26 @@ pub fn corpus_passages(
 mod tests {
     use super::*;
 
-    #[test]
-    fn training_reads_a_bounded_sample_of_whole_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let model = dir.path().join("model");
+    /// A tiny model and a folder `notes` of `files` notes of `parts` headed parts each, in `dir`.
+    fn tiny_notes(dir: &Path, files: usize, parts: usize) -> (Encoder, PathBuf) {
+        let model = dir.join("model");
         crate::encoder::write_tiny_model(&model, 5).unwrap();
         let enc = Encoder::load(&model, &crate::encoder::LoadOptions::default()).unwrap();
-        let notes = dir.path().join("notes");
+        let notes = dir.join("notes");
         std::fs::create_dir_all(&notes).unwrap();
-        for f in 0..12 {
-            let text: String = (0..5)
+        for f in 0..files {
+            let text: String = (0..parts)
                 .map(|s| format!("# Part {s}\n\nwords of file {f} part {s}\n\n"))
                 .collect();
             std::fs::write(notes.join(format!("n{f:02}.md")), text).unwrap();
         }
+        (enc, notes)
+    }
+
+    #[test]
+    fn training_reads_a_bounded_sample_of_whole_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (enc, notes) = tiny_notes(dir.path(), 12, 5);
         let meta = super::super::IndexMeta {
             fingerprint: super::super::Fingerprint {
                 schema: 0,
@@ -753,17 +759,7 @@ mod tests {
     #[test]
     fn an_update_copies_unchanged_files_from_an_index_of_the_same_encoder() {
         let dir = tempfile::tempdir().unwrap();
-        let model = dir.path().join("model");
-        crate::encoder::write_tiny_model(&model, 5).unwrap();
-        let enc = Encoder::load(&model, &crate::encoder::LoadOptions::default()).unwrap();
-        let notes = dir.path().join("notes");
-        std::fs::create_dir_all(&notes).unwrap();
-        for f in 0..6 {
-            let text: String = (0..4)
-                .map(|s| format!("# Part {s}\n\nwords of file {f} part {s} and more words\n\n"))
-                .collect();
-            std::fs::write(notes.join(format!("n{f:02}.md")), text).unwrap();
-        }
+        let (enc, notes) = tiny_notes(dir.path(), 6, 4);
         let fp = super::super::Fingerprint {
             model_id: "tiny".into(),
             dim: enc.dim(),
