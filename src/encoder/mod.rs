@@ -458,12 +458,16 @@ const DEFAULT_TOP_PAD: usize = 128 << 10;
 /// only when the last one ends.
 static HOLDERS: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
 
-/// While alive, memory the process frees stays with it (up to 1 GiB above what is in use)
-/// instead of going back to the system; dropped, the last guard gives it all back. A training
-/// step builds and frees a few hundred MB of tensors (the autograd graph), which glibc returned
-/// at every step — and, on a thread other than the main one, unmapped whole arena heaps — so
-/// each step faulted the same pages in again: a third of the CPU time of a training was the
-/// system's. Only the process's current high-water mark is kept, so the peak does not grow.
+/// While alive, memory the process frees stays with it (up to 1 GiB at the top of each heap)
+/// instead of going back to the system. A training step builds and frees a few hundred MB of
+/// tensors (the autograd graph), which glibc returned at every step — and, on a thread other
+/// than the main one, unmapped whole arena heaps — so each step faulted the same pages in
+/// again: a third of the CPU time of a training was the system's. No heap grows past its own
+/// high-water mark. When the last guard ends, the default pad is back and `malloc_trim` returns
+/// the main heap's free top and every arena's free chunks; a thread heap's free top (at most
+/// 64 MiB) stays until that thread frees again, which [`keep_large_buffers`]' trim threshold
+/// already allowed. Setting the pad also fixes glibc's mmap threshold (the binaries fix it
+/// anyway), and the default restored is glibc's, not a `MALLOC_TOP_PAD_` from the environment.
 /// Elsewhere than glibc it does nothing.
 pub struct HoldFreedMemory(());
 

@@ -56,9 +56,13 @@ impl Donor {
             .iter()
             .map(|&id| {
                 let record = self.db.passage(id).ok()??;
-                // The anchor row is the passage's last: present only if all its rows are.
+                // The anchor row is the passage's last: present only if all its rows are. A
+                // dead row in its range is left from a repair: not this passage's, so no copy.
                 self.table.row_of(id)?;
                 let rows = self.table.rows_of(id);
+                if rows.clone().any(|r| self.table.dead[r]) {
+                    return None;
+                }
                 let mut vector = Vec::with_capacity(rows.len() * dim);
                 for r in rows {
                     vector.extend(self.vectors.row(r)?.iter().map(|h| h.to_f32()));
