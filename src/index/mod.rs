@@ -420,8 +420,6 @@ impl Index {
         root: &Path,
         passages: Vec<(store::PassageRecord, Vec<f32>)>,
     ) -> Result<(), IndexError> {
-        let generation = self.meta.code.as_ref().map(|c| c.generation).unwrap_or(0);
-        let new = self.coded(passages)?;
         let rec = store::FileRecord {
             root: root.to_path_buf(),
             size: 0,
@@ -430,18 +428,26 @@ impl Index {
             passages: Vec::new(),
             lossy: false,
         };
-        self.store.replace_file(path, Some(rec), &new, generation)?;
+        self.replace_coded(path, rec, passages)?;
         Ok(())
     }
 
-    /// Passages with their unit vectors, coded by the current source (uncoded when there is
-    /// none, or when it codes token states rather than vectors).
-    fn coded(
-        &self,
+    /// The generation stamped on codes written now (0: no code source yet).
+    fn code_generation(&self) -> u32 {
+        self.meta.code.as_ref().map(|c| c.generation).unwrap_or(0)
+    }
+
+    /// Stores `passages` (records with their unit vectors) as the content of `path`, coded by
+    /// the current source (uncoded when there is none, or when it codes token states rather
+    /// than vectors); returns how many were stored.
+    fn replace_coded(
+        &mut self,
+        path: &Path,
+        rec: store::FileRecord,
         passages: Vec<(store::PassageRecord, Vec<f32>)>,
-    ) -> Result<Vec<store::NewPassage>, IndexError> {
+    ) -> Result<usize, IndexError> {
         let dim = self.meta.fingerprint.dim.max(1);
-        passages
+        let new = passages
             .into_iter()
             .map(|(record, vector)| {
                 let code = match &self.coder {
@@ -454,7 +460,10 @@ impl Index {
                     code,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, IndexError>>()?;
+        let generation = self.code_generation();
+        self.store.replace_file(path, Some(rec), &new, generation)?;
+        Ok(new.len())
     }
 
     /// A view of this index that an update of another index, made with the same encoder and

@@ -5,7 +5,6 @@
 //! re-encoding them (minutes per 10 k passages on two cores).
 
 use std::path::Path;
-use std::sync::Arc;
 
 use super::store::{Db, Fingerprint, PassageRecord, RowTable, Vectors};
 
@@ -14,11 +13,10 @@ use super::store::{Db, Fingerprint, PassageRecord, RowTable, Vectors};
 /// the moment it was made. A file is copied only when the stored content hash is the file's
 /// and every passage of it has its vectors in this view, so a file changed meanwhile is embedded
 /// as usual; a stored vector is never rewritten in place, so what is copied is what was written.
-#[derive(Clone)]
 pub struct Donor {
     fingerprint: Fingerprint,
     db: Db,
-    table: Arc<RowTable>,
+    table: RowTable,
     vectors: Vectors,
 }
 
@@ -27,7 +25,7 @@ impl Donor {
         Self {
             fingerprint,
             db,
-            table: Arc::new(table),
+            table,
             vectors,
         }
     }

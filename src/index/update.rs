@@ -321,17 +321,13 @@ pub(super) fn update(
             continue;
         }
         if let Some(copied) = reuse.and_then(|d| d.file(&f.path, &hash)) {
-            let new = index.coded(copied)?;
-            let generation = index.meta.code.as_ref().map(|c| c.generation).unwrap_or(0);
-            index
-                .store
-                .replace_file(&f.path, Some(record), &new, generation)?;
+            let stored = index.replace_coded(&f.path, record, copied)?;
             report.files_reused += 1;
-            report.passages_added += new.len();
+            report.passages_added += stored;
             report.passages_removed += stored_map
                 .get(f.path.as_path())
                 .map_or(0, |r| r.passages.len());
-            reused_passages += new.len();
+            reused_passages += stored;
             done += 1;
             if reused_passages >= GROUP_PASSAGES {
                 index.store.commit_words()?;
@@ -435,7 +431,7 @@ fn flush_group(
         crate::encoder::Role::Document,
         opts.limits,
     )?;
-    let generation = index.meta.code.as_ref().map(|c| c.generation).unwrap_or(0);
+    let generation = index.code_generation();
     let words = index.coder.as_ref().map(|c| c.words()).unwrap_or(0);
     let mut row = 0;
     for p in group.drain(..) {
