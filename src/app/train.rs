@@ -41,7 +41,8 @@ pub const MAX_TRAIN_PASSAGES: usize = 10_000;
 /// minutes with the default model, each further DHIM epoch about 4, and today's default
 /// (SimCSE with 64-token views, then the ranking head) 29.6 on 18,156 passages, re-encoding
 /// them all included (docs/BENCHMARKS.md), so the defaults fit with room to spare; the cap
-/// stops a larger model or a much slower machine from spending hours of an idle owner's time. `dochash train`, asked for, has no cap.
+/// stops a larger model or a much slower machine from spending hours of an idle owner's time.
+/// `dochash train`, asked for, has no cap.
 pub const BACKGROUND_CPU_BUDGET: std::time::Duration = std::time::Duration::from_secs(90 * 60);
 /// Passages held back for the adoption check (at most).
 const HELD_BACK_MAX: usize = 2000;
