@@ -1,7 +1,8 @@
 //! `encoder::HoldFreedMemory` as a training uses it, in a process of its own (the allocator's
 //! settings are the process's): while a guard lives, memory freed by a thread is there for its
 //! next allocation without new page faults; after the last guard, what glibc can return (here,
-//! the step's buffers) has gone back to the system. Page faults are counted per thread, so nothing here depends on timing.
+//! the step's buffers) has gone back to the system. Page faults are counted per thread, so
+//! nothing here depends on timing.
 #![cfg(all(target_os = "linux", target_env = "gnu"))]
 
 use dochash::encoder::{HoldFreedMemory, keep_large_buffers};
