@@ -579,6 +579,114 @@ fn folders_added_while_training_survive_the_switch() {
     assert!(saved.contains("extra"), "{saved}");
 }
 
+/// Every passage's cosine to `text` as the owner answers it, keyed by (file, first line, text;
+/// a long line is cut into several passages): semantic search with every row a candidate, so no
+/// filter decides what is scored.
+fn cosines(home: &Path, text: &str) -> std::collections::HashMap<(String, u64, String), f64> {
+    let out = dochash(home)
+        .args([
+            "query", "--json", "--mode", "semantic", "-k", "5000", "-c", "1000000", text,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .map(|l| {
+            let h: Value = serde_json::from_str(l).unwrap();
+            let key = (
+                h["path"].as_str().unwrap().to_string(),
+                h["line"].as_u64().unwrap(),
+                h["text"].as_str().unwrap().to_string(),
+            );
+            (key, h["cosine"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn background_training_that_keeps_the_encoder_copies_what_did_not_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let notes = tmp.path().join("notes");
+    let fp = tmp.path().join("fp");
+    std::fs::create_dir_all(&fp).unwrap();
+    let model = tiny_model(tmp.path());
+    // Enough passages for the ranking head; 32 bits, the tiny model's width.
+    common::many_sections(&notes, 210, 10);
+    let out = dochash(&home)
+        .args(["index", "--bits", "32", "--model"])
+        .arg(&model)
+        .arg(&notes)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The encoder stays (no SimCSE); the head is adopted whatever its check says; training
+    // stops after it has taken its view of the serving index and before it fills the new one.
+    let _watch = failpoint_owner(
+        &home,
+        &model,
+        &fp,
+        "train.keep_encoder=on,train.force=on,train.filling=pause",
+        &[],
+    );
+    common::wait_up_to(
+        Duration::from_secs(900),
+        "training to reach the fill",
+        || fp.join("train.filling.paused").exists(),
+    );
+    let probes = [
+        "apple garden river",
+        "piano bread soup ocean",
+        "server error music",
+    ];
+    let before: Vec<_> = probes.iter().map(|p| cosines(&home, p)).collect();
+
+    // A file saved now is indexed by the serving index, after the training's view was taken:
+    // the new generation must embed it, not copy what the view held for it.
+    let changed = notes.join("n007.md");
+    std::fs::write(&changed, "# Changed\n\nzebra quartz violin\n").unwrap();
+    wait_until("the change to be served", || {
+        query(&home, "zebra quartz violin", 1)
+            .first()
+            .is_some_and(|h| h["path"].as_str().unwrap().ends_with("n007.md"))
+    });
+    let fresh = cosines(&home, "zebra quartz violin");
+    std::fs::write(fp.join("train.filling.go"), b"").unwrap();
+    common::wait_up_to(Duration::from_secs(900), "the switch", || {
+        status(&home).is_some_and(|s| s["trained"].is_string() && s["job"].is_null())
+    });
+
+    let s = status(&home).unwrap();
+    let said = s["notes"].to_string();
+    assert!(
+        said.contains("209 of 210 files copied from the serving index"),
+        "{s}"
+    );
+    assert!(said.contains("hashing head (ranking) adopted"), "{s}");
+    assert_eq!(s["passages"], 2091, "{s}");
+    // Copied vectors are the serving ones, bit for bit: every passage of an unchanged file
+    // scores the same cosine as before; the changed file's old passages are gone and its new
+    // one is found with the vector the serving index gave it.
+    for (p, was) in probes.iter().zip(&before) {
+        let now = cosines(&home, p);
+        assert_eq!(now.len(), 2091, "{p}");
+        assert_eq!(was.len(), 2100, "{p}");
+        for (k, c) in &now {
+            if !k.0.ends_with("n007.md") {
+                assert_eq!(was.get(k), Some(c), "{p}: {k:?}");
+            }
+        }
+    }
+    let now = cosines(&home, "zebra quartz violin");
+    let key = fresh
+        .keys()
+        .find(|(path, ..)| path.ends_with("n007.md"))
+        .unwrap()
+        .clone();
+    assert_eq!(now.get(&key), fresh.get(&key));
+}
+
 #[test]
 fn file_names_that_are_not_utf8_are_indexed() {
     use std::os::unix::ffi::OsStrExt;

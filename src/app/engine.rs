@@ -671,8 +671,10 @@ fn spawn_training(
                     && crate::encoder::open_device(cfg.device)
                         .map(|(d, _)| !d.is_cpu())
                         .unwrap_or(false);
+                // A test keeps the encoder to reach the path that copies the serving vectors.
+                let keep_encoder = crate::failpoint::enabled("train.keep_encoder");
                 let opts = super::train::TrainOptions {
-                    simcse: Some(crate::train::simcse::SimcseConfig {
+                    simcse: (!keep_encoder).then(|| crate::train::simcse::SimcseConfig {
                         mode: if on_gpu {
                             crate::train::simcse::Mode::Full
                         } else {

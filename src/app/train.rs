@@ -488,6 +488,7 @@ fn prepare_in(
         reuse: serving,
         ..UpdateOptions::keeping(index.meta(), Some(cancel.clone()))
     };
+    crate::failpoint::hit("train.filling");
     let filled = index
         .update(&gen_enc, &uopts, &mut |p, _| {
             if let IndexProgress::Embedded { done, total, .. } = p {
