@@ -64,3 +64,94 @@ fn retrieval_scores_each_query_and_writes_its_rank() {
         stderr(&out)
     );
 }
+
+#[test]
+fn retrieval_writes_every_candidate_for_other_fusion_rules() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    for i in 0..12 {
+        std::fs::write(
+            docs.join(format!("n{i:02}.md")),
+            format!("# Note {i}\n\nword{i} apple river {i}\n"),
+        )
+        .unwrap();
+    }
+    let queries = tmp.path().join("queries.tsv");
+    std::fs::write(
+        &queries,
+        "word3 apple\tn03.md\t3\t3\nzebra quartz\tn07.md\t3\t3\n",
+    )
+    .unwrap();
+    let model = common::tiny_model(tmp.path());
+    let run = |extra: &[&str]| {
+        let out = dochash(&tmp.path().join("home"))
+            .args([
+                "eval",
+                "retrieval",
+                "--modes",
+                "hybrid",
+                "--json",
+                "--model",
+            ])
+            .arg(&model)
+            .arg("--docs")
+            .arg(&docs)
+            .arg("--queries")
+            .arg(&queries)
+            .arg("--ranks")
+            .arg(tmp.path().join("ranks.tsv"))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let ranks = std::fs::read_to_string(tmp.path().join("ranks.tsv")).unwrap();
+        (stdout(&out), ranks)
+    };
+    let plain = run(&[]);
+    let pool = tmp.path().join("pool.tsv");
+    // The scores and ranks do not change when the pool is written too.
+    assert_eq!(run(&["--pool", pool.to_str().unwrap()]), plain);
+
+    let rows: Vec<Vec<String>> = std::fs::read_to_string(&pool)
+        .unwrap()
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect();
+    for q in ["1", "2"] {
+        let mine: Vec<&Vec<String>> = rows.iter().filter(|r| r[1] == q).collect();
+        // Every passage is a candidate here (12 passages, fewer than the filter keeps), more
+        // than the 10 results, in positions 1, 2, …
+        assert_eq!(mine.len(), 12, "query {q}: {rows:?}");
+        for (n, r) in mine.iter().enumerate() {
+            assert_eq!(r[0], "hybrid");
+            assert_eq!(r[2], (n + 1).to_string());
+            assert!(r[4].parse::<f32>().is_ok(), "a cosine: {r:?}");
+        }
+        // The wanted passage is marked once, where the rank file says (0: not in the top 10).
+        let wanted: Vec<usize> = mine
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r[3] == "1")
+            .map(|(n, _)| n + 1)
+            .collect();
+        assert_eq!(wanted.len(), 1, "query {q}: {mine:?}");
+        let rank = plain
+            .1
+            .lines()
+            .find(|l| l.split('\t').nth(1) == Some(q))
+            .and_then(|l| l.split('\t').nth(2))
+            .unwrap();
+        let want = if wanted[0] <= 10 { wanted[0] } else { 0 };
+        assert_eq!(rank, want.to_string(), "query {q}");
+    }
+    // BM25 is written where the words matched, empty elsewhere: "word3 apple" matches every
+    // note (apple), "zebra quartz" none.
+    assert!(
+        rows.iter()
+            .filter(|r| r[1] == "1")
+            .all(|r| !r[5].is_empty())
+    );
+    assert!(rows.iter().filter(|r| r[1] == "2").all(|r| r[5].is_empty()));
+    assert_eq!(rows.iter().find(|r| r[1] == "1").unwrap()[3], "1");
+}

@@ -131,6 +131,10 @@ pub struct SearchParams {
     pub mode: Mode,
     pub fusion: Fusion,
     pub filter: Filter,
+    /// Return every candidate the query scored, in the order the results are ranked, not only
+    /// the best `k` (`k` still sizes the search): what `dochash eval retrieval --pool` writes
+    /// out, so that other fusion rules can be tried on the same candidates.
+    pub whole_pool: bool,
 }
 
 /// How the first stage ranks the stored codes against the query.
@@ -221,6 +225,7 @@ impl Default for SearchParams {
             mode: Mode::default(),
             fusion: Fusion::default(),
             filter: Filter::default(),
+            whole_pool: false,
         }
     }
 }
@@ -685,7 +690,12 @@ impl Searcher {
         fuse(&mut cands, params.mode, params.fusion, semantic, lexical);
         cands.sort_by(|a, b| b.1.score.total_cmp(&a.1.score).then(a.0.cmp(&b.0)));
 
-        let mut hits = Vec::with_capacity(params.k.min(cands.len()));
+        let wanted = if params.whole_pool {
+            cands.len()
+        } else {
+            params.k
+        };
+        let mut hits = Vec::with_capacity(wanted.min(cands.len()));
         let mut files: HashSet<PathBuf> = HashSet::new();
         for (id, c) in cands {
             // A passage removed since this searcher was made simply drops out.
@@ -715,7 +725,7 @@ impl Searcher {
                 lexical_rank: c.lexical_rank,
                 distance: c.distance,
             });
-            if hits.len() == params.k {
+            if hits.len() == wanted {
                 break;
             }
         }
@@ -1066,6 +1076,33 @@ mod tests {
             "weighted found {weighted}, hamming {hamming} of {}",
             queries.len() * 10
         );
+    }
+
+    #[test]
+    fn the_whole_pool_is_the_same_search_continued() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, queries) = clustered_index(dir.path(), 1000);
+        let searcher = index.searcher().unwrap();
+        let params = SearchParams {
+            mode: Mode::Semantic,
+            candidates: Some(300),
+            ..Default::default()
+        };
+        let all = SearchParams {
+            whole_pool: true,
+            ..params
+        };
+        for q in queries.iter().take(5) {
+            let best = searcher.search(q, &params).unwrap();
+            let pool = searcher.search(q, &all).unwrap();
+            assert_eq!(best.len(), 10);
+            // Every passage the 300 candidate rows belong to, not only the best 10 ...
+            assert!(pool.len() > 100, "{}", pool.len());
+            // ... ranked as the best 10 were: those come first, in their order and scores.
+            let ids = |h: &[Hit]| h.iter().map(|h| (h.id, h.score)).collect::<Vec<_>>();
+            assert_eq!(ids(&pool[..10]), ids(&best));
+            assert!(pool.windows(2).all(|w| w[0].score >= w[1].score));
+        }
     }
 
     #[test]

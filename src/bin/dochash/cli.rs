@@ -217,6 +217,12 @@ pub struct RetrievalArgs {
     /// query by query (tests/benches/paired.py)
     #[arg(long, value_name = "FILE")]
     pub ranks: Option<PathBuf>,
+    /// Also write every candidate each query scored to FILE, in ranked order, one TSV line each:
+    /// mode, query number, position (1-based), 1 if it is the wanted passage, cosine, BM25
+    /// (empty where a side did not score it). Other fusion rules can then be tried on the same
+    /// candidates (tests/benches/fusion-rules.py)
+    #[arg(long, value_name = "FILE")]
+    pub pool: Option<PathBuf>,
     /// One JSON object per mode: mode, hit_at_1, hit_at_10, mrr_at_10, queries
     #[arg(long)]
     pub json: bool,

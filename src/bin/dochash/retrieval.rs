@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use dochash::index::search::{Fusion, Mode, SearchParams};
+use dochash::index::search::{Fusion, Hit, Mode, SearchParams};
 use dochash::index::{Index, Progress, UpdateOptions};
 
 use crate::cli::{Global, RetrievalArgs};
@@ -97,6 +97,15 @@ pub fn run(g: &Global, a: &RetrievalArgs) -> Result<()> {
         .as_ref()
         .map(|p| std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display())))
         .transpose()?;
+    let mut pool_file = a
+        .pool
+        .as_ref()
+        .map(|p| {
+            std::fs::File::create(p)
+                .map(std::io::BufWriter::new)
+                .with_context(|| format!("cannot write {}", p.display()))
+        })
+        .transpose()?;
     let docs = std::fs::canonicalize(&a.docs)
         .with_context(|| format!("cannot use {}", a.docs.display()))?;
 
@@ -175,15 +184,32 @@ pub fn run(g: &Global, a: &RetrievalArgs) -> Result<()> {
             k: 10,
             mode,
             fusion,
+            whole_pool: pool_file.is_some(),
             ..Default::default()
         };
         let mut shown = 0;
         for (i, it) in items.iter().enumerate() {
             let hits = searcher.query(&enc, &it.query, &params)?;
             let want = docs.join(&it.file);
-            let rank = hits
-                .iter()
-                .position(|h| h.path == want && h.line <= it.last && h.end_line >= it.first);
+            let wanted = |h: &Hit| h.path == want && h.line <= it.last && h.end_line >= it.first;
+            if let (Some(f), Some(path)) = (pool_file.as_mut(), &a.pool) {
+                use std::io::Write;
+                let opt = |x: Option<f32>| x.map(|x| x.to_string()).unwrap_or_default();
+                for (n, h) in hits.iter().enumerate() {
+                    writeln!(
+                        f,
+                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        s.mode,
+                        i + 1,
+                        n + 1,
+                        u8::from(wanted(h)),
+                        opt(h.cosine),
+                        opt(h.bm25)
+                    )
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                }
+            }
+            let rank = hits.iter().take(10).position(wanted);
             ranks.push_str(&format!(
                 "{}\t{}\t{}\n",
                 s.mode,
@@ -233,6 +259,12 @@ pub fn run(g: &Global, a: &RetrievalArgs) -> Result<()> {
         use std::io::Write;
         f.write_all(ranks.as_bytes())
             .and_then(|()| f.sync_all())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let (Some(f), Some(path)) = (pool_file, &a.pool) {
+        f.into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if a.json {
