@@ -3,8 +3,23 @@
 
 mod common;
 
+use std::path::Path;
+use std::process::Command;
+
 use common::{dochash, stderr, stdout};
 use serde_json::Value;
+
+/// `dochash eval retrieval` of `modes` with the model, notes and queries given.
+fn retrieval(home: &Path, model: &Path, docs: &Path, queries: &Path, modes: &str) -> Command {
+    let mut c = dochash(home);
+    c.args(["eval", "retrieval", "--modes", modes, "--model"])
+        .arg(model)
+        .arg("--docs")
+        .arg(docs)
+        .arg("--queries")
+        .arg(queries);
+    c
+}
 
 #[test]
 fn retrieval_scores_each_query_and_writes_its_rank() {
@@ -25,15 +40,9 @@ fn retrieval_scores_each_query_and_writes_its_rank() {
     )
     .unwrap();
     let model = common::tiny_model(tmp.path());
-    let retrieval = |ranks: &std::path::Path, extra: &[&str]| {
-        dochash(&tmp.path().join("home"))
-            .args(["eval", "retrieval", "--modes", "lexical"])
-            .arg("--model")
-            .arg(&model)
-            .arg("--docs")
-            .arg(&docs)
-            .arg("--queries")
-            .arg(&queries)
+    let home = tmp.path().join("home");
+    let retrieval = |ranks: &Path, extra: &[&str]| {
+        retrieval(&home, &model, &docs, &queries, "lexical")
             .arg("--ranks")
             .arg(ranks)
             .args(extra)
@@ -84,21 +93,10 @@ fn retrieval_writes_every_candidate_for_other_fusion_rules() {
     )
     .unwrap();
     let model = common::tiny_model(tmp.path());
+    let home = tmp.path().join("home");
     let run = |extra: &[&str]| {
-        let out = dochash(&tmp.path().join("home"))
-            .args([
-                "eval",
-                "retrieval",
-                "--modes",
-                "hybrid",
-                "--json",
-                "--model",
-            ])
-            .arg(&model)
-            .arg("--docs")
-            .arg(&docs)
-            .arg("--queries")
-            .arg(&queries)
+        let out = retrieval(&home, &model, &docs, &queries, "hybrid")
+            .arg("--json")
             .arg("--ranks")
             .arg(tmp.path().join("ranks.tsv"))
             .args(extra)
@@ -128,6 +126,9 @@ fn retrieval_writes_every_candidate_for_other_fusion_rules() {
             assert_eq!(r[2], (n + 1).to_string());
             assert!(r[4].parse::<f32>().is_ok(), "a cosine: {r:?}");
         }
+        // In the order of the scores they were ranked by.
+        let scores: Vec<f32> = mine.iter().map(|r| r[6].parse().unwrap()).collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
         // The wanted passage is marked once, where the rank file says (0: not in the top 10).
         let wanted: Vec<usize> = mine
             .iter()

@@ -535,18 +535,27 @@ fn a_slow_query_does_not_hold_up_indexing() {
     assert!(!q.join().unwrap().is_empty());
 }
 
+/// A training test's places: the folder holding them all, a home, `files` notes of 10 sections
+/// each (past the passages background training needs), a failpoint folder and the tiny model.
+fn training(files: usize) -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (home, notes, fp) = (
+        tmp.path().join("home"),
+        tmp.path().join("notes"),
+        tmp.path().join("fp"),
+    );
+    std::fs::create_dir_all(&fp).unwrap();
+    let model = tiny_model(tmp.path());
+    common::many_sections(&notes, files, 10);
+    (tmp, home, notes, fp, model)
+}
+
 #[test]
 fn folders_added_while_training_survive_the_switch() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
-    let notes = tmp.path().join("notes");
+    let (tmp, home, notes, fp, model) = training(105);
     let extra = tmp.path().join("extra");
-    let fp = tmp.path().join("fp");
-    std::fs::create_dir_all(&fp).unwrap();
     std::fs::create_dir_all(&extra).unwrap();
     std::fs::write(extra.join("late.md"), "# Late\n\nzebra quartz zebra\n").unwrap();
-    let model = tiny_model(tmp.path());
-    common::many_sections(&notes, 105, 10);
     let _watch = failpoint_owner(
         &home,
         &model,
@@ -606,14 +615,8 @@ fn cosines(home: &Path, text: &str) -> std::collections::HashMap<(String, u64, S
 
 #[test]
 fn background_training_that_keeps_the_encoder_copies_what_did_not_change() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
-    let notes = tmp.path().join("notes");
-    let fp = tmp.path().join("fp");
-    std::fs::create_dir_all(&fp).unwrap();
-    let model = tiny_model(tmp.path());
     // Enough passages for the ranking head; 32 bits, the tiny model's width.
-    common::many_sections(&notes, 210, 10);
+    let (_tmp, home, notes, fp, model) = training(210);
     let out = dochash(&home)
         .args(["index", "--bits", "32", "--model"])
         .arg(&model)
@@ -649,7 +652,10 @@ fn background_training_that_keeps_the_encoder_copies_what_did_not_change() {
     wait_until("the change to be served", || {
         query(&home, "zebra quartz violin", 1)
             .first()
-            .is_some_and(|h| h["path"].as_str().unwrap().ends_with("n007.md"))
+            .is_some_and(|h| {
+                h["path"].as_str().unwrap().ends_with("n007.md")
+                    && h["text"].as_str().unwrap().contains("zebra")
+            })
     });
     let fresh = cosines(&home, "zebra quartz violin");
     std::fs::write(fp.join("train.filling.go"), b"").unwrap();
@@ -666,8 +672,8 @@ fn background_training_that_keeps_the_encoder_copies_what_did_not_change() {
     assert!(said.contains("hashing head (ranking) adopted"), "{s}");
     assert_eq!(s["passages"], 2091, "{s}");
     // Copied vectors are the serving ones, bit for bit: every passage of an unchanged file
-    // scores the same cosine as before; the changed file's old passages are gone and its new
-    // one is found with the vector the serving index gave it.
+    // scores the same cosine as before. The changed file's old passages are gone (the count
+    // above, and the note: it was embedded, not copied) and its new one is served.
     for (p, was) in probes.iter().zip(&before) {
         let now = cosines(&home, p);
         assert_eq!(now.len(), 2091, "{p}");
@@ -781,13 +787,7 @@ fn pathological_documents_stay_linear_and_bounded() {
 
 #[test]
 fn background_training_stops_at_its_cpu_budget_and_waits_for_more_change() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
-    let notes = tmp.path().join("notes");
-    let fp = tmp.path().join("fp");
-    std::fs::create_dir_all(&fp).unwrap();
-    let model = tiny_model(tmp.path());
-    common::many_sections(&notes, 105, 10);
+    let (_tmp, home, notes, fp, model) = training(105);
     let start = || failpoint_owner(&home, &model, &fp, "train.over_budget=on", &[&notes]);
     let settled = |files: u64| {
         wait_until("the update and the decision to train", || {

@@ -2,20 +2,22 @@
 """Other fusion rules tried on the candidates the product's hybrid search scored.
 
 Reads what `dochash eval retrieval --modes hybrid --pool FILE` wrote (per query, every candidate
-in the product's order: mode, query number, position, wanted 0/1, cosine, BM25) and prints
-MRR@10 of each rule, ranking each query's candidates again (ties keep the product's order):
+in the product's order: mode, query number, position, wanted 0/1, cosine, BM25, the product's
+score) and prints MRR@10 of each rule, ranking each query's candidates again (ties keep the
+product's order):
 
+  product             the product's own scores: the MRR@10 `eval retrieval` printed
   semantic, lexical   one side alone (over these candidates)
   zscore:A            the product's z-score fusion (A × z(cosine) + (1 − A) × z(BM25), standard
-                      scores over each side's best 100; no BM25 counts as 0); zscore:0.4 must
-                      give the MRR@10 `eval retrieval` printed
+                      scores over each side's best 100; no BM25 counts as 0), recomputed here in
+                      double precision: zscore:0.4 should match `product` to float rounding
   top1:A, gap:A       per-query weights: each side's weight A (or 1 − A) times how sure it is of
                       its own ranking, the standard score of its best candidate (top1) or the
                       gap between its 1st and 10th (gap)
   oracle              per query, the better of semantic and lexical alone (needs the labels:
                       the room a per-query choice of side has, not a rule)
 
-  python3 tests/benches/fusion-rules.py POOL.tsv [POOL.tsv ...] [--queries N]
+  python3 tests/benches/fusion-rules.py POOL.tsv [POOL.tsv ...]
 
 NumPy only; a measurement, not part of the product.
 """
@@ -26,16 +28,21 @@ import numpy as np
 
 
 def load(path):
+    """Each query's candidates as rows (position, wanted, cosine, BM25, score); a query with
+    none gives an empty array, so that it still counts."""
     qs = collections.defaultdict(list)
     with open(path) as f:
         for line in f:
-            mode, q, pos, want, cos, bm = line.rstrip("\n").split("\t")
+            mode, q, pos, want, cos, bm, score = line.rstrip("\n").split("\t")
             if mode != "hybrid":
                 continue
-            qs[int(q)].append(
-                (int(pos), int(want), float(cos) if cos else np.nan, float(bm) if bm else np.nan)
-            )
-    return [np.array(sorted(v), dtype=np.float64) for _, v in sorted(qs.items())], max(qs)
+            rows = qs[int(q)]
+            if pos != "0":
+                num = lambda x: float(x) if x else np.nan
+                rows.append((int(pos), int(want), num(cos), num(bm), num(score)))
+    if not qs:
+        raise SystemExit(f"{path}: no hybrid lines (run eval retrieval with --modes hybrid)")
+    return [np.array(sorted(v), dtype=np.float64).reshape(-1, 5) for _, v in sorted(qs.items())]
 
 
 def stats(x, depth=100):
@@ -83,26 +90,31 @@ def rr(score, want):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("pools", nargs="+")
-    ap.add_argument("--queries", type=int, help="queries asked (default: the last one seen)")
     args = ap.parse_args()
-    rules = [("semantic", lambda c, b: np.nan_to_num(c, nan=-9.0)),
+    rules = [("product", None),
+             ("semantic", lambda c, b: np.nan_to_num(c, nan=-9.0)),
              ("lexical", lambda c, b: np.nan_to_num(b, nan=-1.0))]
     rules += [(f"zscore:{a}", zscore(a)) for a in (0.4, 0.5, 0.6)]
     rules += [(f"{k}:{a}", confident(a, k)) for k in ("top1", "gap") for a in (0.4, 0.5)]
+    rules += [("oracle", None)]
     print("rule\t" + "\t".join(args.pools))
     data = [load(p) for p in args.pools]
-    for name, rule in rules + [("oracle", None)]:
+    for name, rule in rules:
         row = []
-        for qs, last in data:
+        for qs in data:
             total = 0.0
             for q in qs:
+                if q.size == 0:
+                    continue
                 want, c, b = q[:, 1], q[:, 2], q[:, 3]
-                if rule is None:
+                if name == "product":
+                    total += rr(q[:, 4], want)
+                elif name == "oracle":
                     total += max(rr(np.nan_to_num(c, nan=-9.0), want),
                                  rr(np.nan_to_num(b, nan=-1.0), want))
                 else:
                     total += rr(rule(c, b), want)
-            row.append(f"{total / (args.queries or last):.4f}")
+            row.append(f"{total / len(qs):.4f}")
         print(name + "\t" + "\t".join(row))
 
 

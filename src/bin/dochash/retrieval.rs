@@ -195,21 +195,30 @@ pub fn run(g: &Global, a: &RetrievalArgs) -> Result<()> {
             if let (Some(f), Some(path)) = (pool_file.as_mut(), &a.pool) {
                 use std::io::Write;
                 let opt = |x: Option<f32>| x.map(|x| x.to_string()).unwrap_or_default();
-                for (n, h) in hits.iter().enumerate() {
-                    writeln!(
-                        f,
-                        "{}\t{}\t{}\t{}\t{}\t{}",
-                        s.mode,
-                        i + 1,
-                        n + 1,
-                        u8::from(wanted(h)),
-                        opt(h.cosine),
-                        opt(h.bm25)
-                    )
-                    .with_context(|| format!("cannot write {}", path.display()))?;
+                let mut lines: Vec<String> = hits
+                    .iter()
+                    .enumerate()
+                    .map(|(n, h)| {
+                        format!(
+                            "{}\t{}\t{}\t{}\t{}",
+                            n + 1,
+                            u8::from(wanted(h)),
+                            opt(h.cosine),
+                            opt(h.bm25),
+                            h.score
+                        )
+                    })
+                    .collect();
+                // A query nothing answered still has its line, so that every query is counted.
+                if lines.is_empty() {
+                    lines.push("0\t0\t\t\t".into());
+                }
+                for l in lines {
+                    writeln!(f, "{}\t{}\t{l}", s.mode, i + 1)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
                 }
             }
-            let rank = hits.iter().take(10).position(wanted);
+            let rank = hits.iter().take(params.k).position(wanted);
             ranks.push_str(&format!(
                 "{}\t{}\t{}\n",
                 s.mode,
