@@ -225,13 +225,17 @@ fn the_owner_retrains_in_the_background_and_switches_generations() {
             s["trained"].as_str().unwrap().contains("generation 1"),
             "{s}"
         );
+        // What was adopted is said as a gain.
+        let gained = s["gained"].as_str().unwrap_or_default();
+        assert_eq!(gained.contains("encoder:"), simcse, "{s}");
+        assert_eq!(gained.contains("codes:"), learned, "{s}");
         assert!(home.join("generations/1/manifest.json").is_file());
         assert!(
             !home.join("index").exists(),
             "the base index is removed after the switch"
         );
     } else {
-        assert!(s["trained"].is_null(), "{s}");
+        assert!(s["trained"].is_null() && s["gained"].is_null(), "{s}");
         assert!(!home.join("generations/1").exists());
     }
 

@@ -252,6 +252,19 @@ fn a_ranking_head_becomes_the_code_source_and_search_uses_it() {
     // Every vector is coded by the head (none left to exact scoring), and queries use it.
     let after = status(&home);
     assert_eq!(after["codes"], "ranked", "{after}");
+    // Status says what the training gained, from the manifest, in JSON and to a person.
+    let gain = format!(
+        "codes: the filter needs {} candidates where ITQ's needed {}",
+        report["head_candidates"], report["itq_candidates"]
+    );
+    let said = after["trained"]["gained"].as_str().unwrap_or_default();
+    assert!(said.starts_with(&gain), "{after}");
+    let out = dochash(&home).arg("status").output().unwrap();
+    assert!(
+        stdout(&out).contains(&format!("gained    {gain}")),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(after["passages"], 2100, "{after}");
     assert_eq!(after["stale_codes"], 0, "{after}");
     assert!(

@@ -113,6 +113,9 @@ pub struct EngineStatus {
     /// The trained generation serving, e.g. `… + SimCSE (generation 2)`; `None` for the base
     /// model with training-free codes.
     pub trained: Option<String>,
+    /// What the serving generation's training gained (see [`super::train::gained`]).
+    #[serde(default)]
+    pub gained: Option<String>,
 }
 
 /// What a query reads, swapped as one: a generation's encoder only ever meets its own codes
@@ -132,6 +135,7 @@ struct State {
     /// Background training's progress (shown when no indexing job runs).
     training: Option<Job>,
     trained: Option<String>,
+    gained: Option<String>,
     /// What the last update said (replaced by each update).
     notes: Vec<String>,
     /// What the last training attempt and other owner events said (kept across updates).
@@ -322,6 +326,7 @@ impl Engine {
             error: s.error.clone(),
             notes: s.notes.iter().chain(&s.events).cloned().collect(),
             trained: s.trained.clone(),
+            gained: s.gained.clone(),
         }
     }
 
@@ -438,7 +443,13 @@ fn worker(
     if let Some(a) = &retired {
         shared.event(super::generation::retired_note(a, &files.id));
     }
-    shared.update(|s| s.trained = active.as_ref().map(describe_generation));
+    let gained = active
+        .as_ref()
+        .and_then(|a| super::train::gained(&cfg.home, a.generation));
+    shared.update(|s| {
+        s.trained = active.as_ref().map(describe_generation);
+        s.gained = gained;
+    });
     let precision = super::generation::base_precision(&cfg.home, cfg.precision);
     let enc = Encoder::load_model(
         &files,
@@ -575,8 +586,10 @@ fn worker(
                             enc = p.encoder;
                             super::generation::clean_up(&cfg.home);
                             let notes = p.manifest.notes.clone();
+                            let gained = super::train::gained(&cfg.home, p.active.generation);
                             shared.update(|s| {
                                 s.trained = Some(describe_generation(&p.active));
+                                s.gained = gained;
                                 s.events = notes;
                             });
                         }

@@ -212,6 +212,92 @@ pub struct Manifest {
     pub notes: Vec<String>,
 }
 
+/// Manifests are a few kilobytes; a larger file is not one dochash wrote.
+const MANIFEST_CAP: u64 = 1 << 20;
+
+/// What generation `generation`'s training gained, in one line for `status`: read back from
+/// its manifest rather than kept in memory, so that an owner started later, or `dochash status`
+/// without an owner, says it too. `None` when the manifest is missing, too large or not one this
+/// dochash reads, or records no part that was adopted.
+pub fn gained(home: &Path, generation: u32) -> Option<String> {
+    // Only the numbers the line needs; the manifest holds more.
+    #[derive(serde::Deserialize)]
+    struct Mean {
+        mean: Option<f64>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Simcse {
+        base: Option<Mean>,
+        tuned: Option<Mean>,
+        questions: usize,
+        adopted: bool,
+    }
+    #[derive(serde::Deserialize)]
+    struct RankNumbers {
+        itq_candidates: usize,
+        head_candidates: usize,
+    }
+    #[derive(serde::Deserialize)]
+    struct Ranked {
+        report: RankNumbers,
+        adopted: bool,
+    }
+    #[derive(serde::Deserialize)]
+    struct Dhim {
+        itq_recall: f64,
+        dhim_recall: f64,
+        adopted: bool,
+    }
+    #[derive(serde::Deserialize)]
+    struct Gains {
+        simcse: Option<Simcse>,
+        ranked: Option<Ranked>,
+        dhim: Option<Dhim>,
+    }
+    use std::io::Read;
+    let path = generation::generation_dir(home, generation).join("manifest.json");
+    let mut bytes = Vec::new();
+    std::fs::File::open(&path)
+        .ok()?
+        .take(MANIFEST_CAP + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    if bytes.len() as u64 > MANIFEST_CAP {
+        return None;
+    }
+    let g: Gains = serde_json::from_slice(&bytes).ok()?;
+    let mut parts = Vec::new();
+    if let Some(s) = g.simcse.filter(|s| s.adopted) {
+        parts.push(
+            match (s.base.and_then(|m| m.mean), s.tuned.and_then(|m| m.mean)) {
+                (Some(b), Some(t)) => format!(
+                    "encoder: known-item MRR@10 on held-back notes {:.1} → {:.1} ({} questions)",
+                    b * 100.0,
+                    t * 100.0,
+                    s.questions
+                ),
+                _ => "encoder: tuned (too few held-back questions to measure it)".into(),
+            },
+        );
+    }
+    if let Some(r) = g.ranked.filter(|r| r.adopted) {
+        parts.push(format!(
+            "codes: the filter needs {} candidates where ITQ's needed {} (recall@10 ≥ {})",
+            r.report.head_candidates,
+            r.report.itq_candidates,
+            ranked::CHECK_TARGET
+        ));
+    }
+    if let Some(d) = g.dhim.filter(|d| d.adopted) {
+        parts.push(format!(
+            "codes: DHIM keeps {:.1} % of held-back neighbours, ITQ {:.1} %",
+            d.dhim_recall * 100.0,
+            d.itq_recall * 100.0
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
 /// A trained generation whose index is built and open, ready to be switched to.
 pub struct Prepared {
     pub active: Active,
@@ -751,7 +837,7 @@ fn train_ranked(
     ));
     if adopted {
         index
-            .install_coder(Coder::Ranked(Arc::new(head)), n)
+            .install_coder(Coder::Ranked(Arc::new(head)), index.store().passage_count())
             .map_err(err)?;
         let uopts = UpdateOptions {
             bits: Some(bits),
@@ -885,6 +971,89 @@ pub fn lower_this_thread() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_reads_what_training_gained_back_from_the_manifest() {
+        let home = tempfile::tempdir().unwrap();
+        let score = |mean: f64| Score {
+            titles: Some(mean),
+            leads: None,
+            mean: Some(mean),
+            fused_titles: None,
+            fused_leads: None,
+            fused: None,
+        };
+        let manifest = |simcse_adopted: bool, ranked_adopted: bool| Manifest {
+            generation: 3,
+            created_unix: 0,
+            base_model: "base".into(),
+            model: "tuned".into(),
+            passages: 10,
+            files: 1,
+            simcse: Some(SimcseOutcome {
+                config: SimcseConfig::default(),
+                report: SimcseReport {
+                    steps: 1,
+                    passages: 10,
+                    loss_start: 1.0,
+                    loss_end: 0.5,
+                    seconds: 1.0,
+                },
+                base: Some(score(0.431)),
+                tuned: Some(score(0.477)),
+                held_back: 5,
+                questions: 819,
+                adopted: simcse_adopted,
+            }),
+            dhim: None,
+            ranked: Some(RankedOutcome {
+                config: RankConfig::default(),
+                report: RankReport {
+                    passages: 10,
+                    held_back: 5,
+                    steps: 600,
+                    best_step: 600,
+                    itq_candidates: 341,
+                    head_candidates: 217,
+                    seconds: 1.0,
+                },
+                adopted: ranked_adopted,
+            }),
+            notes: vec![],
+        };
+        let path = generation::generation_dir(home.path(), 3).join("manifest.json");
+        assert_eq!(gained(home.path(), 3), None, "no manifest");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let write = |m: &Manifest| {
+            std::fs::write(&path, serde_json::to_string_pretty(m).unwrap()).unwrap();
+        };
+
+        write(&manifest(true, true));
+        let line = gained(home.path(), 3).unwrap();
+        assert!(line.contains("43.1 → 47.7 (819 questions)"), "{line}");
+        assert!(
+            line.contains("217 candidates where ITQ's needed 341"),
+            "{line}"
+        );
+
+        // Only what was adopted is a gain.
+        write(&manifest(false, true));
+        let line = gained(home.path(), 3).unwrap();
+        assert!(!line.contains("encoder"), "{line}");
+        write(&manifest(false, false));
+        assert_eq!(gained(home.path(), 3), None);
+
+        // A manifest that is not one, or too large to be one, says nothing.
+        std::fs::write(&path, "{ not json").unwrap();
+        assert_eq!(gained(home.path(), 3), None);
+        let mut big = serde_json::to_string(&manifest(true, true)).unwrap();
+        big.insert_str(
+            1,
+            &format!("\"pad\": \"{}\", ", "x".repeat(MANIFEST_CAP as usize)),
+        );
+        std::fs::write(&path, big).unwrap();
+        assert_eq!(gained(home.path(), 3), None);
+    }
 
     #[test]
     fn a_cpu_budget_counts_this_process_cpu_time() {

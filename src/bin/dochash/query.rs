@@ -163,6 +163,7 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode> {
             "generation": a.generation,
             "simcse": a.model_dir.is_some(),
             "manifest": dochash::app::generation::generation_dir(&home, a.generation).join("manifest.json"),
+            "gained": dochash::app::train::gained(&home, a.generation),
         })
     });
     let files = index.store().file_count();
@@ -232,6 +233,9 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode> {
             },
             t["manifest"].as_str().unwrap_or_default()
         ));
+        if let Some(g) = t["gained"].as_str() {
+            lines.push(format!("gained    {g}"));
+        }
     }
     lines.push(format!("filter    {}", searcher.filter_name()));
     lines.push(format!(
@@ -281,6 +285,9 @@ fn print_owner_status(args: &StatusArgs, s: EngineStatus) -> Result<()> {
     ];
     if let Some(t) = &s.trained {
         lines.push(format!("trained   {t}"));
+    }
+    if let Some(g) = &s.gained {
+        lines.push(format!("gained    {g}"));
     }
     for n in &s.notes {
         lines.push(format!("note      {n}"));
