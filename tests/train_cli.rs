@@ -290,6 +290,36 @@ fn a_ranking_head_becomes_the_code_source_and_search_uses_it() {
         .output()
         .unwrap();
     assert!(stdout(&out).contains("new.md"), "{}", stderr(&out));
+
+    // An owner started now does not train the same notes again: this run counts as the last
+    // attempt, as one of its own would.
+    let watch = common::Owner(
+        std::process::Command::new(common::bin("dochash"))
+            .env("DOCHASH_HOME", &home)
+            .env_remove("DOCHASH_MODEL")
+            .arg("watch")
+            .arg("--model")
+            .arg(&model)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Its first update includes the decision whether to train.
+    let mut first = Value::Null;
+    common::wait_until("the owner's first update", || {
+        common::status(&home).is_some_and(|s| {
+            let done = s["owner"] == true && s["updates"].as_u64() >= Some(1);
+            if done {
+                first = s;
+            }
+            done
+        })
+    });
+    assert_eq!(first["trainings"], 0, "{first}");
+    assert!(first["job"].is_null(), "{first}");
+    drop(watch);
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
+use dochash::app::drift::Drift;
 use dochash::app::generation;
 use dochash::app::train::{self, Outcome, TrainOptions};
 use dochash::index::UpdateOptions;
@@ -46,6 +47,7 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
     let uopts = UpdateOptions::keeping(index.meta(), None);
     index.update(&enc, &uopts, &mut |_, _| {})?;
     drop(enc);
+    let passages = index.store().passage_count();
 
     // Training always starts from the base model (the one asked for, else the index's).
     let spec = generation::base_spec(&home, g.model.as_ref());
@@ -116,6 +118,7 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
     let prepared = match outcome {
         Ok(Outcome::Ready(p)) => p,
         Ok(Outcome::Unchanged(notes)) => {
+            record_attempt(g, &home, passages, false);
             for n in notes {
                 shared::note(g, n);
             }
@@ -139,6 +142,7 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
         idx.update(enc, &uopts, &mut |_, _| {})
     })
     .with_context(|| format!("cannot switch generations in {}", home.display()))?;
+    record_attempt(g, &home, passages, true);
     let indexed = prepared.index.store().passage_count();
     drop(prepared.index);
     generation::clean_up(&home);
@@ -157,4 +161,23 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
         ),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Counts this run as the last training attempt on these notes, as the owner counts its own, so
+/// that an owner started next does not train the same notes again (and backs off alike after
+/// a run that adopted nothing).
+fn record_attempt(g: &Global, home: &std::path::Path, passages: usize, adopted: bool) {
+    let mut drift = Drift::load(home);
+    drift.trained(passages);
+    if adopted {
+        drift.adopted();
+    } else {
+        drift.missed();
+    }
+    if let Err(e) = drift.save(home) {
+        shared::note(
+            g,
+            format!("cannot record this training for the background retraining rule: {e}"),
+        );
+    }
 }
