@@ -503,7 +503,7 @@ fn worker(
             pending = false;
             match run_update(shared, &mut index, &enc) {
                 Ok(report) => {
-                    drift.churn += report.passages_added + report.passages_removed;
+                    drift.changed(report.passages_added + report.passages_removed);
                     let _ = drift.save(&cfg.home);
                     let busy = trainer.as_ref().is_some_and(|t| !t.is_finished());
                     let passages = index.store().passage_count();

@@ -117,6 +117,15 @@ pub fn run(g: &Global, args: &IndexArgs) -> Result<ExitCode> {
         })
         .context("indexing failed")?;
     bar.finish_and_clear();
+    if let Err(e) = dochash::app::drift::Drift::record_change(
+        &dochash::model::home_dir()?,
+        report.passages_added + report.passages_removed,
+    ) {
+        shared::note(
+            g,
+            format!("cannot record the change for the background retraining rule: {e}"),
+        );
+    }
     // A code length asked for is a setting: later updates (and rebuilds) keep it instead of
     // choosing by size. Saved once codes of that length exist.
     if let Some(b) = args.bits
