@@ -48,9 +48,114 @@ pub fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
     b.create(dir)
 }
 
-/// Narrows an existing folder to 0700 (a home or index folder made by an older version with the
-/// default 0755). Best effort: a folder the user shares on purpose is theirs to keep.
-pub fn make_private(dir: &Path) {
+/// Whether an I/O error means the file system has no room left (or the user's quota is spent):
+/// what a full disk looks like, which must never be mistaken for a damaged index.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    if matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded) {
+        return true;
+    }
+    #[cfg(unix)]
+    if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+        return true;
+    }
+    // Libraries that wrap an I/O error in a custom one keep the original as its source.
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(is_disk_full)
+}
+
+/// Bytes an unprivileged user can still write on the file system holding `path`; `None` where it
+/// cannot be told (no such path, or a platform without `statvfs`).
+pub fn free_space(path: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+        let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: `c` is a valid C string and `st` is written by statvfs before it is read.
+        let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+        if rc != 0 {
+            return None;
+        }
+        // SAFETY: statvfs returned 0, so it filled `st`.
+        let st = unsafe { st.assume_init() };
+        #[allow(clippy::unnecessary_cast)]
+        Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// A byte count for a person: `12 B`, `2.0 KiB`, `3.4 MiB`, `1.2 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const KIB: f64 = 1024.0;
+    let x = n as f64;
+    if x < KIB {
+        format!("{n} B")
+    } else if x < KIB * KIB {
+        format!("{:.1} KiB", x / KIB)
+    } else if x < KIB * KIB * KIB {
+        format!("{:.1} MiB", x / (KIB * KIB))
+    } else {
+        format!("{:.1} GiB", x / (KIB * KIB * KIB))
+    }
+}
+
+/// Narrows `path` to the user: a folder to 0700, a file to 0600 (an executable keeps its owner's
+/// execute bit), and, for a folder, everything in it. Symbolic links inside are not followed (the
+/// top one is), and what the user does not own is left alone. Best effort.
+pub fn make_private_tree(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        // SAFETY: getuid cannot fail and has no side effects.
+        let me = unsafe { libc::getuid() };
+        let narrow = |p: &Path, m: &std::fs::Metadata| {
+            let mode = m.permissions().mode();
+            if m.uid() != me || mode & 0o077 == 0 {
+                return;
+            }
+            let new = if m.is_dir() {
+                0o700
+            } else {
+                (mode & 0o700) | 0o600
+            };
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(new));
+        };
+        let Ok(top) = std::fs::metadata(path) else {
+            return;
+        };
+        narrow(path, &top);
+        if !top.is_dir() {
+            return;
+        }
+        let mut stack = vec![path.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                // Not followed: a link inside leads somewhere that is not ours to change.
+                let Ok(m) = e.metadata() else { continue };
+                if m.is_dir() {
+                    narrow(&e.path(), &m);
+                    stack.push(e.path());
+                } else if m.is_file() {
+                    narrow(&e.path(), &m);
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+/// Narrows one folder itself (not what is in it) to 0700, following a link to it.
+pub fn make_private_dir(dir: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -194,6 +299,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn human_bytes_picks_a_readable_unit() {
+        assert_eq!(human_bytes(12), "12 B");
+        assert_eq!(human_bytes(2048), "2.0 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+
+    #[test]
     fn side_files_carry_their_version() {
         #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
         struct S {
@@ -242,10 +354,22 @@ mod tests {
             create_private_dir_all(&d).unwrap();
             let mode = std::fs::metadata(&d).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o700);
-            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
-            make_private(&d);
-            let mode = std::fs::metadata(&d).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o700);
+            // A tree an older version left open is narrowed whole, executables kept so.
+            let f = d.join("notes.bin");
+            std::fs::write(&f, b"text").unwrap();
+            let x = dir.path().join("a/tool");
+            std::fs::write(&x, b"#!").unwrap();
+            for (p, m) in [(&d, 0o755), (&f, 0o644), (&x, 0o755)] {
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+            }
+            std::fs::set_permissions(dir.path().join("a"), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+            make_private_tree(&dir.path().join("a"));
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&dir.path().join("a")), 0o700);
+            assert_eq!(mode(&d), 0o700);
+            assert_eq!(mode(&f), 0o600);
+            assert_eq!(mode(&x), 0o700);
         }
     }
 }

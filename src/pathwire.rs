@@ -17,6 +17,47 @@ pub fn to_bytes(p: &Path) -> Vec<u8> {
     p.as_os_str().as_encoded_bytes().to_vec()
 }
 
+/// A file name (or any path) for a terminal, with nothing dropped: where `app::sanitize` removes
+/// what could drive the terminal, a name must still name its own file, so controls, bidi
+/// controls and bytes that are not UTF-8 are shown escaped — `\n`, `\r`, `\t`, `\x1b`,
+/// `\u{202e}`, `\xff` — and so is a backslash once anything is (`\\`), which keeps the
+/// escaped form unambiguous. A name without any of them is shown as it is.
+pub fn show(path: &Path) -> String {
+    show_bytes(&to_bytes(path))
+}
+
+fn show_bytes(bytes: &[u8]) -> String {
+    let plain = std::str::from_utf8(bytes).is_ok_and(|s| !s.chars().any(is_shown_escaped));
+    if plain {
+        return String::from_utf8_lossy(bytes).into_owned();
+    }
+    let mut out = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if (c as u32) < 0x100 && is_shown_escaped(c) => {
+                    out.push_str(&format!("\\x{:02x}", c as u32))
+                }
+                c if is_shown_escaped(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Controls (C0, DEL, C1) and the bidi controls that could reorder what is shown.
+fn is_shown_escaped(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// The path whose bytes are `b`; on platforms where paths are not bytes, a lossy decoding.
 pub fn from_bytes(b: Vec<u8>) -> PathBuf {
     #[cfg(unix)]
@@ -114,6 +155,26 @@ pub mod one {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_shown_escaped_never_shortened() {
+        use std::path::Path;
+        assert_eq!(show(Path::new("/n/plain a\\b.md")), "/n/plain a\\b.md");
+        assert_eq!(show(Path::new("/n/new\nline.md")), "/n/new\\nline.md");
+        assert_eq!(
+            show(Path::new("/n/\x1b[31mred\\x.md")),
+            "/n/\\x1b[31mred\\\\x.md"
+        );
+        assert_eq!(show(Path::new("/n/\u{202e}txt.md")), "/n/\\u{202e}txt.md");
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let p = Path::new(std::ffi::OsStr::from_bytes(b"/n/caf\xe9.md"));
+            assert_eq!(show(p), "/n/caf\\xe9.md");
+        }
+        // Two names that differ only in what `sanitize` drops stay apart.
+        assert_ne!(show(Path::new("a\nb")), show(Path::new("ab")));
+    }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct Hit {

@@ -5,10 +5,9 @@
 mod common;
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 use std::process::Output;
 
-use common::{Env, dochash, env, stderr, stdout};
+use common::{Env, clean_reference, dochash, env, snapshot, stderr};
 use serde_json::Value;
 
 const FRUIT: &str = "# Fruit\n\napple banana cherry apple banana cherry\n";
@@ -52,79 +51,6 @@ fn assert_aborted_at(out: &Output, name: &str) {
         "{}",
         stderr(out)
     );
-}
-
-/// Everything a query can see: every passage with its place and cosine, what the word index
-/// finds (BM25 statistics count deleted documents until a merge, so only the set of passages is
-/// compared), and the counts.
-fn snapshot(home: &Path) -> (Value, Vec<(String, i64, i64, String)>) {
-    let lexical = dochash(home)
-        .args([
-            "query",
-            "--json",
-            "--mode",
-            "lexical",
-            "-k",
-            "5000",
-            "apple guitar river note",
-        ])
-        .output()
-        .unwrap();
-    assert!(lexical.status.code() != Some(2), "{}", stderr(&lexical));
-    let mut words: Vec<String> = stdout(&lexical)
-        .lines()
-        .map(|l| {
-            let h: Value = serde_json::from_str(l).unwrap();
-            format!("{}:{}", h["path"].as_str().unwrap(), h["line"])
-        })
-        .collect();
-    words.sort();
-    let out = dochash(home)
-        .args([
-            "query",
-            "--json",
-            "--mode",
-            "semantic",
-            "-k",
-            "5000",
-            "apple guitar river note",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.code() != Some(2), "{}", stderr(&out));
-    let mut hits: Vec<(String, i64, i64, String)> = stdout(&out)
-        .lines()
-        .map(|l| {
-            let h: Value = serde_json::from_str(l).unwrap();
-            (
-                h["path"].as_str().unwrap().to_string(),
-                h["line"].as_i64().unwrap(),
-                h["end_line"].as_i64().unwrap(),
-                format!("{:.4}", h["score"].as_f64().unwrap()),
-            )
-        })
-        .collect();
-    hits.sort();
-    let out = dochash(home).args(["status", "--json"]).output().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let s: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
-    let counts = serde_json::json!({
-        "files": s["files"], "passages": s["passages"], "roots": s["roots"],
-        "stale": s["stale_codes"], "codes": s["codes"], "words": words,
-    });
-    (counts, hits)
-}
-
-/// The same notes indexed cleanly in another home.
-fn clean_reference(e: &Env) -> (Value, Vec<(String, i64, i64, String)>) {
-    let clean = Env {
-        home: e.home.with_file_name("clean-home"),
-        notes: e.notes.clone(),
-        model: e.model.clone(),
-        _tmp: tempfile::tempdir().unwrap(),
-    };
-    clean.index(&[e.notes.to_str().unwrap()]);
-    snapshot(&clean.home)
 }
 
 #[test]

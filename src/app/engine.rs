@@ -281,6 +281,7 @@ impl Engine {
         let Some(snap) = self.shared.snapshot() else {
             return Err(AppError::NotReady(self.pending_message()));
         };
+        crate::index::search::check_k(params.k)?;
         crate::failpoint::hit("search.started");
         let params = params.normalized();
         let mut wanted = params;
@@ -470,7 +471,30 @@ fn worker(
     });
     let dir = super::generation::index_dir(&cfg.home);
     let fp = super::fingerprint(&files, &enc);
-    let (mut index, opened) = Index::open(&dir, &fp)?;
+    // Work that arrived while the index could not be written (another process held it, or the
+    // disk failed), handled once it can.
+    let mut backlog: Vec<Work> = Vec::new();
+    let (mut index, opened) = loop {
+        match Index::open(&dir, &fp) {
+            // A one-shot `dochash index` (or train) holds the index: wait for it, then serve.
+            Err(IndexError::Store(crate::index::StoreError::Locked(_))) => {
+                shared.set_job(Some(Job {
+                    label: "waiting for the index".into(),
+                    detail: "another dochash process is using it".into(),
+                    ..Default::default()
+                }));
+                match rx.recv_timeout(LOCK_RETRY_EVERY) {
+                    Ok(Work::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                    Ok(w) => backlog.push(w),
+                    Err(RecvTimeoutError::Timeout) => {}
+                }
+                if shared.stop.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+            }
+            other => break other?,
+        }
+    };
     for why in opened {
         shared.event(why);
     }
@@ -480,8 +504,9 @@ fn worker(
     let enc = Arc::new(enc);
     publish(shared, &index, &enc)?;
 
+    let mut armed = super::watch::Armed::new(&index.meta().roots);
     let mut watcher = if cfg.watch {
-        match super::watch::watch(&index.meta().roots, &cfg.home, tx.clone()) {
+        match super::watch::watch(&index.meta().roots, &cfg.home, tx.clone(), &armed) {
             Ok(w) => Some(w),
             Err(e) => {
                 shared.event(format!(
@@ -494,15 +519,20 @@ fn worker(
         None
     };
 
+    // Whether a root is missing: nothing tells when it comes back, so it is looked for.
+    let mut looking = false;
     let mut enc = enc;
     let mut drift = super::drift::Drift::load(&cfg.home);
     let mut trainer: Option<JoinHandle<()>> = None;
     let mut pending = true;
+    // How long a writer that met a failing disk waits before it looks again (see `recover`).
+    let mut retry = RETRY_EVERY;
     loop {
         if pending {
             pending = false;
             match run_update(shared, &mut index, &enc) {
                 Ok(report) => {
+                    retry = RETRY_EVERY;
                     drift.changed(report.passages_added + report.passages_removed);
                     let _ = drift.save(&cfg.home);
                     let busy = trainer.as_ref().is_some_and(|t| !t.is_finished());
@@ -524,26 +554,74 @@ fn worker(
                         s.trainings += u64::from(train);
                     });
                 }
-                Err(e) => shared.update(|s| {
-                    s.updates += 1;
-                    s.job = None;
-                    push_note(
-                        &mut s.notes,
-                        format!("the last update failed ({e}); what was indexed stays searchable"),
-                    );
-                }),
+                Err(e) => {
+                    let note = if e.is_disk_full() {
+                        format!("{e}; the update runs again once there is room")
+                    } else {
+                        format!("the last update failed ({e}); what was indexed stays searchable")
+                    };
+                    shared.update(|s| {
+                        s.updates += 1;
+                        s.job = None;
+                        if s.notes.last() != Some(&note) {
+                            push_note(&mut s.notes, note);
+                        }
+                    });
+                    if e.is_storage() {
+                        let needed = match &e {
+                            IndexError::DiskFull { needed, .. } => *needed,
+                            _ => 0,
+                        };
+                        // The writer refuses every write after a failed one: it is reopened
+                        // once the disk has room (and training has let go of it), and the
+                        // update runs again; a disk that keeps failing is tried less and less
+                        // often.
+                        let busy = || trainer.as_ref().is_some_and(|t| !t.is_finished());
+                        match recover(shared, index, &enc, needed, &rx, &busy, &mut retry) {
+                            Some((reopened, held)) => {
+                                index = reopened;
+                                backlog.extend(held);
+                                pending = true;
+                                continue;
+                            }
+                            None => return Ok(()),
+                        }
+                    }
+                }
             }
         }
         if !cfg.watch {
             return Ok(());
         }
-        let first = match rx.recv_timeout(Duration::from_secs(3600)) {
-            Ok(w) => w,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        if let Some(w) = watcher.as_mut() {
+            // A root deleted and made again (a re-clone, a restore) lost its watch with the old
+            // folder: watch it again, and look once more for what changed meanwhile.
+            let (rearmed, missing) = armed.refresh(w, &index.meta().roots);
+            looking = missing;
+            if !rearmed.is_empty() && !pending {
+                pending = true;
+                continue;
+            }
+        }
+        let wait = if looking {
+            LOOK_FOR_ROOTS_EVERY
+        } else {
+            Duration::from_secs(3600)
         };
-        // Merge everything already queued into one update.
-        let queued: Vec<Work> = std::iter::once(first).chain(rx.try_iter()).collect();
+        let queued: Vec<Work> = if backlog.is_empty() {
+            let first = match rx.recv_timeout(wait) {
+                Ok(w) => w,
+                Err(RecvTimeoutError::Timeout) => {
+                    pending = looking && armed.changed(&index.meta().roots);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            };
+            // Merge everything already queued into one update.
+            std::iter::once(first).chain(rx.try_iter()).collect()
+        } else {
+            backlog.drain(..).chain(rx.try_iter()).collect()
+        };
         for w in queued {
             match w {
                 Work::Stop => return Ok(()),
@@ -623,6 +701,104 @@ fn worker(
         }
         if shared.stop.load(Ordering::Acquire) {
             return Ok(());
+        }
+    }
+}
+
+/// How often an owner whose index another process holds tries again (besides the few seconds
+/// each open itself waits for the lock).
+const LOCK_RETRY_EVERY: Duration = Duration::from_millis(500);
+
+/// How often an owner with a missing root (deleted, or an unmounted drive) looks whether it is
+/// back: a stat per missing root, and nothing while every root is there.
+const LOOK_FOR_ROOTS_EVERY: Duration = Duration::from_secs(5);
+
+/// How often a writer that met a failing disk looks again for room, and at most how long it
+/// waits between tries to reopen the index.
+const RETRY_EVERY: Duration = Duration::from_secs(2);
+const RETRY_AT_MOST: Duration = Duration::from_secs(60);
+
+/// Reopens an index whose writer met a full or failing disk. Until the disk has the room the
+/// update needs (`needed` bytes) and an open needs, and until a training run has let go of the
+/// database, the old snapshot keeps answering queries (sled still reads after a failed write);
+/// then the index is closed and opened again, which repairs what the failed update left as after
+/// a crash. Work that arrives meanwhile is handed back. `wait` is how long to wait before each
+/// look, doubled after each failed reopen and kept across calls, so a disk that keeps failing
+/// (read-only, a quota `statvfs` does not show) is tried less and less often. `None` when the
+/// owner is told to stop.
+fn recover(
+    shared: &Arc<Shared>,
+    index: Index,
+    enc: &Arc<Encoder>,
+    needed: u64,
+    rx: &Receiver<Work>,
+    training: &dyn Fn() -> bool,
+    wait: &mut Duration,
+) -> Option<(Index, Vec<Work>)> {
+    let dir = index.dir().to_path_buf();
+    let fingerprint = index.meta().fingerprint.clone();
+    let mut held = Vec::new();
+    let mut index = Some(index);
+    loop {
+        let wait_now = *wait;
+        // Events keep arriving while the disk is full (each save of a note): they are held,
+        // and do not put off the next look.
+        let next = Instant::now() + wait_now;
+        loop {
+            let left = next.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match rx.recv_timeout(left) {
+                Ok(Work::Stop) | Err(RecvTimeoutError::Disconnected) => return None,
+                Ok(w) => held.push(w),
+                Err(RecvTimeoutError::Timeout) => break,
+            }
+        }
+        if shared.stop.load(Ordering::Acquire) {
+            return None;
+        }
+        // Dropping the old snapshot is only worth it when the open can succeed: the room for
+        // it and for the update, and nobody else (a training run's copy source) holding it.
+        let room = needed.max(crate::index::room_to_open(&dir));
+        let fits = crate::fsx::free_space(&dir).is_none_or(|free| free >= room);
+        if !fits || (index.is_some() && training()) {
+            continue;
+        }
+        shared.set_job(Some(Job {
+            label: "reopening the index".into(),
+            ..Default::default()
+        }));
+        // Every handle on the old database goes first: sled lets one holder open it.
+        *shared.snapshot.write().unwrap_or_else(|p| p.into_inner()) = None;
+        drop(index.take());
+        match Index::open(&dir, &fingerprint) {
+            Ok((reopened, notes)) => {
+                // The next failure of a disk that keeps failing waits longer.
+                *wait = (*wait * 2).min(RETRY_AT_MOST);
+                let published = publish(shared, &reopened, enc);
+                shared.update(|s| {
+                    s.job = None;
+                    for n in notes {
+                        push_note(&mut s.events, n);
+                    }
+                    if let Err(e) = published {
+                        push_note(&mut s.events, format!("cannot search the index: {e}"));
+                    }
+                });
+                return Some((reopened, held));
+            }
+            Err(e) => {
+                // Still full, or a query or training still holds the old database: try again,
+                // less often each time. Queries are told the index is being reopened.
+                let note = format!("cannot reopen the index yet ({e}); trying again");
+                shared.update(|s| {
+                    if s.notes.last() != Some(&note) {
+                        push_note(&mut s.notes, note);
+                    }
+                });
+                *wait = (*wait * 2).min(RETRY_AT_MOST);
+            }
         }
     }
 }

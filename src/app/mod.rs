@@ -13,13 +13,50 @@ pub fn index_dir() -> Result<PathBuf, ModelError> {
     Ok(generation::index_dir(&model::home_dir()?))
 }
 
-/// Creates the dochash home if needed and makes sure it is private to the user (a home made by an
-/// older version was 0755): it holds the full text of every indexed note. For commands that
-/// write to it.
+/// Creates the dochash home if needed and makes sure it is private to the user: it holds the
+/// full text of every indexed note. For commands that write to it.
 pub fn prepare_home(home: &std::path::Path) -> std::io::Result<()> {
     crate::fsx::create_private_dir_all(home)?;
-    crate::fsx::make_private(home);
+    narrow_home(home);
     Ok(())
+}
+
+/// What dochash keeps in its home, by name or prefix: the index folders (`index`, `index-<n>`)
+/// and `index.json`, trained generations, the model cache, the side files, the socket and
+/// leftovers of atomic writes. Only these are narrowed: `DOCHASH_HOME` may name a folder that
+/// holds other things of the user's.
+const HOME_ENTRIES: &[&str] = &[
+    "index",
+    "generation",
+    "models",
+    "model.json",
+    "precision.json",
+    "drift.json",
+    "owner.sock",
+    ".sock-",
+    ".tmp-",
+];
+
+/// Narrows an existing home to the user: the folder itself to 0700, and everything dochash keeps
+/// in it ([`HOME_ENTRIES`]) to folders 0700 and files 0600. A home made by an older version (0755
+/// folders, 0644 files) left the index's files, which hold the text of every note, readable by
+/// other users. Every command calls it, read-only ones too.
+pub fn narrow_home(home: &std::path::Path) {
+    if !home.is_dir() {
+        return;
+    }
+    crate::fsx::make_private_dir(home);
+    let Ok(entries) = std::fs::read_dir(home) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let link = e.file_type().is_ok_and(|t| t.is_symlink());
+        if !link && HOME_ENTRIES.iter().any(|p| name.starts_with(p)) {
+            crate::fsx::make_private_tree(&e.path());
+        }
+    }
 }
 
 /// Everything the stored vectors depend on. The weights' size and mtime stand in for their

@@ -144,6 +144,7 @@ fn skip_string(chars: &mut Chars<'_>) {
 
 #[cfg(test)]
 mod tests {
+
     use super::*;
 
     #[test]

@@ -8,10 +8,13 @@
 //!
 //! The socket is another local program's way in, so the owner trusts nothing it sends: a request
 //! line is read up to [`MAX_REQUEST_BYTES`] within one deadline for the whole request (a slow
-//! writer cannot hold a thread by trickling bytes), at most [`MAX_CLIENTS`] connections are
-//! served at once, and only processes of the same user are answered (the peer's uid, from the
-//! kernel). The socket file is created 0600 inside a private folder before it becomes visible,
-//! and a client only talks to a socket owned by its own user.
+//! writer cannot hold a thread by trickling bytes), at most [`MAX_CLIENTS`] requests are worked
+//! on at once (others wait their turn briefly, and at most [`MAX_CONNECTIONS`] are held, the rest
+//! waiting in the listen queue), status long polls wait apart from them (at most
+//! [`MAX_WAITERS`]; more are answered after a second), and only processes of the same user are answered
+//! (the peer's uid, from the kernel). The socket file is created 0600 inside a private folder
+//! before it becomes visible; a client only talks to a socket file its user owns, and only when
+//! the kernel says the process behind it runs as that user too.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -36,8 +39,22 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// below this).
 const MAX_REPLY_BYTES: u64 = 256 << 20;
 
-/// Connections served at once; more are told the owner is busy.
+/// Requests worked on at once; more wait for a turn (up to [`QUEUE_PATIENCE`]).
 pub const MAX_CLIENTS: usize = 16;
+
+/// Connections held at once (each has a thread); more wait in the kernel's listen queue until
+/// one ends.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Status long polls allowed to wait at once; more are answered at once. Long polls wait apart
+/// from the work slots, so followers never lock out queries.
+pub const MAX_WAITERS: usize = 16;
+
+/// How long a long poll waits when [`MAX_WAITERS`] already do, before it is answered.
+const CROWDED_POLL: Duration = Duration::from_secs(1);
+
+/// How long a request waits for a work slot before the owner says it is busy.
+const QUEUE_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Time a client has to send its whole request.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
@@ -51,8 +68,18 @@ pub fn socket_path(home: &Path) -> PathBuf {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
-    #[error("{} is not owned by you; remove it", .0.display())]
+    #[error(
+        "{} is not a socket of yours (another user's file, or a link); dochash does not talk to it (remove the file)",
+        .0.display()
+    )]
     NotOwned(PathBuf),
+    /// The socket answers, but from a process of another user (a link planted in its place,
+    /// say): nothing is sent to it and nothing it says is shown.
+    #[error(
+        "{} leads to a process of another user; dochash does not talk to it (remove the file)",
+        .0.display()
+    )]
+    ForeignPeer(PathBuf),
     #[error("talking to the running dochash: {0}")]
     Io(#[from] std::io::Error),
     #[error("bad reply from the running dochash: {0}")]
@@ -168,6 +195,7 @@ impl Server {
             std::thread::Builder::new()
                 .name("dochash-socket".into())
                 .spawn(move || {
+                    let limits = Arc::new(Limits::default());
                     for conn in listener.incoming() {
                         if stop.load(Ordering::Acquire) {
                             break;
@@ -176,18 +204,21 @@ impl Server {
                         if peer_uid(&conn) != Some(current_uid()) {
                             continue;
                         }
-                        if active.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
-                            active.fetch_sub(1, Ordering::AcqRel);
-                            refuse_busy(conn);
-                            continue;
+                        // Past the connection cap, later clients wait in the listen queue.
+                        while active.load(Ordering::Acquire) >= MAX_CONNECTIONS
+                            && !stop.load(Ordering::Acquire)
+                        {
+                            std::thread::sleep(Duration::from_millis(5));
                         }
+                        active.fetch_add(1, Ordering::AcqRel);
                         let engine = engine.clone();
+                        let limits = limits.clone();
                         let slot = Slot(active.clone());
                         let spawned = std::thread::Builder::new()
                             .name("dochash-client".into())
                             .spawn(move || {
                                 let _slot = slot;
-                                serve_one(conn, &engine);
+                                serve_one(conn, &engine, &limits);
                             });
                         // A failed spawn dropped the closure, and with it the slot.
                         drop(spawned);
@@ -211,12 +242,61 @@ impl Drop for Slot {
     }
 }
 
-#[cfg(unix)]
-fn refuse_busy(mut conn: std::os::unix::net::UnixStream) {
-    let _ = conn.set_write_timeout(Some(Duration::from_millis(100)));
-    let _ = conn.write_all(&reply_line(&Answer::Error(
-        "the running dochash is busy with other clients; try again".into(),
-    )));
+/// Counters of the work slots and of the long polls waiting.
+#[derive(Default)]
+struct Limits {
+    working: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+    waiting: AtomicUsize,
+}
+
+impl Limits {
+    /// Waits for a work slot, up to `patience`; `None` when none came free.
+    fn work(&self, patience: Duration) -> Option<WorkSlot<'_>> {
+        let deadline = Instant::now() + patience;
+        let mut n = self.working.lock().unwrap_or_else(|p| p.into_inner());
+        while *n >= MAX_CLIENTS {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            n = self
+                .freed
+                .wait_timeout(n, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *n += 1;
+        Some(WorkSlot(self))
+    }
+
+    /// A place among the long polls, if one is free.
+    fn wait_slot(&self) -> Option<WaitSlot<'_>> {
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= MAX_WAITERS {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(WaitSlot(self))
+    }
+}
+
+struct WorkSlot<'a>(&'a Limits);
+
+impl Drop for WorkSlot<'_> {
+    fn drop(&mut self) {
+        let mut n = self.0.working.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_sub(1);
+        drop(n);
+        self.0.freed.notify_one();
+    }
+}
+
+struct WaitSlot<'a>(&'a Limits);
+
+impl Drop for WaitSlot<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn reply_line(a: &Answer) -> Vec<u8> {
@@ -269,7 +349,7 @@ fn read_request_line(
 }
 
 #[cfg(unix)]
-fn serve_one(conn: std::os::unix::net::UnixStream, engine: &Engine) {
+fn serve_one(conn: std::os::unix::net::UnixStream, engine: &Engine, limits: &Limits) {
     let _ = conn.set_write_timeout(Some(Duration::from_secs(30)));
     let line = match read_request_line(&conn, MAX_REQUEST_BYTES, Instant::now() + REQUEST_DEADLINE)
     {
@@ -284,12 +364,12 @@ fn serve_one(conn: std::os::unix::net::UnixStream, engine: &Engine) {
         }
         Err(_) => return,
     };
-    let answer = answer(&line, engine);
+    let answer = answer(&line, engine, limits);
     let mut w = &conn;
     let _ = w.write_all(&reply_line(&answer));
 }
 
-fn answer(line: &[u8], engine: &Engine) -> Answer {
+fn answer(line: &[u8], engine: &Engine, limits: &Limits) -> Answer {
     let req = match serde_json::from_slice::<Envelope<Request>>(line) {
         Ok(env) if env.v == PROTOCOL_VERSION => env.body,
         Ok(env) => return version_error(env.v),
@@ -300,18 +380,31 @@ fn answer(line: &[u8], engine: &Engine) -> Answer {
             };
         }
     };
+    // A long poll waits apart from the work slots (when too many already wait, it is answered
+    // at once); everything else takes a work slot, waiting a little for one.
+    if let Request::Status(s) = &req {
+        if let Some(since) = s.changed_since {
+            let wait = Duration::from_millis(s.wait_ms).min(MAX_STATUS_WAIT);
+            match limits.wait_slot() {
+                Some(_waiting) => {
+                    engine.wait_change(since, wait);
+                }
+                // Too many followers already wait: this one is answered after a pause, so a
+                // follower that asks again at once does not spin.
+                None => std::thread::sleep(wait.min(CROWDED_POLL)),
+            }
+        }
+        return Answer::Status(Box::new(engine.status()));
+    }
+    let Some(_working) = limits.work(QUEUE_PATIENCE) else {
+        return Answer::Error("the running dochash is busy with other clients; try again".into());
+    };
     match req {
         Request::Query(q) => match engine.search(&q.text, &q.params()) {
             Ok(h) => Answer::Hits(h),
             Err(e) => Answer::Error(e.to_string()),
         },
-        Request::Status(s) => {
-            if let Some(since) = s.changed_since {
-                let wait = Duration::from_millis(s.wait_ms).min(MAX_STATUS_WAIT);
-                engine.wait_change(since, wait);
-            }
-            Answer::Status(Box::new(engine.status()))
-        }
+        Request::Status(_) => Answer::Status(Box::new(engine.status())),
         Request::Index { add } => match engine.add_roots(add) {
             Ok(()) => Answer::Status(Box::new(engine.status())),
             Err(e) => Answer::Error(e.to_string()),
@@ -449,11 +542,18 @@ impl Client {
         use std::os::unix::fs::MetadataExt;
         use std::os::unix::net::UnixStream;
 
+        use std::os::unix::fs::FileTypeExt;
+
+        // The file itself must be a socket of ours (not a link to one elsewhere), and the
+        // process it reaches must run as us: the kernel says who the peer is.
         let meta = std::fs::symlink_metadata(&self.path)?;
-        if meta.uid() != current_uid() {
+        if meta.uid() != current_uid() || !meta.file_type().is_socket() {
             return Err(SocketError::NotOwned(self.path.clone()));
         }
         let mut conn = UnixStream::connect(&self.path)?;
+        if peer_uid(&conn) != Some(current_uid()) {
+            return Err(SocketError::ForeignPeer(self.path.clone()));
+        }
         let wait = match req {
             Request::Status(s) => Duration::from_millis(s.wait_ms).min(MAX_STATUS_WAIT),
             _ => Duration::ZERO,

@@ -2,8 +2,10 @@
 //! itself compares sizes, mtimes and hashes, so editors' atomic saves (write a temp file, rename
 //! it over the note), renames and bursts of thousands of events all reduce to the same thing.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
 
 use notify_debouncer_full::notify::RecursiveMode;
 use notify_debouncer_full::notify::event::{
@@ -19,10 +21,15 @@ pub(super) fn watch(
     roots: &[PathBuf],
     home: &Path,
     tx: Sender<Work>,
+    armed: &Armed,
 ) -> notify_debouncer_full::notify::Result<Watcher> {
     // The index may live inside a watched folder; its own writes must not trigger updates.
     let home = std::fs::canonicalize(home).unwrap_or_else(|_| home.to_path_buf());
+    let gone = armed.gone.clone();
     let mut debouncer = new_debouncer(WATCH_DEBOUNCE, None, move |res: DebounceEventResult| {
+        if let Ok(events) = &res {
+            note_gone(&gone, events.iter().map(|e| &e.event));
+        }
         let relevant = match res {
             Ok(events) => events.iter().any(|e| {
                 may_change_content(&e.kind) && e.paths.iter().any(|p| !p.starts_with(&home))
@@ -66,6 +73,107 @@ pub(super) fn add(w: &mut Watcher, root: &Path) -> notify_debouncer_full::notify
         w.watch(parent, RecursiveMode::NonRecursive)?;
     }
     Ok(())
+}
+
+/// What a root was when it was last watched. The kernel drops a watch together with the
+/// folder it watched, so a root deleted and made again (a re-clone, a restore from a sync) must
+/// be watched again; its identity (device and inode) tells that it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity(u64, u64);
+
+fn identity(root: &Path) -> Option<Identity> {
+    let m = std::fs::metadata(root).ok()?;
+    // A single-file root is watched through its folder (see [`add`]).
+    let m = if m.is_file() {
+        std::fs::metadata(root.parent()?).ok()?
+    } else {
+        m
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some(Identity(m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        Some(Identity(0, 0))
+    }
+}
+
+/// Paths removed or renamed away since the last look, as the watcher reported them: a root
+/// among them lost its watch even if a folder made again in its place got the same inode.
+type Gone = Arc<Mutex<HashSet<PathBuf>>>;
+
+/// Most paths kept in [`Gone`] between two looks: only roots matter, and a burst of removals
+/// must not grow it without bound.
+const MAX_GONE: usize = 4096;
+
+fn note_gone<'a>(
+    gone: &Gone,
+    events: impl Iterator<Item = &'a notify_debouncer_full::notify::Event>,
+) {
+    let mut set = gone.lock().unwrap_or_else(|p| p.into_inner());
+    for e in events {
+        if matches!(
+            e.kind,
+            EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+        ) {
+            for p in &e.paths {
+                if set.len() < MAX_GONE {
+                    set.insert(p.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The roots as they were watched (see [`Identity`]).
+#[derive(Debug, Default)]
+pub(super) struct Armed {
+    seen: HashMap<PathBuf, Option<Identity>>,
+    gone: Gone,
+}
+
+impl Armed {
+    /// Records the roots as just watched.
+    pub(super) fn new(roots: &[PathBuf]) -> Self {
+        Armed {
+            seen: roots.iter().map(|r| (r.clone(), identity(r))).collect(),
+            gone: Gone::default(),
+        }
+    }
+
+    /// Watches again every root that came back or was replaced since it was watched; returns
+    /// the roots watched again and whether any root is missing now (the caller looks again for
+    /// it from time to time: a folder that no longer exists sends no events).
+    pub(super) fn refresh(&mut self, w: &mut Watcher, roots: &[PathBuf]) -> (Vec<PathBuf>, bool) {
+        self.seen.retain(|r, _| roots.contains(r));
+        let gone = std::mem::take(&mut *self.gone.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut rearmed = Vec::new();
+        let mut missing = false;
+        for root in roots {
+            let now = identity(root);
+            missing |= now.is_none();
+            let then = self.seen.get(root).copied().flatten();
+            if now.is_some() && (now != then || gone.contains(root)) {
+                // A stale watch of the old folder may linger in the watcher's books.
+                let _ = w.unwatch(root);
+                if add(w, root).is_ok() {
+                    rearmed.push(root.clone());
+                }
+            }
+            self.seen.insert(root.clone(), now);
+        }
+        (rearmed, missing)
+    }
+
+    /// Whether a root that was missing (or replaced) is there now, without touching the watcher.
+    pub(super) fn changed(&self, roots: &[PathBuf]) -> bool {
+        roots
+            .iter()
+            .any(|r| identity(r) != self.seen.get(r).copied().flatten())
+    }
 }
 
 #[cfg(test)]

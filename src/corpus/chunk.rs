@@ -1059,7 +1059,6 @@ mod tests {
             "",
             "   \n\n\t\r\n",
             "---\ntitle: x\n---\n\n  \n",
-            "# Only a heading\n\n## And another\n",
             "---\n\n***\n",
         ] {
             let doc = Document::from_text(t);
@@ -1068,6 +1067,36 @@ mod tests {
                 "{t:?}"
             );
         }
+    }
+
+    #[test]
+    fn headings_with_nothing_under_them_are_text() {
+        let cfg = ChunkConfig::default();
+        // An outline: the leaf heading is the text, under the trail of the one above it.
+        let doc = Document::from_text("# Only a heading\n\n## And another\n");
+        let p = split(&doc, &words, &cfg);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].text.contains("## And another"), "{p:?}");
+        assert_eq!((*p[0].lines.start(), *p[0].lines.end()), (3, 3));
+        // An Org TODO list: every item.
+        let doc = Document::from_text("* TODO renew passport\n* TODO call the bank\n");
+        let p = split_as(&doc, Format::Org, &words, &cfg);
+        let all: String = p.iter().map(|p| p.text.clone()).collect();
+        assert!(
+            all.contains("renew passport") && all.contains("call the bank"),
+            "{p:?}"
+        );
+        // A heading that titles a section with text stays out of the text.
+        let doc = Document::from_text("# Title\n\n## Part\n\nbody words\n");
+        let p = split(&doc, &words, &cfg);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(!p[0].text.contains("# Title"), "{p:?}");
+        // A file whose lines end in a lone CR is lines, not one heading.
+        let doc = Document::from_text("# Mac\rfirst line\rsecond line\r");
+        let p = split(&doc, &words, &cfg);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].headings, vec!["Mac".to_string()]);
+        assert_eq!((*p[0].lines.start(), *p[0].lines.end()), (2, 3));
     }
 
     #[test]

@@ -7,6 +7,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::fsx::human_bytes;
+
 use serde::{Deserialize, Serialize};
 
 /// Failures that make a whole walk meaningless, so the caller should stop and tell the user.
@@ -87,7 +89,12 @@ pub struct Skipped {
 
 impl fmt::Display for Skipped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "skipped {}: {}", self.path.display(), self.reason)
+        write!(
+            f,
+            "skipped {}: {}",
+            crate::pathwire::show(&self.path),
+            self.reason
+        )
     }
 }
 
@@ -103,21 +110,6 @@ pub fn io_reason(err: &std::io::Error) -> String {
         ErrorKind::PermissionDenied => "permission denied".to_owned(),
         ErrorKind::NotFound => "it disappeared while indexing (or is a broken symlink)".to_owned(),
         _ => err.to_string(),
-    }
-}
-
-/// Sizes are shown in the unit a person would use, since the note is read, not parsed.
-pub(crate) fn human_bytes(n: u64) -> String {
-    const KIB: f64 = 1024.0;
-    let x = n as f64;
-    if x < KIB {
-        format!("{n} B")
-    } else if x < KIB * KIB {
-        format!("{:.1} KiB", x / KIB)
-    } else if x < KIB * KIB * KIB {
-        format!("{:.1} MiB", x / (KIB * KIB))
-    } else {
-        format!("{:.1} GiB", x / (KIB * KIB * KIB))
     }
 }
 
@@ -157,12 +149,5 @@ mod tests {
             assert!(line.starts_with("skipped a/b.txt: "), "{line}");
             assert!(!line.contains('\n'));
         }
-    }
-
-    #[test]
-    fn human_bytes_picks_a_readable_unit() {
-        assert_eq!(human_bytes(12), "12 B");
-        assert_eq!(human_bytes(2048), "2.0 KiB");
-        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
     }
 }

@@ -58,6 +58,7 @@ impl Document {
     }
 
     fn assemble(text: String, lossy: bool, hash: [u8; 32]) -> Document {
+        let text = lone_cr_as_newlines(text);
         let start = front_matter(&text).map_or(0, |fm| fm.block.end);
         let body = start..text.len();
         Document {
@@ -67,6 +68,28 @@ impl Document {
             hash,
         }
     }
+}
+
+/// A file whose lines end in a lone carriage return (classic Mac OS, some exports) is read as
+/// lines: without this it was one enormous line, taken whole for a heading and lost. Each lone
+/// `\r` becomes `\n`, byte for byte, so offsets stay those of the file, and lines count as an
+/// editor that reads such files counts them. A stray `\r` in a file of `\n` lines is left alone.
+fn lone_cr_as_newlines(text: String) -> String {
+    let bytes = text.as_bytes();
+    let lone = |i: usize| bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n');
+    let lone_crs = (0..bytes.len()).filter(|&i| lone(i)).count();
+    let newlines = bytes.iter().filter(|&&b| b == b'\n').count();
+    if lone_crs == 0 || lone_crs <= newlines {
+        return text;
+    }
+    let mut out = text.into_bytes();
+    for i in 0..out.len() {
+        if out[i] == b'\r' && out.get(i + 1) != Some(&b'\n') {
+            out[i] = b'\n';
+        }
+    }
+    // Only ASCII bytes were swapped for ASCII bytes: still UTF-8.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Reads and decodes one file.

@@ -149,6 +149,7 @@ pub(crate) fn sections(text: &str, body: Range<usize>, format: Format) -> Vec<Se
         lead: None,
         fence: None,
         rst_styles: Vec::new(),
+        bare: None,
     };
     let mut lines = Lines {
         text,
@@ -259,6 +260,8 @@ struct Parser<'a> {
     fence: Option<Fence>,
     /// reStructuredText heading levels come from the order adornment styles first appear.
     rst_styles: Vec<(char, bool)>,
+    /// The last heading's level and lines, while nothing but headings has followed it.
+    bare: Option<(usize, Range<usize>)>,
 }
 
 impl Parser<'_> {
@@ -295,7 +298,7 @@ impl Parser<'_> {
             return;
         }
         if let Some((level, title)) = single_line_heading(self.format, s) {
-            self.heading(level, title);
+            self.heading(level, title, line.start..line.end);
             return;
         }
         match self.format {
@@ -305,12 +308,12 @@ impl Parser<'_> {
                     && can_be_setext_title(s)
                 {
                     lines.skip(1);
-                    self.heading(level, s.trim().to_owned());
+                    self.heading(level, s.trim().to_owned(), line.start..next.end);
                     return;
                 }
             }
             Format::ReStructuredText => {
-                if self.rst_heading(s, lines) {
+                if self.rst_heading(s, line, lines) {
                     return;
                 }
             }
@@ -323,7 +326,7 @@ impl Parser<'_> {
     }
 
     /// Recognises `Title` + underline and overline + `Title` + underline.
-    fn rst_heading(&mut self, s: &str, lines: &mut Lines<'_>) -> bool {
+    fn rst_heading(&mut self, s: &str, line: Line, lines: &mut Lines<'_>) -> bool {
         if let Some(over) = adornment(s) {
             let (Some(title), Some(under)) = (lines.peek(0), lines.peek(1)) else {
                 return false;
@@ -336,7 +339,7 @@ impl Parser<'_> {
             {
                 lines.skip(2);
                 let level = self.rst_level((over, true));
-                self.heading(level, title_text.to_owned());
+                self.heading(level, title_text.to_owned(), line.start..under.end);
                 return true;
             }
             return false;
@@ -357,7 +360,7 @@ impl Parser<'_> {
         }
         lines.skip(1);
         let level = self.rst_level((c, false));
-        self.heading(level, s.trim().to_owned());
+        self.heading(level, s.trim().to_owned(), line.start..next.end);
         true
     }
 
@@ -401,8 +404,20 @@ impl Parser<'_> {
         }
     }
 
-    fn close_section(&mut self) {
+    /// Closes the open section; `next` is the level of the heading that closes it (`None` at
+    /// the end of the document).
+    fn close_section(&mut self, next: Option<usize>) {
         self.close_para();
+        // A heading with nothing under it — an Org TODO item, an outline's leaf, a note cut down
+        // to its title — is text people search for: its own line becomes its section's text.
+        // A heading followed by a deeper one is not (it titles what follows, and its words are
+        // in every trail below it).
+        if let Some((level, range)) = self.bare.take()
+            && self.blocks.is_empty()
+            && next.is_none_or(|n| n <= level)
+        {
+            self.blocks.push(Block { range, code: false });
+        }
         if !self.blocks.is_empty() {
             let titles: Vec<&String> = self
                 .stack
@@ -416,13 +431,14 @@ impl Parser<'_> {
         }
     }
 
-    fn heading(&mut self, level: usize, title: String) {
-        self.close_section();
+    fn heading(&mut self, level: usize, title: String, lines: Range<usize>) {
+        self.close_section(Some(level));
         let title = bounded_title(title);
         while self.stack.last().is_some_and(|(l, _)| *l >= level) {
             self.stack.pop();
         }
         self.stack.push((level, title));
+        self.bare = Some((level, lines));
         if let Some(range) = self.lead.take() {
             self.blocks.push(Block { range, code: false });
         }
@@ -442,7 +458,7 @@ impl Parser<'_> {
         }
         self.close_para();
         self.flush_lead();
-        self.close_section();
+        self.close_section(None);
         self.sections
     }
 }

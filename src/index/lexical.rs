@@ -303,8 +303,43 @@ struct Payload {
 }
 
 fn lex_err(dir: &Path) -> impl Fn(tantivy::TantivyError) -> StoreError + '_ {
-    move |e| corrupt(dir, format!("lexical index: {e}"))
+    move |e| {
+        use tantivy::TantivyError as T;
+        use tantivy::directory::error::LockError;
+        use tantivy::directory::error::{OpenDirectoryError, OpenReadError, OpenWriteError};
+        let io = match &e {
+            T::IoError(io)
+            | T::OpenWriteError(OpenWriteError::IoError { io_error: io, .. })
+            | T::OpenReadError(OpenReadError::IoError { io_error: io, .. })
+            | T::OpenDirectoryError(OpenDirectoryError::IoError { io_error: io, .. })
+            | T::LockFailure(LockError::IoError(io), _) => {
+                Some(std::io::Error::new(io.kind(), io.to_string()))
+            }
+            // Another writer holds the word index: another process has the index.
+            T::LockFailure(LockError::LockBusy, _) => {
+                return StoreError::Locked(dir.parent().unwrap_or(dir).to_path_buf());
+            }
+            // Errors that carry their cause only as text (a segment that could not be written,
+            // the writer's threads dying of it) leave a writer that must be opened again; they
+            // are the disk's doing, not the index's: full when it has (almost) no room.
+            T::ErrorInThread(_) | T::Poisoned | T::InternalError(_) | T::SystemError(_) => Some(
+                if crate::fsx::free_space(dir).is_some_and(|f| f < FULL_DISK_SLACK) {
+                    std::io::Error::from(std::io::ErrorKind::StorageFull)
+                } else {
+                    std::io::Error::other(format!("lexical index: {e}"))
+                },
+            ),
+            _ => None,
+        };
+        match io {
+            Some(io) => super::store::from_io(dir, io),
+            None => corrupt(dir, format!("lexical index: {e}")),
+        }
+    }
 }
+
+/// Below this much free space, a writer thread that died is taken for a full disk.
+const FULL_DISK_SLACK: u64 = 1 << 20;
 
 /// The writer's handle on the lexical index.
 pub struct Lexical {
@@ -347,6 +382,8 @@ impl Lexical {
         let mut note = None;
         let (index, fresh) = match Self::open_index(&path) {
             Ok(i) => i,
+            // A full or failing disk is not damage: rebuilding would throw the word index away.
+            Err(e) if e.is_storage() => return Err(e),
             Err(e) => {
                 note = Some(format!("{e}; rebuilding the word index"));
                 let _ = std::fs::remove_dir_all(&path);
@@ -409,6 +446,7 @@ impl Lexical {
         Some(LexicalSearcher {
             searcher: reader.searcher(),
             fields: schema().1,
+            tokens: Default::default(),
         })
     }
 
@@ -458,6 +496,7 @@ impl Lexical {
     /// Makes what was added and deleted searchable and durable, recording the store's counts
     /// it now matches.
     pub fn commit(&mut self, counts: &Counts) -> Result<(), StoreError> {
+        crate::failpoint::hit("lexical.commit");
         let payload = serde_json::to_string(&Payload {
             version: LEXICAL_VERSION,
             passages: counts.passages,
@@ -506,6 +545,7 @@ impl Lexical {
         LexicalSearcher {
             searcher: self.reader.searcher(),
             fields: self.fields,
+            tokens: Default::default(),
         }
     }
 }
@@ -520,6 +560,83 @@ fn payload_of(index: &tantivy::Index) -> Option<Payload> {
 pub struct LexicalSearcher {
     searcher: tantivy::Searcher,
     fields: Fields,
+    /// Tokens of the live documents per field (title, text), counted at the first query.
+    tokens: std::sync::Arc<std::sync::OnceLock<[u64; 2]>>,
+}
+
+/// BM25's statistics over the live documents alone. Tantivy's own count a deleted document
+/// until its segment is merged away, so an index that was updated file by file scored some
+/// passages unlike a clean build of the same notes (how many documents hold a word, how long
+/// the average one is); these make the scores a function of the passages alone, whatever the
+/// order of the updates that put them there.
+struct LiveStats<'a> {
+    searcher: &'a tantivy::Searcher,
+    fields: Fields,
+    tokens: &'a std::sync::OnceLock<[u64; 2]>,
+}
+
+impl LiveStats<'_> {
+    /// Tokens per field as the field norms record them (a segment's own total counts deleted
+    /// documents): the same sum for the same documents in any segments.
+    fn count_tokens(&self) -> tantivy::Result<[u64; 2]> {
+        let mut out = [0u64; 2];
+        for (slot, field) in [self.fields.title, self.fields.text]
+            .into_iter()
+            .enumerate()
+        {
+            for seg in self.searcher.segment_readers() {
+                let norms = seg.get_fieldnorms_reader(field)?;
+                let alive = seg.alive_bitset();
+                out[slot] += (0..seg.max_doc())
+                    .filter(|&d| alive.is_none_or(|a| a.is_alive(d)))
+                    .map(|d| u64::from(norms.fieldnorm(d)))
+                    .sum::<u64>();
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl tantivy::query::Bm25StatisticsProvider for LiveStats<'_> {
+    fn total_num_tokens(&self, field: Field) -> tantivy::Result<u64> {
+        let tokens = match self.tokens.get() {
+            Some(t) => *t,
+            None => {
+                let t = self.count_tokens()?;
+                *self.tokens.get_or_init(|| t)
+            }
+        };
+        Ok(if field == self.fields.title {
+            tokens[0]
+        } else {
+            tokens[1]
+        })
+    }
+
+    fn total_num_docs(&self) -> tantivy::Result<u64> {
+        Ok(self.searcher.num_docs())
+    }
+
+    fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+        use tantivy::DocSet;
+        let mut n = 0u64;
+        for seg in self.searcher.segment_readers() {
+            let inverted = seg.inverted_index(term.field())?;
+            let Some(alive) = seg.alive_bitset() else {
+                n += u64::from(inverted.doc_freq(term)?);
+                continue;
+            };
+            let Some(mut postings) = inverted.read_postings(term, IndexRecordOption::Basic)? else {
+                continue;
+            };
+            let mut doc = postings.doc();
+            while doc != tantivy::TERMINATED {
+                n += u64::from(alive.is_alive(doc));
+                doc = postings.advance();
+            }
+        }
+        Ok(n)
+    }
 }
 
 impl LexicalSearcher {
@@ -549,6 +666,7 @@ impl LexicalSearcher {
         Ok(Self {
             searcher: reader.searcher(),
             fields,
+            tokens: Default::default(),
         })
     }
 
@@ -581,9 +699,14 @@ impl LexicalSearcher {
         }
         let q = BooleanQuery::new(clauses);
         let err = |e: tantivy::TantivyError| corrupt(Path::new("lexical"), e);
+        let stats = LiveStats {
+            searcher: &self.searcher,
+            fields: self.fields,
+            tokens: &self.tokens,
+        };
         let top = self
             .searcher
-            .search(&q, &TopDocs::with_limit(n).order_by_score())
+            .search_with_statistics_provider(&q, &TopDocs::with_limit(n).order_by_score(), &stats)
             .map_err(err)?;
         let mut out = Vec::with_capacity(top.len());
         for (score, addr) in top {

@@ -28,10 +28,11 @@ pub use reuse::Donor;
 pub use search::{Hit, SearchParams, Searcher};
 pub use store::{
     CodeMeta, CorpusSettings, Db, Fingerprint, IndexMeta, SCHEMA_VERSION, Store, StoreError,
+    room_to_open,
 };
 pub use update::{
-    CorpusPassage, Progress, RootTrouble, Unavailable, UpdateOptions, UpdateReport, chunk_config,
-    corpus_passages,
+    CorpusPassage, Progress, RootTrouble, Unavailable, Unreadable, UpdateOptions, UpdateReport,
+    chunk_config, corpus_passages,
 };
 
 /// Default code length: 64 bits make the Hamming scan one XOR and one POPCNT per passage.
@@ -72,6 +73,39 @@ pub enum IndexError {
     /// A query that cannot be answered as given (the message says why).
     #[error("{0}")]
     Query(String),
+    /// An update that did not fit on the disk. It stopped before writing, or the store was left
+    /// as a crash would leave it (repaired at the next open); nothing indexed before is lost.
+    #[error(
+        "disk full: the update needs about {} in {} and {} is free; nothing indexed was lost",
+        crate::fsx::human_bytes(*.needed),
+        .path.display(),
+        crate::fsx::human_bytes(*.free)
+    )]
+    DiskFull {
+        path: PathBuf,
+        needed: u64,
+        free: u64,
+    },
+}
+
+impl IndexError {
+    /// Whether the disk failed rather than the index or the input (see
+    /// [`StoreError::is_storage`]): the writer must be reopened before it writes again.
+    pub fn is_storage(&self) -> bool {
+        match self {
+            IndexError::Store(e) => e.is_storage(),
+            IndexError::DiskFull { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the disk is full (the message says how much is needed).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self,
+            IndexError::DiskFull { .. } | IndexError::Store(StoreError::DiskFull { .. })
+        )
+    }
 }
 
 pub struct Index {
@@ -138,7 +172,11 @@ pub fn check_root(p: &Path) -> Result<PathBuf, IndexError> {
     };
     let canon = std::fs::canonicalize(p).map_err(why)?;
     let meta = std::fs::metadata(&canon).map_err(why)?;
-    if meta.is_dir() || meta.is_file() {
+    if meta.is_dir() {
+        // A folder that cannot be listed would look empty, like an unmounted drive.
+        std::fs::read_dir(&canon).map_err(why)?;
+        Ok(canon)
+    } else if meta.is_file() {
         Ok(canon)
     } else {
         Err(bad("cannot index it: not a folder or a regular file".into()))
@@ -179,7 +217,10 @@ impl Index {
                 notes.extend(note);
                 (s, m)
             }
-            Err(StoreError::Locked(p)) => return Err(StoreError::Locked(p).into()),
+            // Another process, or a disk that is full or failing: the index is fine, and
+            // rebuilding it would lose it.
+            Err(e @ StoreError::Locked(_)) => return Err(e.into()),
+            Err(e) if e.is_storage() => return Err(e.into()),
             Err(e) => {
                 notes.push(format!("{e}; rebuilding it"));
                 (Store::recreate(dir, dim)?, None)
@@ -223,7 +264,14 @@ impl Index {
     /// Opens an existing index as it is, without rebuilding anything (for `query` and
     /// `status`, which must never wipe an index). `None` if there is no index yet.
     pub fn open_existing(dir: &Path) -> Result<Option<Self>, IndexError> {
-        if !dir.join("sled").exists() && !dir.join("conf").exists() {
+        // "Not there" only when the file system says so: a home that cannot be read (another
+        // user's) is an error to say, not an empty index.
+        let there = |name: &str| match std::fs::symlink_metadata(dir.join(name)) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(store::from_io(dir, e)),
+        };
+        if !there("sled")? && !there("conf")? {
             return Ok(None);
         }
         let (store, note) = Store::open(dir, None)?;
@@ -293,9 +341,17 @@ impl Index {
     /// never half of one.
     fn save_settings(&self) -> Result<(), IndexError> {
         let path = settings_path(&self.dir);
-        let io = |e: std::io::Error| IndexError::Root {
-            path: path.clone(),
-            msg: format!("cannot save the list of indexed folders: {e}"),
+        let io = |e: std::io::Error| {
+            if crate::fsx::is_disk_full(&e) {
+                return IndexError::Store(StoreError::DiskFull {
+                    path: path.clone(),
+                    needed: None,
+                });
+            }
+            IndexError::Root {
+                path: path.clone(),
+                msg: format!("cannot save the list of indexed folders: {e}"),
+            }
         };
         let settings = Settings {
             roots: self.meta.roots.clone(),
@@ -303,6 +359,11 @@ impl Index {
         };
         crate::failpoint::hit("settings.write");
         crate::fsx::write_versioned(&path, SETTINGS_VERSION, &settings).map_err(io)
+    }
+
+    /// The index folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn meta(&self) -> &IndexMeta {

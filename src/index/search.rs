@@ -216,6 +216,17 @@ pub fn check_query(text: &str) -> Result<(), IndexError> {
     Ok(())
 }
 
+/// Checks a result count asked for: a request for none, or for more than [`MAX_K`], is a
+/// mistake to say, not to answer with nothing or with a silently smaller list.
+pub fn check_k(k: usize) -> Result<(), IndexError> {
+    if k == 0 || k > MAX_K {
+        return Err(IndexError::Query(format!(
+            "{k} results asked for; ask for 1 to {MAX_K}"
+        )));
+    }
+    Ok(())
+}
+
 impl Default for SearchParams {
     fn default() -> Self {
         Self {
@@ -733,6 +744,9 @@ impl Searcher {
     }
 }
 
+/// Fewer scores than this on one side, and its spread leans on a prior (see [`zscore_scores`]).
+const SPREAD_SAMPLES: usize = 10;
+
 /// Z-score fusion of one query's candidates: `alpha × z(cosine) + (1 − alpha) × z(bm25)`.
 /// Each side's standard scores are taken over its own best [`ZSCORE_DEPTH`] candidates, so
 /// that the balance does not move with how many candidates the filter kept (which grows with
@@ -747,7 +761,16 @@ pub fn zscore_scores(cosine: &[Option<f32>], bm25: &[Option<f32>], alpha: f32) -
         }
         let n = xs.len().max(1) as f32;
         let mean = xs.iter().sum::<f32>() / n;
-        let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / n;
+        let mut var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / n;
+        // A spread cannot be told from a handful of scores (one lexical match has none, and
+        // dividing by a floor of 1e-6 put every other candidate at minus millions, so that the
+        // lone match decided the order alone): below SPREAD_SAMPLES scores, the missing ones
+        // count as a prior spread of half the mean.
+        if xs.len() < SPREAD_SAMPLES {
+            let prior = (0.5 * mean).powi(2);
+            let missing = (SPREAD_SAMPLES - xs.len()) as f32;
+            var = (xs.len() as f32 * var + missing * prior) / SPREAD_SAMPLES as f32;
+        }
         (mean, var.sqrt().max(1e-6))
     };
     let (cm, cs) = stats(cosine);
@@ -913,6 +936,27 @@ mod tests {
         // Without a cosine a candidate gets the semantic side's mean, not its best.
         let s = zscore_scores(&[None, Some(1.0), Some(0.0)], &[Some(1.0), None, None], 1.0);
         assert_eq!(s[0], 0.0);
+    }
+
+    #[test]
+    fn a_lone_lexical_match_counts_without_deciding_the_order_alone() {
+        // Twenty candidates, the first the semantic side's clear winner; one holds the word.
+        let cosine: Vec<Option<f32>> = (0..20)
+            .map(|i| Some(if i == 0 { 0.95 } else { 0.51 - 0.01 * i as f32 }))
+            .collect();
+        let mut bm25 = vec![None; 20];
+        bm25[10] = Some(7.5);
+        let s = zscore_scores(&cosine, &bm25, 0.4);
+        assert!(s.iter().all(|x| x.is_finite() && x.abs() < 10.0), "{s:?}");
+        // The match is lifted above its semantic neighbours...
+        assert!(s[10] > s[9] && s[10] > s[11], "{s:?}");
+        // ...but a clear semantic winner still leads.
+        let best = (0..s.len()).max_by(|&a, &b| s[a].total_cmp(&s[b])).unwrap();
+        assert_eq!(best, 0, "{s:?}");
+        // Two matches of one score have no spread either.
+        bm25[3] = Some(7.5);
+        let s = zscore_scores(&cosine, &bm25, 0.4);
+        assert!(s.iter().all(|x| x.abs() < 10.0), "{s:?}");
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct UpdateReport {
     pub lossy: Vec<PathBuf>,
     /// Roots that could not be searched this time; their entries were left alone.
     pub unavailable: Vec<Unavailable>,
+    /// Folders inside the roots that could not be listed; their entries were left alone.
+    pub unreadable: Vec<Unreadable>,
     /// The code source was (re)fitted: its description.
     pub refit: Option<String>,
 }
@@ -60,6 +62,15 @@ pub struct Unavailable {
     pub root: PathBuf,
     pub why: RootTrouble,
     /// Files of the root kept in the index.
+    pub kept_files: usize,
+}
+
+/// A folder inside a root that the walk could not list: its indexed files are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub dir: PathBuf,
+    /// Why, as the walk said it (e.g. `permission denied`).
+    pub why: String,
     pub kept_files: usize,
 }
 
@@ -79,19 +90,26 @@ impl UpdateReport {
         out.extend(self.lossy.iter().map(|p| {
             format!(
                 "{} is not valid UTF-8; indexed with replacement characters",
-                p.display()
+                crate::pathwire::show(p)
             )
         }));
+        for u in &self.unreadable {
+            out.push(format!(
+                "{}: cannot read it ({}); its {} indexed files are kept until it can be read",
+                crate::pathwire::show(&u.dir),
+                u.why,
+                u.kept_files
+            ));
+        }
         for u in &self.unavailable {
             let why = match &u.why {
                 RootTrouble::Unusable(m) => m.clone(),
                 RootTrouble::Empty => "it is empty (a drive that is not mounted?)".into(),
             };
+            let root = crate::pathwire::show(&u.root);
             out.push(format!(
-                "{}: {why}; its {} indexed files are kept until it is back (`dochash index --forget {}` drops them)",
-                u.root.display(),
+                "{root}: {why}; its {} indexed files are kept until it is back (`dochash index --forget {root}` drops them)",
                 u.kept_files,
-                u.root.display()
             ));
         }
         out
@@ -165,11 +183,46 @@ struct Pending {
     passages: Vec<(PassageRecord, Vec<String>)>,
 }
 
+/// Room an update of `text` bytes of notes in `files` files may take: the text again in sled
+/// (with its log) and in the word index, a row per unit (about one per 128 bytes of text, as
+/// units are 64-token windows that overlap by half) of an f16 vector and a code, and slack for
+/// sled's next log segment and the word index's next segment.
+fn room_needed(text: u64, files: u64, dim: usize) -> u64 {
+    const SLACK: u64 = 8 << 20;
+    let rows = text / 128 + files;
+    text.saturating_mul(3)
+        .saturating_add(rows.saturating_mul(2 * dim as u64 + 32))
+        .saturating_add(SLACK)
+}
+
 pub(super) fn update(
     index: &mut Index,
     encoder: &Encoder,
     opts: &UpdateOptions,
     progress: &mut dyn FnMut(Progress, &Index),
+) -> Result<UpdateReport, IndexError> {
+    let mut needed = 0;
+    let dir = index.dir.clone();
+    update_within(index, encoder, opts, progress, &mut needed).map_err(|e| {
+        if e.is_disk_full() && !matches!(e, IndexError::DiskFull { .. }) {
+            IndexError::DiskFull {
+                free: crate::fsx::free_space(&dir).unwrap_or(0),
+                path: dir,
+                needed,
+            }
+        } else {
+            e
+        }
+    })
+}
+
+/// The update; `needed` is set to the room it expects to take once it knows what changed.
+fn update_within(
+    index: &mut Index,
+    encoder: &Encoder,
+    opts: &UpdateOptions,
+    progress: &mut dyn FnMut(Progress, &Index),
+    needed: &mut u64,
 ) -> Result<UpdateReport, IndexError> {
     let mut report = UpdateReport::default();
     let stored = index.store.files()?;
@@ -220,29 +273,27 @@ pub(super) fn update(
         false
     });
     report.files_seen = walk.files.len();
-    report.skipped = walk.skipped;
+    // A folder the walk could not list (its permissions changed, say) hides its files; they are
+    // kept, as for a root that is not there, rather than dropped as deleted.
+    let (unreadable, skipped): (Vec<_>, Vec<_>) = walk
+        .skipped
+        .into_iter()
+        .partition(|s| matches!(s.reason, corpus::SkipReason::Unreadable(_)) && s.path.is_dir());
+    report.skipped = skipped;
+    let unreadable: Vec<(PathBuf, String)> = unreadable
+        .into_iter()
+        .map(|s| {
+            let why = match s.reason {
+                corpus::SkipReason::Unreadable(why) => why,
+                other => other.to_string(),
+            };
+            (s.path, why)
+        })
+        .collect();
 
-    // Files in the index under a present root that the walk did not find are gone (or now
-    // excluded): remove them. Files under unavailable roots stay until the root is forgotten.
     let seen: HashSet<&Path> = walk.files.iter().map(|f| f.path.as_path()).collect();
     let stored_map: HashMap<&Path, &FileRecord> =
         stored.iter().map(|(p, r)| (p.as_path(), r)).collect();
-    for (path, rec) in &stored {
-        let under_present = present
-            .iter()
-            .any(|r| rec.root.starts_with(r) || path.starts_with(r));
-        let under_any = index
-            .meta
-            .roots
-            .iter()
-            .any(|r| rec.root.starts_with(r) || path.starts_with(r));
-        if (under_present || !under_any) && !seen.contains(path.as_path()) {
-            index.store.replace_file(path, None, &[], 0)?;
-            report.files_removed += 1;
-            report.passages_removed += rec.passages.len();
-        }
-    }
-
     let changed: Vec<&corpus::SourceFile> = walk
         .files
         .iter()
@@ -252,6 +303,62 @@ pub(super) fn update(
         })
         .collect();
     report.files_unchanged = walk.files.len() - changed.len();
+    // A disk without room for the update stops it before it writes anything, rather than in
+    // the middle (where it would cost a repair at the next open).
+    // Files of the same size whose date moved (a checkout, a touch) are most often unchanged;
+    // each file's change checks its own room anyway (see `Store::replace_file`).
+    let text: u64 = changed
+        .iter()
+        .filter(|f| {
+            stored_map
+                .get(f.path.as_path())
+                .is_none_or(|r| r.size != f.size)
+        })
+        .map(|f| f.size)
+        .sum();
+    *needed = room_needed(text, changed.len() as u64, index.meta.fingerprint.dim);
+    if let Some(free) = crate::fsx::free_space(&index.dir)
+        && text > 0
+        && free < *needed
+    {
+        return Err(IndexError::DiskFull {
+            path: index.dir.clone(),
+            needed: *needed,
+            free,
+        });
+    }
+    // Files in the index under a present root that the walk did not find are gone (or now
+    // excluded): remove them. Files under unavailable roots stay until the root is forgotten,
+    // and files under unreadable folders until they can be read.
+    let mut kept = vec![0usize; unreadable.len()];
+    for (path, rec) in &stored {
+        let under_present = present
+            .iter()
+            .any(|r| rec.root.starts_with(r) || path.starts_with(r));
+        let under_any = index
+            .meta
+            .roots
+            .iter()
+            .any(|r| rec.root.starts_with(r) || path.starts_with(r));
+        if let Some(k) = unreadable.iter().position(|(d, _)| path.starts_with(d)) {
+            kept[k] += 1;
+            continue;
+        }
+        if (under_present || !under_any) && !seen.contains(path.as_path()) {
+            index.store.replace_file(path, None, &[], 0)?;
+            report.files_removed += 1;
+            report.passages_removed += rec.passages.len();
+        }
+    }
+
+    for ((dir, why), kept_files) in unreadable.into_iter().zip(kept) {
+        report.unreadable.push(Unreadable {
+            dir,
+            why,
+            kept_files,
+        });
+    }
+
     progress(
         Progress::Planned {
             files: walk.files.len(),

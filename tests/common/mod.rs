@@ -243,3 +243,151 @@ pub fn many_sections(dir: &Path, files: usize, sections: usize) {
         std::fs::write(dir.join(format!("n{f:03}.md")), text).unwrap();
     }
 }
+
+/// Every passage the word index finds for `words`, with its place and BM25 score (whose
+/// statistics count live passages only, so the same notes score the same however they were
+/// indexed), in a fixed order.
+pub fn lexical_hits(home: &Path, words: &str) -> Vec<String> {
+    let out = dochash(home)
+        .args(["query", "--json", "--mode", "lexical", "-k", "5000", words])
+        .output()
+        .unwrap();
+    assert!(out.status.code() != Some(2), "{}", stderr(&out));
+    let mut hits: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| {
+            let h: Value = serde_json::from_str(l).unwrap();
+            format!(
+                "{}:{} {:.4}",
+                h["path"].as_str().unwrap(),
+                h["line"],
+                h["bm25"].as_f64().unwrap_or(f64::NAN)
+            )
+        })
+        .collect();
+    hits.sort();
+    hits
+}
+
+/// Everything a query can see: every passage with its place and cosine, what the word index
+/// finds with its scores, and the counts.
+pub fn snapshot(home: &Path) -> (Value, Vec<(String, i64, i64, String)>) {
+    let words = lexical_hits(home, "apple guitar river note");
+    let out = dochash(home)
+        .args([
+            "query",
+            "--json",
+            "--mode",
+            "semantic",
+            "-k",
+            "5000",
+            "apple guitar river note",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.code() != Some(2), "{}", stderr(&out));
+    let mut hits: Vec<(String, i64, i64, String)> = stdout(&out)
+        .lines()
+        .map(|l| {
+            let h: Value = serde_json::from_str(l).unwrap();
+            (
+                h["path"].as_str().unwrap().to_string(),
+                h["line"].as_i64().unwrap(),
+                h["end_line"].as_i64().unwrap(),
+                format!("{:.4}", h["score"].as_f64().unwrap()),
+            )
+        })
+        .collect();
+    hits.sort();
+    let out = dochash(home).args(["status", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let counts = serde_json::json!({
+        "files": s["files"], "passages": s["passages"], "roots": s["roots"],
+        "stale": s["stale_codes"], "codes": s["codes"], "words": words,
+    });
+    (counts, hits)
+}
+
+/// The same notes indexed cleanly in another home.
+pub fn clean_reference(e: &Env) -> (Value, Vec<(String, i64, i64, String)>) {
+    let clean = Env {
+        home: e.home.with_file_name("clean-home"),
+        notes: e.notes.clone(),
+        model: e.model.clone(),
+        _tmp: tempfile::tempdir().unwrap(),
+    };
+    clean.index(&[e.notes.to_str().unwrap()]);
+    snapshot(&clean.home)
+}
+
+/// A tmpfs of a given size mounted on a folder for as long as this lives: a small real file
+/// system to fill. Mounting needs root, which CI has; elsewhere the test fails and says so.
+pub struct Tmpfs {
+    pub dir: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, bytes: u64) -> Tmpfs {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        assert!(
+            root,
+            "this test mounts a small tmpfs to fill, which needs root (CI runs as root)"
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes},mode=0700")])
+            .arg("tmpfs")
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(out.status.success(), "mount: {}", stderr(&out));
+        Tmpfs {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Fills the file system to the last byte with `filler`; returns how much it took.
+    pub fn fill(&self) -> u64 {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.dir.join("filler")).unwrap();
+        let block = vec![0x55u8; 64 * 1024];
+        let mut written = 0u64;
+        let mut chunk = block.len();
+        // Large writes first, then smaller ones to take the last partial blocks too.
+        while chunk > 0 {
+            match f.write(&block[..chunk]) {
+                Ok(0) => chunk /= 2,
+                Ok(n) => written += n as u64,
+                Err(_) => chunk /= 2,
+            }
+        }
+        let _ = f.sync_all();
+        written
+    }
+
+    /// Frees what [`fill`](Self::fill) took.
+    pub fn free(&self) {
+        std::fs::remove_file(self.dir.join("filler")).unwrap();
+    }
+
+    /// Bytes still free.
+    pub fn available(&self) -> u64 {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(self.dir.as_os_str().as_bytes()).unwrap();
+        let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: a valid C string, and `st` is read only after statvfs filled it.
+        let st = unsafe {
+            assert_eq!(libc::statvfs(c.as_ptr(), st.as_mut_ptr()), 0);
+            st.assume_init()
+        };
+        st.f_bavail * st.f_frsize
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).output();
+    }
+}

@@ -84,6 +84,9 @@ fn run() -> Result<()> {
             .get_matches();
         Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
     };
+    // SIGTERM (a service manager), SIGHUP (the terminal went away) and SIGINT end the UI the
+    // way quitting does: the terminal restored, the socket removed, the index flushed.
+    ctrlc::set_handler(tui::request_quit).context("cannot install the signal handler")?;
     let home = model::home_dir()?;
     dochash::app::prepare_home(&home)
         .with_context(|| format!("cannot create {}", home.display()))?;

@@ -560,8 +560,10 @@ pub struct QueryArgs {
     /// What to look for, in your own words
     #[arg(required = true, num_args = 1.., value_name = "TEXT")]
     pub text: Vec<String>,
-    /// Number of results
-    #[arg(short = 'k', long, default_value_t = 10, value_name = "N")]
+    /// Number of results (1 to 10,000)
+    #[arg(short = 'k', long, default_value_t = 10, value_name = "N",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+            .range(1..=dochash::index::search::MAX_K as u64))]
     pub k: usize,
     /// One JSON object per result and line: path, line, end_line, score, text, headings, …
     #[arg(long)]

@@ -25,6 +25,9 @@ fn main() -> ExitCode {
     dochash::encoder::keep_large_buffers();
     let cli = Cli::parse();
     shared::init_logging(cli.global.verbose, cli.global.quiet);
+    if let Ok(home) = dochash::model::home_dir() {
+        dochash::app::narrow_home(&home);
+    }
     let result = match &cli.command {
         Command::Model(m) => model_cmd::run(&cli.global, m),
         Command::Embed(e) => embed::run(&cli.global, e),

@@ -12,6 +12,7 @@ use dochash::app::socket::{Client, QueryRequest};
 use dochash::index::search::check_query;
 use dochash::index::{Hit, Index, IndexError, StoreError, hamming};
 use dochash::model;
+use dochash::pathwire::show as show_path;
 
 use crate::cli::{Global, QueryArgs, StatusArgs};
 use crate::shared;
@@ -103,7 +104,7 @@ fn print_hits(g: &Global, args: &QueryArgs, hits: &[Hit]) -> Result<ExitCode> {
                 out,
                 "{:>2}. {}:{}  {:.3}{}",
                 i + 1,
-                sanitize(&h.path.to_string_lossy()),
+                show_path(&h.path),
                 h.line,
                 h.score,
                 if trail.is_empty() {
@@ -252,7 +253,7 @@ fn roots_line(roots: &[std::path::PathBuf]) -> String {
     }
     roots
         .iter()
-        .map(|r| r.display().to_string())
+        .map(|r| show_path(r))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -15,6 +15,13 @@ use crate::shared;
 
 pub fn run(g: &Global, args: &WatchArgs) -> Result<ExitCode> {
     let home = model::home_dir()?;
+    // Another owner already keeps the index up to date (an owner still starting is waited for
+    // by the engine, and replaced when it stops).
+    if socket::Client::connect(&home)?.is_some() {
+        return Err(anyhow!(
+            "another dochash (`dochash-tui` or `dochash watch`) owns the index and keeps it up to date; `dochash query` and `dochash status` ask it"
+        ));
+    }
     let engine = Arc::new(Engine::start(EngineConfig {
         home: home.clone(),
         model: g.model.clone(),
@@ -25,20 +32,37 @@ pub fn run(g: &Global, args: &WatchArgs) -> Result<ExitCode> {
         watch: true,
         auto_train: !args.no_train,
     }));
-    engine
-        .wait_open(Duration::from_secs(24 * 3600))
-        .context("cannot start watching")?;
-    let _server = socket::Server::start(&home, engine.clone())
-        .with_context(|| format!("cannot create {}", socket::socket_path(&home).display()))?;
-
+    // SIGINT, SIGTERM (what service managers send) and SIGHUP all stop the owner cleanly: the
+    // socket removed, the index flushed. Installed first, so a stop while the model loads is
+    // clean too.
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
         ctrlc::set_handler(move || stop.store(true, Ordering::Release))
-            .context("cannot install the Ctrl-C handler")?;
+            .context("cannot install the signal handler")?;
     }
-    let mut last_line = String::new();
-    let mut last_notes: Vec<String> = Vec::new();
+    let mut shown = Shown::default();
+    loop {
+        match engine.wait_open(Duration::from_millis(500)) {
+            Ok(()) => break,
+            Err(dochash::app::AppError::NotReady(_)) if !stop.load(Ordering::Acquire) => {
+                // What it waits for (the model, another process holding the index) is said.
+                let s = engine.status();
+                if let Some(j) = &s.job {
+                    shown.line(g, j.to_string());
+                }
+            }
+            Err(dochash::app::AppError::NotReady(_)) => {
+                engine.shutdown(Duration::from_secs(5));
+                shared::note(g, "stopped");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(e) => return Err(e).context("cannot start watching"),
+        }
+    }
+    let server = socket::Server::start(&home, engine.clone())
+        .with_context(|| format!("cannot create {}", socket::socket_path(&home).display()))?;
+
     while !stop.load(Ordering::Acquire) {
         let s = engine.status();
         let line = match &s.job {
@@ -51,22 +75,37 @@ pub fn run(g: &Global, args: &WatchArgs) -> Result<ExitCode> {
                 s.codes
             ),
         };
-        if s.notes != last_notes {
+        if s.notes != shown.notes {
             for n in &s.notes {
                 shared::note(g, n);
             }
-            last_notes = s.notes.clone();
+            shown.notes = s.notes.clone();
         }
-        if line != last_line {
-            shared::note(g, &line);
-            last_line = line;
-        }
+        shown.line(g, line);
         if let Some(e) = s.error {
             return Err(anyhow!(e));
         }
         // Wakes at once on any change, and twice a second to notice Ctrl-C.
         engine.wait_change(s.changes, Duration::from_millis(500));
     }
+    drop(server);
+    engine.shutdown(Duration::from_secs(5));
     shared::note(g, "stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// What was last printed, so each line is said once.
+#[derive(Default)]
+struct Shown {
+    line: String,
+    notes: Vec<String>,
+}
+
+impl Shown {
+    fn line(&mut self, g: &Global, line: String) {
+        if line != self.line {
+            shared::note(g, &line);
+            self.line = line;
+        }
+    }
 }

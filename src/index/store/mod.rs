@@ -53,11 +53,28 @@ pub enum StoreError {
         .0.display()
     )]
     OtherVersion(PathBuf),
+    /// The file system holding the index has no room left. Nothing is wrong with the index:
+    /// what was written before stays, and a later update that fits carries on.
+    #[error(
+        "disk full: no room left for the index in {}{}",
+        .path.display(),
+        .needed.map(|n| format!(" (it needs about {} free to open)", crate::fsx::human_bytes(n))).unwrap_or_default()
+    )]
+    DiskFull { path: PathBuf, needed: Option<u64> },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+impl StoreError {
+    /// Whether the disk (not the index) failed: full, unreadable, gone. Such an error must never
+    /// be answered by rebuilding, and a writer that met it is reopened before it writes again
+    /// (sled refuses every write after its first I/O error).
+    pub fn is_storage(&self) -> bool {
+        matches!(self, StoreError::DiskFull { .. } | StoreError::Io { .. })
+    }
 }
 
 pub(crate) fn corrupt(path: &Path, msg: impl std::fmt::Display) -> StoreError {
@@ -68,9 +85,38 @@ pub(crate) fn corrupt(path: &Path, msg: impl std::fmt::Display) -> StoreError {
 }
 
 pub(crate) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
+    move |source| from_io(path, source)
+}
+
+/// An I/O error as the store reports it: a full disk told apart from the rest, and a file of
+/// the index that is missing or cut short (which is damage, rebuilt) from a disk that failed.
+pub(crate) fn from_io(path: &Path, source: std::io::Error) -> StoreError {
+    use std::io::ErrorKind;
+    if matches!(
+        source.kind(),
+        ErrorKind::NotFound | ErrorKind::UnexpectedEof | ErrorKind::InvalidData
+    ) {
+        return corrupt(path, source);
+    }
+    if crate::fsx::is_disk_full(&source) {
+        StoreError::DiskFull {
+            path: path.to_path_buf(),
+            needed: None,
+        }
+    } else {
+        StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// A sled error as the store reports it: only what sled found wrong in its own files is damage;
+/// an I/O error (a full disk above all) is the disk's, and rebuilding would lose the index.
+pub(crate) fn sled_err(path: &Path, e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(io) => from_io(path, io),
+        other => corrupt(path, other),
     }
 }
 
@@ -251,9 +297,46 @@ pub struct Db {
     passages: sled::Tree,
 }
 
+/// Room a file's change must leave free (see [`Store::check_room`]): sled's next log segment
+/// and the word index's next segment.
+const WRITE_ROOM: u64 = 1 << 20;
+
+/// Room sled must find before it is opened, besides twice its snapshot: opening writes (its
+/// recovery rewrites the snapshot and the log's tail), and an open that ran out of room half way
+/// left a database that no longer opened once the room was back. Without the room, the open is
+/// refused as a full disk before sled touches anything.
+const OPEN_ROOM: u64 = 4 << 20;
+
+/// The room opening the index in `dir` needs (see [`OPEN_ROOM`]).
+pub fn room_to_open(dir: &Path) -> u64 {
+    room_to_open_sled(&dir.join(SLED_DIR))
+}
+
+fn room_to_open_sled(sled_dir: &Path) -> u64 {
+    let snapshots: u64 = std::fs::read_dir(sled_dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("snap."))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    OPEN_ROOM.saturating_add(snapshots.saturating_mul(2))
+}
+
 impl Db {
     fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(SLED_DIR);
+        if let Some(free) = crate::fsx::free_space(dir)
+            && free < room_to_open_sled(&path)
+        {
+            return Err(StoreError::DiskFull {
+                path: dir.to_path_buf(),
+                needed: Some(room_to_open_sled(&path)),
+            });
+        }
         // Another process may hold the database for a moment (a one-shot `query` or `status`
         // while an owner starts): wait a little before calling it locked.
         let deadline = std::time::Instant::now() + LOCK_PATIENCE;
@@ -270,10 +353,10 @@ impl Db {
                     }
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
-                Err(other) => return Err(corrupt(dir, other)),
+                Err(other) => return Err(sled_err(dir, other)),
             }
         };
-        let tree = |name: &str| db.open_tree(name).map_err(|e| corrupt(dir, e));
+        let tree = |name: &str| db.open_tree(name).map_err(|e| sled_err(dir, e));
         Ok(Self {
             path: dir.to_path_buf(),
             meta: tree("meta")?,
@@ -287,6 +370,11 @@ impl Db {
         corrupt(&self.path, msg)
     }
 
+    /// A sled error of this database (see [`sled_err`]).
+    fn err(&self, e: sled::Error) -> StoreError {
+        sled_err(&self.path, e)
+    }
+
     /// Reads every record once, stopping at the first that sled cannot read. sled checks a
     /// page only when it first reads it, and a damaged page makes its iterator return the same
     /// error forever (its own `len()` never returns), so damage must be found by a read that
@@ -294,14 +382,14 @@ impl Db {
     fn verify(&self) -> Result<(), StoreError> {
         for tree in [&self.meta, &self.files, &self.passages] {
             for kv in tree.iter() {
-                kv.map_err(|e| self.corrupt(e))?;
+                kv.map_err(|e| self.err(e))?;
             }
         }
         Ok(())
     }
 
     pub fn meta(&self) -> Result<Option<IndexMeta>, StoreError> {
-        match self.meta.get(META_KEY).map_err(|e| self.corrupt(e))? {
+        match self.meta.get(META_KEY).map_err(|e| self.err(e))? {
             None => Ok(None),
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
@@ -311,7 +399,7 @@ impl Db {
 
     fn set_meta(&self, meta: &IndexMeta) -> Result<(), StoreError> {
         let v = serde_json::to_vec(meta).map_err(|e| self.corrupt(e))?;
-        self.meta.insert(META_KEY, v).map_err(|e| self.corrupt(e))?;
+        self.meta.insert(META_KEY, v).map_err(|e| self.err(e))?;
         Ok(())
     }
 
@@ -319,23 +407,19 @@ impl Db {
         Ok(self
             .meta
             .get(CODER_KEY)
-            .map_err(|e| self.corrupt(e))?
+            .map_err(|e| self.err(e))?
             .map(|v| v.to_vec()))
     }
 
     pub fn counts(&self) -> Result<Counts, StoreError> {
-        match self.meta.get(COUNTS_KEY).map_err(|e| self.corrupt(e))? {
+        match self.meta.get(COUNTS_KEY).map_err(|e| self.err(e))? {
             None => Ok(Counts::default()),
             Some(v) => decode(&v).map_err(|e| self.corrupt(format!("counts: {e}"))),
         }
     }
 
     pub fn file(&self, path: &Path) -> Result<Option<FileRecord>, StoreError> {
-        match self
-            .files
-            .get(path_key(path))
-            .map_err(|e| self.corrupt(e))?
-        {
+        match self.files.get(path_key(path)).map_err(|e| self.err(e))? {
             None => Ok(None),
             Some(v) => decode(&v)
                 .map(Some)
@@ -347,7 +431,7 @@ impl Db {
         self.files
             .iter()
             .map(|kv| {
-                let (k, v) = kv.map_err(|e| self.corrupt(e))?;
+                let (k, v) = kv.map_err(|e| self.err(e))?;
                 let path = crate::pathwire::from_bytes(k.to_vec());
                 let rec = decode(&v)
                     .map_err(|e| self.corrupt(format!("file record of {}: {e}", path.display())))?;
@@ -362,7 +446,7 @@ impl Db {
         match self
             .passages
             .get(id.to_be_bytes())
-            .map_err(|e| self.corrupt(e))?
+            .map_err(|e| self.err(e))?
         {
             None => Ok(None),
             Some(v) => Ok(decode(&v)
@@ -378,7 +462,7 @@ impl Db {
         self.passages.iter().filter_map(move |kv| {
             let (k, v) = match kv {
                 Ok(kv) => kv,
-                Err(e) => return Some(Err(self.corrupt(e))),
+                Err(e) => return Some(Err(self.err(e))),
             };
             let id = key_id(&k)?;
             Some(
@@ -393,13 +477,13 @@ impl Db {
         Ok(self
             .passages
             .last()
-            .map_err(|e| self.corrupt(e))?
+            .map_err(|e| self.err(e))?
             .and_then(|(k, _)| key_id(&k))
             .unwrap_or(0))
     }
 
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(|e| self.corrupt(e))
+        self.db.flush().map(|_| ()).map_err(|e| self.err(e))
     }
 
     pub fn size_on_disk(&self) -> u64 {
@@ -451,7 +535,10 @@ impl Db {
                 meta.insert(COUNTS_KEY, encode(&counts))?;
                 Ok(())
             });
-        res.map_err(|e| self.corrupt(format!("{e:?}")))
+        res.map_err(|e| match e {
+            TransactionError::Storage(e) => self.err(e),
+            TransactionError::Abort(msg) => self.corrupt(msg),
+        })
     }
 }
 
@@ -551,7 +638,7 @@ impl Store {
         let mut b = sled::Batch::default();
         b.insert(META_KEY, m);
         b.insert(CODER_KEY, coder);
-        self.db.meta.apply_batch(b).map_err(|e| self.db.corrupt(e))
+        self.db.meta.apply_batch(b).map_err(|e| self.db.err(e))
     }
 
     pub fn file(&self, path: &Path) -> Result<Option<FileRecord>, StoreError> {
@@ -581,7 +668,7 @@ impl Store {
         self.db
             .files
             .insert(path_key(path), encode(rec))
-            .map_err(|e| self.db.corrupt(e))?;
+            .map_err(|e| self.db.err(e))?;
         Ok(())
     }
 
@@ -595,6 +682,8 @@ impl Store {
         new: &[NewPassage],
         code_generation: u32,
     ) -> Result<Vec<u64>, StoreError> {
+        crate::failpoint::hit("store.replacing");
+        self.check_room(new)?;
         self.dirty()?;
         let old = self.db.file(path)?;
         let ids: Vec<u64> = (self.next_id..self.next_id + new.len() as u64).collect();
@@ -636,6 +725,24 @@ impl Store {
             self.lexical.add(*id, &p.record)?;
         }
         Ok(ids)
+    }
+
+    /// Refuses a file's change while the disk lacks the room for it: a write that fails half
+    /// way leaves sled ahead of the disk and of the word index until the store is opened again,
+    /// so the check comes first (an update checks its whole room before it starts, and this
+    /// catches a disk that filled up since).
+    fn check_room(&self, new: &[NewPassage]) -> Result<(), StoreError> {
+        let bytes: u64 = new
+            .iter()
+            .map(|p| (p.vector.len() * 2 + p.record.text.len() * 4 + 256) as u64)
+            .sum();
+        match crate::fsx::free_space(&self.path) {
+            Some(free) if free < bytes.saturating_add(WRITE_ROOM) => Err(StoreError::DiskFull {
+                path: self.path.clone(),
+                needed: None,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Every live row's passage id and vector (row-major; a passage has a row per unit), for
@@ -701,6 +808,7 @@ impl Store {
 
     /// Makes everything written so far durable, and marks the database clean.
     pub fn flush(&mut self) -> Result<(), StoreError> {
+        crate::failpoint::hit("store.flush");
         self.rows.sync()?;
         self.db.flush()?;
         self.commit_words()?;
@@ -756,22 +864,18 @@ fn reconcile(db: &Db, rows: &mut RowFiles) -> Result<Option<String>, StoreError>
             }
         } else {
             // Indexed again by the next update, which no longer finds the file.
-            db.files
-                .remove(path_key(&path))
-                .map_err(|e| db.corrupt(e))?;
+            db.files.remove(path_key(&path)).map_err(|e| db.err(e))?;
             dropped += 1;
         }
     }
     let mut orphans = sled::Batch::default();
     for k in db.passages.iter().keys() {
-        let k = k.map_err(|e| db.corrupt(e))?;
+        let k = k.map_err(|e| db.err(e))?;
         if key_id(&k).is_none_or(|id| !keep.contains(&id)) {
             orphans.remove(k);
         }
     }
-    db.passages
-        .apply_batch(orphans)
-        .map_err(|e| db.corrupt(e))?;
+    db.passages.apply_batch(orphans).map_err(|e| db.err(e))?;
     let t = rows.table();
     let mut stray: Vec<u64> = (0..t.rows())
         .filter(|&r| !t.dead[r] && !keep.contains(&t.id(r)))
@@ -781,7 +885,7 @@ fn reconcile(db: &Db, rows: &mut RowFiles) -> Result<Option<String>, StoreError>
     rows.kill(&stray)?;
     db.meta
         .insert(COUNTS_KEY, encode(&fresh))
-        .map_err(|e| db.corrupt(e))?;
+        .map_err(|e| db.err(e))?;
     rows.sync()?;
     db.flush()?;
     Ok((dropped > 0).then(|| {

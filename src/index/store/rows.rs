@@ -222,8 +222,10 @@ fn read_header(
     max: usize,
 ) -> Result<usize, StoreError> {
     let mut h = [0u8; HEADER as usize];
-    f.read_exact(&mut h)
-        .map_err(|e| corrupt(path, format!("header: {e}")))?;
+    f.read_exact(&mut h).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => corrupt(path, "header: the file is cut short"),
+        _ => super::from_io(path, e),
+    })?;
     if &h[..8] != magic {
         return Err(corrupt(path, "not a dochash row file"));
     }

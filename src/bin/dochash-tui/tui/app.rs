@@ -526,7 +526,8 @@ pub fn display_path(path: &Path, roots: &[PathBuf], home: Option<&Path>) -> Stri
         }
         None => tilde(path, home),
     };
-    sanitize(&shown.to_string_lossy())
+    // Escaped rather than stripped: a name must still name its own file.
+    dochash::pathwire::show(&shown)
 }
 
 /// `path` with the home directory replaced by `~`.
@@ -1004,9 +1005,10 @@ pub(super) mod tests {
             display_path(Path::new("/srv/wiki/d.md"), &two, home),
             "wiki/d.md"
         );
+        // A name is shown escaped, never stripped to another file's name.
         assert_eq!(
             display_path(Path::new("/home/u/notes/\x1b[2Jx.md"), &roots, home),
-            "x.md"
+            "\\x1b[2Jx.md"
         );
         assert_eq!(tilde(Path::new("/home/u"), home), PathBuf::from("~"));
     }

@@ -119,3 +119,8 @@ pub fn keys_help() -> String {
 pub fn run(backend: Arc<dyn Backend>, opts: TuiOptions) -> anyhow::Result<()> {
     terminal::run(backend, opts)
 }
+
+/// Makes [`run`] return at its next turn, as if the user had quit: for a termination signal.
+pub fn request_quit() {
+    terminal::QUIT_REQUESTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}

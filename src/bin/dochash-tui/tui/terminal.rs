@@ -29,6 +29,10 @@ type Term = Terminal<CrosstermBackend<Stdout>>;
 /// the panic hook, which can run on any thread, must know whether there is anything to undo.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
+/// Set from a signal handler (SIGTERM, SIGHUP: a service manager, a closed terminal window):
+/// the loop quits as if the user had, so the terminal is restored and the socket removed.
+pub(super) static QUIT_REQUESTED: AtomicBool = AtomicBool::new(false);
+
 /// Set when the panic hook gave the terminal back on some other thread's behalf: the UI thread
 /// then takes it back and carries on.
 static RESTORED_BY_PANIC: AtomicBool = AtomicBool::new(false);
@@ -167,6 +171,9 @@ struct Loop<'a> {
 impl Loop<'_> {
     fn run(&mut self) -> anyhow::Result<()> {
         loop {
+            if QUIT_REQUESTED.load(Ordering::SeqCst) {
+                return Ok(());
+            }
             let now = Instant::now();
             if !ACTIVE.load(Ordering::SeqCst) && !RESTORED_BY_PANIC.load(Ordering::SeqCst) {
                 // Another thread's panic hook gave the terminal back and is printing its
