@@ -240,7 +240,8 @@ fn lexical_scores_do_not_depend_on_the_order_of_updates() {
     }
     e.index(&[e.notes.to_str().unwrap()]);
     // Twenty updates, each rewriting three of the first notes: their old passages stay in the
-    // word index's first, large segment, which small commits are not merged with.
+    // word index's first, large segment, which small commits are not merged with. The notes
+    // are short (their lengths are recorded exactly), so the scores must agree exactly.
     for round in 1..=20 {
         for i in [round % 40, (round * 7) % 40, 40 + round % 3] {
             e.write(&format!("n{i}.md"), &text(i, round));

@@ -501,3 +501,30 @@ fn a_code_length_asked_for_is_kept_through_updates_and_rebuilds() {
         "{s}"
     );
 }
+
+#[test]
+fn help_lists_what_users_use_and_the_research_tools_stay_reachable() {
+    let home = tempfile::tempdir().unwrap();
+    let out = dochash(home.path()).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = stdout(&out);
+    for cmd in [
+        "index", "query", "status", "watch", "train", "embed", "model",
+    ] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(cmd)),
+            "{cmd}: {help}"
+        );
+    }
+    for cmd in ["bench", "eval"] {
+        assert!(
+            !help.lines().any(|l| l.trim_start().starts_with(cmd)),
+            "{cmd} is a developer's tool: {help}"
+        );
+    }
+    for (cmd, sub) in [("bench", "recall"), ("eval", "retrieval")] {
+        let out = dochash(home.path()).args([cmd, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stdout(&out).contains(sub), "{}", stdout(&out));
+    }
+}

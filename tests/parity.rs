@@ -102,9 +102,8 @@ fn embed_command_matches_reference() {
             .arg("--model")
             .arg(&dir)
             .arg("--device")
-            .arg("cpu")
-            .arg("--precision")
-            .arg("f32");
+            .arg("cpu");
+        // No `--precision`: the default is the model's own (f32) vectors, on any CPU.
         let out = common::run_with_stdin(cmd, input.as_bytes());
         assert!(out.status.success(), "{}", common::stderr(&out));
         let lines: Vec<Vec<f32>> = common::stdout(&out)

@@ -58,8 +58,17 @@ pub fn approx_token_count(text: &str) -> usize {
     n
 }
 
-fn is_cjk(c: char) -> bool {
-    matches!(u32::from(c), 0x3040..=0x9fff | 0xf900..=0xfaff | 0x20000..=0x2fa1f)
+/// Scripts written without spaces between words — kana, CJK ideographs (with the extensions
+/// and compatibility block) and Hangul syllables — where each character is taken as a unit: a
+/// word of the lexical index, a token of [`approx_token_count`].
+pub fn is_cjk(c: char) -> bool {
+    matches!(u32::from(c),
+        0x3040..=0x30ff      // hiragana, katakana
+        | 0x3400..=0x4dbf    // CJK extension A
+        | 0x4e00..=0x9fff    // CJK unified ideographs
+        | 0xac00..=0xd7af    // Hangul syllables
+        | 0xf900..=0xfaff    // CJK compatibility ideographs
+        | 0x20000..=0x2fa1f) // CJK extensions B–F
 }
 
 /// Passage sizing, in the encoder's tokens.

@@ -36,7 +36,7 @@ mod segment;
 mod structure;
 mod walk;
 
-pub use chunk::{ChunkConfig, Passage, TokenCounter, approx_token_count, split, split_as};
+pub use chunk::{ChunkConfig, Passage, TokenCounter, approx_token_count, is_cjk, split, split_as};
 pub use error::{CorpusError, SkipReason, Skipped, io_reason};
 pub use frontmatter::{FrontMatter, FrontMatterKind, front_matter};
 pub use read::{Document, looks_binary, read_document};

@@ -27,6 +27,7 @@ use tantivy::tokenizer::{
 use tantivy::{IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 use super::store::{Counts, Db, PassageRecord, StoreError, corrupt};
+use crate::corpus::is_cjk;
 
 pub const LEXICAL_DIR: &str = "lexical";
 const TOKENIZER: &str = "dochash";
@@ -94,16 +95,6 @@ impl TokenStream for WordStream {
             .min(self.tokens.len().saturating_sub(1));
         &mut self.tokens[i]
     }
-}
-
-fn is_cjk(c: char) -> bool {
-    matches!(u32::from(c),
-        0x3040..=0x30ff      // hiragana, katakana
-        | 0x3400..=0x4dbf    // CJK extension A
-        | 0x4e00..=0x9fff    // CJK unified ideographs
-        | 0xac00..=0xd7af    // Hangul syllables
-        | 0xf900..=0xfaff    // CJK compatibility ideographs
-        | 0x20000..=0x2fa1f) // CJK extensions B–F
 }
 
 fn is_connector(c: char) -> bool {
@@ -422,34 +413,6 @@ impl Lexical {
         Ok((lex, note))
     }
 
-    /// Opens an index as it is, for reading only; `None` (the lexical side is skipped) when it
-    /// is missing, damaged, of another version or out of step with `counts`.
-    pub fn open_reader(dir: &Path, counts: &Counts) -> Option<LexicalSearcher> {
-        let path = dir.join(LEXICAL_DIR);
-        if !path.join("meta.json").exists() {
-            return None;
-        }
-        let index = tantivy::Index::open_in_dir(&path).ok()?;
-        index.tokenizers().register(TOKENIZER, analyzer());
-        let payload = payload_of(&index)?;
-        if payload.version != LEXICAL_VERSION
-            || payload.passages != counts.passages
-            || payload.id_set != counts.id_set
-        {
-            return None;
-        }
-        let reader: IndexReader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()
-            .ok()?;
-        Some(LexicalSearcher {
-            searcher: reader.searcher(),
-            fields: schema().1,
-            tokens: Default::default(),
-        })
-    }
-
     fn open_index(path: &Path) -> Result<(tantivy::Index, bool), StoreError> {
         std::fs::create_dir_all(path).map_err(super::store::io_err(path))?;
         let (schema, _) = schema();
@@ -567,8 +530,9 @@ pub struct LexicalSearcher {
 /// BM25's statistics over the live documents alone. Tantivy's own count a deleted document
 /// until its segment is merged away, so an index that was updated file by file scored some
 /// passages unlike a clean build of the same notes (how many documents hold a word, how long
-/// the average one is); these make the scores a function of the passages alone, whatever the
-/// order of the updates that put them there.
+/// the average one is); with these the document frequencies are exact and the lengths exact
+/// but for the rounding of deleted passages' lengths (see [`LiveStats::count_tokens`]), so the
+/// scores hardly depend on the order of the updates that put the passages there.
 struct LiveStats<'a> {
     searcher: &'a tantivy::Searcher,
     fields: Fields,
@@ -576,8 +540,11 @@ struct LiveStats<'a> {
 }
 
 impl LiveStats<'_> {
-    /// Tokens per field as the field norms record them (a segment's own total counts deleted
-    /// documents): the same sum for the same documents in any segments.
+    /// Tokens per field of the live documents: a segment's exact total, less the lengths of
+    /// its deleted documents as their field norms record them (tantivy keeps lengths above
+    /// about 40 tokens rounded down to steps of a few percent, so an index with deletions can
+    /// differ from a clean build by that rounding of the deleted passages' lengths; one without
+    /// deletions gets exactly tantivy's own statistics).
     fn count_tokens(&self) -> tantivy::Result<[u64; 2]> {
         let mut out = [0u64; 2];
         for (slot, field) in [self.fields.title, self.fields.text]
@@ -585,12 +552,16 @@ impl LiveStats<'_> {
             .enumerate()
         {
             for seg in self.searcher.segment_readers() {
-                let norms = seg.get_fieldnorms_reader(field)?;
-                let alive = seg.alive_bitset();
-                out[slot] += (0..seg.max_doc())
-                    .filter(|&d| alive.is_none_or(|a| a.is_alive(d)))
-                    .map(|d| u64::from(norms.fieldnorm(d)))
-                    .sum::<u64>();
+                let mut total = seg.inverted_index(field)?.total_num_tokens();
+                if let Some(alive) = seg.alive_bitset() {
+                    let norms = seg.get_fieldnorms_reader(field)?;
+                    let deleted: u64 = (0..seg.max_doc())
+                        .filter(|&d| !alive.is_alive(d))
+                        .map(|d| u64::from(norms.fieldnorm(d)))
+                        .sum();
+                    total = total.saturating_sub(deleted);
+                }
+                out[slot] += total;
             }
         }
         Ok(out)

@@ -454,12 +454,6 @@ impl Searcher {
         &self.db
     }
 
-    /// Whether the lexical side is available (it is skipped for an index whose word index is
-    /// missing or out of step, when read without being repaired).
-    pub fn has_lexical(&self) -> bool {
-        self.lexical.is_some()
-    }
-
     /// The rows of a passage.
     fn rows_of(&self, id: u64) -> Option<(u32, u32)> {
         let i = self.spans.binary_search_by_key(&id, |s| s.0).ok()?;

@@ -34,7 +34,8 @@ pub struct Global {
     pub device: DeviceSpec,
     /// Encoder arithmetic: f32, or int8 (about twice as fast on the CPU; vectors within 0.99
     /// cosine of f32's). Default: what the index was built with, else int8 on a CPU with an
-    /// int8 SIMD kernel and f32 otherwise; changing it rebuilds the index
+    /// int8 SIMD kernel and f32 otherwise; changing it rebuilds the index. `dochash embed`
+    /// writes f32 vectors unless int8 is asked for
     #[arg(
         long,
         global = true,
@@ -72,11 +73,13 @@ pub enum Command {
     /// (ranking head or DHIM), build the next generation's index and switch to it (Ctrl-C keeps
     /// the serving one)
     Train(TrainArgs),
-    /// Measurements for docs/BENCHMARKS.md (data sets are passed as paths)
-    #[command(subcommand)]
+    /// Measurements for docs/BENCHMARKS.md (data sets are passed as paths); a tool for
+    /// developers, left out of `--help`
+    #[command(subcommand, hide = true)]
     Bench(BenchCmd),
-    /// The papers' evaluation protocols on labelled data (passed as paths)
-    #[command(subcommand)]
+    /// The papers' evaluation protocols on labelled data (passed as paths); a tool for
+    /// developers, left out of `--help`
+    #[command(subcommand, hide = true)]
     Eval(EvalCmd),
 }
 

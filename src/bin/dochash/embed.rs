@@ -3,7 +3,7 @@
 //! Lines are read as bytes so that invalid UTF-8 is reported with its line number instead of a
 //! generic decoding error. An empty line is embedded as the empty text ([CLS] [SEP]), so output
 //! line N always belongs to input line N. Lines longer than the model's limit are cut to it,
-//! with a warning naming them.
+//! with a warning naming them. The arithmetic is f32 unless `--precision int8` is given.
 
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::process::ExitCode;
@@ -20,7 +20,10 @@ const CHUNK: usize = 256;
 
 pub fn run(g: &Global, args: &EmbedArgs) -> Result<ExitCode> {
     let files = shared::resolve_model(g)?;
-    let enc = shared::load_encoder(g, &files, args.max_len)?;
+    // The model's own vectors unless int8 is asked for: people feed these to other tools, and
+    // parity with sentence-transformers is what they count on.
+    let precision = g.precision.unwrap_or(dochash::encoder::Precision::F32);
+    let enc = shared::load_encoder_with(g, &files, args.max_len, false, Some(precision))?;
     let (input, name): (Box<dyn Read>, String) = match &args.input {
         Some(p) => (
             Box::new(
