@@ -1,5 +1,7 @@
-//! Passages → a searchable index: binary codes and vectors in sled, queries answered by a
-//! Hamming-distance filter and a cosine rerank.
+//! Passages → a searchable index: passage records in sled, a binary code and an f16 vector per
+//! unit (a passage's 64-token window) in two row files beside it, the words in tantivy; queries
+//! answered by a filter over the codes (Hamming distance weighted by the query's margin on each
+//! bit, plain Hamming distance for codes of token states), a cosine rerank and BM25, fused.
 //!
 //! [`Index`] is the one entry point the binaries use: it opens the store (rebuilding it when it
 //! is damaged or was made by another model or schema), updates it from the files on disk, and

@@ -13,8 +13,8 @@ use dochash::model::ModelSpec;
     about = "Semantic search over your own documents",
     long_about = "Semantic search over your own documents.\n\n\
         dochash splits your notes into passages, encodes them with a BERT model, and answers \
-        queries with a Hamming-distance filter over binary codes followed by a cosine rerank. \
-        Everything runs locally. The interactive UI is `dochash-tui`."
+        queries twice, by meaning (a filter over binary codes, then a cosine rerank) and by \
+        word (BM25), and fuses the two. Everything runs locally. The interactive UI is `dochash-tui`."
 )]
 pub struct Cli {
     #[command(flatten)]
