@@ -7,10 +7,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use common::{
-    Env, Owner, Tmpfs, bin, clean_reference, dochash, env, snapshot, status, stderr, wait_until,
+    Env, Tmpfs, clean_reference, dochash, env, failpoint_owner, snapshot, status, stderr,
+    wait_until,
 };
 
 const TMPFS_BYTES: u64 = 48 << 20;
@@ -167,21 +168,6 @@ fn an_update_that_cannot_fit_stops_before_writing_and_says_how_much_it_needs() {
     assert_eq!(snapshot(&e.home), clean_reference(&e));
 }
 
-fn owner_with_failpoint(home: &Path, model: &Path, fp: &Path, point: &str) -> Owner {
-    let mut c = Command::new(bin("dochash"));
-    c.env("DOCHASH_HOME", home)
-        .env_remove("DOCHASH_MODEL")
-        .env_remove("DOCHASH_PRECISION")
-        .env("DOCHASH_FAILPOINTS", format!("{point}=pause"))
-        .env("DOCHASH_FAILPOINT_DIR", fp)
-        .args(["watch", "--no-train", "--model"])
-        .arg(model)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    Owner(c.spawn().unwrap())
-}
-
 fn lexical_paths(home: &Path, words: &str) -> Vec<String> {
     let out = dochash(home)
         .args(["query", "--json", "--mode", "lexical", words])
@@ -208,7 +194,7 @@ fn a_running_owner_rides_out_a_full_disk_and_catches_up_by_itself() {
         let fp = e.notes.with_file_name("fp");
         std::fs::create_dir_all(&fp).unwrap();
         // The index is up to date, so the owner writes nothing until a note changes.
-        let _owner = owner_with_failpoint(&e.home, &e.model, &fp, point);
+        let _owner = failpoint_owner(&e.home, &e.model, &fp, &format!("{point}=pause"), &[]);
         wait_until("the owner", || {
             status(&e.home).is_some_and(|s| s["owner"] == true && s["job"].is_null())
         });

@@ -11,7 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    Owner, bin, dochash, env, query, start_watch, status, stderr, stdout, tiny_model, wait_until,
+    dochash, env, failpoint_owner, query, start_watch, status, stderr, stdout, tiny_model,
+    wait_until,
 };
 use serde_json::Value;
 
@@ -488,28 +489,6 @@ fn flags_the_owner_cannot_apply_add_nothing() {
             .unwrap()
             .contains("extra")
     );
-}
-
-fn failpoint_owner(
-    home: &Path,
-    model: &Path,
-    fp_dir: &Path,
-    points: &str,
-    paths: &[&Path],
-) -> Owner {
-    let mut c = Command::new(bin("dochash"));
-    c.env("DOCHASH_HOME", home)
-        .env_remove("DOCHASH_MODEL")
-        .env("DOCHASH_FAILPOINTS", points)
-        .env("DOCHASH_FAILPOINT_DIR", fp_dir)
-        .arg("watch")
-        .arg("--model")
-        .arg(model)
-        .args(paths)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    Owner(c.spawn().unwrap())
 }
 
 #[test]

@@ -391,3 +391,27 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.dir).output();
     }
 }
+
+/// `dochash watch` told to act at failpoints (`points`, e.g. `NAME=pause`; see
+/// `dochash::failpoint`), pausing in `fp_dir`; background training stays on, for the tests of it.
+pub fn failpoint_owner(
+    home: &Path,
+    model: &Path,
+    fp_dir: &Path,
+    points: &str,
+    paths: &[&Path],
+) -> Owner {
+    let mut c = Command::new(bin("dochash"));
+    c.env("DOCHASH_HOME", home)
+        .env_remove("DOCHASH_MODEL")
+        .env("DOCHASH_FAILPOINTS", points)
+        .env("DOCHASH_FAILPOINT_DIR", fp_dir)
+        .arg("watch")
+        .arg("--model")
+        .arg(model)
+        .args(paths)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    Owner(c.spawn().unwrap())
+}

@@ -329,12 +329,11 @@ fn room_to_open_sled(sled_dir: &Path) -> u64 {
 impl Db {
     fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(SLED_DIR);
-        if let Some(free) = crate::fsx::free_space(dir)
-            && free < room_to_open_sled(&path)
-        {
+        let room = room_to_open_sled(&path);
+        if crate::fsx::free_space(dir).is_some_and(|free| free < room) {
             return Err(StoreError::DiskFull {
                 path: dir.to_path_buf(),
-                needed: Some(room_to_open_sled(&path)),
+                needed: Some(room),
             });
         }
         // Another process may hold the database for a moment (a one-shot `query` or `status`
