@@ -7,7 +7,8 @@
 //! Words are cut so that code and prose both match ([`Words`]): `snake_case`, `camelCase`,
 //! `a.b.c`, `kebab-case` and `mod::item` are indexed whole *and* in parts; Chinese, Japanese and
 //! Korean text, which has no spaces, is indexed as single characters and pairs of them; then
-//! everything is lower-cased and stemmed as English (`running` finds `runs`).
+//! everything is lower-cased and stemmed as English (`running` finds `runs`). A query's ranking
+//! skips the commonest English words ([`terms`]); a title word counts half a body word.
 //!
 //! Like everything in the index folder this is derived data: it lives in `lexical/`, each commit
 //! records the store's counts it matches, and an index that is damaged, of another version or out
@@ -35,8 +36,23 @@ const TOKENIZER: &str = "dochash";
 const LEXICAL_VERSION: u32 = 1;
 /// Tantivy's smallest indexing budget; the owner indexes a few files at a time.
 const WRITER_MEMORY: usize = 20_000_000;
-/// How much more a title word counts than a body word.
-const TITLE_BOOST: f32 = 2.0;
+/// How much a word in the title field counts against one in the body. The title holds every
+/// heading trail the passage touches, and a passage packs several short sections, so its title
+/// also names its neighbours: at 2 (the weight before), a question's common words matching
+/// other questions' headings outranked the answer's own rare words. Measured on five dev sets
+/// at 0, 0.25, 0.5, 1, 1.5 and 2: 0.5 is the best mean and below none of the sets' lexical
+/// MRR@10 at 2 (docs/BENCHMARKS.md, "The lexical side against a plain BM25").
+const TITLE_BOOST: f32 = 0.5;
+
+/// Words a query's ranking ignores (Lucene's English stop list): in a question in words they
+/// matched every passage a little and, through the short title field, other sections' headings
+/// a lot. The index keeps them (quoted phrases and highlighting of the text still see them), and
+/// a query of nothing but these words keeps them all.
+const STOP_WORDS: &[&str] = &[
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it",
+    "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these",
+    "they", "this", "to", "was", "will", "with",
+];
 
 /// The analyzer for indexing and for queries (they must agree).
 pub fn analyzer() -> TextAnalyzer {
@@ -205,7 +221,8 @@ fn emit_compound(
     }
 }
 
-/// The analysed terms of `text` (query side), each once.
+/// The analysed terms of a query, each once, without its stop words (unless it has nothing
+/// else): what ranks and what is highlighted.
 pub fn terms(text: &str) -> Vec<String> {
     let mut a = analyzer();
     let mut stream = a.token_stream(text);
@@ -216,6 +233,9 @@ pub fn terms(text: &str) -> Vec<String> {
         if seen.insert(t.clone()) {
             out.push(t);
         }
+    }
+    if out.iter().any(|t| !STOP_WORDS.contains(&t.as_str())) {
+        out.retain(|t| !STOP_WORDS.contains(&t.as_str()));
     }
     out
 }
@@ -615,6 +635,13 @@ impl LexicalSearcher {
     /// exactly as the store's: for measurements on text that is not in the index, such as the
     /// held-back questions of a training run.
     pub fn in_memory(texts: &[&str]) -> Result<Self, StoreError> {
+        Self::in_memory_titled(texts.iter().map(|t| ("", *t)))
+    }
+
+    /// [`in_memory`](Self::in_memory) of (title, text) pairs.
+    fn in_memory_titled<'t>(
+        docs: impl Iterator<Item = (&'t str, &'t str)>,
+    ) -> Result<Self, StoreError> {
         let err = |e: tantivy::TantivyError| corrupt(Path::new("lexical (memory)"), e);
         let (schema, fields) = schema();
         let index = tantivy::Index::create_in_ram(schema);
@@ -622,9 +649,12 @@ impl LexicalSearcher {
         let mut writer: IndexWriter = index
             .writer_with_num_threads(1, WRITER_MEMORY)
             .map_err(err)?;
-        for (i, t) in texts.iter().enumerate() {
+        for (i, (title, t)) in docs.enumerate() {
             let mut doc = TantivyDocument::default();
             doc.add_u64(fields.id, i as u64);
+            if !title.is_empty() {
+                doc.add_text(fields.title, title);
+            }
             doc.add_text(fields.text, t);
             writer.add_document(doc).map_err(err)?;
         }
@@ -777,6 +807,49 @@ mod tests {
             .collect();
         assert_eq!(m, ["file", "size"]);
         assert!(matches("the", "").is_empty());
+    }
+
+    #[test]
+    fn a_question_ignores_stop_words_unless_it_has_nothing_else() {
+        assert_eq!(terms("Is it the cache?"), ["cach"]);
+        assert_eq!(terms("to be or not to be"), ["to", "be", "or", "not"]);
+        let text = "the cache";
+        let m: Vec<&str> = matches("is the cache", text)
+            .into_iter()
+            .map(|r| &text[r])
+            .collect();
+        assert_eq!(m, ["cache"]);
+    }
+
+    /// A FAQ whose answers were packed with their neighbours' questions into the title field:
+    /// the question's rare words in the answer's body must outrank its common words in other
+    /// passages' titles.
+    #[test]
+    fn a_questions_rare_words_in_a_body_beat_its_common_words_in_other_titles() {
+        let docs = [
+            (
+                "FAQ \u{2192} How can I make the crawler use less memory? \u{2192} Can I run it in the cloud? faq",
+                "Turn off the page cache and lower the concurrency. Any host with Python works.",
+            ),
+            (
+                "FAQ \u{2192} How can I see what is sent? \u{2192} Why is it slow? faq",
+                "Enable the debug middleware. Slowness usually comes from throttling.",
+            ),
+            (
+                "FAQ faq",
+                "The login cookie is rejected when its domain differs from the site's: set the \
+                 cookie domain to the host you browse.",
+            ),
+            (
+                "FAQ \u{2192} How can I use it with a proxy? \u{2192} Is it the right tool? faq",
+                "Set the proxy variable. It suits pages that are mostly static.",
+            ),
+        ];
+        let lex = LexicalSearcher::in_memory_titled(docs.into_iter()).unwrap();
+        let hits = lex
+            .search("How can I log in when the cookie domain is wrong?", 10)
+            .unwrap();
+        assert_eq!(hits.first().map(|h| h.0), Some(2), "{hits:?}");
     }
 
     #[test]

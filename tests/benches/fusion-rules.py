@@ -81,6 +81,21 @@ def confident(a, kind):
     return rule
 
 
+def rank_of(x):
+    """1-based rank of each candidate by x, best first (NaN: unranked)."""
+    order = np.argsort(-np.nan_to_num(x, nan=-np.inf), kind="stable")
+    r = np.empty(x.size)
+    r[order] = np.arange(1, x.size + 1)
+    return np.where(np.isnan(x), np.inf, r)
+
+
+def rrf(k, a=0.5):
+    def rule(c, b):
+        return a / (k + rank_of(c)) + (1 - a) / (k + rank_of(b))
+
+    return rule
+
+
 def rr(score, want):
     top = np.argsort(-score, kind="stable")[:10]
     hit = np.nonzero(want[top] > 0)[0]
@@ -96,6 +111,7 @@ def main():
              ("lexical", lambda c, b: np.nan_to_num(b, nan=-1.0))]
     rules += [(f"zscore:{a}", zscore(a)) for a in (0.4, 0.5, 0.6)]
     rules += [(f"{k}:{a}", confident(a, k)) for k in ("top1", "gap") for a in (0.4, 0.5)]
+    rules += [("rrf:60", rrf(60)), ("rrf:10", rrf(10))]
     rules += [("oracle", None)]
     print("rule\t" + "\t".join(args.pools))
     data = [load(p) for p in args.pools]
