@@ -240,6 +240,34 @@ pub fn terms(text: &str) -> Vec<String> {
     out
 }
 
+/// The identifiers of a query, lower-cased: its words that join parts with `_ . : # $` or
+/// `camelCase`, or mix letters and digits (`max_file_size`, `fs.readFile`, `HTTPServer`, `v2`).
+/// A passage holding one whole is what a person typing it wants (see the fusion's
+/// `keep_exact_match`).
+pub fn identifiers(query: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for w in query.split_whitespace() {
+        let w = w.trim_matches(|c: char| !c.is_alphanumeric());
+        let chars: Vec<char> = w.chars().collect();
+        let joined = chars
+            .windows(3)
+            .any(|x| x[0].is_alphanumeric() && "_.:#$".contains(x[1]) && x[2].is_alphanumeric());
+        let camel = chars
+            .windows(2)
+            .any(|x| x[0].is_lowercase() && x[1].is_uppercase())
+            || chars
+                .windows(3)
+                .any(|x| x[0].is_uppercase() && x[1].is_uppercase() && x[2].is_lowercase());
+        let mixed =
+            chars.iter().any(|c| c.is_alphabetic()) && chars.iter().any(|c| c.is_ascii_digit());
+        let w = w.to_lowercase();
+        if (joined || camel || mixed) && !out.contains(&w) {
+            out.push(w);
+        }
+    }
+    out
+}
+
 /// Finds the words of a text that match a query's terms (for highlighting): the same analysis
 /// on both sides, so `running` lights up for a query of `runs`.
 #[derive(Debug, Clone, Default)]
@@ -807,6 +835,15 @@ mod tests {
             .collect();
         assert_eq!(m, ["file", "size"]);
         assert!(matches("the", "").is_empty());
+    }
+
+    #[test]
+    fn identifiers_are_told_from_words() {
+        assert_eq!(
+            identifiers("set max_file_size in fs.readFile, (HTTPServer) v2 don't 2024 Rust"),
+            ["max_file_size", "fs.readfile", "httpserver", "v2"]
+        );
+        assert!(identifiers("how do I read a file?").is_empty());
     }
 
     #[test]

@@ -694,6 +694,18 @@ impl Searcher {
         }
         fuse(&mut cands, params.mode, params.fusion, semantic, lexical);
         cands.sort_by(|a, b| b.1.score.total_cmp(&a.1.score).then(a.0.cmp(&b.0)));
+        if params.mode == Mode::Hybrid && semantic && lexical {
+            let mut exact = q.phrases.clone();
+            exact.extend(super::lexical::identifiers(&q.text));
+            if !exact.is_empty() {
+                keep_exact_match(&mut cands, EXACT_PLACE.min(params.k), |id| {
+                    Ok(self.db.passage(id)?.is_some_and(|p| {
+                        let hay = format!("{}\n{}", p.headings.join("\n"), p.text).to_lowercase();
+                        exact.iter().all(|e| hay.contains(e.as_str()))
+                    }))
+                })?;
+            }
+        }
 
         let wanted = if params.whole_pool {
             cands.len()
@@ -736,6 +748,32 @@ impl Searcher {
         }
         Ok(hits)
     }
+}
+
+/// The fused place the lexical side's first passage cannot fall below when it holds the query's
+/// quoted phrases and identifiers whole: a person who types `max_file_size` or "exact words" is
+/// searching by the letter, and the semantic side may not know the name at all.
+const EXACT_PLACE: usize = 3;
+
+/// Moves the lexical side's first candidate up to `place` (1-based) in the fused order when
+/// `holds` says it holds the query's exact words; it takes the score of the one it passes, so
+/// the order stays by score.
+fn keep_exact_match(
+    cands: &mut Vec<(u64, Candidate)>,
+    place: usize,
+    holds: impl FnOnce(u64) -> Result<bool, IndexError>,
+) -> Result<(), IndexError> {
+    let Some(at) = cands.iter().position(|(_, c)| c.lexical_rank == Some(1)) else {
+        return Ok(());
+    };
+    let to = place.max(1) - 1;
+    if at <= to || !holds(cands[at].0)? {
+        return Ok(());
+    }
+    let mut moved = cands.remove(at);
+    moved.1.score = cands[to].1.score;
+    cands.insert(to, moved);
+    Ok(())
 }
 
 /// Fewer scores than this on one side, and its spread leans on a prior (see [`zscore_scores`]).
@@ -930,6 +968,39 @@ mod tests {
         // Without a cosine a candidate gets the semantic side's mean, not its best.
         let s = zscore_scores(&[None, Some(1.0), Some(0.0)], &[Some(1.0), None, None], 1.0);
         assert_eq!(s[0], 0.0);
+    }
+
+    #[test]
+    fn fusion_never_drops_an_exact_match_the_lexical_side_ranked_first() {
+        // Ten passages the semantic side prefers, then the lexical side's first.
+        let pool = || -> Vec<(u64, Candidate)> {
+            (0..12)
+                .map(|i| {
+                    let c = Candidate {
+                        score: 1.0 - i as f32 / 20.0,
+                        lexical_rank: (i == 9).then_some(1),
+                        ..Default::default()
+                    };
+                    (i, c)
+                })
+                .collect()
+        };
+        let order = |c: &[(u64, Candidate)]| c.iter().map(|x| x.0).collect::<Vec<_>>();
+        let mut c = pool();
+        keep_exact_match(&mut c, EXACT_PLACE, |id| Ok(id == 9)).unwrap();
+        assert_eq!(order(&c)[..4], [0, 1, 9, 2]);
+        assert!(c.windows(2).all(|w| w[0].1.score >= w[1].1.score));
+        // Asked for one result, it is that one.
+        let mut c = pool();
+        keep_exact_match(&mut c, 1, |_| Ok(true)).unwrap();
+        assert_eq!(c[0].0, 9);
+        // A first place without the exact words, or already high enough, stays where it is.
+        let mut c = pool();
+        keep_exact_match(&mut c, EXACT_PLACE, |_| Ok(false)).unwrap();
+        assert_eq!(order(&c), order(&pool()));
+        let mut c = pool();
+        keep_exact_match(&mut c, 11, |_| Ok(true)).unwrap();
+        assert_eq!(order(&c), order(&pool()));
     }
 
     #[test]
