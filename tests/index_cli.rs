@@ -329,11 +329,28 @@ fn odd_queries_get_a_sane_answer_or_one_line_error() {
         assert!(code == Some(0) || code == Some(1), "{q:?}: exit {code:?}");
         assert!(hits.len() <= 10);
     }
-    // A phrase filters: present as written, or nothing.
+    // A phrase filters: present as written...
     let (_, hits) = e.query("\"banana cherry\"", &[]);
     assert_eq!(paths(&hits), vec![canon(&e.notes.join("fruit.md"))]);
+    assert!(hits.iter().all(|h| h.get("without_phrases").is_none()));
+    // ...and where no passage holds it as written, the words rank alone and the hits say so.
     let (code, hits) = e.query("\"cherry banana apple\"", &[]);
-    assert_eq!((code, hits.len()), (Some(1), 0));
+    assert_eq!(code, Some(0));
+    assert!(!hits.is_empty());
+    assert!(
+        hits.iter().all(|h| h["without_phrases"] == true),
+        "{hits:?}"
+    );
+    let out = dochash(&e.home)
+        .args(["query", "\"cherry banana apple\""])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no passage holds the quoted words as written"),
+        "{}",
+        stderr(&out)
+    );
     // 100 KB is refused in one line.
     let out = dochash(&e.home)
         .args(["query", &"word ".repeat(20_000)])

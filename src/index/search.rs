@@ -61,6 +61,10 @@ pub struct Hit {
     /// Hamming distance between the query's and the passage's codes (`None` when the passage
     /// was scored exactly: its code was stale, or only the lexical side found it).
     pub distance: Option<u32>,
+    /// The query's quoted phrases are in no passage as written, so this hit was ranked by its
+    /// words alone (in JSON only when true).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub without_phrases: bool,
 }
 
 /// Which lists answer a query.
@@ -712,14 +716,33 @@ impl Searcher {
         } else {
             params.k
         };
+        let mut hits = self.collect(&cands, q, params, wanted, true)?;
+        // Quoted words that no passage holds as written (an error message remembered loosely,
+        // a paraphrased quotation) leave the words to rank alone, and the hits say so.
+        if hits.is_empty() && !q.phrases.is_empty() {
+            hits = self.collect(&cands, q, params, wanted, false)?;
+        }
+        Ok(hits)
+    }
+
+    /// The first `wanted` of the ranked candidates as hits: those still in the index, holding
+    /// the query's phrases when `strict`, one a file when asked.
+    fn collect(
+        &self,
+        cands: &[(u64, Candidate)],
+        q: &ParsedQuery,
+        params: &SearchParams,
+        wanted: usize,
+        strict: bool,
+    ) -> Result<Vec<Hit>, IndexError> {
         let mut hits = Vec::with_capacity(wanted.min(cands.len()));
         let mut files: HashSet<PathBuf> = HashSet::new();
-        for (id, c) in cands {
+        for &(id, ref c) in cands {
             // A passage removed since this searcher was made simply drops out.
             let Some(p) = self.db.passage(id)? else {
                 continue;
             };
-            if !q.phrases.is_empty() {
+            if strict && !q.phrases.is_empty() {
                 let hay = format!("{}\n{}", p.headings.join("\n"), p.text).to_lowercase();
                 if !q.phrases.iter().all(|ph| hay.contains(ph.as_str())) {
                     continue;
@@ -741,6 +764,7 @@ impl Searcher {
                 semantic_rank: c.semantic_rank,
                 lexical_rank: c.lexical_rank,
                 distance: c.distance,
+                without_phrases: !strict,
             });
             if hits.len() == wanted {
                 break;

@@ -225,7 +225,7 @@ pub struct RetrievalArgs {
     /// 1 if it is the wanted passage, cosine, BM25 (empty where a side did not score it), the
     /// score it was ranked by. Other fusion rules can then be tried on the same candidates
     /// (tests/benches/fusion-rules.py). A query with a quoted phrase lists only the candidates
-    /// holding it, while its fusion was normalised over all
+    /// holding it (all of them when none does), while its fusion was normalised over all
     #[arg(long, value_name = "FILE")]
     pub pool: Option<PathBuf>,
     /// One JSON object per mode: mode, hit_at_1, hit_at_10, mrr_at_10, queries

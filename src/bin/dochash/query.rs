@@ -98,6 +98,12 @@ fn print_hits(g: &Global, args: &QueryArgs, hits: &[Hit]) -> Result<ExitCode> {
             out.write_all(b"\n")?;
         }
     } else {
+        if hits.first().is_some_and(|h| h.without_phrases) {
+            shared::note(
+                g,
+                "no passage holds the quoted words as written; these are the closest by all the words",
+            );
+        }
         for (i, h) in hits.iter().enumerate() {
             let trail = h.headings.join(" › ");
             writeln!(

@@ -114,6 +114,11 @@ pub struct Message {
     pub until: Instant,
 }
 
+/// Shown when the quoted words of a query are in no passage as written and the results rank the
+/// words alone.
+pub const PHRASES_MISSING: &str =
+    "no passage holds the quoted words as written; closest by all the words";
+
 /// All UI state. Fields are readable by the renderer; changes go through methods so that the
 /// invariants (selection in range, selected row visible) hold.
 #[derive(Debug)]
@@ -339,6 +344,9 @@ impl App {
             .map(|e| e.hit.id);
         match resp.outcome {
             Ok(entries) => {
+                if entries.first().is_some_and(|e| e.hit.without_phrases) {
+                    self.set_message(PHRASES_MISSING, false, Instant::now());
+                }
                 self.entries = entries;
                 self.error = None;
             }
@@ -557,6 +565,7 @@ pub(super) mod tests {
             semantic_rank: Some(id as u32 + 1),
             lexical_rank: None,
             distance: Some(3),
+            without_phrases: false,
         }
     }
 
@@ -610,6 +619,28 @@ pub(super) mod tests {
             outcome: Ok(entries(n)),
         }));
         app
+    }
+
+    #[test]
+    fn results_without_the_quoted_words_say_so() {
+        let mut app = App::new("", false, status());
+        let Action::Search(req) = type_str(&mut app, "\"gone away\"").pop().unwrap() else {
+            panic!("typing should search");
+        };
+        let mut loose = entries(2);
+        for e in &mut loose {
+            e.hit.without_phrases = true;
+        }
+        assert!(app.apply_response(SearchResponse {
+            seq: req.seq,
+            query: req.query,
+            outcome: Ok(loose),
+        }));
+        assert_eq!(
+            app.message.as_ref().map(|m| m.text.as_str()),
+            Some(PHRASES_MISSING)
+        );
+        assert!(app_with(2).message.is_none());
     }
 
     #[test]
