@@ -703,10 +703,7 @@ impl Searcher {
             exact.extend(super::lexical::identifiers(&q.text));
             if !exact.is_empty() {
                 keep_exact_match(&mut cands, EXACT_PLACE.min(params.k), |id| {
-                    Ok(self.db.passage(id)?.is_some_and(|p| {
-                        let hay = format!("{}\n{}", p.headings.join("\n"), p.text).to_lowercase();
-                        exact.iter().all(|e| hay.contains(e.as_str()))
-                    }))
+                    Ok(self.db.passage(id)?.is_some_and(|p| holds_all(&p, &exact)))
                 })?;
             }
         }
@@ -742,11 +739,8 @@ impl Searcher {
             let Some(p) = self.db.passage(id)? else {
                 continue;
             };
-            if strict && !q.phrases.is_empty() {
-                let hay = format!("{}\n{}", p.headings.join("\n"), p.text).to_lowercase();
-                if !q.phrases.iter().all(|ph| hay.contains(ph.as_str())) {
-                    continue;
-                }
+            if strict && !q.phrases.is_empty() && !holds_all(&p, &q.phrases) {
+                continue;
             }
             if params.per_file && !files.insert(p.path.clone()) {
                 continue;
@@ -772,6 +766,13 @@ impl Searcher {
         }
         Ok(hits)
     }
+}
+
+/// Whether a passage's heading trail or text holds each of `words` (lower-cased) as written,
+/// case aside.
+fn holds_all(p: &super::store::PassageRecord, words: &[String]) -> bool {
+    let hay = format!("{}\n{}", p.headings.join("\n"), p.text).to_lowercase();
+    words.iter().all(|w| hay.contains(w.as_str()))
 }
 
 /// The fused place the lexical side's first passage cannot fall below when it holds the query's
