@@ -67,6 +67,11 @@ pub struct Hit {
     pub without_phrases: bool,
 }
 
+/// What a person is told when the query's quoted words are in no passage as written and the
+/// hits rank the words alone ([`Hit::without_phrases`]); the CLI and the TUI say the same.
+pub const PHRASES_MISSING: &str =
+    "no passage holds the quoted words as written; these are the closest by all the words";
+
 /// Which lists answer a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -99,10 +99,7 @@ fn print_hits(g: &Global, args: &QueryArgs, hits: &[Hit]) -> Result<ExitCode> {
         }
     } else {
         if hits.first().is_some_and(|h| h.without_phrases) {
-            shared::note(
-                g,
-                "no passage holds the quoted words as written; these are the closest by all the words",
-            );
+            shared::note(g, dochash::index::search::PHRASES_MISSING);
         }
         for (i, h) in hits.iter().enumerate() {
             let trail = h.headings.join(" › ");

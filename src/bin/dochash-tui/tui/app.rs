@@ -114,11 +114,6 @@ pub struct Message {
     pub until: Instant,
 }
 
-/// Shown when the quoted words of a query are in no passage as written and the results rank the
-/// words alone.
-pub const PHRASES_MISSING: &str =
-    "no passage holds the quoted words as written; closest by all the words";
-
 /// All UI state. Fields are readable by the renderer; changes go through methods so that the
 /// invariants (selection in range, selected row visible) hold.
 #[derive(Debug)]
@@ -345,7 +340,11 @@ impl App {
         match resp.outcome {
             Ok(entries) => {
                 if entries.first().is_some_and(|e| e.hit.without_phrases) {
-                    self.set_message(PHRASES_MISSING, false, Instant::now());
+                    self.set_message(
+                        dochash::index::search::PHRASES_MISSING,
+                        false,
+                        Instant::now(),
+                    );
                 }
                 self.entries = entries;
                 self.error = None;
@@ -638,7 +637,7 @@ pub(super) mod tests {
         }));
         assert_eq!(
             app.message.as_ref().map(|m| m.text.as_str()),
-            Some(PHRASES_MISSING)
+            Some(dochash::index::search::PHRASES_MISSING)
         );
         assert!(app_with(2).message.is_none());
     }
