@@ -545,3 +545,54 @@ fn help_lists_what_users_use_and_the_research_tools_stay_reachable() {
         assert!(stdout(&out).contains(sub), "{}", stdout(&out));
     }
 }
+
+/// Notes that link to each other fit the fusion to their links, the same way every time (two
+/// homes, the same notes); notes with too few links keep the default weight, and `index` and
+/// `status` say so.
+#[test]
+fn the_fusion_is_fitted_to_the_notes_own_links_the_same_way_every_time() {
+    let linked = |e: &common::Env| {
+        for i in 0..60 {
+            let next = (i * 7 + 3) % 60;
+            e.write(
+                &format!("topic-{i}.md"),
+                &format!(
+                    "# Topic {i}\n\nNotes on subject s{i} with the word w{i} and a little more.\n\n\
+                     For the details of subject s{next} read [its own note](topic-{next}.md) first.\n"
+                ),
+            );
+        }
+    };
+    let fitted = |e: &common::Env| {
+        let out = e.index(&[e.notes.to_str().unwrap()]);
+        assert!(stderr(&out).contains("fusion: "), "{}", stderr(&out));
+        e.status()["fusion"].clone()
+    };
+    let (a, b) = (env(), env());
+    linked(&a);
+    linked(&b);
+    let (fa, fb) = (fitted(&a), fitted(&b));
+    assert_eq!(fa["questions"], serde_json::json!([["link", 60]]), "{fa}");
+    assert_eq!(fa["curve"].as_array().map(Vec::len), Some(9), "{fa}");
+    assert_eq!(fa, fb, "the same notes fitted differently");
+
+    let small = env();
+    small.write(
+        "a.md",
+        "# A\n\nSee [the b note](b.md) for the rest of it.\n",
+    );
+    small.write("b.md", "# B\n\nThe rest.\n");
+    let f = fitted(&small);
+    assert_eq!(f["adopted"], false, "{f}");
+    assert_eq!(f["semantic_weight"].as_f64(), Some(0.4f32 as f64), "{f}");
+    let out = dochash(&small.home).arg("status").output().unwrap();
+    let line = stdout(&out)
+        .lines()
+        .find(|l| l.starts_with("fusion"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.contains("(the default): too few questions to fit (1, needs 40)"),
+        "{line}"
+    );
+}

@@ -95,6 +95,9 @@ pub struct EngineStatus {
     pub job: Option<Job>,
     pub model: String,
     pub codes: String,
+    /// How the corpus fuses its two rankers (`index::fit`); `None` before the first fit.
+    #[serde(default)]
+    pub fusion: Option<crate::index::FusionChoice>,
     pub device: String,
     /// Bumped whenever searchable content changes: a UI re-runs its query when it moves.
     pub generation: u64,
@@ -299,6 +302,7 @@ impl Engine {
     pub fn status(&self) -> EngineStatus {
         let snap = self.shared.snapshot();
         let s = self.shared.state();
+        let fusion = snap.as_deref().and_then(|sn| sn.meta.fusion.clone());
         let (roots, files, passages, model, codes) = match snap.as_deref() {
             Some(sn) => (
                 sn.meta.roots.clone(),
@@ -319,6 +323,7 @@ impl Engine {
             job: s.job.clone().or_else(|| s.training.clone()),
             model: s.trained.clone().unwrap_or(model),
             codes,
+            fusion,
             device: s.device.clone(),
             generation: s.generation,
             updates: s.updates,

@@ -31,6 +31,7 @@
 mod chunk;
 mod error;
 mod frontmatter;
+mod questions;
 mod read;
 mod segment;
 mod structure;
@@ -39,6 +40,7 @@ mod walk;
 pub use chunk::{ChunkConfig, Passage, TokenCounter, approx_token_count, is_cjk, split, split_as};
 pub use error::{CorpusError, SkipReason, Skipped, io_reason};
 pub use frontmatter::{FrontMatter, FrontMatterKind, front_matter};
+pub use questions::{Question, QuestionKind, questions};
 pub use read::{Document, looks_binary, read_document};
 pub use structure::Format;
 pub use walk::{CorpusConfig, IGNORE_FILE, SourceFile, Walk, walk};

@@ -139,7 +139,25 @@ pub(crate) struct Block {
 
 /// Splits `text[body]` into sections of blocks.
 pub(crate) fn sections(text: &str, body: Range<usize>, format: Format) -> Vec<Section> {
+    outline(text, body, format).0
+}
+
+/// A heading as written: where its first line starts and its title (bounded as trails are).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Heading {
+    pub at: usize,
+    pub title: String,
+}
+
+/// The sections of `text[body]` and every heading, in order: a link's anchor names a heading
+/// that may title no text of its own.
+pub(crate) fn outline(
+    text: &str,
+    body: Range<usize>,
+    format: Format,
+) -> (Vec<Section>, Vec<Heading>) {
     let mut parser = Parser {
+        headings: Vec::new(),
         text,
         format,
         sections: Vec::new(),
@@ -160,7 +178,8 @@ pub(crate) fn sections(text: &str, body: Range<usize>, format: Format) -> Vec<Se
     while let Some(line) = lines.next() {
         parser.line(line, &mut lines);
     }
-    parser.finish()
+    let headings = std::mem::take(&mut parser.headings);
+    (parser.finish(), headings)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -262,6 +281,7 @@ struct Parser<'a> {
     rst_styles: Vec<(char, bool)>,
     /// The last heading's level and lines, while nothing but headings has followed it.
     bare: Option<(usize, Range<usize>)>,
+    headings: Vec<Heading>,
 }
 
 impl Parser<'_> {
@@ -434,6 +454,10 @@ impl Parser<'_> {
     fn heading(&mut self, level: usize, title: String, lines: Range<usize>) {
         self.close_section(Some(level));
         let title = bounded_title(title);
+        self.headings.push(Heading {
+            at: lines.start,
+            title: title.clone(),
+        });
         while self.stack.last().is_some_and(|(l, _)| *l >= level) {
             self.stack.pop();
         }

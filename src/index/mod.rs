@@ -11,6 +11,7 @@ pub mod binarize;
 pub mod coder;
 pub mod cosine;
 pub mod dhim;
+pub mod fit;
 pub mod hamming;
 pub mod lexical;
 pub mod ranked;
@@ -21,6 +22,7 @@ pub mod update;
 pub mod weighted;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use crate::corpus::CorpusError;
 use crate::encoder::EncoderError;
@@ -29,8 +31,8 @@ pub use coder::{Coder, CoderError};
 pub use reuse::Donor;
 pub use search::{Hit, SearchParams, Searcher};
 pub use store::{
-    CodeMeta, CorpusSettings, Db, Fingerprint, IndexMeta, SCHEMA_VERSION, Store, StoreError,
-    room_to_open,
+    CodeMeta, CorpusSettings, Db, Fingerprint, FusionChoice, IndexMeta, SCHEMA_VERSION, Store,
+    StoreError, room_to_open,
 };
 pub use update::{
     CorpusPassage, Progress, RootTrouble, Unavailable, Unreadable, UpdateOptions, UpdateReport,
@@ -245,6 +247,7 @@ impl Index {
                     roots,
                     code: None,
                     corpus,
+                    fusion: None,
                 };
                 store.set_meta(&meta)?;
                 (store, meta)
@@ -426,7 +429,33 @@ impl Index {
         opts: &UpdateOptions,
         progress: &mut dyn FnMut(Progress, &Index),
     ) -> Result<UpdateReport, IndexError> {
-        update::update(self, encoder, opts, progress)
+        let mut report = update::update(self, encoder, opts, progress)?;
+        if fit::due(self) {
+            let never = AtomicBool::new(false);
+            let cancel = opts.cancel.as_deref().unwrap_or(&never);
+            match self.fit_fusion(encoder, cancel) {
+                Ok(choice) => report.fusion = choice,
+                Err(e) if e.is_storage() => return Err(e),
+                // The index is whole without it: the fusion before serves until the next fit.
+                Err(e) => report.fusion_error = Some(e.to_string()),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Fits the fusion to the corpus's own questions now and keeps it (see [`fit`]); updates
+    /// do this when [`fit::due`]. `None` when `cancel` was raised first.
+    pub fn fit_fusion(
+        &mut self,
+        encoder: &crate::encoder::Encoder,
+        cancel: &AtomicBool,
+    ) -> Result<Option<FusionChoice>, IndexError> {
+        let Some(choice) = fit::fit_fusion(self, encoder, cancel)? else {
+            return Ok(None);
+        };
+        self.meta.fusion = Some(choice.clone());
+        self.store.set_meta(&self.meta)?;
+        Ok(Some(choice))
     }
 
     /// Makes `coder` the index's code source under a new code generation. Stored codes of the

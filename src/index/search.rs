@@ -138,7 +138,8 @@ pub struct SearchParams {
     /// Keep only the best passage of each file.
     pub per_file: bool,
     pub mode: Mode,
-    pub fusion: Fusion,
+    /// `None`: the corpus's own (see [`super::fit`]), else the default.
+    pub fusion: Option<Fusion>,
     pub filter: Filter,
     /// Return every candidate the query scored, in the order the results are ranked, not only
     /// the best `k` (`k` still sizes the search): what `dochash eval retrieval --pool` writes
@@ -243,7 +244,7 @@ impl Default for SearchParams {
             candidates: None,
             per_file: false,
             mode: Mode::default(),
-            fusion: Fusion::default(),
+            fusion: None,
             filter: Filter::default(),
             whole_pool: false,
         }
@@ -349,6 +350,8 @@ pub struct Searcher {
     vectors: Vectors,
     lexical: Option<LexicalSearcher>,
     db: Db,
+    /// The fusion the corpus chose.
+    fusion: Fusion,
 }
 
 /// A passage's id and its rows in the vectors (`first..end`, consecutive).
@@ -396,6 +399,12 @@ impl Searcher {
             vectors,
             lexical,
             db,
+            fusion: match &meta.fusion {
+                Some(c) if c.adopted => Fusion::Zscore {
+                    alpha: c.semantic_weight,
+                },
+                _ => Fusion::default(),
+            },
         };
         let visible = out.vectors.rows().min(table.rows());
         let live = || (0..visible).filter(|&r| !table.dead[r]);
@@ -701,7 +710,8 @@ impl Searcher {
                 }
             }
         }
-        fuse(&mut cands, params.mode, params.fusion, semantic, lexical);
+        let fusion = params.fusion.unwrap_or(self.fusion);
+        fuse(&mut cands, params.mode, fusion, semantic, lexical);
         cands.sort_by(|a, b| b.1.score.total_cmp(&a.1.score).then(a.0.cmp(&b.0)));
         if params.mode == Mode::Hybrid && semantic && lexical {
             let mut exact = q.phrases.clone();
@@ -1052,6 +1062,29 @@ mod tests {
         bm25[3] = Some(7.5);
         let s = zscore_scores(&cosine, &bm25, 0.4);
         assert!(s.iter().all(|x| x.abs() < 10.0), "{s:?}");
+    }
+
+    #[test]
+    fn searches_fuse_as_the_corpus_chose() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = synthetic_index(dir.path(), 4);
+        let choice = |adopted| crate::index::FusionChoice {
+            semantic_weight: 0.7,
+            adopted,
+            questions: vec![("link".into(), 50)],
+            check: Some((0.5, 0.6)),
+            why: None,
+            curve: Vec::new(),
+            passages: 1,
+        };
+        assert_eq!(index.searcher().unwrap().fusion, Fusion::default());
+        index.meta.fusion = Some(choice(true));
+        assert_eq!(
+            index.searcher().unwrap().fusion,
+            Fusion::Zscore { alpha: 0.7 }
+        );
+        index.meta.fusion = Some(choice(false));
+        assert_eq!(index.searcher().unwrap().fusion, Fusion::default());
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub struct UpdateReport {
     pub unreadable: Vec<Unreadable>,
     /// The code source was (re)fitted: its description.
     pub refit: Option<String>,
+    /// The fusion was fitted to the corpus's questions (`super::fit`).
+    pub fusion: Option<super::FusionChoice>,
+    /// Fitting the fusion failed; the one before (or the default) stays.
+    pub fusion_error: Option<String>,
 }
 
 /// A root whose files stay indexed although the walk could not see them: a drive that is not
@@ -110,6 +114,11 @@ impl UpdateReport {
             out.push(format!(
                 "{root}: {why}; its {} indexed files are kept until it is back (`dochash index --forget {root}` drops them)",
                 u.kept_files,
+            ));
+        }
+        if let Some(e) = &self.fusion_error {
+            out.push(format!(
+                "cannot fit the fusion to this corpus ({e}); the previous one serves"
             ));
         }
         out
@@ -814,6 +823,7 @@ mod tests {
             roots: vec![std::fs::canonicalize(&notes).unwrap()],
             code: None,
             corpus: Default::default(),
+            fusion: None,
         };
         let stop = AtomicBool::new(false);
         assert_eq!(

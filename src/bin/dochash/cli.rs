@@ -189,9 +189,13 @@ pub struct RetrievalArgs {
     /// Search modes to measure, comma-separated
     #[arg(long, default_value = "lexical,semantic,hybrid", value_name = "M,...")]
     pub modes: String,
-    /// Fusion for hybrid: rrf, rrf:K, convex:ALPHA or zscore:ALPHA (the product's is zscore:0.4)
-    #[arg(long, default_value = "zscore:0.4", value_name = "F")]
+    /// Fusion for hybrid: corpus (the one the index fitted to the corpus's own questions, as
+    /// searches use), rrf, rrf:K, convex:ALPHA or zscore:ALPHA (the default weight is zscore:0.4)
+    #[arg(long, default_value = "corpus", value_name = "F")]
     pub fusion: String,
+    /// Fit the fusion to the corpus's questions again, even where the kept index has a fit
+    #[arg(long)]
+    pub refit_fusion: bool,
     /// Passage size in tokens (default: the model's, at most 200)
     #[arg(long, value_name = "N")]
     pub passage_tokens: Option<usize>,

@@ -504,6 +504,7 @@ fn adoption(g: &Global, a: &AdoptionArgs) -> Result<()> {
         roots: vec![root],
         code: None,
         corpus: Default::default(),
+        fusion: None,
     };
     let passages = corpus_passages(&meta, &base, &AtomicBool::new(false), MAX_TRAIN_PASSAGES)
         .with_context(|| format!("cannot read {}", a.docs.display()))?;

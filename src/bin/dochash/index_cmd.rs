@@ -142,6 +142,9 @@ pub fn run(g: &Global, args: &IndexArgs) -> Result<ExitCode> {
     if let Some(r) = &report.refit {
         shared::note(g, r);
     }
+    if let Some(f) = &report.fusion {
+        shared::note(g, format!("fusion: {}", f.describe()));
+    }
     let secs = started.elapsed().as_secs_f64();
     shared::note(
         g,

@@ -188,6 +188,7 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode> {
             "stale_codes": searcher.stale(),
             "hamming_kernel": hamming::kernel_name(),
             "filter": searcher.filter_name(),
+            "fusion": m.fusion,
             "size_bytes": index.store().size_on_disk(),
             "trained": trained,
         });
@@ -242,12 +243,24 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode> {
         }
     }
     lines.push(format!("filter    {}", searcher.filter_name()));
+    lines.push(format!("fusion    {}", fusion_line(m.fusion.as_ref())));
     lines.push(format!(
         "size      {:.1} MiB",
         index.store().size_on_disk() as f64 / (1024.0 * 1024.0)
     ));
     print_lines(&lines)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `status` says of the fusion, with or without an owner.
+fn fusion_line(f: Option<&dochash::index::FusionChoice>) -> String {
+    match f {
+        Some(f) => f.describe(),
+        None => format!(
+            "semantic weight {:.1} (the default): not fitted yet",
+            dochash::index::search::DEFAULT_SEMANTIC_WEIGHT
+        ),
+    }
 }
 
 fn roots_line(roots: &[std::path::PathBuf]) -> String {
@@ -285,6 +298,7 @@ fn print_owner_status(args: &StatusArgs, s: EngineStatus) -> Result<()> {
         format!("passages  {}", s.passages),
         format!("model     {}", s.model),
         format!("codes     {}", s.codes),
+        format!("fusion    {}", fusion_line(s.fusion.as_ref())),
         format!("device    {}", s.device),
     ];
     if let Some(t) = &s.trained {

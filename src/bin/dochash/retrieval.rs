@@ -56,7 +56,11 @@ fn read_items(path: &Path, limit: Option<usize>) -> Result<Vec<Item>> {
     Ok(out)
 }
 
-pub fn parse_fusion(s: &str) -> Result<Fusion> {
+/// `corpus` (the index's own choice) or a rule.
+pub fn parse_fusion(s: &str) -> Result<Option<Fusion>> {
+    if s == "corpus" {
+        return Ok(None);
+    }
     let (name, arg) = s.split_once(':').unwrap_or((s, ""));
     let num = |d: f32| -> Result<f32> {
         if arg.is_empty() {
@@ -67,10 +71,10 @@ pub fn parse_fusion(s: &str) -> Result<Fusion> {
         }
     };
     match name {
-        "rrf" => Ok(Fusion::Rrf { k: num(60.0)? }),
-        "convex" => Ok(Fusion::Convex { alpha: num(0.5)? }),
-        "zscore" => Ok(Fusion::Zscore { alpha: num(0.5)? }),
-        _ => bail!("unknown fusion {s:?}: use rrf, rrf:K, convex:ALPHA or zscore:ALPHA"),
+        "rrf" => Ok(Some(Fusion::Rrf { k: num(60.0)? })),
+        "convex" => Ok(Some(Fusion::Convex { alpha: num(0.5)? })),
+        "zscore" => Ok(Some(Fusion::Zscore { alpha: num(0.5)? })),
+        _ => bail!("unknown fusion {s:?}: use corpus, rrf, rrf:K, convex:ALPHA or zscore:ALPHA"),
     }
 }
 
@@ -160,6 +164,9 @@ pub fn run(g: &Global, a: &RetrievalArgs) -> Result<()> {
         },
     )?;
     pb.finish_and_clear();
+    if a.refit_fusion {
+        index.fit_fusion(&enc, &std::sync::atomic::AtomicBool::new(false))?;
+    }
     let searcher = index.searcher()?;
     shared::note(
         g,
@@ -170,6 +177,9 @@ pub fn run(g: &Global, a: &RetrievalArgs) -> Result<()> {
             fp.chunking
         ),
     );
+    if let Some(c) = &index.meta().fusion {
+        shared::note(g, format!("the corpus's fusion: {}", c.describe()));
+    }
 
     let mut ranks = String::new();
     let mut rows = Vec::new();

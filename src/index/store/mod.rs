@@ -213,6 +213,68 @@ pub struct IndexMeta {
     /// applies the same filters as the command that set them.
     #[serde(default)]
     pub corpus: CorpusSettings,
+    /// How this corpus fuses its two rankers, as fitted on its own questions
+    /// (`index::fit`); absent before the first fit.
+    #[serde(default)]
+    pub fusion: Option<FusionChoice>,
+}
+
+/// The fusion a corpus chose and why: derived from the files like everything here, so refitted
+/// after a rebuild.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FusionChoice {
+    /// The semantic side's weight in z-score fusion that searches use.
+    pub semantic_weight: f32,
+    /// The weight was fitted and beat the default on held-back questions.
+    pub adopted: bool,
+    /// Questions asked, by kind (`link`, `title`, …), in a fixed order.
+    pub questions: Vec<(String, usize)>,
+    /// The questions' MRR@10 at the default weight and at the one chosen.
+    pub check: Option<(f32, f32)>,
+    /// Why, in a few words, when not adopted.
+    pub why: Option<String>,
+    /// MRR@10 at each weight tried: (weight, fitting half, held-back half).
+    #[serde(default)]
+    pub curve: Vec<(f32, f32, f32)>,
+    /// Live passages when it was fitted: a corpus that has changed much is fitted again.
+    pub passages: usize,
+}
+
+impl FusionChoice {
+    /// One line for `dochash status`.
+    pub fn describe(&self) -> String {
+        let total: usize = self.questions.iter().map(|(_, n)| n).sum();
+        let kinds = self
+            .questions
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let asked = if total == 0 {
+            "no questions".to_string()
+        } else {
+            format!("{total} questions ({kinds})")
+        };
+        let check = self
+            .check
+            .map(|(d, f)| format!("; their MRR@10 {d:.3} at the default, {f:.3} chosen"))
+            .unwrap_or_default();
+        if self.adopted {
+            format!(
+                "semantic weight {:.1}, fitted to {asked}{check}",
+                self.semantic_weight
+            )
+        } else {
+            format!(
+                "semantic weight {:.1} (the default): {}; {asked}{check}",
+                self.semantic_weight,
+                self.why
+                    .as_deref()
+                    .unwrap_or("the fitted weight did no better")
+            )
+        }
+    }
 }
 
 impl IndexMeta {
@@ -1051,6 +1113,7 @@ mod tests {
         let with = |asked: Option<usize>, current: Option<usize>| IndexMeta {
             fingerprint: Fingerprint::synthetic(384),
             roots: vec![],
+            fusion: None,
             corpus: CorpusSettings {
                 bits: asked,
                 ..Default::default()
@@ -1081,6 +1144,7 @@ mod tests {
         let meta = IndexMeta {
             fingerprint: Fingerprint::synthetic(2),
             roots: vec!["/notes".into()],
+            fusion: None,
             corpus: CorpusSettings::default(),
             code: Some(CodeMeta {
                 source: "itq".into(),
