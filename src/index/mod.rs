@@ -455,6 +455,8 @@ impl Index {
         };
         self.meta.fusion = Some(choice.clone());
         self.store.set_meta(&self.meta)?;
+        // An update has flushed already; the next open should not read the database through.
+        self.store.flush()?;
         Ok(Some(choice))
     }
 

@@ -65,7 +65,7 @@ pub enum Command {
     Index(IndexArgs),
     /// Search the index
     Query(QueryArgs),
-    /// Show what is indexed, with which model and codes, and what training gained
+    /// Show what is indexed, with which model, codes and fusion, and what training gained
     Status(StatusArgs),
     /// Keep the index up to date as files change, and answer queries from other terminals
     Watch(WatchArgs),
