@@ -194,7 +194,13 @@ fn a_running_owner_rides_out_a_full_disk_and_catches_up_by_itself() {
         let fp = e.notes.with_file_name("fp");
         std::fs::create_dir_all(&fp).unwrap();
         // The index is up to date, so the owner writes nothing until a note changes.
-        let _owner = failpoint_owner(&e.home, &e.model, &fp, &format!("{point}=pause"), &[]);
+        let _owner = failpoint_owner(
+            &e.home,
+            &e.model,
+            &fp,
+            &format!("{point}=pause,engine.reopening=pause,search.waits=pause"),
+            &[],
+        );
         wait_until("the owner", || {
             status(&e.home).is_some_and(|s| s["owner"] == true && s["job"].is_null())
         });
@@ -226,8 +232,26 @@ fn a_running_owner_rides_out_a_full_disk_and_catches_up_by_itself() {
             assert_eq!(during_others, others);
         }
 
-        // Room again: without a restart, the owner reopens the index and indexes the note.
+        // Room again: without a restart, the owner reopens the index and indexes the note. A
+        // query that comes while it reopens waits for it, rather than failing.
         fs.free();
+        wait_until("the owner to reopen the index", || {
+            fp.join("engine.reopening.paused").exists()
+        });
+        let asking = dochash(&e.home)
+            .args(["query", "--json", "--mode", "lexical", "banana"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_until("the query to find the index closed", || {
+            fp.join("search.waits.paused").exists()
+        });
+        std::fs::write(fp.join("search.waits.go"), b"").unwrap();
+        std::fs::write(fp.join("engine.reopening.go"), b"").unwrap();
+        let out = asking.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(!common::stdout(&out).trim().is_empty(), "{}", stderr(&out));
         wait_until("the owner to index the saved note", || {
             lexical_paths(&e.home, "zebra quartz")
                 .iter()

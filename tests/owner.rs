@@ -59,6 +59,13 @@ fn queries_through_the_owner_match_direct_queries() {
     let mut watch = start_watch(&home, &model, &[]);
     let through = query(&home, "guitar piano", 5);
     assert_eq!(summary(&through), summary(&direct));
+    // The owner says what fusion the corpus chose: five unlinked notes keep the default.
+    let s = status(&home).unwrap();
+    assert_eq!(s["owner"], true, "{s}");
+    assert_eq!(
+        s["fusion"]["why"], "too few questions to fit (0, needs 40)",
+        "{s}"
+    );
 
     // The socket is private to the user.
     #[cfg(unix)]

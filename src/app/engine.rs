@@ -39,6 +39,10 @@ pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(150);
 /// index shows results early without reloading codes after every file.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
 
+/// How long a query waits for an index that is being opened or reopened before it is told
+/// what the owner is doing instead.
+const OPEN_WAIT: Duration = Duration::from_secs(10);
+
 /// Notes kept in the status (the newest win): a folder of thousands of unreadable files must not
 /// grow the status without bound.
 const MAX_NOTES: usize = 200;
@@ -281,8 +285,22 @@ impl Engine {
     /// are dropped, so a deleted note leaves the results at once. No lock is held while the
     /// query is encoded and answered.
     pub fn search(&self, text: &str, params: &SearchParams) -> Result<Vec<Hit>, AppError> {
-        let Some(snap) = self.shared.snapshot() else {
-            return Err(AppError::NotReady(self.pending_message()));
+        let snap = match self.shared.snapshot() {
+            Some(snap) => snap,
+            // Opening, or reopening once a full disk has room again: the answer is a moment
+            // away, so the query waits for it rather than failing.
+            None => {
+                crate::failpoint::hit("search.waits");
+                match self.wait_open(OPEN_WAIT) {
+                    Err(AppError::NotReady(_)) => {
+                        return Err(AppError::NotReady(self.pending_message()));
+                    }
+                    r => r?,
+                }
+                self.shared
+                    .snapshot()
+                    .ok_or_else(|| AppError::NotReady(self.pending_message()))?
+            }
         };
         crate::index::search::check_k(params.k)?;
         crate::failpoint::hit("search.started");
@@ -777,6 +795,7 @@ fn recover(
         // Every handle on the old database goes first: sled lets one holder open it.
         *shared.snapshot.write().unwrap_or_else(|p| p.into_inner()) = None;
         drop(index.take());
+        crate::failpoint::hit("engine.reopening");
         match Index::open(&dir, &fingerprint) {
             Ok((reopened, notes)) => {
                 // The next failure of a disk that keeps failing waits longer.

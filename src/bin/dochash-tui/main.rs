@@ -195,6 +195,11 @@ fn status_info(s: EngineStatus, device_suffix: &str) -> StatusInfo {
         job,
         model: short_model(&s.model),
         codes: s.codes,
+        fusion: s
+            .fusion
+            .filter(|f| f.adopted)
+            .map(|f| format!("semantic {:.1} (fitted)", f.semantic_weight))
+            .unwrap_or_default(),
         device: format!("{}{device_suffix}", s.device),
         generation: s.generation,
     }

@@ -587,6 +587,7 @@ pub(super) mod tests {
             job: None,
             model: "minilm".into(),
             codes: "itq 64-bit".into(),
+            fusion: "semantic 0.3 (fitted)".into(),
             device: "cpu".into(),
             generation: 1,
         }

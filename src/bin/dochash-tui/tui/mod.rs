@@ -50,6 +50,9 @@ pub struct StatusInfo {
     pub model: String,
     /// Binary code scheme, e.g. "itq 64-bit".
     pub codes: String,
+    /// The corpus's own fusion when it chose one, e.g. "semantic 0.3 (fitted)"; empty for the
+    /// default.
+    pub fusion: String,
     /// Compute device, e.g. "cpu" or "cuda:0".
     pub device: String,
     /// Bumps whenever the index content changes: the UI re-runs the current query when it

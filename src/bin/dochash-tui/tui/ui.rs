@@ -620,7 +620,7 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect, theme: &Theme) {
         st.passages,
         plural(st.passages)
     )));
-    for s in [&st.model, &st.codes, &st.device] {
+    for s in [&st.model, &st.codes, &st.fusion, &st.device] {
         if !s.is_empty() {
             parts.push(Span::raw(sanitize(s)));
         }
@@ -1074,6 +1074,20 @@ mod tests {
         assert!(bar.contains("copied path"), "{bar}");
         assert!(bar.contains("training epoch 2/5 loss 0.413"), "{bar}");
         assert!(bar.contains("notes"), "{bar}");
+    }
+
+    #[test]
+    fn status_bar_shows_the_fusion_the_corpus_chose() {
+        let mut app = app_with(3);
+        app.update_status(status(), Instant::now());
+        let s = screen(&app, 160, 40);
+        let bar = s.lines().last().unwrap();
+        assert!(bar.contains("semantic 0.3 (fitted)"), "{bar}");
+        let mut st = status();
+        st.fusion.clear();
+        app.update_status(st, Instant::now());
+        let s = screen(&app, 160, 40);
+        assert!(!s.lines().last().unwrap().contains("semantic"), "{s}");
     }
 
     #[test]
