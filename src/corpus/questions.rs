@@ -54,6 +54,9 @@ pub struct Question {
     /// The 1-based line of the link or heading in `source`; 0 for front matter, which is not
     /// indexed (so no passage holds the question).
     pub line: usize,
+    /// The lines whose text the question quotes (its paragraph), 1-based and inclusive: a
+    /// passage holding any of them holds the question. `None` for front matter.
+    pub asked_in: Option<(usize, usize)>,
     /// The file that answers it.
     pub target: PathBuf,
     /// The section that answers it, as its heading appears in passage trails; `None`: any part
@@ -64,47 +67,61 @@ pub struct Question {
     pub lines: Option<(usize, usize)>,
 }
 
-/// Fewest words of a link's sentence: a bare link in a list ("[Usage](usage.md)") only repeats
-/// a title.
+/// Fewest words of a link's sentence or a question heading: a bare link in a list
+/// ("[Usage](usage.md)") only repeats a title, and "Why?" asks nothing in particular.
 const MIN_SENTENCE_WORDS: usize = 3;
-/// Fewest words of a title, an alias or a question heading.
+/// Fewest words of a front matter title or alias.
 const MIN_TITLE_WORDS: usize = 2;
+/// Bytes a link's closing bracket is looked for ahead of its opening: a file of unclosed
+/// brackets stays linear.
+const MAX_LINK_BYTES: usize = 2048;
 /// The most of a long sentence kept on each side of its link, in bytes.
 const CONTEXT_BYTES: usize = 160;
 
 /// Every question the files ask of each other (and of themselves), in file and line order,
-/// each once. A link counts only when its target is one of `files` (and its anchor, when it
-/// points inside the same file, is a heading there).
-pub fn questions(files: &[(PathBuf, Document)]) -> Vec<Question> {
+/// each once, at most `per_file` from one file (the first). A link counts only when its target
+/// is one of `files` (and its anchor, when it points inside the same file, is a heading there).
+pub fn questions(files: &[(PathBuf, Document)], per_file: usize) -> Vec<Question> {
     let corpus = Corpus::new(files);
     let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (i, f) in corpus.files.iter().enumerate() {
-        corpus.links_of(i, &mut out);
-        titles_of(f, &mut out);
-        for h in &f.headings {
+        let mut mine = Vec::new();
+        corpus.links_of(i, &mut mine);
+        titles_of(f, &mut mine);
+        for (k, h) in f.headings.iter().enumerate() {
             let t = h.title.trim();
             if t.ends_with('?') && t.split_whitespace().count() >= MIN_SENTENCE_WORDS {
-                out.push(Question {
+                let line = f.line_of(h.at);
+                mine.push(Question {
                     text: clean(t),
                     kind: QuestionKind::QuestionHeading,
                     source: f.path.to_path_buf(),
-                    line: line_of(&f.doc.text, h.at),
+                    line,
+                    asked_in: Some((line, line)),
                     target: f.path.to_path_buf(),
                     heading: Some(h.title.clone()),
-                    lines: Some(f.section_lines(h)),
+                    lines: Some(f.section_lines(k)),
                 });
             }
         }
+        let mut taken = 0;
+        for q in mine {
+            if taken == per_file {
+                break;
+            }
+            let key = (
+                q.text.to_lowercase(),
+                q.target.clone(),
+                q.heading.clone(),
+                q.kind == QuestionKind::QuestionHeading,
+            );
+            if seen.insert(key) {
+                out.push(q);
+                taken += 1;
+            }
+        }
     }
-    let mut seen = std::collections::HashSet::new();
-    out.retain(|q| {
-        seen.insert((
-            q.text.to_lowercase(),
-            q.target.clone(),
-            q.heading.clone(),
-            q.kind == QuestionKind::QuestionHeading,
-        ))
-    });
     out
 }
 
@@ -118,6 +135,10 @@ struct File<'a> {
     anchors: HashMap<String, usize>,
     /// Markdown link reference definitions: label (lower-cased) → destination.
     definitions: HashMap<String, String>,
+    /// Where each line starts, for line numbers in logarithmic time.
+    lines: Vec<usize>,
+    /// Heading title (trimmed, lower-cased) → its first heading.
+    titled: HashMap<String, usize>,
 }
 
 struct Corpus<'a> {
@@ -142,6 +163,8 @@ enum Dest {
     Doc(String),
     /// A heading of this file by its title (Org `*Heading`).
     Heading(String),
+    /// A heading of a file by its title (Org `file:x.org::*Heading`).
+    FileHeading(String, String),
 }
 
 /// A link inside a block: its byte range there, the words it shows (empty: the target's title),
@@ -164,6 +187,13 @@ impl<'a> Corpus<'a> {
         for (i, (path, doc)) in files.iter().enumerate() {
             let format = Format::from_path(path);
             let (sections, headings) = structure::outline(&doc.text, doc.body.clone(), format);
+            let lines = std::iter::once(0)
+                .chain(doc.text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect();
+            let mut titled = HashMap::new();
+            for (k, h) in headings.iter().enumerate() {
+                titled.entry(h.title.trim().to_lowercase()).or_insert(k);
+            }
             let mut file = File {
                 path,
                 doc,
@@ -172,13 +202,15 @@ impl<'a> Corpus<'a> {
                 headings,
                 anchors: HashMap::new(),
                 definitions: HashMap::new(),
+                lines,
+                titled,
             };
             file.find_anchors(|label, title| {
                 out.labels.entry(label).or_insert((i, title));
             });
             out.by_path.insert(normalize(path), i);
-            if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-                match out.by_stem.entry(stem.to_lowercase()) {
+            if let Some(name) = path.file_name().and_then(|s| s.to_str()) {
+                match out.by_stem.entry(note_name(name)) {
                     Entry::Vacant(v) => {
                         v.insert(Some(i));
                     }
@@ -199,12 +231,21 @@ impl<'a> Corpus<'a> {
                 let Some(block) = f.doc.text.get(b.range.clone()) else {
                     continue;
                 };
-                let links = match f.format {
+                let mut links = match f.format {
                     Format::Markdown => markdown_links(block, &f.definitions),
                     Format::ReStructuredText => rst_links(block),
                     Format::AsciiDoc => asciidoc_links(block),
                     Format::Org => org_links(block),
                 };
+                // Links that overlap (odd markup) keep the first.
+                let mut end = 0;
+                links.retain(|l| {
+                    let keep = l.range.start >= end && l.range.end <= block.len();
+                    if keep {
+                        end = l.range.end;
+                    }
+                    keep
+                });
                 if links.is_empty() {
                     continue;
                 }
@@ -238,14 +279,19 @@ impl<'a> Corpus<'a> {
                         continue;
                     }
                     let t = &self.files[target];
-                    let heading = heading.and_then(|h| t.headings.get(h));
                     out.push(Question {
                         text,
                         kind: l.kind,
                         source: f.path.to_path_buf(),
-                        line: line_of(&f.doc.text, b.range.start + l.range.start),
+                        line: f.line_of(b.range.start + l.range.start),
+                        asked_in: Some((
+                            f.line_of(b.range.start),
+                            f.line_of(b.range.end.saturating_sub(1).max(b.range.start)),
+                        )),
                         target: t.path.to_path_buf(),
-                        heading: heading.map(|h| h.title.clone()),
+                        heading: heading
+                            .and_then(|h| t.headings.get(h))
+                            .map(|h| h.title.clone()),
                         lines: heading.map(|h| t.section_lines(h)),
                     });
                 }
@@ -276,10 +322,9 @@ impl<'a> Corpus<'a> {
                 let target = if name.is_empty() {
                     from
                 } else {
-                    let stem = Path::new(name).file_stem()?.to_str()?.to_lowercase();
-                    match self.by_stem.get(&stem) {
+                    match self.by_stem.get(&note_name(name)) {
                         Some(Some(t)) => *t,
-                        _ => self.find_path(&here.join(name))?,
+                        _ => self.find_from(here, name)?,
                     }
                 };
                 let heading = match heading {
@@ -300,6 +345,10 @@ impl<'a> Corpus<'a> {
                 (target != from).then_some((target, None))
             }
             Dest::Heading(title) => Some((from, Some(self.heading_titled(from, title)?))),
+            Dest::FileHeading(path, title) => {
+                let target = self.find_from(here, path)?;
+                Some((target, Some(self.heading_titled(target, title)?)))
+            }
         }
     }
 
@@ -323,39 +372,74 @@ impl<'a> Corpus<'a> {
         if let Some(&i) = self.by_path.get(&p) {
             return Some(i);
         }
-        const SOURCES: [&str; 7] = ["md", "markdown", "rst", "txt", "adoc", "asciidoc", "org"];
+        // The page a source becomes: its name with `.html` for the source's extension, or no
+        // extension at all (`v1.2` stays `v1.2`: only a known extension is replaced).
         let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
-        let base = if matches!(ext, "html" | "htm") || ext.is_empty() {
+        let base = if matches!(ext, "html" | "htm") || SOURCES.contains(&ext) {
             p.with_extension("")
         } else {
             p.clone()
         };
-        let mut tries: Vec<PathBuf> = SOURCES.iter().map(|e| base.with_extension(e)).collect();
+        let with = |b: &Path, e: &str| {
+            let mut s = b.as_os_str().to_owned();
+            s.push(".");
+            s.push(e);
+            PathBuf::from(s)
+        };
+        let mut tries: Vec<PathBuf> = SOURCES.iter().map(|e| with(&base, e)).collect();
         for name in ["index", "README", "readme", "_index"] {
-            tries.extend(SOURCES.iter().map(|e| p.join(name).with_extension(e)));
+            tries.extend(SOURCES.iter().map(|e| with(&p.join(name), e)));
         }
         tries.iter().find_map(|t| self.by_path.get(t).copied())
     }
 
     fn heading_titled(&self, file: usize, title: &str) -> Option<usize> {
-        let want = title.trim().to_lowercase();
         self.files[file]
-            .headings
-            .iter()
-            .position(|h| h.title.trim().to_lowercase() == want)
+            .titled
+            .get(&title.trim().to_lowercase())
+            .copied()
     }
 }
 
 impl File<'_> {
     /// A heading's section as lines: from its own to the one before the next heading.
-    fn section_lines(&self, h: &Heading) -> (usize, usize) {
-        let text = &self.doc.text;
-        let first = line_of(text, h.at);
-        let last = match self.headings.iter().find(|n| n.at > h.at) {
-            Some(n) => line_of(text, n.at).saturating_sub(1).max(first),
-            None => line_of(text, text.trim_end().len()),
+    /// Heading `k`'s section as lines: from its own to the line before the next heading of its
+    /// level or higher (subsections included), less the blank and anchor lines that stand
+    /// before that heading (they open its section).
+    fn section_lines(&self, k: usize) -> (usize, usize) {
+        let h = &self.headings[k];
+        let first = self.line_of(h.at);
+        let next = self.headings[k + 1..]
+            .iter()
+            .find(|n| n.level <= h.level)
+            .map(|n| self.line_of(n.at));
+        let mut last = match next {
+            Some(n) => n.saturating_sub(1),
+            None => self.line_of(self.doc.text.trim_end().len()),
         };
-        (first, last)
+        if next.is_some() {
+            while last > first && self.opens_next(last) {
+                last -= 1;
+            }
+        }
+        (first, last.max(first))
+    }
+
+    /// Whether line `n` (1-based) is blank or an anchor for the heading after it.
+    fn opens_next(&self, n: usize) -> bool {
+        let start = self.lines.get(n - 1).copied().unwrap_or(0);
+        let end = self.lines.get(n).copied().unwrap_or(self.doc.text.len());
+        let t = self.doc.text.get(start..end).unwrap_or("").trim();
+        t.is_empty()
+            || html_anchor(t).is_some()
+            || (t.starts_with("[[") && t.ends_with("]]"))
+            || (t.starts_with("[#") && t.ends_with(']'))
+            || (t.starts_with(".. _") && t.ends_with(':'))
+    }
+
+    /// The 1-based line of byte `at`.
+    fn line_of(&self, at: usize) -> usize {
+        self.lines.partition_point(|&start| start <= at).max(1)
     }
 
     /// Fills `anchors` and `definitions`; `label` hears of each reStructuredText label.
@@ -433,10 +517,14 @@ impl File<'_> {
                 continue;
             };
             // An Org property drawer sits under its heading; the others stand before theirs.
+            // Headings are in file order.
             let heading = if self.format == Format::Org {
-                self.headings.iter().rposition(|h| h.at < start)
+                self.headings
+                    .partition_point(|h| h.at < start)
+                    .checked_sub(1)
             } else {
-                self.headings.iter().position(|h| h.at > start)
+                Some(self.headings.partition_point(|h| h.at <= start))
+                    .filter(|&i| i < self.headings.len())
             };
             let Some(h) = heading else {
                 continue;
@@ -448,6 +536,22 @@ impl File<'_> {
             self.anchors.entry(id).or_insert(h);
         }
     }
+}
+
+/// Extensions of the files links point to by their source's name.
+const SOURCES: [&str; 7] = ["md", "markdown", "rst", "txt", "adoc", "asciidoc", "org"];
+
+/// How a wikilink names a note: its file name without a source extension, lower-cased
+/// (`v1.2.md` and `[[V1.2]]` are both `v1.2`).
+fn note_name(name: &str) -> String {
+    let p = Path::new(name);
+    let name = match p.extension().and_then(|e| e.to_str()) {
+        Some(e) if SOURCES.contains(&e.to_ascii_lowercase().as_str()) => {
+            p.file_stem().and_then(|s| s.to_str()).unwrap_or(name)
+        }
+        _ => p.file_name().and_then(|s| s.to_str()).unwrap_or(name),
+    };
+    name.to_lowercase()
 }
 
 /// The id of a line of nothing but an HTML anchor.
@@ -503,6 +607,15 @@ fn is_external(dest: &str) -> bool {
     }
 }
 
+/// At most [`MAX_LINK_BYTES`] of `block` from `at` (cut back to a character boundary).
+fn window(block: &str, at: usize) -> &str {
+    let mut end = (at + MAX_LINK_BYTES).min(block.len());
+    while !block.is_char_boundary(end) {
+        end -= 1;
+    }
+    block.get(at..end).unwrap_or("")
+}
+
 /// The byte just past the `close` that matches the `open` at `s[0]`, nesting allowed.
 fn matching(s: &str, open: u8, close: u8) -> Option<usize> {
     let mut depth = 0usize;
@@ -546,7 +659,7 @@ fn markdown_links(block: &str, definitions: &HashMap<String, String>) -> Vec<Lin
                 continue;
             }
             b'[' if block[i..].starts_with("[[") => {
-                if let Some(end) = block[i + 2..].find("]]") {
+                if let Some(end) = window(block, i + 2).find("]]") {
                     let inner = &block[i + 2..i + 2 + end];
                     let (target, words) = match inner.split_once('|') {
                         Some((t, w)) => (t, w),
@@ -575,14 +688,14 @@ fn markdown_links(block: &str, definitions: &HashMap<String, String>) -> Vec<Lin
             }
             b'[' => {
                 let image = i > 0 && bytes[i - 1] == b'!';
-                let Some(close) = matching(&block[i..], b'[', b']') else {
+                let Some(close) = matching(window(block, i), b'[', b']') else {
                     i += 1;
                     continue;
                 };
                 let words = &block[i + 1..i + close - 1];
                 let after = i + close;
                 let (dest, end) = if block[after..].starts_with('(') {
-                    let Some(c) = matching(&block[after..], b'(', b')') else {
+                    let Some(c) = matching(window(block, after), b'(', b')') else {
                         i += 1;
                         continue;
                     };
@@ -594,7 +707,7 @@ fn markdown_links(block: &str, definitions: &HashMap<String, String>) -> Vec<Lin
                     };
                     (Some(dest.to_string()), after + c)
                 } else if block[after..].starts_with('[') {
-                    let Some(c) = block[after..].find(']') else {
+                    let Some(c) = window(block, after).find(']') else {
                         i += 1;
                         continue;
                     };
@@ -686,9 +799,10 @@ fn asciidoc_links(block: &str) -> Vec<Link> {
     let mut from = 0;
     while let Some(j) = block[from..].find("xref:") {
         let start = from + j;
-        let rest = &block[start + 5..];
+        let rest = window(block, start + 5);
         let (Some(open), Some(close)) = (rest.find('['), rest.find(']')) else {
-            break;
+            from = start + 5;
+            continue;
         };
         from = start + 5 + close.max(open) + 1;
         if close < open || rest[..open].contains(char::is_whitespace) {
@@ -733,7 +847,7 @@ fn org_links(block: &str) -> Vec<Link> {
         } else if let Some(f) = target.strip_prefix("file:") {
             match f.split_once("::") {
                 Some((p, h)) => match h.strip_prefix('*') {
-                    Some(h) => Dest::Note(p.to_string(), Some(h.trim().to_string())),
+                    Some(h) => Dest::FileHeading(p.to_string(), h.trim().to_string()),
                     None => Dest::Path(p.to_string(), h.strip_prefix('#').map(str::to_string)),
                 },
                 None => Dest::Path(f.to_string(), None),
@@ -765,19 +879,20 @@ fn sentence_around(plain: &str, span: std::ops::Range<usize>) -> &str {
             t.starts_with(['-', '*', '+']) || t.starts_with(|c: char| c.is_ascii_digit())
         }
     };
+    // Never further than CONTEXT_BYTES: a paragraph of thousands of links stays linear.
+    let floor = span.start.saturating_sub(CONTEXT_BYTES);
+    let ceiling = (span.end + CONTEXT_BYTES).min(plain.len());
     let mut start = span.start;
-    while start > 0 && !(ends_sentence(start - 1) || item_starts(start - 1)) {
+    while start > floor && !(ends_sentence(start - 1) || item_starts(start - 1)) {
         start -= 1;
     }
     let mut end = span.end;
-    while end < plain.len() && !item_starts(end) {
+    while end < ceiling && !item_starts(end) {
         end += 1;
         if ends_sentence(end - 1) {
             break;
         }
     }
-    let mut start = start.max(span.start.saturating_sub(CONTEXT_BYTES));
-    let mut end = end.min(span.end + CONTEXT_BYTES);
     while !plain.is_char_boundary(start) {
         start += 1;
     }
@@ -853,21 +968,13 @@ fn titles_of(f: &File<'_>, out: &mut Vec<Question>) {
                 kind: QuestionKind::Title,
                 source: f.path.to_path_buf(),
                 line: 0,
+                asked_in: None,
                 target: f.path.to_path_buf(),
                 heading: None,
                 lines: None,
             });
         }
     }
-}
-
-/// The 1-based line of byte `at`.
-fn line_of(text: &str, at: usize) -> usize {
-    text.as_bytes()[..at.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
 }
 
 /// `a/./b/../c` as `a/c`, without asking the disk (a link names a file, not a symlink's target).
@@ -917,7 +1024,7 @@ mod tests {
     }
 
     fn asked(files: &[(&str, &str)]) -> Vec<(String, QuestionKind, String, Option<String>)> {
-        questions(&corpus(files))
+        questions(&corpus(files), usize::MAX)
             .into_iter()
             .map(|q| {
                 let target = q.target.strip_prefix("/notes").unwrap_or(&q.target);
@@ -1162,26 +1269,51 @@ mod tests {
     }
 
     #[test]
+    fn odd_markup_and_long_paragraphs_neither_panic_nor_go_quadratic() {
+        // Overlapping roles, a backslash before a multibyte character, unclosed brackets.
+        let odd = ":ref:`x :doc:`y` z` \\é [a](b.md \\ü [[c| `:ref:`<` <<d xref:e[f \\";
+        let many: String = (0..20_000)
+            .map(|i| format!("see [n{i}](b.md) é "))
+            .collect();
+        let files = corpus(&[
+            ("a.rst", odd),
+            ("a.md", odd),
+            ("a.adoc", odd),
+            ("a.org", odd),
+            ("many.md", &many),
+            ("b.md", "# B\n"),
+        ]);
+        let got = questions(&files, usize::MAX);
+        assert_eq!(
+            got.iter().filter(|q| q.source.ends_with("many.md")).count(),
+            20_000
+        );
+        assert_eq!(questions(&files, 5).len(), 5);
+    }
+
+    #[test]
     fn questions_carry_the_line_they_are_written_on() {
         let files = corpus(&[
             ("x.md", "# X\n\nline three\nthen [the y note](y.md) here.\n"),
             ("y.md", "# Y\n"),
         ]);
-        let q = questions(&files);
+        let q = questions(&files, usize::MAX);
         assert_eq!(q.len(), 1);
-        assert_eq!(q[0].line, 4);
+        assert_eq!((q[0].line, q[0].asked_in), (4, Some((3, 4))));
         assert_eq!(q[0].text, "line three then the y note here.");
         let files = corpus(&[
             ("x.md", "# X\n\nSee [the second part](y.md#two) for more.\n"),
             (
                 "y.md",
-                "# Y\n\n## One\n\nA.\n\n## Two\n\nB.\nC.\n\n## Three\n",
+                "# Y\n\n## One\n\nA.\n\n## Two\n\nB.\n\n### Deeper\n\nD.\n\n<a id=\"t\"></a>\n## Three\n",
             ),
         ]);
-        let q = questions(&files);
+        let q = questions(&files, usize::MAX);
+        // Its subsections are in the section; the blank and anchor lines before the next
+        // heading of its level are not.
         assert_eq!(
             (q[0].heading.as_deref(), q[0].lines),
-            (Some("Two"), Some((7, 11)))
+            (Some("Two"), Some((7, 13)))
         );
     }
 }

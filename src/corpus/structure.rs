@@ -146,6 +146,7 @@ pub(crate) fn sections(text: &str, body: Range<usize>, format: Format) -> Vec<Se
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Heading {
     pub at: usize,
+    pub level: usize,
     pub title: String,
 }
 
@@ -456,6 +457,7 @@ impl Parser<'_> {
         let title = bounded_title(title);
         self.headings.push(Heading {
             at: lines.start,
+            level,
             title: title.clone(),
         });
         while self.stack.last().is_some_and(|(l, _)| *l >= level) {

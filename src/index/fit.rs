@@ -5,12 +5,13 @@
 //! note's (a FAQ, prose) the semantic side is; the dev sets and the held-out sets disagreed on
 //! which to trust (docs/BENCHMARKS.md). The notes ask questions of themselves for free
 //! ([`crate::corpus::questions`]): a link's sentence should find what it points to, a title or
-//! alias its note. Half of those questions pick the semantic weight; the other half, held back,
-//! decide whether it beats the default, as the encoder's adoption check does. Questions are
-//! asked of the index itself, so each side's scores are the ones searches will see, with the
-//! passage that holds the question left out of its answers. Everything is in a fixed order, so
-//! a corpus and its index always choose the same.
+//! alias its note. The weight that answers them best is kept only where each half of them (odd
+//! and even) agrees that it beats the default, and searches move halfway to it ([`choose`]).
+//! Questions are asked of the index itself, so each side's scores are the ones searches will
+//! see, with the passages that hold the question left out of its answers. Everything is in a
+//! fixed order, so a corpus and its index always choose the same.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -27,9 +28,16 @@ pub const GRID: [f32; 9] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
 /// tell weights apart.
 pub const MIN_QUESTIONS: usize = 40;
 /// Questions asked at most: a few seconds of queries.
-pub const MAX_QUESTIONS: usize = 300;
-/// Files read for questions at most.
+pub const MAX_QUESTIONS: usize = 1_000;
+/// Questions looked at at most (some have no answer left in the index).
+const MAX_TRIED: usize = 4 * MAX_QUESTIONS;
+/// Questions taken from one file at most, so that one long page of links does not speak for
+/// the corpus.
+const PER_FILE: usize = 16;
+/// Files read for questions at most, and their text in bytes at most (files are read into
+/// memory together, since a link's target may be any of them).
 const MAX_FILES: usize = 5_000;
+const MAX_BYTES: u64 = 64 << 20;
 /// The corpus is fitted again once its live passages have changed by this fraction.
 const REFIT_CHANGE: f64 = 0.25;
 /// Results a question is judged on (MRR@10).
@@ -40,11 +48,11 @@ const DEPTH: usize = 10;
 pub fn due(index: &Index) -> bool {
     let now = index.store().passage_count();
     match &index.meta().fusion {
-        None => now > 0,
-        Some(c) => {
-            let then = c.passages.max(1) as f64;
+        Some(c) if c.passages > 0 => {
+            let then = c.passages as f64;
             (now as f64 - then).abs() / then >= REFIT_CHANGE
         }
+        _ => now > 0,
     }
 }
 
@@ -81,6 +89,9 @@ pub fn fit_fusion(
 ) -> Result<Option<FusionChoice>, IndexError> {
     let passages = index.store().passage_count();
     let asked = questions(index)?;
+    if cancel.load(Ordering::Acquire) {
+        return Ok(None);
+    }
     let searcher = index.searcher()?;
     let params = SearchParams {
         k: DEPTH,
@@ -90,7 +101,7 @@ pub fn fit_fusion(
     };
     let mut pools = Vec::new();
     let mut kinds: Vec<(QuestionKind, usize)> = Vec::new();
-    for q in &asked {
+    for q in asked.iter().take(MAX_TRIED) {
         if pools.len() == MAX_QUESTIONS {
             break;
         }
@@ -180,16 +191,24 @@ pub fn choose(pools: &[Pool]) -> FusionChoice {
         .filter(|&w| (w - default) * (best - default) >= 0.0)
         .fold(default, |a, w| if nearer(a, w) { w } else { a });
     choice.check = Some((mrr(0, 1, default), mrr(0, 1, halfway)));
-    let both_halves = (0..2).all(|h| mrr(h, 2, best) > mrr(h, 2, default));
+    let beats = |w: f32| (0..2).all(|h| mrr(h, 2, w) > mrr(h, 2, default));
     if best == default {
         choice.why = Some("the default answered the questions best".into());
-    } else if !both_halves {
+    } else if !beats(best) {
         choice.why = Some(format!(
             "{best:.1} answered them best, but not on both halves"
         ));
+    } else if halfway == default {
+        choice.why = Some(format!(
+            "{best:.1} answered them best, too near the default to move halfway"
+        ));
+    } else if !beats(halfway) {
+        choice.why = Some(format!(
+            "{best:.1} answered them best, but halfway to it ({halfway:.1}) did not beat the default on both halves"
+        ));
     } else {
         choice.semantic_weight = halfway;
-        choice.adopted = halfway != default;
+        choice.adopted = true;
     }
     choice
 }
@@ -208,12 +227,17 @@ fn questions(index: &Index) -> Result<Vec<Question>, IndexError> {
     files.sort_by(|a, b| a.path.cmp(&b.path));
     crate::rng::shuffle(&mut files, &mut crate::rng::SplitMix64::new(0xf05e));
     files.truncate(MAX_FILES);
+    let mut bytes = 0u64;
+    files.retain(|f| {
+        bytes += f.size;
+        bytes <= MAX_BYTES
+    });
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let docs: Vec<(PathBuf, corpus::Document)> = files
         .into_iter()
         .filter_map(|f| Some((f.path.clone(), corpus::read_document(&f.path, &cfg).ok()?)))
         .collect();
-    let mut qs: Vec<Question> = corpus::questions(&docs)
+    let mut qs: Vec<Question> = corpus::questions(&docs, PER_FILE)
         .into_iter()
         .filter(|q| q.kind != QuestionKind::QuestionHeading)
         .collect();
@@ -222,40 +246,39 @@ fn questions(index: &Index) -> Result<Vec<Question>, IndexError> {
 }
 
 /// Passage ids: those that answer a question, and those that ask it.
-type Judged = (Vec<u64>, Vec<u64>);
+type Judged = (HashSet<u64>, HashSet<u64>);
 
 /// The passages that answer `q` (those of its target overlapping the target's lines) and those
-/// that ask it (holding its line); `None` when nothing is left to find.
+/// that ask it (holding any line it quotes); `None` when nothing is left to find.
 fn answers(index: &Index, q: &Question) -> Result<Option<Judged>, IndexError> {
     let store = index.store();
-    let mut asking = Vec::new();
-    if q.line > 0
+    let overlaps = |p: &super::store::PassageRecord, (first, last): (usize, usize)| {
+        p.start_line as usize <= last && first <= p.end_line as usize
+    };
+    let Some(target) = store.file(&q.target)? else {
+        return Ok(None);
+    };
+    let mut asking = HashSet::new();
+    if let Some(lines) = q.asked_in
         && let Some(f) = store.file(&q.source)?
     {
         for &id in &f.passages {
             if let Some(p) = store.passage(id)?
-                && (p.start_line as usize..=p.end_line as usize).contains(&q.line)
+                && overlaps(&p, lines)
             {
-                asking.push(id);
+                asking.insert(id);
             }
         }
     }
-    let Some(f) = store.file(&q.target)? else {
-        return Ok(None);
-    };
-    let mut answers = Vec::new();
-    for &id in &f.passages {
+    let mut answers = HashSet::new();
+    for &id in &target.passages {
         if asking.contains(&id) {
             continue;
         }
-        let Some(p) = store.passage(id)? else {
-            continue;
-        };
-        let overlaps = q.lines.is_none_or(|(first, last)| {
-            p.start_line as usize <= last && first <= p.end_line as usize
-        });
-        if overlaps {
-            answers.push(id);
+        if let Some(p) = store.passage(id)?
+            && q.lines.is_none_or(|lines| overlaps(&p, lines))
+        {
+            answers.insert(id);
         }
     }
     Ok((!answers.is_empty()).then_some((answers, asking)))

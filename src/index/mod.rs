@@ -429,22 +429,11 @@ impl Index {
         opts: &UpdateOptions,
         progress: &mut dyn FnMut(Progress, &Index),
     ) -> Result<UpdateReport, IndexError> {
-        let mut report = update::update(self, encoder, opts, progress)?;
-        if fit::due(self) {
-            let never = AtomicBool::new(false);
-            let cancel = opts.cancel.as_deref().unwrap_or(&never);
-            match self.fit_fusion(encoder, cancel) {
-                Ok(choice) => report.fusion = choice,
-                Err(e) if e.is_storage() => return Err(e),
-                // The index is whole without it: the fusion before serves until the next fit.
-                Err(e) => report.fusion_error = Some(e.to_string()),
-            }
-        }
-        Ok(report)
+        update::update(self, encoder, opts, progress)
     }
 
     /// Fits the fusion to the corpus's own questions now and keeps it (see [`fit`]); updates
-    /// do this when [`fit::due`]. `None` when `cancel` was raised first.
+    /// do this when [`fit::due`], before their last flush. `None` when `cancel` was raised first.
     pub fn fit_fusion(
         &mut self,
         encoder: &crate::encoder::Encoder,
@@ -453,11 +442,14 @@ impl Index {
         let Some(choice) = fit::fit_fusion(self, encoder, cancel)? else {
             return Ok(None);
         };
-        self.meta.fusion = Some(choice.clone());
-        self.store.set_meta(&self.meta)?;
-        // An update has flushed already; the next open should not read the database through.
+        self.keep_fusion(choice.clone())?;
         self.store.flush()?;
         Ok(Some(choice))
+    }
+
+    fn keep_fusion(&mut self, choice: FusionChoice) -> Result<(), IndexError> {
+        self.meta.fusion = Some(choice);
+        Ok(self.store.set_meta(&self.meta)?)
     }
 
     /// Makes `coder` the index's code source under a new code generation. Stored codes of the

@@ -500,6 +500,20 @@ fn update_within(
     embedded(progress, index, done, changed.len(), &report);
 
     report.refit = refit(index, opts.bits, progress)?;
+    if super::fit::due(index) {
+        let never = AtomicBool::new(false);
+        let cancel = opts.cancel.as_deref().unwrap_or(&never);
+        match super::fit::fit_fusion(index, encoder, cancel) {
+            Ok(Some(choice)) => {
+                index.keep_fusion(choice.clone())?;
+                report.fusion = Some(choice);
+            }
+            Ok(None) => {}
+            Err(e) if e.is_storage() => return Err(e),
+            // The index is whole without it: the fusion before serves until the next fit.
+            Err(e) => report.fusion_error = Some(e.to_string()),
+        }
+    }
     index.store.compact_if_worth_it()?;
     index.store.flush()?;
     Ok(report)

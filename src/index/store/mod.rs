@@ -233,7 +233,7 @@ pub struct FusionChoice {
     pub check: Option<(f32, f32)>,
     /// Why, in a few words, when not adopted.
     pub why: Option<String>,
-    /// MRR@10 at each weight tried: (weight, fitting half, held-back half).
+    /// The questions' MRR@10 at each weight tried: (weight, even half, odd half).
     #[serde(default)]
     pub curve: Vec<(f32, f32, f32)>,
     /// Live passages when it was fitted: a corpus that has changed much is fitted again.

@@ -620,7 +620,7 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect, theme: &Theme) {
         st.passages,
         plural(st.passages)
     )));
-    for s in [&st.model, &st.codes, &st.fusion, &st.device] {
+    for s in [&st.model, &st.codes, &st.device, &st.fusion] {
         if !s.is_empty() {
             parts.push(Span::raw(sanitize(s)));
         }
