@@ -1292,6 +1292,27 @@ mod tests {
     }
 
     #[test]
+    fn dotted_names_and_org_file_links_find_their_own_file() {
+        let got = asked(&[
+            (
+                "notes.md",
+                "Changes in [[v1.2]] are listed there in full.\n\n\
+                 The [rendered release](v1.2.html) page says the same.\n",
+            ),
+            ("v1.md", "# One\n"),
+            ("v1.2.md", "# One two\n"),
+            (
+                "plan.org",
+                "* Plan\nSee [[file:sub/work.org::*Budget][the budget part]] of it.\n",
+            ),
+            ("work.md", "# Budget\n"),
+            ("sub/work.org", "* Budget\nSpend less.\n"),
+        ]);
+        let targets: Vec<&str> = got.iter().map(|q| q.2.as_str()).collect();
+        assert_eq!(targets, ["v1.2.md", "v1.2.md", "sub/work.org"], "{got:?}");
+    }
+
+    #[test]
     fn questions_carry_the_line_they_are_written_on() {
         let files = corpus(&[
             ("x.md", "# X\n\nline three\nthen [the y note](y.md) here.\n"),
