@@ -449,7 +449,9 @@ impl Lexical {
         let in_step = payload
             .as_ref()
             .is_some_and(|p| p.passages == counts.passages && p.id_set == counts.id_set);
-        let empty_and_fine = counts.passages == 0 && (fresh || payload.is_some());
+        // An empty store wants an empty word index: a crash can lose every passage of the
+        // store (its rows never reached the disk) after the word index committed them.
+        let empty_and_fine = counts.passages == 0 && lex.reader.searcher().num_docs() == 0;
         if !in_step && !empty_and_fine {
             let fixed = lex.repair(db, counts)?;
             if note.is_none() && !fresh && fixed > 0 {

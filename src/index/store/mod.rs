@@ -1109,6 +1109,33 @@ mod tests {
     }
 
     #[test]
+    fn a_store_left_empty_by_a_crash_empties_the_word_index_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = Store::open(dir.path(), Some(2)).unwrap();
+        s.replace_file(
+            Path::new("/n/a.md"),
+            Some(file("/n")),
+            &[rec("/n/a.md", "apple")],
+            1,
+        )
+        .unwrap();
+        // The word index committed the passage; its rows never reached the disk.
+        let a = s.file(Path::new("/n/a.md")).unwrap().unwrap();
+        s.rows.kill(&a.passages).unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.words().search("apple", 10).unwrap().len(), 1);
+        drop(s);
+
+        let (s, _) = Store::open(dir.path(), Some(2)).unwrap();
+        assert_eq!((s.file_count(), s.passage_count()), (0, 0));
+        assert_eq!(
+            s.words().search("apple", 10).unwrap(),
+            vec![],
+            "a word-index entry outlived its passage"
+        );
+    }
+
+    #[test]
     fn the_code_length_is_the_one_asked_for_else_chosen_by_size() {
         let with = |asked: Option<usize>, current: Option<usize>| IndexMeta {
             fingerprint: Fingerprint::synthetic(384),
