@@ -42,6 +42,8 @@ const MAX_BYTES: u64 = 64 << 20;
 const REFIT_CHANGE: f64 = 0.25;
 /// Results a question is judged on (MRR@10).
 const DEPTH: usize = 10;
+/// Questions encoded in one batch (the stop flag is looked at between batches).
+const ENCODED_TOGETHER: usize = 64;
 
 /// Whether the index should fit its fusion: it never did, or its passages have changed by a
 /// quarter since.
@@ -99,31 +101,41 @@ pub fn fit_fusion(
         whole_pool: true,
         ..Default::default()
     };
-    let mut pools = Vec::new();
-    let mut kinds: Vec<(QuestionKind, usize)> = Vec::new();
+    // The questions that still have an answer in the index, with their answers.
+    let mut judged = Vec::new();
     for q in asked.iter().take(MAX_TRIED) {
-        if pools.len() == MAX_QUESTIONS {
+        if judged.len() == MAX_QUESTIONS {
             break;
         }
+        if let Some(j) = answers(index, q)? {
+            judged.push((q, j));
+        }
+    }
+    let mut pools = Vec::with_capacity(judged.len());
+    let mut kinds: Vec<(QuestionKind, usize)> = Vec::new();
+    for chunk in judged.chunks(ENCODED_TOGETHER) {
         if cancel.load(Ordering::Acquire) {
             return Ok(None);
         }
-        let Some((answers, asking)) = answers(index, q)? else {
-            continue;
-        };
         // Quote marks in a sentence would turn its words into a phrase filter.
-        let text = q.text.replace('"', " ");
-        let hits = searcher.query(encoder, &text, &params)?;
-        let mut pool = Pool::default();
-        for h in hits.iter().filter(|h| !asking.contains(&h.id)) {
-            pool.cosine.push(h.cosine);
-            pool.bm25.push(h.bm25);
-            pool.answer.push(answers.contains(&h.id));
-        }
-        pools.push(pool);
-        match kinds.iter_mut().find(|(k, _)| *k == q.kind) {
-            Some((_, n)) => *n += 1,
-            None => kinds.push((q.kind, 1)),
+        let texts: Vec<String> = chunk
+            .iter()
+            .map(|(q, _)| q.text.replace('"', " "))
+            .collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let answered = searcher.query_many(encoder, &texts, &params)?;
+        for ((q, (answers, asking)), hits) in chunk.iter().zip(answered) {
+            let mut pool = Pool::default();
+            for h in hits.iter().filter(|h| !asking.contains(&h.id)) {
+                pool.cosine.push(h.cosine);
+                pool.bm25.push(h.bm25);
+                pool.answer.push(answers.contains(&h.id));
+            }
+            pools.push(pool);
+            match kinds.iter_mut().find(|(k, _)| *k == q.kind) {
+                Some((_, n)) => *n += 1,
+                None => kinds.push((q.kind, 1)),
+            }
         }
     }
     kinds.sort();

@@ -520,22 +520,61 @@ impl Searcher {
         text: &str,
         params: &SearchParams,
     ) -> Result<Vec<Hit>, IndexError> {
-        check_query(text)?;
-        let q = parse_query(text);
-        if q.text.is_empty() {
-            return Ok(Vec::new());
+        Ok(self
+            .query_many(encoder, &[text], params)?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    /// Answers several queries, encoded together (the encoder runs a batch's texts in
+    /// parallel, so many questions cost less than one at a time); one list of hits per text.
+    pub fn query_many(
+        &self,
+        encoder: &crate::encoder::Encoder,
+        texts: &[&str],
+        params: &SearchParams,
+    ) -> Result<Vec<Vec<Hit>>, IndexError> {
+        for t in texts {
+            check_query(t)?;
         }
-        if params.mode == Mode::Lexical {
-            return self.search_parsed(&q, None, None, params);
+        let parsed: Vec<ParsedQuery> = texts.iter().map(|t| parse_query(t)).collect();
+        let asked: Vec<&str> = parsed
+            .iter()
+            .filter(|q| !q.text.is_empty())
+            .map(|q| q.text.as_str())
+            .collect();
+        let encoded = if params.mode == Mode::Lexical || asked.is_empty() {
+            None
+        } else {
+            Some(super::coder::embed_and_code(
+                encoder,
+                self.coder.as_ref(),
+                &asked,
+                crate::encoder::Role::Query,
+                crate::encoder::BatchLimits::default(),
+            )?)
+        };
+        let mut out = Vec::with_capacity(texts.len());
+        let mut row = 0;
+        for q in &parsed {
+            if q.text.is_empty() {
+                out.push(Vec::new());
+                continue;
+            }
+            let hits = match &encoded {
+                None => self.search_parsed(q, None, None, params)?,
+                Some((emb, codes)) => {
+                    let words = codes.as_ref().map_or(0, |c| c.len() / asked.len().max(1));
+                    let code = codes
+                        .as_deref()
+                        .and_then(|c| c.get(row * words..(row + 1) * words));
+                    self.search_parsed(q, Some(emb.row(row)), code, params)?
+                }
+            };
+            row += 1;
+            out.push(hits);
         }
-        let (emb, code) = super::coder::embed_and_code(
-            encoder,
-            self.coder.as_ref(),
-            &[q.text.as_str()],
-            crate::encoder::Role::Query,
-            crate::encoder::BatchLimits::default(),
-        )?;
-        self.search_parsed(&q, Some(emb.row(0)), code.as_deref(), params)
+        Ok(out)
     }
 
     /// Semantic search given a query's unit-length embedding (no lexical side: there is no
