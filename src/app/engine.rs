@@ -39,9 +39,9 @@ pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(150);
 /// index shows results early without reloading codes after every file.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
 
-/// How long a query waits for an index that is being opened or reopened before it is told
-/// what the owner is doing instead.
-const OPEN_WAIT: Duration = Duration::from_secs(10);
+/// How long a query waits for an index being reopened before it is told what the owner is
+/// doing instead.
+const REOPEN_WAIT: Duration = Duration::from_secs(10);
 
 /// Notes kept in the status (the newest win): a folder of thousands of unreadable files must not
 /// grow the status without bound.
@@ -162,6 +162,9 @@ struct Shared {
     /// Set when the engine shuts down; shared with the running update so that it stops between
     /// files.
     stop: Arc<AtomicBool>,
+    /// Set while the worker closes and opens the index again (after a full disk): the snapshot
+    /// is gone for a moment, and a query waits for the new one.
+    reopening: AtomicBool,
 }
 
 impl Shared {
@@ -232,6 +235,7 @@ impl Engine {
             changed: Condvar::new(),
             snapshot: RwLock::new(None),
             stop: Arc::new(AtomicBool::new(false)),
+            reopening: AtomicBool::new(false),
         });
         let (tx, rx) = channel();
         let worker = {
@@ -287,20 +291,15 @@ impl Engine {
     pub fn search(&self, text: &str, params: &SearchParams) -> Result<Vec<Hit>, AppError> {
         let snap = match self.shared.snapshot() {
             Some(snap) => snap,
-            // Opening, or reopening once a full disk has room again: the answer is a moment
-            // away, so the query waits for it rather than failing.
-            None => {
+            // Reopening once a full disk has room again: the answer is a moment away, so the
+            // query waits for it rather than failing. (Not while the index is first opened or
+            // another process holds it: that can take long, and the query is told so at once.)
+            None if self.shared.reopening.load(Ordering::Acquire) => {
                 crate::failpoint::hit("search.waits");
-                match self.wait_open(OPEN_WAIT) {
-                    Err(AppError::NotReady(_)) => {
-                        return Err(AppError::NotReady(self.pending_message()));
-                    }
-                    r => r?,
-                }
-                self.shared
-                    .snapshot()
+                self.wait_reopened(REOPEN_WAIT)
                     .ok_or_else(|| AppError::NotReady(self.pending_message()))?
             }
+            None => return Err(AppError::NotReady(self.pending_message())),
         };
         crate::index::search::check_k(params.k)?;
         crate::failpoint::hit("search.started");
@@ -314,6 +313,31 @@ impl Engine {
             .filter(|h| h.path.exists())
             .take(params.k)
             .collect())
+    }
+
+    /// The snapshot once a reopen in progress has published it; `None` when the reopen failed
+    /// (it is tried again later), the engine is stopping, or `timeout` passed.
+    fn wait_reopened(&self, timeout: Duration) -> Option<Arc<Snapshot>> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.shared.state();
+        loop {
+            if let Some(snap) = self.shared.snapshot() {
+                return Some(snap);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero()
+                || !self.shared.reopening.load(Ordering::Acquire)
+                || self.shared.stop.load(Ordering::Acquire)
+            {
+                return None;
+            }
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 
     /// The status, in constant time (counts are kept, never recounted).
@@ -793,14 +817,22 @@ fn recover(
             ..Default::default()
         }));
         // Every handle on the old database goes first: sled lets one holder open it.
+        shared.reopening.store(true, Ordering::Release);
         *shared.snapshot.write().unwrap_or_else(|p| p.into_inner()) = None;
         drop(index.take());
         crate::failpoint::hit("engine.reopening");
-        match Index::open(&dir, &fingerprint) {
+        let opened = Index::open(&dir, &fingerprint);
+        let published = match &opened {
+            Ok((reopened, _)) => Some(publish(shared, reopened, enc)),
+            Err(_) => None,
+        };
+        // Waiting queries wake up to the new snapshot, or to the news that there is none yet.
+        shared.reopening.store(false, Ordering::Release);
+        match opened {
             Ok((reopened, notes)) => {
                 // The next failure of a disk that keeps failing waits longer.
                 *wait = (*wait * 2).min(RETRY_AT_MOST);
-                let published = publish(shared, &reopened, enc);
+                let published = published.unwrap_or(Ok(()));
                 shared.update(|s| {
                     s.job = None;
                     for n in notes {
@@ -954,6 +986,8 @@ fn run_update(
     let mut last = Instant::now();
     let report = index.update(enc, &opts, &mut |p, idx| {
         let written = matches!(p, Progress::Embedded { .. });
+        // Everything is written before the fusion is fitted: shown at once, not after the fit.
+        let all_written = matches!(p, Progress::FittingFusion);
         let job = match p {
             Progress::Planned { changed, .. } => Job {
                 label: "indexing".into(),
@@ -975,11 +1009,15 @@ fn run_update(
                 detail: format!("{passages} passages"),
                 ..Default::default()
             },
+            Progress::FittingFusion => Job {
+                label: "fitting the fusion".into(),
+                ..Default::default()
+            },
         };
         shared.set_job(Some(job));
         // A long update shows what it has written so far; passages the coder in force has not
         // coded yet are scored exactly.
-        if written && last.elapsed() >= SNAPSHOT_EVERY {
+        if all_written || (written && last.elapsed() >= SNAPSHOT_EVERY) {
             last = Instant::now();
             let _ = publish(shared, idx, enc);
         }

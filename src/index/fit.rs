@@ -44,9 +44,12 @@ const REFIT_CHANGE: f64 = 0.25;
 const DEPTH: usize = 10;
 /// Questions encoded in one batch (the stop flag is looked at between batches).
 const ENCODED_TOGETHER: usize = 64;
+/// A longer question (a title of a whole paragraph, an odd link) is not one a person types.
+const MAX_QUESTION_BYTES: usize = 1024;
 
-/// Whether the index should fit its fusion: it never did, or its passages have changed by a
-/// quarter since.
+/// Whether the index should fit its fusion: it never did, or its number of passages has moved
+/// by a quarter since (a cheap test on every update; a corpus rewritten at the same size keeps
+/// its fit until the next training, whose new index fits afresh).
 pub fn due(index: &Index) -> bool {
     let now = index.store().passage_count();
     match &index.meta().fusion {
@@ -82,14 +85,37 @@ impl Pool {
     }
 }
 
+/// What a fit that failed with `why` leaves: the fusion in force before it (or the default), so
+/// that the next fit waits for the corpus to change as after a success.
+pub fn failed(index: &Index, why: &str) -> FusionChoice {
+    let mut c = index.meta().fusion.clone().unwrap_or(FusionChoice {
+        semantic_weight: DEFAULT_SEMANTIC_WEIGHT,
+        adopted: false,
+        questions: Vec::new(),
+        check: None,
+        why: None,
+        curve: Vec::new(),
+        passages: 0,
+    });
+    if !c.adopted {
+        c.why = Some(format!("the fit failed: {why}"));
+    }
+    c.passages = index.store().passage_count();
+    c
+}
+
 /// Asks the corpus's questions of `index` and chooses its fusion; the caller stores it. `None`
-/// when `cancel` was raised.
+/// when `cancel` was raised, or when a folder of the index is missing (an unmounted drive's
+/// notes would be missing from the questions; the fit in force stays).
 pub fn fit_fusion(
     index: &Index,
     encoder: &Encoder,
     cancel: &AtomicBool,
 ) -> Result<Option<FusionChoice>, IndexError> {
     let passages = index.store().passage_count();
+    if index.meta().roots.iter().any(|r| !r.exists()) {
+        return Ok(None);
+    }
     let asked = questions(index)?;
     if cancel.load(Ordering::Acquire) {
         return Ok(None);
@@ -251,7 +277,7 @@ fn questions(index: &Index) -> Result<Vec<Question>, IndexError> {
         .collect();
     let mut qs: Vec<Question> = corpus::questions(&docs, PER_FILE)
         .into_iter()
-        .filter(|q| q.kind != QuestionKind::QuestionHeading)
+        .filter(|q| q.kind != QuestionKind::QuestionHeading && q.text.len() <= MAX_QUESTION_BYTES)
         .collect();
     crate::rng::shuffle(&mut qs, &mut crate::rng::SplitMix64::new(0xa5c));
     Ok(qs)

@@ -31,6 +31,9 @@ pub enum Progress {
     },
     /// Codes are being fitted on `passages` passages.
     Fitting { passages: usize },
+    /// Everything is written; the fusion is being fitted to the corpus's questions. A caller
+    /// that shows early results should show them all now.
+    FittingFusion,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -501,6 +504,7 @@ fn update_within(
 
     report.refit = refit(index, opts.bits, progress)?;
     if super::fit::due(index) {
+        progress(Progress::FittingFusion, index);
         let never = AtomicBool::new(false);
         let cancel = opts.cancel.as_deref().unwrap_or(&never);
         match super::fit::fit_fusion(index, encoder, cancel) {
@@ -510,8 +514,13 @@ fn update_within(
             }
             Ok(None) => {}
             Err(e) if e.is_storage() => return Err(e),
-            // The index is whole without it: the fusion before serves until the next fit.
-            Err(e) => report.fusion_error = Some(e.to_string()),
+            // The index is whole without it: the fusion before serves, and the failure is
+            // kept as this size's answer, so that the next updates do not try again at once.
+            Err(e) => {
+                report.fusion_error = Some(e.to_string());
+                let failed = super::fit::failed(index, &e.to_string());
+                index.keep_fusion(failed)?;
+            }
         }
     }
     index.store.compact_if_worth_it()?;

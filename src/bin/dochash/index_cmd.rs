@@ -114,6 +114,9 @@ pub fn run(g: &Global, args: &IndexArgs) -> Result<ExitCode> {
             Progress::Fitting { passages } => {
                 bar.set_message(format!("fitting codes on {passages} passages"));
             }
+            Progress::FittingFusion => {
+                bar.set_message("fitting the fusion to the notes' questions")
+            }
         })
         .context("indexing failed")?;
     bar.finish_and_clear();
