@@ -172,6 +172,31 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Waits, at most `timeout`, until `done` (asked at once and after each change) has an
+    /// answer; `None` when the time ran out first.
+    fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&State) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state();
+        loop {
+            if let Some(answer) = done(&state) {
+                return Some(answer);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
     /// Changes the state and wakes everyone waiting for a change.
     fn update(&self, f: impl FnOnce(&mut State)) {
         let mut s = self.state();
@@ -261,28 +286,19 @@ impl Engine {
     /// Blocks until the index is open and searchable, or opening failed (the error says why,
     /// e.g. another process owns the index).
     pub fn wait_open(&self, timeout: Duration) -> Result<(), AppError> {
-        let deadline = Instant::now() + timeout;
-        let mut state = self.shared.state();
-        loop {
-            if self.shared.snapshot().is_some() {
-                return Ok(());
-            }
-            if let Some(e) = &state.error {
-                return Err(AppError::Failed(e.clone()));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(AppError::NotReady(
+        self.shared
+            .wait_for(timeout, |state| {
+                if self.shared.snapshot().is_some() {
+                    Some(Ok(()))
+                } else {
+                    state.error.clone().map(|e| Err(AppError::Failed(e)))
+                }
+            })
+            .unwrap_or_else(|| {
+                Err(AppError::NotReady(
                     "timed out waiting for the index to open".into(),
-                ));
-            }
-            state = self
-                .shared
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+                ))
+            })
     }
 
     /// Runs a query against the current snapshot. Hits in files deleted since the last update
@@ -318,26 +334,17 @@ impl Engine {
     /// The snapshot once a reopen in progress has published it; `None` when the reopen failed
     /// (it is tried again later), the engine is stopping, or `timeout` passed.
     fn wait_reopened(&self, timeout: Duration) -> Option<Arc<Snapshot>> {
-        let deadline = Instant::now() + timeout;
-        let mut state = self.shared.state();
-        loop {
-            if let Some(snap) = self.shared.snapshot() {
-                return Some(snap);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero()
-                || !self.shared.reopening.load(Ordering::Acquire)
-                || self.shared.stop.load(Ordering::Acquire)
-            {
-                return None;
-            }
-            state = self
-                .shared
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        self.shared
+            .wait_for(timeout, |_| match self.shared.snapshot() {
+                Some(snap) => Some(Some(snap)),
+                None if !self.shared.reopening.load(Ordering::Acquire)
+                    || self.shared.stop.load(Ordering::Acquire) =>
+                {
+                    Some(None)
+                }
+                None => None,
+            })
+            .flatten()
     }
 
     /// The status, in constant time (counts are kept, never recounted).
@@ -381,21 +388,9 @@ impl Engine {
     /// Waits until the status's `changes` counter differs from `since`, at most `timeout`;
     /// returns the counter.
     pub fn wait_change(&self, since: u64, timeout: Duration) -> u64 {
-        let deadline = Instant::now() + timeout;
-        let mut s = self.shared.state();
-        while s.changes == since {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            s = self
-                .shared
-                .changed
-                .wait_timeout(s, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        s.changes
+        self.shared
+            .wait_for(timeout, |s| (s.changes != since).then_some(s.changes))
+            .unwrap_or(since)
     }
 
     /// True once the first update has finished (or failed).

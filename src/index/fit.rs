@@ -85,21 +85,31 @@ impl Pool {
     }
 }
 
-/// What a fit that failed with `why` leaves: the fusion in force before it (or the default), so
-/// that the next fit waits for the corpus to change as after a success.
-pub fn failed(index: &Index, why: &str) -> FusionChoice {
-    let mut c = index.meta().fusion.clone().unwrap_or(FusionChoice {
+/// The default weight, not adopted, for `why`.
+fn unfitted(why: String) -> FusionChoice {
+    FusionChoice {
         semantic_weight: DEFAULT_SEMANTIC_WEIGHT,
         adopted: false,
         questions: Vec::new(),
         check: None,
-        why: None,
+        why: Some(why),
         curve: Vec::new(),
         passages: 0,
-    });
-    if !c.adopted {
-        c.why = Some(format!("the fit failed: {why}"));
     }
+}
+
+/// What a fit that failed with `why` leaves: the fusion in force before it (or the default), so
+/// that the next fit waits for the corpus to change as after a success.
+pub fn failed(index: &Index, why: &str) -> FusionChoice {
+    let why = format!("the fit failed: {why}");
+    let mut c = match &index.meta().fusion {
+        Some(c) if c.adopted => c.clone(),
+        Some(c) => FusionChoice {
+            why: Some(why),
+            ..c.clone()
+        },
+        None => unfitted(why),
+    };
     c.passages = index.store().passage_count();
     c
 }
@@ -180,22 +190,13 @@ pub fn fit_fusion(
 /// the questions are the notes' own sentences, not the user's queries, and on the dev sets
 /// whose notes link (docs/BENCHMARKS.md) the halfway weight held where the full step overshot.
 pub fn choose(pools: &[Pool]) -> FusionChoice {
-    let mut choice = FusionChoice {
-        semantic_weight: DEFAULT_SEMANTIC_WEIGHT,
-        adopted: false,
-        questions: Vec::new(),
-        check: None,
-        why: None,
-        curve: Vec::new(),
-        passages: 0,
-    };
     if pools.len() < MIN_QUESTIONS {
-        choice.why = Some(format!(
+        return unfitted(format!(
             "too few questions to fit ({}, needs {MIN_QUESTIONS})",
             pools.len()
         ));
-        return choice;
     }
+    let mut choice = unfitted(String::new());
     // MRR@10 over the questions from `first` on, every `step`th.
     let mrr = |first: usize, step: usize, w: f32| {
         let (sum, n) = pools
@@ -247,21 +248,22 @@ pub fn choose(pools: &[Pool]) -> FusionChoice {
     } else {
         choice.semantic_weight = halfway;
         choice.adopted = true;
+        choice.why = None;
     }
     choice
 }
 
-/// The corpus's questions that can be asked of the index, in a fixed pseudo-random order:
+/// The corpus's questions that can be asked of the index (every root is present: see
+/// [`fit_fusion`]), in a fixed pseudo-random order:
 /// links of every syntax and front matter titles. A question heading is not asked: its words
 /// are in the very passage that answers it.
 fn questions(index: &Index) -> Result<Vec<Question>, IndexError> {
     let meta = index.meta();
-    let present: Vec<PathBuf> = meta.roots.iter().filter(|r| r.exists()).cloned().collect();
-    if present.is_empty() {
+    if meta.roots.is_empty() {
         return Ok(Vec::new());
     }
     let cfg = meta.corpus.to_config();
-    let mut files = corpus::walk(&present, &cfg)?.files;
+    let mut files = corpus::walk(&meta.roots, &cfg)?.files;
     files.sort_by(|a, b| a.path.cmp(&b.path));
     crate::rng::shuffle(&mut files, &mut crate::rng::SplitMix64::new(0xf05e));
     files.truncate(MAX_FILES);

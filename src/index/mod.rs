@@ -439,12 +439,22 @@ impl Index {
         encoder: &crate::encoder::Encoder,
         cancel: &AtomicBool,
     ) -> Result<Option<FusionChoice>, IndexError> {
-        let Some(choice) = fit::fit_fusion(self, encoder, cancel)? else {
-            return Ok(None);
-        };
-        self.keep_fusion(choice.clone())?;
+        let choice = self.fit_and_keep_fusion(encoder, cancel)?;
         self.store.flush()?;
-        Ok(Some(choice))
+        Ok(choice)
+    }
+
+    /// [`fit_fusion`](Self::fit_fusion) without the flush (an update flushes after it).
+    fn fit_and_keep_fusion(
+        &mut self,
+        encoder: &crate::encoder::Encoder,
+        cancel: &AtomicBool,
+    ) -> Result<Option<FusionChoice>, IndexError> {
+        let choice = fit::fit_fusion(self, encoder, cancel)?;
+        if let Some(c) = &choice {
+            self.keep_fusion(c.clone())?;
+        }
+        Ok(choice)
     }
 
     fn keep_fusion(&mut self, choice: FusionChoice) -> Result<(), IndexError> {

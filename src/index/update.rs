@@ -507,12 +507,8 @@ fn update_within(
         progress(Progress::FittingFusion, index);
         let never = AtomicBool::new(false);
         let cancel = opts.cancel.as_deref().unwrap_or(&never);
-        match super::fit::fit_fusion(index, encoder, cancel) {
-            Ok(Some(choice)) => {
-                index.keep_fusion(choice.clone())?;
-                report.fusion = Some(choice);
-            }
-            Ok(None) => {}
+        match index.fit_and_keep_fusion(encoder, cancel) {
+            Ok(choice) => report.fusion = choice,
             Err(e) if e.is_storage() => return Err(e),
             // The index is whole without it: the fusion before serves, and the failure is
             // kept as this size's answer, so that the next updates do not try again at once.
