@@ -552,8 +552,9 @@ fn help_lists_what_users_use_and_the_research_tools_stay_reachable() {
 #[test]
 fn the_fusion_is_fitted_to_the_notes_own_links_the_same_way_every_time() {
     let linked = |e: &common::Env| {
-        for i in 0..60 {
-            let next = (i * 7 + 3) % 60;
+        // 120 links: the fit asks the half that training does not teach.
+        for i in 0..120 {
+            let next = (i * 7 + 3) % 120;
             e.write(
                 &format!("topic-{i}.md"),
                 &format!(
@@ -572,7 +573,9 @@ fn the_fusion_is_fitted_to_the_notes_own_links_the_same_way_every_time() {
     linked(&a);
     linked(&b);
     let (fa, fb) = (fitted(&a), fitted(&b));
-    assert_eq!(fa["questions"], serde_json::json!([["link", 60]]), "{fa}");
+    let asked = fa["questions"][0][1].as_u64().unwrap_or_default();
+    assert_eq!(fa["questions"][0][0], "link", "{fa}");
+    assert!((40..=80).contains(&asked), "{fa}");
     assert_eq!(fa["curve"].as_array().map(Vec::len), Some(9), "{fa}");
     assert_eq!(fa, fb, "the same notes fitted differently");
 
@@ -592,7 +595,7 @@ fn the_fusion_is_fitted_to_the_notes_own_links_the_same_way_every_time() {
         .unwrap_or_default()
         .to_string();
     assert!(
-        line.contains("(the default): too few questions to fit (1, needs 40)"),
+        line.contains("(the default): too few questions to fit (") && line.contains(", needs 40)"),
         "{line}"
     );
 }

@@ -508,11 +508,13 @@ fn a_slow_query_does_not_hold_up_indexing() {
         fp.join("search.started.paused").exists()
     });
     // ...while a saved note is indexed and published all the same.
-    let generation = status(&e.home).unwrap()["generation"].as_u64().unwrap();
+    let version = status(&e.home).unwrap()["content_version"]
+        .as_u64()
+        .unwrap();
     std::fs::write(e.notes.join("new.md"), "# New\n\nzebra quartz\n").unwrap();
     wait_until("the new note to be published", || {
         status(&e.home)
-            .is_some_and(|s| s["files"] == 6 && s["generation"].as_u64().unwrap() > generation)
+            .is_some_and(|s| s["files"] == 6 && s["content_version"].as_u64().unwrap() > version)
     });
     std::fs::write(fp.join("search.started.go"), b"").unwrap();
     assert!(!q.join().unwrap().is_empty());

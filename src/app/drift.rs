@@ -79,17 +79,6 @@ impl Drift {
         self.churn = self.churn.saturating_add(passages);
     }
 
-    /// Counts the change an update made without an owner (`dochash index`), which an owner
-    /// started later would otherwise never see: the files are already indexed when it looks.
-    pub fn record_change(home: &Path, passages: usize) -> std::io::Result<()> {
-        if passages == 0 {
-            return Ok(());
-        }
-        let mut d = Self::load(home);
-        d.changed(passages);
-        d.save(home)
-    }
-
     /// Records an attempt on `passages` passages.
     pub fn trained(&mut self, passages: usize) {
         self.trained_on = Some(passages);

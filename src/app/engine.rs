@@ -23,17 +23,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::AppError;
-use crate::encoder::{DeviceSpec, Encoder, LoadOptions, Precision};
+use crate::encoder::{Encoder, Precision};
 use crate::index::{
     Hit, Index, IndexError, IndexMeta, Progress, SearchParams, Searcher, UpdateOptions,
     UpdateReport,
 };
-use crate::model::{FetchOptions, ModelSpec};
-
-/// How long file events are collected before an update runs: long enough to merge an editor's
-/// write-temp-then-rename and a `git checkout` burst, short enough to stay well under the 1 s a
-/// saved note may take to become searchable.
-pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(150);
 
 /// While a long update runs, the searchable snapshot is refreshed at most this often, so a first
 /// index shows results early without reloading codes after every file.
@@ -49,12 +43,9 @@ const MAX_NOTES: usize = 200;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    pub home: PathBuf,
-    pub model: Option<ModelSpec>,
-    pub device: DeviceSpec,
-    /// The precision asked for; `None` keeps the home's (see [`super::generation::base_precision`]).
-    pub precision: Option<Precision>,
-    pub fetch: FetchOptions,
+    pub home: super::Home,
+    /// The model asked for; unset parts keep the home's.
+    pub choice: super::ModelChoice,
     /// Folders to add to the index before the first update.
     pub add_roots: Vec<PathBuf>,
     /// Keep watching the roots after the first update.
@@ -103,8 +94,10 @@ pub struct EngineStatus {
     #[serde(default)]
     pub fusion: Option<crate::index::FusionChoice>,
     pub device: String,
-    /// Bumped whenever searchable content changes: a UI re-runs its query when it moves.
-    pub generation: u64,
+    /// Bumped whenever searchable content changes: a UI re-runs its query when it moves. Not
+    /// a trained generation (`trained`) nor a code generation (the index's codes).
+    #[serde(alias = "generation")]
+    pub content_version: u64,
     /// Updates finished since the owner started (the decision whether to train included);
     /// an idle owner's stays still.
     pub updates: u64,
@@ -149,7 +142,7 @@ struct State {
     events: Vec<String>,
     error: Option<String>,
     device: String,
-    generation: u64,
+    content_version: u64,
     updates: u64,
     trainings: u64,
     changes: u64,
@@ -229,7 +222,7 @@ fn push_note(notes: &mut Vec<String>, note: String) {
     notes.push(note);
 }
 
-pub(super) enum Work {
+enum Work {
     Update,
     AddRoots(Vec<PathBuf>),
     /// Background training finished with a generation to switch to.
@@ -374,7 +367,7 @@ impl Engine {
             codes,
             fusion,
             device: s.device.clone(),
-            generation: s.generation,
+            content_version: s.content_version,
             updates: s.updates,
             trainings: s.trainings,
             changes: s.changes,
@@ -463,7 +456,7 @@ fn publish(shared: &Shared, index: &Index, encoder: &Arc<Encoder>) -> Result<(),
         passages: index.store().passage_count(),
     };
     *shared.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(snap));
-    shared.update(|s| s.generation += 1);
+    shared.update(|s| s.content_version += 1);
     Ok(())
 }
 
@@ -473,51 +466,31 @@ fn worker(
     tx: Sender<Work>,
     rx: Receiver<Work>,
 ) -> Result<(), AppError> {
-    super::prepare_home(&cfg.home).map_err(|source| AppError::Io {
-        path: cfg.home.clone(),
-        source,
-    })?;
-    let (files, active, retired) = super::generation::resolve_model(
-        &cfg.home,
-        cfg.model.as_ref(),
-        &cfg.fetch,
-        super::generation::Retire::Allowed,
-    )?;
-    if let Some(a) = &retired {
-        shared.event(super::generation::retired_note(a, &files.id));
+    let home = &cfg.home;
+    let writer = home.writer(&cfg.choice)?;
+    for n in &writer.notes {
+        shared.event(n.clone());
     }
-    let gained = active
+    let gained = writer
+        .active
         .as_ref()
-        .and_then(|a| super::train::gained(&cfg.home, a.generation));
+        .and_then(|a| super::train::gained(home.dir(), a.generation));
     shared.update(|s| {
-        s.trained = active.as_ref().map(describe_generation);
+        s.trained = writer.active.as_ref().map(describe_generation);
         s.gained = gained;
     });
-    let precision = super::generation::base_precision(&cfg.home, cfg.precision);
-    let enc = Encoder::load_model(
-        &files,
-        &LoadOptions {
-            device: cfg.device,
-            trainable: false,
-            max_len: None,
-            candle_only: false,
-            precision,
-        },
-    )?;
-    super::generation::remember_precision(&cfg.home, enc.precision())?;
+    let enc = &writer.encoder;
     shared.update(|s| {
         s.device = match enc.precision() {
             Precision::Int8 => format!("{}, int8 ({})", enc.device_label(), Encoder::int8_kernel()),
             Precision::F32 => format!("{}, f32", enc.device_label()),
         }
     });
-    let dir = super::generation::index_dir(&cfg.home);
-    let fp = super::fingerprint(&files, &enc);
     // Work that arrived while the index could not be written (another process held it, or the
     // disk failed), handled once it can.
     let mut backlog: Vec<Work> = Vec::new();
     let (mut index, opened) = loop {
-        match Index::open(&dir, &fp) {
+        match home.open_index(&writer) {
             // A one-shot `dochash index` (or train) holds the index: wait for it, then serve.
             Err(IndexError::Store(crate::index::StoreError::Locked(_))) => {
                 shared.set_job(Some(Job {
@@ -542,13 +515,17 @@ fn worker(
     }
     index.add_roots(&cfg.add_roots)?;
     // Holding the index, no other process can be training: whatever a killed run left is junk.
-    super::generation::clean_up(&cfg.home);
-    let enc = Arc::new(enc);
+    home.clean_up();
+    let enc = Arc::new(writer.encoder);
     publish(shared, &index, &enc)?;
 
     let mut armed = super::watch::Armed::new(&index.meta().roots);
     let mut watcher = if cfg.watch {
-        match super::watch::watch(&index.meta().roots, &cfg.home, tx.clone(), &armed) {
+        let tx = tx.clone();
+        let changed = move || {
+            let _ = tx.send(Work::Update);
+        };
+        match super::watch::watch(&index.meta().roots, home.dir(), changed, &armed) {
             Ok(w) => Some(w),
             Err(e) => {
                 shared.event(format!(
@@ -564,7 +541,6 @@ fn worker(
     // Whether a root is missing: nothing tells when it comes back, so it is looked for.
     let mut looking = false;
     let mut enc = enc;
-    let mut drift = super::drift::Drift::load(&cfg.home);
     let mut trainer: Option<JoinHandle<()>> = None;
     let mut pending = true;
     // How long a writer that met a failing disk waits before it looks again (see `recover`).
@@ -575,18 +551,16 @@ fn worker(
             match run_update(shared, &mut index, &enc) {
                 Ok(report) => {
                     retry = RETRY_EVERY;
-                    drift.changed(report.passages_added + report.passages_removed);
-                    let _ = drift.save(&cfg.home);
+                    let _ = home.record_change(report.passages_added + report.passages_removed);
                     let busy = trainer.as_ref().is_some_and(|t| !t.is_finished());
                     let passages = index.store().passage_count();
-                    let train = cfg.auto_train && !busy && drift.due(passages);
+                    let train = cfg.auto_train && !busy && home.training_due(passages);
                     if train {
-                        drift.trained(passages);
-                        let _ = drift.save(&cfg.home);
                         trainer = spawn_training(
                             shared,
                             cfg,
                             index.meta().clone(),
+                            passages,
                             index.donor().ok(),
                             tx.clone(),
                         );
@@ -669,9 +643,7 @@ fn worker(
                 Work::Stop => return Ok(()),
                 Work::Update => pending = true,
                 Work::Trained(mut notes) => {
-                    drift.missed();
-                    let _ = drift.save(&cfg.home);
-                    if let Some(n) = drift.next_after() {
+                    if let Some(n) = home.next_training_after() {
                         notes.push(format!(
                             "background training runs again once about {n} passages have changed"
                         ));
@@ -686,7 +658,7 @@ fn worker(
                     let mut p = *prepared;
                     // Files changed while training are caught up; the snapshots this installs
                     // carry the new encoder with the new index, so queries switch in one step.
-                    let switched = super::train::switch(&cfg.home, &mut p, |idx, e| {
+                    let switched = home.switch(&mut p, |idx, e| {
                         let r = run_update(shared, idx, e);
                         shared.update(|s| s.updates += 1);
                         r
@@ -700,13 +672,11 @@ fn worker(
                                     }
                                 }
                             }
-                            drift.adopted();
-                            let _ = drift.save(&cfg.home);
                             index = p.index;
                             enc = p.encoder;
-                            super::generation::clean_up(&cfg.home);
+                            home.clean_up();
                             let notes = p.manifest.notes.clone();
-                            let gained = super::train::gained(&cfg.home, p.active.generation);
+                            let gained = super::train::gained(home.dir(), p.active.generation);
                             shared.update(|s| {
                                 s.trained = Some(describe_generation(&p.active));
                                 s.gained = gained;
@@ -874,6 +844,7 @@ fn spawn_training(
     shared: &Arc<Shared>,
     cfg: &EngineConfig,
     meta: IndexMeta,
+    passages: usize,
     serving: Option<crate::index::Donor>,
     tx: Sender<Work>,
 ) -> Option<JoinHandle<()>> {
@@ -903,33 +874,18 @@ fn spawn_training(
             let over_budget = crate::failpoint::enabled("train.over_budget");
             let out_of_budget = AtomicBool::new(false);
             let result = (|| -> Result<super::train::Outcome, AppError> {
-                let spec = super::generation::base_spec(&cfg.home, cfg.model.as_ref());
-                let base = crate::model::resolve(&spec, &cfg.fetch)?;
+                let base = cfg.home.base_model(&cfg.choice)?;
                 let pool = super::train::low_priority_pool()
                     .map_err(|e| AppError::Failed(e.to_string()))?;
-                let on_gpu = !matches!(cfg.device, DeviceSpec::Cpu)
-                    && crate::encoder::open_device(cfg.device)
-                        .map(|(d, _)| !d.is_cpu())
-                        .unwrap_or(false);
+                let mut opts = super::train::TrainOptions::for_device(cfg.choice.device);
                 // A test keeps the encoder to reach the path that copies the serving vectors.
-                let keep_encoder = crate::failpoint::enabled("train.keep_encoder");
-                let opts = super::train::TrainOptions {
-                    simcse: (!keep_encoder).then(|| crate::train::simcse::SimcseConfig {
-                        mode: if on_gpu {
-                            crate::train::simcse::Mode::Full
-                        } else {
-                            crate::train::simcse::Mode::Head
-                        },
-                        ..Default::default()
-                    }),
-                    dhim: None,
-                    ranked: Some(crate::train::ranked::RankConfig::default()),
-                    device: cfg.device,
-                    force: crate::failpoint::enabled("train.force"),
-                };
-                let home = cfg.home.clone();
+                if crate::failpoint::enabled("train.keep_encoder") {
+                    opts.simcse = None;
+                }
+                opts.force = crate::failpoint::enabled("train.force");
+                let home = &cfg.home;
                 let outcome = pool.install(|| {
-                    super::train::prepare(&home, &base, &meta, serving, &opts, &cancel, &mut |p| {
+                    home.train(&base, &meta, passages, serving, &opts, &cancel, &mut |p| {
                         if shared.stop.load(Ordering::Acquire) {
                             cancel.store(true, Ordering::Release);
                         } else if over_budget || budget.spent() {
@@ -952,10 +908,13 @@ fn spawn_training(
                     tracing::debug!("training stopped: {e}");
                     return;
                 }
-                Err(_) if out_of_budget.load(Ordering::Acquire) => Work::Trained(vec![format!(
-                    "background training stopped after its budget of {} CPU minutes; the current generation keeps serving (`dochash train` has no budget)",
-                    budget.limit().as_secs() / 60
-                )]),
+                Err(_) if out_of_budget.load(Ordering::Acquire) => {
+                    cfg.home.record_miss();
+                    Work::Trained(vec![format!(
+                        "background training stopped after its budget of {} CPU minutes; the current generation keeps serving (`dochash train` has no budget)",
+                        budget.limit().as_secs() / 60
+                    )])
+                }
                 Err(e) => Work::Trained(vec![format!(
                     "background training failed ({e}); the current generation keeps serving"
                 )]),

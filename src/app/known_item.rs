@@ -238,6 +238,7 @@ mod tests {
             text: body.to_string(),
             title: title.map(str::to_string),
             body: body.to_string(),
+            lines: (1, 1),
         }
     }
 

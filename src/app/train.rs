@@ -61,6 +61,30 @@ pub struct TrainOptions {
     pub force: bool,
 }
 
+impl TrainOptions {
+    /// What training does unless told otherwise, in the background and from `dochash train`
+    /// alike: SimCSE on every weight on a GPU, on the top layers on a CPU, then the ranking
+    /// head; no DHIM; adopted only where the checks say so.
+    pub fn for_device(device: DeviceSpec) -> Self {
+        let on_gpu = !matches!(device, DeviceSpec::Cpu)
+            && crate::encoder::open_device(device).is_ok_and(|(d, _)| !d.is_cpu());
+        Self {
+            simcse: Some(SimcseConfig {
+                mode: if on_gpu {
+                    simcse::Mode::Full
+                } else {
+                    simcse::Mode::Head
+                },
+                ..Default::default()
+            }),
+            dhim: None,
+            ranked: Some(RankConfig::default()),
+            device,
+            force: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub enum TrainProgress {
     Reading,
@@ -392,82 +416,29 @@ fn prepare_in(
         ));
     }
 
+    let learner = Learner {
+        passages: &passages,
+        current,
+        opts,
+        cancel,
+        gdir,
+    };
     // SimCSE, judged on held-back passages before it is adopted.
-    let mut simcse_out = None;
-    let mut model_dir = None;
-    match &opts.simcse {
-        Some(_) if texts.len() < MIN_SIMCSE_PASSAGES => notes.push(format!(
-            "SimCSE skipped: {} passages, at least {MIN_SIMCSE_PASSAGES} needed; the base encoder stays",
-            texts.len()
-        )),
-        Some(cfg) => {
-            let (train_idx, held) = hold_back(&passages);
-            let (texts, positive) = pair_up(&base_enc, &passages, &train_idx, cfg.positives);
-            let examples = simcse::Examples {
-                texts: texts.iter().map(String::as_str).collect(),
-                positive,
-            };
-            let (tuned, report) = simcse::train(&base.dir, &examples, cfg, opts.device, cancel, &mut |p| {
-                progress(TrainProgress::Simcse(p))
-            })?;
-            check(cancel)?;
-            progress(TrainProgress::Checking);
-            let held_passages: Vec<&CorpusPassage> = held.iter().map(|&i| &passages[i]).collect();
-            let probes = Probes::new(&held_passages);
-            let score = |enc: &Encoder| -> Result<Option<Score>, TrainError> {
-                (!probes.is_empty())
-                    .then(|| probes.score(enc))
-                    .transpose()
-                    .map_err(err)
-            };
-            let base_score = score(&base_enc)?;
-            let out = gdir.join("model");
-            simcse::save_model(&tuned, &base.dir, base_enc.profile(), &out)?;
-            drop(tuned);
-            let tuned_enc = load(&out)?;
-            let tuned_score = score(&tuned_enc)?;
-            let (b, t) = (
-                base_score.and_then(|s| s.mean),
-                tuned_score.and_then(|s| s.mean),
-            );
-            let passed = matches!((&base_score, &tuned_score), (Some(b), Some(t)) if t.holds_up_against(b));
-            let adopted = passed || opts.force;
-            notes.push(match (b, t) {
-                (Some(b), Some(t)) if passed => format!(
-                    "SimCSE adopted: held-back known-item MRR@10 {:.1} (base {:.1}, {} questions)",
-                    t * 100.0,
-                    b * 100.0,
-                    probes.len()
-                ),
-                (Some(b), Some(t)) => format!(
-                    "SimCSE not adopted: held-back known-item MRR@10 {:.1}, base {:.1} ({} questions); the base encoder stays",
-                    t * 100.0,
-                    b * 100.0,
-                    probes.len()
-                ),
-                _ if opts.force => "SimCSE adopted (--force) without a held-back check: the held-back passages give too few questions".into(),
-                _ => "SimCSE not adopted: the held-back passages give too few questions to check it; the base encoder stays".into(),
-            });
-            if adopted && !passed && b.is_some() {
-                notes.push("SimCSE adopted anyway (--force)".into());
-            }
-            if adopted {
-                model_dir = Some(out);
-            } else {
-                let _ = std::fs::remove_dir_all(&out);
-            }
-            simcse_out = Some(SimcseOutcome {
-                config: cfg.clone(),
-                report,
-                base: base_score,
-                tuned: tuned_score,
-                held_back: held.len(),
-                questions: probes.len(),
-                adopted,
-            });
+    let (simcse_out, model_dir) = match &opts.simcse {
+        Some(_) if texts.len() < MIN_SIMCSE_PASSAGES => {
+            notes.push(format!(
+                "SimCSE skipped: {} passages, at least {MIN_SIMCSE_PASSAGES} needed; the base encoder stays",
+                texts.len()
+            ));
+            (None, None)
         }
-        None => {}
-    }
+        Some(cfg) => {
+            let (out, dir) =
+                learn_simcse(&learner, cfg, base, &base_enc, &load, &mut notes, progress)?;
+            (Some(out), dir)
+        }
+        None => (None, None),
+    };
     check(cancel)?;
     let (gen_files, gen_enc) = match &model_dir {
         Some(d) => (
@@ -485,56 +456,20 @@ fn prepare_in(
     };
 
     // DHIM on the chosen encoder's token states.
-    let mut head = None;
-    let mut dhim_out = None;
-    match &opts.dhim {
-        Some(_) if texts.len() < MIN_DHIM_PASSAGES => notes.push(format!(
-            "hashing head skipped: {} passages, at least {MIN_DHIM_PASSAGES} needed; ITQ codes stay",
-            texts.len()
-        )),
-        Some(cfg) => {
-            let states = CorpusStates::encode(&gen_enc, &learn, BatchLimits::default(), &mut |done, total| {
-                progress(TrainProgress::States { done, total })
-            })?;
-            check(cancel)?;
-            let (h, report) = dhim::train(&states, cfg.clone(), gen_enc.device(), cancel, &mut |p| {
-                progress(TrainProgress::Dhim(p))
-            })?;
+    let (dhim_out, head) = match &opts.dhim {
+        Some(_) if texts.len() < MIN_DHIM_PASSAGES => {
             notes.push(format!(
-                "hashing head trained: {} bits, {} epochs (best {}), {:.0} s",
-                cfg.bits, report.epochs, report.best_epoch, report.seconds
+                "hashing head skipped: {} passages, at least {MIN_DHIM_PASSAGES} needed; ITQ codes stay",
+                texts.len()
             ));
-            // Adopted only if it keeps float neighbourhoods at least as well as ITQ fitted on
-            // the same passages (the codes it replaces).
-            check(cancel)?;
-            let (itq_recall, dhim_recall) = compare_with_itq(&states, &h, cfg.bits, gen_enc.device())?;
-            let passed = dhim_recall >= itq_recall;
-            notes.push(format!(
-                "hashing head {}: {:.1}% of each passage's 10 nearest neighbours among its 100 nearest codes (ITQ with the weighted filter {:.1}%){}",
-                if passed || opts.force { "adopted" } else { "not adopted" },
-                dhim_recall * 100.0,
-                itq_recall * 100.0,
-                match (passed, opts.force) {
-                    (false, true) => "; adopted anyway (--force)",
-                    (false, false) => "; ITQ codes stay",
-                    _ => "",
-                }
-            ));
-            dhim_out = Some(DhimOutcome {
-                config: cfg.clone(),
-                report,
-                itq_recall,
-                dhim_recall,
-                adopted: passed || opts.force,
-            });
-            if passed || opts.force {
-                std::fs::create_dir_all(gdir).map_err(|e| TrainError::io(gdir, e))?;
-                h.save(&gdir.join("dhim.safetensors"))?;
-                head = Some(h);
-            }
+            (None, None)
         }
-        None => {}
-    }
+        Some(cfg) => {
+            let (out, head) = learn_dhim(&learner, cfg, &gen_enc, &learn, &mut notes, progress)?;
+            (Some(out), head)
+        }
+        None => (None, None),
+    };
     // Below this many passages the filter already passes a large share of them to the exact
     // rerank: learned codes would save nothing worth a training.
     let ranked_cfg = match &opts.ranked {
@@ -638,6 +573,164 @@ fn prepare_in(
     })))
 }
 
+/// What every learner of a training run shares: the passages read, the index they came from,
+/// the options, the stop flag and the new generation's folder.
+struct Learner<'a> {
+    passages: &'a [CorpusPassage],
+    current: &'a IndexMeta,
+    opts: &'a TrainOptions,
+    cancel: &'a Arc<AtomicBool>,
+    gdir: &'a Path,
+}
+
+/// Fine-tunes the encoder with SimCSE and judges it on held-back passages: its outcome, with the
+/// tuned model's folder when it is adopted (else the folder is removed).
+fn learn_simcse(
+    l: &Learner,
+    cfg: &SimcseConfig,
+    base: &ModelFiles,
+    base_enc: &Encoder,
+    load: &dyn Fn(&Path) -> Result<Encoder, crate::encoder::EncoderError>,
+    notes: &mut Vec<String>,
+    progress: &mut dyn FnMut(TrainProgress),
+) -> Result<(SimcseOutcome, Option<PathBuf>), TrainError> {
+    let (passages, opts, cancel) = (l.passages, l.opts, l.cancel);
+    let (train_idx, held) = hold_back(passages);
+    let taught = if cfg.structure {
+        let questions = crate::index::fit::notes_questions(l.current).map_err(err)?;
+        taught_questions(&questions, passages, &train_idx)
+    } else {
+        Vec::new()
+    };
+    if !taught.is_empty() {
+        notes.push(format!(
+            "SimCSE also learned {} questions the notes ask of themselves (links, titles, question headings)",
+            taught.len()
+        ));
+    }
+    let (texts, positive) = pair_up(base_enc, passages, &train_idx, cfg.positives, &taught);
+    let examples = simcse::Examples {
+        texts: texts.iter().map(String::as_str).collect(),
+        positive,
+    };
+    let (tuned, report) =
+        simcse::train(&base.dir, &examples, cfg, opts.device, cancel, &mut |p| {
+            progress(TrainProgress::Simcse(p))
+        })?;
+    check(cancel)?;
+    progress(TrainProgress::Checking);
+    let held_passages: Vec<&CorpusPassage> = held.iter().map(|&i| &passages[i]).collect();
+    let probes = Probes::new(&held_passages);
+    let score = |enc: &Encoder| -> Result<Option<Score>, TrainError> {
+        (!probes.is_empty())
+            .then(|| probes.score(enc))
+            .transpose()
+            .map_err(err)
+    };
+    let base_score = score(base_enc)?;
+    let out = l.gdir.join("model");
+    simcse::save_model(&tuned, &base.dir, base_enc.profile(), &out)?;
+    drop(tuned);
+    let tuned_enc = load(&out)?;
+    let tuned_score = score(&tuned_enc)?;
+    let (b, t) = (
+        base_score.and_then(|s| s.mean),
+        tuned_score.and_then(|s| s.mean),
+    );
+    let passed = matches!((&base_score, &tuned_score), (Some(b), Some(t)) if t.holds_up_against(b));
+    let adopted = passed || opts.force;
+    notes.push(match (b, t) {
+        (Some(b), Some(t)) if passed => format!(
+            "SimCSE adopted: held-back known-item MRR@10 {:.1} (base {:.1}, {} questions)",
+            t * 100.0,
+            b * 100.0,
+            probes.len()
+        ),
+        (Some(b), Some(t)) => format!(
+            "SimCSE not adopted: held-back known-item MRR@10 {:.1}, base {:.1} ({} questions); the base encoder stays",
+            t * 100.0,
+            b * 100.0,
+            probes.len()
+        ),
+        _ if opts.force => "SimCSE adopted (--force) without a held-back check: the held-back passages give too few questions".into(),
+        _ => "SimCSE not adopted: the held-back passages give too few questions to check it; the base encoder stays".into(),
+    });
+    if adopted && !passed && b.is_some() {
+        notes.push("SimCSE adopted anyway (--force)".into());
+    }
+    let model_dir = if adopted {
+        Some(out)
+    } else {
+        let _ = std::fs::remove_dir_all(&out);
+        None
+    };
+    let outcome = SimcseOutcome {
+        config: cfg.clone(),
+        report,
+        base: base_score,
+        tuned: tuned_score,
+        held_back: held.len(),
+        questions: probes.len(),
+        adopted,
+    };
+    Ok((outcome, model_dir))
+}
+
+/// Trains a DHIM head on `enc`'s token states of the passages (`learn`, as the index embeds
+/// them) and judges it against ITQ: its outcome, with the head when it is adopted (then also
+/// saved in the generation's folder).
+fn learn_dhim(
+    l: &Learner,
+    cfg: &DhimConfig,
+    enc: &Encoder,
+    learn: &[&str],
+    notes: &mut Vec<String>,
+    progress: &mut dyn FnMut(TrainProgress),
+) -> Result<(DhimOutcome, Option<dhim::DhimHead>), TrainError> {
+    let (opts, cancel, gdir) = (l.opts, l.cancel, l.gdir);
+    let states = CorpusStates::encode(enc, learn, BatchLimits::default(), &mut |done, total| {
+        progress(TrainProgress::States { done, total })
+    })?;
+    check(cancel)?;
+    let (h, report) = dhim::train(&states, cfg.clone(), enc.device(), cancel, &mut |p| {
+        progress(TrainProgress::Dhim(p))
+    })?;
+    notes.push(format!(
+        "hashing head trained: {} bits, {} epochs (best {}), {:.0} s",
+        cfg.bits, report.epochs, report.best_epoch, report.seconds
+    ));
+    // Adopted only if it keeps float neighbourhoods at least as well as ITQ fitted on the same
+    // passages (the codes it replaces).
+    check(cancel)?;
+    let (itq_recall, dhim_recall) = compare_with_itq(&states, &h, cfg.bits, enc.device())?;
+    let passed = dhim_recall >= itq_recall;
+    let adopted = passed || opts.force;
+    notes.push(format!(
+        "hashing head {}: {:.1}% of each passage's 10 nearest neighbours among its 100 nearest codes (ITQ with the weighted filter {:.1}%){}",
+        if adopted { "adopted" } else { "not adopted" },
+        dhim_recall * 100.0,
+        itq_recall * 100.0,
+        match (passed, opts.force) {
+            (false, true) => "; adopted anyway (--force)",
+            (false, false) => "; ITQ codes stay",
+            _ => "",
+        }
+    ));
+    let outcome = DhimOutcome {
+        config: cfg.clone(),
+        report,
+        itq_recall,
+        dhim_recall,
+        adopted,
+    };
+    if !adopted {
+        return Ok((outcome, None));
+    }
+    std::fs::create_dir_all(gdir).map_err(|e| TrainError::io(gdir, e))?;
+    h.save(&gdir.join("dhim.safetensors"))?;
+    Ok((outcome, Some(h)))
+}
+
 /// Makes a prepared generation the serving one. The user's settings are read again first
 /// (folders added while training ran must not be lost), `catch_up` brings the new index in line
 /// with files changed meanwhile, everything is made durable, and only then is the pointer moved.
@@ -661,15 +754,75 @@ where
     Ok(report)
 }
 
+/// Most questions taught per passage that answers them: a note that many others link to must
+/// not outweigh the rest of the corpus.
+const TAUGHT_PER_PASSAGE: usize = 4;
+
+/// The questions training teaches ([`crate::corpus::Question::teaches`]: the half the fusion
+/// fit never asks), each as the training passage that answers it and the question's words: the
+/// first passage of its target's section that does not hold the question itself. A question
+/// asked by or about a held-back file is left out, so that the adoption check stays blind to
+/// what was taught.
+pub fn taught_questions(
+    questions: &[crate::corpus::Question],
+    passages: &[CorpusPassage],
+    train: &[usize],
+) -> Vec<(usize, String)> {
+    use std::collections::HashMap;
+    let mut files: HashMap<&Path, std::ops::Range<usize>> = HashMap::new();
+    for (i, p) in passages.iter().enumerate() {
+        files
+            .entry(p.path.as_path())
+            .and_modify(|r| r.end = i + 1)
+            .or_insert(i..i + 1);
+    }
+    let mut trained = vec![false; passages.len()];
+    train.iter().for_each(|&i| trained[i] = true);
+    let overlaps = |(a, b): (u32, u32), (first, last): (usize, usize)| {
+        a as usize <= last && first <= b as usize
+    };
+    let mut per_passage: HashMap<usize, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for q in questions.iter().filter(|q| q.teaches()) {
+        let Some(range) = files.get(q.target.as_path()) else {
+            continue;
+        };
+        // A question asked by a held-back file would be taught beside the check's questions.
+        if files
+            .get(q.source.as_path())
+            .is_some_and(|r| !trained[r.start])
+        {
+            continue;
+        }
+        let answer = range.clone().find(|&i| {
+            let p = &passages[i];
+            trained[i]
+                && !p.body.trim().is_empty()
+                && q.lines.is_none_or(|l| overlaps(p.lines, l))
+                && !(q.source == q.target && q.asked_in.is_some_and(|l| overlaps(p.lines, l)))
+        });
+        if let Some(i) = answer {
+            let n = per_passage.entry(i).or_default();
+            if *n < TAUGHT_PER_PASSAGE {
+                *n += 1;
+                out.push((i, q.text.clone()));
+            }
+        }
+    }
+    out
+}
+
 /// The texts SimCSE learns from, as the index would embed them (behind the model's prompts), and
 /// each anchor's positive among them, for the passages `idx` (in corpus order). A passage with a
 /// partner of the kind asked for is its body paired with that partner; any other is its indexed
-/// text paired with itself (dropout).
+/// text paired with itself (dropout). Each of `taught` ([`taught_questions`]) adds its
+/// passage's body as one more anchor, paired with the question read as a query.
 pub fn pair_up(
     enc: &Encoder,
     passages: &[CorpusPassage],
     idx: &[usize],
     positives: simcse::Positives,
+    taught: &[(usize, String)],
 ) -> (Vec<String>, Vec<usize>) {
     use simcse::Positives;
     let as_role = |t: &str, role: Role| enc.prompted(&[t], role)[0].to_string();
@@ -712,6 +865,10 @@ pub fn pair_up(
             }
             _ => texts.push(as_role(&p.text, Role::Document)),
         }
+    }
+    for (i, question) in taught {
+        partners.push((texts.len(), as_role(question, Role::Query)));
+        texts.push(as_role(passages[*i].body.trim(), Role::Document));
     }
     let anchors = texts.len();
     let mut positive: Vec<usize> = (0..anchors).collect();
@@ -1070,6 +1227,90 @@ mod tests {
     }
 
     #[test]
+    fn the_taught_questions_pair_with_the_training_passage_that_answers_them() {
+        use crate::corpus::{Question, QuestionKind};
+        let p = |file: &str, lines: (u32, u32), body: &str| CorpusPassage {
+            path: PathBuf::from(file),
+            text: body.to_string(),
+            title: None,
+            body: body.to_string(),
+            lines,
+        };
+        let passages = vec![
+            p("a.md", (1, 9), "intro of a"),
+            p("a.md", (10, 19), "the install section of a"),
+            p("a.md", (20, 29), "more of the install section"),
+            p("b.md", (1, 9), "b asks: see the install section"),
+            p("c.md", (1, 9), "held back, the check's"),
+        ];
+        // The question's words pick its half; find one of each with the words given.
+        let question = |words: &str, source: &str, target: &str, lines, taught: bool| {
+            (0..64)
+                .map(|k| Question {
+                    text: format!("{words} {k}"),
+                    kind: QuestionKind::Link,
+                    source: PathBuf::from(source),
+                    line: 3,
+                    asked_in: Some((3, 3)),
+                    target: PathBuf::from(target),
+                    heading: None,
+                    lines,
+                })
+                .find(|q| q.teaches() == taught)
+                .unwrap()
+        };
+        let train = [0, 1, 2, 3];
+        let qs = vec![
+            // The first passage of the target's section.
+            question("how to install", "b.md", "a.md", Some((10, 29)), true),
+            // The fit's half is not taught.
+            question("not this half", "b.md", "a.md", Some((10, 29)), false),
+            // About a held-back file, or asked by one: the check's, not taught.
+            question("the held file", "b.md", "c.md", None, true),
+            question("asked from the held file", "c.md", "a.md", None, true),
+            // A link in a.md's own install section to itself skips the passage holding it.
+            Question {
+                asked_in: Some((12, 12)),
+                ..question("within itself", "a.md", "a.md", Some((10, 29)), true)
+            },
+            // A whole-file target: its first passage.
+            question("the a note", "b.md", "a.md", None, true),
+        ];
+        let taught = taught_questions(&qs, &passages, &train);
+        let got: Vec<(usize, &str)> = taught
+            .iter()
+            .map(|(i, t)| (*i, t.rsplit_once(' ').unwrap().0))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, "how to install"),
+                (2, "within itself"),
+                (0, "the a note")
+            ]
+        );
+
+        // A passage many notes point to is taught a few of them.
+        let many: Vec<Question> = (0..40)
+            .map(|k| question(&format!("link {k}"), "b.md", "a.md", None, true))
+            .collect();
+        assert_eq!(
+            taught_questions(&many, &passages, &train).len(),
+            TAUGHT_PER_PASSAGE
+        );
+
+        // Each taught question is one more anchor: its passage's body ↔ the question.
+        let dir = tempfile::tempdir().unwrap();
+        crate::encoder::write_tiny_model(dir.path(), 3).unwrap();
+        let enc = Encoder::load(dir.path(), &LoadOptions::default()).unwrap();
+        let (texts, positive) =
+            pair_up(&enc, &passages, &train, simcse::Positives::Dropout, &taught);
+        assert_eq!(positive.len(), train.len() + taught.len());
+        assert_eq!(texts[4], "the install section of a");
+        assert_eq!(texts[positive[4]], taught[0].1);
+    }
+
+    #[test]
     fn passages_pair_with_their_title_or_their_neighbour_in_the_same_section() {
         use crate::train::simcse::Positives;
         let dir = tempfile::tempdir().unwrap();
@@ -1080,6 +1321,7 @@ mod tests {
             text: format!("{} {body}", title.unwrap_or_default()),
             title: title.map(str::to_string),
             body: body.to_string(),
+            lines: (1, 1),
         };
         let passages = vec![
             p("a.md", Some("Install"), "run the installer"),
@@ -1096,7 +1338,7 @@ mod tests {
         assert!(!describes("Section 12", "how to install a package"));
         assert!(!describes("12 (2024)", "12 things in 2024"));
         assert!(!describes("About these", "about these and those"));
-        let (texts, positive) = pair_up(&enc, &passages, &all, Positives::Title);
+        let (texts, positive) = pair_up(&enc, &passages, &all, Positives::Title, &[]);
         // Titled passages: body ↔ title; the untitled one is its own positive, whole.
         assert_eq!(
             &texts[..6],
@@ -1122,7 +1364,7 @@ mod tests {
             ]
         );
 
-        let (texts, positive) = pair_up(&enc, &passages, &all, Positives::Neighbour);
+        let (texts, positive) = pair_up(&enc, &passages, &all, Positives::Neighbour, &[]);
         let partner: Vec<&str> = positive.iter().map(|&i| texts[i].as_str()).collect();
         // Only passage 0 has a next passage in its own section and file.
         assert_eq!(partner[0], "then restart the installation");
@@ -1131,7 +1373,7 @@ mod tests {
             assert_eq!(i, k, "passage {k} is its own positive");
         }
         // A neighbour that is held back is not paired with.
-        let (_, positive) = pair_up(&enc, &passages, &[0, 2, 3, 4], Positives::Neighbour);
+        let (_, positive) = pair_up(&enc, &passages, &[0, 2, 3, 4], Positives::Neighbour, &[]);
         assert_eq!(positive, [0, 1, 2, 3]);
 
         // A sentence of a body long enough ↔ the rest; the others are their own positives.
@@ -1143,7 +1385,7 @@ mod tests {
             ),
             p("c.md", Some("Why"), "too short"),
         ];
-        let (texts, positive) = pair_up(&enc, &long, &[0, 1], Positives::Sentence);
+        let (texts, positive) = pair_up(&enc, &long, &[0, 1], Positives::Sentence, &[]);
         let (sentence, rest) = known_item::split_sentence(&long[0].body, 0).unwrap();
         assert_eq!(
             (texts[0].as_str(), texts[positive[0]].as_str()),
@@ -1151,7 +1393,7 @@ mod tests {
         );
         assert_eq!(positive[1], 1);
 
-        let (texts, positive) = pair_up(&enc, &passages, &all, Positives::Dropout);
+        let (texts, positive) = pair_up(&enc, &passages, &all, Positives::Dropout, &[]);
         assert_eq!(positive, [0, 1, 2, 3, 4, 5]);
         assert_eq!(
             texts[0], "Install run the installer",

@@ -4,8 +4,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use notify_debouncer_full::notify::RecursiveMode;
 use notify_debouncer_full::notify::event::{
@@ -13,14 +13,19 @@ use notify_debouncer_full::notify::event::{
 };
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 
-use super::engine::{WATCH_DEBOUNCE, Work};
+/// How long file events are collected before an update runs: long enough to merge an editor's
+/// write-temp-then-rename and a `git checkout` burst, short enough to stay well under the 1 s a
+/// saved note may take to become searchable.
+pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(150);
 
 pub type Watcher = Debouncer<notify_debouncer_full::notify::RecommendedWatcher, RecommendedCache>;
 
+/// Watches `roots`; `changed` is called once per debounced batch of events that may have
+/// changed a note's content (never for the dochash home's own writes).
 pub(super) fn watch(
     roots: &[PathBuf],
     home: &Path,
-    tx: Sender<Work>,
+    changed: impl Fn() + Send + 'static,
     armed: &Armed,
 ) -> notify_debouncer_full::notify::Result<Watcher> {
     // The index may live inside a watched folder; its own writes must not trigger updates.
@@ -39,7 +44,7 @@ pub(super) fn watch(
             Err(_) => true,
         };
         if relevant {
-            let _ = tx.send(Work::Update);
+            changed();
         }
     })?;
     for root in roots {

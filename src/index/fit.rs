@@ -253,17 +253,27 @@ pub fn choose(pools: &[Pool]) -> FusionChoice {
     choice
 }
 
-/// The corpus's questions that can be asked of the index (every root is present: see
-/// [`fit_fusion`]), in a fixed pseudo-random order:
-/// links of every syntax and front matter titles. A question heading is not asked: its words
-/// are in the very passage that answers it.
+/// The questions the fit asks of the index (every root is present: see [`fit_fusion`]): links
+/// of every syntax and front matter titles, the half that training does not teach
+/// ([`Question::teaches`]). A question heading is not asked: its words are in the very passage
+/// that answers it.
 fn questions(index: &Index) -> Result<Vec<Question>, IndexError> {
-    let meta = index.meta();
-    if meta.roots.is_empty() {
+    Ok(notes_questions(index.meta())?
+        .into_iter()
+        .filter(|q| q.kind != QuestionKind::QuestionHeading && !q.teaches())
+        .collect())
+}
+
+/// Every question the notes of `meta`'s folders ask of themselves ([`corpus::questions`]) that
+/// is short enough to be one a person types, from a bounded sample of the files, in a fixed
+/// pseudo-random order: what the fit asks and what training teaches.
+pub fn notes_questions(meta: &super::IndexMeta) -> Result<Vec<Question>, IndexError> {
+    let present: Vec<PathBuf> = meta.roots.iter().filter(|r| r.exists()).cloned().collect();
+    if present.is_empty() {
         return Ok(Vec::new());
     }
     let cfg = meta.corpus.to_config();
-    let mut files = corpus::walk(&meta.roots, &cfg)?.files;
+    let mut files = corpus::walk(&present, &cfg)?.files;
     files.sort_by(|a, b| a.path.cmp(&b.path));
     crate::rng::shuffle(&mut files, &mut crate::rng::SplitMix64::new(0xf05e));
     files.truncate(MAX_FILES);
@@ -279,7 +289,7 @@ fn questions(index: &Index) -> Result<Vec<Question>, IndexError> {
         .collect();
     let mut qs: Vec<Question> = corpus::questions(&docs, PER_FILE)
         .into_iter()
-        .filter(|q| q.kind != QuestionKind::QuestionHeading && q.text.len() <= MAX_QUESTION_BYTES)
+        .filter(|q| q.text.len() <= MAX_QUESTION_BYTES)
         .collect();
     crate::rng::shuffle(&mut qs, &mut crate::rng::SplitMix64::new(0xa5c));
     Ok(qs)

@@ -13,11 +13,11 @@ pub mod cosine;
 pub mod dhim;
 pub mod fit;
 pub mod hamming;
-pub mod lexical;
 pub mod ranked;
 pub mod reuse;
 pub mod search;
 pub mod store;
+pub use store::lexical;
 pub mod update;
 pub mod weighted;
 

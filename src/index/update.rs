@@ -743,6 +743,8 @@ pub struct CorpusPassage {
     pub title: Option<String>,
     /// The passage's own text, without the trail.
     pub body: String,
+    /// Its first and last line in the file, 1-based.
+    pub lines: (u32, u32),
 }
 
 /// Passages of the index's roots as the encoder sees them (heading trail included), with
@@ -790,6 +792,7 @@ pub fn corpus_passages(
                         .unwrap_or_default()
                         .to_string(),
                     title: p.headings.last().cloned(),
+                    lines: (*p.lines.start(), *p.lines.end()),
                     text: p.text,
                 })
                 .collect();

@@ -63,6 +63,11 @@ pub struct SimcseConfig {
     pub seed: u64,
     #[serde(default)]
     pub positives: Positives,
+    /// Also learn the questions the notes ask of themselves (a link's sentence ↔ the section
+    /// it points to, a front matter title ↔ its note, a question heading ↔ its answer;
+    /// `corpus::questions`), each beside the passages' own positives.
+    #[serde(default)]
+    pub structure: bool,
     /// Share of the trained weights in the model kept; the rest is the base's (WiSE-FT's
     /// weight averaging, Wortsman et al. 2022). Halfway lost semantic gain on two of the three
     /// dev sets (docs/BENCHMARKS.md), so the default keeps the trained weights whole.
@@ -197,6 +202,7 @@ impl Default for SimcseConfig {
             clip: 1.0,
             seed: 0x51c5e,
             positives: Positives::Sentence,
+            structure: false,
             tuned_weight: 1.0,
         }
     }

@@ -14,10 +14,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use dochash::app::socket::{self, Client, QueryRequest};
-use dochash::app::{Engine, EngineConfig, EngineStatus};
+use dochash::app::{Engine, EngineConfig, EngineStatus, Home, ModelChoice};
 use dochash::encoder::{DeviceSpec, Precision};
 use dochash::index::{Hit, SearchParams};
-use dochash::model::{self, FetchOptions, ModelSpec};
+use dochash::model::{FetchOptions, ModelSpec};
 
 use tui::{Backend, JobProgress, StatusInfo, TuiOptions};
 
@@ -87,9 +87,9 @@ fn run() -> Result<()> {
     // SIGTERM (a service manager), SIGHUP (the terminal went away) and SIGINT end the UI the
     // way quitting does: the terminal restored, the socket removed, the index flushed.
     ctrlc::set_handler(tui::request_quit).context("cannot install the signal handler")?;
-    let home = model::home_dir()?;
-    dochash::app::prepare_home(&home)
-        .with_context(|| format!("cannot create {}", home.display()))?;
+    let home = Home::locate()?;
+    home.prepare()
+        .with_context(|| format!("cannot create {}", home.dir().display()))?;
     let opts = TuiOptions {
         query: args.query.clone(),
         no_color: TuiOptions::no_color_from_env(),
@@ -98,7 +98,7 @@ fn run() -> Result<()> {
     };
 
     // Another process owns the index: be its client.
-    if let Some(client) = Client::connect(&home)? {
+    if let Some(client) = home.owner()? {
         if !args.paths.is_empty() {
             let mut add = Vec::new();
             for p in &args.paths {
@@ -114,12 +114,14 @@ fn run() -> Result<()> {
     let engine = Arc::new(Engine::start(EngineConfig {
         home: home.clone(),
         // Without one named, the engine uses the model the index was built for.
-        model: args.model.clone(),
-        device: args.device,
-        precision: args.precision,
-        fetch: FetchOptions {
-            offline: args.offline,
-            progress: false,
+        choice: ModelChoice {
+            model: args.model.clone(),
+            device: args.device,
+            precision: args.precision,
+            fetch: FetchOptions {
+                offline: args.offline,
+                progress: false,
+            },
         },
         add_roots: args.paths.clone(),
         watch: true,
@@ -133,7 +135,7 @@ fn run() -> Result<()> {
         let home = home.clone();
         std::thread::spawn(move || {
             if engine.wait_open(Duration::from_secs(24 * 3600)).is_ok()
-                && let Ok(s) = socket::Server::start(&home, engine)
+                && let Ok(s) = socket::Server::start(home.dir(), engine)
                 && let Ok(mut g) = slot.lock()
             {
                 *g = Some(s);
@@ -201,7 +203,7 @@ fn status_info(s: EngineStatus, device_suffix: &str) -> StatusInfo {
             .map(|f| format!("semantic {:.1} (fitted)", f.semantic_weight))
             .unwrap_or_default(),
         device: format!("{}{device_suffix}", s.device),
-        generation: s.generation,
+        content_version: s.content_version,
     }
 }
 

@@ -604,11 +604,11 @@ fn freshness(g: &Global, a: &FreshnessArgs) -> Result<()> {
     }
     let files = shared::resolve_model(g)?;
     let engine = Engine::start(EngineConfig {
-        home: tmp.path().join("home"),
-        model: Some(dochash::model::ModelSpec::LocalDir(files.dir.clone())),
-        device: g.device,
-        precision: g.precision,
-        fetch: shared::fetch_options(g),
+        home: dochash::app::Home::at(tmp.path().join("home")),
+        choice: dochash::app::ModelChoice {
+            model: Some(dochash::model::ModelSpec::LocalDir(files.dir.clone())),
+            ..shared::model_choice(g)
+        },
         add_roots: vec![notes.clone()],
         watch: true,
         auto_train: false,
@@ -654,7 +654,7 @@ fn freshness(g: &Global, a: &FreshnessArgs) -> Result<()> {
         "{}",
         serde_json::json!({"saves": took.len(), "passages": engine.status().passages,
             "p50_ms": pct(50), "p95_ms": pct(95), "max_ms": took.last(),
-            "debounce_ms": dochash::app::engine::WATCH_DEBOUNCE.as_millis()})
+            "debounce_ms": dochash::app::watch::WATCH_DEBOUNCE.as_millis()})
     );
     engine.shutdown(std::time::Duration::from_secs(5));
     Ok(())

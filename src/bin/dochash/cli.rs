@@ -85,6 +85,8 @@ pub enum Command {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SimcseChoice {
+    /// `full` on a GPU, `head` on a CPU (what background training does)
+    Auto,
     /// Every weight (use with a GPU)
     Full,
     /// Only the top layers, over cached outputs of the frozen lower ones (CPU-friendly)
@@ -108,7 +110,7 @@ pub struct TrainArgs {
     /// SimCSE fine-tuning of the encoder; it is only adopted if it answers known-item questions
     /// about held-back files of your notes (titles → sections, first sentences → the rest) at
     /// least as well as the base model
-    #[arg(long, value_enum, default_value = "head")]
+    #[arg(long, value_enum, default_value = "auto")]
     pub simcse: SimcseChoice,
     /// Learned codes: `ranked` replaces ITQ's only if the filter then needs at most 0.9× the
     /// candidates for recall@10 ≥ 0.99 on held-back passages; `dhim` only if it keeps nearest neighbours
@@ -325,6 +327,11 @@ pub struct SimcseTuning {
     /// weight averaging; 1 keeps the trained weights whole) [default: 1]
     #[arg(long, value_name = "W")]
     pub simcse_tuned_weight: Option<f64>,
+    /// Also learn the questions the notes ask of themselves: a link's sentence ↔ the section it
+    /// points to, a front matter title ↔ its note, a question heading ↔ its answer (on|off)
+    /// [default: off]
+    #[arg(long, value_name = "ON|OFF", value_parser = clap::builder::BoolishValueParser::new())]
+    pub simcse_structure: Option<bool>,
 }
 
 impl SimcseTuning {
@@ -343,6 +350,9 @@ impl SimcseTuning {
         }
         if let Some(x) = self.simcse_tuned_weight {
             cfg.tuned_weight = x;
+        }
+        if let Some(x) = self.simcse_structure {
+            cfg.structure = x;
         }
     }
 }

@@ -17,11 +17,10 @@ use dochash::train::dhim::{self, DhimConfig};
 use dochash::train::metrics::{self, label_ids};
 use dochash::train::simcse::{self, SimcseConfig};
 use dochash::train::states::CorpusStates;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::bench::read_jsonl;
 use crate::cli::{AdoptionArgs, EvalCmd, Global, HashingArgs, StsArgs};
-use crate::shared;
+use crate::shared::{self, bar};
 
 pub fn run(g: &Global, cmd: &EvalCmd) -> Result<ExitCode> {
     match cmd {
@@ -42,20 +41,6 @@ const METHODS: [&str; 7] = [
     "simcse",
     "simcse+dhim",
 ];
-
-pub fn bar(g: &Global, len: u64, what: &str) -> ProgressBar {
-    if g.quiet {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    pb.set_prefix(what.to_string());
-    pb
-}
 
 /// Token states of `texts`, read from `cache` when this model, length limit and text list were
 /// encoded before.

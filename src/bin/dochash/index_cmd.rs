@@ -13,7 +13,8 @@ use crate::shared;
 pub fn run(g: &Global, args: &IndexArgs) -> Result<ExitCode> {
     // A running TUI or `dochash watch` owns the index and keeps it up to date: hand it the
     // new folders instead of failing on the database lock.
-    if let Some(owner) = shared::owner()? {
+    let home = dochash::app::Home::locate()?;
+    if let Some(owner) = home.owner()? {
         if !args.forget.is_empty()
             || !args.include.is_empty()
             || !args.exclude.is_empty()
@@ -39,7 +40,8 @@ pub fn run(g: &Global, args: &IndexArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let (enc, mut index) = shared::open_index(g)?;
+    let (home, writer, mut index) = shared::open_index(g)?;
+    let enc = writer.encoder;
 
     for p in &args.forget {
         if !index.forget_root(p)? {
@@ -120,10 +122,7 @@ pub fn run(g: &Global, args: &IndexArgs) -> Result<ExitCode> {
         })
         .context("indexing failed")?;
     bar.finish_and_clear();
-    if let Err(e) = dochash::app::drift::Drift::record_change(
-        &dochash::model::home_dir()?,
-        report.passages_added + report.passages_removed,
-    ) {
+    if let Err(e) = home.record_change(report.passages_added + report.passages_removed) {
         shared::note(
             g,
             format!("cannot record the change for the background retraining rule: {e}"),

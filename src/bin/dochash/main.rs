@@ -25,8 +25,8 @@ fn main() -> ExitCode {
     dochash::encoder::keep_large_buffers();
     let cli = Cli::parse();
     shared::init_logging(cli.global.verbose, cli.global.quiet);
-    if let Ok(home) = dochash::model::home_dir() {
-        dochash::app::narrow_home(&home);
+    if let Ok(home) = dochash::app::Home::locate() {
+        home.narrow();
     }
     let result = match &cli.command {
         Command::Model(m) => model_cmd::run(&cli.global, m),

@@ -5,13 +5,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use dochash::app::EngineStatus;
-use dochash::app::generation::Retire;
 use dochash::app::sanitize::sanitize;
 use dochash::app::socket::{Client, QueryRequest};
+use dochash::app::{EngineStatus, Home};
 use dochash::index::search::check_query;
 use dochash::index::{Hit, Index, IndexError, StoreError, hamming};
-use dochash::model;
 use dochash::pathwire::show as show_path;
 
 use crate::cli::{Global, QueryArgs, StatusArgs};
@@ -23,13 +21,12 @@ enum Source {
     Owner(Client),
 }
 
-fn open() -> Result<Source> {
-    let home = model::home_dir()?;
-    if let Some(c) = Client::connect(&home)? {
+fn open(home: &Home) -> Result<Source> {
+    if let Some(c) = home.owner()? {
         return Ok(Source::Owner(c));
     }
-    let dir = dochash::app::generation::index_dir(&home);
-    match Index::open_existing(&dir) {
+    let dir = home.index_dir();
+    match home.open_for_reading() {
         Ok(Some(i)) => Ok(Source::Direct(Box::new(i))),
         Ok(None) => {
             bail!("nothing is indexed yet; run `dochash index PATH` (or `dochash-tui PATH`) first")
@@ -38,7 +35,7 @@ fn open() -> Result<Source> {
             // An owner that is still starting holds the database before its socket is up.
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
-                if let Some(c) = Client::connect(&home)? {
+                if let Some(c) = home.owner()? {
                     return Ok(Source::Owner(c));
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -60,7 +57,8 @@ pub fn run(g: &Global, args: &QueryArgs) -> Result<ExitCode> {
         mode: args.mode,
     };
     // A running owner (TUI or `dochash watch`) holds the index: ask it.
-    let index = match open()? {
+    let home = Home::locate()?;
+    let index = match open(&home)? {
         Source::Direct(i) => i,
         Source::Owner(c) => return print_hits(g, args, &c.query(&req)?),
     };
@@ -69,7 +67,9 @@ pub fn run(g: &Global, args: &QueryArgs) -> Result<ExitCode> {
     // A named model goes through the generation map (the base a generation was trained from
     // means the generation's encoder).
     let files = match &g.model {
-        Some(_) => shared::resolve_index_model(g, Retire::Never)?,
+        Some(_) => home
+            .reader_model(&shared::model_choice(g))
+            .context("cannot get the model")?,
         None => shared::resolve_spec(g, &dochash::app::spec_from_id(&meta.fingerprint.model_id))?,
     };
     // Likewise its precision.
@@ -151,7 +151,8 @@ fn snippet(text: &str, lines: usize) -> Vec<String> {
 }
 
 pub fn status(args: &StatusArgs) -> Result<ExitCode> {
-    let index = match open()? {
+    let home = Home::locate()?;
+    let index = match open(&home)? {
         Source::Direct(i) => i,
         Source::Owner(c) => {
             print_owner_status(args, c.status()?)?;
@@ -161,13 +162,12 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode> {
     let m = index.meta();
     let searcher = index.searcher()?;
     let code = m.code.as_ref();
-    let home = dochash::model::home_dir()?;
-    let trained = dochash::app::generation::active(&home).map(|a| {
+    let trained = home.active().map(|a| {
         serde_json::json!({
             "generation": a.generation,
             "simcse": a.model_dir.is_some(),
-            "manifest": dochash::app::generation::generation_dir(&home, a.generation).join("manifest.json"),
-            "gained": dochash::app::train::gained(&home, a.generation),
+            "manifest": home.generation_dir(a.generation).join("manifest.json"),
+            "gained": dochash::app::train::gained(home.dir(), a.generation),
         })
     });
     let files = index.store().file_count();
@@ -213,7 +213,7 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode> {
         ),
         match code {
             Some(c) => format!(
-                "codes     {} {}-bit (generation {}, fitted on {} passages){}",
+                "codes     {} {}-bit (code generation {}, fitted on {} passages){}",
                 c.source,
                 c.bits,
                 c.generation,

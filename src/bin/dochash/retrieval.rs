@@ -10,8 +10,8 @@ use dochash::index::search::{Fusion, Hit, Mode, SearchParams};
 use dochash::index::{Index, Progress, UpdateOptions};
 
 use crate::cli::{Global, RetrievalArgs};
-use crate::eval::bar;
 use crate::shared;
+use crate::shared::bar;
 
 /// One known item: the query and where its answer is.
 struct Item {

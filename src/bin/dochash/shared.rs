@@ -1,10 +1,12 @@
 //! Plumbing every subcommand needs: logging, errors, model and encoder loading.
 
 use anyhow::{Context, Result};
-use dochash::app::generation::{self, Retire};
 use dochash::app::sanitize::sanitize;
+use dochash::app::{Home, ModelChoice, Writer};
 use dochash::encoder::{Encoder, LoadOptions, Precision};
+use dochash::index::Index;
 use dochash::model::{self, FetchOptions, ModelFiles, ModelSpec};
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::Global;
 
@@ -70,44 +72,33 @@ pub fn resolve_spec(g: &Global, spec: &ModelSpec) -> Result<ModelFiles> {
     })
 }
 
-/// The model the index is built with: the serving trained generation's model when it was
-/// trained from the model asked for, else that model. Only a command that writes the index may
-/// `retire` a generation trained from another model; it says so.
-pub fn resolve_index_model(g: &Global, retire: Retire) -> Result<ModelFiles> {
-    let home = model::home_dir()?;
-    let (files, _, retired) =
-        generation::resolve_model(&home, g.model.as_ref(), &fetch_options(g), retire)
-            .context("cannot get the model")?;
-    if let Some(a) = retired {
-        note(g, generation::retired_note(&a, &files.id));
+/// The model as the global flags ask for it, for the home's calls.
+pub fn model_choice(g: &Global) -> ModelChoice {
+    ModelChoice {
+        model: g.model.clone(),
+        precision: g.precision,
+        device: g.device,
+        fetch: fetch_options(g),
     }
-    Ok(files)
 }
 
-/// The index's model loaded and the index opened (created, or rebuilt when its model changed,
-/// which is noted) for a command that writes to it.
-pub fn open_index(g: &Global) -> Result<(Encoder, dochash::index::Index)> {
-    let home = model::home_dir()?;
-    dochash::app::prepare_home(&home)
-        .with_context(|| format!("cannot create {}", home.display()))?;
-    let files = resolve_index_model(g, Retire::Allowed)?;
-    let precision = generation::base_precision(&home, g.precision);
-    let enc = load_encoder_with(g, &files, None, false, precision)?;
-    generation::remember_precision(&home, enc.precision()).context("cannot keep the precision")?;
-    let dir = dochash::app::index_dir()?;
-    let fp = dochash::app::fingerprint(&files, &enc);
-    let (index, notes) = dochash::index::Index::open(&dir, &fp)
-        .with_context(|| format!("cannot open the index at {}", dir.display()))?;
-    for n in notes {
+/// The home, with the index's model loaded and the index opened (created, or rebuilt when its
+/// model changed, which is noted) for a command that writes to it.
+pub fn open_index(g: &Global) -> Result<(Home, Writer, Index)> {
+    let home = Home::locate()?;
+    home.prepare()
+        .with_context(|| format!("cannot create {}", home.dir().display()))?;
+    let writer = home
+        .writer(&model_choice(g))
+        .context("cannot load the model")?;
+    tracing::info!(model = %writer.files.id, device = writer.encoder.device_label(), "encoder ready");
+    let (index, notes) = home
+        .open_index(&writer)
+        .with_context(|| format!("cannot open the index at {}", home.index_dir().display()))?;
+    for n in writer.notes.iter().chain(&notes) {
         note(g, n);
     }
-    Ok((enc, index))
-}
-
-/// The running owner of the index, if there is one (see [`dochash::app::socket::Client`]).
-pub fn owner() -> Result<Option<dochash::app::socket::Client>> {
-    let home = model::home_dir()?;
-    Ok(dochash::app::socket::Client::connect(&home)?)
+    Ok((home, writer, index))
 }
 
 /// The encoder for a command that does not touch the index: `--precision` or the default.
@@ -150,4 +141,19 @@ pub fn encoding_key(files: &ModelFiles, enc: &Encoder, texts: &[&str]) -> String
         h.update(&[0]);
     }
     h.finalize().to_hex()[..16].to_string()
+}
+
+/// A progress bar on stderr for a long step, hidden with `--quiet`.
+pub fn bar(g: &Global, len: u64, what: &str) -> ProgressBar {
+    if g.quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_string());
+    pb
 }

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
-use dochash::app::drift::Drift;
-use dochash::app::generation;
-use dochash::app::train::{self, Outcome, TrainOptions};
+use dochash::app::train::{Outcome, TrainOptions};
 use dochash::index::UpdateOptions;
 use dochash::train::TrainError;
 use dochash::train::dhim::DhimConfig;
@@ -17,12 +15,12 @@ use dochash::train::ranked::RankConfig;
 use dochash::train::simcse::{self, SimcseConfig};
 
 use crate::cli::{CodesChoice, Global, SimcseChoice, TrainArgs};
-use crate::eval::bar;
 use crate::shared;
+use crate::shared::bar;
 
 pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
-    let home = dochash::model::home_dir()?;
-    if shared::owner()?.is_some() {
+    let home = dochash::app::Home::locate()?;
+    if home.owner()?.is_some() {
         bail!(
             "a running dochash (TUI or `dochash watch`) owns the index and retrains it in the background as your notes change; stop it to train by hand"
         );
@@ -36,12 +34,13 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
         bail!("nothing to train: pass --codes ranked|dhim and/or --simcse head|full");
     }
 
-    let (enc, mut index) = shared::open_index(g)?;
+    let (home, writer, mut index) = shared::open_index(g)?;
+    let enc = writer.encoder;
     if index.meta().roots.is_empty() {
         bail!("no folders are indexed yet; run `dochash index PATH` first");
     }
     // Holding the index, no other process can be training: whatever a killed run left is junk.
-    generation::clean_up(&home);
+    home.clean_up();
     // Training reads the files, so bring the serving index up to date first: it is what keeps
     // serving if training is interrupted.
     let uopts = UpdateOptions::keeping(index.meta(), None);
@@ -50,18 +49,19 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
     let passages = index.store().passage_count();
 
     // Training always starts from the base model (the one asked for, else the index's).
-    let spec = generation::base_spec(&home, g.model.as_ref());
-    let base = shared::resolve_spec(g, &spec)?;
+    let base = home
+        .base_model(&shared::model_choice(g))
+        .context("cannot get the base model")?;
+    let defaults = TrainOptions::for_device(g.device);
     let opts = TrainOptions {
-        simcse: match args.simcse {
-            SimcseChoice::Off => None,
-            SimcseChoice::Head | SimcseChoice::Full => {
-                let d = SimcseConfig::default();
+        simcse: match (args.simcse, defaults.simcse) {
+            (SimcseChoice::Off, _) | (_, None) => None,
+            (choice, Some(d)) => {
                 let mut cfg = SimcseConfig {
-                    mode: if args.simcse == SimcseChoice::Full {
-                        simcse::Mode::Full
-                    } else {
-                        simcse::Mode::Head
+                    mode: match choice {
+                        SimcseChoice::Full => simcse::Mode::Full,
+                        SimcseChoice::Head => simcse::Mode::Head,
+                        _ => d.mode,
                     },
                     epochs: args.simcse_epochs,
                     positives: args.simcse_positives.unwrap_or(d.positives),
@@ -95,10 +95,10 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
     let pb = bar(g, 0, "reading");
     let mut phase = String::new();
     let serving = index.donor().ok();
-    let outcome = train::prepare(
-        &home,
+    let outcome = home.train(
         &base,
         index.meta(),
+        passages,
         serving,
         &opts,
         &cancel,
@@ -118,7 +118,6 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
     let prepared = match outcome {
         Ok(Outcome::Ready(p)) => p,
         Ok(Outcome::Unchanged(notes)) => {
-            record_attempt(g, &home, passages, false);
             for n in notes {
                 shared::note(g, n);
             }
@@ -137,15 +136,14 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
     let mut prepared = *prepared;
     // Catch up with files changed while training, then switch.
     drop(index);
-    train::switch(&home, &mut prepared, |idx, enc| {
+    home.switch(&mut prepared, |idx, enc| {
         let uopts = UpdateOptions::keeping(idx.meta(), None);
         idx.update(enc, &uopts, &mut |_, _| {})
     })
-    .with_context(|| format!("cannot switch generations in {}", home.display()))?;
-    record_attempt(g, &home, passages, true);
+    .with_context(|| format!("cannot switch generations in {}", home.dir().display()))?;
     let indexed = prepared.index.store().passage_count();
     drop(prepared.index);
-    generation::clean_up(&home);
+    home.clean_up();
     for n in &prepared.manifest.notes {
         shared::note(g, n);
     }
@@ -155,29 +153,10 @@ pub fn run(g: &Global, args: &TrainArgs) -> Result<ExitCode> {
             "generation {} serves now ({indexed} passages indexed, model {}); manifest in {}",
             prepared.active.generation,
             prepared.manifest.model,
-            generation::generation_dir(&home, prepared.active.generation)
+            home.generation_dir(prepared.active.generation)
                 .join("manifest.json")
                 .display()
         ),
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Counts this run as the last training attempt on these notes, as the owner counts its own, so
-/// that an owner started next does not train the same notes again (and backs off alike after
-/// a run that adopted nothing).
-fn record_attempt(g: &Global, home: &std::path::Path, passages: usize, adopted: bool) {
-    let mut drift = Drift::load(home);
-    drift.trained(passages);
-    if adopted {
-        drift.adopted();
-    } else {
-        drift.missed();
-    }
-    if let Err(e) = drift.save(home) {
-        shared::note(
-            g,
-            format!("cannot record this training for the background retraining rule: {e}"),
-        );
-    }
 }

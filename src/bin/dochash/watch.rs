@@ -7,27 +7,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use dochash::app::{Engine, EngineConfig, socket};
-use dochash::model;
+use dochash::app::{Engine, EngineConfig, Home, socket};
 
 use crate::cli::{Global, WatchArgs};
 use crate::shared;
 
 pub fn run(g: &Global, args: &WatchArgs) -> Result<ExitCode> {
-    let home = model::home_dir()?;
+    let home = Home::locate()?;
     // Another owner already keeps the index up to date (an owner still starting is waited for
     // by the engine, and replaced when it stops).
-    if socket::Client::connect(&home)?.is_some() {
+    if home.owner()?.is_some() {
         return Err(anyhow!(
             "another dochash (`dochash-tui` or `dochash watch`) owns the index and keeps it up to date; `dochash query` and `dochash status` ask it"
         ));
     }
     let engine = Arc::new(Engine::start(EngineConfig {
         home: home.clone(),
-        model: g.model.clone(),
-        device: g.device,
-        precision: g.precision,
-        fetch: shared::fetch_options(g),
+        choice: shared::model_choice(g),
         add_roots: args.paths.clone(),
         watch: true,
         auto_train: !args.no_train,
@@ -60,8 +56,12 @@ pub fn run(g: &Global, args: &WatchArgs) -> Result<ExitCode> {
             Err(e) => return Err(e).context("cannot start watching"),
         }
     }
-    let server = socket::Server::start(&home, engine.clone())
-        .with_context(|| format!("cannot create {}", socket::socket_path(&home).display()))?;
+    let server = socket::Server::start(home.dir(), engine.clone()).with_context(|| {
+        format!(
+            "cannot create {}",
+            socket::socket_path(home.dir()).display()
+        )
+    })?;
 
     while !stop.load(Ordering::Acquire) {
         let s = engine.status();

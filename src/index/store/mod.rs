@@ -18,6 +18,7 @@
 //! Layout of an index folder: `sled/` (trees `meta`, `files`, `passages`), `codes.bin`,
 //! `vectors.bin`.
 
+pub mod lexical;
 pub mod records;
 pub mod rows;
 
@@ -608,7 +609,7 @@ pub struct Store {
     path: PathBuf,
     db: Db,
     rows: RowFiles,
-    lexical: super::lexical::Lexical,
+    lexical: lexical::Lexical,
     next_id: u64,
     /// Whether the clean marker is in place (see [`CLEAN_MARKER`]); removed before the first
     /// write to sled, written again after each flush.
@@ -635,7 +636,7 @@ impl Store {
         let next_id = db.max_passage_id()?.max(rows.table().last_id()) + 1;
         let mut notes: Vec<String> = reconcile(&db, &mut rows)?.into_iter().collect();
         let counts = db.counts()?;
-        let (lexical, note) = super::lexical::Lexical::open(dir, &db, &counts)?;
+        let (lexical, note) = lexical::Lexical::open(dir, &db, &counts)?;
         notes.extend(note);
         let store = Store {
             path: dir.to_path_buf(),
@@ -863,7 +864,7 @@ impl Store {
     }
 
     /// A searcher over the word index's last commit.
-    pub fn words(&self) -> super::lexical::LexicalSearcher {
+    pub fn words(&self) -> lexical::LexicalSearcher {
         self.lexical.searcher()
     }
 

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::layout::Rect;
 
+use super::StatusInfo;
 use super::input::QueryInput;
 use super::keymap::{self, Command};
 use super::sanitize::{sanitize, sanitize_lines};
-use super::{StatusInfo, ui};
 use dochash::index::search::Hit;
 
 /// How long an informational status-bar message stays.
@@ -135,7 +135,7 @@ pub struct App {
     /// (typing a trailing space).
     sent_query: String,
     pub(super) status: StatusInfo,
-    seen_generation: Option<u64>,
+    seen_content: Option<u64>,
     generation_pending: bool,
     /// When the last re-run for an index change was sent, for throttling.
     last_rerun: Option<Instant>,
@@ -168,7 +168,7 @@ impl App {
             sent_seq: 0,
             displayed_seq: 0,
             sent_query: String::new(),
-            seen_generation: Some(status.generation),
+            seen_content: Some(status.content_version),
             status,
             generation_pending: false,
             last_rerun: None,
@@ -230,7 +230,12 @@ impl App {
 
     /// Result rows that fit on screen; a page for PgUp/PgDn.
     pub fn page_size(&self) -> usize {
-        usize::from(ui::layout(self.viewport, self.show_preview).list.height).max(1)
+        usize::from(
+            super::layout::layout(self.viewport, self.show_preview)
+                .list
+                .height,
+        )
+        .max(1)
     }
 
     pub fn set_message(&mut self, text: impl Into<String>, error: bool, now: Instant) {
@@ -267,8 +272,8 @@ impl App {
     /// there is a query, returns a request that re-runs it, so results follow edits, deletions and
     /// newly indexed files; at most once per [`GENERATION_RERUN_INTERVAL`].
     pub fn update_status(&mut self, status: StatusInfo, now: Instant) -> Option<SearchRequest> {
-        if self.seen_generation != Some(status.generation) {
-            self.seen_generation = Some(status.generation);
+        if self.seen_content != Some(status.content_version) {
+            self.seen_content = Some(status.content_version);
             self.generation_pending = true;
         }
         if status != self.status {
@@ -589,7 +594,7 @@ pub(super) mod tests {
             codes: "itq 64-bit".into(),
             fusion: "semantic 0.3 (fitted)".into(),
             device: "cpu".into(),
-            generation: 1,
+            content_version: 1,
         }
     }
 
@@ -915,10 +920,10 @@ pub(super) mod tests {
         app.handle_key(key(KeyCode::Down));
         let selected_id = app.selected_entry().unwrap().hit.id;
 
-        // Same generation: nothing to do.
+        // Same content: nothing to do.
         assert_eq!(app.update_status(status(), t0), None);
         let mut st = status();
-        st.generation = 2;
+        st.content_version = 2;
         let req = app.update_status(st.clone(), t0).unwrap();
         assert!(!req.debounce);
         assert_eq!(req.query, "q");
@@ -934,7 +939,7 @@ pub(super) mod tests {
         assert_eq!(app.selected_entry().unwrap().hit.id, selected_id);
 
         // Rapid changes are throttled, and the pending re-run happens later.
-        st.generation = 3;
+        st.content_version = 3;
         assert_eq!(
             app.update_status(st.clone(), t0 + Duration::from_millis(10)),
             None
@@ -955,7 +960,7 @@ pub(super) mod tests {
     fn generation_change_without_query_does_nothing() {
         let mut app = App::new("", false, status());
         let mut st = status();
-        st.generation = 9;
+        st.content_version = 9;
         assert_eq!(app.update_status(st.clone(), Instant::now()), None);
         // And it does not fire later when typing starts.
         type_str(&mut app, "a");
@@ -997,7 +1002,7 @@ pub(super) mod tests {
             app.handle_key(key(KeyCode::Down));
         }
         let mut st = status();
-        st.generation = 5;
+        st.content_version = 5;
         let req = app.update_status(st, Instant::now()).unwrap();
         assert!(app.apply_response(SearchResponse {
             seq: req.seq,

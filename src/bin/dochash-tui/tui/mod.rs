@@ -21,6 +21,7 @@ mod clipboard;
 mod editor;
 mod input;
 mod keymap;
+mod layout;
 mod sanitize;
 mod terminal;
 mod ui;
@@ -57,7 +58,7 @@ pub struct StatusInfo {
     pub device: String,
     /// Bumps whenever the index content changes: the UI re-runs the current query when it
     /// changes, so results follow edits and deletions.
-    pub generation: u64,
+    pub content_version: u64,
 }
 
 /// Progress of a background job.

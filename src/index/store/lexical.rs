@@ -27,7 +27,7 @@ use tantivy::tokenizer::{
 };
 use tantivy::{IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
-use super::store::{Counts, Db, PassageRecord, StoreError, corrupt};
+use super::{Counts, Db, PassageRecord, StoreError, corrupt};
 use crate::corpus::is_cjk;
 
 pub const LEXICAL_DIR: &str = "lexical";
@@ -371,7 +371,7 @@ fn lex_err(dir: &Path) -> impl Fn(tantivy::TantivyError) -> StoreError + '_ {
             _ => None,
         };
         match io {
-            Some(io) => super::store::from_io(dir, io),
+            Some(io) => super::from_io(dir, io),
             None => corrupt(dir, format!("lexical index: {e}")),
         }
     }
@@ -464,7 +464,7 @@ impl Lexical {
     }
 
     fn open_index(path: &Path) -> Result<(tantivy::Index, bool), StoreError> {
-        std::fs::create_dir_all(path).map_err(super::store::io_err(path))?;
+        std::fs::create_dir_all(path).map_err(super::io_err(path))?;
         let (schema, _) = schema();
         let fresh = !path.join("meta.json").exists();
         let index = if fresh {
