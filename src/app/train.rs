@@ -1101,6 +1101,7 @@ impl CpuBudget {
 }
 
 /// User plus system CPU time of this process, all threads.
+#[cfg(unix)]
 fn process_cpu_time() -> Option<std::time::Duration> {
     // SAFETY: getrusage writes into the zeroed struct it is given and reads nothing else.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
@@ -1112,6 +1113,45 @@ fn process_cpu_time() -> Option<std::time::Duration> {
             + std::time::Duration::from_micros(v.tv_usec.max(0) as u64)
     };
     Some(t(u.ru_utime) + t(u.ru_stime))
+}
+
+/// User plus system CPU time of this process, all threads.
+#[cfg(windows)]
+fn process_cpu_time() -> Option<std::time::Duration> {
+    use windows_sys::Win32::Foundation::FILETIME;
+    use windows_sys::Win32::System::Threading::{GetCurrentProcess, GetProcessTimes};
+    let zero = || FILETIME {
+        dwLowDateTime: 0,
+        dwHighDateTime: 0,
+    };
+    let (mut created, mut exited, mut kernel, mut user) = (zero(), zero(), zero(), zero());
+    // SAFETY: the pseudo-handle of the current process needs no closing; the call writes the
+    // four structs it is given and reads nothing else.
+    let ok = unsafe {
+        GetProcessTimes(
+            GetCurrentProcess(),
+            &mut created,
+            &mut exited,
+            &mut kernel,
+            &mut user,
+        )
+    };
+    if ok == 0 {
+        return None;
+    }
+    // FILETIME counts 100-nanosecond intervals.
+    let t = |f: FILETIME| {
+        std::time::Duration::from_nanos(
+            ((u64::from(f.dwHighDateTime) << 32) | u64::from(f.dwLowDateTime)).saturating_mul(100),
+        )
+    };
+    Some(t(kernel) + t(user))
+}
+
+/// Elsewhere the budget is not enforced (see [`CpuBudget::spent`]).
+#[cfg(not(any(unix, windows)))]
+fn process_cpu_time() -> Option<std::time::Duration> {
+    None
 }
 
 /// Lowers the calling thread to nice 19.
