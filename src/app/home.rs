@@ -174,15 +174,6 @@ impl Home {
         Index::open(&self.index_dir(), &fp)
     }
 
-    /// [`Self::writer`] and [`Self::open_index`] in one: what a command that writes the index
-    /// (`dochash index`, `dochash train`) needs. The notes of both are in the writer's.
-    pub fn open_for_writing(&self, choice: &ModelChoice) -> Result<(Writer, Index), AppError> {
-        let mut writer = self.writer(choice)?;
-        let (index, notes) = self.open_index(&writer)?;
-        writer.notes.extend(notes);
-        Ok((writer, index))
-    }
-
     /// The serving index as it is, for reading (`dochash query`, `status`): never created or
     /// rebuilt; `None` when nothing is indexed.
     pub fn open_for_reading(&self) -> Result<Option<Index>, IndexError> {
