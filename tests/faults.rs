@@ -400,7 +400,10 @@ fn many_clients_wait_their_turn_and_long_polls_never_lock_out_queries() {
         .map(|_| {
             raw_request(
                 &e.home,
-                &format!(r#"{{"v":1,"op":"status","changed_since":{changes},"wait_ms":30000}}"#),
+                &format!(
+                    r#"{{"v":{},"op":"status","changed_since":{changes},"wait_ms":30000}}"#,
+                    dochash::app::socket::PROTOCOL_VERSION
+                ),
             )
         })
         .collect();
@@ -432,7 +435,13 @@ fn many_clients_wait_their_turn_and_long_polls_never_lock_out_queries() {
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     }
     // A request for no results is refused through the socket too.
-    let mut s = raw_request(&e.home, r#"{"v":1,"op":"query","text":"apple","k":0}"#);
+    let mut s = raw_request(
+        &e.home,
+        &format!(
+            r#"{{"v":{},"op":"query","text":"apple","k":0}}"#,
+            dochash::app::socket::PROTOCOL_VERSION
+        ),
+    );
     let mut reply = String::new();
     s.read_to_string(&mut reply).unwrap();
     assert!(reply.contains("\"error\""), "{reply}");
@@ -452,7 +461,7 @@ print("ready", flush=True)
 while True:
     c, _ = s.accept()
     c.recv(65536)
-    c.sendall(b'{"v":1,"hits":[{"id":1,"path":"/forged.md","line":1,"end_line":1,"headings":[],"text":"FORGED","score":1.0,"cosine":null,"bm25":null,"semantic_rank":null,"lexical_rank":null,"distance":null}]}\n')
+    c.sendall(b'{"v":2,"hits":[{"id":1,"path":"/forged.md","line":1,"end_line":1,"headings":[],"text":"FORGED","score":1.0,"cosine":null,"bm25":null,"semantic_rank":null,"lexical_rank":null,"distance":null}]}\n')
     c.close()
 "#;
     let mut c = Command::new("python3")

@@ -148,7 +148,11 @@ fn bad_roots_are_refused_and_never_saved() {
     // Through the owner's socket, bypassing the client's own check.
     let mut watch = start_watch(&e.home, &e.model, &[]);
     for bad in [&missing, &fifo] {
-        let req = serde_json::json!({"v": 1, "op": "index", "add": [bad]});
+        let req = serde_json::json!({
+            "v": dochash::app::socket::PROTOCOL_VERSION,
+            "op": "index",
+            "add": [bad]
+        });
         let reply = raw_request(&e.home, format!("{req}\n").as_bytes());
         let reply: Value = serde_json::from_str(&reply).unwrap();
         assert!(
@@ -184,7 +188,8 @@ fn the_socket_caps_requests_connections_and_versions() {
     assert!(reply.contains("longer than 64 KiB"), "{reply:?}");
     // A query line of 40 MiB is also refused (this grew the owner by gigabytes).
     let big = format!(
-        "{{\"v\":1,\"op\":\"query\",\"text\":\"{}\",\"k\":10}}\n",
+        "{{\"v\":{},\"op\":\"query\",\"text\":\"{}\",\"k\":10}}\n",
+        dochash::app::socket::PROTOCOL_VERSION,
         "y".repeat(40 << 20)
     );
     let reply = raw_request(&e.home, big.as_bytes());
@@ -208,13 +213,24 @@ fn the_socket_caps_requests_connections_and_versions() {
     let idle: Vec<UnixStream> = (0..dochash::app::socket::MAX_CONNECTIONS)
         .map(|_| UnixStream::connect(e.home.join("owner.sock")).unwrap())
         .collect();
-    let reply = raw_request(&e.home, b"{\"v\":1,\"op\":\"status\"}\n");
+    let reply = raw_request(
+        &e.home,
+        format!(
+            "{{\"v\":{},\"op\":\"status\"}}\n",
+            dochash::app::socket::PROTOCOL_VERSION
+        )
+        .as_bytes(),
+    );
     assert!(reply.contains("\"status\""), "{reply:?}");
     drop(idle);
 
     // A client of another protocol version gets a clear answer.
     let reply = raw_request(&e.home, b"{\"v\":99,\"op\":\"status\"}\n");
-    assert!(reply.contains("protocol version 1"), "{reply:?}");
+    let ours = format!(
+        "protocol version {}",
+        dochash::app::socket::PROTOCOL_VERSION
+    );
+    assert!(reply.contains(&ours), "{reply:?}");
     let reply = raw_request(&e.home, b"{\"op\":\"status\"}\n");
     assert!(reply.contains("bad request"), "{reply:?}");
 }

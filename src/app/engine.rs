@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::AppError;
+use super::request::{Excerpt, QueryRequest, ReadRequest};
 use crate::encoder::{Encoder, Precision};
 use crate::index::{
     Hit, Index, IndexError, IndexMeta, Progress, SearchParams, Searcher, UpdateOptions,
@@ -294,26 +295,56 @@ impl Engine {
             })
     }
 
-    /// Runs a query against the current snapshot. Hits in files deleted since the last update
-    /// are dropped, so a deleted note leaves the results at once. No lock is held while the
-    /// query is encoded and answered.
+    /// Answers a client's query (the TUI's, the socket's, `dochash mcp`'s) against the current
+    /// snapshot. Hits in files deleted since the last update are dropped, so a deleted note
+    /// leaves the results at once. No lock is held while the query is encoded and answered.
+    pub fn query(&self, q: &QueryRequest) -> Result<Vec<Hit>, AppError> {
+        let snap = self.ready()?;
+        let params = q.params(&snap.meta.roots)?;
+        self.search_in(snap, &q.text, &params)
+    }
+
+    /// Runs a query with parameters made by the caller (benchmarks).
     pub fn search(&self, text: &str, params: &SearchParams) -> Result<Vec<Hit>, AppError> {
-        let snap = match self.shared.snapshot() {
-            Some(snap) => snap,
+        self.search_in(self.ready()?, text, params)
+    }
+
+    /// Lines of a file the index holds (see [`ReadRequest::read`]).
+    pub fn read(&self, r: &ReadRequest) -> Result<Excerpt, AppError> {
+        let snap = self.ready()?;
+        r.read(
+            &snap.meta.roots,
+            snap.searcher.db(),
+            &snap.meta.corpus.to_config(),
+        )
+    }
+
+    /// The snapshot queries read, or why there is none yet.
+    fn ready(&self) -> Result<Arc<Snapshot>, AppError> {
+        match self.shared.snapshot() {
+            Some(snap) => Ok(snap),
             // Reopening once a full disk has room again: the answer is a moment away, so the
             // query waits for it rather than failing. (Not while the index is first opened or
             // another process holds it: that can take long, and the query is told so at once.)
             None if self.shared.reopening.load(Ordering::Acquire) => {
                 crate::failpoint::hit("search.waits");
                 self.wait_reopened(REOPEN_WAIT)
-                    .ok_or_else(|| AppError::NotReady(self.pending_message()))?
+                    .ok_or_else(|| AppError::NotReady(self.pending_message()))
             }
-            None => return Err(AppError::NotReady(self.pending_message())),
-        };
+            None => Err(AppError::NotReady(self.pending_message())),
+        }
+    }
+
+    fn search_in(
+        &self,
+        snap: Arc<Snapshot>,
+        text: &str,
+        params: &SearchParams,
+    ) -> Result<Vec<Hit>, AppError> {
         crate::index::search::check_k(params.k)?;
         crate::failpoint::hit("search.started");
         let params = params.normalized();
-        let mut wanted = params;
+        let mut wanted = params.clone();
         wanted.k = params.k.saturating_add(params.k / 2).saturating_add(2);
         let hits = snap.searcher.query(&snap.encoder, text, &wanted)?;
         drop(snap);

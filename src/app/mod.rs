@@ -35,17 +35,20 @@ pub fn spec_from_id(id: &str) -> ModelSpec {
     }
 }
 
+pub mod access;
 pub mod drift;
 pub mod engine;
 mod error;
 pub mod generation;
 pub mod home;
 pub mod known_item;
+pub mod request;
 pub mod sanitize;
 pub mod socket;
 pub mod train;
 pub mod watch;
 
+pub use access::{Access, Role};
 pub use engine::{Engine, EngineConfig, EngineStatus, Job};
 pub use error::AppError;
 pub use home::{Home, ModelChoice, Writer};

@@ -25,12 +25,12 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::engine::{Engine, EngineStatus};
-use crate::index::{Hit, SearchParams};
+use crate::index::Hit;
 
 pub const SOCKET_NAME: &str = "owner.sock";
 
 /// Bumped whenever a request or reply changes shape.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Longest request line the owner reads; a longer one is refused without reading the rest.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -93,30 +93,7 @@ pub enum SocketError {
     Remote(String),
 }
 
-/// A query as sent over the socket.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QueryRequest {
-    pub text: String,
-    pub k: usize,
-    #[serde(default)]
-    pub per_file: bool,
-    #[serde(default)]
-    pub candidates: Option<usize>,
-    #[serde(default)]
-    pub mode: crate::index::search::Mode,
-}
-
-impl QueryRequest {
-    pub fn params(&self) -> SearchParams {
-        SearchParams {
-            k: self.k,
-            candidates: self.candidates,
-            per_file: self.per_file,
-            mode: self.mode,
-            ..Default::default()
-        }
-    }
-}
+pub use super::request::{Excerpt, QueryRequest, ReadRequest};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusRequest {
@@ -138,6 +115,8 @@ pub enum Request {
         #[serde(with = "crate::pathwire::list")]
         add: Vec<PathBuf>,
     },
+    /// Lines of an indexed file (see [`ReadRequest::read`]).
+    Read(ReadRequest),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -145,6 +124,7 @@ pub enum Request {
 pub enum Answer {
     Hits(Vec<Hit>),
     Status(Box<EngineStatus>),
+    Excerpt(Box<Excerpt>),
     Error(String),
 }
 
@@ -400,8 +380,12 @@ fn answer(line: &[u8], engine: &Engine, limits: &Limits) -> Answer {
         return Answer::Error("the running dochash is busy with other clients; try again".into());
     };
     match req {
-        Request::Query(q) => match engine.search(&q.text, &q.params()) {
+        Request::Query(q) => match engine.query(&q) {
             Ok(h) => Answer::Hits(h),
+            Err(e) => Answer::Error(e.to_string()),
+        },
+        Request::Read(r) => match engine.read(&r) {
+            Ok(e) => Answer::Excerpt(Box::new(e)),
             Err(e) => Answer::Error(e.to_string()),
         },
         Request::Status(_) => Answer::Status(Box::new(engine.status())),
@@ -537,6 +521,13 @@ impl Client {
         }
     }
 
+    pub fn read(&self, r: &ReadRequest) -> Result<Excerpt, SocketError> {
+        match self.exchange(&Request::Read(r.clone()))? {
+            Answer::Excerpt(e) => Ok(*e),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     #[cfg(unix)]
     fn exchange(&self, req: &Request) -> Result<Answer, SocketError> {
         use std::os::unix::fs::MetadataExt;
@@ -610,6 +601,7 @@ fn unexpected(a: &Answer) -> SocketError {
     let kind = match a {
         Answer::Hits(_) => "hits",
         Answer::Status(_) => "a status",
+        Answer::Excerpt(_) => "an excerpt",
         Answer::Error(_) => "an error",
     };
     SocketError::BadReply(format!("unexpected {kind}"))
@@ -636,17 +628,18 @@ mod tests {
             per_file: false,
             candidates: None,
             mode: Default::default(),
+            path: None,
         });
         let line = serde_json::to_string(&Envelope {
             v: PROTOCOL_VERSION,
             body: &req,
         })
         .unwrap();
-        assert!(line.starts_with(r#"{"v":1,"op":"query""#), "{line}");
+        assert!(line.starts_with(r#"{"v":2,"op":"query""#), "{line}");
         let back: Envelope<Request> = serde_json::from_str(&line).unwrap();
         assert_eq!(back.body, req);
         let reply = String::from_utf8(reply_line(&Answer::Error("no".into()))).unwrap();
-        assert_eq!(reply, "{\"v\":1,\"error\":\"no\"}\n");
+        assert_eq!(reply, "{\"v\":2,\"error\":\"no\"}\n");
     }
 
     #[cfg(unix)]

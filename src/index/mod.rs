@@ -15,6 +15,7 @@ pub mod fit;
 pub mod hamming;
 pub mod ranked;
 pub mod reuse;
+pub mod scope;
 pub mod search;
 pub mod store;
 pub use store::lexical;
@@ -29,6 +30,7 @@ use crate::encoder::EncoderError;
 
 pub use coder::{Coder, CoderError};
 pub use reuse::Donor;
+pub use scope::Scope;
 pub use search::{Hit, SearchParams, Searcher};
 pub use store::{
     CodeMeta, CorpusSettings, Db, Fingerprint, FusionChoice, IndexMeta, SCHEMA_VERSION, Store,

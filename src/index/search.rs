@@ -128,7 +128,7 @@ impl Default for Fusion {
 pub const DEFAULT_SEMANTIC_WEIGHT: f32 = 0.4;
 
 /// How a query is answered.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SearchParams {
     /// Results wanted.
     pub k: usize,
@@ -145,6 +145,8 @@ pub struct SearchParams {
     /// the best `k` (`k` still sizes the search): what `dochash eval retrieval --pool` writes
     /// out, so that other fusion rules can be tried on the same candidates.
     pub whole_pool: bool,
+    /// Only passages of files in this part of the indexed folders.
+    pub scope: Option<std::sync::Arc<super::scope::Scope>>,
 }
 
 /// How the first stage ranks the stored codes against the query.
@@ -200,6 +202,9 @@ const ZSCORE_DEPTH: usize = 100;
 /// [`ZSCORE_DEPTH`], so the scores fusion normalises over are exact.
 const RESCORE_DEPTH: usize = 2 * ZSCORE_DEPTH;
 
+/// How many times deeper both sides look when a scope will drop the candidates outside it.
+const SCOPE_WIDEN: usize = 8;
+
 /// Rows of the filter's candidates fetched ahead of the one being scored.
 const PREFETCH_AHEAD: usize = 8;
 
@@ -209,7 +214,7 @@ impl SearchParams {
     pub fn normalized(&self) -> Self {
         Self {
             k: self.k.min(MAX_K),
-            ..*self
+            ..self.clone()
         }
     }
 }
@@ -247,6 +252,7 @@ impl Default for SearchParams {
             fusion: None,
             filter: Filter::default(),
             whole_pool: false,
+            scope: None,
         }
     }
 }
@@ -587,7 +593,7 @@ impl Searcher {
         };
         let params = SearchParams {
             mode: Mode::Semantic,
-            ..*params
+            ..params.clone()
         };
         let q = ParsedQuery {
             text: String::new(),
@@ -626,6 +632,12 @@ impl Searcher {
         }
         let semantic = params.mode != Mode::Lexical && vector.is_some();
         let lexical = params.mode != Mode::Semantic && self.lexical.is_some();
+        // A scope drops candidates after they are ranked: look deeper so that k survive.
+        let widen = if params.scope.is_some() {
+            SCOPE_WIDEN
+        } else {
+            1
+        };
         let mut pool: HashMap<u64, Candidate> = HashMap::new();
 
         if semantic {
@@ -634,6 +646,7 @@ impl Searcher {
             let c = params
                 .candidates
                 .unwrap_or_else(|| default_candidates(self.vectors(), params.k, bits))
+                .saturating_mul(widen)
                 .min(self.passages.len())
                 .max(1);
             match code {
@@ -694,8 +707,9 @@ impl Searcher {
         }
         if lexical && let Some(lex) = &self.lexical {
             // Phrases filter the results afterwards: look deeper so that k survive.
-            let depth =
-                LEXICAL_CANDIDATES.max(params.k * if q.phrases.is_empty() { 2 } else { 20 });
+            let depth = LEXICAL_CANDIDATES
+                .max(params.k * if q.phrases.is_empty() { 2 } else { 20 })
+                .saturating_mul(widen);
             let found = lex.search(&q.text, depth)?;
             for (rank, (id, bm25)) in found.into_iter().enumerate() {
                 let c = pool.entry(id).or_insert_with(|| Candidate {
@@ -794,6 +808,9 @@ impl Searcher {
                 continue;
             };
             if strict && !q.phrases.is_empty() && !holds_all(&p, &q.phrases) {
+                continue;
+            }
+            if params.scope.as_ref().is_some_and(|s| !s.holds(&p.path)) {
                 continue;
             }
             if params.per_file && !files.insert(p.path.clone()) {
@@ -1261,7 +1278,7 @@ mod tests {
             let params = SearchParams {
                 candidates: Some(100),
                 filter,
-                ..exact
+                ..exact.clone()
             };
             let mut found = 0;
             for q in &queries {
@@ -1301,7 +1318,7 @@ mod tests {
         };
         let all = SearchParams {
             whole_pool: true,
-            ..params
+            ..params.clone()
         };
         for q in queries.iter().take(5) {
             let best = searcher.search(q, &params).unwrap();

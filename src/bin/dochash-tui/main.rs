@@ -1,22 +1,23 @@
 //! `dochash-tui [PATH...]`: the interactive search UI.
 //!
 //! Opens at once on whatever index exists and indexes/watches in the background. If another
-//! dochash process already owns the index (a second TUI, or `dochash watch`), this one becomes
-//! its client over the owner socket instead of failing on the database lock.
+//! dochash process already owns the index (a second TUI, `dochash watch` or `dochash mcp`), this
+//! one becomes its client over the owner socket instead of failing on the database lock, and
+//! takes the index over when that process quits.
 
 mod tui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use dochash::app::socket::{self, Client, QueryRequest};
-use dochash::app::{Engine, EngineConfig, EngineStatus, Home, ModelChoice};
+use dochash::app::request::QueryRequest;
+use dochash::app::{Access, EngineConfig, EngineStatus, Home, ModelChoice, Role};
 use dochash::encoder::{DeviceSpec, Precision};
-use dochash::index::{Hit, SearchParams};
+use dochash::index::Hit;
 use dochash::model::{FetchOptions, ModelSpec};
 
 use tui::{Backend, JobProgress, StatusInfo, TuiOptions};
@@ -97,22 +98,14 @@ fn run() -> Result<()> {
         ..Default::default()
     };
 
-    // Another process owns the index: be its client.
-    if let Some(client) = home.owner()? {
-        if !args.paths.is_empty() {
-            let mut add = Vec::new();
-            for p in &args.paths {
-                add.push(dochash::index::check_root(p)?);
-            }
-            client
-                .add_roots(add)
-                .context("another dochash owns the index and could not add the folders")?;
-        }
-        return tui::run(Arc::new(Remote::follow(client)), opts);
+    // Checked here, so a mistyped folder is said before the screen is taken.
+    for p in &args.paths {
+        dochash::index::check_root(p)?;
     }
-
-    let engine = Arc::new(Engine::start(EngineConfig {
-        home: home.clone(),
+    // The owner of the index, or a client of the process that owns it (taking over when that
+    // one quits): the same as `dochash mcp`.
+    let access = Access::start(EngineConfig {
+        home,
         // Without one named, the engine uses the model the index was built for.
         choice: ModelChoice {
             model: args.model.clone(),
@@ -126,51 +119,37 @@ fn run() -> Result<()> {
         add_roots: args.paths.clone(),
         watch: true,
         auto_train: !args.no_train,
-    }));
-    // Serve other processes once the index is ours (in the background: the UI opens now).
-    let server_slot: Arc<std::sync::Mutex<Option<socket::Server>>> = Arc::default();
-    {
-        let engine = engine.clone();
-        let slot = server_slot.clone();
-        let home = home.clone();
-        std::thread::spawn(move || {
-            if engine.wait_open(Duration::from_secs(24 * 3600)).is_ok()
-                && let Ok(s) = socket::Server::start(home.dir(), engine)
-                && let Ok(mut g) = slot.lock()
-            {
-                *g = Some(s);
-            }
-        });
-    }
-    let result = tui::run(Arc::new(Local(engine.clone())), opts);
+    });
+    let result = tui::run(Arc::new(Shared(access.clone())), opts);
     // Stop serving before the engine goes away, then let the worker stop (it is detached if
     // an update is in the middle of encoding: every file's write is atomic).
-    if let Ok(mut g) = server_slot.lock() {
-        g.take();
-    }
-    engine.shutdown(Duration::from_millis(500));
+    access.shutdown();
     result
 }
 
-struct Local(Arc<Engine>);
+/// The index as [`Access`] reaches it: the UI never waits for it (a query before the index
+/// opens is told what is happening).
+struct Shared(Access);
 
-impl Backend for Local {
+impl Backend for Shared {
     fn search(&self, query: &str, limit: usize) -> Result<Vec<Hit>, String> {
-        self.0
-            .search(
-                query,
-                &SearchParams {
-                    k: limit,
-                    candidates: None,
-                    per_file: false,
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| e.to_string())
+        let q = QueryRequest {
+            text: query.to_string(),
+            k: limit,
+            per_file: false,
+            candidates: None,
+            mode: Default::default(),
+            path: None,
+        };
+        self.0.query(&q, Duration::ZERO).map_err(|e| e.to_string())
     }
 
     fn status(&self) -> StatusInfo {
-        status_info(self.0.status(), "")
+        let suffix = match self.0.role() {
+            Role::Client => " (shared)",
+            _ => "",
+        };
+        status_info(self.0.status(), suffix)
     }
 }
 
@@ -204,79 +183,6 @@ fn status_info(s: EngineStatus, device_suffix: &str) -> StatusInfo {
             .unwrap_or_default(),
         device: format!("{}{device_suffix}", s.device),
         content_version: s.content_version,
-    }
-}
-
-/// Talks to the process that owns the index. The status is followed by a background thread
-/// that long-polls the owner (it answers when something changed), so the UI thread never waits
-/// on the socket and an idle owner is not asked anything.
-struct Remote {
-    client: Client,
-    status: Arc<Mutex<StatusInfo>>,
-}
-
-impl Remote {
-    fn follow(client: Client) -> Self {
-        let first = client
-            .status()
-            .map(|s| status_info(s, " (shared)"))
-            .unwrap_or_default();
-        let status = Arc::new(Mutex::new(first));
-        {
-            let client = client.clone();
-            let status = Arc::downgrade(&status);
-            std::thread::spawn(move || {
-                let mut since = None;
-                loop {
-                    let got = client.status_after(since, socket::MAX_STATUS_WAIT);
-                    let Some(slot) = status.upgrade() else {
-                        return;
-                    };
-                    let info = match got {
-                        Ok(s) => {
-                            since = Some(s.changes);
-                            status_info(s, " (shared)")
-                        }
-                        Err(e) => {
-                            let mut info = slot.lock().map(|g| g.clone()).unwrap_or_default();
-                            info.job = Some(JobProgress {
-                                label: "error".into(),
-                                detail: format!(
-                                    "the dochash that owned the index is gone ({e}); restart dochash-tui"
-                                ),
-                                ..Default::default()
-                            });
-                            if let Ok(mut g) = slot.lock() {
-                                *g = info;
-                            }
-                            return;
-                        }
-                    };
-                    if let Ok(mut g) = slot.lock() {
-                        *g = info;
-                    }
-                }
-            });
-        }
-        Remote { client, status }
-    }
-}
-
-impl Backend for Remote {
-    fn search(&self, query: &str, limit: usize) -> Result<Vec<Hit>, String> {
-        self.client
-            .query(&QueryRequest {
-                text: query.to_string(),
-                k: limit,
-                per_file: false,
-                candidates: None,
-                mode: Default::default(),
-            })
-            .map_err(|e| e.to_string())
-    }
-
-    fn status(&self) -> StatusInfo {
-        self.status.lock().map(|g| g.clone()).unwrap_or_default()
     }
 }
 

@@ -69,6 +69,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Keep the index up to date as files change, and answer queries from other terminals
     Watch(WatchArgs),
+    /// Serve the index to agents and editors: a Model Context Protocol server on stdio
+    /// (tools `search`, `read`, `status`)
+    Mcp(McpArgs),
     /// Learn from the indexed notes: fine-tune the encoder (SimCSE) and/or learn the codes
     /// (ranking head or DHIM), build the next generation's index and switch to it (Ctrl-C keeps
     /// the serving one)
@@ -594,11 +597,33 @@ pub struct QueryArgs {
     /// hybrid (words and meaning, fused), semantic (meaning only) or lexical (words only)
     #[arg(long, default_value = "hybrid", value_name = "MODE")]
     pub mode: dochash::index::search::Mode,
+    /// Only files at or under this folder or file (absolute, or relative to an indexed folder),
+    /// or matching this glob (`*.md` tests names, `work/**` paths from the indexed folder)
+    #[arg(long, value_name = "DIR|GLOB")]
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Folders to add before watching; without any, the folders indexed before are watched
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<std::path::PathBuf>,
+    /// Do not retrain in the background when the notes have drifted
+    #[arg(long)]
+    pub no_train: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Serve the index to agents and editors: a Model Context Protocol server on \
+        stdin/stdout, with the tools `search`, `read` and `status`.\n\n\
+        When no other dochash owns the index, this one does: it watches the indexed folders and \
+        trains in the background as `dochash watch` does. Otherwise it asks the owner, and \
+        takes over when that one quits. Configure a host with \
+        {\"command\": \"dochash\", \"args\": [\"mcp\"]}."
+)]
+pub struct McpArgs {
+    /// Folders to add to the index; without any, the folders indexed before are served
     #[arg(value_name = "PATH")]
     pub paths: Vec<std::path::PathBuf>,
     /// Do not retrain in the background when the notes have drifted

@@ -7,6 +7,7 @@ mod cli;
 mod embed;
 mod eval;
 mod index_cmd;
+mod mcp;
 mod model_cmd;
 mod query;
 mod retrieval;
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
         Command::Status(a) => query::status(a),
         Command::Bench(b) => bench::run(&cli.global, b),
         Command::Watch(a) => watch::run(&cli.global, a),
+        Command::Mcp(a) => mcp::run(&cli.global, a),
         Command::Eval(e) => eval::run(&cli.global, e),
         Command::Train(a) => train_cmd::run(&cli.global, a),
     };

@@ -55,6 +55,7 @@ pub fn run(g: &Global, args: &QueryArgs) -> Result<ExitCode> {
         per_file: args.per_file,
         candidates: args.candidates,
         mode: args.mode,
+        path: args.path.clone(),
     };
     // A running owner (TUI or `dochash watch`) holds the index: ask it.
     let home = Home::locate()?;
@@ -83,9 +84,10 @@ pub fn run(g: &Global, args: &QueryArgs) -> Result<ExitCode> {
             meta.fingerprint.difference(&fp)
         );
     }
+    let params = req.params(&meta.roots)?;
     let searcher = index.searcher()?;
     let hits = searcher
-        .query(&enc, &text, &req.params())
+        .query(&enc, &text, &params)
         .context("cannot answer the query")?;
     print_hits(g, args, &hits)
 }

@@ -1,0 +1,230 @@
+//! What a client asks of the index — a query, or lines of an indexed file — in one shape for
+//! every way in (the owner's socket, `dochash query`, `dochash mcp`), and the one place each is
+//! checked and resolved against the index's folders.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::AppError;
+use crate::corpus::{CorpusConfig, read_document};
+use crate::index::{Db, IndexError, Scope, SearchParams};
+
+/// A query as a client sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryRequest {
+    pub text: String,
+    pub k: usize,
+    #[serde(default)]
+    pub per_file: bool,
+    #[serde(default)]
+    pub candidates: Option<usize>,
+    #[serde(default)]
+    pub mode: crate::index::search::Mode,
+    /// Only files at or under this folder or file, or matching this glob, inside the indexed
+    /// folders (see [`Scope`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+impl QueryRequest {
+    /// The search parameters, with the path filter resolved against `roots` (the index's).
+    pub fn params(&self, roots: &[PathBuf]) -> Result<SearchParams, IndexError> {
+        let scope = match &self.path {
+            Some(p) => Some(Arc::new(Scope::parse(p, roots)?)),
+            None => None,
+        };
+        Ok(SearchParams {
+            k: self.k,
+            candidates: self.candidates,
+            per_file: self.per_file,
+            mode: self.mode,
+            scope,
+            ..Default::default()
+        })
+    }
+}
+
+/// Most lines one read returns.
+pub const MAX_READ_LINES: u32 = 400;
+/// Most bytes of text one read returns (whole lines; a longer first line is cut).
+pub const MAX_READ_BYTES: usize = 64 * 1024;
+
+/// Lines of a file the index holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadRequest {
+    /// Absolute, or relative to one of the indexed folders.
+    pub path: String,
+    /// First line, 1-based (default 1).
+    #[serde(default)]
+    pub first: Option<u32>,
+    /// Last line, inclusive (default: [`MAX_READ_LINES`] lines from `first`).
+    #[serde(default)]
+    pub last: Option<u32>,
+}
+
+/// What a read returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Excerpt {
+    #[serde(flatten, with = "crate::pathwire::field")]
+    pub path: PathBuf,
+    pub first_line: u32,
+    /// The last line returned (fewer than asked when a cap or the file's end came first).
+    pub last_line: u32,
+    /// Lines in the whole file.
+    pub total_lines: u32,
+    /// The lines, each ending in `\n`, as the index read them (the line numbers of hits).
+    pub text: String,
+    /// A cap ([`MAX_READ_LINES`], [`MAX_READ_BYTES`]) cut the range asked for.
+    pub truncated: bool,
+}
+
+impl ReadRequest {
+    /// Reads the lines asked for, but only of a file inside `roots` that the index holds
+    /// (`db`): a path that leads out of the folders (`..`, a link), a file the index skips
+    /// (ignored, binary, too large) and a missing one are refused, each saying so.
+    pub fn read(
+        &self,
+        roots: &[PathBuf],
+        db: &Db,
+        corpus: &CorpusConfig,
+    ) -> Result<Excerpt, AppError> {
+        let refuse = |why: String| AppError::Index(IndexError::Query(why));
+        let shown = crate::pathwire::show(Path::new(&self.path));
+        if self.path.trim().is_empty() {
+            return Err(refuse("read: no path given".into()));
+        }
+        if self.path.len() > crate::index::scope::MAX_SCOPE_BYTES {
+            return Err(refuse("read: the path is too long".into()));
+        }
+        let first = self.first.unwrap_or(1);
+        if first == 0 {
+            return Err(refuse("read: lines are numbered from 1".into()));
+        }
+        let last = match self.last {
+            Some(l) if l < first => {
+                return Err(refuse(format!(
+                    "read: the last line ({l}) is before the first ({first})"
+                )));
+            }
+            Some(l) => l,
+            None => first.saturating_add(MAX_READ_LINES - 1),
+        };
+        let given = Path::new(&self.path);
+        let candidates: Vec<PathBuf> = if given.is_absolute() {
+            vec![given.to_path_buf()]
+        } else {
+            roots
+                .iter()
+                .filter(|r| r.is_dir())
+                .map(|r| r.join(given))
+                .collect()
+        };
+        let Some(found) = candidates.iter().find(|c| c.symlink_metadata().is_ok()) else {
+            return Err(refuse(format!("{shown} does not exist")));
+        };
+        let canon = std::fs::canonicalize(found)
+            .map_err(|e| refuse(format!("{shown}: {}", crate::corpus::io_reason(&e))))?;
+        if !roots.iter().any(|r| canon.starts_with(r)) {
+            return Err(refuse(format!("{shown} is outside the indexed folders")));
+        }
+        let held = [found.as_path(), canon.as_path()]
+            .into_iter()
+            .find(|p| matches!(db.file(p), Ok(Some(_))));
+        let path = match held {
+            Some(p) => p.to_path_buf(),
+            None => {
+                // Why the index does not hold it, as the index would say.
+                let why = match read_document(&canon, corpus) {
+                    Err(skip) => skip.reason.to_string(),
+                    Ok(_) => "ignored (an ignore file, a hidden name, a file type the index \
+                              leaves out) or not indexed yet"
+                        .into(),
+                };
+                return Err(refuse(format!("{shown} is not in the index: {why}")));
+            }
+        };
+        let doc = read_document(&path, corpus)
+            .map_err(|skip| refuse(format!("{shown}: {}", skip.reason)))?;
+        let e = excerpt(path, &doc.text, first, last);
+        if first > e.total_lines.max(1) {
+            return Err(refuse(format!(
+                "{shown} has {} lines; line {first} was asked for",
+                e.total_lines
+            )));
+        }
+        Ok(e)
+    }
+}
+
+/// Cuts lines `first..=last` out of `text`, within the caps.
+fn excerpt(path: PathBuf, text: &str, first: u32, last: u32) -> Excerpt {
+    let total = text.split_inclusive('\n').count() as u32;
+    let last_asked = last.min(first.saturating_add(MAX_READ_LINES - 1));
+    let mut out = String::new();
+    let mut last_line = first.saturating_sub(1);
+    let mut truncated = last_asked < last && last_asked < total;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let n = i as u32 + 1;
+        if n < first {
+            continue;
+        }
+        if n > last_asked {
+            break;
+        }
+        if out.len() + line.len() > MAX_READ_BYTES {
+            truncated = true;
+            if out.is_empty() {
+                // One enormous line: its start, cut at a character boundary.
+                let mut cut = MAX_READ_BYTES;
+                while !line.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                out.push_str(&line[..cut]);
+                last_line = n;
+            }
+            break;
+        }
+        out.push_str(line);
+        last_line = n;
+    }
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    Excerpt {
+        path,
+        first_line: first,
+        last_line,
+        total_lines: total,
+        text: out,
+        truncated,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_excerpt_keeps_to_the_range_and_the_caps() {
+        let text: String = (1..=1000).map(|i| format!("line {i}\n")).collect();
+        let e = excerpt(PathBuf::from("/n.md"), &text, 3, 5);
+        assert_eq!(e.text, "line 3\nline 4\nline 5\n");
+        assert_eq!((e.first_line, e.last_line, e.total_lines), (3, 5, 1000));
+        assert!(!e.truncated);
+        let e = excerpt(PathBuf::from("/n.md"), &text, 1, 5000);
+        assert_eq!(e.last_line, MAX_READ_LINES);
+        assert!(e.truncated);
+        let e = excerpt(PathBuf::from("/n.md"), &text, 998, 5000);
+        assert_eq!((e.last_line, e.truncated), (1000, false));
+        let long = "é".repeat(MAX_READ_BYTES);
+        let e = excerpt(PathBuf::from("/n.md"), &format!("{long}\nnext\n"), 1, 2);
+        assert!(
+            e.truncated && e.text.len() <= MAX_READ_BYTES + 1,
+            "{}",
+            e.text.len()
+        );
+        assert_eq!(e.last_line, 1);
+    }
+}
