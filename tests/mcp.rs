@@ -465,14 +465,22 @@ fn roles(servers: &mut [&mut Mcp]) -> Vec<String> {
 }
 
 #[test]
-fn two_servers_on_one_home_share_one_owner_and_the_other_takes_over() {
+fn servers_started_together_share_one_owner_and_another_takes_over() {
     let e = notes();
     e.index(&[e.notes.to_str().unwrap()]);
-    // Started together, as two agents of one person would.
+    // Started together, as three agents of one person would.
     let mut a = Mcp::start(&e, None);
     let mut b = Mcp::start(&e, None);
+    let mut c = Mcp::start(&e, None);
     a.initialize("2025-06-18");
     b.initialize("2025-06-18");
+    c.initialize("2025-06-18");
+    assert_eq!(
+        roles(&mut [&mut a, &mut b, &mut c]),
+        ["client", "client", "owner"]
+    );
+    // The third is let go at once: two remain, one owning.
+    assert!(c.close_and_wait().success());
     assert_eq!(roles(&mut [&mut a, &mut b]), ["client", "owner"]);
     let search = |m: &mut Mcp| -> Vec<String> {
         let r = m.call("search", json!({"query": "river ocean", "k": 4}));
@@ -544,4 +552,53 @@ fn a_search_while_the_index_is_built_answers_from_what_is_there_and_says_so() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_server_follows_a_watching_owner_and_takes_over_when_it_stops() {
+    let e = notes();
+    let watch = common::start_watch(&e.home, &e.model, &[&e.notes]);
+    let mut m = Mcp::start(&e, None);
+    m.initialize("2025-06-18");
+    assert_eq!(roles(&mut [&mut m]), ["client"]);
+    let before = m.call("search", json!({"query": "garden apple", "k": 2}));
+    assert_eq!(
+        before["structuredContent"]["hits"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "{before}"
+    );
+    // SIGTERM, as a service manager stops `dochash watch`.
+    let pid = watch.id().to_string();
+    assert!(Command::new("kill").arg(&pid).status().unwrap().success());
+    wait_until("the server to take over", || {
+        m.call("status", json!({}))["structuredContent"]["role"] == "owner"
+    });
+    let after = m.call("search", json!({"query": "garden apple", "k": 2}));
+    assert_eq!(
+        after["structuredContent"]["hits"],
+        before["structuredContent"]["hits"]
+    );
+    drop(watch);
+    assert!(m.close_and_wait().success());
+}
+
+#[test]
+fn an_empty_home_says_what_to_do() {
+    let e = common::env();
+    let mut m = Mcp::start(&e, None);
+    m.initialize("2025-06-18");
+    let r = m.call("search", json!({"query": "anything"}));
+    let s = &r["structuredContent"];
+    assert_eq!(s["hits"], json!([]), "{r}");
+    assert!(
+        s["note"]
+            .as_str()
+            .unwrap()
+            .contains("nothing is indexed yet"),
+        "{r}"
+    );
+    assert!(m.close_and_wait().success());
 }

@@ -214,7 +214,10 @@ impl Access {
                 Link::Stopped => return Err(AppError::NotReady("dochash is stopping".into())),
                 Link::Looking | Link::Starting(_) => {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
+                    // An engine that could not start (no model offline, say) will not open:
+                    // its error is the answer, at once.
+                    let failed = matches!(&*link, Link::Starting(e) if e.status().error.is_some());
+                    if left.is_zero() || failed {
                         return match &*link {
                             Link::Starting(engine) => {
                                 let engine = engine.clone();

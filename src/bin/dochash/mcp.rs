@@ -285,6 +285,12 @@ impl Server {
                 "the index is still being built ({j}); these results come from what is indexed so far"
             ));
         }
+        if status.roots.is_empty() {
+            notes.push(
+                "nothing is indexed yet: add folders with `dochash index PATH`, or give them to `dochash mcp PATH`"
+                    .to_string(),
+            );
+        }
         if hits.first().is_some_and(|h| h.without_phrases) {
             notes.push(dochash::index::search::PHRASES_MISSING.to_string());
         }
