@@ -419,7 +419,7 @@ fn interrupted_training_leaves_the_serving_generation_intact() {
         &ModelSpec::LocalDir(model.clone()),
         &FetchOptions {
             offline: true,
-            progress: false,
+            progress: dochash::model::Progress::NONE,
         },
     )
     .unwrap();

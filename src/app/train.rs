@@ -446,7 +446,7 @@ fn prepare_in(
                 &ModelSpec::LocalDir(d.clone()),
                 &FetchOptions {
                     offline: true,
-                    progress: false,
+                    progress: model::Progress::NONE,
                 },
             )
             .map_err(err)?,

@@ -90,10 +90,11 @@ pub(crate) struct HubAccess {
 pub(crate) fn download(
     access: &HubAccess,
     name: &str,
-    progress: bool,
+    progress: &super::progress::Progress,
 ) -> Result<PathBuf, ModelError> {
-    let mut builder = ApiBuilder::from_cache(Cache::new(access.cache_dir.clone()))
-        .with_progress(progress && std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // The client's own bars would draw on stderr: the steps are reported instead.
+    let mut builder =
+        ApiBuilder::from_cache(Cache::new(access.cache_dir.clone())).with_progress(false);
     if let Some(endpoint) = &access.endpoint {
         builder = builder.with_endpoint(endpoint.clone());
     }
@@ -117,6 +118,7 @@ pub(crate) fn download(
 
     let mut dir = None;
     for file in REQUIRED {
+        progress.step(&format!("downloading {file}"), None);
         let path = repo
             .get(file)
             .map_err(|e| ModelError::Hub(format!("cannot download {file}: {e}")))?;
@@ -339,7 +341,7 @@ mod tests {
             probe_timeout: Duration::from_secs(3),
         };
         let t = Instant::now();
-        let err = download(&access, "org/model", false).unwrap_err();
+        let err = download(&access, "org/model", &crate::model::Progress::NONE).unwrap_err();
         assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
         assert!(err.to_string().starts_with("hub unreachable"), "{err}");
         assert_eq!(fs::read_dir(cache.path()).unwrap().count(), 0);

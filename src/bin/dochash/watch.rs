@@ -45,7 +45,7 @@ pub fn run(g: &Global, args: &WatchArgs) -> Result<ExitCode> {
                 // What it waits for (the model, another process holding the index) is said.
                 let s = engine.status();
                 if let Some(j) = &s.job {
-                    shown.line(g, j.to_string());
+                    shown.job(g, j);
                 }
             }
             Err(dochash::app::AppError::NotReady(_)) => {
@@ -99,9 +99,24 @@ pub fn run(g: &Global, args: &WatchArgs) -> Result<ExitCode> {
 struct Shown {
     line: String,
     notes: Vec<String>,
+    /// The job last printed (its label and detail) and when: a download's count moves every
+    /// MiB, and a log needs a line a second at most.
+    job: Option<(String, std::time::Instant)>,
 }
 
 impl Shown {
+    fn job(&mut self, g: &Global, j: &dochash::app::Job) {
+        let key = format!("{} {}", j.label, j.detail);
+        let fresh = self
+            .job
+            .as_ref()
+            .is_none_or(|(k, at)| *k != key || at.elapsed() >= Duration::from_secs(1));
+        if fresh {
+            self.job = Some((key, std::time::Instant::now()));
+            self.line(g, j.to_string());
+        }
+    }
+
     fn line(&mut self, g: &Global, line: String) {
         if line != self.line {
             shared::note(g, &line);
