@@ -553,257 +553,378 @@ fn worker(
     tx: Sender<Work>,
     rx: Receiver<Work>,
 ) -> Result<(), AppError> {
-    let home = &cfg.home;
-    // The owner shows a model's download as its job, whatever the front end asked for: the
-    // TUI's status line, `dochash status` and the MCP `status` tool all read it from there.
-    let mut choice = cfg.choice.clone();
-    choice.fetch.progress = crate::model::Progress::to(Arc::new(FetchJob::new(shared.clone())));
-    let writer = home.writer(&choice)?;
-    for n in &writer.notes {
-        shared.event(n.clone());
+    match Worker::open(shared, cfg, tx, rx)? {
+        Some(w) => w.run(),
+        None => Ok(()),
     }
-    let gained = writer
-        .active
-        .as_ref()
-        .and_then(|a| super::train::gained(home.dir(), a.generation));
-    shared.update(|s| {
-        s.trained = writer.active.as_ref().map(describe_generation);
-        s.gained = gained;
-    });
-    let enc = &writer.encoder;
-    shared.update(|s| {
-        s.device = match enc.precision() {
-            Precision::Int8 => format!("{}, int8 ({})", enc.device_label(), Encoder::int8_kernel()),
-            Precision::F32 => format!("{}, f32", enc.device_label()),
+}
+
+/// The owner's writer: the one thread that holds the mutable index, with one method per job
+/// (as tantivy's segment updater has) and its state in fields rather than a loop's locals.
+struct Worker<'a> {
+    shared: &'a Arc<Shared>,
+    cfg: &'a EngineConfig,
+    tx: Sender<Work>,
+    rx: Receiver<Work>,
+    /// Work that arrived while the index could not be written (another process held it, or
+    /// the disk failed), handled once it can.
+    backlog: Vec<Work>,
+    index: Index,
+    enc: Arc<Encoder>,
+    watcher: Option<super::watch::Watcher>,
+    armed: super::watch::Armed,
+    /// Whether a root is missing: nothing tells when it comes back, so it is looked for.
+    looking: bool,
+    trainer: Option<JoinHandle<()>>,
+    /// An update is due.
+    pending: bool,
+    /// How long a writer that met a failing disk waits before it looks again (see `recover`).
+    retry: Duration,
+}
+
+/// What a failed update leaves the worker to do.
+enum AfterUpdate {
+    Carry,
+    /// The disk failed: reopen the index once it has room (`needed` bytes, if known).
+    Reopen(u64),
+}
+
+impl<'a> Worker<'a> {
+    /// Loads the model and opens the index (waiting while another process holds it), adds the
+    /// folders asked for, publishes the first snapshot and starts watching. `None` when told to
+    /// stop while waiting.
+    fn open(
+        shared: &'a Arc<Shared>,
+        cfg: &'a EngineConfig,
+        tx: Sender<Work>,
+        rx: Receiver<Work>,
+    ) -> Result<Option<Self>, AppError> {
+        let home = &cfg.home;
+        // The owner shows a model's download as its job, whatever the front end asked for:
+        // the TUI's status line, `dochash status` and the MCP `status` tool all read it there.
+        let mut choice = cfg.choice.clone();
+        choice.fetch.progress = crate::model::Progress::to(Arc::new(FetchJob::new(shared.clone())));
+        let writer = home.writer(&choice)?;
+        for n in &writer.notes {
+            shared.event(n.clone());
         }
-    });
-    // Work that arrived while the index could not be written (another process held it, or the
-    // disk failed), handled once it can.
-    let mut backlog: Vec<Work> = Vec::new();
-    let (mut index, opened) = loop {
-        match home.open_index(&writer) {
-            // A one-shot `dochash index` (or train) holds the index: wait for it, then serve.
-            Err(IndexError::Store(crate::index::StoreError::Locked(_))) => {
-                shared.set_job(Some(Job {
-                    label: "waiting for the index".into(),
-                    detail: "another dochash process is using it".into(),
-                    ..Default::default()
-                }));
-                match rx.recv_timeout(LOCK_RETRY_EVERY) {
-                    Ok(Work::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
-                    Ok(w) => backlog.push(w),
-                    Err(RecvTimeoutError::Timeout) => {}
+        let gained = writer
+            .active
+            .as_ref()
+            .and_then(|a| super::train::gained(home.dir(), a.generation));
+        shared.update(|s| {
+            s.trained = writer.active.as_ref().map(describe_generation);
+            s.gained = gained;
+        });
+        let enc = &writer.encoder;
+        shared.update(|s| {
+            s.device = match enc.precision() {
+                Precision::Int8 => {
+                    format!("{}, int8 ({})", enc.device_label(), Encoder::int8_kernel())
                 }
-                if shared.stop.load(Ordering::Acquire) {
+                Precision::F32 => format!("{}, f32", enc.device_label()),
+            }
+        });
+        let mut backlog: Vec<Work> = Vec::new();
+        let (mut index, opened) = loop {
+            match home.open_index(&writer) {
+                // A one-shot `dochash index` (or train) holds the index: wait for it, then serve.
+                Err(IndexError::Store(crate::index::StoreError::Locked(_))) => {
+                    shared.set_job(Some(Job {
+                        label: "waiting for the index".into(),
+                        detail: "another dochash process is using it".into(),
+                        ..Default::default()
+                    }));
+                    match rx.recv_timeout(LOCK_RETRY_EVERY) {
+                        Ok(Work::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(None),
+                        Ok(w) => backlog.push(w),
+                        Err(RecvTimeoutError::Timeout) => {}
+                    }
+                    if shared.stop.load(Ordering::Acquire) {
+                        return Ok(None);
+                    }
+                }
+                other => break other?,
+            }
+        };
+        for why in opened {
+            shared.event(why);
+        }
+        index.add_roots(&cfg.add_roots)?;
+        // Holding the index, no other process can be training: whatever a killed run left is
+        // junk.
+        home.clean_up();
+        let enc = Arc::new(writer.encoder);
+        publish(shared, &index, &enc)?;
+
+        let armed = super::watch::Armed::new(&index.meta().roots);
+        let watcher = if cfg.watch {
+            let tx = tx.clone();
+            let changed = move || {
+                let _ = tx.send(Work::Update);
+            };
+            match super::watch::watch(&index.meta().roots, home.dir(), changed, &armed) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    shared.event(format!(
+                        "cannot watch the folders ({e}); changes are picked up at the next start"
+                    ));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Some(Worker {
+            shared,
+            cfg,
+            tx,
+            rx,
+            backlog,
+            index,
+            enc,
+            watcher,
+            armed,
+            looking: false,
+            trainer: None,
+            pending: true,
+            retry: RETRY_EVERY,
+        }))
+    }
+
+    fn run(mut self) -> Result<(), AppError> {
+        loop {
+            if self.pending {
+                self.pending = false;
+                if let AfterUpdate::Reopen(needed) = self.update() {
+                    match self.reopen(needed) {
+                        Some(w) => {
+                            self = w;
+                            continue;
+                        }
+                        None => return Ok(()),
+                    }
+                }
+            }
+            if !self.cfg.watch {
+                return Ok(());
+            }
+            if self.rearm() {
+                continue;
+            }
+            let Some(queued) = self.next_work() else {
+                return Ok(());
+            };
+            for w in queued {
+                if !self.handle(w) {
                     return Ok(());
                 }
             }
-            other => break other?,
+            if self.shared.stop.load(Ordering::Acquire) {
+                return Ok(());
+            }
         }
-    };
-    for why in opened {
-        shared.event(why);
     }
-    index.add_roots(&cfg.add_roots)?;
-    // Holding the index, no other process can be training: whatever a killed run left is junk.
-    home.clean_up();
-    let enc = Arc::new(writer.encoder);
-    publish(shared, &index, &enc)?;
 
-    let mut armed = super::watch::Armed::new(&index.meta().roots);
-    let mut watcher = if cfg.watch {
-        let tx = tx.clone();
-        let changed = move || {
-            let _ = tx.send(Work::Update);
-        };
-        match super::watch::watch(&index.meta().roots, home.dir(), changed, &armed) {
-            Ok(w) => Some(w),
+    fn training(&self) -> bool {
+        self.trainer.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Brings the index up to date with the files, then starts a background training when the
+    /// notes have drifted enough.
+    fn update(&mut self) -> AfterUpdate {
+        let (shared, home) = (self.shared, &self.cfg.home);
+        match run_update(shared, &mut self.index, &self.enc) {
+            Ok(report) => {
+                self.retry = RETRY_EVERY;
+                let _ = home.record_change(report.passages_added + report.passages_removed);
+                let passages = self.index.store().passage_count();
+                let train = self.cfg.auto_train && !self.training() && home.training_due(passages);
+                if train {
+                    self.trainer = spawn_training(
+                        shared,
+                        self.cfg,
+                        self.index.meta().clone(),
+                        passages,
+                        self.index.donor().ok(),
+                        self.tx.clone(),
+                    );
+                }
+                shared.update(|s| {
+                    s.updates += 1;
+                    s.trainings += u64::from(train);
+                });
+                AfterUpdate::Carry
+            }
             Err(e) => {
-                shared.event(format!(
-                    "cannot watch the folders ({e}); changes are picked up at the next start"
-                ));
-                None
+                let note = if e.is_disk_full() {
+                    format!("{e}; the update runs again once there is room")
+                } else {
+                    format!("the last update failed ({e}); what was indexed stays searchable")
+                };
+                shared.update(|s| {
+                    s.updates += 1;
+                    s.job = None;
+                    if s.notes.last() != Some(&note) {
+                        push_note(&mut s.notes, note);
+                    }
+                });
+                if !e.is_storage() {
+                    return AfterUpdate::Carry;
+                }
+                AfterUpdate::Reopen(match &e {
+                    IndexError::DiskFull { needed, .. } => *needed,
+                    _ => 0,
+                })
             }
         }
-    } else {
-        None
-    };
+    }
 
-    // Whether a root is missing: nothing tells when it comes back, so it is looked for.
-    let mut looking = false;
-    let mut enc = enc;
-    let mut trainer: Option<JoinHandle<()>> = None;
-    let mut pending = true;
-    // How long a writer that met a failing disk waits before it looks again (see `recover`).
-    let mut retry = RETRY_EVERY;
-    loop {
-        if pending {
-            pending = false;
-            match run_update(shared, &mut index, &enc) {
-                Ok(report) => {
-                    retry = RETRY_EVERY;
-                    let _ = home.record_change(report.passages_added + report.passages_removed);
-                    let busy = trainer.as_ref().is_some_and(|t| !t.is_finished());
-                    let passages = index.store().passage_count();
-                    let train = cfg.auto_train && !busy && home.training_due(passages);
-                    if train {
-                        trainer = spawn_training(
-                            shared,
-                            cfg,
-                            index.meta().clone(),
-                            passages,
-                            index.donor().ok(),
-                            tx.clone(),
-                        );
-                    }
-                    shared.update(|s| {
-                        s.updates += 1;
-                        s.trainings += u64::from(train);
-                    });
-                }
-                Err(e) => {
-                    let note = if e.is_disk_full() {
-                        format!("{e}; the update runs again once there is room")
-                    } else {
-                        format!("the last update failed ({e}); what was indexed stays searchable")
-                    };
-                    shared.update(|s| {
-                        s.updates += 1;
-                        s.job = None;
-                        if s.notes.last() != Some(&note) {
-                            push_note(&mut s.notes, note);
-                        }
-                    });
-                    if e.is_storage() {
-                        let needed = match &e {
-                            IndexError::DiskFull { needed, .. } => *needed,
-                            _ => 0,
-                        };
-                        // The writer refuses every write after a failed one: it is reopened
-                        // once the disk has room (and training has let go of it), and the
-                        // update runs again; a disk that keeps failing is tried less and less
-                        // often.
-                        let busy = || trainer.as_ref().is_some_and(|t| !t.is_finished());
-                        match recover(shared, index, &enc, needed, &rx, &busy, &mut retry) {
-                            Some((reopened, held)) => {
-                                index = reopened;
-                                backlog.extend(held);
-                                pending = true;
-                                continue;
-                            }
-                            None => return Ok(()),
-                        }
-                    }
-                }
-            }
+    /// The writer refuses every write after a failed one: it is reopened once the disk has
+    /// room (and training has let go of it), and the update runs again; a disk that keeps
+    /// failing is tried less and less often. `None` when told to stop meanwhile.
+    fn reopen(mut self, needed: u64) -> Option<Self> {
+        let trainer = self.trainer.take();
+        let busy = || trainer.as_ref().is_some_and(|t| !t.is_finished());
+        let (reopened, held) = recover(
+            self.shared,
+            self.index,
+            &self.enc,
+            needed,
+            &self.rx,
+            &busy,
+            &mut self.retry,
+        )?;
+        self.index = reopened;
+        self.trainer = trainer;
+        self.backlog.extend(held);
+        self.pending = true;
+        Some(self)
+    }
+
+    /// A root deleted and made again (a re-clone, a restore) lost its watch with the old
+    /// folder: it is watched again, and what changed meanwhile looked for. True when that
+    /// makes an update due.
+    fn rearm(&mut self) -> bool {
+        let Some(w) = self.watcher.as_mut() else {
+            return false;
+        };
+        let (rearmed, missing) = self.armed.refresh(w, &self.index.meta().roots);
+        self.looking = missing;
+        if !rearmed.is_empty() && !self.pending {
+            self.pending = true;
+            return true;
         }
-        if !cfg.watch {
-            return Ok(());
+        false
+    }
+
+    /// The work to do next, merged into one batch (held work first); waits for it, looking for
+    /// missing roots meanwhile. An empty batch when that look makes an update due; `None`
+    /// when every sender is gone.
+    fn next_work(&mut self) -> Option<Vec<Work>> {
+        if !self.backlog.is_empty() {
+            return Some(self.backlog.drain(..).chain(self.rx.try_iter()).collect());
         }
-        if let Some(w) = watcher.as_mut() {
-            // A root deleted and made again (a re-clone, a restore) lost its watch with the old
-            // folder: watch it again, and look once more for what changed meanwhile.
-            let (rearmed, missing) = armed.refresh(w, &index.meta().roots);
-            looking = missing;
-            if !rearmed.is_empty() && !pending {
-                pending = true;
-                continue;
-            }
-        }
-        let wait = if looking {
+        let wait = if self.looking {
             LOOK_FOR_ROOTS_EVERY
         } else {
             Duration::from_secs(3600)
         };
-        let queued: Vec<Work> = if backlog.is_empty() {
-            let first = match rx.recv_timeout(wait) {
-                Ok(w) => w,
-                Err(RecvTimeoutError::Timeout) => {
-                    pending = looking && armed.changed(&index.meta().roots);
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => return Ok(()),
-            };
-            // Merge everything already queued into one update.
-            std::iter::once(first).chain(rx.try_iter()).collect()
-        } else {
-            backlog.drain(..).chain(rx.try_iter()).collect()
-        };
-        for w in queued {
-            match w {
-                Work::Stop => return Ok(()),
-                Work::Update => pending = true,
-                Work::Trained(mut notes) => {
-                    if let Some(n) = home.next_training_after() {
-                        notes.push(format!(
-                            "background training runs again once about {n} passages have changed"
-                        ));
-                    }
-                    shared.update(|s| {
-                        s.training = None;
-                        s.events = notes;
-                    });
-                }
-                Work::Switch(prepared) => {
-                    shared.update(|s| s.training = None);
-                    let mut p = *prepared;
-                    // Files changed while training are caught up; the snapshots this installs
-                    // carry the new encoder with the new index, so queries switch in one step.
-                    let switched = home.switch(&mut p, |idx, e| {
-                        let r = run_update(shared, idx, e);
-                        shared.update(|s| s.updates += 1);
-                        r
-                    });
-                    match switched {
-                        Ok(_) => {
-                            if let Some(w) = watcher.as_mut() {
-                                for root in &p.index.meta().roots {
-                                    if !index.meta().roots.contains(root) {
-                                        let _ = super::watch::add(w, root);
-                                    }
-                                }
-                            }
-                            index = p.index;
-                            enc = p.encoder;
-                            home.clean_up();
-                            let notes = p.manifest.notes.clone();
-                            let gained = super::train::gained(home.dir(), p.active.generation);
-                            shared.update(|s| {
-                                s.trained = Some(describe_generation(&p.active));
-                                s.gained = gained;
-                                s.events = notes;
-                            });
-                        }
-                        Err(e) => {
-                            // The serving index may have missed changes while the new one was
-                            // caught up: look again.
-                            pending = true;
-                            shared.update(|s| {
-                                s.job = None;
-                                s.events = vec![format!(
-                                    "cannot switch to the trained generation ({e}); the current one keeps serving"
-                                )];
-                            });
+        match self.rx.recv_timeout(wait) {
+            Ok(first) => Some(std::iter::once(first).chain(self.rx.try_iter()).collect()),
+            Err(RecvTimeoutError::Timeout) => {
+                self.pending = self.looking && self.armed.changed(&self.index.meta().roots);
+                Some(Vec::new())
+            }
+            Err(RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// Does one piece of work; false when it is to stop.
+    fn handle(&mut self, w: Work) -> bool {
+        match w {
+            Work::Stop => return false,
+            Work::Update => self.pending = true,
+            Work::Trained(notes) => self.trained(notes),
+            Work::Switch(prepared) => self.switch(*prepared),
+            Work::AddRoots(paths) => self.add_roots(&paths),
+        }
+        true
+    }
+
+    /// Background training finished without a generation to switch to.
+    fn trained(&mut self, mut notes: Vec<String>) {
+        if let Some(n) = self.cfg.home.next_training_after() {
+            notes.push(format!(
+                "background training runs again once about {n} passages have changed"
+            ));
+        }
+        self.shared.update(|s| {
+            s.training = None;
+            s.events = notes;
+        });
+    }
+
+    /// Serves the generation background training prepared: files changed while it trained
+    /// are caught up, and the snapshots this installs carry the new encoder with the new index,
+    /// so queries switch in one step.
+    fn switch(&mut self, mut p: super::train::Prepared) {
+        let (shared, home) = (self.shared, &self.cfg.home);
+        shared.update(|s| s.training = None);
+        let switched = home.switch(&mut p, |idx, e| {
+            let r = run_update(shared, idx, e);
+            shared.update(|s| s.updates += 1);
+            r
+        });
+        match switched {
+            Ok(_) => {
+                if let Some(w) = self.watcher.as_mut() {
+                    for root in &p.index.meta().roots {
+                        if !self.index.meta().roots.contains(root) {
+                            let _ = super::watch::add(w, root);
                         }
                     }
                 }
-                Work::AddRoots(paths) => match index.add_roots(&paths) {
-                    Ok(added) => {
-                        if let Some(w) = watcher.as_mut() {
-                            for root in &added {
-                                if let Err(e) = super::watch::add(w, root) {
-                                    shared.event(format!("cannot watch {}: {e}", show(root)));
-                                }
-                            }
-                        }
-                        pending = true;
-                    }
-                    Err(e) => shared.event(format!("cannot add the folders: {e}")),
-                },
+                self.index = p.index;
+                self.enc = p.encoder;
+                home.clean_up();
+                let notes = p.manifest.notes.clone();
+                let gained = super::train::gained(home.dir(), p.active.generation);
+                shared.update(|s| {
+                    s.trained = Some(describe_generation(&p.active));
+                    s.gained = gained;
+                    s.events = notes;
+                });
+            }
+            Err(e) => {
+                // The serving index may have missed changes while the new one was caught up:
+                // look again.
+                self.pending = true;
+                shared.update(|s| {
+                    s.job = None;
+                    s.events = vec![format!(
+                        "cannot switch to the trained generation ({e}); the current one keeps serving"
+                    )];
+                });
             }
         }
-        if shared.stop.load(Ordering::Acquire) {
-            return Ok(());
+    }
+
+    /// Adds folders (checked by [`Engine::add_roots`]), watches them and updates.
+    fn add_roots(&mut self, paths: &[PathBuf]) {
+        match self.index.add_roots(paths) {
+            Ok(added) => {
+                if let Some(w) = self.watcher.as_mut() {
+                    for root in &added {
+                        if let Err(e) = super::watch::add(w, root) {
+                            self.shared
+                                .event(format!("cannot watch {}: {e}", show(root)));
+                        }
+                    }
+                }
+                self.pending = true;
+            }
+            Err(e) => self.shared.event(format!("cannot add the folders: {e}")),
         }
     }
 }
