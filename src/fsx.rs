@@ -294,6 +294,63 @@ pub fn restore_user_umask(cmd: &mut std::process::Command) {
     let _ = cmd;
 }
 
+/// Opens `rel` (a path of plain names) under the folder `root` for reading, one component at
+/// a time and following no link on the way, without blocking on a FIFO. What a checked path
+/// named a moment ago may have been swapped since (a folder for a link leading out, a file for
+/// a FIFO); opening this way reaches only what is really under `root` now, or fails. `rel`
+/// empty opens `root` itself (a file given as a root).
+pub fn open_beneath(root: &Path, rel: &Path) -> std::io::Result<std::fs::File> {
+    use std::path::Component;
+    let invalid = || std::io::Error::from(std::io::ErrorKind::InvalidInput);
+    let names: Vec<&std::ffi::OsStr> = rel
+        .components()
+        .map(|c| match c {
+            Component::Normal(n) => Ok(n),
+            _ => Err(invalid()),
+        })
+        .collect::<Result<_, _>>()?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut at = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(root)?;
+        for (i, name) in names.iter().enumerate() {
+            let last = i + 1 == names.len();
+            let flags = libc::O_RDONLY
+                | libc::O_NOFOLLOW
+                | libc::O_CLOEXEC
+                | if last {
+                    libc::O_NONBLOCK
+                } else {
+                    libc::O_DIRECTORY
+                };
+            let c = std::ffi::CString::new(name.as_bytes()).map_err(|_| invalid())?;
+            // SAFETY: `at` is an open descriptor and `c` a NUL-terminated name; the result is
+            // checked before it is owned.
+            let fd = unsafe { libc::openat(at.as_raw_fd(), c.as_ptr(), flags) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: `fd` was just opened and is owned by nothing else.
+            at = unsafe { std::fs::File::from_raw_fd(fd) };
+        }
+        Ok(at)
+    }
+    #[cfg(not(unix))]
+    {
+        let mut path = root.to_path_buf();
+        path.extend(names);
+        if std::fs::symlink_metadata(&path)?.file_type().is_symlink() {
+            return Err(invalid());
+        }
+        std::fs::File::open(path)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,5 +428,42 @@ mod tests {
             assert_eq!(mode(&f), 0o600);
             assert_eq!(mode(&x), 0o700);
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn open_beneath_reaches_only_what_is_under_the_root_now() {
+        use std::io::Read;
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("notes");
+        std::fs::create_dir_all(root.join("work")).unwrap();
+        std::fs::write(root.join("work/a.md"), "inside").unwrap();
+        std::fs::write(d.path().join("secret.md"), "outside").unwrap();
+        let mut s = String::new();
+        open_beneath(&root, Path::new("work/a.md"))
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        assert_eq!(s, "inside");
+        // The file swapped for a link leading out.
+        std::fs::remove_file(root.join("work/a.md")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("secret.md"), root.join("work/a.md")).unwrap();
+        assert!(open_beneath(&root, Path::new("work/a.md")).is_err());
+        // A folder swapped for a link leading out.
+        std::fs::remove_file(root.join("work/a.md")).unwrap();
+        std::fs::remove_dir(root.join("work")).unwrap();
+        std::fs::create_dir(d.path().join("elsewhere")).unwrap();
+        std::fs::write(d.path().join("elsewhere/a.md"), "outside").unwrap();
+        std::os::unix::fs::symlink(d.path().join("elsewhere"), root.join("work")).unwrap();
+        assert!(open_beneath(&root, Path::new("work/a.md")).is_err());
+        // A FIFO opens at once (and reads as what it is), never blocking.
+        let fifo = root.join("fifo.md");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let f = open_beneath(&root, Path::new("fifo.md")).unwrap();
+        assert!(!f.metadata().unwrap().is_file());
+        assert!(open_beneath(&root, Path::new("../secret.md")).is_err());
+        assert!(open_beneath(&root, Path::new("/etc/passwd")).is_err());
     }
 }

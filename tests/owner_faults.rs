@@ -185,7 +185,7 @@ fn the_socket_caps_requests_connections_and_versions() {
 
     // 16 MiB without a newline is refused without being read into memory.
     let reply = raw_request(&e.home, &vec![b'x'; 16 << 20]);
-    assert!(reply.contains("longer than 64 KiB"), "{reply:?}");
+    assert!(reply.contains("longer than 128 KiB"), "{reply:?}");
     // A query line of 40 MiB is also refused (this grew the owner by gigabytes).
     let big = format!(
         "{{\"v\":{},\"op\":\"query\",\"text\":\"{}\",\"k\":10}}\n",
@@ -193,7 +193,7 @@ fn the_socket_caps_requests_connections_and_versions() {
         "y".repeat(40 << 20)
     );
     let reply = raw_request(&e.home, big.as_bytes());
-    assert!(reply.contains("longer than 64 KiB"), "{reply:?}");
+    assert!(reply.contains("longer than 128 KiB"), "{reply:?}");
     assert!(
         rss_kib(pid) < rss + 32 * 1024,
         "the owner grew from {rss} to {} KiB",

@@ -25,6 +25,10 @@ use crate::index::Hit;
 /// that holds it.
 const LOOK_EVERY: Duration = Duration::from_millis(200);
 
+/// The least a client waits for an answer: the owner makes a request wait up to 10 s for a
+/// turn when it is busy with others.
+const QUEUED_ANSWER: Duration = Duration::from_secs(15);
+
 /// How long an owner that is stopping has to let go of the index (its worker may be writing).
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -196,7 +200,13 @@ impl Access {
                     return own(&engine);
                 }
                 Link::Client { client, .. } => {
-                    let client = client.clone();
+                    // Not longer than the caller waits (but long enough for an owner that is
+                    // busy with other clients to reach this one).
+                    let client = client.within(
+                        deadline
+                            .saturating_duration_since(Instant::now())
+                            .max(QUEUED_ANSWER),
+                    );
                     drop(link);
                     match remote(&client) {
                         // The owner went away: start over, and ask whoever owns next.
@@ -260,6 +270,11 @@ fn run(inner: &Inner) {
                 let next = match home.owner() {
                     Ok(Some(client)) => follow(inner, client, &mut since, &mut handed_over),
                     Ok(None) => Link::Starting(Arc::new(Engine::start(inner.cfg.clone()))),
+                    // An owner that is there but frozen: look again until it answers or goes.
+                    Err(AppError::Socket(SocketError::Silent(_))) => {
+                        std::thread::sleep(LOOK_EVERY);
+                        Link::Looking
+                    }
                     Err(e) => Link::Broken(e.to_string()),
                 };
                 let link = inner.link();
@@ -337,6 +352,8 @@ fn run(inner: &Inner) {
                         );
                     }
                     Err(SocketError::Io(_)) => inner.set(link, Link::Looking),
+                    // Frozen, not gone: keep following.
+                    Err(SocketError::Silent(_)) => {}
                     Err(e) => inner.set(link, Link::Broken(e.to_string())),
                 }
             }
@@ -363,7 +380,7 @@ fn follow(inner: &Inner, client: Client, since: &mut Option<u64>, handed_over: &
                 status: Box::new(s),
             }
         }
-        Err(SocketError::Io(_)) => Link::Looking,
+        Err(SocketError::Io(_) | SocketError::Silent(_)) => Link::Looking,
         Err(e) => Link::Broken(e.to_string()),
     }
 }

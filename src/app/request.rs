@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::AppError;
-use crate::corpus::{CorpusConfig, read_document};
+use crate::corpus::{CorpusConfig, SkipReason, read_open};
 use crate::index::{Db, IndexError, Scope, SearchParams};
 
 /// A query as a client sends it.
@@ -121,32 +121,41 @@ impl ReadRequest {
                 .map(|r| r.join(given))
                 .collect()
         };
-        let Some(found) = candidates.iter().find(|c| c.symlink_metadata().is_ok()) else {
-            return Err(refuse(format!("{shown} does not exist")));
+        let found = match candidates.iter().find(|c| c.symlink_metadata().is_ok()) {
+            Some(f) => f.clone(),
+            None => match self.lossy_match(db) {
+                Some(f) => f,
+                None => return Err(refuse(format!("{shown} does not exist"))),
+            },
         };
-        let canon = std::fs::canonicalize(found)
+        let canon = std::fs::canonicalize(&found)
             .map_err(|e| refuse(format!("{shown}: {}", crate::corpus::io_reason(&e))))?;
-        if !roots.iter().any(|r| canon.starts_with(r)) {
+        let Some(root) = roots.iter().find(|r| canon.starts_with(r)) else {
             return Err(refuse(format!("{shown} is outside the indexed folders")));
-        }
+        };
+        let rel = canon.strip_prefix(root).unwrap_or(Path::new(""));
+        // Read through a handle opened under the root one name at a time, following no link:
+        // the file checked above may have been swapped since (for a link leading out, or a
+        // FIFO), and what is read must be what is under the root now.
+        let load = || {
+            let file = crate::fsx::open_beneath(root, rel)
+                .map_err(|e| SkipReason::Unreadable(crate::corpus::io_reason(&e)))?;
+            read_open(file, corpus)
+        };
         let held = [found.as_path(), canon.as_path()]
             .into_iter()
             .find(|p| matches!(db.file(p), Ok(Some(_))));
-        let path = match held {
-            Some(p) => p.to_path_buf(),
-            None => {
-                // Why the index does not hold it, as the index would say.
-                let why = match read_document(&canon, corpus) {
-                    Err(skip) => skip.reason.to_string(),
-                    Ok(_) => "ignored (an ignore file, a hidden name, a file type the index \
-                              leaves out) or not indexed yet"
-                        .into(),
-                };
-                return Err(refuse(format!("{shown} is not in the index: {why}")));
-            }
+        let Some(path) = held.map(Path::to_path_buf) else {
+            // Why the index does not hold it, as the index would say.
+            let why = match load() {
+                Err(reason) => reason.to_string(),
+                Ok(_) => "ignored (an ignore file, a hidden name, a file type the index \
+                          leaves out) or not indexed yet"
+                    .into(),
+            };
+            return Err(refuse(format!("{shown} is not in the index: {why}")));
         };
-        let doc = read_document(&path, corpus)
-            .map_err(|skip| refuse(format!("{shown}: {}", skip.reason)))?;
+        let doc = load().map_err(|reason| refuse(format!("{shown}: {reason}")))?;
         let e = excerpt(path, &doc.text, first, last);
         if first > e.total_lines.max(1) {
             return Err(refuse(format!(
@@ -155,6 +164,23 @@ impl ReadRequest {
             )));
         }
         Ok(e)
+    }
+}
+
+impl ReadRequest {
+    /// The indexed file whose name, shown with replacement characters (as hits show a name
+    /// that is not UTF-8), is the path asked for, when exactly one is.
+    fn lossy_match(&self, db: &Db) -> Option<PathBuf> {
+        if !self.path.contains('\u{fffd}') {
+            return None;
+        }
+        let files = db.files().ok()?;
+        let mut matching = files
+            .into_iter()
+            .map(|(p, _)| p)
+            .filter(|p| p.to_string_lossy() == self.path.as_str());
+        let one = matching.next()?;
+        matching.next().is_none().then_some(one)
     }
 }
 

@@ -33,7 +33,9 @@ pub const SOCKET_NAME: &str = "owner.sock";
 pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Longest request line the owner reads; a longer one is refused without reading the rest.
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Room for the longest query and path filter allowed even when JSON escapes every character
+/// (`\u0001` is six bytes).
+pub const MAX_REQUEST_BYTES: usize = 128 * 1024;
 
 /// Longest reply a client reads (hits carry passage text; 10,000 hits of long passages stay well
 /// below this).
@@ -82,6 +84,10 @@ pub enum SocketError {
     ForeignPeer(PathBuf),
     #[error("talking to the running dochash: {0}")]
     Io(#[from] std::io::Error),
+    /// The owner is there (its socket took the request) but said nothing in time: frozen or
+    /// overwhelmed, not gone.
+    #[error("the running dochash did not answer within {0} s")]
+    Silent(u64),
     #[error("bad reply from the running dochash: {0}")]
     BadReply(String),
     #[error(
@@ -464,7 +470,17 @@ fn peer_uid(conn: &std::os::unix::net::UnixStream) -> Option<u32> {
 #[derive(Debug, Clone)]
 pub struct Client {
     path: PathBuf,
+    /// How long an answer is waited for (beyond a long poll's own wait).
+    patience: Duration,
 }
+
+/// How long a client waits for an answer unless told otherwise: a query on a huge index on a
+/// slow machine, queued behind others, still answers well within it.
+const ANSWER_WAIT: Duration = Duration::from_secs(120);
+
+/// How long [`Client::connect`] waits for the owner's first answer: status is answered at once
+/// by a live owner, so one that says nothing for this long is frozen (stopped, swapped out).
+const CONNECT_WAIT: Duration = Duration::from_secs(10);
 
 impl Client {
     /// The owner of `home`'s index, if one is running: `Ok(None)` when there is no socket or
@@ -474,14 +490,26 @@ impl Client {
         if std::fs::symlink_metadata(&path).is_err() {
             return Ok(None);
         }
-        let client = Client { path };
-        match client.exchange(&Request::Status(StatusRequest {
+        let probe = Client {
+            path,
+            patience: CONNECT_WAIT,
+        };
+        match probe.exchange(&Request::Status(StatusRequest {
             changed_since: None,
             wait_ms: 0,
         })) {
-            Ok(_) => Ok(Some(client)),
+            Ok(_) => Ok(Some(probe.within(ANSWER_WAIT))),
             Err(SocketError::Io(_)) => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+
+    /// This client, waiting at most `patience` for each answer (a request whose caller has a
+    /// deadline: an agent's host gives up after a minute).
+    pub fn within(&self, patience: Duration) -> Client {
+        Client {
+            path: self.path.clone(),
+            patience,
         }
     }
 
@@ -549,7 +577,8 @@ impl Client {
             Request::Status(s) => Duration::from_millis(s.wait_ms).min(MAX_STATUS_WAIT),
             _ => Duration::ZERO,
         };
-        conn.set_read_timeout(Some(Duration::from_secs(120) + wait))?;
+        let patience = self.patience.max(Duration::from_millis(1));
+        conn.set_read_timeout(Some(patience + wait))?;
         let mut line = serde_json::to_vec(&Envelope {
             v: PROTOCOL_VERSION,
             body: req,
@@ -564,7 +593,14 @@ impl Client {
         line.push(b'\n');
         conn.write_all(&line)?;
         let mut reply = Vec::new();
-        BufReader::new((&conn).take(MAX_REPLY_BYTES)).read_until(b'\n', &mut reply)?;
+        BufReader::new((&conn).take(MAX_REPLY_BYTES))
+            .read_until(b'\n', &mut reply)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                    SocketError::Silent((patience + wait).as_secs_f64().round() as u64)
+                }
+                _ => SocketError::Io(e),
+            })?;
         if reply.is_empty() {
             return Err(SocketError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }

@@ -41,6 +41,6 @@ pub use chunk::{ChunkConfig, Passage, TokenCounter, approx_token_count, is_cjk, 
 pub use error::{CorpusError, SkipReason, Skipped, io_reason};
 pub use frontmatter::{FrontMatter, FrontMatterKind, front_matter};
 pub use questions::{Question, QuestionKind, questions};
-pub use read::{Document, looks_binary, read_document};
+pub use read::{Document, looks_binary, read_document, read_open};
 pub use structure::Format;
 pub use walk::{CorpusConfig, IGNORE_FILE, SourceFile, Walk, walk};

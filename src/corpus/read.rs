@@ -103,34 +103,53 @@ pub fn read_document(path: &Path, cfg: &CorpusConfig) -> Result<Document, Skippe
         path: path.to_path_buf(),
         reason,
     };
+    let file = open_for_reading(path).map_err(|e| skip(SkipReason::Unreadable(io_reason(&e))))?;
+    read_open(file, cfg).map_err(skip)
+}
+
+/// Opens a file to read without ever blocking: a FIFO (or a file swapped for one after it was
+/// checked) opens at once and is then refused by [`read_open`], instead of holding the reader
+/// until something writes to it.
+fn open_for_reading(path: &Path) -> std::io::Result<File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NONBLOCK);
+    }
+    opts.open(path)
+}
+
+/// Reads and decodes a file already open, judging what the handle is (not what a path named a
+/// moment before): only a regular file within `cfg.max_file_bytes` is read.
+pub fn read_open(mut file: File, cfg: &CorpusConfig) -> Result<Document, SkipReason> {
     let limit = cfg.max_file_bytes;
-    // Checked before opening: opening a FIFO would block until something writes to it.
-    let meta = std::fs::metadata(path).map_err(|e| skip(SkipReason::Unreadable(io_reason(&e))))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| SkipReason::Unreadable(io_reason(&e)))?;
     if !meta.is_file() {
-        return Err(skip(SkipReason::Unreadable(
-            "not a regular file".to_owned(),
-        )));
+        return Err(SkipReason::Unreadable("not a regular file".to_owned()));
     }
     if meta.len() > limit {
-        return Err(skip(SkipReason::TooLarge {
+        return Err(SkipReason::TooLarge {
             size: meta.len(),
             limit,
-        }));
+        });
     }
-    let mut file = File::open(path).map_err(|e| skip(SkipReason::Unreadable(io_reason(&e))))?;
     let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0).min(1 << 24));
     (&mut file)
         .take(limit.saturating_add(1))
         .read_to_end(&mut bytes)
-        .map_err(|e| skip(SkipReason::Unreadable(io_reason(&e))))?;
+        .map_err(|e| SkipReason::Unreadable(io_reason(&e)))?;
     let read = bytes.len() as u64;
     if read > limit {
-        return Err(skip(SkipReason::TooLarge {
+        return Err(SkipReason::TooLarge {
             size: read.max(meta.len()),
             limit,
-        }));
+        });
     }
-    Document::from_bytes(bytes).map_err(skip)
+    Document::from_bytes(bytes)
 }
 
 /// Heuristic binary check on the start of a file.
@@ -343,5 +362,25 @@ mod tests {
         assert_eq!(toml.body_text(), "Hello\r\n");
         let open = Document::from_text("---\ntags: [x]\nHello\n");
         assert_eq!(open.body, 0..open.text.len(), "unterminated block is body");
+    }
+
+    /// A FIFO opens without a writer (a blocking open would wait for one for ever, holding the
+    /// indexer or a reader) and is then refused as what the handle is.
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("pipe.md");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let file = open_for_reading(&fifo).unwrap();
+        let err = read_open(file, &CorpusConfig::default()).unwrap_err();
+        assert_eq!(err, SkipReason::Unreadable("not a regular file".into()));
+        let err = read_document(&fifo, &CorpusConfig::default()).unwrap_err();
+        assert_eq!(
+            err.reason,
+            SkipReason::Unreadable("not a regular file".into())
+        );
     }
 }
