@@ -164,6 +164,13 @@ fn notes() -> Env {
     e
 }
 
+/// The notes, indexed by `dochash index` before any server starts.
+fn indexed() -> Env {
+    let e = notes();
+    e.index(&[e.notes.to_str().unwrap()]);
+    e
+}
+
 fn tool_error(r: &Value) -> String {
     assert_eq!(r["isError"], true, "not a tool error: {r}");
     let text = r["content"][0]["text"].as_str().unwrap().to_string();
@@ -173,8 +180,7 @@ fn tool_error(r: &Value) -> String {
 
 #[test]
 fn an_agent_lists_the_tools_searches_reads_and_asks_the_status() {
-    let e = notes();
-    e.index(&[e.notes.to_str().unwrap()]);
+    let e = indexed();
     let mut m = Mcp::start(&e, None);
     let init = m.initialize("2025-06-18");
     assert_eq!(init["result"]["protocolVersion"], "2025-06-18", "{init}");
@@ -467,8 +473,7 @@ fn roles(servers: &mut [&mut Mcp]) -> Vec<String> {
 
 #[test]
 fn servers_started_together_share_one_owner_and_another_takes_over() {
-    let e = notes();
-    e.index(&[e.notes.to_str().unwrap()]);
+    let e = indexed();
     // Started together, as three agents of one person would.
     let mut a = Mcp::start(&e, None);
     let mut b = Mcp::start(&e, None);
@@ -524,8 +529,7 @@ fn servers_started_together_share_one_owner_and_another_takes_over() {
 
 #[test]
 fn a_search_while_the_index_is_built_answers_from_what_is_there_and_says_so() {
-    let e = notes();
-    e.index(&[e.notes.to_str().unwrap()]);
+    let e = indexed();
     e.write("home/later.md", "# Later\n\nlighthouse keeper lantern\n");
     let fp = e._tmp.path().join("fp");
     std::fs::create_dir_all(&fp).unwrap();
@@ -555,15 +559,21 @@ fn a_search_while_the_index_is_built_answers_from_what_is_there_and_says_so() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
-#[test]
-fn a_server_follows_a_watching_owner_and_takes_over_when_it_stops() {
-    let e = notes();
+/// A `dochash watch` owning the notes, and a server that has become its client.
+fn following_a_watch(e: &Env) -> (common::Owner, Mcp) {
     let watch = common::start_watch(&e.home, &e.model, &[&e.notes]);
-    let mut m = Mcp::start(&e, None);
+    let mut m = Mcp::start(e, None);
     m.initialize("2025-06-18");
     wait_until("the server to follow the watching owner", || {
         m.call("status", json!({}))["structuredContent"]["role"] == "client"
     });
+    (watch, m)
+}
+
+#[test]
+fn a_server_follows_a_watching_owner_and_takes_over_when_it_stops() {
+    let e = notes();
+    let (watch, mut m) = following_a_watch(&e);
     let before = m.call("search", json!({"query": "garden apple", "k": 2}));
     assert_eq!(
         before["structuredContent"]["hits"]
@@ -610,12 +620,7 @@ fn an_empty_home_says_what_to_do() {
 #[test]
 fn a_frozen_owner_is_reported_within_the_wait_and_followed_when_it_wakes() {
     let e = notes();
-    let watch = common::start_watch(&e.home, &e.model, &[&e.notes]);
-    let mut m = Mcp::start(&e, None);
-    m.initialize("2025-06-18");
-    wait_until("the server to follow the watching owner", || {
-        m.call("status", json!({}))["structuredContent"]["role"] == "client"
-    });
+    let (watch, mut m) = following_a_watch(&e);
     let pid = watch.id().to_string();
     assert!(
         Command::new("kill")

@@ -111,16 +111,7 @@ impl ReadRequest {
             Some(l) => l,
             None => first.saturating_add(MAX_READ_LINES - 1),
         };
-        let given = Path::new(&self.path);
-        let candidates: Vec<PathBuf> = if given.is_absolute() {
-            vec![given.to_path_buf()]
-        } else {
-            roots
-                .iter()
-                .filter(|r| r.is_dir())
-                .map(|r| r.join(given))
-                .collect()
-        };
+        let candidates = crate::index::scope::places(Path::new(&self.path), roots);
         let found = match candidates.iter().find(|c| c.symlink_metadata().is_ok()) {
             Some(f) => f.clone(),
             None => match self.lossy_match(db) {

@@ -65,15 +65,7 @@ impl Scope {
                 roots: roots.to_vec(),
             });
         }
-        let given = Path::new(pattern);
-        let candidates: Vec<PathBuf> = if given.is_absolute() {
-            vec![given.to_path_buf()]
-        } else {
-            roots
-                .iter()
-                .map(|r| if r.is_dir() { r.join(given) } else { r.clone() })
-                .collect()
-        };
+        let candidates = places(Path::new(pattern), roots);
         let mut under = Vec::new();
         let mut outside = false;
         for c in candidates {
@@ -117,6 +109,19 @@ impl Scope {
             }
         }
     }
+}
+
+/// Where a path a client gives may be: itself when absolute, else under each folder root (a
+/// relative path names the same place under every root). Nothing is resolved or checked here.
+pub fn places(given: &Path, roots: &[PathBuf]) -> Vec<PathBuf> {
+    if given.is_absolute() {
+        return vec![given.to_path_buf()];
+    }
+    roots
+        .iter()
+        .filter(|r| r.is_dir())
+        .map(|r| r.join(given))
+        .collect()
 }
 
 #[cfg(test)]
