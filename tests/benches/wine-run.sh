@@ -12,6 +12,24 @@ model="$(cd "$2" && pwd)"
 target=x86_64-pc-windows-gnu
 CARGO_TARGET_DIR=target/cross cargo build --locked --release --target "$target" --bin dochash || exit 1
 exe="$PWD/target/cross/$target/release/dochash.exe"
+# Wine 8 has no bcryptprimitives.dll, whose ProcessPrng Rust's std calls for randomness; a
+# stand-in beside the program answers it from RtlGenRandom (Windows itself has the real one).
+if ! ls "$(dirname "$(command -v wine)")"/../lib/*/wine/*/bcryptprimitives.dll >/dev/null 2>&1; then
+    shim="$PWD/target/cross/bcryptprimitives.c"
+    cat > "$shim" <<'C'
+#include <windows.h>
+BOOLEAN WINAPI SystemFunction036(PVOID, ULONG);
+__declspec(dllexport) BOOL WINAPI ProcessPrng(PBYTE data, SIZE_T len) {
+    while (len > 0) {
+        ULONG n = len > 0x7fffffff ? 0x7fffffff : (ULONG)len;
+        if (!SystemFunction036(data, n)) return FALSE;
+        data += n; len -= n;
+    }
+    return TRUE;
+}
+C
+    x86_64-w64-mingw32-gcc -shared -O2 -o "$(dirname "$exe")/bcryptprimitives.dll" "$shim" -ladvapi32 || exit 1
+fi
 export WINEPREFIX="$PWD/target/wine-prefix" WINEDEBUG=-all
 win() { printf 'Z:%s' "${1//\//\\}"; }
 home="$PWD/target/wine-home"
