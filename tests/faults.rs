@@ -577,3 +577,58 @@ fn an_unreadable_home_root_or_folder_is_said_and_nothing_is_dropped() {
         );
     }
 }
+
+/// A note swapped for a FIFO between the moment it is found and the moment it is opened (a
+/// failpoint holds the reader there) is refused as what it is by then; opening it must not wait
+/// for a writer that never comes.
+#[test]
+fn a_note_swapped_for_a_fifo_as_it_is_opened_is_skipped_not_waited_on() {
+    let e = common::env();
+    let note = e.write("a.md", "# A\n\napple\n");
+    let fp = e._tmp.path().join("fp");
+    std::fs::create_dir_all(&fp).unwrap();
+    let mut child = dochash(&e.home)
+        .env("DOCHASH_FAILPOINTS", "read.opening=pause")
+        .env("DOCHASH_FAILPOINT_DIR", &fp)
+        .arg("index")
+        .arg("--model")
+        .arg(&e.model)
+        .arg(&e.notes)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the reader to reach the open", || {
+        fp.join("read.opening.paused").exists()
+    });
+    std::fs::remove_file(&note).unwrap();
+    assert!(
+        Command::new("mkfifo")
+            .arg(&note)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::write(fp.join("read.opening.go"), "").unwrap();
+    // A reader stuck on the FIFO never exits; a minute is ample for one file.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("dochash index is stuck opening the FIFO");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+}

@@ -682,3 +682,32 @@ fn a_hit_on_a_name_that_is_not_utf8_can_be_read() {
     );
     assert!(m.close_and_wait().success());
 }
+
+/// A file swapped for a link leading out of the folders after `read` checked it (a failpoint
+/// holds the read there) is not followed: what is read is what is under the folder now.
+#[cfg(unix)]
+#[test]
+fn a_file_swapped_for_a_link_out_while_it_is_read_is_not_followed() {
+    let e = indexed();
+    let secret = e._tmp.path().join("secret.md");
+    std::fs::write(&secret, "# Secret\n\nthe launch code\n").unwrap();
+    let fp = e._tmp.path().join("fp");
+    std::fs::create_dir_all(&fp).unwrap();
+    let mut m = Mcp::start(&e, Some((&fp, "read.checked=pause")));
+    m.initialize("2025-06-18");
+    let id = 4242;
+    m.send(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": "read", "arguments": {"path": "home/river.md"}}}));
+    wait_until("the read to be checked", || {
+        fp.join("read.checked.paused").exists()
+    });
+    let river = e.notes.join("home/river.md");
+    std::fs::remove_file(&river).unwrap();
+    std::os::unix::fs::symlink(&secret, &river).unwrap();
+    std::fs::write(fp.join("read.checked.go"), "").unwrap();
+    let r = m.response(id);
+    assert!(!r.to_string().contains("launch code"), "{r}");
+    let err = tool_error(&r["result"]);
+    assert!(err.contains("could not be read"), "{err}");
+    assert!(m.close_and_wait().success());
+}

@@ -183,9 +183,13 @@ fn the_socket_caps_requests_connections_and_versions() {
     let pid = watch.id();
     let rss = rss_kib(pid);
 
+    let too_long = format!(
+        "longer than {} KiB",
+        dochash::app::socket::MAX_REQUEST_BYTES / 1024
+    );
     // 16 MiB without a newline is refused without being read into memory.
     let reply = raw_request(&e.home, &vec![b'x'; 16 << 20]);
-    assert!(reply.contains("longer than 128 KiB"), "{reply:?}");
+    assert!(reply.contains(&too_long), "{reply:?}");
     // A query line of 40 MiB is also refused (this grew the owner by gigabytes).
     let big = format!(
         "{{\"v\":{},\"op\":\"query\",\"text\":\"{}\",\"k\":10}}\n",
@@ -193,12 +197,26 @@ fn the_socket_caps_requests_connections_and_versions() {
         "y".repeat(40 << 20)
     );
     let reply = raw_request(&e.home, big.as_bytes());
-    assert!(reply.contains("longer than 128 KiB"), "{reply:?}");
+    assert!(reply.contains(&too_long), "{reply:?}");
     assert!(
         rss_kib(pid) < rss + 32 * 1024,
         "the owner grew from {rss} to {} KiB",
         rss_kib(pid)
     );
+
+    // The longest query and path filter allowed pass the socket even when JSON escapes every
+    // character (six bytes each): the owner answers them (here: no such folder).
+    let out = dochash(&e.home)
+        .args([
+            "query",
+            &"\u{1}".repeat(8192),
+            "--path",
+            &"\u{1}".repeat(4096),
+        ])
+        .output()
+        .unwrap();
+    assert!(stderr(&out).contains("path filter"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("longer than"), "{}", stderr(&out));
 
     // A query longer than can be searched is a one-line error, not a panic.
     let out = dochash(&e.home)

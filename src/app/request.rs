@@ -146,6 +146,7 @@ impl ReadRequest {
             };
             return Err(refuse(format!("{shown} is not in the index: {why}")));
         };
+        crate::failpoint::hit("read.checked");
         let doc = load().map_err(|reason| refuse(format!("{shown}: {reason}")))?;
         let e = excerpt(path, &doc.text, first, last);
         if first > e.total_lines.max(1) {

@@ -103,6 +103,7 @@ pub fn read_document(path: &Path, cfg: &CorpusConfig) -> Result<Document, Skippe
         path: path.to_path_buf(),
         reason,
     };
+    crate::failpoint::hit("read.opening");
     let file = open_for_reading(path).map_err(|e| skip(SkipReason::Unreadable(io_reason(&e))))?;
     read_open(file, cfg).map_err(skip)
 }

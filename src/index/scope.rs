@@ -181,6 +181,10 @@ mod tests {
         for p in ["../*.md", "/tmp/*.md"] {
             assert!(Scope::parse(p, &roots).is_err(), "{p}");
         }
+        // A file given as a root is no folder that relative filters lead into.
+        let file_root = vec![root.join("home/b.txt")];
+        let e = Scope::parse("work", &file_root).unwrap_err().to_string();
+        assert!(e.contains("no such folder"), "{e}");
         let e = Scope::parse("nowhere", &roots).unwrap_err().to_string();
         assert!(e.contains("no such folder"), "{e}");
         assert!(Scope::parse("[", &roots).is_err());
