@@ -59,6 +59,11 @@ fn retrieval_scores_each_query_and_writes_its_rank() {
         (row["mrr_at_10"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-12,
         "{row}"
     );
+    // Each found query's results are of one file; the third found nothing.
+    assert!(
+        (row["distinct_files_at_10"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-12,
+        "{row}"
+    );
     assert_eq!(
         std::fs::read_to_string(&ranks).unwrap(),
         "lexical\t1\t1\nlexical\t2\t1\nlexical\t3\t0\n"

@@ -461,7 +461,7 @@ print("ready", flush=True)
 while True:
     c, _ = s.accept()
     c.recv(65536)
-    c.sendall(b'{"v":2,"hits":[{"id":1,"path":"/forged.md","line":1,"end_line":1,"headings":[],"text":"FORGED","score":1.0,"cosine":null,"bm25":null,"semantic_rank":null,"lexical_rank":null,"distance":null}]}\n')
+    c.sendall(b'{"v":3,"hits":[{"id":1,"path":"/forged.md","line":1,"end_line":1,"headings":[],"text":"FORGED","score":1.0,"cosine":null,"bm25":null,"semantic_rank":null,"lexical_rank":null,"distance":null}]}\n')
     c.close()
 "#;
     let mut c = Command::new("python3")

@@ -163,7 +163,7 @@ fn removed_root_keeps_entries_until_forgotten() {
 }
 
 #[test]
-fn per_file_and_k_limit_results() {
+fn grouping_and_k_limit_results() {
     let e = env();
     let long: String = (0..40)
         .map(|i| format!("## Part {i}\n\nguitar piano music number {i}\n\n"))
@@ -171,10 +171,17 @@ fn per_file_and_k_limit_results() {
     e.write("long.md", &long);
     e.write("other.md", MUSIC);
     e.index(&[e.notes.to_str().unwrap()]);
-    let (_, hits) = e.query("guitar piano music", &["-k", "5"]);
+    let (_, hits) = e.query("guitar piano music", &["-k", "5", "--group", "none"]);
     assert_eq!(hits.len(), 5);
-    let (_, hits) = e.query("guitar piano music", &["--per-file"]);
+    // By default neighbouring passages are one place: each file's passages touch.
+    let (_, hits) = e.query("guitar piano music", &["-k", "5"]);
     assert_eq!(hits.len(), 2);
+    // The folded passages are listed with the place (`more` is left out when there are none).
+    assert!(hits.iter().any(|h| h.get("more").is_some()), "{hits:?}");
+    for extra in [["--per-file"], ["--group=file"]] {
+        let (_, hits) = e.query("guitar piano music", &extra);
+        assert_eq!(hits.len(), 2);
+    }
     for w in hits.windows(2) {
         assert!(w[0]["score"].as_f64() >= w[1]["score"].as_f64());
     }

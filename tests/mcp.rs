@@ -245,6 +245,23 @@ fn an_agent_lists_the_tools_searches_reads_and_asks_the_status() {
     );
     assert_eq!(top["headings"], json!(["Meetings"]));
     assert!(top["text"].as_str().unwrap().contains("guitar piano"));
+    // What matched, to read from: the line with the words.
+    assert_eq!(top["snippet_line"], 3, "{top}");
+    assert!(
+        top["snippet"]
+            .as_str()
+            .unwrap()
+            .starts_with("guitar piano music")
+    );
+    assert_eq!(
+        (
+            top["matched_first_line"].as_u64(),
+            top["matched_last_line"].as_u64()
+        ),
+        (Some(3), Some(3)),
+        "{top}"
+    );
+    assert_eq!(top["more_here"], json!([]));
     assert!(["both", "semantic", "lexical"].contains(&top["found_by"].as_str().unwrap()));
     assert_eq!(r["structuredContent"]["partial"], false);
     let as_text: Value = serde_json::from_str(r["content"][0]["text"].as_str().unwrap()).unwrap();
@@ -278,6 +295,20 @@ fn an_agent_lists_the_tools_searches_reads_and_asks_the_status() {
     let hits = r["structuredContent"]["hits"].as_array().unwrap().clone();
     assert_eq!(hits.len(), 1, "{r}");
     assert!(hits[0]["path"].as_str().unwrap().ends_with("server.md"));
+    // Filter words in the query: the same syntax as everywhere; a bad one is a tool error.
+    let r = m.call(
+        "search",
+        json!({"query": "apple river server -path:home ext:md"}),
+    );
+    let hits = r["structuredContent"]["hits"].as_array().unwrap().clone();
+    assert!(!hits.is_empty(), "{r}");
+    assert!(
+        hits.iter()
+            .all(|h| h["path"].as_str().unwrap().contains("/work/")),
+        "{r}"
+    );
+    let err = tool_error(&m.call("search", json!({"query": "apple after:someday"})));
+    assert!(err.contains("filter after:someday: not a date"), "{err}");
 
     // Read widens a hit.
     let path = top["path"].as_str().unwrap().to_string();

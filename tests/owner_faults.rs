@@ -613,7 +613,8 @@ fn folders_added_while_training_survive_the_switch() {
 fn cosines(home: &Path, text: &str) -> std::collections::HashMap<(String, u64, String), f64> {
     let out = dochash(home)
         .args([
-            "query", "--json", "--mode", "semantic", "-k", "5000", "-c", "1000000", text,
+            "query", "--json", "--mode", "semantic", "--group", "none", "-k", "5000", "-c",
+            "1000000", text,
         ])
         .output()
         .unwrap();
@@ -783,7 +784,7 @@ fn pathological_documents_stay_linear_and_bounded() {
     let s = e.status();
     let passages = s["passages"].as_u64().unwrap();
     assert!(passages < 5_000, "{passages} passages");
-    let (_, hits) = e.query("apple", &["-k", "10000"]);
+    let (_, hits) = e.query("apple", &["-k", "10000", "--group", "none"]);
     assert_eq!(hits.len() as u64, passages);
     for h in &hits {
         assert!(

@@ -61,7 +61,7 @@ fn status(home: &Path) -> Value {
 
 fn query(home: &Path, text: &str) -> Vec<Value> {
     let out = dochash(home)
-        .args(["query", "--json", "-k", "5", text])
+        .args(["query", "--json", "--group", "none", "-k", "5", text])
         .output()
         .unwrap();
     assert!(out.status.success(), "query failed: {}", stderr(&out));

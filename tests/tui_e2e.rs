@@ -181,7 +181,7 @@ fn tui_searches_follows_files_opens_editor_and_restores_the_terminal() {
     });
     assert!(!s.contains("fruit.md"));
 
-    // Enter opens $EDITOR at the passage's line.
+    // Enter opens $EDITOR at the matched line.
     tmux.search("guitar piano music");
     tmux.wait_for("music.md on top", |s| {
         first_result_line(s).contains("music.md")
@@ -195,8 +195,9 @@ fn tui_searches_follows_files_opens_editor_and_restores_the_terminal() {
     std::thread::sleep(Duration::from_millis(200));
     let args = std::fs::read_to_string(&editor_log).unwrap();
     let music = std::fs::canonicalize(notes.join("music.md")).unwrap();
-    // The passage spans the section body, lines 3-5; the editor jumps to its first line.
-    assert_eq!(args.trim(), format!("+3 {}", music.display()));
+    // The passage spans the section body, lines 3-5; the editor jumps to the line that
+    // matched (the query's words are on line 5, not on the passage's first).
+    assert_eq!(args.trim(), format!("+5 {}", music.display()));
     // Back in the UI after the editor exits.
     tmux.wait_for("the UI to come back", |s| s.contains("music.md"));
 

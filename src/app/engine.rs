@@ -300,8 +300,8 @@ impl Engine {
     /// leaves the results at once. No lock is held while the query is encoded and answered.
     pub fn query(&self, q: &QueryRequest) -> Result<Vec<Hit>, AppError> {
         let snap = self.ready()?;
-        let params = q.params(&snap.meta.roots)?;
-        self.search_in(snap, &q.text, &params)
+        let (text, params) = q.plan(&snap.meta.roots)?;
+        self.search_in(snap, &text, &params)
     }
 
     /// Runs a query with parameters made by the caller (benchmarks).

@@ -9,40 +9,68 @@ use serde::{Deserialize, Serialize};
 
 use super::AppError;
 use crate::corpus::{CorpusConfig, SkipReason, read_open};
-use crate::index::{Db, IndexError, Scope, SearchParams};
+use crate::index::search::Group;
+use crate::index::{Db, Filters, IndexError, SearchParams, Selection, split_filters};
 
 /// A query as a client sends it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueryRequest {
+    /// What was typed: words to search, and filter words (see [`crate::index::select`]).
     pub text: String,
     pub k: usize,
     #[serde(default)]
-    pub per_file: bool,
+    pub group: Group,
     #[serde(default)]
     pub candidates: Option<usize>,
     #[serde(default)]
     pub mode: crate::index::search::Mode,
     /// Only files at or under this folder or file, or matching this glob, inside the indexed
-    /// folders (see [`Scope`]).
+    /// folders (see [`Scope`](crate::index::Scope)): the same as a `path:` word.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Filters given apart from the text (command-line flags); they add to the text's.
+    #[serde(default, skip_serializing_if = "Filters::is_empty")]
+    pub filters: Filters,
 }
 
 impl QueryRequest {
-    /// The search parameters, with the path filter resolved against `roots` (the index's).
-    pub fn params(&self, roots: &[PathBuf]) -> Result<SearchParams, IndexError> {
-        let scope = match &self.path {
-            Some(p) => Some(Arc::new(Scope::parse(p, roots)?)),
-            None => None,
+    /// A query of `text` for the best `k`, everything else as by default.
+    pub fn new(text: impl Into<String>, k: usize) -> Self {
+        Self {
+            text: text.into(),
+            k,
+            group: Group::default(),
+            candidates: None,
+            mode: Default::default(),
+            path: None,
+            filters: Filters::default(),
+        }
+    }
+
+    /// The words to search and the search parameters, with the filters (the text's, the
+    /// flags' and the path) resolved against `roots` (the index's).
+    pub fn plan(&self, roots: &[PathBuf]) -> Result<(String, SearchParams), IndexError> {
+        let (words, mut filters) = split_filters(&self.text)?;
+        filters.merge(&self.filters);
+        if let Some(p) = &self.path {
+            filters.path.push(p.clone());
+        }
+        let selection = if filters.is_empty() {
+            None
+        } else {
+            Some(Arc::new(Selection::resolve(&filters, roots)?))
         };
-        Ok(SearchParams {
-            k: self.k,
-            candidates: self.candidates,
-            per_file: self.per_file,
-            mode: self.mode,
-            scope,
-            ..Default::default()
-        })
+        Ok((
+            words,
+            SearchParams {
+                k: self.k,
+                candidates: self.candidates,
+                group: self.group,
+                mode: self.mode,
+                selection,
+                ..Default::default()
+            },
+        ))
     }
 }
 

@@ -30,7 +30,7 @@ use crate::index::Hit;
 pub const SOCKET_NAME: &str = "owner.sock";
 
 /// Bumped whenever a request or reply changes shape.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Longest request line the owner reads; a longer one is refused without reading the rest.
 /// Room for the longest query and path filter allowed even when JSON escapes every character
@@ -114,7 +114,7 @@ pub struct StatusRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    Query(QueryRequest),
+    Query(Box<QueryRequest>),
     Status(StatusRequest),
     /// Add folders (absolute paths) and update; answered with the status at once.
     Index {
@@ -514,7 +514,7 @@ impl Client {
     }
 
     pub fn query(&self, q: &QueryRequest) -> Result<Vec<Hit>, SocketError> {
-        match self.exchange(&Request::Query(q.clone()))? {
+        match self.exchange(&Request::Query(Box::new(q.clone())))? {
             Answer::Hits(h) => Ok(h),
             other => Err(unexpected(&other)),
         }
@@ -658,24 +658,17 @@ mod tests {
 
     #[test]
     fn requests_and_replies_carry_the_version() {
-        let req = Request::Query(QueryRequest {
-            text: "x".into(),
-            k: 3,
-            per_file: false,
-            candidates: None,
-            mode: Default::default(),
-            path: None,
-        });
+        let req = Request::Query(Box::new(QueryRequest::new("x", 3)));
         let line = serde_json::to_string(&Envelope {
             v: PROTOCOL_VERSION,
             body: &req,
         })
         .unwrap();
-        assert!(line.starts_with(r#"{"v":2,"op":"query""#), "{line}");
+        assert!(line.starts_with(r#"{"v":3,"op":"query""#), "{line}");
         let back: Envelope<Request> = serde_json::from_str(&line).unwrap();
         assert_eq!(back.body, req);
         let reply = String::from_utf8(reply_line(&Answer::Error("no".into()))).unwrap();
-        assert_eq!(reply, "{\"v\":2,\"error\":\"no\"}\n");
+        assert_eq!(reply, "{\"v\":3,\"error\":\"no\"}\n");
     }
 
     #[cfg(unix)]

@@ -138,6 +138,9 @@ pub struct Passage {
     /// [`ChunkConfig::unit_tokens`]: its half-overlapping windows, each with the heading line,
     /// in order, together covering the body. Empty: the passage's `text` is its only unit.
     pub units: Vec<String>,
+    /// 1-based first and last line of each of `units`, in the same order: where a hit on that
+    /// unit opens.
+    pub unit_lines: Vec<RangeInclusive<u32>>,
 }
 
 /// Splits a document whose format is unknown; the format is guessed from its content.
@@ -332,13 +335,26 @@ impl Chunker<'_> {
             };
             let text = format!("{prefix}{body}");
             let units = self.units(trail, blocks, d.start..d.end, &text);
+            let mut at = LineCursor {
+                pos: d.start,
+                line: first,
+            };
+            let unit_lines = units
+                .iter()
+                .map(|(_, r)| {
+                    let a = at.line_at(self.text, r.start);
+                    let b = at.line_at(self.text, r.end.saturating_sub(1).max(r.start));
+                    to_u32(a)..=to_u32(b)
+                })
+                .collect();
             self.out.push(Passage {
                 bytes: d.start..d.end,
                 lines: to_u32(first)..=to_u32(last),
                 headings,
                 context: context.unwrap_or_default(),
                 text,
-                units,
+                units: units.into_iter().map(|(u, _)| u).collect(),
+                unit_lines,
             });
         }
     }
@@ -352,7 +368,7 @@ impl Chunker<'_> {
         blocks: &[Block],
         range: Range<usize>,
         text: &str,
-    ) -> Vec<String> {
+    ) -> Vec<(String, Range<usize>)> {
         if self.unit == 0 || self.count(text) <= self.unit {
             return Vec::new();
         }
@@ -381,8 +397,13 @@ impl Chunker<'_> {
         let drafts = sub.pack(atoms, &prefix, budget, sub.overlap.min(budget / 2));
         sub.grow_last(drafts, &prefix, budget)
             .into_iter()
-            .map(|u| format!("{prefix}{}", &self.text[u.start..u.end]))
-            .filter(|u| u.chars().any(char::is_alphanumeric))
+            .map(|u| {
+                (
+                    format!("{prefix}{}", &self.text[u.start..u.end]),
+                    u.start..u.end,
+                )
+            })
+            .filter(|(u, _)| u.chars().any(char::is_alphanumeric))
             .collect()
     }
 
@@ -881,6 +902,15 @@ mod tests {
                 })
                 .collect();
             assert!(spans.len() >= 2, "{spans:?}");
+            // Each unit's lines are where its text is in the file.
+            assert_eq!(p.unit_lines.len(), p.units.len());
+            for (&(a, b), lines) in spans.iter().zip(&p.unit_lines) {
+                let at = p.bytes.start + a;
+                let line_of = |pos: usize| 1 + doc.text[..pos].matches('\n').count() as u32;
+                assert_eq!(*lines.start(), line_of(at));
+                assert_eq!(*lines.end(), line_of(p.bytes.start + b - 1));
+                assert!(p.lines.contains(lines.start()) && p.lines.contains(lines.end()));
+            }
             assert_eq!(spans[0].0, 0);
             assert_eq!(spans.last().unwrap().1, body.len());
             for w in spans.windows(2) {

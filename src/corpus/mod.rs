@@ -31,6 +31,7 @@
 mod chunk;
 mod error;
 mod frontmatter;
+mod notemeta;
 mod questions;
 mod read;
 mod segment;
@@ -40,6 +41,7 @@ mod walk;
 pub use chunk::{ChunkConfig, Passage, TokenCounter, approx_token_count, is_cjk, split, split_as};
 pub use error::{CorpusError, SkipReason, Skipped, io_reason};
 pub use frontmatter::{FrontMatter, FrontMatterKind, front_matter};
+pub use notemeta::{MAX_TAGS, NoteMeta, local_time, note_meta, parse_date};
 pub use questions::{Question, QuestionKind, questions};
 pub use read::{Document, looks_binary, read_document, read_open};
 pub use structure::Format;

@@ -13,10 +13,12 @@ pub mod cosine;
 pub mod dhim;
 pub mod fit;
 pub mod hamming;
+mod matched;
 pub mod ranked;
 pub mod reuse;
 pub mod scope;
 pub mod search;
+pub mod select;
 pub mod store;
 pub use store::lexical;
 pub mod update;
@@ -29,9 +31,11 @@ use crate::corpus::CorpusError;
 use crate::encoder::EncoderError;
 
 pub use coder::{Coder, CoderError};
+pub use matched::Snippet;
 pub use reuse::Donor;
 pub use scope::Scope;
-pub use search::{Hit, SearchParams, Searcher};
+pub use search::{Group, Hit, SearchParams, Searcher};
+pub use select::{Filters, Selection, split_filters};
 pub use store::{
     CodeMeta, CorpusSettings, Db, Fingerprint, FusionChoice, IndexMeta, SCHEMA_VERSION, Store,
     StoreError, room_to_open,
@@ -525,6 +529,9 @@ impl Index {
             hash: [0; 32],
             passages: Vec::new(),
             lossy: false,
+            tags: Vec::new(),
+            date: None,
+            unread_meta: false,
         };
         self.replace_coded(path, rec, passages)?;
         Ok(())

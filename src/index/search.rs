@@ -12,9 +12,10 @@
 //! A `"quoted phrase"` must appear in a hit literally (case-insensitively); the whole query,
 //! phrases included, ranks the results both ways.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -22,9 +23,11 @@ use super::IndexError;
 use super::coder::Coder;
 use super::cosine::{cosine_f16, prefetch};
 use super::hamming;
-use super::lexical::LexicalSearcher;
-use super::store::{Db, IndexMeta, RowTable, Vectors};
-use super::weighted::{self, WeightedQuery};
+use super::lexical::{Highlighter, LexicalSearcher};
+use super::matched::{Snippet, matched};
+use super::select::Selection;
+use super::store::{Db, FileRecord, IndexMeta, RowTable, Vectors};
+use super::weighted::{self, RowMask, WeightedQuery};
 
 /// One search result: a passage, where it is, and how well it matched.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +68,65 @@ pub struct Hit {
     /// words alone (in JSON only when true).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub without_phrases: bool,
+    /// First and last line of what matched best: the unit the semantic side scored highest,
+    /// or the lines holding the most query words.
+    #[serde(default)]
+    pub matched_lines: (u32, u32),
+    /// A few lines of what matched, with the query's words marked; its line is where the hit
+    /// opens.
+    #[serde(default)]
+    pub snippet: Snippet,
+    /// Other passages of the same place (or file, grouping by file) that ranked lower, best
+    /// first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more: Vec<Member>,
+}
+
+/// A passage folded into a hit by grouping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: u64,
+    pub line: u32,
+    pub end_line: u32,
+    pub score: f32,
+}
+
+impl Hit {
+    /// Whether the hit or a passage folded into it covers any of `first..=last` of `path`.
+    pub fn covers(&self, path: &std::path::Path, first: u32, last: u32) -> bool {
+        self.path == path
+            && (self.line <= last && self.end_line >= first
+                || self
+                    .more
+                    .iter()
+                    .any(|m| m.line <= last && m.end_line >= first))
+    }
+}
+
+/// How passages of one file fold into one result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Group {
+    /// Passages that overlap or touch (one section's run of neighbours) are one result, shown
+    /// by the best of them.
+    #[default]
+    Place,
+    /// One result per file.
+    File,
+    /// Every passage is its own result.
+    None,
+}
+
+impl FromStr for Group {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "place" => Ok(Group::Place),
+            "file" => Ok(Group::File),
+            "none" => Ok(Group::None),
+            _ => Err(format!("unknown grouping {s:?} (place, file or none)")),
+        }
+    }
 }
 
 /// What a person is told when the query's quoted words are in no passage as written and the
@@ -135,8 +197,8 @@ pub struct SearchParams {
     /// Candidates kept by the code filter for the cosine rerank. `None` picks
     /// [`default_candidates`] for the index size.
     pub candidates: Option<usize>,
-    /// Keep only the best passage of each file.
-    pub per_file: bool,
+    /// How passages of one file fold into one result.
+    pub group: Group,
     pub mode: Mode,
     /// `None`: the corpus's own (see [`super::fit`]), else the default.
     pub fusion: Option<Fusion>,
@@ -145,8 +207,9 @@ pub struct SearchParams {
     /// the best `k` (`k` still sizes the search): what `dochash eval retrieval --pool` writes
     /// out, so that other fusion rules can be tried on the same candidates.
     pub whole_pool: bool,
-    /// Only passages of files in this part of the indexed folders.
-    pub scope: Option<std::sync::Arc<super::scope::Scope>>,
+    /// Only passages of the files these filters select; applied before either side's cut, so
+    /// a selective filter still returns the best `k` of what it keeps.
+    pub selection: Option<Arc<Selection>>,
 }
 
 /// How the first stage ranks the stored codes against the query.
@@ -202,8 +265,9 @@ const ZSCORE_DEPTH: usize = 100;
 /// [`ZSCORE_DEPTH`], so the scores fusion normalises over are exact.
 const RESCORE_DEPTH: usize = 2 * ZSCORE_DEPTH;
 
-/// How many times deeper both sides look when a scope will drop the candidates outside it.
-const SCOPE_WIDEN: usize = 8;
+/// Candidates past the last place's that grouping still reads for passages joining the places
+/// found (at least twice the places wanted).
+const GROUP_LOOKAHEAD: usize = 30;
 
 /// Rows of the filter's candidates fetched ahead of the one being scored.
 const PREFETCH_AHEAD: usize = 8;
@@ -247,12 +311,12 @@ impl Default for SearchParams {
         Self {
             k: 10,
             candidates: None,
-            per_file: false,
+            group: Group::default(),
             mode: Mode::default(),
             fusion: None,
             filter: Filter::default(),
             whole_pool: false,
-            scope: None,
+            selection: None,
         }
     }
 }
@@ -341,6 +405,8 @@ pub struct Searcher {
     passages: Vec<Span>,
     /// Per coded row: its row in the vectors.
     rows: Vec<u32>,
+    /// Per coded row: its passage's place in `spans` (what a filter's mask is over).
+    span_at: Vec<u32>,
     codes: Vec<u64>,
     words: usize,
     /// The codes again, transposed for the AVX2 weighted scan (where the CPU has it and the
@@ -358,6 +424,39 @@ pub struct Searcher {
     db: Db,
     /// The fusion the corpus chose.
     fusion: Fusion,
+    /// The files and their passages' places in `spans`, read from the database the first time
+    /// a query filters.
+    files: OnceLock<Vec<FileEntry>>,
+    /// What the last filters allowed: a person refining a query keeps its filters, so each
+    /// keystroke's search reuses them.
+    last_allowed: std::sync::Mutex<Option<(SelectionKey, Arc<Allowed>)>>,
+}
+
+type SelectionKey = (super::select::Filters, Option<i64>, Option<i64>);
+
+/// A file as filters see it.
+struct FileEntry {
+    path: PathBuf,
+    record: FileRecord,
+    /// Its passages' places in `spans`.
+    spans: Vec<u32>,
+}
+
+/// What a query's filters allow: passages by their place in `spans`.
+struct Allowed {
+    spans: Vec<u64>,
+    /// Rows of the allowed passages.
+    rows: usize,
+    /// Their ids, sorted, for the lexical side.
+    ids: Arc<Vec<u64>>,
+}
+
+impl Allowed {
+    fn has(&self, span: usize) -> bool {
+        self.spans
+            .get(span / 64)
+            .is_some_and(|w| w >> (span % 64) & 1 == 1)
+    }
 }
 
 /// A passage's id and its rows in the vectors (`first..end`, consecutive).
@@ -376,6 +475,8 @@ struct Candidate {
     score: f32,
     /// Scored over all its rows whatever the filter kept (it has rows without a current code).
     all_rows: bool,
+    /// The row (in the vectors) of its best unit so far.
+    best_row: Option<u32>,
 }
 
 impl Searcher {
@@ -396,6 +497,7 @@ impl Searcher {
         let mut out = Self {
             passages: Vec::with_capacity(table.live_rows()),
             rows: Vec::with_capacity(table.live_rows()),
+            span_at: Vec::with_capacity(table.live_rows()),
             codes: Vec::with_capacity(table.live_rows() * words),
             words,
             blocks: None,
@@ -411,6 +513,8 @@ impl Searcher {
                 },
                 _ => Fusion::default(),
             },
+            files: OnceLock::new(),
+            last_allowed: std::sync::Mutex::new(None),
         };
         let visible = out.vectors.rows().min(table.rows());
         let live = || (0..visible).filter(|&r| !table.dead[r]);
@@ -433,6 +537,7 @@ impl Searcher {
             if generation.is_some_and(|g| table.gens[r] == g) {
                 out.passages.push(span);
                 out.rows.push(r as u32);
+                out.span_at.push(at as u32);
                 out.codes.extend_from_slice(table.code(r));
             } else {
                 out.stale.push(span);
@@ -492,7 +597,7 @@ impl Searcher {
         pool: &'p mut HashMap<u64, Candidate>,
         span: Span,
         distance: Option<u32>,
-        cosine: Option<f32>,
+        cosine: Option<(f32, u32)>,
     ) -> &'p mut Candidate {
         let (id, first, end) = span;
         let c = pool.entry(id).or_insert_with(|| Candidate {
@@ -503,19 +608,144 @@ impl Searcher {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if let Some(x) = cosine {
-            c.cosine = Some(c.cosine.map_or(x, |y| y.max(x)));
+        if let Some((x, row)) = cosine
+            && c.cosine.is_none_or(|y| x > y)
+        {
+            c.cosine = Some(x);
+            c.best_row = Some(row);
         }
         c
     }
 
-    /// The best cosine over all of a passage's rows.
-    fn best_row(&self, query: &[f32], rows: Option<(u32, u32)>) -> Option<f32> {
-        let (first, end) = rows?;
-        (first..end)
-            .filter_map(|r| self.vectors.row(r as usize))
-            .map(|x| cosine_f16(query, x))
-            .reduce(f32::max)
+    /// Scores a candidate by the best cosine over all of its rows.
+    fn score_rows(&self, query: &[f32], c: &mut Candidate) {
+        let Some((first, end)) = c.rows else {
+            c.cosine = None;
+            return;
+        };
+        let best = (first..end)
+            .filter_map(|r| Some((cosine_f16(query, self.vectors.row(r as usize)?), r)))
+            .reduce(|a, b| if b.0 > a.0 { b } else { a });
+        c.cosine = best.map(|b| b.0);
+        c.best_row = best.map(|b| b.1);
+    }
+
+    /// The files and where their passages are in `spans`, read once per searcher.
+    fn file_table(&self) -> Result<&[FileEntry], IndexError> {
+        if let Some(t) = self.files.get() {
+            return Ok(t);
+        }
+        let mut table = Vec::new();
+        for (path, record) in self.db.files()? {
+            let spans = record
+                .passages
+                .iter()
+                .filter_map(|id| self.spans.binary_search_by_key(id, |s| s.0).ok())
+                .map(|i| i as u32)
+                .collect();
+            table.push(FileEntry {
+                path,
+                record,
+                spans,
+            });
+        }
+        Ok(self.files.get_or_init(|| table))
+    }
+
+    /// A query of filters alone: the files they select, newest first (by the note's date,
+    /// else its modification time), each as its first passage.
+    fn browse(&self, sel: &Selection, params: &SearchParams) -> Result<Vec<Hit>, IndexError> {
+        let params = params.normalized();
+        let mut files: Vec<&FileEntry> = self
+            .file_table()?
+            .iter()
+            .filter(|f| !f.spans.is_empty() && sel.holds(&f.path, &f.record))
+            .collect();
+        let when = |f: &FileEntry| {
+            f.record
+                .date
+                .map_or(f.record.mtime_ns, |d| d as i128 * 1_000_000_000)
+        };
+        files.sort_by(|a, b| when(b).cmp(&when(a)).then(a.path.cmp(&b.path)));
+        let none = Highlighter::default();
+        let mut hits = Vec::new();
+        for f in files {
+            if hits.len() == params.k {
+                break;
+            }
+            // Its first passage: ids are given in the file's order.
+            let Some(&i) = f.spans.iter().min() else {
+                continue;
+            };
+            let id = self.spans[i as usize].0;
+            let Some(p) = self.db.passage(id)? else {
+                continue;
+            };
+            let m = matched(&p, None, &none);
+            hits.push(Hit {
+                id,
+                path: p.path,
+                line: p.start_line,
+                end_line: p.end_line,
+                headings: p.headings,
+                text: p.text,
+                score: 0.0,
+                cosine: None,
+                bm25: None,
+                semantic_rank: None,
+                lexical_rank: None,
+                distance: None,
+                without_phrases: false,
+                matched_lines: m.lines,
+                snippet: m.snippet,
+                more: Vec::new(),
+            });
+        }
+        Ok(hits)
+    }
+
+    /// [`allowed`](Self::allowed), reused while the filters stay the same.
+    fn allowed_cached(&self, sel: &Selection) -> Result<Arc<Allowed>, IndexError> {
+        let key = sel.key();
+        if let Ok(last) = self.last_allowed.lock()
+            && let Some((k, a)) = last.as_ref()
+            && *k == key
+        {
+            return Ok(a.clone());
+        }
+        let a = Arc::new(self.allowed(sel)?);
+        if let Ok(mut last) = self.last_allowed.lock() {
+            *last = Some((key, a.clone()));
+        }
+        Ok(a)
+    }
+
+    /// The passages `sel` allows.
+    fn allowed(&self, sel: &Selection) -> Result<Allowed, IndexError> {
+        let mut spans = vec![0u64; self.spans.len().div_ceil(64)];
+        let mut rows = 0;
+        for f in self.file_table()? {
+            if !sel.holds(&f.path, &f.record) {
+                continue;
+            }
+            for &i in &f.spans {
+                let i = i as usize;
+                spans[i / 64] |= 1 << (i % 64);
+                let (_, first, end) = self.spans[i];
+                rows += (end - first) as usize;
+            }
+        }
+        let mut allowed = Allowed {
+            spans,
+            rows,
+            ids: Arc::new(Vec::new()),
+        };
+        let ids: Vec<u64> = (0..self.spans.len())
+            .filter(|&i| allowed.has(i))
+            .map(|i| self.spans[i].0)
+            .collect();
+        allowed.ids = Arc::new(ids);
+        Ok(allowed)
     }
 
     /// Answers `text`: encodes it with the index's encoder (vector and, through the same pass,
@@ -564,7 +794,10 @@ impl Searcher {
         let mut row = 0;
         for q in &parsed {
             if q.text.is_empty() {
-                out.push(Vec::new());
+                out.push(match &params.selection {
+                    Some(sel) => self.browse(sel, params)?,
+                    None => Vec::new(),
+                });
                 continue;
             }
             let hits = match &encoded {
@@ -632,24 +865,46 @@ impl Searcher {
         }
         let semantic = params.mode != Mode::Lexical && vector.is_some();
         let lexical = params.mode != Mode::Semantic && self.lexical.is_some();
-        // A scope drops candidates after they are ranked: look deeper so that k survive.
-        let widen = if params.scope.is_some() {
-            SCOPE_WIDEN
-        } else {
-            1
+        let allowed = match &params.selection {
+            Some(sel) => Some(self.allowed_cached(sel)?),
+            None => None,
         };
+        if allowed.as_ref().is_some_and(|a| a.ids.is_empty()) {
+            return Ok(Vec::new());
+        }
         let mut pool: HashMap<u64, Candidate> = HashMap::new();
 
         if semantic {
             let bits = self.coder.as_ref().map(|c| c.bits()).unwrap_or(64);
-            // More candidates than codes is every code.
+            // Candidates as for an index of what the filters keep; more than there are codes is
+            // every code.
+            let searched = allowed.as_ref().map_or(self.vectors(), |a| a.rows);
             let c = params
                 .candidates
-                .unwrap_or_else(|| default_candidates(self.vectors(), params.k, bits))
-                .saturating_mul(widen)
+                .unwrap_or_else(|| default_candidates(searched, params.k, bits))
                 .min(self.passages.len())
                 .max(1);
+            let mask = allowed.as_ref().map(|a| RowMask {
+                allowed: &a.spans,
+                group_of: &self.span_at,
+                count: a.rows,
+            });
             match code {
+                // Filters that keep no more rows than an unfiltered search reranks: score them
+                // all (as fast as the rerank, and exact, where the codes of a small and
+                // scattered set would separate its neighbours less well).
+                _ if allowed
+                    .as_ref()
+                    .is_some_and(|a| a.rows <= c.max(MAX_DEFAULT_CANDIDATES)) =>
+                {
+                    if let Some(a) = &allowed {
+                        for (i, &span) in self.spans.iter().enumerate() {
+                            if a.has(i) {
+                                self.found(&mut pool, span, None, None).all_rows = true;
+                            }
+                        }
+                    }
+                }
                 Some(qc) if !self.passages.is_empty() && qc.len() == self.words => {
                     let filter_err = |e: hamming::HammingError| {
                         IndexError::Coder(super::CoderError::Fit(e.to_string()))
@@ -662,8 +917,16 @@ impl Searcher {
                         Some(m) => {
                             let wq = WeightedQuery::new(&m, self.words).map_err(filter_err)?;
                             let mut top = match &self.blocks {
-                                Some(b) => weighted::top_candidates_blocks(&wq, b, c),
-                                None => weighted::top_candidates(&wq, &self.codes, self.words, c),
+                                Some(b) => {
+                                    weighted::top_candidates_blocks_masked(&wq, b, c, mask.as_ref())
+                                }
+                                None => weighted::top_candidates_masked(
+                                    &wq,
+                                    &self.codes,
+                                    self.words,
+                                    c,
+                                    mask.as_ref(),
+                                ),
                             }
                             .map_err(filter_err)?;
                             // Hits report the plain Hamming distance, whichever filter ran.
@@ -677,40 +940,73 @@ impl Searcher {
                             }
                             top
                         }
-                        None => hamming::top_candidates(qc, &self.codes, self.words, c)
-                            .map_err(filter_err)?,
+                        None => match &mask {
+                            None => hamming::top_candidates(qc, &self.codes, self.words, c)
+                                .map_err(filter_err)?,
+                            Some(m) => {
+                                // The Hamming kernels scan contiguous codes: gather the
+                                // allowed ones.
+                                let keep: Vec<usize> =
+                                    (0..self.passages.len()).filter(|&i| m.allows(i)).collect();
+                                let mut codes = Vec::with_capacity(keep.len() * self.words);
+                                for &i in &keep {
+                                    codes.extend_from_slice(
+                                        &self.codes[i * self.words..(i + 1) * self.words],
+                                    );
+                                }
+                                let mut top = hamming::top_candidates(qc, &codes, self.words, c)
+                                    .map_err(filter_err)?;
+                                for t in &mut top {
+                                    t.index = keep[t.index as usize] as u32;
+                                }
+                                top
+                            }
+                        },
                     };
                     // Each kept row is scored as it is found; the rows lie scattered over the
                     // vector file, so the next ones are fetched while this one is scored.
-                    let row = |i: usize| -> Option<&[half::f16]> {
-                        self.vectors
-                            .row(*self.rows.get(top.get(i)?.index as usize)? as usize)
+                    let row = |i: usize| -> Option<(&[half::f16], u32)> {
+                        let r = *self.rows.get(top.get(i)?.index as usize)?;
+                        Some((self.vectors.row(r as usize)?, r))
                     };
                     for (i, t) in top.iter().enumerate() {
-                        if let Some(x) = row(i + PREFETCH_AHEAD) {
+                        if let Some((x, _)) = row(i + PREFETCH_AHEAD) {
                             prefetch(x);
                         }
-                        let cosine = vector.zip(row(i)).map(|(v, x)| cosine_f16(v, x));
+                        let cosine = vector.zip(row(i)).map(|(v, (x, r))| (cosine_f16(v, x), r));
                         let span = self.passages[t.index as usize];
                         self.found(&mut pool, span, Some(t.distance), cosine);
                     }
                 }
                 _ => {
-                    for &span in &self.passages {
-                        self.found(&mut pool, span, None, None);
+                    for (i, &span) in self.spans.iter().enumerate() {
+                        if allowed.as_ref().is_none_or(|a| a.has(i)) {
+                            self.found(&mut pool, span, None, None);
+                        }
                     }
                 }
             }
             for &span in &self.stale {
-                self.found(&mut pool, span, None, None).all_rows = true;
+                let ok = allowed.as_ref().is_none_or(|a| {
+                    self.spans
+                        .binary_search_by_key(&span.0, |s| s.0)
+                        .is_ok_and(|i| a.has(i))
+                });
+                if ok {
+                    self.found(&mut pool, span, None, None).all_rows = true;
+                }
             }
         }
         if lexical && let Some(lex) = &self.lexical {
-            // Phrases filter the results afterwards: look deeper so that k survive.
-            let depth = LEXICAL_CANDIDATES
-                .max(params.k * if q.phrases.is_empty() { 2 } else { 20 })
-                .saturating_mul(widen);
-            let found = lex.search(&q.text, depth)?;
+            // Phrases filter the results afterwards, and grouping folds neighbours into one:
+            // look deeper so that k survive.
+            let depth = LEXICAL_CANDIDATES.max(
+                params.k
+                    * if q.phrases.is_empty() { 2 } else { 20 }
+                    * if params.group == Group::None { 1 } else { 3 },
+            );
+            let found =
+                lex.search_within(&q.text, depth, allowed.as_ref().map(|a| a.ids.clone()))?;
             for (rank, (id, bm25)) in found.into_iter().enumerate() {
                 let c = pool.entry(id).or_insert_with(|| Candidate {
                     rows: self.rows_of(id),
@@ -729,7 +1025,7 @@ impl Searcher {
             for c in pool.values_mut() {
                 let one_row = c.rows.is_some_and(|(first, end)| end - first <= 1);
                 if c.cosine.is_none() || c.bm25.is_some() || c.all_rows {
-                    c.cosine = self.best_row(v, c.rows);
+                    self.score_rows(v, c);
                 } else if !one_row {
                     open.push(c);
                 }
@@ -745,7 +1041,7 @@ impl Searcher {
                 open.truncate(depth);
             }
             for c in open {
-                c.cosine = self.best_row(v, c.rows);
+                self.score_rows(v, c);
             }
         }
         let mut cands: Vec<(u64, Candidate)> = pool.into_iter().collect();
@@ -791,7 +1087,7 @@ impl Searcher {
     }
 
     /// The first `wanted` of the ranked candidates as hits: those still in the index, holding
-    /// the query's phrases when `strict`, one a file when asked.
+    /// the query's phrases when `strict`, grouped as asked, each with what matched in it.
     fn collect(
         &self,
         cands: &[(u64, Candidate)],
@@ -800,8 +1096,16 @@ impl Searcher {
         wanted: usize,
         strict: bool,
     ) -> Result<Vec<Hit>, IndexError> {
-        let mut hits = Vec::with_capacity(wanted.min(cands.len()));
-        let mut files: HashSet<PathBuf> = HashSet::new();
+        let group = if params.whole_pool {
+            Group::None
+        } else {
+            params.group
+        };
+        let words = Highlighter::new(&q.text);
+        let mut hits: Vec<Hit> = Vec::with_capacity(wanted.min(cands.len()));
+        // Per hit: the lines its place covers so far.
+        let mut spans: Vec<(u32, u32)> = Vec::new();
+        let mut looked_past = 0;
         for &(id, ref c) in cands {
             // A passage removed since this searcher was made simply drops out.
             let Some(p) = self.db.passage(id)? else {
@@ -810,12 +1114,74 @@ impl Searcher {
             if strict && !q.phrases.is_empty() && !holds_all(&p, &q.phrases) {
                 continue;
             }
-            if params.scope.as_ref().is_some_and(|s| !s.holds(&p.path)) {
+            let (lo, hi) = (p.start_line, p.end_line.max(p.start_line));
+            // The places this passage joins: the same file and, by place, lines that overlap or
+            // touch.
+            let joins: Vec<usize> = match group {
+                Group::None => Vec::new(),
+                Group::File => hits
+                    .iter()
+                    .position(|h| h.path == p.path)
+                    .into_iter()
+                    .collect(),
+                Group::Place => (0..hits.len())
+                    .filter(|&i| {
+                        hits[i].path == p.path
+                            && lo <= spans[i].1.saturating_add(1)
+                            && hi.saturating_add(1) >= spans[i].0
+                    })
+                    .collect(),
+            };
+            let member = Member {
+                id,
+                line: p.start_line,
+                end_line: p.end_line,
+                score: c.score,
+            };
+            if let Some((&first, rest)) = joins.split_first() {
+                hits[first].more.push(member);
+                spans[first] = (spans[first].0.min(lo), spans[first].1.max(hi));
+                // A passage between two places joins them: the lower one folds into the
+                // higher (later indexes first, so earlier ones stay put).
+                for &j in rest.iter().rev() {
+                    let folded = hits.remove(j);
+                    let (a, b) = spans.remove(j);
+                    spans[first] = (spans[first].0.min(a), spans[first].1.max(b));
+                    hits[first].more.push(Member {
+                        id: folded.id,
+                        line: folded.line,
+                        end_line: folded.end_line,
+                        score: folded.score,
+                    });
+                    hits[first].more.extend(folded.more);
+                }
+                hits[first]
+                    .more
+                    .sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
                 continue;
             }
-            if params.per_file && !files.insert(p.path.clone()) {
+            if hits.len() == wanted {
+                // Full: what follows can only join the places found, and a bounded look
+                // further finds the neighbours ranked just below the cut.
+                if looked_past >= GROUP_LOOKAHEAD.max(2 * wanted) || group == Group::None {
+                    break;
+                }
+                looked_past += 1;
                 continue;
             }
+            // Only a ranking by meaning says which unit matched.
+            let unit = c
+                .best_row
+                .filter(|_| params.mode != Mode::Lexical)
+                .zip(c.rows)
+                .map(|(r, (first, _))| r.saturating_sub(first) as usize);
+            // The whole pool is for measuring rankings: nothing is shown.
+            let m = if params.whole_pool {
+                super::matched::Matched::default()
+            } else {
+                matched(&p, unit, &words)
+            };
+            spans.push((lo, hi));
             hits.push(Hit {
                 id,
                 path: p.path,
@@ -830,10 +1196,10 @@ impl Searcher {
                 lexical_rank: c.lexical_rank,
                 distance: c.distance,
                 without_phrases: !strict,
+                matched_lines: m.lines,
+                snippet: m.snippet,
+                more: Vec::new(),
             });
-            if hits.len() == wanted {
-                break;
-            }
         }
         Ok(hits)
     }
@@ -1024,7 +1390,279 @@ mod tests {
             headings: Vec::new(),
             context: Vec::new(),
             text: format!("p{i}"),
+            units: Vec::new(),
         }
+    }
+
+    /// A passage of `path` at lines `lines`, with `text`.
+    fn at(
+        path: &std::path::Path,
+        lines: (u32, u32),
+        text: &str,
+        units: Vec<(u32, u32)>,
+    ) -> crate::index::store::PassageRecord {
+        crate::index::store::PassageRecord {
+            start_line: lines.0,
+            end_line: lines.1,
+            text: text.into(),
+            units,
+            ..record(path, 0)
+        }
+    }
+
+    /// A unit vector at `deg` degrees in the plane of the first two axes.
+    fn angle(deg: f32) -> Vec<f32> {
+        let r = deg.to_radians();
+        vec![r.cos(), r.sin(), 0.0, 0.0]
+    }
+
+    fn semantic(group: Group) -> SearchParams {
+        SearchParams {
+            mode: Mode::Semantic,
+            candidates: Some(usize::MAX),
+            k: 10,
+            group,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn neighbouring_passages_of_a_file_fold_into_one_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = synthetic_index(dir.path(), 4);
+        let root = dir.path().join("notes");
+        let (a, b) = (root.join("a.md"), root.join("b.md"));
+        // By closeness to the query (angle 0): a 1-5, b 1-5, a 30-33, a 4-8 (overlaps 1-5),
+        // a 9-12 (touches 4-8).
+        index
+            .put_file(
+                &a,
+                &root,
+                vec![
+                    (at(&a, (1, 5), "x", vec![]), angle(0.0)),
+                    (at(&a, (4, 8), "x", vec![]), angle(30.0)),
+                    (at(&a, (9, 12), "x", vec![]), angle(40.0)),
+                    (at(&a, (30, 33), "x", vec![]), angle(20.0)),
+                ],
+            )
+            .unwrap();
+        index
+            .put_file(&b, &root, vec![(at(&b, (1, 5), "x", vec![]), angle(10.0))])
+            .unwrap();
+        let searcher = index.searcher().unwrap();
+        let q = angle(0.0);
+        type Row = (String, u32, Vec<(u32, u32)>);
+        let lines = |hits: &[Hit]| -> Vec<Row> {
+            hits.iter()
+                .map(|h| {
+                    let name = h.path.file_name().unwrap().to_string_lossy().into_owned();
+                    (
+                        name,
+                        h.line,
+                        h.more.iter().map(|m| (m.line, m.end_line)).collect(),
+                    )
+                })
+                .collect()
+        };
+        let none = searcher.search(&q, &semantic(Group::None)).unwrap();
+        assert_eq!(none.len(), 5);
+        assert!(none.iter().all(|h| h.more.is_empty()));
+        let place = searcher.search(&q, &semantic(Group::Place)).unwrap();
+        assert_eq!(
+            lines(&place),
+            [
+                ("a.md".into(), 1, vec![(4, 8), (9, 12)]),
+                ("b.md".into(), 1, vec![]),
+                ("a.md".into(), 30, vec![]),
+            ]
+        );
+        let file = searcher.search(&q, &semantic(Group::File)).unwrap();
+        assert_eq!(
+            lines(&file),
+            [
+                ("a.md".into(), 1, vec![(30, 33), (4, 8), (9, 12)]),
+                ("b.md".into(), 1, vec![])
+            ]
+        );
+        // A hit covers what its members cover.
+        assert!(place[0].covers(&a, 10, 10) && !place[0].covers(&a, 20, 25));
+        // k counts places: the best 2.
+        let two = searcher
+            .search(
+                &q,
+                &SearchParams {
+                    k: 2,
+                    ..semantic(Group::Place)
+                },
+            )
+            .unwrap();
+        assert_eq!(lines(&two), lines(&place[..2]));
+    }
+
+    #[test]
+    fn a_passage_between_two_places_joins_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = synthetic_index(dir.path(), 4);
+        let root = dir.path().join("notes");
+        let a = root.join("a.md");
+        // 1-5 first, 9-12 second (apart), then 4-8, which touches both.
+        index
+            .put_file(
+                &a,
+                &root,
+                vec![
+                    (at(&a, (1, 5), "x", vec![]), angle(0.0)),
+                    (at(&a, (4, 8), "x", vec![]), angle(50.0)),
+                    (at(&a, (9, 12), "x", vec![]), angle(30.0)),
+                ],
+            )
+            .unwrap();
+        let searcher = index.searcher().unwrap();
+        let hits = searcher
+            .search(&angle(0.0), &semantic(Group::Place))
+            .unwrap();
+        assert_eq!(hits.len(), 1, "{hits:?}");
+        let more: Vec<u32> = hits[0].more.iter().map(|m| m.line).collect();
+        assert_eq!((hits[0].line, more), (1, vec![9, 4]), "members best first");
+    }
+
+    #[test]
+    fn a_hit_shows_and_opens_at_what_matched() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = synthetic_index(dir.path(), 4);
+        let root = dir.path().join("notes");
+        let a = root.join("a.md");
+        let text = "Setup\ninstall the tool\nrun it once\nthen\nconfigure the daemon\n\
+                    set the port\nrestart the daemon\ndone";
+        let e = |i: usize| {
+            let mut v = vec![0f32; 4];
+            v[i] = 1.0;
+            v
+        };
+        index
+            .put_file(
+                &a,
+                &root,
+                vec![(
+                    at(&a, (10, 17), text, vec![(10, 13), (13, 17)]),
+                    [e(0), e(1)].concat(),
+                )],
+            )
+            .unwrap();
+        index.store.commit_words().unwrap();
+        let searcher = index.searcher().unwrap();
+        // Semantic: the unit whose vector matched.
+        for (q, lines, snippet_line) in [(e(0), (10, 13), 10), (e(1), (13, 17), 13)] {
+            let h = &searcher.search(&q, &semantic(Group::Place)).unwrap()[0];
+            assert_eq!((h.matched_lines, h.snippet.line), (lines, snippet_line));
+            assert!(h.snippet.text.lines().count() <= super::super::matched::SNIPPET_LINES);
+        }
+        // Hybrid: within the best unit, the lines with the query's words, marked.
+        let hybrid = SearchParams {
+            candidates: Some(usize::MAX),
+            ..Default::default()
+        };
+        let h = &searcher
+            .search_with_vector("daemon port", &e(1), &hybrid)
+            .unwrap()[0];
+        assert_eq!(h.matched_lines, (13, 17));
+        assert_eq!(h.snippet.line, 14, "{:?}", h.snippet);
+        let marked: Vec<&str> = h
+            .snippet
+            .marks
+            .iter()
+            .map(|&(x, y)| &h.snippet.text[x..y])
+            .collect();
+        assert_eq!(marked, ["daemon", "port", "daemon"]);
+        // Lexical: the lines holding the words.
+        let lexical = SearchParams {
+            mode: Mode::Lexical,
+            ..Default::default()
+        };
+        let h = &searcher
+            .search_with_vector("install", &e(0), &lexical)
+            .unwrap()[0];
+        assert_eq!((h.matched_lines.0, h.snippet.line), (11, 11));
+        assert!(h.snippet.text.starts_with("install the tool"));
+    }
+
+    #[test]
+    fn filters_apply_before_the_cut_on_both_sides() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, queries) = clustered_index(dir.path(), 2000);
+        let searcher = index.searcher().unwrap();
+        let roots = vec![dir.path().join("notes")];
+        let selection = |q: &str| {
+            let (_, f) = crate::index::split_filters(q).unwrap();
+            Some(Arc::new(Selection::resolve(&f, &roots).unwrap()))
+        };
+        let name = |h: &Hit| h.path.file_name().unwrap().to_string_lossy().into_owned();
+        let exact = |q: &[f32], keep: &dyn Fn(&str) -> bool| -> Vec<(String, u32)> {
+            let mut all = searcher
+                .search(
+                    q,
+                    &SearchParams {
+                        k: 10_000,
+                        ..semantic(Group::None)
+                    },
+                )
+                .unwrap();
+            all.retain(|h| keep(&name(h)));
+            all.truncate(10);
+            all.iter().map(|h| (name(h), h.line)).collect()
+        };
+        // 50 of 2,000 passages (fewer rows than the filter would pass: all scored exactly).
+        // 1,950 (more: the filter scans with a mask). Either way the best 10 of those kept.
+        for (filter, keep) in [
+            (
+                "path:f3.*",
+                &(|n: &str| n == "f3.md") as &dyn Fn(&str) -> bool,
+            ),
+            ("-path:f3.*", &|n: &str| n != "f3.md"),
+        ] {
+            let params = SearchParams {
+                selection: selection(filter),
+                candidates: None,
+                ..semantic(Group::None)
+            };
+            let mut found = 0;
+            for q in &queries[..10] {
+                let hits = searcher.search(q, &params).unwrap();
+                assert_eq!(hits.len(), 10, "{filter}");
+                assert!(hits.iter().all(|h| keep(&name(h))), "{filter}");
+                let want = exact(q, keep);
+                found += hits
+                    .iter()
+                    .filter(|h| want.contains(&(name(h), h.line)))
+                    .count();
+            }
+            assert!(found >= 95, "{filter}: recall@10 {found}/100");
+        }
+        // The lexical side: every file has a passage "p7"; only f3's may answer, even at k 1.
+        let lexical = SearchParams {
+            mode: Mode::Lexical,
+            k: 1,
+            selection: selection("path:f3.*"),
+            ..Default::default()
+        };
+        let hits = searcher
+            .search_with_vector("p7", &queries[0], &lexical)
+            .unwrap();
+        assert_eq!(
+            hits.iter().map(|h| (name(h), h.line)).collect::<Vec<_>>(),
+            [("f3.md".to_string(), 8)]
+        );
+        // Filters that keep nothing answer nothing.
+        let none = SearchParams {
+            selection: selection("path:nothing.*"),
+            ..Default::default()
+        };
+        assert!(
+            searcher
+                .search_with_vector("p7", &queries[0], &none)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -1189,6 +1827,7 @@ mod tests {
             mode: Mode::Semantic,
             candidates: Some(usize::MAX),
             k: 10,
+            group: Group::None,
             ..Default::default()
         };
         // Found by its words only (the filter kept passage 2's row): scored by its best unit,

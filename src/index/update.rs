@@ -310,7 +310,7 @@ fn update_within(
         .files
         .iter()
         .filter(|f| match stored_map.get(f.path.as_path()) {
-            Some(r) => r.size != f.size || r.mtime_ns != f.mtime_ns,
+            Some(r) => r.size != f.size || r.mtime_ns != f.mtime_ns || r.unread_meta,
             None => true,
         })
         .collect();
@@ -417,6 +417,8 @@ fn update_within(
             }
         };
         let hash = doc.hash;
+        let format = Format::from_path(&f.path);
+        let meta = corpus::note_meta(&doc, format);
         let record = FileRecord {
             root: f.root.clone(),
             size: f.size,
@@ -424,6 +426,9 @@ fn update_within(
             hash,
             passages: Vec::new(),
             lossy: doc.lossy,
+            tags: meta.tags,
+            date: meta.date,
+            unread_meta: false,
         };
         if doc.lossy {
             report.lossy.push(f.path.clone());
@@ -455,7 +460,7 @@ fn update_within(
             }
             continue;
         }
-        let passages = corpus::split_as(&doc, Format::from_path(&f.path), &counter, &chunking);
+        let passages = corpus::split_as(&doc, format, &counter, &chunking);
         let passages: Vec<(PassageRecord, Vec<String>)> = passages
             .into_iter()
             .map(|p| {
@@ -470,6 +475,11 @@ fn update_within(
                         headings: p.headings,
                         context: p.context,
                         text: body,
+                        units: p
+                            .unit_lines
+                            .iter()
+                            .map(|l| (*l.start(), *l.end()))
+                            .collect(),
                     },
                     if p.units.is_empty() {
                         vec![p.text]

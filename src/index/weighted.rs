@@ -128,7 +128,9 @@ impl WeightedQuery {
 /// The survivors of a scan and the distance at or above which no later code can enter; the cuts
 /// and the final order are the Hamming filter's ([`hamming::keep_best`],
 /// [`hamming::finish_within`]) over the larger range of weighted distances.
-struct Selector {
+struct Selector<'m> {
+    /// Codes outside it are never kept (a query's filters, applied before the cut).
+    mask: Option<&'m RowMask<'m>>,
     kept: Vec<Candidate>,
     accept_below: u32,
     c: usize,
@@ -137,11 +139,12 @@ struct Selector {
     hist: Vec<u32>,
 }
 
-impl Selector {
-    fn new(c: usize, words: usize) -> Self {
+impl<'m> Selector<'m> {
+    fn new(c: usize, words: usize, mask: Option<&'m RowMask<'m>>) -> Self {
         // Per code byte at most two half-byte entries of 4 × MAX_WEIGHT.
         let max_distance = words * 8 * 2 * 4 * MAX_WEIGHT as usize;
         Self {
+            mask,
             kept: Vec::with_capacity(c.saturating_mul(2).min(1 << 16) + BLOCK),
             accept_below: u32::MAX,
             c,
@@ -153,7 +156,9 @@ impl Selector {
     /// Offers codes in increasing index order.
     #[inline(always)]
     fn offer(&mut self, index: usize, distance: u32) {
-        if distance < self.accept_below {
+        // The mask is tested only for codes close enough to be kept: a filter costs the scan
+        // (almost) nothing.
+        if distance < self.accept_below && self.mask.is_none_or(|m| m.allows(index)) {
             self.kept.push(Candidate {
                 index: index as u32,
                 distance,
@@ -171,6 +176,28 @@ impl Selector {
     }
 }
 
+/// Which codes a scan may keep: those whose group (a passage, for the rows of its units) is
+/// set in `allowed`, a bit set over groups.
+#[derive(Debug, Clone, Copy)]
+pub struct RowMask<'a> {
+    pub allowed: &'a [u64],
+    /// Per code: its group.
+    pub group_of: &'a [u32],
+    /// How many codes are allowed (sizes the scan's starting threshold).
+    pub count: usize,
+}
+
+impl RowMask<'_> {
+    #[inline(always)]
+    pub fn allows(&self, code: usize) -> bool {
+        self.group_of.get(code).is_some_and(|&g| {
+            self.allowed
+                .get(g as usize / 64)
+                .is_some_and(|w| w >> (g % 64) & 1 == 1)
+        })
+    }
+}
+
 /// The `c` row-major codes nearest to `query` by weighted distance, sorted by
 /// `(distance, index)`.
 pub fn top_candidates(
@@ -179,13 +206,24 @@ pub fn top_candidates(
     words: usize,
     c: usize,
 ) -> Result<Vec<Candidate>, HammingError> {
+    top_candidates_masked(query, codes, words, c, None)
+}
+
+/// [`top_candidates`] among the codes `mask` allows.
+pub fn top_candidates_masked(
+    query: &WeightedQuery,
+    codes: &[u64],
+    words: usize,
+    c: usize,
+    mask: Option<&RowMask>,
+) -> Result<Vec<Candidate>, HammingError> {
     // The query's code has the query's width: the Hamming filter's own shape checks apply.
     let n = hamming::validate(&query.code, codes, words)?;
-    let c = c.min(n);
+    let c = c.min(mask.map_or(n, |m| m.count.min(n)));
     if c == 0 {
         return Ok(Vec::new());
     }
-    let mut sel = Selector::new(c, words);
+    let mut sel = Selector::new(c, words, mask);
     for (i, code) in codes.chunks_exact(words).enumerate() {
         sel.offer(i, query.distance(code));
     }
@@ -251,8 +289,18 @@ pub fn top_candidates_blocks(
     blocks: &Blocks,
     c: usize,
 ) -> Result<Vec<Candidate>, HammingError> {
+    top_candidates_blocks_masked(query, blocks, c, None)
+}
+
+/// [`top_candidates_blocks`] among the codes `mask` allows.
+pub fn top_candidates_blocks_masked(
+    query: &WeightedQuery,
+    blocks: &Blocks,
+    c: usize,
+    mask: Option<&RowMask>,
+) -> Result<Vec<Candidate>, HammingError> {
     hamming::validate(&query.code, &[], blocks.words)?;
-    let c = c.min(blocks.n);
+    let c = c.min(mask.map_or(blocks.n, |m| m.count.min(blocks.n)));
     if c == 0 {
         return Ok(Vec::new());
     }
@@ -261,8 +309,8 @@ pub fn top_candidates_blocks(
         let words = blocks.words;
         // SAFETY (every call below): `Blocks` exist only where `avx2_supported()` said yes (see
         // `Blocks::new`), and the query's width was checked against theirs.
-        if let Some(guess) = sampled_threshold(query, blocks, c) {
-            let mut sel = Selector::new(c, words);
+        if let Some(guess) = sampled_threshold(query, blocks, c, mask) {
+            let mut sel = Selector::new(c, words, mask);
             sel.accept_below = guess;
             unsafe { x86::scan_blocks(query, blocks, 1, &mut sel) };
             // At least `c` codes under the guess: the true best `c` are all among them.
@@ -270,14 +318,14 @@ pub fn top_candidates_blocks(
                 return Ok(sel.finish());
             }
         }
-        let mut sel = Selector::new(c, words);
+        let mut sel = Selector::new(c, words, mask);
         unsafe { x86::scan_blocks(query, blocks, 1, &mut sel) };
         Ok(sel.finish())
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         // Unreachable: `Blocks::new` returns `None` off x86-64.
-        let _ = query;
+        let _ = (query, mask);
         Ok(Vec::new())
     }
 }
@@ -288,14 +336,20 @@ pub fn top_candidates_blocks(
 /// time of a `c` = 10,000 query over 1 M codes). Only an optimisation: the caller checks that
 /// at least `c` codes passed it and rescans without it otherwise.
 #[cfg(target_arch = "x86_64")]
-fn sampled_threshold(query: &WeightedQuery, blocks: &Blocks, c: usize) -> Option<u32> {
+fn sampled_threshold(
+    query: &WeightedQuery,
+    blocks: &Blocks,
+    c: usize,
+    mask: Option<&RowMask>,
+) -> Option<u32> {
     const STRIDE: usize = 32;
-    let n = blocks.n;
-    if n < 64 * STRIDE * BLOCK || c.saturating_mul(8) > n {
+    // What the sample is a sample of: the allowed codes.
+    let n = mask.map_or(blocks.n, |m| m.count);
+    if blocks.n < 64 * STRIDE * BLOCK || c.saturating_mul(8) > n {
         return None;
     }
-    // A selector that keeps everything it is offered.
-    let mut sample = Selector::new(usize::MAX / 4, blocks.words);
+    // A selector that keeps every allowed code it is offered.
+    let mut sample = Selector::new(usize::MAX / 4, blocks.words, mask);
     // SAFETY: as in `top_candidates_blocks`, the caller.
     unsafe { x86::scan_blocks(query, blocks, STRIDE, &mut sample) };
     let m = sample.kept.len();
@@ -326,7 +380,7 @@ mod x86 {
         query: &WeightedQuery,
         blocks: &Blocks,
         stride: usize,
-        sel: &mut Selector,
+        sel: &mut Selector<'_>,
     ) {
         let bytes_per_code = blocks.words * 8;
         let per_block = bytes_per_code * BLOCK;
@@ -526,6 +580,39 @@ mod tests {
         }
         let q = WeightedQuery::new(&[1.0; 64], 1).unwrap();
         let wide = Blocks::new(&[0, 0], 2).unwrap();
+        assert!(top_candidates_blocks(&q, &wide, 1).is_err());
+        // A mask keeps the best `c` of the allowed codes, in either layout, the sampled
+        // threshold included.
+        for (n, c, every) in [(70_000, 500, 3), (70_000, 50, 997), (5000, 37, 2)] {
+            let (margins, codes) = random(1, 64, n, 9);
+            let q = WeightedQuery::new(&margins, 1).unwrap();
+            let blocks = Blocks::new(&codes, 1).unwrap();
+            // Codes in pairs (a passage's two units); every `every`-th pair allowed.
+            let group_of: Vec<u32> = (0..n as u32).map(|i| i / 2).collect();
+            let groups = n.div_ceil(2);
+            let mut allowed = vec![0u64; groups.div_ceil(64)];
+            for g in (0..groups).step_by(every) {
+                allowed[g / 64] |= 1 << (g % 64);
+            }
+            let count = (0..n).filter(|&i| (i / 2) % every == 0).count();
+            let mask = RowMask {
+                allowed: &allowed,
+                group_of: &group_of,
+                count,
+            };
+            let mut want = top_candidates(&q, &codes, 1, n).unwrap();
+            want.retain(|k| mask.allows(k.index as usize));
+            want.truncate(c);
+            assert_eq!(
+                top_candidates_masked(&q, &codes, 1, c, Some(&mask)).unwrap(),
+                want
+            );
+            assert_eq!(
+                top_candidates_blocks_masked(&q, &blocks, c, Some(&mask)).unwrap(),
+                want,
+                "{n} codes, every {every}"
+            );
+        }
         assert!(top_candidates_blocks(&q, &wide, 1).is_err());
         assert!(Blocks::new(&[0; 5], 5).is_none());
     }

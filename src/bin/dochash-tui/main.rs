@@ -18,6 +18,7 @@ use dochash::app::request::QueryRequest;
 use dochash::app::{Access, EngineConfig, EngineStatus, Home, ModelChoice, Role};
 use dochash::encoder::{DeviceSpec, Precision};
 use dochash::index::Hit;
+use dochash::index::search::Group;
 use dochash::model::{FetchOptions, ModelSpec, Progress};
 
 use tui::{Backend, JobProgress, StatusInfo, TuiOptions};
@@ -133,14 +134,10 @@ fn run() -> Result<()> {
 struct Shared(Access);
 
 impl Backend for Shared {
-    fn search(&self, query: &str, limit: usize) -> Result<Vec<Hit>, String> {
+    fn search(&self, query: &str, limit: usize, group: Group) -> Result<Vec<Hit>, String> {
         let q = QueryRequest {
-            text: query.to_string(),
-            k: limit,
-            per_file: false,
-            candidates: None,
-            mode: Default::default(),
-            path: None,
+            group,
+            ..QueryRequest::new(query, limit)
         };
         self.0.query(&q, Duration::ZERO).map_err(|e| e.to_string())
     }

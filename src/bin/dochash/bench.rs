@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use dochash::encoder::{BatchLimits, Encoder, Pooling, Precision};
-use dochash::index::search::{Filter, Mode, SearchParams};
+use dochash::index::search::{Filter, Group, Mode, SearchParams};
 use dochash::index::weighted::{self, WeightedQuery};
 use dochash::index::{Coder, hamming};
 use dochash::model::ModelFiles;
@@ -182,6 +182,7 @@ fn recall(g: &Global, a: &RecallArgs) -> Result<()> {
                 k,
                 candidates: Some(c),
                 mode: Mode::Semantic,
+                group: Group::None,
                 ..Default::default()
             };
             let mut hit = 0usize;
@@ -622,7 +623,7 @@ fn freshness(g: &Global, a: &FreshnessArgs) -> Result<()> {
     let params = SearchParams {
         k: 10_000,
         candidates: None,
-        per_file: false,
+        group: Group::None,
         ..Default::default()
     };
     let mut took = Vec::new();

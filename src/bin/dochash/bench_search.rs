@@ -4,14 +4,16 @@
 //! through the same `Searcher` the owner uses. Query encoding is left out: it does not depend on
 //! the index size and `bench encode` measures it.
 
+use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use dochash::index::cosine::cosine_f16;
-use dochash::index::search::{Filter, Mode, SearchParams};
+use dochash::index::search::{Filter, Group, Mode, SearchParams};
 use dochash::index::store::PassageRecord;
-use dochash::index::{Fingerprint, Index, hamming};
+use dochash::index::{Fingerprint, Index, Selection, hamming, split_filters};
 use dochash::rng::SplitMix64;
 
 use crate::cli::SearchBenchArgs;
@@ -115,6 +117,7 @@ pub fn write_index(
                     headings: Vec::new(),
                     context: Vec::new(),
                     text,
+                    units: Vec::new(),
                 };
                 (rec, vector)
             })
@@ -135,10 +138,23 @@ pub fn write_index(
 /// The ids of the `k` passages closest to `q` by exact cosine, each passage scored by its best
 /// row, over every live row.
 pub fn exact_top(index: &Index, q: &[f32], k: usize) -> Result<Vec<u64>> {
+    exact_top_of(index, q, k, None)
+}
+
+/// [`exact_top`] among the passages in `only`.
+fn exact_top_of(
+    index: &Index,
+    q: &[f32],
+    k: usize,
+    only: Option<&HashSet<u64>>,
+) -> Result<Vec<u64>> {
     let rows = index.store().rows();
     let vectors = index.store().vectors()?;
     let mut all: Vec<(f32, u64)> = Vec::with_capacity(rows.live());
     for r in (0..rows.rows()).filter(|&r| !rows.dead[r]) {
+        if only.is_some_and(|o| !o.contains(&rows.id(r))) {
+            continue;
+        }
         let Some(v) = vectors.row(r) else { continue };
         let (cos, id) = (cosine_f16(q, v), rows.id(r));
         // A passage's rows are consecutive.
@@ -231,12 +247,32 @@ pub fn run(a: &SearchBenchArgs) -> Result<()> {
             (src, v, synth.words(src, 4, &mut rng))
         })
         .collect();
-    for mode in modes {
+    // The filters, resolved against the synthetic folder, and the passages they keep.
+    let selection = match &a.filters {
+        Some(words) => {
+            let (_, f) = split_filters(words)?;
+            let sel = Selection::resolve(&f, &[dir.join("notes")])?;
+            let mut kept = HashSet::new();
+            for (path, rec) in index.store().files()? {
+                if sel.holds(&path, &rec) {
+                    kept.extend(rec.passages.iter().copied());
+                }
+            }
+            Some((Arc::new(sel), kept))
+        }
+        None => None,
+    };
+    let runs = modes
+        .iter()
+        .flat_map(|&m| std::iter::once((m, None)).chain(selection.as_ref().map(|s| (m, Some(s)))));
+    for (mode, selected) in runs {
         let params = SearchParams {
             k: 10,
             candidates: c,
             mode,
             filter,
+            group: Group::None,
+            selection: selected.map(|s| s.0.clone()),
             ..Default::default()
         };
         let mut lat = Vec::with_capacity(queries.len());
@@ -247,7 +283,7 @@ pub fn run(a: &SearchBenchArgs) -> Result<()> {
             lat.push(t.elapsed().as_secs_f64() * 1e3);
             // Recall of the semantic side against exact cosine over every row (not timed).
             if mode == Mode::Semantic && qi < a.recall_queries {
-                let exact = exact_top(&index, v, 10)?;
+                let exact = exact_top_of(&index, v, 10, selected.map(|s| &s.1))?;
                 found += hits.iter().filter(|h| exact.contains(&h.id)).count();
                 checked += exact.len();
             }
@@ -261,6 +297,8 @@ pub fn run(a: &SearchBenchArgs) -> Result<()> {
             "dim": a.dim, "bits": a.bits, "mode": mode_name,
             "candidates": c.unwrap_or_else(||
                 dochash::index::search::default_candidates(searcher.vectors(), 10, a.bits)),
+            "filters": selected.and(a.filters.as_deref()),
+            "kept_passages": selected.map(|s| s.1.len()),
             "queries": a.queries, "p50_ms": pct(50), "p95_ms": pct(95),
             "max_ms": lat.last(), "open_ms": open_ms, "build_s": build_s,
             "recall_at_10": (checked > 0).then(|| found as f64 / checked as f64),

@@ -237,7 +237,13 @@ pub struct RetrievalArgs {
     /// holding it (all of them when none does), while its fusion was normalised over all
     #[arg(long, value_name = "FILE")]
     pub pool: Option<PathBuf>,
-    /// One JSON object per mode: mode, hit_at_1, hit_at_10, mrr_at_10, queries
+    /// How results are grouped, as `dochash query --group`: place (the product's), file or
+    /// none. A result counts as the wanted passage when it or a passage folded into it is
+    #[arg(long, default_value = "place", value_name = "HOW")]
+    pub group: dochash::index::search::Group,
+    /// One JSON object per mode: mode, hit_at_1, hit_at_10, mrr_at_10, distinct_files_at_10,
+    /// mrr_at_10_shown (a result counts only when the passage it shows holds the answer),
+    /// queries
     #[arg(long)]
     pub json: bool,
 }
@@ -525,6 +531,11 @@ pub struct SearchBenchArgs {
     /// Of those, how many to check against brute-force cosine for recall@10
     #[arg(long, default_value_t = 20)]
     pub recall_queries: usize,
+    /// Also time every mode under these filter words (`path:f00000[0-4]*` keeps the files
+    /// whose names match; the synthetic files are f0000000.md, f0000001.md, … of 100
+    /// passages each), with recall against brute force over the passages they keep
+    #[arg(long, value_name = "WORDS")]
+    pub filters: Option<String>,
     /// Build the index here and keep it (default: a temporary folder); an index already there
     /// with the same settings is reused, so cold opens can be timed on their own
     #[arg(long, value_name = "DIR")]
@@ -585,22 +596,87 @@ pub struct QueryArgs {
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
             .range(1..=dochash::index::search::MAX_K as u64))]
     pub k: usize,
-    /// One JSON object per result and line: path, line, end_line, score, text, headings, …
+    /// One JSON object per result and line: path, line, end_line, score, text, headings,
+    /// matched_lines, snippet, more, …
     #[arg(long)]
     pub json: bool,
-    /// Show only the best passage of each file
-    #[arg(long)]
+    /// How passages of one file fold into one result: place (neighbouring passages are one
+    /// result), file (one result per file) or none
+    #[arg(long, default_value = "place", value_name = "HOW")]
+    pub group: dochash::index::search::Group,
+    /// The same as --group file
+    #[arg(long, hide = true, conflicts_with = "group")]
     pub per_file: bool,
+    /// Lines of the passage shown around each result's matched lines
+    #[arg(short = 'C', long, default_value_t = 0, value_name = "N")]
+    pub context: usize,
     /// Candidates the code filter passes to the cosine rerank (default: by index size)
     #[arg(short = 'c', long, value_name = "N")]
     pub candidates: Option<usize>,
     /// hybrid (words and meaning, fused), semantic (meaning only) or lexical (words only)
     #[arg(long, default_value = "hybrid", value_name = "MODE")]
     pub mode: dochash::index::search::Mode,
+    #[command(flatten)]
+    pub filters: FilterArgs,
+}
+
+/// Filters, as flags; each is also a word of the query (`path:work`, `-tag:draft`, …).
+#[derive(Debug, Args, Default)]
+#[command(
+    next_help_heading = "Filters (also as words of the query: path:DIR, -path:DIR, ext:md, tag:NAME, in:FOLDER, after:DATE, before:DATE)"
+)]
+pub struct FilterArgs {
     /// Only files at or under this folder or file (absolute, or relative to an indexed folder),
     /// or matching this glob (`*.md` tests names, `work/**` paths from the indexed folder)
     #[arg(long, value_name = "DIR|GLOB")]
-    pub path: Option<String>,
+    pub path: Vec<String>,
+    /// Leave out files at or under this folder or file, or matching this glob
+    #[arg(long, value_name = "DIR|GLOB")]
+    pub not_path: Vec<String>,
+    /// Only files with this extension
+    #[arg(long, value_name = "EXT")]
+    pub ext: Vec<String>,
+    /// Only notes with this tag (front matter or #tag); several must all hold
+    #[arg(long, value_name = "NAME")]
+    pub tag: Vec<String>,
+    /// Leave out notes with this tag
+    #[arg(long, value_name = "NAME")]
+    pub not_tag: Vec<String>,
+    /// Only this indexed folder (by name or path)
+    #[arg(long = "in", value_name = "FOLDER")]
+    pub within: Vec<String>,
+    /// Only notes dated on or after (front matter date, else modification time):
+    /// YYYY-MM-DD, YYYY-MM, YYYY, today, yesterday, 7d, 2w, 3m, 1y
+    #[arg(long, value_name = "DATE")]
+    pub after: Option<String>,
+    /// Only notes dated before (same forms as --after)
+    #[arg(long, value_name = "DATE")]
+    pub before: Option<String>,
+}
+
+impl FilterArgs {
+    /// The flags as filters, each checked as its query word would be.
+    pub fn filters(&self) -> Result<dochash::index::Filters, dochash::index::IndexError> {
+        let mut f = dochash::index::Filters::default();
+        for (key, vals, negated) in [
+            ("path", &self.path, false),
+            ("path", &self.not_path, true),
+            ("ext", &self.ext, false),
+            ("tag", &self.tag, false),
+            ("tag", &self.not_tag, true),
+            ("in", &self.within, false),
+        ] {
+            for v in vals {
+                f.add(key, v, negated)?;
+            }
+        }
+        for (key, v) in [("after", &self.after), ("before", &self.before)] {
+            if let Some(v) = v {
+                f.add(key, v, false)?;
+            }
+        }
+        Ok(f)
+    }
 }
 
 #[derive(Debug, Args)]

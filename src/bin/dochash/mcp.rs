@@ -18,7 +18,7 @@ use dochash::app::request::{MAX_READ_BYTES, MAX_READ_LINES, QueryRequest, ReadRe
 use dochash::app::sanitize::sanitize;
 use dochash::app::{Access, EngineConfig, Home, Role};
 use dochash::index::Hit;
-use dochash::index::search::Mode;
+use dochash::index::search::{Group, Mode};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{Implementation, ServerCapabilities, ServerConfig};
@@ -124,12 +124,30 @@ fn one() -> u32 {
     1
 }
 
+/// How passages of one file fold into one hit.
+#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(inline)]
+enum GroupArg {
+    /// Neighbouring passages of one file (one section's run) are one hit (the default).
+    #[default]
+    Place,
+    /// One hit per file.
+    File,
+    /// Every passage is its own hit.
+    None,
+}
+
 /// Arguments of `search`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SearchArgs {
     /// What to look for: a question or description in plain words, or exact words, names and
-    /// "quoted phrases" from the note.
+    /// "quoted phrases" from the note. Filter words narrow it: path:DIR-or-GLOB, -path:…,
+    /// ext:md, tag:NAME, -tag:NAME, in:FOLDER (an indexed folder's name), after:DATE and
+    /// before:DATE (YYYY-MM-DD, YYYY-MM, YYYY, today, yesterday, 7d, 2w, 3m, 1y; the note's
+    /// front matter date, else its modification time). A query of filters alone lists the
+    /// matching notes, newest first.
     query: String,
     /// How many results, 1 to 100 (default 10).
     #[serde(default = "ten")]
@@ -142,6 +160,10 @@ struct SearchArgs {
     /// folder). Empty: everywhere.
     #[serde(default)]
     path: String,
+    /// place (the default: neighbouring passages of a file are one hit, the others listed in
+    /// `more_here`), file (one hit per file) or none.
+    #[serde(default)]
+    group: GroupArg,
 }
 
 /// Arguments of `read`.
@@ -181,6 +203,18 @@ struct FoundPassage {
     score: f32,
     /// Which side found it: "both", "semantic" (by meaning) or "lexical" (by its words).
     found_by: String,
+    /// First line of what matched best in the passage (the part the meaning matched, or the
+    /// lines with most of the query's words): where to read from.
+    matched_first_line: u32,
+    /// Last line of what matched best.
+    matched_last_line: u32,
+    /// A few lines of what matched, as in the file; they start at `snippet_line`.
+    snippet: String,
+    /// Line the snippet starts at.
+    snippet_line: u32,
+    /// Other passages of the same place (or file) that matched less well, as [first, last]
+    /// line ranges, best first.
+    more_here: Vec<[u32; 2]>,
 }
 
 /// What `search` returns.
@@ -260,7 +294,11 @@ impl Server {
         let req = QueryRequest {
             text: a.query,
             k: a.k as usize,
-            per_file: false,
+            group: match a.group {
+                GroupArg::Place => Group::Place,
+                GroupArg::File => Group::File,
+                GroupArg::None => Group::None,
+            },
             candidates: None,
             mode: match a.mode {
                 ModeArg::Hybrid => Mode::Hybrid,
@@ -268,6 +306,7 @@ impl Server {
                 ModeArg::Lexical => Mode::Lexical,
             },
             path: Some(a.path).filter(|p| !p.trim().is_empty()),
+            filters: Default::default(),
         };
         let access = self.access.clone();
         let (hits, status) = blocking(move || {
@@ -422,5 +461,10 @@ fn found(h: Hit) -> FoundPassage {
             _ => "semantic",
         }
         .into(),
+        matched_first_line: h.matched_lines.0,
+        matched_last_line: h.matched_lines.1,
+        snippet: clean(&h.snippet.text),
+        snippet_line: h.snippet.line,
+        more_here: h.more.iter().map(|m| [m.line, m.end_line]).collect(),
     }
 }

@@ -8,7 +8,9 @@ use anyhow::{Context, Result, bail};
 use dochash::app::sanitize::sanitize;
 use dochash::app::socket::{Client, QueryRequest};
 use dochash::app::{EngineStatus, Home};
-use dochash::index::search::check_query;
+use dochash::index::lexical::Highlighter;
+use dochash::index::search::{Group, check_query};
+use dochash::index::split_filters;
 use dochash::index::{Hit, Index, IndexError, StoreError, hamming};
 use dochash::pathwire::show as show_path;
 
@@ -52,10 +54,15 @@ pub fn run(g: &Global, args: &QueryArgs) -> Result<ExitCode> {
     let req = QueryRequest {
         text: text.clone(),
         k: args.k,
-        per_file: args.per_file,
+        group: if args.per_file {
+            Group::File
+        } else {
+            args.group
+        },
         candidates: args.candidates,
         mode: args.mode,
-        path: args.path.clone(),
+        path: None,
+        filters: args.filters.filters()?,
     };
     // A running owner (TUI or `dochash watch`) holds the index: ask it.
     let home = Home::locate()?;
@@ -84,10 +91,10 @@ pub fn run(g: &Global, args: &QueryArgs) -> Result<ExitCode> {
             meta.fingerprint.difference(&fp)
         );
     }
-    let params = req.params(&meta.roots)?;
+    let (words, params) = req.plan(&meta.roots)?;
     let searcher = index.searcher()?;
     let hits = searcher
-        .query(&enc, &text, &params)
+        .query(&enc, &words, &params)
         .context("cannot answer the query")?;
     print_hits(g, args, &hits)
 }
@@ -103,23 +110,35 @@ fn print_hits(g: &Global, args: &QueryArgs, hits: &[Hit]) -> Result<ExitCode> {
         if hits.first().is_some_and(|h| h.without_phrases) {
             shared::note(g, dochash::index::search::PHRASES_MISSING);
         }
+        let words = split_filters(&args.text.join(" ")).map_or_else(|_| String::new(), |w| w.0);
+        let marker = Marker::for_stdout(&words);
         for (i, h) in hits.iter().enumerate() {
             let trail = h.headings.join(" › ");
+            let line = if h.snippet.line > 0 {
+                h.snippet.line
+            } else {
+                h.line
+            };
             writeln!(
                 out,
-                "{:>2}. {}:{}  {:.3}{}",
+                "{:>2}. {}:{}  {:.3}{}{}",
                 i + 1,
                 show_path(&h.path),
-                h.line,
+                line,
                 h.score,
                 if trail.is_empty() {
                     String::new()
                 } else {
                     format!("  {}", sanitize(&trail))
+                },
+                if h.more.is_empty() {
+                    String::new()
+                } else {
+                    format!("  (+{} more here)", h.more.len())
                 }
             )?;
-            for l in snippet(&h.text, 3) {
-                writeln!(out, "      {l}")?;
+            for l in snippet_lines(h, args.context) {
+                writeln!(out, "      {}", marker.line(l))?;
             }
         }
         if hits.is_empty() {
@@ -134,22 +153,92 @@ fn print_hits(g: &Global, args: &QueryArgs, hits: &[Hit]) -> Result<ExitCode> {
     })
 }
 
-/// The first non-blank lines of a passage, shortened and sanitised so that a document can never
-/// drive the terminal.
-fn snippet(text: &str, lines: usize) -> Vec<String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .take(lines)
-        .map(|l| {
-            let l = sanitize(l);
-            if l.chars().count() > 100 {
-                format!("{}…", l.chars().take(100).collect::<String>())
+/// The lines shown under a hit: its snippet, widened by `context` lines of the passage on
+/// each side, without blank lines at either end.
+fn snippet_lines(h: &Hit, context: usize) -> Vec<&str> {
+    let lines: Vec<&str> = h.text.split('\n').collect();
+    let shown = h.snippet.text.split('\n').count().max(1);
+    let at = (h.snippet.line.saturating_sub(h.line)) as usize;
+    if h.snippet.line < h.line || at >= lines.len() {
+        return h.snippet.text.split('\n').collect();
+    }
+    let from = at.saturating_sub(context);
+    let to = (at + shown + context).min(lines.len());
+    let mut out = &lines[from..to];
+    while out.first().is_some_and(|l| l.trim().is_empty()) {
+        out = &out[1..];
+    }
+    while out.last().is_some_and(|l| l.trim().is_empty()) {
+        out = &out[..out.len() - 1];
+    }
+    out.to_vec()
+}
+
+/// Marks the query's words in shown lines (bold, on a terminal that takes colour) and fits
+/// each line to the terminal's width, keeping its first marked word in view.
+struct Marker {
+    words: Highlighter,
+    bold: bool,
+    width: usize,
+}
+
+impl Marker {
+    fn for_stdout(words: &str) -> Self {
+        use std::io::IsTerminal;
+        let tty = std::io::stdout().is_terminal();
+        let width = if tty {
+            crossterm::terminal::size().map_or(100, |(w, _)| w as usize)
+        } else {
+            // Piped output is read by programs and other tools: lines as a wide terminal shows them.
+            160
+        };
+        Marker {
+            words: Highlighter::new(words),
+            bold: tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            // The indent, and room for the ellipses.
+            width: width.saturating_sub(8).max(20),
+        }
+    }
+
+    fn line(&self, raw: &str) -> String {
+        let raw = raw.trim_end();
+        let marks = self.words.ranges(raw);
+        let chars: Vec<(usize, char)> = raw.char_indices().collect();
+        // A window of `width` characters, starting a little before the first mark.
+        let first = marks
+            .first()
+            .map_or(0, |m| chars.partition_point(|&(b, _)| b < m.start));
+        let start = if chars.len() <= self.width {
+            0
+        } else {
+            first
+                .saturating_sub(self.width / 4)
+                .min(chars.len() - self.width)
+        };
+        let end = (start + self.width).min(chars.len());
+        let byte = |i: usize| chars.get(i).map_or(raw.len(), |c| c.0);
+        let (lo, hi) = (byte(start), byte(end));
+        let mut out = String::new();
+        if start > 0 {
+            out.push('…');
+        }
+        let mut at = lo;
+        for m in marks.iter().filter(|m| m.start >= lo && m.end <= hi) {
+            out.push_str(&sanitize(&raw[at..m.start]));
+            let word = sanitize(&raw[m.clone()]);
+            if self.bold {
+                out.push_str(&format!("\x1b[1m{word}\x1b[0m"));
             } else {
-                l
+                out.push_str(&word);
             }
-        })
-        .collect()
+            at = m.end;
+        }
+        out.push_str(&sanitize(&raw[at..hi]));
+        if end < chars.len() {
+            out.push('…');
+        }
+        out
+    }
 }
 
 pub fn status(args: &StatusArgs) -> Result<ExitCode> {

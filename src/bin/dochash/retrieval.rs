@@ -84,6 +84,11 @@ struct Scores {
     hit_at_1: f64,
     hit_at_10: f64,
     mrr_at_10: f64,
+    /// Different files among the first 10 results, on average.
+    distinct_files_at_10: f64,
+    /// MRR@10 counting a result only when the passage it shows holds the answer (not a
+    /// passage folded into it).
+    mrr_at_10_shown: f64,
     queries: usize,
 }
 
@@ -195,13 +200,22 @@ pub fn run(g: &Global, a: &RetrievalArgs) -> Result<()> {
             mode,
             fusion,
             whole_pool: pool_file.is_some(),
+            group: a.group,
             ..Default::default()
         };
         let mut shown = 0;
         for (i, it) in items.iter().enumerate() {
             let hits = searcher.query(&enc, &it.query, &params)?;
             let want = docs.join(&it.file);
-            let wanted = |h: &Hit| h.path == want && h.line <= it.last && h.end_line >= it.first;
+            let wanted = |h: &Hit| h.covers(&want, it.first, it.last);
+            let mut files: Vec<&std::path::Path> = hits
+                .iter()
+                .take(params.k)
+                .map(|h| h.path.as_path())
+                .collect();
+            files.sort();
+            files.dedup();
+            s.distinct_files_at_10 += files.len() as f64;
             if let (Some(f), Some(path)) = (pool_file.as_mut(), &a.pool) {
                 use std::io::Write;
                 let opt = |x: Option<f32>| x.map(|x| x.to_string()).unwrap_or_default();
@@ -229,6 +243,10 @@ pub fn run(g: &Global, a: &RetrievalArgs) -> Result<()> {
                 }
             }
             let rank = hits.iter().take(params.k).position(wanted);
+            let shows = |h: &Hit| h.path == want && h.line <= it.last && h.end_line >= it.first;
+            if let Some(r) = hits.iter().take(params.k).position(shows) {
+                s.mrr_at_10_shown += 1.0 / (r + 1) as f64;
+            }
             ranks.push_str(&format!(
                 "{}\t{}\t{}\n",
                 s.mode,
@@ -272,6 +290,8 @@ pub fn run(g: &Global, a: &RetrievalArgs) -> Result<()> {
         s.hit_at_1 /= n;
         s.hit_at_10 /= n;
         s.mrr_at_10 /= n;
+        s.distinct_files_at_10 /= n;
+        s.mrr_at_10_shown /= n;
         rows.push(s);
     }
     if let (Some(mut f), Some(path)) = (ranks_file, &a.ranks) {
@@ -291,12 +311,12 @@ pub fn run(g: &Global, a: &RetrievalArgs) -> Result<()> {
             println!("{}", serde_json::to_string(r)?);
         }
     } else {
-        println!("| mode | hit@1 | hit@10 | MRR@10 |");
-        println!("|---|---:|---:|---:|");
+        println!("| mode | hit@1 | hit@10 | MRR@10 | files in top 10 |");
+        println!("|---|---:|---:|---:|---:|");
         for r in &rows {
             println!(
-                "| {} | {:.3} | {:.3} | {:.3} |",
-                r.mode, r.hit_at_1, r.hit_at_10, r.mrr_at_10
+                "| {} | {:.3} | {:.3} | {:.3} | {:.2} |",
+                r.mode, r.hit_at_1, r.hit_at_10, r.mrr_at_10, r.distinct_files_at_10
             );
         }
     }

@@ -17,7 +17,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use tantivy::collector::TopDocs;
+use tantivy::collector::{FilterCollector, TopDocs};
 use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, Schema, TextFieldIndexing, TextOptions,
@@ -704,6 +704,17 @@ impl LexicalSearcher {
     /// The best `n` passages for `query` by BM25 over body and title, best first: (id, score).
     /// Words of the query are alternatives (any may match); an empty analysis finds nothing.
     pub fn search(&self, query: &str, n: usize) -> Result<Vec<(u64, f32)>, StoreError> {
+        self.search_within(query, n, None)
+    }
+
+    /// [`search`](Self::search) among the passages whose ids are in `only` (sorted): the best
+    /// `n` of those, however few of all passages they are.
+    pub fn search_within(
+        &self,
+        query: &str,
+        n: usize,
+        only: Option<std::sync::Arc<Vec<u64>>>,
+    ) -> Result<Vec<(u64, f32)>, StoreError> {
         let terms = terms(query);
         if terms.is_empty() || n == 0 {
             return Ok(Vec::new());
@@ -735,10 +746,20 @@ impl LexicalSearcher {
             fields: self.fields,
             tokens: &self.tokens,
         };
-        let top = self
-            .searcher
-            .search_with_statistics_provider(&q, &TopDocs::with_limit(n).order_by_score(), &stats)
-            .map_err(err)?;
+        let collector = TopDocs::with_limit(n).order_by_score();
+        let top = match only {
+            None => self
+                .searcher
+                .search_with_statistics_provider(&q, &collector, &stats)
+                .map_err(err)?,
+            Some(ids) => {
+                let allowed = move |id: u64| ids.binary_search(&id).is_ok();
+                let filtered = FilterCollector::new("id".to_string(), allowed, collector);
+                self.searcher
+                    .search_with_statistics_provider(&q, &filtered, &stats)
+                    .map_err(err)?
+            }
+        };
         let mut out = Vec::with_capacity(top.len());
         for (score, addr) in top {
             let seg = self.searcher.segment_reader(addr.segment_ord);
@@ -815,6 +836,12 @@ mod tests {
         assert!(hits[0].1 >= hits[1].1);
         assert!(lex.search("kubernetes", 10).unwrap().is_empty());
         assert_eq!(LexicalSearcher::in_memory(&[]).unwrap().num_docs(), 0);
+        // Among allowed passages only, however low they rank among all: the best 1 of {2}.
+        let only = std::sync::Arc::new(vec![2]);
+        let hits = lex
+            .search_within("running event loops", 1, Some(only))
+            .unwrap();
+        assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), [2]);
     }
 
     #[test]
@@ -902,6 +929,7 @@ mod tests {
             headings: vec!["Guide".into(), "Streams".into()],
             context: vec!["Guide".into(), "Buffers".into()],
             text: String::new(),
+            units: Vec::new(),
         };
         assert_eq!(
             title_of(&p),

@@ -1012,6 +1012,7 @@ mod tests {
                 headings: vec!["H".into()],
                 context: Vec::new(),
                 text: text.into(),
+                units: Vec::new(),
             },
             vector: vec![0.6, 0.8],
             code: Some(vec![0b1011]),
@@ -1026,6 +1027,9 @@ mod tests {
             hash: [0; 32],
             passages: vec![],
             lossy: false,
+            tags: Vec::new(),
+            date: None,
+            unread_meta: false,
         }
     }
 

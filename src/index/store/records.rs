@@ -6,9 +6,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// Bumped when a record's layout changes; a record of another format does not decode, which
-/// the store treats as damage (and the schema version bump rebuilds the index anyway).
-const RECORD_FORMAT: u8 = 1;
+/// Bumped when a record's layout changes. A record of an older format still decodes (see
+/// [`Record::legacy`]): new fields only add to what search can do, and reading a folder again
+/// to fill them in would cost a user hours of re-embedding. Any other format is damage.
+const RECORD_FORMAT: u8 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileRecord {
@@ -21,6 +22,15 @@ pub struct FileRecord {
     pub passages: Vec<u64>,
     /// The file was not valid UTF-8 and was decoded lossily.
     pub lossy: bool,
+    /// The note's tags (front matter and inline `#tags`), lower-cased, for `tag:` filters.
+    pub tags: Vec<String>,
+    /// The note's own date (front matter `date`), as seconds since the epoch: `after:` and
+    /// `before:` take it over the modification time, which a copy or a sync resets.
+    pub date: Option<i64>,
+    /// Read from a record of format 1, which had no tags or date: the next update reads the
+    /// file again for them (its vectors stay unless its text changed).
+    #[serde(skip)]
+    pub unread_meta: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +48,94 @@ pub struct PassageRecord {
     pub context: Vec<String>,
     /// The passage body as in the file (without the heading prefix that was embedded).
     pub text: String,
+    /// First and last line (1-based, inclusive) of each unit the passage is matched on, in the
+    /// order of its rows; empty when the passage is its only unit (or was stored before units
+    /// had lines). What a hit shows and opens at: the unit the query matched best.
+    pub units: Vec<(u32, u32)>,
+}
+
+/// The layouts of format 1, read into the current ones.
+mod v1 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub struct FileRecord {
+        #[serde(with = "path_bytes")]
+        pub root: PathBuf,
+        pub size: u64,
+        pub mtime_ns: i128,
+        pub hash: [u8; 32],
+        pub passages: Vec<u64>,
+        pub lossy: bool,
+    }
+
+    #[derive(Deserialize)]
+    pub struct PassageRecord {
+        #[serde(with = "path_bytes")]
+        pub path: PathBuf,
+        pub start_byte: usize,
+        pub end_byte: usize,
+        pub start_line: u32,
+        pub end_line: u32,
+        pub headings: Vec<String>,
+        pub context: Vec<String>,
+        pub text: String,
+    }
+}
+
+/// A stored record, and how one of an older format is read.
+pub trait Record: for<'de> Deserialize<'de> {
+    /// Decodes `bytes` of the older `format`, when this record had one.
+    fn legacy(_format: u8, _bytes: &[u8]) -> Option<Result<Self, String>> {
+        None
+    }
+}
+
+impl Record for FileRecord {
+    fn legacy(format: u8, bytes: &[u8]) -> Option<Result<Self, String>> {
+        (format == 1).then(|| {
+            postcard::from_bytes::<v1::FileRecord>(bytes)
+                .map(|f| FileRecord {
+                    root: f.root,
+                    size: f.size,
+                    mtime_ns: f.mtime_ns,
+                    hash: f.hash,
+                    passages: f.passages,
+                    lossy: f.lossy,
+                    tags: Vec::new(),
+                    date: None,
+                    unread_meta: true,
+                })
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+impl Record for PassageRecord {
+    fn legacy(format: u8, bytes: &[u8]) -> Option<Result<Self, String>> {
+        (format == 1).then(|| {
+            postcard::from_bytes::<v1::PassageRecord>(bytes)
+                .map(|p| PassageRecord {
+                    path: p.path,
+                    start_byte: p.start_byte,
+                    end_byte: p.end_byte,
+                    start_line: p.start_line,
+                    end_line: p.end_line,
+                    headings: p.headings,
+                    context: p.context,
+                    text: p.text,
+                    units: Vec::new(),
+                })
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+impl Record for Counts {
+    // Unchanged since format 1.
+    fn legacy(format: u8, bytes: &[u8]) -> Option<Result<Self, String>> {
+        (format == 1).then(|| postcard::from_bytes(bytes).map_err(|e| e.to_string()))
+    }
 }
 
 /// The store's running totals, kept in the same transactions as the records they count, so that
@@ -66,10 +164,10 @@ pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     out
 }
 
-pub fn decode<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, String> {
+pub fn decode<T: Record>(b: &[u8]) -> Result<T, String> {
     match b.split_first() {
         Some((&RECORD_FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
-        Some((f, _)) => Err(format!("record format {f}")),
+        Some((&f, rest)) => T::legacy(f, rest).unwrap_or_else(|| Err(format!("record format {f}"))),
         None => Err("empty record".into()),
     }
 }
@@ -135,6 +233,7 @@ mod tests {
             headings: vec!["Title".into()],
             context: vec!["Earlier".into()],
             text: "body".into(),
+            units: vec![(2, 5), (4, 9)],
         };
         assert_eq!(decode::<PassageRecord>(&encode(&p)).unwrap(), p);
         let f = FileRecord {
@@ -144,9 +243,67 @@ mod tests {
             hash: [7; 32],
             passages: vec![1, 2, 3],
             lossy: true,
+            tags: vec!["meeting".into()],
+            date: Some(-3),
+            unread_meta: false,
         };
         assert_eq!(decode::<FileRecord>(&encode(&f)).unwrap(), f);
         assert!(decode::<FileRecord>(b"").is_err());
         assert!(decode::<FileRecord>(&[9, 1, 2]).is_err());
+    }
+
+    #[test]
+    fn records_of_format_1_still_decode() {
+        #[derive(Serialize)]
+        struct OldPassage<'a> {
+            path: &'a [u8],
+            start_byte: usize,
+            end_byte: usize,
+            start_line: u32,
+            end_line: u32,
+            headings: Vec<String>,
+            context: Vec<String>,
+            text: &'a str,
+        }
+        let mut b = vec![1];
+        b.extend(
+            postcard::to_allocvec(&OldPassage {
+                path: b"/n/a.md",
+                start_byte: 0,
+                end_byte: 4,
+                start_line: 1,
+                end_line: 2,
+                headings: vec!["H".into()],
+                context: Vec::new(),
+                text: "body",
+            })
+            .unwrap(),
+        );
+        let p: PassageRecord = decode(&b).unwrap();
+        assert_eq!((p.text.as_str(), p.end_line, p.units.len()), ("body", 2, 0));
+        #[derive(Serialize)]
+        struct OldFile<'a> {
+            root: &'a [u8],
+            size: u64,
+            mtime_ns: i128,
+            hash: [u8; 32],
+            passages: Vec<u64>,
+            lossy: bool,
+        }
+        let mut b = vec![1];
+        b.extend(
+            postcard::to_allocvec(&OldFile {
+                root: b"/n",
+                size: 3,
+                mtime_ns: 9,
+                hash: [1; 32],
+                passages: vec![4],
+                lossy: false,
+            })
+            .unwrap(),
+        );
+        let f: FileRecord = decode(&b).unwrap();
+        assert_eq!((f.passages, f.tags.len(), f.date), (vec![4], 0, None));
+        assert!(f.unread_meta, "the next update reads its tags");
     }
 }

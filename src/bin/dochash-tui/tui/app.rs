@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dochash::index::lexical::Highlighter;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::layout::Rect;
@@ -50,6 +50,10 @@ pub enum Action {
 pub struct SearchRequest {
     pub seq: u64,
     pub query: String,
+    /// Neighbouring passages of a file shown as one result (the default) or each apart.
+    pub fold: bool,
+    /// Newest file first rather than best first.
+    pub newest: bool,
     /// Typing is debounced; re-runs after an index change and the initial query are not, since
     /// nothing else is about to supersede them.
     pub debounce: bool,
@@ -77,6 +81,8 @@ pub struct Entry {
     pub file: FileView,
     /// The words of the query that found it, to mark in the preview.
     pub terms: Arc<Highlighter>,
+    /// When its file was last modified, as the worker saw it.
+    pub modified: Option<SystemTime>,
 }
 
 /// What the worker could read of a result's file.
@@ -95,7 +101,26 @@ impl Entry {
             passage: sanitize_lines(&hit.text),
             file,
             terms: Arc::default(),
+            modified: None,
             hit,
+        }
+    }
+
+    /// The line the hit opens at: the first of its snippet (what matched), else the
+    /// passage's.
+    pub fn open_line(&self) -> u32 {
+        if self.hit.snippet.line > 0 {
+            self.hit.snippet.line
+        } else {
+            self.hit.line
+        }
+    }
+
+    /// The lines the preview marks: what matched, else the passage.
+    pub fn marked_lines(&self) -> (u32, u32) {
+        match self.hit.matched_lines {
+            (0, _) => (self.hit.line, self.hit.end_line),
+            m => m,
         }
     }
 
@@ -140,6 +165,10 @@ pub struct App {
     /// When the last re-run for an index change was sent, for throttling.
     last_rerun: Option<Instant>,
     pub(super) show_preview: bool,
+    /// Neighbouring passages of a file are one result.
+    pub(super) fold: bool,
+    /// Results newest file first.
+    pub(super) newest: bool,
     pub(super) show_help: bool,
     pub(super) message: Option<Message>,
     pub(super) no_color: bool,
@@ -173,6 +202,8 @@ impl App {
             generation_pending: false,
             last_rerun: None,
             show_preview: true,
+            fold: true,
+            newest: false,
             show_help: false,
             message: None,
             no_color,
@@ -305,6 +336,8 @@ impl App {
         SearchRequest {
             seq: self.sent_seq,
             query: self.sent_query.clone(),
+            fold: self.fold,
+            newest: self.newest,
             debounce,
         }
     }
@@ -418,6 +451,14 @@ impl App {
                 Action::None
             }
             Some(Command::Open) => self.open_selected(),
+            Some(Command::ToggleFold) => {
+                self.fold = !self.fold;
+                self.rerun()
+            }
+            Some(Command::ToggleSort) => {
+                self.newest = !self.newest;
+                self.rerun()
+            }
             Some(Command::TogglePreview) => {
                 self.show_preview = !self.show_preview;
                 self.ensure_visible();
@@ -460,10 +501,19 @@ impl App {
         match self.selected_entry() {
             Some(e) => Action::OpenEditor {
                 path: e.hit.path.clone(),
-                line: e.hit.line,
+                line: e.open_line(),
             },
             None => Action::None,
         }
+    }
+
+    /// The query again, as the fold or sort changed (nothing when there is no query).
+    fn rerun(&mut self) -> Action {
+        self.dirty = true;
+        if self.input.text().trim().is_empty() {
+            return Action::None;
+        }
+        Action::Search(self.request(false))
     }
 
     fn cursor(&mut self, f: fn(&mut QueryInput)) -> Action {
@@ -570,6 +620,9 @@ pub(super) mod tests {
             lexical_rank: None,
             distance: Some(3),
             without_phrases: false,
+            matched_lines: (line, line + 2),
+            snippet: Default::default(),
+            more: Vec::new(),
         }
     }
 
@@ -861,6 +914,38 @@ pub(super) mod tests {
         let mut empty = App::new("", false, status());
         assert_eq!(empty.handle_key(key(KeyCode::Enter)), Action::None);
         assert_eq!(empty.handle_key(ctrl('y')), Action::None);
+    }
+
+    #[test]
+    fn enter_opens_at_what_matched_and_the_folds_and_sort_rerun_the_query() {
+        let mut app = app_with(3);
+        app.entries[0].hit.snippet.line = 17;
+        assert_eq!(
+            app.handle_key(key(KeyCode::Enter)),
+            Action::OpenEditor {
+                path: PathBuf::from("/home/u/notes/file0.md"),
+                line: 17
+            }
+        );
+        let Action::Search(req) = app.handle_key(ctrl('g')) else {
+            panic!("unfolding searches again");
+        };
+        assert!(!req.fold && !req.newest && !req.debounce);
+        let Action::Search(req) = app.handle_key(ctrl('t')) else {
+            panic!("sorting searches again");
+        };
+        assert!(!req.fold && req.newest);
+        let Action::Search(req) = app.handle_key(ctrl('g')) else {
+            panic!("folding searches again");
+        };
+        assert!(req.fold && req.newest);
+        // Typing keeps them.
+        let Action::Search(req) = type_str(&mut app, "x").remove(0) else {
+            panic!("typing searches");
+        };
+        assert!(req.fold && req.newest);
+        let mut empty = App::new("", false, status());
+        assert_eq!(empty.handle_key(ctrl('g')), Action::None);
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub enum Command {
     Open,
     TogglePreview,
     Copy,
+    ToggleFold,
+    ToggleSort,
     Left,
     Right,
     WordLeft,
@@ -97,7 +99,7 @@ pub const KEYMAP: &[Binding] = &[
     Binding {
         keys: &[k(KeyCode::Enter, "Enter")],
         command: Some(Command::Open),
-        help: "open the file in $VISUAL/$EDITOR at the passage's line (--editor overrides)",
+        help: "open the file in $VISUAL/$EDITOR at the matched lines (--editor overrides)",
     },
     Binding {
         keys: &[k(KeyCode::Tab, "Tab"), k(KeyCode::BackTab, "Shift-Tab")],
@@ -108,6 +110,16 @@ pub const KEYMAP: &[Binding] = &[
         keys: &[ctrl('y', "Ctrl-y")],
         command: Some(Command::Copy),
         help: "copy the path to the clipboard (OSC 52, works over SSH and in tmux)",
+    },
+    Binding {
+        keys: &[ctrl('g', "Ctrl-g")],
+        command: Some(Command::ToggleFold),
+        help: "unfold or fold places (neighbouring passages of a file are one result)",
+    },
+    Binding {
+        keys: &[ctrl('t', "Ctrl-t")],
+        command: Some(Command::ToggleSort),
+        help: "sort the results by score or newest first",
     },
     Binding {
         keys: &[k(KeyCode::Left, "←"), ctrl('b', "Ctrl-b")],

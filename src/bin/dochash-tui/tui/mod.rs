@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use dochash::index::search::Hit;
+use dochash::index::search::{Group, Hit};
 
 mod app;
 mod clipboard;
@@ -31,7 +31,7 @@ mod worker;
 pub trait Backend: Send + Sync + 'static {
     /// Runs a query; may take tens of milliseconds; called from a worker thread, never the UI
     /// thread.
-    fn search(&self, query: &str, limit: usize) -> Result<Vec<Hit>, String>;
+    fn search(&self, query: &str, limit: usize, group: Group) -> Result<Vec<Hit>, String>;
     /// Cheap snapshot for the status bar; called often from the UI thread.
     fn status(&self) -> StatusInfo;
 }

@@ -270,9 +270,18 @@ fn draw_list(frame: &mut Frame, app: &App, area: Rect, theme: &Theme) {
 fn result_line(app: &App, e: &Entry, selected: bool, w: usize, theme: &Theme) -> Line<'static> {
     let marker = if selected { "> " } else { "  " };
     let score = format!("{:.2}", e.hit.score);
+    let loc = if e.hit.more.is_empty() {
+        format!(":{}", e.open_line())
+    } else {
+        format!(":{} +{}", e.open_line(), e.hit.more.len())
+    };
+    // The file's date on terminals wide enough to spare it.
+    let score = match e.modified.filter(|_| w >= DATE_FROM_WIDTH) {
+        Some(t) => format!("{}  {score}", day(t)),
+        None => score,
+    };
     let score_w = if w >= 24 { score.len() + 1 } else { 0 };
     let avail = w.saturating_sub(marker.len() + score_w);
-    let loc = format!(":{}", e.hit.line);
     let trail = e.headings.join(" › ");
     let trail_w = str_width(&trail);
     let head_room = if trail.is_empty() {
@@ -410,11 +419,14 @@ pub fn preview_rows(e: &Entry, width: usize, height: usize, theme: &Theme) -> Ve
         return out;
     }
     let hit_line = e.hit.line.max(1) as usize;
+    // What matched (the unit, or the lines with the query's words) is marked and placed.
+    let (mark_first, mark_last) = e.marked_lines();
+    let mark_first = (mark_first as usize).max(1);
     let (lines, first_no, matched, note): (&[String], usize, (usize, usize), Option<String>) =
         match &e.file {
-            FileView::Lines(ls) if hit_line <= ls.len() => {
-                let end = (e.hit.end_line as usize).clamp(hit_line, ls.len());
-                (ls, 1, (hit_line, end), None)
+            FileView::Lines(ls) if mark_first <= ls.len() && hit_line <= ls.len() => {
+                let end = (mark_last as usize).clamp(mark_first, ls.len());
+                (ls, 1, (mark_first, end), None)
             }
             FileView::Lines(_) => (
                 &e.passage,
@@ -536,6 +548,18 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect, theme: &Theme) {
             job_text(job)
         )));
     }
+    // What narrows or orders the results, while it does.
+    let filters = dochash::index::split_filters(app.query())
+        .map_or_else(|_| String::new(), |f| f.1.describe());
+    if !filters.is_empty() {
+        parts.push(Span::styled(sanitize(&filters), theme.heading()));
+    }
+    if !app.fold {
+        parts.push(Span::raw("unfolded"));
+    }
+    if app.newest {
+        parts.push(Span::raw("newest first"));
+    }
     if !st.roots.is_empty() {
         let first = tilde(&st.roots[0], app.home.as_deref());
         let first = shorten_path(&sanitize(&first.to_string_lossy()), 30);
@@ -588,27 +612,53 @@ pub fn job_text(job: &JobProgress) -> String {
 
 /// The help overlay: the keymap, key column then description.
 fn draw_help(frame: &mut Frame, area: Rect, theme: &Theme) {
-    let rows: Vec<(String, &str)> = super::keymap::KEYMAP
+    let mut rows: Vec<(String, &str)> = super::keymap::KEYMAP
         .iter()
         .map(|b| (super::keymap::keys_label(b), b.help))
         .collect();
+    let height = usize::from(area.height);
+    // The filter words too, where the screen has room for them.
+    if height >= rows.len() + FILTER_HELP.len() + 2 {
+        rows.extend(FILTER_HELP.iter().map(|(k, d)| (k.to_string(), *d)));
+    }
+    // A screen too short for one column of keys gets two, the descriptions cut to fit.
+    let columns = if rows.len() + 2 > height && area.width >= 60 {
+        2
+    } else {
+        1
+    };
+    let per_column = rows.len().div_ceil(columns);
     let key_w = rows.iter().map(|(k, _)| str_width(k)).max().unwrap_or(0);
-    let lines: Vec<Line> = rows
-        .iter()
-        .map(|(k, d)| {
-            let pad = key_w.saturating_sub(str_width(k));
-            Line::from(vec![
-                Span::styled(format!(" {k}{}  ", " ".repeat(pad)), theme.prompt()),
-                Span::raw(*d),
-            ])
-        })
-        .collect();
     let text_w = rows
         .iter()
         .map(|(_, d)| key_w + 3 + str_width(d))
         .max()
         .unwrap_or(0);
-    let w = (text_w as u16 + 3).min(area.width);
+    let column_w = if columns == 1 {
+        text_w
+    } else {
+        (usize::from(area.width).saturating_sub(3) / 2).min(text_w)
+    };
+    let cell = |(k, d): &(String, &str)| -> Vec<Span<'static>> {
+        let pad = key_w.saturating_sub(str_width(k));
+        let desc = truncate_right(d, column_w.saturating_sub(key_w + 3));
+        let used = key_w + 3 + str_width(&desc);
+        vec![
+            Span::styled(format!(" {k}{}  ", " ".repeat(pad)), theme.prompt()),
+            Span::raw(desc),
+            Span::raw(" ".repeat(column_w.saturating_sub(used))),
+        ]
+    };
+    let lines: Vec<Line> = (0..per_column)
+        .map(|i| {
+            let mut spans = cell(&rows[i]);
+            if let Some(r) = rows.get(i + per_column).filter(|_| columns == 2) {
+                spans.extend(cell(r));
+            }
+            Line::from(spans)
+        })
+        .collect();
+    let w = ((column_w * columns) as u16 + 3).min(area.width);
     let h = (lines.len() as u16 + 2).min(area.height);
     let rect = Rect {
         x: area.x + (area.width - w) / 2,
@@ -619,6 +669,47 @@ fn draw_help(frame: &mut Frame, area: Rect, theme: &Theme) {
     frame.render_widget(Clear, rect);
     let block = Block::bordered().title(" Keys ").border_style(theme.dim());
     frame.render_widget(Paragraph::new(lines).block(block), rect);
+}
+
+/// `s` cut to `max` columns, with `…` marking the cut.
+fn truncate_right(s: &str, max: usize) -> String {
+    if str_width(s) <= max {
+        return s.to_string();
+    }
+    format!("{}…", take_width(s, max.saturating_sub(1)))
+}
+
+/// The filter words, as the help lists them.
+const FILTER_HELP: &[(&str, &str)] = &[
+    ("", ""),
+    (
+        "path:DIR",
+        "only under a folder (or a glob: path:*.md, path:work/**); -path: leaves out",
+    ),
+    ("ext:md", "only files with this extension"),
+    (
+        "tag:NAME",
+        "only notes with this tag (front matter or #tag); -tag: leaves out",
+    ),
+    ("in:FOLDER", "only this indexed folder"),
+    (
+        "after:DATE",
+        "only notes dated on or after: 2024-03-01, 2024-03, 2024, today, 7d, 2w, 3m",
+    ),
+    (
+        "before:DATE",
+        "only notes dated before (front matter date, else modified)",
+    ),
+];
+
+/// The narrowest result list that shows each file's date.
+const DATE_FROM_WIDTH: usize = 70;
+
+/// A time as its day, where the machine is: `2026-12-01`.
+fn day(t: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Local>::from(t)
+        .format("%Y-%m-%d")
+        .to_string()
 }
 
 fn plural(n: usize) -> &'static str {
@@ -814,6 +905,58 @@ mod tests {
     }
 
     #[test]
+    fn a_place_shows_what_matched_its_neighbours_its_date_and_the_filters() {
+        let mut app = App::new("", false, status());
+        let mut last = Action::None;
+        for c in "q tag:work -path:old".chars() {
+            last = app.handle_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+        }
+        let Action::Search(req) = last else { panic!() };
+        let file: Vec<String> = (1..=60).map(|i| format!("file line {i}")).collect();
+        let mut h = hit(7, "/home/u/notes/a.md", 30);
+        h.end_line = 36;
+        h.matched_lines = (33, 34);
+        h.snippet.line = 34;
+        h.more = (0..2)
+            .map(|i| dochash::index::search::Member {
+                id: 20 + i,
+                line: 37 + 5 * i as u32,
+                end_line: 41 + 5 * i as u32,
+                score: 0.1,
+            })
+            .collect();
+        let mut e = Entry::new(h, FileView::Lines(Arc::new(file)));
+        e.modified = Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(86_400 * 400));
+        app.apply_response(SearchResponse {
+            seq: req.seq,
+            query: req.query,
+            outcome: Ok(vec![e]),
+        });
+        let app = sized(app, 120, 40);
+        let s = screen(&app, 120, 40);
+        let lines: Vec<&str> = s.lines().collect();
+        // The row opens at the match and says how many passages fold into it.
+        assert!(lines[1].starts_with("> a.md:34 +2"), "{}", lines[1]);
+        // The preview marks what matched, not the whole passage.
+        assert!(
+            s.contains("▌33 file line 33") && s.contains("▌34 file line 34"),
+            "{s}"
+        );
+        assert!(!s.contains("▌30 ") && !s.contains("▌35 "), "{s}");
+        // The status bar shows the filters in force.
+        assert!(lines[39].contains("-path:old tag:work"), "{}", lines[39]);
+        // A list as wide as the terminal has room for the file's date; one beside the
+        // preview (or a narrow terminal) keeps the score only.
+        assert!(!lines[1].contains("1971"), "{}", lines[1]);
+        let s = screen(&sized(app, 80, 24), 80, 24);
+        let row = s.lines().nth(1).unwrap();
+        assert!(
+            row.contains("1971-02-0") && row.trim_end().ends_with("0.83"),
+            "{row}"
+        );
+    }
+
+    #[test]
     fn renders_side_by_side_at_120x40() {
         let app = sized(app_with_file(false), 120, 40);
         let buf = render(&app, 120, 40);
@@ -911,6 +1054,8 @@ mod tests {
         let file: Vec<String> = (1..=500).map(|i| format!("line {i}")).collect();
         let mut h = hit(1, "/n/a.md", 200);
         h.end_line = 400;
+        // What matched is longer than the pane: its start shows.
+        h.matched_lines = (200, 400);
         let e = Entry::new(h, FileView::Lines(Arc::new(file)));
         for height in [0, 1, 2, 5, 20] {
             for width in [0, 1, 3, 8, 40] {
@@ -1013,10 +1158,17 @@ mod tests {
     fn help_overlay_lists_keys() {
         let mut app = App::new("", false, status());
         app.handle_key(KeyEvent::new(KeyCode::Char('?'), KeyModifiers::NONE));
-        let s = screen(&app, 80, 24);
+        // Tall enough: one column, every description whole, and the filter words.
+        let s = screen(&app, 100, 40);
         assert!(s.contains("Keys"));
         assert!(s.contains("Ctrl-y") && s.contains("OSC 52"));
         assert!(s.contains("F1") && s.contains("when the query is empty"));
+        assert!(s.contains("after:DATE") && s.contains("tag:NAME"), "{s}");
+        // 24 lines: two columns, so that every key still shows.
+        let s = screen(&app, 80, 24);
+        for k in ["Ctrl-y", "Ctrl-g", "Ctrl-t", "F1", "Esc, Ctrl-c", "Enter"] {
+            assert!(s.contains(k), "{k}: {s}");
+        }
     }
 
     #[test]

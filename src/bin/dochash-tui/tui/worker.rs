@@ -13,6 +13,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::{Duration, Instant, SystemTime};
 
 use dochash::index::lexical::Highlighter;
+use dochash::index::search::Group;
+use dochash::index::split_filters;
 
 use super::Backend;
 use super::app::{Entry, FileView, SearchRequest, SearchResponse};
@@ -57,14 +59,25 @@ fn worker_loop(
             // The UI clears the results itself; this only supersedes older pending queries.
             Ok(Vec::new())
         } else {
-            run_search(backend, &req.query, limit).map(|hits| {
-                let terms = Arc::new(Highlighter::new(&req.query));
-                hits.into_iter()
+            let group = if req.fold { Group::Place } else { Group::None };
+            run_search(backend, &req.query, limit, group).map(|hits| {
+                // The query's words, not its filters, are what is marked.
+                let words = split_filters(&req.query).map_or_else(|_| req.query.clone(), |w| w.0);
+                let terms = Arc::new(Highlighter::new(&words));
+                let mut entries: Vec<Entry> = hits
+                    .into_iter()
                     .map(|hit| {
-                        let file = files.get(&hit.path);
-                        Entry::new(hit, file).with_terms(terms.clone())
+                        let (file, modified) = files.get(&hit.path);
+                        let mut e = Entry::new(hit, file).with_terms(terms.clone());
+                        e.modified = modified;
+                        e
                     })
-                    .collect()
+                    .collect();
+                if req.newest {
+                    // Stable: files of one date keep their ranking.
+                    entries.sort_by_key(|e| std::cmp::Reverse(e.modified));
+                }
+                entries
             })
         };
         let resp = SearchResponse {
@@ -123,8 +136,9 @@ fn run_search(
     backend: &dyn Backend,
     query: &str,
     limit: usize,
+    group: Group,
 ) -> Result<Vec<dochash::index::search::Hit>, String> {
-    catch_unwind(AssertUnwindSafe(|| backend.search(query, limit))).unwrap_or_else(|_| {
+    catch_unwind(AssertUnwindSafe(|| backend.search(query, limit, group))).unwrap_or_else(|_| {
         Err("the search engine crashed (details are printed when you quit)".into())
     })
 }
@@ -144,11 +158,17 @@ struct Cached {
 }
 
 impl FileCache {
-    fn get(&mut self, path: &Path) -> FileView {
+    /// The file's lines (or why not) and when it was last modified.
+    fn get(&mut self, path: &Path) -> (FileView, Option<SystemTime>) {
         let meta = match fs::metadata(path) {
             Ok(m) => m,
-            Err(e) => return FileView::Unavailable(describe_io_error(&e)),
+            Err(e) => return (FileView::Unavailable(describe_io_error(&e)), None),
         };
+        let modified = meta.modified().ok();
+        (self.view(path, &meta), modified)
+    }
+
+    fn view(&mut self, path: &Path, meta: &fs::Metadata) -> FileView {
         // Opening a FIFO or a device for reading could block the worker forever.
         if !meta.is_file() {
             return FileView::Unavailable("not a regular file".into());
@@ -213,7 +233,7 @@ mod tests {
     }
 
     impl Backend for Recorder {
-        fn search(&self, query: &str, limit: usize) -> Result<Vec<Hit>, String> {
+        fn search(&self, query: &str, limit: usize, _: Group) -> Result<Vec<Hit>, String> {
             if query == "boom" {
                 panic!("backend bug");
             }
@@ -246,6 +266,8 @@ mod tests {
         SearchRequest {
             seq,
             query: query.into(),
+            fold: true,
+            newest: false,
             debounce,
         }
     }
@@ -316,22 +338,24 @@ mod tests {
         let path = dir.path().join("note.md");
         fs::write(&path, "# T\n\x1b]0;title\x07body\tx\n").unwrap();
         let mut cache = FileCache::default();
-        let FileView::Lines(a) = cache.get(&path) else {
+        let (FileView::Lines(a), _) = cache.get(&path) else {
             panic!()
         };
         assert_eq!(*a, ["# T", "body    x"]);
-        let FileView::Lines(b) = cache.get(&path) else {
+        let (FileView::Lines(b), _) = cache.get(&path) else {
             panic!()
         };
         assert!(Arc::ptr_eq(&a, &b), "unchanged file comes from the cache");
         fs::write(&path, "# T\nchanged, and longer\n").unwrap();
-        let FileView::Lines(c) = cache.get(&path) else {
+        let (FileView::Lines(c), _) = cache.get(&path) else {
             panic!()
         };
         assert_eq!(c[1], "changed, and longer");
         fs::remove_file(&path).unwrap();
-        assert!(matches!(cache.get(&path), FileView::Unavailable(_)));
-        assert!(matches!(cache.get(dir.path()), FileView::Unavailable(m) if m.contains("regular")));
+        assert!(matches!(cache.get(&path).0, FileView::Unavailable(_)));
+        assert!(
+            matches!(cache.get(dir.path()).0, FileView::Unavailable(m) if m.contains("regular"))
+        );
     }
 
     #[test]
@@ -339,7 +363,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bin.md");
         fs::write(&path, b"ok\n\xff\xfe bad\n").unwrap();
-        let FileView::Lines(lines) = FileCache::default().get(&path) else {
+        let (FileView::Lines(lines), _) = FileCache::default().get(&path) else {
             panic!()
         };
         assert_eq!(lines[1], "\u{fffd}\u{fffd} bad");
