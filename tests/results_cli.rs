@@ -180,12 +180,19 @@ fn neighbouring_passages_fold_into_a_place_that_opens_at_what_matched() {
         "the section has several passages: {}",
         guide(&none)
     );
-    assert_eq!(guide(&places), 1, "one place");
-    let place = places
+    // Its passages fold into a few places (one section, at most 120 lines each), which
+    // together hold every passage.
+    assert!(
+        guide(&places) < guide(&none) / 2,
+        "{} places",
+        guide(&places)
+    );
+    let held: usize = places
         .iter()
-        .find(|h| h["path"].as_str().unwrap().ends_with("guide.md"))
-        .unwrap();
-    assert_eq!(place["more"].as_array().unwrap().len(), guide(&none) - 1);
+        .filter(|h| h["path"].as_str().unwrap().ends_with("guide.md"))
+        .map(|h| 1 + h.get("more").map_or(0, |m| m.as_array().unwrap().len()))
+        .sum();
+    assert_eq!(held, guide(&none));
     let (_, files) = e.query("filler prose line", &["--group", "file"]);
     assert_eq!(files.len(), 2);
 

@@ -47,9 +47,30 @@ const TAG_KEYS: [&str; 4] = ["tags", "tag", "keywords", "categories"];
 /// Front matter keys whose value is the note's date, in order of preference.
 const DATE_KEYS: [&str; 3] = ["date", "created", "created_at"];
 
+/// Largest front matter read for tags and a date; metadata is a few lines.
+const MAX_FRONT_MATTER_BYTES: usize = 16 * 1024;
+
+/// Whether YAML `content` is safe to load: the loader copies an anchored node at every alias,
+/// so a few hundred bytes of nested aliases ("billion laughs") would expand to billions of
+/// nodes. Front matter has no use for aliases; with any, the note gives no tags.
+fn plain_yaml(content: &str) -> bool {
+    use yaml_rust2::parser::{Event, Parser};
+    let mut parser = Parser::new_from_str(content);
+    loop {
+        match parser.next_token() {
+            Ok((Event::StreamEnd, _)) => return true,
+            Ok((Event::Alias(_), _)) | Err(_) => return false,
+            Ok(_) => {}
+        }
+    }
+}
+
 fn from_yaml(content: &str, meta: &mut NoteMeta) {
     use yaml_rust2::{Yaml, YamlLoader};
     // Malformed front matter is the note's business: it simply gives no tags.
+    if content.len() > MAX_FRONT_MATTER_BYTES || !plain_yaml(content) {
+        return;
+    }
     let Ok(docs) = YamlLoader::load_from_str(content) else {
         return;
     };
@@ -91,6 +112,9 @@ fn scalar_yaml(v: &yaml_rust2::Yaml) -> Option<String> {
 
 fn from_toml(content: &str, meta: &mut NoteMeta) {
     use toml::Value;
+    if content.len() > MAX_FRONT_MATTER_BYTES {
+        return;
+    }
     let Ok(table) = content.parse::<toml::Table>() else {
         return;
     };
@@ -181,8 +205,12 @@ fn inline_tags(text: &str, meta: &mut NoteMeta) {
 fn org_filetags(text: &str, meta: &mut NoteMeta) {
     for line in text.lines() {
         let l = line.trim_start();
-        if l.len() > 11 && l[..11].eq_ignore_ascii_case("#+filetags:") {
-            for t in l[11..].split([':', ' ']) {
+        if let Some(rest) = l
+            .get(..11)
+            .filter(|p| p.eq_ignore_ascii_case("#+filetags:"))
+            .and_then(|_| l.get(11..))
+        {
+            for t in rest.split([':', ' ']) {
                 add_tag(meta, t);
             }
         }
@@ -268,6 +296,35 @@ mod tests {
     fn org_filetags_are_tags() {
         let m = meta("#+TITLE: x\n#+FILETAGS: :work:Plans:\n* A\n", Format::Org);
         assert_eq!(m.tags, ["work", "plans"]);
+        // Lines of other scripts (byte 11 inside a character) are simply not tag lines.
+        let m = meta("éééééé some text\n東京都東京都東京都\n", Format::Org);
+        assert!(m.tags.is_empty());
+    }
+
+    #[test]
+    fn front_matter_with_aliases_or_too_large_gives_no_tags() {
+        // Nested aliases would expand to about a billion nodes if loaded.
+        let mut bomb = String::from("---\na: &a [x,x,x,x,x,x,x,x,x,x]\n");
+        for (i, name) in ["b", "c", "d", "e", "f", "g", "h", "i"].iter().enumerate() {
+            let prev = ["a", "b", "c", "d", "e", "f", "g", "h"][i];
+            bomb.push_str(&format!(
+                "{name}: &{name} [{}]\n",
+                vec![format!("*{prev}"); 10].join(",")
+            ));
+        }
+        bomb.push_str("tags: [bomb]\n---\ntext\n");
+        assert_eq!(meta(&bomb, Format::Markdown), NoteMeta::default());
+        let big = format!(
+            "---\ntags: [big]\nx: \"{}\"\n---\ntext\n",
+            "y".repeat(20_000)
+        );
+        assert!(meta(&big, Format::Markdown).tags.is_empty());
+        // A plain anchor-free block still reads, `*` in a value included.
+        let m = meta(
+            "---\ntags: [a]\ntitle: \"*bold* Q&A\"\n---\ntext\n",
+            Format::Markdown,
+        );
+        assert_eq!(m.tags, ["a"]);
     }
 
     #[test]

@@ -265,6 +265,15 @@ const ZSCORE_DEPTH: usize = 100;
 /// [`ZSCORE_DEPTH`], so the scores fusion normalises over are exact.
 const RESCORE_DEPTH: usize = 2 * ZSCORE_DEPTH;
 
+/// Most lines one place spans: a section's run of neighbours, not a whole long section (or a
+/// whole file without headings, once a filter leaves only it).
+const PLACE_MAX_LINES: u32 = 120;
+
+/// Lines from the first of two spans' starts to the last of their ends.
+fn extent(a: (u32, u32), b: (u32, u32)) -> u32 {
+    a.1.max(b.1).saturating_sub(a.0.min(b.0)) + 1
+}
+
 /// Candidates past the last place's that grouping still reads for passages joining the places
 /// found (at least twice the places wanted).
 const GROUP_LOOKAHEAD: usize = 30;
@@ -1127,8 +1136,10 @@ impl Searcher {
                 Group::Place => (0..hits.len())
                     .filter(|&i| {
                         hits[i].path == p.path
+                            && hits[i].headings == p.headings
                             && lo <= spans[i].1.saturating_add(1)
                             && hi.saturating_add(1) >= spans[i].0
+                            && extent(spans[i], (lo, hi)) <= PLACE_MAX_LINES
                     })
                     .collect(),
             };
@@ -1141,9 +1152,13 @@ impl Searcher {
             if let Some((&first, rest)) = joins.split_first() {
                 hits[first].more.push(member);
                 spans[first] = (spans[first].0.min(lo), spans[first].1.max(hi));
-                // A passage between two places joins them: the lower one folds into the
-                // higher (later indexes first, so earlier ones stay put).
+                // A passage between two places joins them, while the place stays within its
+                // bound: the lower one folds into the higher (later indexes first, so earlier
+                // ones stay put).
                 for &j in rest.iter().rev() {
+                    if extent(spans[first], spans[j]) > PLACE_MAX_LINES {
+                        continue;
+                    }
                     let folded = hits.remove(j);
                     let (a, b) = spans.remove(j);
                     spans[first] = (spans[first].0.min(a), spans[first].1.max(b));
@@ -1497,6 +1512,64 @@ mod tests {
             )
             .unwrap();
         assert_eq!(lines(&two), lines(&place[..2]));
+    }
+
+    #[test]
+    fn a_place_stays_within_its_section_and_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = synthetic_index(dir.path(), 4);
+        let root = dir.path().join("notes");
+        let a = root.join("a.md");
+        let under = |lines: (u32, u32), heading: &str| crate::index::store::PassageRecord {
+            headings: vec![heading.to_string()],
+            ..at(&a, lines, "x", vec![])
+        };
+        // 1-5 and 6-9 touch but lie in two sections; then a run of touching passages of one
+        // section, 20 lines each, longer than a place may be.
+        let mut passages = vec![
+            (under((1, 5), "One"), angle(0.0)),
+            (under((6, 9), "Two"), angle(1.0)),
+        ];
+        for k in 0..10u32 {
+            passages.push((
+                under((100 + 20 * k, 119 + 20 * k), "Long"),
+                angle(10.0 + k as f32),
+            ));
+        }
+        index.put_file(&a, &root, passages).unwrap();
+        let searcher = index.searcher().unwrap();
+        let hits = searcher
+            .search(
+                &angle(0.0),
+                &SearchParams {
+                    k: 20,
+                    ..semantic(Group::Place)
+                },
+            )
+            .unwrap();
+        let rows: Vec<(u32, u32)> = hits
+            .iter()
+            .map(|h| {
+                let last = h
+                    .more
+                    .iter()
+                    .map(|m| m.end_line)
+                    .chain([h.end_line])
+                    .max()
+                    .unwrap();
+                (h.line, last)
+            })
+            .collect();
+        assert_eq!(rows[..2], [(1, 5), (6, 9)], "two sections, two places");
+        // The long section is cut into places of at most PLACE_MAX_LINES lines, covering it all.
+        let long: Vec<&(u32, u32)> = rows[2..].iter().collect();
+        assert!(long.len() >= 2, "{rows:?}");
+        assert!(
+            long.iter().all(|(a, b)| b - a < PLACE_MAX_LINES),
+            "{rows:?}"
+        );
+        let covered: u32 = hits[2..].iter().map(|h| 1 + h.more.len() as u32).sum();
+        assert_eq!(covered, 10);
     }
 
     #[test]

@@ -59,6 +59,11 @@ impl Filters {
     /// filter key.
     pub fn add(&mut self, key: &str, value: &str, negated: bool) -> Result<bool, IndexError> {
         let key = key.to_ascii_lowercase();
+        // `in:` or `before:` with nothing after it is prose ("logged in: expired"), not a
+        // filter; so is a tag of only `#`.
+        if value.trim().trim_start_matches('#').trim().is_empty() {
+            return Ok(false);
+        }
         let shown = format!("{}{key}:{value}", if negated { "-" } else { "" });
         let bad = |why: &str| IndexError::Query(format!("filter {shown}: {why}"));
         let list = match (key.as_str(), negated) {
@@ -78,9 +83,6 @@ impl Filters {
                 }));
             }
             ("after", false) | ("before", false) => {
-                if value.trim().is_empty() {
-                    return Err(bad(&format!("needs a date ({DATE_FORMS})")));
-                }
                 parse_day(value, Local::now().date_naive()).map_err(|e| bad(&e))?;
                 let slot = if key == "after" {
                     &mut self.after
@@ -93,9 +95,6 @@ impl Filters {
             _ => return Ok(false),
         };
         let value = value.trim();
-        if value.is_empty() {
-            return Err(bad("needs a value"));
-        }
         if value.len() > super::scope::MAX_SCOPE_BYTES {
             return Err(bad("the value is too long"));
         }
@@ -200,13 +199,16 @@ pub fn split_filters(query: &str) -> Result<(String, Filters), IndexError> {
 }
 
 /// Whitespace-separated words; a `"` opens a run that whitespace does not split until the next
-/// `"` (an unpaired quote runs to the end).
+/// `"`. A quote without its partner is an ordinary character, as in `search::parse_query`.
 fn words(q: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut start: Option<usize> = None;
     let mut quoted = false;
+    let quotes = q.matches('"').count();
+    let mut paired = quotes - quotes % 2;
     for (i, c) in q.char_indices() {
-        if c == '"' {
+        if c == '"' && paired > 0 {
+            paired -= 1;
             quoted = !quoted;
         }
         if c.is_whitespace() && !quoted {
@@ -257,12 +259,13 @@ fn parse_day(s: &str, today: NaiveDate) -> Result<NaiveDate, String> {
     if let Some(unit) = s.chars().last().filter(|c| "dwmy".contains(*c))
         && let Ok(n) = s[..s.len() - 1].parse::<u32>()
     {
-        let n = n.min(10_000);
         let day = match unit {
-            'd' => today.checked_sub_signed(Duration::days(n.into())),
-            'w' => today.checked_sub_signed(Duration::weeks(n.into())),
+            'd' => Duration::try_days(n.into()).and_then(|d| today.checked_sub_signed(d)),
+            'w' => Duration::try_weeks(n.into()).and_then(|d| today.checked_sub_signed(d)),
             'm' => today.checked_sub_months(Months::new(n)),
-            _ => today.checked_sub_months(Months::new(n.saturating_mul(12))),
+            _ => n
+                .checked_mul(12)
+                .and_then(|m| today.checked_sub_months(Months::new(m))),
         };
         return day.ok_or_else(not_a_date);
     }
@@ -476,19 +479,31 @@ mod tests {
     #[test]
     fn malformed_filters_are_one_line_errors_naming_the_filter() {
         for (q, want) in [
-            ("a path:", "filter path:: needs a value"),
             ("a after:soon", "filter after:soon: not a date"),
             (
                 "a before:2024-02-30",
                 "filter before:2024-02-30: not a date",
             ),
             ("a -after:2024", "cannot be excluded"),
-            ("a tag:", "needs a value"),
+            ("a after:99999999d", "not a date"),
         ] {
             let e = split_filters(q).unwrap_err().to_string();
             assert!(e.contains(want), "{q}: {e}");
             assert!(!e.contains('\n'));
         }
+        // A key with nothing after it is prose, as is a tag of only `#`.
+        for q in [
+            "user not logged in: session expired",
+            "notes before: the launch",
+            "a tag:#",
+        ] {
+            let (text, f) = split_filters(q).unwrap();
+            assert_eq!((text.as_str(), f.is_empty()), (q, true), "{q}");
+        }
+        // An unpaired quote does not swallow the filters after it.
+        let (text, f) = split_filters("zebra \"stripes path:sub").unwrap();
+        assert_eq!(text, "zebra \"stripes");
+        assert_eq!(f.path, ["sub"]);
         let many: String = (0..40).map(|i| format!("ext:e{i} ")).collect();
         assert!(
             split_filters(&many)
@@ -517,6 +532,8 @@ mod tests {
         assert_eq!(d("2w"), NaiveDate::from_ymd_opt(2026, 3, 17).unwrap());
         assert_eq!(d("1m"), NaiveDate::from_ymd_opt(2026, 2, 28).unwrap());
         assert_eq!(d("1y").year(), 2025);
+        // Old ages are not capped: 11,000 days is 1996.
+        assert_eq!(d("11000d").year(), 1996);
         for bad in ["", "24", "2024-13", "2024-1-1x", "-3d", "d", "99999999999d"] {
             assert!(parse_day(bad, today).is_err(), "{bad}");
         }

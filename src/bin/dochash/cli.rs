@@ -600,8 +600,8 @@ pub struct QueryArgs {
     /// matched_lines, snippet, more, …
     #[arg(long)]
     pub json: bool,
-    /// How passages of one file fold into one result: place (neighbouring passages are one
-    /// result), file (one result per file) or none
+    /// How passages of one file fold into one result: place (neighbouring passages of a
+    /// section are one result), file (one result per file) or none
     #[arg(long, default_value = "place", value_name = "HOW")]
     pub group: dochash::index::search::Group,
     /// The same as --group file

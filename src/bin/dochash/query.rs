@@ -163,7 +163,10 @@ fn snippet_lines(h: &Hit, context: usize) -> Vec<&str> {
         return h.snippet.text.split('\n').collect();
     }
     let from = at.saturating_sub(context);
-    let to = (at + shown + context).min(lines.len());
+    let to = at
+        .saturating_add(shown)
+        .saturating_add(context)
+        .min(lines.len());
     let mut out = &lines[from..to];
     while out.first().is_some_and(|l| l.trim().is_empty()) {
         out = &out[1..];
@@ -204,18 +207,35 @@ impl Marker {
         let raw = raw.trim_end();
         let marks = self.words.ranges(raw);
         let chars: Vec<(usize, char)> = raw.char_indices().collect();
-        // A window of `width` characters, starting a little before the first mark.
+        // Columns, not characters: a CJK character takes two.
+        let cols = |c: char| unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+        // A window of `width` columns, starting about a quarter of it before the first mark.
         let first = marks
             .first()
             .map_or(0, |m| chars.partition_point(|&(b, _)| b < m.start));
-        let start = if chars.len() <= self.width {
-            0
-        } else {
-            first
-                .saturating_sub(self.width / 4)
-                .min(chars.len() - self.width)
+        let mut start = first;
+        let mut before = 0;
+        while start > 0 && before + cols(chars[start - 1].1) <= self.width / 4 {
+            start -= 1;
+            before += cols(chars[start].1);
+        }
+        let fits = |from: usize| {
+            let mut used = 0;
+            let mut end = from;
+            while end < chars.len() && used + cols(chars[end].1) <= self.width {
+                used += cols(chars[end].1);
+                end += 1;
+            }
+            end
         };
-        let end = (start + self.width).min(chars.len());
+        // The whole line when it fits; otherwise no room left unused at its end.
+        if fits(0) == chars.len() {
+            start = 0;
+        }
+        while start > 0 && fits(start - 1) == chars.len() {
+            start -= 1;
+        }
+        let end = fits(start);
         let byte = |i: usize| chars.get(i).map_or(raw.len(), |c| c.0);
         let (lo, hi) = (byte(start), byte(end));
         let mut out = String::new();
@@ -408,4 +428,55 @@ fn print_owner_status(args: &StatusArgs, s: EngineStatus) -> Result<()> {
         lines.push(format!("error     {e}"));
     }
     print_lines(&lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use unicode_width::UnicodeWidthStr;
+
+    fn marker(width: usize) -> Marker {
+        Marker {
+            words: Highlighter::new("needle"),
+            bold: false,
+            width,
+        }
+    }
+
+    #[test]
+    fn shown_lines_fit_the_width_in_columns_and_keep_the_match_in_view() {
+        let m = marker(40);
+        assert_eq!(m.line("a short needle line"), "a short needle line");
+        // Wide characters count two columns each.
+        let cjk = format!("{} needle {}", "東".repeat(200), "x".repeat(50));
+        let shown = m.line(&cjk);
+        assert!(shown.contains("needle"), "{shown}");
+        assert!(
+            shown.width() <= 40 + 2,
+            "{} columns: {shown}",
+            shown.width()
+        );
+        assert!(shown.starts_with('…') && shown.ends_with('…'));
+        // A match near the end: the window ends with the line, no room left unused.
+        let tail = format!("{} needle", "y".repeat(300));
+        let shown = m.line(&tail);
+        assert!(shown.ends_with("needle") && shown.width() == 41, "{shown}");
+        // Control characters never pass, marked or not.
+        let evil = m.line("x \x1b[2J needle \x07");
+        assert!(!evil.contains('\x1b') && !evil.contains('\x07'), "{evil:?}");
+    }
+
+    #[test]
+    fn a_huge_context_is_clamped_not_overflowed() {
+        let mut h: Hit = serde_json::from_value(serde_json::json!({
+            "id": 1, "path": "/n/a.md", "line": 1, "end_line": 3, "headings": [],
+            "text": "first\nsecond\nthird", "score": 1.0, "cosine": null, "bm25": null,
+            "semantic_rank": null, "lexical_rank": null, "distance": null
+        }))
+        .unwrap();
+        h.snippet.line = 2;
+        h.snippet.text = "second".into();
+        assert_eq!(snippet_lines(&h, usize::MAX), ["first", "second", "third"]);
+        assert_eq!(snippet_lines(&h, 0), ["second"]);
+    }
 }

@@ -276,9 +276,9 @@ fn result_line(app: &App, e: &Entry, selected: bool, w: usize, theme: &Theme) ->
         format!(":{} +{}", e.open_line(), e.hit.more.len())
     };
     // The file's date on terminals wide enough to spare it.
-    let score = match e.modified.filter(|_| w >= DATE_FROM_WIDTH) {
-        Some(t) => format!("{}  {score}", day(t)),
-        None => score,
+    let score = match e.modified.filter(|_| w >= DATE_FROM_WIDTH).map(day) {
+        Some(d) if !d.is_empty() => format!("{d}  {score}"),
+        _ => score,
     };
     let score_w = if w >= 24 { score.len() + 1 } else { 0 };
     let avail = w.saturating_sub(marker.len() + score_w);
@@ -707,9 +707,19 @@ const DATE_FROM_WIDTH: usize = 70;
 
 /// A time as its day, where the machine is: `2026-12-01`.
 fn day(t: std::time::SystemTime) -> String {
-    chrono::DateTime::<chrono::Local>::from(t)
-        .format("%Y-%m-%d")
-        .to_string()
+    // Any time a file system can hold, however far from now: chrono's own conversion panics
+    // past its range, and a date it cannot show is left out.
+    let secs = match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).ok(),
+        Err(e) => i64::try_from(e.duration().as_secs()).ok().map(|s| -s),
+    };
+    secs.and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+        .map(|d| {
+            d.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d")
+                .to_string()
+        })
+        .unwrap_or_default()
 }
 
 fn plural(n: usize) -> &'static str {
@@ -954,6 +964,20 @@ mod tests {
             row.contains("1971-02-0") && row.trim_end().ends_with("0.83"),
             "{row}"
         );
+    }
+
+    #[test]
+    fn any_file_time_shows_as_a_day_or_nothing() {
+        use std::time::{Duration, UNIX_EPOCH};
+        assert_eq!(
+            day(UNIX_EPOCH + Duration::from_secs(86_400 * 400)).len(),
+            10
+        );
+        assert!(day(UNIX_EPOCH - Duration::from_secs(86_400 * 400)).starts_with("1968"));
+        // Far future, as `touch -d @100000000000000` sets: no panic, no date.
+        if let Some(far) = UNIX_EPOCH.checked_add(Duration::from_secs(100_000_000_000_000)) {
+            assert_eq!(day(far), "");
+        }
     }
 
     #[test]
