@@ -173,9 +173,23 @@ fn grouping_and_k_limit_results() {
     e.index(&[e.notes.to_str().unwrap()]);
     let (_, hits) = e.query("guitar piano music", &["-k", "5", "--group", "none"]);
     assert_eq!(hits.len(), 5);
-    // Each section is a place of its own: five sections are five results.
-    let (_, hits) = e.query("guitar piano music", &["-k", "5"]);
-    assert_eq!(hits.len(), 5);
+    // Places: -k counts rows, each holding one passage or more (passages packed across a
+    // heading share lines with their neighbours and fold with them).
+    let (_, all) = e.query("guitar piano music", &["-k", "100", "--group", "none"]);
+    let (_, hits) = e.query("guitar piano music", &["-k", "100"]);
+    assert!(
+        hits.len() < all.len(),
+        "{} places of {} passages",
+        hits.len(),
+        all.len()
+    );
+    let held: usize = hits
+        .iter()
+        .map(|h| 1 + h.get("more").map_or(0, |m| m.as_array().unwrap().len()))
+        .sum();
+    assert_eq!(held, all.len());
+    let (_, five) = e.query("guitar piano music", &["-k", "5"]);
+    assert_eq!(five.len(), hits.len().min(5));
     for extra in [["--per-file"], ["--group=file"]] {
         let (_, hits) = e.query("guitar piano music", &extra);
         assert_eq!(hits.len(), 2);

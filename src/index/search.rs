@@ -1135,10 +1135,13 @@ impl Searcher {
                     .collect(),
                 Group::Place => (0..hits.len())
                     .filter(|&i| {
+                        // Passages that share lines are one place; ones that only touch are when
+                        // they are of one section.
+                        let overlap = lo <= spans[i].1 && hi >= spans[i].0;
+                        let touch = lo <= spans[i].1.saturating_add(1)
+                            && hi.saturating_add(1) >= spans[i].0;
                         hits[i].path == p.path
-                            && hits[i].headings == p.headings
-                            && lo <= spans[i].1.saturating_add(1)
-                            && hi.saturating_add(1) >= spans[i].0
+                            && (overlap || touch && hits[i].headings == p.headings)
                             && extent(spans[i], (lo, hi)) <= PLACE_MAX_LINES
                     })
                     .collect(),
@@ -1524,11 +1527,14 @@ mod tests {
             headings: vec![heading.to_string()],
             ..at(&a, lines, "x", vec![])
         };
-        // 1-5 and 6-9 touch but lie in two sections; then a run of touching passages of one
-        // section, 20 lines each, longer than a place may be.
+        // 1-5 and 6-9 touch but lie in two sections; 30-35 and 34-38 are of two sections too
+        // but share lines (a passage packed across a heading): one place. Then a run of
+        // touching passages of one section, 20 lines each, longer than a place may be.
         let mut passages = vec![
             (under((1, 5), "One"), angle(0.0)),
             (under((6, 9), "Two"), angle(1.0)),
+            (under((30, 35), "Three"), angle(2.0)),
+            (under((34, 38), "Four"), angle(3.0)),
         ];
         for k in 0..10u32 {
             passages.push((
@@ -1560,15 +1566,15 @@ mod tests {
                 (h.line, last)
             })
             .collect();
-        assert_eq!(rows[..2], [(1, 5), (6, 9)], "two sections, two places");
+        assert_eq!(rows[..3], [(1, 5), (6, 9), (30, 38)], "{rows:?}");
         // The long section is cut into places of at most PLACE_MAX_LINES lines, covering it all.
-        let long: Vec<&(u32, u32)> = rows[2..].iter().collect();
+        let long: Vec<&(u32, u32)> = rows[3..].iter().collect();
         assert!(long.len() >= 2, "{rows:?}");
         assert!(
             long.iter().all(|(a, b)| b - a < PLACE_MAX_LINES),
             "{rows:?}"
         );
-        let covered: u32 = hits[2..].iter().map(|h| 1 + h.more.len() as u32).sum();
+        let covered: u32 = hits[3..].iter().map(|h| 1 + h.more.len() as u32).sum();
         assert_eq!(covered, 10);
     }
 
