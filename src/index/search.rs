@@ -691,24 +691,8 @@ impl Searcher {
                 continue;
             };
             let m = matched(&p, None, &none);
-            hits.push(Hit {
-                id,
-                path: p.path,
-                line: p.start_line,
-                end_line: p.end_line,
-                headings: p.headings,
-                text: p.text,
-                score: 0.0,
-                cosine: None,
-                bm25: None,
-                semantic_rank: None,
-                lexical_rank: None,
-                distance: None,
-                without_phrases: false,
-                matched_lines: m.lines,
-                snippet: m.snippet,
-                more: Vec::new(),
-            });
+            // Unranked: no side scored it.
+            hits.push(hit(id, p, &Candidate::default(), m, false));
         }
         Ok(hits)
     }
@@ -1200,26 +1184,37 @@ impl Searcher {
                 matched(&p, unit, &words)
             };
             spans.push((lo, hi));
-            hits.push(Hit {
-                id,
-                path: p.path,
-                line: p.start_line,
-                end_line: p.end_line,
-                headings: p.headings,
-                text: p.text,
-                score: c.score,
-                cosine: c.cosine,
-                bm25: c.bm25,
-                semantic_rank: c.semantic_rank,
-                lexical_rank: c.lexical_rank,
-                distance: c.distance,
-                without_phrases: !strict,
-                matched_lines: m.lines,
-                snippet: m.snippet,
-                more: Vec::new(),
-            });
+            hits.push(hit(id, p, c, m, !strict));
         }
         Ok(hits)
+    }
+}
+
+/// A passage as a hit: where it is, how the candidate scored, what matched in it.
+fn hit(
+    id: u64,
+    p: super::store::PassageRecord,
+    c: &Candidate,
+    m: super::matched::Matched,
+    without_phrases: bool,
+) -> Hit {
+    Hit {
+        id,
+        path: p.path,
+        line: p.start_line,
+        end_line: p.end_line,
+        headings: p.headings,
+        text: p.text,
+        score: c.score,
+        cosine: c.cosine,
+        bm25: c.bm25,
+        semantic_rank: c.semantic_rank,
+        lexical_rank: c.lexical_rank,
+        distance: c.distance,
+        without_phrases,
+        matched_lines: m.lines,
+        snippet: m.snippet,
+        more: Vec::new(),
     }
 }
 

@@ -102,20 +102,22 @@ impl Filters {
         Ok(true)
     }
 
-    fn count(&self) -> usize {
+    /// The list filters, each with the word that writes it.
+    fn lists(&self) -> [(&'static str, &Vec<String>); 8] {
         [
-            &self.path,
-            &self.not_path,
-            &self.ext,
-            &self.not_ext,
-            &self.tag,
-            &self.not_tag,
-            &self.within,
-            &self.not_within,
+            ("path", &self.path),
+            ("-path", &self.not_path),
+            ("ext", &self.ext),
+            ("-ext", &self.not_ext),
+            ("tag", &self.tag),
+            ("-tag", &self.not_tag),
+            ("in", &self.within),
+            ("-in", &self.not_within),
         ]
-        .iter()
-        .map(|v| v.len())
-        .sum::<usize>()
+    }
+
+    fn count(&self) -> usize {
+        self.lists().iter().map(|(_, v)| v.len()).sum::<usize>()
             + usize::from(self.after.is_some())
             + usize::from(self.before.is_some())
     }
@@ -130,16 +132,7 @@ impl Filters {
                 v.to_string()
             }
         };
-        for (key, vals) in [
-            ("path", &self.path),
-            ("-path", &self.not_path),
-            ("ext", &self.ext),
-            ("-ext", &self.not_ext),
-            ("tag", &self.tag),
-            ("-tag", &self.not_tag),
-            ("in", &self.within),
-            ("-in", &self.not_within),
-        ] {
+        for (key, vals) in self.lists() {
             for v in vals {
                 out.push(format!("{key}:{}", quote(v)));
             }
