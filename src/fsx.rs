@@ -28,6 +28,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The absolute path of `path` with every link resolved, in the form people read and tools
+/// take: on Windows the ordinary `C:\…` form rather than the verbatim `\\?\C:\…` that
+/// `std::fs::canonicalize` returns there (kept only where the path needs it); elsewhere the same.
+pub fn canonicalize(path: impl AsRef<Path>) -> std::io::Result<std::path::PathBuf> {
+    dunce::canonicalize(path)
+}
+
+/// Flushes a file already written to the disk. Windows flushes only through a handle that may
+/// write (a read-only one is refused: "Access denied"); Unix through any.
+pub fn sync_file(path: &Path) -> std::io::Result<()> {
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true);
+    #[cfg(windows)]
+    o.write(true);
+    o.open(path)?.sync_all()
+}
+
 /// Makes a rename or a new file in `dir` durable. Best effort: not every platform or file system
 /// can sync a folder, and the data itself was already synced.
 pub fn sync_dir(dir: &Path) {
@@ -263,6 +280,7 @@ pub fn write_versioned<T: serde::Serialize>(
 
 /// The umask the process started with, so that programs it starts for the user (the editor)
 /// create files the way the user expects.
+#[cfg(unix)]
 static USER_UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
 
 /// Makes every file and folder this process creates private to the user (umask 077): sled,
@@ -354,6 +372,18 @@ pub fn open_beneath(root: &Path, rel: &Path) -> std::io::Result<std::fs::File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Paths are shown, stored and compared in the form people and tools use: on Windows
+    /// `std::fs::canonicalize` gives `\\?\C:\…`, which editors and viewers do not all take.
+    #[test]
+    fn canonical_paths_are_in_their_ordinary_form() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.md"), "a").unwrap();
+        let canon = canonicalize(dir.path().join("a.md")).unwrap();
+        assert!(canon.is_absolute(), "{}", canon.display());
+        assert!(!canon.to_string_lossy().starts_with(r"\\?\"), "{}", canon.display());
+        assert_eq!(canonicalize(&canon).unwrap(), canon);
+    }
 
     #[test]
     fn human_bytes_picks_a_readable_unit() {

@@ -3,6 +3,9 @@
 //! next allocation without new page faults; after the last guard, what glibc can return (here,
 //! the step's buffers) has gone back to the system. Page faults are counted per thread, so
 //! nothing here depends on timing.
+
+// Page faults per thread (RUSAGE_THREAD) and glibc's allocator: Linux.
+#![cfg(target_os = "linux")]
 #![cfg(all(target_os = "linux", target_env = "gnu"))]
 
 use dochash::encoder::{HoldFreedMemory, keep_large_buffers};

@@ -9,6 +9,9 @@
 //! part as `nobody` (uid 65534), which needs root; CI runs as root. Without root it fails and
 //! says so rather than skip.
 
+// What a shared Unix machine does: other users' files and sockets, permissions, signals, FIFOs.
+#![cfg(unix)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -2,6 +2,9 @@
 //! requests, odd file names, unmounted drives, background training. Each test drives the real
 //! binaries and failed on the code before the fix.
 
+// Mostly Unix: raw bytes on the socket file, permissions, signals, /proc, non-UTF-8 names.
+#![cfg(unix)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -5,6 +5,9 @@
 //! Screens are polled until they show what is expected, with a generous deadline, so the test
 //! does not depend on how fast the machine is.
 
+// Driven through tmux.
+#![cfg(unix)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

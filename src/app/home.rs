@@ -10,7 +10,7 @@
 //! - `generations/<n>/`: a trained generation's model, head and manifest;
 //! - `models/`: downloaded models; `model.json`, `precision.json`: the model and number format
 //!   the index is built with; `drift.json`: when to retrain ([`super::drift`]);
-//! - `owner.sock`: the running owner's socket ([`super::socket`]).
+//! - `owner.sock`: the running owner's socket on Unix ([`super::socket`]; a named pipe on Windows).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

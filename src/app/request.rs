@@ -147,7 +147,7 @@ impl ReadRequest {
                 None => return Err(refuse(format!("{shown} does not exist"))),
             },
         };
-        let canon = std::fs::canonicalize(&found)
+        let canon = crate::fsx::canonicalize(&found)
             .map_err(|e| refuse(format!("{shown}: {}", crate::corpus::io_reason(&e))))?;
         let Some(root) = roots.iter().find(|r| canon.starts_with(r)) else {
             return Err(refuse(format!("{shown} is outside the indexed folders")));

@@ -29,7 +29,7 @@ pub(super) fn watch(
     armed: &Armed,
 ) -> notify_debouncer_full::notify::Result<Watcher> {
     // The index may live inside a watched folder; its own writes must not trigger updates.
-    let home = std::fs::canonicalize(home).unwrap_or_else(|_| home.to_path_buf());
+    let home = crate::fsx::canonicalize(home).unwrap_or_else(|_| home.to_path_buf());
     let gone = armed.gone.clone();
     let mut debouncer = new_debouncer(WATCH_DEBOUNCE, None, move |res: DebounceEventResult| {
         if let Ok(events) = &res {

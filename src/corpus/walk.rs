@@ -124,7 +124,7 @@ fn resolve_roots(roots: &[PathBuf]) -> Result<Vec<Root>, CorpusError> {
             path: given.clone(),
             source,
         };
-        let canonical = fs::canonicalize(given).map_err(not_found)?;
+        let canonical = crate::fsx::canonicalize(given).map_err(not_found)?;
         let meta = fs::metadata(&canonical).map_err(not_found)?;
         if meta.is_dir() {
             out.push(Root::Dir(canonical));
@@ -353,12 +353,12 @@ impl WalkState {
                 if let Some(dir) = self.canonical_dirs.get(parent) {
                     return Ok(dir.join(name));
                 }
-                let dir = fs::canonicalize(parent)?;
+                let dir = crate::fsx::canonicalize(parent)?;
                 self.canonical_dirs
                     .insert(parent.to_path_buf(), dir.clone());
                 Ok(dir.join(name))
             }
-            _ => fs::canonicalize(found),
+            _ => crate::fsx::canonicalize(found),
         }
     }
 
@@ -461,7 +461,7 @@ fn keep_entry(
     }
     if is_dir && entry.path_is_symlink() {
         // If the target cannot be resolved, let the walker report the error itself.
-        if let Ok(target) = fs::canonicalize(entry.path())
+        if let Ok(target) = crate::fsx::canonicalize(entry.path())
             && !scope.contains(&target)
         {
             let note = Skipped {
@@ -678,7 +678,7 @@ mod tests {
         // Give the root in a roundabout way; results must still be canonical.
         let roundabout = r.join("n").join("..");
         let w = walk(&[roundabout], &CorpusConfig::default()).unwrap();
-        let canon_root = fs::canonicalize(r).unwrap();
+        let canon_root = crate::fsx::canonicalize(r).unwrap();
         assert_eq!(w.files.len(), 1);
         let f = &w.files[0];
         assert_eq!(f.path, canon_root.join("n/a.md"));
@@ -715,8 +715,11 @@ mod tests {
         let f = write(dir.path(), "notes.log", "x");
         let w = walk(std::slice::from_ref(&f), &CorpusConfig::default()).unwrap();
         assert_eq!(w.files.len(), 1);
-        assert_eq!(w.files[0].path, fs::canonicalize(&f).unwrap());
-        assert_eq!(w.files[0].root, fs::canonicalize(dir.path()).unwrap());
+        assert_eq!(w.files[0].path, crate::fsx::canonicalize(&f).unwrap());
+        assert_eq!(
+            w.files[0].root,
+            crate::fsx::canonicalize(dir.path()).unwrap()
+        );
     }
 
     #[test]
@@ -731,7 +734,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(w.files.len(), 2);
-        let canon = fs::canonicalize(r).unwrap();
+        let canon = crate::fsx::canonicalize(r).unwrap();
         assert_eq!(w.files[0].path, canon.join("b.md"));
         assert_eq!(w.files[1].path, canon.join("sub/a.md"));
         assert_eq!(
@@ -801,7 +804,7 @@ mod tests {
             assert_eq!(w.files.len(), 1, "{:?}", w.files);
             assert_eq!(
                 w.files[0].path,
-                fs::canonicalize(r.join("real/note.md")).unwrap()
+                crate::fsx::canonicalize(r.join("real/note.md")).unwrap()
             );
             assert!(w.skipped.is_empty(), "{:?}", w.skipped);
         }
@@ -820,7 +823,7 @@ mod tests {
             assert_eq!(w.files.len(), 1);
             assert_eq!(
                 w.files[0].root,
-                fs::canonicalize(b.path()).unwrap(),
+                crate::fsx::canonicalize(b.path()).unwrap(),
                 "root contains the path"
             );
             assert!(w.skipped.is_empty());

@@ -180,7 +180,7 @@ pub fn check_root(p: &Path) -> Result<PathBuf, IndexError> {
             _ => format!("cannot index it: {}", crate::corpus::io_reason(&e)),
         })
     };
-    let canon = std::fs::canonicalize(p).map_err(why)?;
+    let canon = crate::fsx::canonicalize(p).map_err(why)?;
     let meta = std::fs::metadata(&canon).map_err(why)?;
     if meta.is_dir() {
         // A folder that cannot be listed would look empty, like an unmounted drive.
@@ -419,7 +419,7 @@ impl Index {
 
     /// Stops indexing a root; its files leave the index on the next update.
     pub fn forget_root(&mut self, path: &Path) -> Result<bool, IndexError> {
-        let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let canon = crate::fsx::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         let before = self.meta.roots.len();
         self.meta.roots.retain(|r| r != &canon && r != path);
         self.store.set_meta(&self.meta)?;

@@ -45,7 +45,14 @@ impl Scope {
         }
         if pattern.contains(['*', '?', '[', '{']) {
             let rel = pattern.trim_start_matches("./");
-            if Path::new(rel).is_absolute() {
+            // Rooted or on a drive (Windows' `/tmp/*.md`, `C:*.md` are not "absolute", but
+            // name no place inside the roots either).
+            let rooted = Path::new(rel).has_root()
+                || matches!(
+                    Path::new(rel).components().next(),
+                    Some(Component::Prefix(_))
+                );
+            if rooted {
                 return Err(bad(
                     "a glob is matched against paths inside the indexed folders; write it relative to them",
                 ));
@@ -70,7 +77,7 @@ impl Scope {
         let mut outside = false;
         for c in candidates {
             // Resolving `..` and links first: the filter names what is really there.
-            let Ok(canon) = std::fs::canonicalize(&c) else {
+            let Ok(canon) = crate::fsx::canonicalize(&c) else {
                 continue;
             };
             if roots.iter().any(|r| canon.starts_with(r)) {
@@ -130,7 +137,7 @@ mod tests {
 
     fn tree() -> (tempfile::TempDir, PathBuf) {
         let d = tempfile::tempdir().unwrap();
-        let root = std::fs::canonicalize(d.path()).unwrap().join("notes");
+        let root = crate::fsx::canonicalize(d.path()).unwrap().join("notes");
         std::fs::create_dir_all(root.join("work/meetings")).unwrap();
         std::fs::create_dir_all(root.join("home")).unwrap();
         std::fs::write(root.join("work/meetings/a.md"), "a").unwrap();
@@ -168,7 +175,8 @@ mod tests {
         let (d, root) = tree();
         let roots = vec![root.clone()];
         std::fs::write(d.path().join("secret.md"), "s").unwrap();
-        for p in ["../secret.md", "/etc", "work/../../secret.md"] {
+        let outside = d.path().to_str().unwrap().to_string();
+        for p in ["../secret.md", &outside, "work/../../secret.md"] {
             let e = Scope::parse(p, &roots).unwrap_err().to_string();
             assert!(e.contains("outside the indexed folders"), "{p}: {e}");
         }

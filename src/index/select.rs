@@ -400,7 +400,7 @@ fn folder(name: &str, roots: &[PathBuf], key: &str) -> Result<PathBuf, IndexErro
     }) {
         return Ok(r.clone());
     }
-    if let Ok(canon) = std::fs::canonicalize(trimmed)
+    if let Ok(canon) = crate::fsx::canonicalize(trimmed)
         && let Some(r) = roots.iter().find(|r| **r == canon)
     {
         return Ok(r.clone());
@@ -535,7 +535,7 @@ mod tests {
     #[test]
     fn a_selection_tests_every_key() {
         let d = tempfile::tempdir().unwrap();
-        let base = std::fs::canonicalize(d.path()).unwrap();
+        let base = crate::fsx::canonicalize(d.path()).unwrap();
         let notes = base.join("notes");
         let work = base.join("work");
         std::fs::create_dir_all(notes.join("daily")).unwrap();

@@ -852,7 +852,7 @@ mod tests {
                 max_len: enc.max_len(),
                 precision: enc.precision(),
             },
-            roots: vec![std::fs::canonicalize(&notes).unwrap()],
+            roots: vec![crate::fsx::canonicalize(&notes).unwrap()],
             code: None,
             corpus: Default::default(),
             fusion: None,

@@ -6,7 +6,7 @@
 //! model — whatever the moment a crash, a full disk or Ctrl-C strikes. Leftover temporary folders
 //! start with `.` (never a valid model name) and are swept up by later installs.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -67,7 +67,7 @@ where
     let built = tmp.keep();
     match fs::rename(&built, &target) {
         Ok(()) => {
-            sync_dir(models_dir);
+            crate::fsx::sync_dir(models_dir);
             Ok(Layout::at(&target))
         }
         Err(e) => {
@@ -145,26 +145,11 @@ fn sync_tree(dir: &Path) -> Result<(), ModelError> {
         if kind.is_dir() {
             sync_tree(&path)?;
         } else if kind.is_file() {
-            File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(io_err("flush", &path))?;
+            crate::fsx::sync_file(&path).map_err(io_err("flush", &path))?;
         }
     }
-    sync_dir(dir);
+    crate::fsx::sync_dir(dir);
     Ok(())
-}
-
-/// Flushes a folder's entries. Only meaningful (and only possible) on Unix; best-effort, since
-/// some filesystems refuse fsync on folders and the data itself is already safe.
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    {
-        let _ = File::open(dir).and_then(|f| f.sync_all());
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-    }
 }
 
 #[cfg(test)]

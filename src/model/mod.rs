@@ -367,7 +367,7 @@ pub(crate) fn resolve_in(
 fn resolve_local(dir: &Path) -> Result<ModelFiles, ModelError> {
     validate_dir(dir)?;
     // One canonical spelling, so that `./m`, `m/` and `/abs/m` give the same model id.
-    let dir = fs::canonicalize(dir).map_err(error::io_err("resolve", dir))?;
+    let dir = crate::fsx::canonicalize(dir).map_err(error::io_err("resolve", dir))?;
     let layout = Layout::at(&dir);
     let id = format!("local:{}", dir.display());
     Ok(ModelFiles::new(layout, id, Source::LocalDir))

@@ -94,7 +94,7 @@ fn valid_local_folder_resolves_as_local() {
     // `resolve` itself: a local folder needs no context.
     let files = resolve(&spec, &OFFLINE).unwrap();
     assert_eq!(files.source, Source::LocalDir);
-    let canon = fs::canonicalize(dir.path()).unwrap();
+    let canon = crate::fsx::canonicalize(dir.path()).unwrap();
     assert_eq!(files.dir, canon);
     assert_eq!(files.weights, canon.join("model.safetensors"));
     assert_eq!(files.id, format!("local:{}", canon.display()));

@@ -323,10 +323,12 @@ pub fn clean_reference(e: &Env) -> (Value, Vec<(String, i64, i64, String)>) {
 
 /// A tmpfs of a given size mounted on a folder for as long as this lives: a small real file
 /// system to fill. Mounting needs root, which CI has; elsewhere the test fails and says so.
+#[cfg(target_os = "linux")]
 pub struct Tmpfs {
     pub dir: PathBuf,
 }
 
+#[cfg(target_os = "linux")]
 impl Tmpfs {
     pub fn mount(dir: &Path, bytes: u64) -> Tmpfs {
         // SAFETY: geteuid has no preconditions.
@@ -386,6 +388,7 @@ impl Tmpfs {
     }
 }
 
+#[cfg(target_os = "linux")]
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.dir).output();

@@ -632,7 +632,7 @@ fn freshness(g: &Global, a: &FreshnessArgs) -> Result<()> {
         let path = notes.join(format!("fresh-{i}.md"));
         let t = Instant::now();
         std::fs::write(&path, format!("# Fresh {i}\n\n{marker}\n"))?;
-        let canon = std::fs::canonicalize(&path)?;
+        let canon = dochash::fsx::canonicalize(&path)?;
         loop {
             let hits = engine.search(&marker, &params).unwrap_or_default();
             if hits.iter().any(|h| h.path == canon) {

@@ -482,7 +482,7 @@ fn adoption(g: &Global, a: &AdoptionArgs) -> Result<()> {
     let tuned_files =
         shared::resolve_spec(g, &dochash::model::ModelSpec::LocalDir(a.tuned.clone()))?;
     let tuned = shared::load_encoder(g, &tuned_files, None)?;
-    let root = std::fs::canonicalize(&a.docs)
+    let root = dochash::fsx::canonicalize(&a.docs)
         .with_context(|| format!("cannot open {}", a.docs.display()))?;
     let meta = IndexMeta {
         fingerprint: dochash::app::fingerprint(&files, &base),

@@ -115,7 +115,7 @@ pub fn run(g: &Global, a: &RetrievalArgs) -> Result<()> {
                 .with_context(|| format!("cannot write {}", p.display()))
         })
         .transpose()?;
-    let docs = std::fs::canonicalize(&a.docs)
+    let docs = dochash::fsx::canonicalize(&a.docs)
         .with_context(|| format!("cannot use {}", a.docs.display()))?;
 
     let files = shared::resolve_model(g)?;

@@ -7,7 +7,7 @@
 //! by rebuilding it.
 //!
 //! One passage lives in three places — its record in sled, its row in `codes.bin` and
-//! `vectors.bin` — and a file's change touches them in a fixed order: new rows are appended,
+//! the vectors file — and a file's change touches them in a fixed order: new rows are appended,
 //! then one sled transaction replaces the file's record and passages and updates the counts,
 //! then the old rows are tombstoned. A process killed anywhere in between (or sled losing the
 //! last transactions it had not flushed) leaves the two sides disagreeing on the set of live
@@ -15,8 +15,8 @@
 //! whatever is only on one side — files whose passages lost their rows are removed so that the
 //! next update indexes them again — with work proportional to the index, never a loop.
 //!
-//! Layout of an index folder: `sled/` (trees `meta`, `files`, `passages`), `codes.bin`,
-//! `vectors.bin`.
+//! Layout of an index folder: `sled/` (trees `meta`, `files`, `passages`), `codes.bin`, and
+//! the vectors file it names (`vectors.bin`, after a compaction `vectors.N.bin`).
 
 pub mod lexical;
 pub mod records;

@@ -16,7 +16,10 @@
 //! Rows are only ever appended, in increasing key order (so a binary search finds a passage's
 //! rows), and removed by a tombstone flag written in place; [`RowFiles::compact`] rewrites both files
 //! without the dead rows once they outnumber the live ones. A row's vector is never rewritten,
-//! so a reader's mapping stays valid while the writer appends; files are replaced only by rename.
+//! so a reader's mapping stays valid while the writer appends. Nor is the vectors file ever
+//! replaced: compaction writes a new one under the next name (`vectors.N.bin`), and the codes
+//! file, replaced by rename, names in its header the vectors file its rows go with. One rename
+//! switches both, and no file a reader maps is ever renamed over (Windows refuses that).
 //!
 //! Everything here is derived data. What a crash can leave — a torn last row, rows whose passage
 //! never reached sled, tombstones that did not — is repaired at open (see `Store::open`).
@@ -34,7 +37,26 @@ use super::{StoreError, corrupt, io_err};
 compile_error!("the row files are little-endian and read in place");
 
 pub const CODES_FILE: &str = "codes.bin";
+/// The first vectors file; later ones are numbered (see [`vectors_name`]).
 pub const VECTORS_FILE: &str = "vectors.bin";
+
+/// The name of vectors file number `n`, as the codes header names it.
+pub fn vectors_name(n: u32) -> String {
+    if n == 0 {
+        VECTORS_FILE.to_string()
+    } else {
+        format!("vectors.{n}.bin")
+    }
+}
+
+/// Whether a file in the index folder is a vectors file (current or left over).
+fn is_vectors_name(name: &str) -> bool {
+    name == VECTORS_FILE
+        || name
+            .strip_prefix("vectors.")
+            .and_then(|r| r.strip_suffix(".bin"))
+            .is_some_and(|n| n.parse::<u32>().is_ok())
+}
 
 const HEADER: u64 = 64;
 const CODES_MAGIC: &[u8; 8] = b"DHCODES\x01";
@@ -200,18 +222,36 @@ impl Vectors {
 /// The writer's handle on both files.
 pub struct RowFiles {
     dir: PathBuf,
-    codes: File,
+    /// `None` only while the file is being replaced (see [`RowFiles::replace_codes`]).
+    codes: Option<File>,
     vectors: File,
+    /// The number of the vectors file (see [`vectors_name`]).
+    vfile: u32,
     dim: usize,
     table: RowTable,
 }
 
-fn header(magic: &[u8; 8], width: usize) -> [u8; HEADER as usize] {
+/// A file header: magic, version, width, and (codes only) the vectors file the rows go with.
+fn header(magic: &[u8; 8], width: usize, vfile: u32) -> [u8; HEADER as usize] {
     let mut h = [0u8; HEADER as usize];
     h[..8].copy_from_slice(magic);
     h[8..12].copy_from_slice(&FILE_VERSION.to_le_bytes());
     h[12..16].copy_from_slice(&(width as u32).to_le_bytes());
+    h[16..20].copy_from_slice(&vfile.to_le_bytes());
     h
+}
+
+/// The vectors file a codes file names. A file too short or not a codes file names the first
+/// (its header check then reports the damage); one that cannot be read is an error, not a guess.
+fn linked_vectors(codes: &Path) -> Result<u32, StoreError> {
+    let mut h = [0u8; 20];
+    let read = File::open(codes).and_then(|mut f| f.read_exact(&mut h));
+    match read {
+        Ok(()) if &h[..8] == CODES_MAGIC => Ok(u32::from_le_bytes([h[16], h[17], h[18], h[19]])),
+        Ok(()) => Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
+        Err(e) => Err(io_err(codes)(e)),
+    }
 }
 
 /// Reads a header; returns the width it declares.
@@ -251,25 +291,27 @@ impl RowFiles {
     /// does not increase (garbage from a crash).
     pub fn open(dir: &Path, dim: Option<usize>) -> Result<Self, StoreError> {
         let cpath = dir.join(CODES_FILE);
-        let vpath = dir.join(VECTORS_FILE);
+        let mut vfile = if cpath.exists() {
+            linked_vectors(&cpath)?
+        } else {
+            0
+        };
+        let mut vpath = dir.join(vectors_name(vfile));
         if !cpath.exists() || !vpath.exists() {
             let Some(dim) = dim else {
                 return Err(corrupt(dir, "the vector files are missing"));
             };
+            vfile = 0;
+            vpath = dir.join(VECTORS_FILE);
             Self::create(&cpath, CODES_MAGIC, 1)?;
             Self::create(&vpath, VECTORS_MAGIC, dim)?;
         }
-        let open = |p: &Path| {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(p)
-                .map_err(io_err(p))
-        };
-        let mut codes = open(&cpath)?;
-        let mut vectors = open(&vpath)?;
+        let mut codes = open_rw(&cpath)?;
+        let mut vectors = open_rw(&vpath)?;
         let words = read_header(&mut codes, &cpath, CODES_MAGIC, MAX_WORDS)?;
         let vdim = read_header(&mut vectors, &vpath, VECTORS_MAGIC, MAX_DIM)?;
+        // Both headers are sound, so the link is to be trusted: other vectors files are leftovers.
+        remove_other_vectors(dir, vfile);
         let crow = code_row_bytes(words);
         let vrow = 2 * vdim as u64;
         let clen = codes.metadata().map_err(io_err(&cpath))?.len();
@@ -290,8 +332,9 @@ impl RowFiles {
         codes.read_to_end(&mut bytes).map_err(io_err(&cpath))?;
         let mut files = RowFiles {
             dir: dir.to_path_buf(),
-            codes,
+            codes: Some(codes),
             vectors,
+            vfile,
             dim: vdim,
             table: RowTable {
                 words,
@@ -304,7 +347,30 @@ impl RowFiles {
 
     fn create(path: &Path, magic: &[u8; 8], width: usize) -> Result<(), StoreError> {
         let mut f = File::create(path).map_err(io_err(path))?;
-        f.write_all(&header(magic, width)).map_err(io_err(path))
+        f.write_all(&header(magic, width, 0)).map_err(io_err(path))
+    }
+
+    /// The writer's handle on the codes file.
+    fn codes(&self) -> Result<&File, StoreError> {
+        self.codes.as_ref().ok_or_else(|| {
+            corrupt(
+                &self.dir.join(CODES_FILE),
+                "the codes file could not be reopened after it was replaced",
+            )
+        })
+    }
+
+    /// Replaces the codes file with `bytes` (written beside it, synced, renamed over it, so a
+    /// crash leaves the old file or the new one). This writer's own handle is closed first:
+    /// Windows refuses to replace an open file, and no one else holds this one (searchers take
+    /// the codes from memory).
+    fn replace_codes(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.dir.join(CODES_FILE);
+        self.codes = None;
+        let replaced = crate::fsx::write_atomic(&path, bytes).map_err(io_err(&path));
+        // Whichever file is in place now: the new one, or the old one if that failed.
+        self.codes = Some(open_rw(&path)?);
+        replaced
     }
 
     fn load_table(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
@@ -364,7 +430,7 @@ impl RowFiles {
 
     /// A fresh read-only mapping of the vectors, covering every row written so far.
     pub fn vectors(&self) -> Result<Vectors, StoreError> {
-        let path = self.dir.join(VECTORS_FILE);
+        let path = self.dir.join(vectors_name(self.vfile));
         let rows = self.table.rows();
         if rows == 0 {
             return Ok(Vectors {
@@ -424,12 +490,12 @@ impl RowFiles {
         let at = self.table.rows() as u64;
         write_at(
             &self.vectors,
-            &self.dir.join(VECTORS_FILE),
+            &self.dir.join(vectors_name(self.vfile)),
             HEADER + at * 2 * self.dim as u64,
             &vbuf,
         )?;
         write_at(
-            &self.codes,
+            self.codes()?,
             &self.dir.join(CODES_FILE),
             HEADER + at * code_row_bytes(words),
             &cbuf,
@@ -459,7 +525,7 @@ impl RowFiles {
     fn write_flags(&self, row: usize, flags: u32) -> Result<(), StoreError> {
         let at = HEADER + row as u64 * code_row_bytes(self.table.words) + 12;
         write_at(
-            &self.codes,
+            self.codes()?,
             &self.dir.join(CODES_FILE),
             at,
             &flags.to_le_bytes(),
@@ -477,12 +543,12 @@ impl RowFiles {
             let mut buf = Vec::with_capacity(4 + 8 * words);
             buf.extend_from_slice(&gen_.to_le_bytes());
             let at = HEADER + *row as u64 * code_row_bytes(words) + 8;
-            write_at(&self.codes, &path, at, &buf)?;
+            write_at(self.codes()?, &path, at, &buf)?;
             let mut wbuf = Vec::with_capacity(8 * words);
             for w in *code {
                 wbuf.extend_from_slice(&w.to_le_bytes());
             }
-            write_at(&self.codes, &path, at + 8, &wbuf)?;
+            write_at(self.codes()?, &path, at + 8, &wbuf)?;
             self.table.gens[*row] = gen_;
             self.table.codes[row * words..(row + 1) * words].copy_from_slice(code);
         }
@@ -503,7 +569,7 @@ impl RowFiles {
             return Err(corrupt(&self.dir, "codes of the wrong size"));
         }
         let mut buf = Vec::with_capacity(HEADER as usize + rows * code_row_bytes(words) as usize);
-        buf.extend_from_slice(&header(CODES_MAGIC, words));
+        buf.extend_from_slice(&header(CODES_MAGIC, words, self.vfile));
         for r in 0..rows {
             buf.extend_from_slice(&self.table.keys[r].to_le_bytes());
             buf.extend_from_slice(&gen_.to_le_bytes());
@@ -513,8 +579,7 @@ impl RowFiles {
                 buf.extend_from_slice(&w.to_le_bytes());
             }
         }
-        let path = self.dir.join(CODES_FILE);
-        self.codes = replace_file(&path, &buf)?;
+        self.replace_codes(&buf)?;
         self.table.words = words;
         self.table.gens.iter_mut().for_each(|g| *g = gen_);
         self.table.codes = codes.to_vec();
@@ -526,8 +591,9 @@ impl RowFiles {
         self.table.rows() - self.table.live_rows
     }
 
-    /// Rewrites both files with only the live rows (new files renamed into place; readers keep
-    /// their mappings of the old ones).
+    /// Rewrites both files with only the live rows: a new vectors file under the next name,
+    /// then the codes file naming it, renamed into place. Readers keep their mappings of the old
+    /// vectors file, which is removed now where the system allows it, else at the next open.
     pub fn compact(&mut self) -> Result<(), StoreError> {
         let t = &self.table;
         let words = t.words;
@@ -536,8 +602,9 @@ impl RowFiles {
         let mut cbuf =
             Vec::with_capacity(HEADER as usize + keep.len() * code_row_bytes(words) as usize);
         let mut vbuf = Vec::with_capacity(HEADER as usize + keep.len() * 2 * self.dim);
-        cbuf.extend_from_slice(&header(CODES_MAGIC, words));
-        vbuf.extend_from_slice(&header(VECTORS_MAGIC, self.dim));
+        let next = self.vfile.checked_add(1).unwrap_or(1);
+        cbuf.extend_from_slice(&header(CODES_MAGIC, words, next));
+        vbuf.extend_from_slice(&header(VECTORS_MAGIC, self.dim, 0));
         let mut table = RowTable {
             words,
             ..Default::default()
@@ -555,29 +622,36 @@ impl RowFiles {
             vbuf.extend_from_slice(bytemuck::cast_slice(v));
             table.push(t.keys[r], t.gens[r], false, t.code(r).iter().copied());
         }
-        // Vectors first: a crash between the two renames leaves codes rows that the vectors
-        // file no longer matches; the row counts differ, which `open` cuts back and the
-        // id-set check then repairs.
-        self.vectors = replace_file(&self.dir.join(VECTORS_FILE), &vbuf)?;
+        // The new vectors file first, under a name nothing reads yet: a crash before the codes
+        // file names it leaves the old pair whole (the new file is removed at the next open).
+        let vpath = self.dir.join(vectors_name(next));
+        crate::fsx::write_atomic(&vpath, &vbuf).map_err(io_err(&vpath))?;
         crate::failpoint::hit("rows.compact");
-        self.codes = replace_file(&self.dir.join(CODES_FILE), &cbuf)?;
+        if let Err(e) = self.replace_codes(&cbuf) {
+            let _ = std::fs::remove_file(&vpath);
+            return Err(e);
+        }
+        self.vectors = open_rw(&vpath)?;
+        self.vfile = next;
+        // The old file, and any an earlier compaction could not remove while it was mapped.
+        remove_other_vectors(&self.dir, next);
         self.table = table;
         Ok(())
     }
 
     /// Makes everything written durable.
     pub fn sync(&self) -> Result<(), StoreError> {
-        self.codes
+        self.codes()?
             .sync_data()
             .map_err(io_err(&self.dir.join(CODES_FILE)))?;
         self.vectors
             .sync_data()
-            .map_err(io_err(&self.dir.join(VECTORS_FILE)))
+            .map_err(io_err(&self.dir.join(vectors_name(self.vfile))))
     }
 
     pub fn size_on_disk(&self) -> u64 {
         let len = |f: &File| f.metadata().map(|m| m.len()).unwrap_or(0);
-        len(&self.codes) + len(&self.vectors)
+        self.codes.as_ref().map_or(0, len) + len(&self.vectors)
     }
 }
 
@@ -594,15 +668,29 @@ fn write_at(f: &File, path: &Path, at: u64, bytes: &[u8]) -> Result<(), StoreErr
     f.write_all(bytes).map_err(io_err(path))
 }
 
-/// Writes a whole new file beside `path`, syncs it and renames it over `path`; returns the new
-/// file opened for writing.
-fn replace_file(path: &Path, bytes: &[u8]) -> Result<File, StoreError> {
-    crate::fsx::write_atomic(path, bytes).map_err(io_err(path))?;
+fn open_rw(path: &Path) -> Result<File, StoreError> {
     OpenOptions::new()
         .read(true)
         .write(true)
         .open(path)
         .map_err(io_err(path))
+}
+
+/// Removes vectors files the codes file no longer names: left by a compaction that crashed
+/// before its switch, or whose removal the system refused while a reader still mapped it.
+/// Best effort: one still mapped by a reader elsewhere stays until a later open.
+fn remove_other_vectors(dir: &Path, current: u32) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let keep = vectors_name(current);
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if is_vectors_name(name) && name != keep {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -653,6 +741,55 @@ mod tests {
             (vec![k(1), k(5)], vec![3, 3])
         );
         assert_eq!(RowFiles::open(dir.path(), Some(8)).unwrap().dim(), 4);
+    }
+
+    #[test]
+    fn compaction_switches_to_a_new_vectors_file_and_never_renames_over_a_mapped_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = || {
+            let mut n: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            n.sort();
+            n
+        };
+        let mut f = RowFiles::open(dir.path(), Some(4)).unwrap();
+        let (a, b) = (vec_of(0.1, 4), vec_of(0.2, 4));
+        f.append(&[(k(1), 0, &[], &a), (k(2), 0, &[], &b)]).unwrap();
+        let before = f.vectors().unwrap();
+        let vectors_before = std::fs::read(dir.path().join(VECTORS_FILE)).unwrap();
+        f.kill(&[1]).unwrap();
+        f.compact().unwrap();
+        // Unix removes the old file at once; Windows keeps it while the reader maps it.
+        let expected = if cfg!(unix) {
+            &["codes.bin", "vectors.1.bin"][..]
+        } else {
+            &["codes.bin", "vectors.1.bin", "vectors.bin"][..]
+        };
+        assert_eq!(names(), expected);
+        // The reader's mapping still shows the rows it was made with.
+        assert!((before.row(0).unwrap()[0].to_f32() - 0.1).abs() < 1e-3);
+        assert_eq!(f.vectors().unwrap().rows(), 1);
+        drop(before);
+        f.kill(&[2]).unwrap();
+        f.compact().unwrap();
+        assert_eq!(names(), ["codes.bin", "vectors.2.bin"]);
+        drop(f);
+
+        // A compaction cut off before its switch left a newer file nothing names, and a system
+        // that refused a removal left an older one: both go at the next open, the named one stays.
+        std::fs::write(dir.path().join("vectors.3.bin"), b"partial").unwrap();
+        std::fs::write(dir.path().join(VECTORS_FILE), &vectors_before).unwrap();
+        std::fs::write(dir.path().join("vectors.x.bin"), b"not ours").unwrap();
+        let mut f = RowFiles::open(dir.path(), Some(4)).unwrap();
+        assert_eq!(names(), ["codes.bin", "vectors.2.bin", "vectors.x.bin"]);
+        assert_eq!(f.table().live(), 0);
+        f.append(&[(k(3), 0, &[], &a)]).unwrap();
+        drop(f);
+        let f = RowFiles::open(dir.path(), Some(4)).unwrap();
+        assert_eq!(f.table().row_of(3), Some(0));
+        assert!((f.vectors().unwrap().row(0).unwrap()[0].to_f32() - 0.1).abs() < 1e-3);
     }
 
     #[test]

@@ -12,11 +12,15 @@
 //! on at once (others wait their turn briefly, and at most [`MAX_CONNECTIONS`] are held, the rest
 //! waiting in the listen queue), status long polls wait apart from them (at most
 //! [`MAX_WAITERS`]; more are answered after a second), and only processes of the same user are answered
-//! (the peer's uid, from the kernel). The socket file is created 0600 inside a private folder
-//! before it becomes visible; a client only talks to a socket file its user owns, and only when
-//! the kernel says the process behind it runs as that user too.
+//! (the peer's user, from the kernel). A client, too, only talks to an owner that the kernel says
+//! runs as its own user.
+//!
+//! The transport is the platform's own local socket (`unix.rs`: a Unix domain socket, created
+//! 0600 inside a private folder before it becomes visible; `windows.rs`: a named pipe whose
+//! access list admits only the user, with the peer's user read from its process token). Both
+//! give the same [`Wire`]: reads and writes that give up at a deadline, so everything above it —
+//! caps, deadlines, slots, the protocol — is one piece of code.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -27,6 +31,18 @@ use serde::{Deserialize, Serialize};
 use super::engine::{Engine, EngineStatus};
 use crate::index::Hit;
 
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+use unix as transport;
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows as transport;
+
+pub use transport::socket_path;
+
+/// The socket file's name in the home (Unix); on Windows the home names a pipe instead.
 pub const SOCKET_NAME: &str = "owner.sock";
 
 /// Bumped whenever a request or reply changes shape.
@@ -39,7 +55,7 @@ pub const MAX_REQUEST_BYTES: usize = 128 * 1024;
 
 /// Longest reply a client reads (hits carry passage text; 10,000 hits of long passages stay well
 /// below this).
-const MAX_REPLY_BYTES: u64 = 256 << 20;
+const MAX_REPLY_BYTES: usize = 256 << 20;
 
 /// Requests worked on at once; more wait for a turn (up to [`QUEUE_PATIENCE`]).
 pub const MAX_CLIENTS: usize = 16;
@@ -64,8 +80,13 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// Longest a status request may wait for a change (see [`StatusRequest::changed_since`]).
 pub const MAX_STATUS_WAIT: Duration = Duration::from_secs(30);
 
-pub fn socket_path(home: &Path) -> PathBuf {
-    home.join(SOCKET_NAME)
+/// One end of a connection to or from the owner: reads and writes that give up at a deadline
+/// (with [`std::io::ErrorKind::TimedOut`]), so no peer can hold the other by going quiet.
+trait Wire {
+    /// Reads what has arrived (0: the peer closed), waiting at most until `deadline`.
+    fn read_by(&mut self, buf: &mut [u8], deadline: Instant) -> std::io::Result<usize>;
+    /// Writes all of `bytes` by `deadline`.
+    fn write_by(&mut self, bytes: &[u8], deadline: Instant) -> std::io::Result<()>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,25 +176,12 @@ pub struct Server {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-#[cfg(unix)]
 impl Server {
-    /// Binds the socket. Call only while holding the index (so any socket file already there
-    /// is a leftover of a dead owner and may be replaced).
+    /// Starts serving. Call only while holding the index (so a socket file already there is a
+    /// leftover of a dead owner and may be replaced).
     pub fn start(home: &Path, engine: Arc<Engine>) -> std::io::Result<Server> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        use std::os::unix::net::UnixListener;
-
+        let mut listener = transport::Listener::bind(home)?;
         let path = socket_path(home);
-        let private = home.join(format!(".sock-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&private);
-        std::fs::DirBuilder::new().mode(0o700).create(&private)?;
-        let tmp = private.join("s");
-        let listener = UnixListener::bind(&tmp)?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-        let _ = std::fs::remove_file(&path);
-        std::fs::rename(&tmp, &path)?;
-        let _ = std::fs::remove_dir(&private);
-
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();
@@ -182,14 +190,17 @@ impl Server {
                 .name("dochash-socket".into())
                 .spawn(move || {
                     let limits = Arc::new(Limits::default());
-                    for conn in listener.incoming() {
+                    loop {
+                        // Only connections from this user's processes come back.
+                        let conn = listener.accept();
                         if stop.load(Ordering::Acquire) {
                             break;
                         }
-                        let Ok(conn) = conn else { continue };
-                        if peer_uid(&conn) != Some(current_uid()) {
+                        let Ok(conn) = conn else {
+                            // Out of descriptors or pipe instances, say: not a reason to spin.
+                            std::thread::sleep(Duration::from_millis(20));
                             continue;
-                        }
+                        };
                         // Past the connection cap, later clients wait in the listen queue.
                         while active.load(Ordering::Acquire) >= MAX_CONNECTIONS
                             && !stop.load(Ordering::Acquire)
@@ -303,22 +314,18 @@ fn reply_line(a: &Answer) -> Vec<u8> {
 
 /// Reads one line of at most `max` bytes, all of it within `deadline`. `Ok(None)` when the line
 /// is longer than `max` (the rest is not read).
-#[cfg(unix)]
-fn read_request_line(
-    conn: &std::os::unix::net::UnixStream,
+fn read_line(
+    conn: &mut impl Wire,
     max: usize,
     deadline: Instant,
 ) -> std::io::Result<Option<Vec<u8>>> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
-    let mut reader = conn;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if Instant::now() >= deadline {
             return Err(std::io::ErrorKind::TimedOut.into());
         }
-        conn.set_read_timeout(Some(left))?;
-        let n = reader.read(&mut chunk)?;
+        let n = conn.read_by(&mut chunk, deadline)?;
         if n == 0 {
             return Ok(Some(buf));
         }
@@ -334,25 +341,23 @@ fn read_request_line(
     }
 }
 
-#[cfg(unix)]
-fn serve_one(conn: std::os::unix::net::UnixStream, engine: &Engine, limits: &Limits) {
-    let _ = conn.set_write_timeout(Some(Duration::from_secs(30)));
-    let line = match read_request_line(&conn, MAX_REQUEST_BYTES, Instant::now() + REQUEST_DEADLINE)
-    {
-        Ok(Some(l)) => l,
-        Ok(None) => {
-            let mut w = &conn;
-            let _ = w.write_all(&reply_line(&Answer::Error(format!(
-                "request refused: longer than {} KiB",
-                MAX_REQUEST_BYTES / 1024
-            ))));
-            return;
-        }
+/// How long the owner keeps trying to hand a reply to a client that does not read it.
+const REPLY_DEADLINE: Duration = Duration::from_secs(30);
+
+fn serve_one(mut conn: impl Wire, engine: &Engine, limits: &Limits) {
+    let answer = match read_line(
+        &mut conn,
+        MAX_REQUEST_BYTES,
+        Instant::now() + REQUEST_DEADLINE,
+    ) {
+        Ok(Some(line)) => answer(&line, engine, limits),
+        Ok(None) => Answer::Error(format!(
+            "request refused: longer than {} KiB",
+            MAX_REQUEST_BYTES / 1024
+        )),
         Err(_) => return,
     };
-    let answer = answer(&line, engine, limits);
-    let mut w = &conn;
-    let _ = w.write_all(&reply_line(&answer));
+    let _ = conn.write_by(&reply_line(&answer), Instant::now() + REPLY_DEADLINE);
 }
 
 fn answer(line: &[u8], engine: &Engine, limits: &Limits) -> Answer {
@@ -417,52 +422,11 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
         // Wake the blocking accept so the thread sees the flag.
-        #[cfg(unix)]
-        let _ = std::os::unix::net::UnixStream::connect(&self.path);
-        let _ = std::fs::remove_file(&self.path);
+        transport::wake(&self.path);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
-}
-
-#[cfg(unix)]
-fn current_uid() -> u32 {
-    // SAFETY: geteuid cannot fail and has no side effects.
-    unsafe { libc::geteuid() }
-}
-
-/// The uid of the process at the other end, from the kernel (not from anything it sent).
-#[cfg(target_os = "linux")]
-fn peer_uid(conn: &std::os::unix::net::UnixStream) -> Option<u32> {
-    use std::os::fd::AsRawFd;
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` are valid for writes of the sizes given; the fd is open.
-    let rc = unsafe {
-        libc::getsockopt(
-            conn.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0).then_some(cred.uid)
-}
-
-#[cfg(all(unix, not(target_os = "linux")))]
-fn peer_uid(conn: &std::os::unix::net::UnixStream) -> Option<u32> {
-    use std::os::fd::AsRawFd;
-    let mut uid: libc::uid_t = 0;
-    let mut gid: libc::gid_t = 0;
-    // SAFETY: both out-pointers are valid; the fd is open.
-    let rc = unsafe { libc::getpeereid(conn.as_raw_fd(), &mut uid, &mut gid) };
-    (rc == 0).then_some(uid)
 }
 
 /// A connection to the running owner, typed: each call sends one request and checks that the
@@ -486,12 +450,8 @@ impl Client {
     /// The owner of `home`'s index, if one is running: `Ok(None)` when there is no socket or
     /// nobody answers on it (a crashed owner's leftover), so the caller opens the index itself.
     pub fn connect(home: &Path) -> Result<Option<Client>, SocketError> {
-        let path = socket_path(home);
-        if std::fs::symlink_metadata(&path).is_err() {
-            return Ok(None);
-        }
         let probe = Client {
-            path,
+            path: socket_path(home),
             patience: CONNECT_WAIT,
         };
         match probe.exchange(&Request::Status(StatusRequest {
@@ -556,29 +516,7 @@ impl Client {
         }
     }
 
-    #[cfg(unix)]
     fn exchange(&self, req: &Request) -> Result<Answer, SocketError> {
-        use std::os::unix::fs::MetadataExt;
-        use std::os::unix::net::UnixStream;
-
-        use std::os::unix::fs::FileTypeExt;
-
-        // The file itself must be a socket of ours (not a link to one elsewhere), and the
-        // process it reaches must run as us: the kernel says who the peer is.
-        let meta = std::fs::symlink_metadata(&self.path)?;
-        if meta.uid() != current_uid() || !meta.file_type().is_socket() {
-            return Err(SocketError::NotOwned(self.path.clone()));
-        }
-        let mut conn = UnixStream::connect(&self.path)?;
-        if peer_uid(&conn) != Some(current_uid()) {
-            return Err(SocketError::ForeignPeer(self.path.clone()));
-        }
-        let wait = match req {
-            Request::Status(s) => Duration::from_millis(s.wait_ms).min(MAX_STATUS_WAIT),
-            _ => Duration::ZERO,
-        };
-        let patience = self.patience.max(Duration::from_millis(1));
-        conn.set_read_timeout(Some(patience + wait))?;
         let mut line = serde_json::to_vec(&Envelope {
             v: PROTOCOL_VERSION,
             body: req,
@@ -591,16 +529,33 @@ impl Client {
             )));
         }
         line.push(b'\n');
-        conn.write_all(&line)?;
-        let mut reply = Vec::new();
-        BufReader::new((&conn).take(MAX_REPLY_BYTES))
-            .read_until(b'\n', &mut reply)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                    SocketError::Silent((patience + wait).as_secs_f64().round() as u64)
-                }
-                _ => SocketError::Io(e),
-            })?;
+        let wait = match req {
+            Request::Status(s) => Duration::from_millis(s.wait_ms).min(MAX_STATUS_WAIT),
+            _ => Duration::ZERO,
+        };
+        let patience = self.patience.max(Duration::from_millis(1)) + wait;
+        let deadline = Instant::now() + patience;
+        // Only an endpoint of ours, served by a process of this user, is talked to.
+        let mut conn = transport::connect(&self.path, deadline)?;
+        conn.write_by(&line, deadline)?;
+        let reply = match read_line(&mut conn, MAX_REPLY_BYTES, deadline) {
+            Ok(Some(reply)) => reply,
+            Ok(None) => {
+                return Err(SocketError::BadReply(format!(
+                    "a reply longer than {} MiB",
+                    MAX_REPLY_BYTES >> 20
+                )));
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(SocketError::Silent(patience.as_secs_f64().round() as u64));
+            }
+            Err(e) => return Err(SocketError::Io(e)),
+        };
         if reply.is_empty() {
             return Err(SocketError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
@@ -624,13 +579,6 @@ impl Client {
             },
         }
     }
-
-    #[cfg(not(unix))]
-    fn exchange(&self, _req: &Request) -> Result<Answer, SocketError> {
-        Err(SocketError::Io(std::io::Error::other(
-            "talking to another dochash needs Unix sockets",
-        )))
-    }
 }
 
 fn unexpected(a: &Answer) -> SocketError {
@@ -641,15 +589,6 @@ fn unexpected(a: &Answer) -> SocketError {
         Answer::Error(_) => "an error",
     };
     SocketError::BadReply(format!("unexpected {kind}"))
-}
-
-#[cfg(not(unix))]
-impl Server {
-    pub fn start(_home: &Path, _engine: Arc<Engine>) -> std::io::Result<Server> {
-        Err(std::io::Error::other(
-            "serving other processes needs Unix sockets",
-        ))
-    }
 }
 
 #[cfg(test)]
@@ -671,26 +610,69 @@ mod tests {
         assert_eq!(reply, "{\"v\":3,\"error\":\"no\"}\n");
     }
 
+    /// The platform's transport (a Unix socket, or a named pipe on Windows) carries a line each
+    /// way, and neither end waits past its deadline for a peer that says nothing.
+    #[test]
+    fn a_line_goes_each_way_and_a_silent_peer_is_given_up_at_the_deadline() {
+        use std::io::ErrorKind;
+        let home = tempfile::tempdir().unwrap();
+        let path = socket_path(home.path());
+        let far = || Instant::now() + Duration::from_secs(20);
+        let soon = || Instant::now() + Duration::from_millis(200);
+        let nobody = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            transport::connect(&socket_path(nobody.path()), far()),
+            Err(SocketError::Io(_))
+        ));
+
+        let mut listener = transport::Listener::bind(home.path()).unwrap();
+        let owner = std::thread::spawn(move || {
+            let mut conn = listener.accept().unwrap();
+            let line = read_line(&mut conn, 100, far()).unwrap().unwrap();
+            conn.write_by(&[&line[..], b" back\n"].concat(), far())
+                .unwrap();
+            let mut quiet = listener.accept().unwrap();
+            let err = read_line(&mut quiet, 100, soon()).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::TimedOut);
+            quiet
+        });
+        let mut conn = transport::connect(&path, far()).unwrap();
+        conn.write_by(b"hello\n", far()).unwrap();
+        assert_eq!(
+            read_line(&mut conn, 100, far()).unwrap().unwrap(),
+            b"hello back"
+        );
+
+        let mut quiet = transport::connect(&path, far()).unwrap();
+        // The owner has given up on this client's request, and holds the connection silently.
+        let held = owner.join().unwrap();
+        let err = read_line(&mut quiet, 100, soon()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TimedOut);
+        drop(held);
+    }
+
     #[cfg(unix)]
     #[test]
     fn request_lines_are_capped_and_must_arrive_before_the_deadline() {
+        use std::io::Write;
         use std::os::unix::net::UnixStream;
-        let (a, mut b) = UnixStream::pair().unwrap();
+        let pair = || {
+            let (a, b) = UnixStream::pair().unwrap();
+            (unix::Conn::from(a), b)
+        };
+        let (mut a, mut b) = pair();
         b.write_all(b"{\"v\":1}\nrest").unwrap();
         let far = Instant::now() + Duration::from_secs(10);
-        assert_eq!(
-            read_request_line(&a, 100, far).unwrap().unwrap(),
-            b"{\"v\":1}"
-        );
+        assert_eq!(read_line(&mut a, 100, far).unwrap().unwrap(), b"{\"v\":1}");
 
-        let (a, mut b) = UnixStream::pair().unwrap();
+        let (mut a, mut b) = pair();
         b.write_all(&vec![b'x'; 300]).unwrap();
-        assert!(read_request_line(&a, 100, far).unwrap().is_none());
+        assert!(read_line(&mut a, 100, far).unwrap().is_none());
 
         // A writer that never finishes its line runs into the deadline, however it trickles.
-        let (a, mut b) = UnixStream::pair().unwrap();
+        let (mut a, mut b) = pair();
         b.write_all(b"{\"v\"").unwrap();
         let soon = Instant::now() + Duration::from_millis(50);
-        assert!(read_request_line(&a, 100, soon).is_err());
+        assert!(read_line(&mut a, 100, soon).is_err());
     }
 }
