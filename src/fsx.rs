@@ -29,10 +29,36 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// The absolute path of `path` with every link resolved, in the form people read and tools
-/// take: on Windows the ordinary `C:\…` form rather than the verbatim `\\?\C:\…` that
-/// `std::fs::canonicalize` returns there (kept only where the path needs it); elsewhere the same.
+/// take: on Windows `C:\…` and `\\server\share\…` rather than the verbatim `\\?\C:\…` that
+/// `std::fs::canonicalize` returns there. Always that form, however long the path (std adds the
+/// verbatim prefix itself where a long path needs it), so that paths from here compare with each
+/// other. Elsewhere, the same as `std::fs::canonicalize`.
 pub fn canonicalize(path: impl AsRef<Path>) -> std::io::Result<std::path::PathBuf> {
-    dunce::canonicalize(path)
+    let canon = std::fs::canonicalize(path)?;
+    #[cfg(windows)]
+    let canon = without_verbatim(canon);
+    Ok(canon)
+}
+
+#[cfg(windows)]
+fn without_verbatim(p: std::path::PathBuf) -> std::path::PathBuf {
+    use std::ffi::OsString;
+    use std::os::windows::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Component, Prefix};
+    let Some(Component::Prefix(prefix)) = p.components().next() else {
+        return p;
+    };
+    let wide: Vec<u16> = p.as_os_str().encode_wide().collect();
+    let units = |s: &str| s.encode_utf16().collect::<Vec<u16>>();
+    // On the UTF-16 units, so that a name that is not valid Unicode keeps its exact bytes.
+    let plain = match prefix.kind() {
+        Prefix::VerbatimDisk(_) => wide.strip_prefix(&units(r"\\?\")[..]).map(<[u16]>::to_vec),
+        Prefix::VerbatimUNC(..) => wide
+            .strip_prefix(&units(r"\\?\UNC\")[..])
+            .map(|rest| [&units(r"\\")[..], rest].concat()),
+        _ => None,
+    };
+    plain.map_or(p, |w| OsString::from_wide(&w).into())
 }
 
 /// Flushes a file already written to the disk. Windows flushes only through a handle that may
@@ -381,8 +407,46 @@ mod tests {
         std::fs::write(dir.path().join("a.md"), "a").unwrap();
         let canon = canonicalize(dir.path().join("a.md")).unwrap();
         assert!(canon.is_absolute(), "{}", canon.display());
-        assert!(!canon.to_string_lossy().starts_with(r"\\?\"), "{}", canon.display());
+        assert!(
+            !canon.to_string_lossy().starts_with(r"\\?\"),
+            "{}",
+            canon.display()
+        );
         assert_eq!(canonicalize(&canon).unwrap(), canon);
+    }
+
+    /// Every verbatim form is made ordinary, however long (the prefix is no longer needed once
+    /// std adds it itself for long paths), so that a file's path and its folder's compare.
+    #[cfg(windows)]
+    #[test]
+    fn verbatim_prefixes_are_removed_however_long_the_path() {
+        use std::path::PathBuf;
+        let long = "a-folder-with-a-long-name\\".repeat(12);
+        let cases = [
+            (
+                format!(r"\\?\C:\notes\{long}n.md"),
+                format!(r"C:\notes\{long}n.md"),
+            ),
+            (
+                r"\\?\UNC\server\share\n.md".to_string(),
+                r"\\server\share\n.md".to_string(),
+            ),
+            (r"C:\notes\n.md".to_string(), r"C:\notes\n.md".to_string()),
+            (
+                r"\\server\share\n.md".to_string(),
+                r"\\server\share\n.md".to_string(),
+            ),
+        ];
+        for (given, plain) in cases {
+            assert_eq!(
+                without_verbatim(PathBuf::from(&given)),
+                PathBuf::from(plain),
+                "{given}"
+            );
+        }
+        let root = without_verbatim(PathBuf::from(r"\\?\C:\notes"));
+        let file = without_verbatim(PathBuf::from(format!(r"\\?\C:\notes\{long}n.md")));
+        assert!(file.starts_with(&root));
     }
 
     #[test]

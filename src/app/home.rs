@@ -10,7 +10,8 @@
 //! - `generations/<n>/`: a trained generation's model, head and manifest;
 //! - `models/`: downloaded models; `model.json`, `precision.json`: the model and number format
 //!   the index is built with; `drift.json`: when to retrain ([`super::drift`]);
-//! - `owner.sock`: the running owner's socket on Unix ([`super::socket`]; a named pipe on Windows).
+//! - `owner.sock`: the running owner's socket on Unix ([`super::socket`]); on Windows
+//!   `owner.pipe` names its pipe.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -64,6 +65,7 @@ const HOME_ENTRIES: &[&str] = &[
     "precision.json",
     "drift.json",
     "owner.sock",
+    "owner.pipe",
     ".sock-",
     ".tmp-",
 ];

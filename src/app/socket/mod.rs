@@ -535,9 +535,20 @@ impl Client {
         };
         let patience = self.patience.max(Duration::from_millis(1)) + wait;
         let deadline = Instant::now() + patience;
+        // A deadline passed while connecting or sending means an owner that is there but does
+        // not take the request (busy or frozen), not one that is gone.
+        let silent = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                SocketError::Silent(patience.as_secs_f64().round() as u64)
+            }
+            _ => SocketError::Io(e),
+        };
         // Only an endpoint of ours, served by a process of this user, is talked to.
-        let mut conn = transport::connect(&self.path, deadline)?;
-        conn.write_by(&line, deadline)?;
+        let mut conn = transport::connect(&self.path, deadline).map_err(|e| match e {
+            SocketError::Io(e) => silent(e),
+            e => e,
+        })?;
+        conn.write_by(&line, deadline).map_err(silent)?;
         let reply = match read_line(&mut conn, MAX_REPLY_BYTES, deadline) {
             Ok(Some(reply)) => reply,
             Ok(None) => {
@@ -546,15 +557,7 @@ impl Client {
                     MAX_REPLY_BYTES >> 20
                 )));
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(SocketError::Silent(patience.as_secs_f64().round() as u64));
-            }
-            Err(e) => return Err(SocketError::Io(e)),
+            Err(e) => return Err(silent(e)),
         };
         if reply.is_empty() {
             return Err(SocketError::Io(std::io::ErrorKind::UnexpectedEof.into()));

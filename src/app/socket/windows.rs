@@ -1,10 +1,12 @@
-//! The owner's socket on Windows: a named pipe, `\\.\pipe\dochash-<hash of the home>`.
+//! The owner's socket on Windows: a named pipe, `\\.\pipe\dochash-<128 random bits>`, whose
+//! name the owner writes to `owner.pipe` in the (private) home for its clients to read.
 //!
-//! Pipes live in one namespace for the whole machine, so both ends check who is at the other:
-//! the owner creates the first instance (a name already held by anyone else is refused) with an
-//! access list that admits only its own user and no remote clients, and reads each client's user
-//! from the client process's token; a client reads the serving process's user the same way and
-//! talks only to its own. There is no file to leave behind: the pipe goes with its owner.
+//! Pipes live in one namespace for the whole machine, so the name is unguessable (no one can
+//! take it first) and both ends check who is at the other: the owner creates the first instance
+//! (a name already held is refused) with an access list that admits only its own user and no
+//! remote clients, and reads each client's user from the client process's token; a client reads
+//! the serving process's user the same way and talks only to its own. A name left behind by an
+//! owner that died leads nowhere: the pipe went with it.
 //!
 //! Deadlines: a synchronous pipe read cannot time out, so the pipes are driven by tokio (already
 //! the MCP server's runtime), each read and write bounded by `timeout_at`.
@@ -32,19 +34,58 @@ use windows_sys::Win32::System::Threading::{
 
 use super::{SocketError, Wire};
 
-/// The pipe that serves `home`: named after the home's path, as one machine has one pipe
-/// namespace for every user and every home.
+/// The file in the home that names the running owner's pipe.
 pub fn socket_path(home: &Path) -> PathBuf {
-    let hash = blake3::hash(home.as_os_str().as_encoded_bytes());
-    PathBuf::from(format!(r"\\.\pipe\dochash-{}", &hash.to_hex()[..24]))
+    home.join(PIPE_FILE)
 }
 
+const PIPE_FILE: &str = "owner.pipe";
+const PIPE_PREFIX: &str = r"\\.\pipe\dochash-";
+
+/// A fresh pipe name: 128 bits from the OS's randomness (std's hasher keys are drawn from it).
+fn fresh_name() -> PathBuf {
+    use std::hash::{BuildHasher, Hasher};
+    let mut bits = String::new();
+    for i in 0..2u8 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u8(i);
+        bits.push_str(&format!("{:016x}", h.finish()));
+    }
+    PathBuf::from(format!("{PIPE_PREFIX}{bits}"))
+}
+
+/// The pipe named in `file`, if it holds a dochash pipe name (nothing else is ever opened).
+fn named_pipe(file: &Path) -> std::io::Result<PathBuf> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(file)?
+        .take(256)
+        .read_to_string(&mut text)?;
+    let name = text.trim();
+    let ok = name
+        .strip_prefix(PIPE_PREFIX)
+        .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !ok {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} does not name a dochash pipe", file.display()),
+        ));
+    }
+    Ok(PathBuf::from(name))
+}
+
+/// How long `accept` waits for a client before it returns, so that its caller looks at its stop
+/// flag even when no connection can wake it.
+const ACCEPT_POLL: Duration = Duration::from_secs(5);
+
 pub struct Listener {
-    /// Declared first: pipes are dropped before the runtime that drives them.
-    next: Option<NamedPipeServer>,
+    /// Instances waiting for a client (up to two), declared first: dropped before the runtime.
+    listening: std::collections::VecDeque<NamedPipeServer>,
     name: PathBuf,
+    file: PathBuf,
     security: Security,
-    runtime: tokio::runtime::Runtime,
+    /// Shared with the connections, so a reply in flight outlives the listener.
+    runtime: std::sync::Arc<tokio::runtime::Runtime>,
 }
 
 /// A security descriptor admitting only this process's user (from `LocalAlloc`).
@@ -111,14 +152,18 @@ impl Listener {
             .enable_all()
             .build()?;
         let mut listener = Listener {
-            next: None,
-            name: socket_path(home),
+            listening: Default::default(),
+            name: fresh_name(),
+            file: socket_path(home),
             security: Security::only_this_user()?,
-            runtime,
+            runtime: std::sync::Arc::new(runtime),
         };
         // The first instance claims the name: if any process holds it already, this fails
         // rather than joining a pipe someone else controls.
-        listener.next = Some(listener.instance(true)?);
+        let first = listener.instance(true)?;
+        listener.listening.push_back(first);
+        let name = listener.name.to_string_lossy().into_owned();
+        crate::fsx::write_atomic(&listener.file, name.as_bytes())?;
         Ok(listener)
     }
 
@@ -141,41 +186,66 @@ impl Listener {
         }
     }
 
-    /// The next connection from a process of this user; others are closed unanswered.
+    /// The next connection from a process of this user (others are closed unanswered); an
+    /// error after [`ACCEPT_POLL`] without one.
     pub fn accept(&mut self) -> std::io::Result<Conn> {
-        loop {
-            let current = match self.next.take() {
-                Some(p) => p,
-                None => self.instance(false)?,
-            };
-            // The next instance waits before this one is handed out, so a client never finds
-            // the name missing between two connections.
-            self.next = self.instance(false).ok();
-            self.runtime.block_on(current.connect())?;
-            let mut pid = 0u32;
-            // SAFETY: the handle is a connected pipe instance; `pid` is valid for writes.
-            let known =
-                unsafe { GetNamedPipeClientProcessId(current.as_raw_handle() as HANDLE, &mut pid) }
-                    != 0;
-            if known && same_user(pid) {
-                return Ok(Conn {
-                    pipe: Pipe::Server(current),
-                    runtime: Driver::Shared(self.runtime.handle().clone()),
-                });
+        // Another instance waits before this one is handed out, so a client never finds the
+        // name missing between two connections.
+        while self.listening.len() < 2 {
+            match self.instance(false) {
+                Ok(p) => self.listening.push_back(p),
+                Err(e) if self.listening.is_empty() => return Err(e),
+                Err(_) => break,
             }
+        }
+        let Some(current) = self.listening.pop_front() else {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        };
+        // Cancel-safe: a client that arrives after the timeout is taken by the next call.
+        let connected = self
+            .runtime
+            .block_on(async { tokio::time::timeout(ACCEPT_POLL, current.connect()).await });
+        match connected {
+            Err(_) => {
+                self.listening.push_front(current);
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            Ok(r) => r?,
+        }
+        let mut pid = 0u32;
+        // SAFETY: the handle is a connected pipe instance; `pid` is valid for writes.
+        let known =
+            unsafe { GetNamedPipeClientProcessId(current.as_raw_handle() as HANDLE, &mut pid) }
+                != 0;
+        if !(known && same_user(pid)) {
+            return Err(std::io::ErrorKind::PermissionDenied.into());
+        }
+        Ok(Conn {
+            pipe: Pipe::Server(current),
+            runtime: Driver::Shared(self.runtime.clone()),
+        })
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // Only our own name: a later owner's file is left alone.
+        if named_pipe(&self.file).is_ok_and(|n| n == self.name) {
+            let _ = std::fs::remove_file(&self.file);
         }
     }
 }
 
-/// Wakes a listener blocked in `accept` (its owner is stopping). Two instances listen at any
-/// time (the one `accept` waits on and the next), and a client may reach either, so both are
-/// connected, and held until both are.
+/// Wakes a listener blocked in `accept` (its owner is stopping). Two instances listen at a time
+/// (the one `accept` waits on and the next) and a client may reach either, so both are
+/// connected, and held until both are; failing that, `accept` returns within [`ACCEPT_POLL`].
 pub fn wake(path: &Path) {
+    let Ok(name) = named_pipe(path) else { return };
     let open = || {
         std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open(path)
+            .open(&name)
     };
     let _both = (open(), open());
 }
@@ -183,22 +253,24 @@ pub fn wake(path: &Path) {
 /// How often a client tries again while every instance of the pipe is busy.
 const BUSY_RETRY: Duration = Duration::from_millis(20);
 
-/// Connects to the owner behind the pipe, if the process serving it runs as this user.
+/// Connects to the owner whose pipe `path` names, if the process serving it runs as this user.
 pub fn connect(path: &Path, deadline: Instant) -> Result<Conn, SocketError> {
+    let name = named_pipe(path)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let client = loop {
         let opened = {
             let _in = runtime.enter();
-            ClientOptions::new().open(path)
+            ClientOptions::new().open(&name)
         };
         match opened {
             Ok(c) => break c,
-            Err(e)
-                if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32)
-                    && Instant::now() + BUSY_RETRY < deadline =>
-            {
+            // Every instance taken: the owner is there, only busy.
+            Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) => {
+                if Instant::now() + BUSY_RETRY >= deadline {
+                    return Err(SocketError::Io(std::io::ErrorKind::TimedOut.into()));
+                }
                 std::thread::sleep(BUSY_RETRY);
             }
             Err(e) => return Err(SocketError::Io(e)),
@@ -225,7 +297,7 @@ enum Pipe {
 /// What drives a connection's reads and writes: the listener's runtime (its worker runs the
 /// reactor, so any thread may wait on it) or a client's own.
 enum Driver {
-    Shared(tokio::runtime::Handle),
+    Shared(std::sync::Arc<tokio::runtime::Runtime>),
     Own(tokio::runtime::Runtime),
 }
 
@@ -238,21 +310,20 @@ pub struct Conn {
 impl Driver {
     fn run<F: std::future::Future>(&self, f: F) -> F::Output {
         match self {
-            Driver::Shared(h) => h.block_on(f),
+            Driver::Shared(rt) => rt.handle().block_on(f),
             Driver::Own(rt) => rt.block_on(f),
         }
     }
 }
 
-fn by<T>(
+/// `f`, or `TimedOut` once `deadline` passes.
+async fn by<T>(
     deadline: Instant,
     f: impl std::future::Future<Output = std::io::Result<T>>,
-) -> impl std::future::Future<Output = std::io::Result<T>> {
-    async move {
-        tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), f)
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
-    }
+) -> std::io::Result<T> {
+    tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), f)
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }
 
 impl Wire for Conn {

@@ -64,6 +64,10 @@ const VECTORS_MAGIC: &[u8; 8] = b"DHVECS\x00\x01";
 /// Bumped when a file's layout changes; another version is rebuilt like any damage.
 /// 2: rows keyed by passage and unit ([`row_key`]).
 const FILE_VERSION: u32 = 2;
+/// A codes file whose header names a numbered vectors file: a version of its own, so that a
+/// dochash from before numbered files (which always opens `vectors.bin`) rebuilds such an index
+/// instead of pairing its codes with a leftover.
+const LINKED_VERSION: u32 = 3;
 
 /// Most rows (units) one passage may have.
 pub const MAX_UNITS: usize = 1 << UNIT_BITS;
@@ -235,7 +239,12 @@ pub struct RowFiles {
 fn header(magic: &[u8; 8], width: usize, vfile: u32) -> [u8; HEADER as usize] {
     let mut h = [0u8; HEADER as usize];
     h[..8].copy_from_slice(magic);
-    h[8..12].copy_from_slice(&FILE_VERSION.to_le_bytes());
+    let version = if vfile == 0 {
+        FILE_VERSION
+    } else {
+        LINKED_VERSION
+    };
+    h[8..12].copy_from_slice(&version.to_le_bytes());
     h[12..16].copy_from_slice(&(width as u32).to_le_bytes());
     h[16..20].copy_from_slice(&vfile.to_le_bytes());
     h
@@ -247,7 +256,9 @@ fn linked_vectors(codes: &Path) -> Result<u32, StoreError> {
     let mut h = [0u8; 20];
     let read = File::open(codes).and_then(|mut f| f.read_exact(&mut h));
     match read {
-        Ok(()) if &h[..8] == CODES_MAGIC => Ok(u32::from_le_bytes([h[16], h[17], h[18], h[19]])),
+        Ok(()) if &h[..8] == CODES_MAGIC && h[8..12] == LINKED_VERSION.to_le_bytes() => {
+            Ok(u32::from_le_bytes([h[16], h[17], h[18], h[19]]))
+        }
         Ok(()) => Ok(0),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
         Err(e) => Err(io_err(codes)(e)),
@@ -270,7 +281,8 @@ fn read_header(
         return Err(corrupt(path, "not a dochash row file"));
     }
     let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
-    if version != FILE_VERSION {
+    let linked = magic == CODES_MAGIC && version == LINKED_VERSION;
+    if version != FILE_VERSION && !linked {
         return Err(StoreError::OtherVersion(path.to_path_buf()));
     }
     let width = u32::from_le_bytes([h[12], h[13], h[14], h[15]]) as usize;
@@ -291,20 +303,22 @@ impl RowFiles {
     /// does not increase (garbage from a crash).
     pub fn open(dir: &Path, dim: Option<usize>) -> Result<Self, StoreError> {
         let cpath = dir.join(CODES_FILE);
-        let mut vfile = if cpath.exists() {
-            linked_vectors(&cpath)?
-        } else {
-            0
-        };
-        let mut vpath = dir.join(vectors_name(vfile));
-        if !cpath.exists() || !vpath.exists() {
+        // A new index: the vectors file first, so that a codes file always has its partner.
+        if !cpath.exists() {
             let Some(dim) = dim else {
                 return Err(corrupt(dir, "the vector files are missing"));
             };
-            vfile = 0;
-            vpath = dir.join(VECTORS_FILE);
+            Self::create(&dir.join(VECTORS_FILE), VECTORS_MAGIC, dim)?;
             Self::create(&cpath, CODES_MAGIC, 1)?;
-            Self::create(&vpath, VECTORS_MAGIC, dim)?;
+        }
+        let vfile = linked_vectors(&cpath)?;
+        let vpath = dir.join(vectors_name(vfile));
+        if !vpath.exists() {
+            // Damage, said as such (and rebuilt by the store), never silently started afresh.
+            return Err(corrupt(
+                &vpath,
+                "the vectors file the codes name is missing",
+            ));
         }
         let mut codes = open_rw(&cpath)?;
         let mut vectors = open_rw(&vpath)?;
@@ -367,9 +381,11 @@ impl RowFiles {
     fn replace_codes(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         let path = self.dir.join(CODES_FILE);
         self.codes = None;
+        // `Err` only when the file was not replaced (the rename is the last step that can fail).
         let replaced = crate::fsx::write_atomic(&path, bytes).map_err(io_err(&path));
-        // Whichever file is in place now: the new one, or the old one if that failed.
-        self.codes = Some(open_rw(&path)?);
+        // Whichever file is in place now: the new one, or the old one if that failed. Should it
+        // not open again, every later write fails rather than reach a file it does not know.
+        self.codes = open_rw(&path).ok();
         replaced
     }
 
@@ -626,12 +642,20 @@ impl RowFiles {
         // file names it leaves the old pair whole (the new file is removed at the next open).
         let vpath = self.dir.join(vectors_name(next));
         crate::fsx::write_atomic(&vpath, &vbuf).map_err(io_err(&vpath))?;
+        let vectors = match open_rw(&vpath) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_file(&vpath);
+                return Err(e);
+            }
+        };
         crate::failpoint::hit("rows.compact");
         if let Err(e) = self.replace_codes(&cbuf) {
             let _ = std::fs::remove_file(&vpath);
             return Err(e);
         }
-        self.vectors = open_rw(&vpath)?;
+        // Switched: from here the writer follows the new pair, whatever else happens.
+        self.vectors = vectors;
         self.vfile = next;
         // The old file, and any an earlier compaction could not remove while it was mapped.
         remove_other_vectors(&self.dir, next);
@@ -790,6 +814,20 @@ mod tests {
         let f = RowFiles::open(dir.path(), Some(4)).unwrap();
         assert_eq!(f.table().row_of(3), Some(0));
         assert!((f.vectors().unwrap().row(0).unwrap()[0].to_f32() - 0.1).abs() < 1e-3);
+        drop(f);
+
+        // A dochash from before numbered files must not pair these codes with a `vectors.bin`:
+        // the codes file says it is of another version.
+        let codes = std::fs::read(dir.path().join(CODES_FILE)).unwrap();
+        assert_eq!(codes[8..12], LINKED_VERSION.to_le_bytes());
+        assert_eq!(codes[16..20], 2u32.to_le_bytes());
+        // The named file gone is damage, said as such, never a silent fresh start.
+        std::fs::remove_file(dir.path().join("vectors.2.bin")).unwrap();
+        assert!(matches!(
+            RowFiles::open(dir.path(), Some(4)),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert_eq!(std::fs::read(dir.path().join(CODES_FILE)).unwrap(), codes);
     }
 
     #[test]
