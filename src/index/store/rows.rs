@@ -250,28 +250,14 @@ fn header(magic: &[u8; 8], width: usize, vfile: u32) -> [u8; HEADER as usize] {
     h
 }
 
-/// The vectors file a codes file names. A file too short or not a codes file names the first
-/// (its header check then reports the damage); one that cannot be read is an error, not a guess.
-fn linked_vectors(codes: &Path) -> Result<u32, StoreError> {
-    let mut h = [0u8; 20];
-    let read = File::open(codes).and_then(|mut f| f.read_exact(&mut h));
-    match read {
-        Ok(()) if &h[..8] == CODES_MAGIC && h[8..12] == LINKED_VERSION.to_le_bytes() => {
-            Ok(u32::from_le_bytes([h[16], h[17], h[18], h[19]]))
-        }
-        Ok(()) => Ok(0),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
-        Err(e) => Err(io_err(codes)(e)),
-    }
-}
-
-/// Reads a header; returns the width it declares.
+/// Reads a header; returns the width it declares and the vectors file it names (0 unless a codes
+/// file of [`LINKED_VERSION`]).
 fn read_header(
     f: &mut File,
     path: &Path,
     magic: &[u8; 8],
     max: usize,
-) -> Result<usize, StoreError> {
+) -> Result<(usize, u32), StoreError> {
     let mut h = [0u8; HEADER as usize];
     f.read_exact(&mut h).map_err(|e| match e.kind() {
         std::io::ErrorKind::UnexpectedEof => corrupt(path, "header: the file is cut short"),
@@ -289,7 +275,12 @@ fn read_header(
     if width == 0 || width > max {
         return Err(corrupt(path, format!("bad width {width}")));
     }
-    Ok(width)
+    let vfile = if linked {
+        u32::from_le_bytes([h[16], h[17], h[18], h[19]])
+    } else {
+        0
+    };
+    Ok((width, vfile))
 }
 
 fn code_row_bytes(words: usize) -> u64 {
@@ -311,7 +302,8 @@ impl RowFiles {
             Self::create(&dir.join(VECTORS_FILE), VECTORS_MAGIC, dim)?;
             Self::create(&cpath, CODES_MAGIC, 1)?;
         }
-        let vfile = linked_vectors(&cpath)?;
+        let mut codes = open_rw(&cpath)?;
+        let (words, vfile) = read_header(&mut codes, &cpath, CODES_MAGIC, MAX_WORDS)?;
         let vpath = dir.join(vectors_name(vfile));
         if !vpath.exists() {
             // Damage, said as such (and rebuilt by the store), never silently started afresh.
@@ -320,10 +312,8 @@ impl RowFiles {
                 "the vectors file the codes name is missing",
             ));
         }
-        let mut codes = open_rw(&cpath)?;
         let mut vectors = open_rw(&vpath)?;
-        let words = read_header(&mut codes, &cpath, CODES_MAGIC, MAX_WORDS)?;
-        let vdim = read_header(&mut vectors, &vpath, VECTORS_MAGIC, MAX_DIM)?;
+        let (vdim, _) = read_header(&mut vectors, &vpath, VECTORS_MAGIC, MAX_DIM)?;
         // Both headers are sound, so the link is to be trusted: other vectors files are leftovers.
         remove_other_vectors(dir, vfile);
         let crow = code_row_bytes(words);
@@ -362,6 +352,11 @@ impl RowFiles {
     fn create(path: &Path, magic: &[u8; 8], width: usize) -> Result<(), StoreError> {
         let mut f = File::create(path).map_err(io_err(path))?;
         f.write_all(&header(magic, width, 0)).map_err(io_err(path))
+    }
+
+    /// The current vectors file.
+    fn vectors_path(&self) -> PathBuf {
+        self.dir.join(vectors_name(self.vfile))
     }
 
     /// The writer's handle on the codes file.
@@ -446,7 +441,7 @@ impl RowFiles {
 
     /// A fresh read-only mapping of the vectors, covering every row written so far.
     pub fn vectors(&self) -> Result<Vectors, StoreError> {
-        let path = self.dir.join(vectors_name(self.vfile));
+        let path = self.vectors_path();
         let rows = self.table.rows();
         if rows == 0 {
             return Ok(Vectors {
@@ -506,7 +501,7 @@ impl RowFiles {
         let at = self.table.rows() as u64;
         write_at(
             &self.vectors,
-            &self.dir.join(vectors_name(self.vfile)),
+            &self.vectors_path(),
             HEADER + at * 2 * self.dim as u64,
             &vbuf,
         )?;
@@ -670,7 +665,7 @@ impl RowFiles {
             .map_err(io_err(&self.dir.join(CODES_FILE)))?;
         self.vectors
             .sync_data()
-            .map_err(io_err(&self.dir.join(vectors_name(self.vfile))))
+            .map_err(io_err(&self.vectors_path()))
     }
 
     pub fn size_on_disk(&self) -> u64 {
