@@ -159,7 +159,7 @@ impl ReadRequest {
         let load = || {
             let file = crate::fsx::open_beneath(root, rel)
                 .map_err(|e| SkipReason::Unreadable(crate::corpus::io_reason(&e)))?;
-            read_open(file, corpus)
+            read_open(file, crate::corpus::Kind::from_path(&canon), corpus)
         };
         let held = [found.as_path(), canon.as_path()]
             .into_iter()

@@ -54,6 +54,9 @@ pub enum SkipReason {
     OutsideRoots,
     /// A symlink that points back at one of its own ancestors.
     Loop,
+    /// A document (a PDF) whose text cannot be had: encrypted, damaged, only pictures of
+    /// pages, or one that made the reader fail or run out of time. The text says which.
+    NoText(String),
 }
 
 impl fmt::Display for SkipReason {
@@ -74,6 +77,7 @@ impl fmt::Display for SkipReason {
             SkipReason::Loop => {
                 f.write_str("symlink loop: it points back into one of its own parent folders")
             }
+            SkipReason::NoText(why) => write!(f, "no text to index: {why}"),
         }
     }
 }

@@ -10,6 +10,8 @@ use std::ops::Range;
 use std::path::Path;
 
 use super::error::{SkipReason, Skipped, io_reason};
+use super::extract::office::{self, Office};
+use super::extract::{Kind, html, pdf};
 use super::frontmatter::front_matter;
 use super::walk::CorpusConfig;
 
@@ -36,9 +38,44 @@ impl Document {
     /// Decodes bytes that did not come from a file path (tests, stdin, an editor buffer), with the
     /// same binary detection and decoding rules as [`read_document`].
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Document, SkipReason> {
+        Document::of_kind(bytes, Kind::Text, u64::MAX)
+    }
+
+    /// Decodes the bytes of a file of `kind`: a text file as written, a web page or a PDF as
+    /// the text a reader sees in it (at most `text_limit` bytes of it). The hash is always of
+    /// the bytes, so an unchanged file is known without reading it again.
+    pub fn of_kind(bytes: Vec<u8>, kind: Kind, text_limit: u64) -> Result<Document, SkipReason> {
         let hash = *blake3::hash(&bytes).as_bytes();
-        let (text, lossy) = decode(bytes)?;
-        Ok(Document::assemble(text, lossy, hash))
+        match kind {
+            Kind::Text => {
+                let (text, lossy) = decode(bytes)?;
+                Ok(Document::assemble(text, lossy, hash))
+            }
+            Kind::Html => {
+                let (page, lossy) = decode(bytes)?;
+                Ok(Document::whole(html::text(&page), lossy, hash))
+            }
+            Kind::Pdf => Ok(Document::whole(pdf::text(&bytes, text_limit)?, false, hash)),
+            Kind::Docx | Kind::Odt | Kind::Epub => {
+                let format = match kind {
+                    Kind::Docx => Office::Docx,
+                    Kind::Odt => Office::Odt,
+                    _ => Office::Epub,
+                };
+                let text = office::text(&bytes, format, text_limit)?;
+                Ok(Document::whole(text, false, hash))
+            }
+        }
+    }
+
+    /// Text made from a document: all of it is body (a page's front matter is not the note's).
+    fn whole(text: String, lossy: bool, hash: [u8; 32]) -> Document {
+        Document {
+            body: 0..text.len(),
+            text,
+            lossy,
+            hash,
+        }
     }
 
     /// Wraps text that is already known to be text, e.g. a note typed into the UI.
@@ -105,7 +142,7 @@ pub fn read_document(path: &Path, cfg: &CorpusConfig) -> Result<Document, Skippe
     };
     crate::failpoint::hit("read.opening");
     let file = open_for_reading(path).map_err(|e| skip(SkipReason::Unreadable(io_reason(&e))))?;
-    read_open(file, cfg).map_err(skip)
+    read_open(file, Kind::from_path(path), cfg).map_err(skip)
 }
 
 /// Opens a file to read without ever blocking: a FIFO (or a file swapped for one after it was
@@ -122,10 +159,10 @@ fn open_for_reading(path: &Path) -> std::io::Result<File> {
     opts.open(path)
 }
 
-/// Reads and decodes a file already open, judging what the handle is (not what a path named a
-/// moment before): only a regular file within `cfg.max_file_bytes` is read.
-pub fn read_open(mut file: File, cfg: &CorpusConfig) -> Result<Document, SkipReason> {
-    let limit = cfg.max_file_bytes;
+/// Reads and decodes a file of `kind` already open, judging what the handle is (not what a path
+/// named a moment before): only a regular file within the kind's limit is read.
+pub fn read_open(mut file: File, kind: Kind, cfg: &CorpusConfig) -> Result<Document, SkipReason> {
+    let limit = kind.byte_limit(cfg.max_file_bytes);
     let meta = file
         .metadata()
         .map_err(|e| SkipReason::Unreadable(io_reason(&e)))?;
@@ -150,7 +187,7 @@ pub fn read_open(mut file: File, cfg: &CorpusConfig) -> Result<Document, SkipRea
             limit,
         });
     }
-    Document::from_bytes(bytes)
+    Document::of_kind(bytes, kind, cfg.max_file_bytes)
 }
 
 /// Heuristic binary check on the start of a file.
@@ -376,7 +413,7 @@ mod tests {
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let file = open_for_reading(&fifo).unwrap();
-        let err = read_open(file, &CorpusConfig::default()).unwrap_err();
+        let err = read_open(file, Kind::Text, &CorpusConfig::default()).unwrap_err();
         assert_eq!(err, SkipReason::Unreadable("not a regular file".into()));
         let err = read_document(&fifo, &CorpusConfig::default()).unwrap_err();
         assert_eq!(

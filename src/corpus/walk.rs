@@ -49,7 +49,8 @@ pub struct CorpusConfig {
 impl Default for CorpusConfig {
     fn default() -> Self {
         let exts = [
-            "md", "markdown", "txt", "text", "org", "rst", "adoc", "asciidoc",
+            "md", "markdown", "txt", "text", "org", "rst", "adoc", "asciidoc", "html", "htm",
+            "pdf", "docx", "odt", "epub",
         ];
         CorpusConfig {
             extensions: exts.iter().map(|s| (*s).to_owned()).collect(),
@@ -58,6 +59,14 @@ impl Default for CorpusConfig {
             max_file_bytes: 4 * 1024 * 1024,
             follow_symlinks: true,
         }
+    }
+}
+
+impl CorpusConfig {
+    /// Largest file read at `path`: `max_file_bytes` of text, more for a document whose
+    /// bytes are mostly not text (see [`super::Kind::byte_limit`]).
+    pub fn byte_limit(&self, path: &Path) -> u64 {
+        super::Kind::from_path(path).byte_limit(self.max_file_bytes)
     }
 }
 
@@ -318,10 +327,11 @@ impl WalkState {
             Ok(m) => m,
             Err(e) => return self.skip(found, SkipReason::Unreadable(io_reason(&e))),
         };
-        if meta.len() > cfg.max_file_bytes {
+        let limit = cfg.byte_limit(&canonical);
+        if meta.len() > limit {
             let reason = SkipReason::TooLarge {
                 size: meta.len(),
-                limit: cfg.max_file_bytes,
+                limit,
             };
             return self.skip(found, reason);
         }

@@ -133,6 +133,7 @@ mod tests {
             context: Vec::new(),
             text: text.into(),
             units,
+            page: 0,
         }
     }
 

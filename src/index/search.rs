@@ -80,6 +80,10 @@ pub struct Hit {
     /// first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub more: Vec<Member>,
+    /// The page (1-based) of a PDF the hit's snippet is on; what a person looks for in the
+    /// document, where its lines are only the text's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
 }
 
 /// A passage folded into a hit by grouping.
@@ -92,6 +96,25 @@ pub struct Member {
 }
 
 impl Hit {
+    /// The line the hit opens at: the first of its snippet (what matched), else the
+    /// passage's.
+    pub fn open_line(&self) -> u32 {
+        if self.snippet.line > 0 {
+            self.snippet.line
+        } else {
+            self.line
+        }
+    }
+
+    /// Where in its file the hit is, as a person finds it there: `:LINE` after the path, or
+    /// ` p. PAGE` in a PDF, whose lines are only dochash's.
+    pub fn location(&self) -> String {
+        match self.page {
+            Some(p) => format!(" p. {p}"),
+            None => format!(":{}", self.open_line()),
+        }
+    }
+
     /// Whether the hit or a passage folded into it covers any of `first..=last` of `path`.
     pub fn covers(&self, path: &std::path::Path, first: u32, last: u32) -> bool {
         self.path == path
@@ -1198,7 +1221,13 @@ fn hit(
     m: super::matched::Matched,
     without_phrases: bool,
 ) -> Hit {
+    let opens_at = [m.snippet.line, m.lines.0, p.start_line]
+        .into_iter()
+        .find(|&l| l > 0)
+        .unwrap_or(1);
+    let page = page_at(&p, opens_at);
     Hit {
+        page,
         id,
         path: p.path,
         line: p.start_line,
@@ -1216,6 +1245,25 @@ fn hit(
         snippet: m.snippet,
         more: Vec::new(),
     }
+}
+
+/// The page of a paged document that line `line` of passage `p` is on: the passage's first
+/// page and the page breaks in its text before that line.
+fn page_at(p: &super::store::PassageRecord, line: u32) -> Option<u32> {
+    if p.page == 0 {
+        return None;
+    }
+    let into = line.saturating_sub(p.start_line) as usize;
+    let breaks = p
+        .text
+        .lines()
+        .take(into)
+        .filter(|l| l.strip_prefix(crate::corpus::PAGE_BREAK) == Some(""))
+        .count();
+    Some(
+        p.page
+            .saturating_add(u32::try_from(breaks).unwrap_or(u32::MAX)),
+    )
 }
 
 /// Whether a passage's heading trail or text holds each of `words` (lower-cased) as written,
@@ -1404,6 +1452,7 @@ mod tests {
             context: Vec::new(),
             text: format!("p{i}"),
             units: Vec::new(),
+            page: 0,
         }
     }
 

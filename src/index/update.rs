@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::corpus::{self, ChunkConfig, CorpusConfig, Format, Skipped, TokenCounter};
+use crate::corpus::{self, ChunkConfig, CorpusConfig, Format, Kind, Skipped, TokenCounter};
 use crate::encoder::{BatchLimits, Encoder};
 
 use super::coder::{Coder, embed_and_code};
@@ -418,7 +418,12 @@ fn update_within(
         };
         let hash = doc.hash;
         let format = Format::from_path(&f.path);
-        let meta = corpus::note_meta(&doc, format);
+        let kind = Kind::from_path(&f.path);
+        // A page's `#` words are not tags a person gave it.
+        let meta = match kind {
+            Kind::Text => corpus::note_meta(&doc, format),
+            _ => corpus::NoteMeta::default(),
+        };
         let record = FileRecord {
             root: f.root.clone(),
             size: f.size,
@@ -480,6 +485,11 @@ fn update_within(
                             .iter()
                             .map(|l| (*l.start(), *l.end()))
                             .collect(),
+                        page: if kind == Kind::Pdf {
+                            corpus::page_of(&doc.text, p.bytes.start)
+                        } else {
+                            0
+                        },
                     },
                     if p.units.is_empty() {
                         vec![p.text]

@@ -43,6 +43,11 @@ struct Args {
     /// Editor command for Enter (default: $VISUAL, then $EDITOR, then vi)
     #[arg(long, value_name = "CMD")]
     editor: Option<String>,
+    /// Viewer command for Enter on a PDF; `{file}` and `{page}` in it are filled in, and
+    /// zathura, evince, okular, mupdf, sioyek and qpdfview are told the page without them
+    /// (default: $DOCHASH_PDF_VIEWER, then the system's opener, which opens at the first page)
+    #[arg(long, value_name = "CMD")]
+    viewer: Option<String>,
     /// Model folder or Hugging Face name (default: the index's model, else all-MiniLM-L6-v2)
     #[arg(long, env = "DOCHASH_MODEL", value_name = "DIR|NAME")]
     model: Option<ModelSpec>,
@@ -63,6 +68,10 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = dochash::corpus::pdf_helper_main() {
+        return code;
+    }
+    dochash::corpus::use_pdf_helper();
     dochash::fsx::private_umask();
     dochash::encoder::keep_large_buffers();
     match run() {
@@ -96,6 +105,7 @@ fn run() -> Result<()> {
         query: args.query.clone(),
         no_color: TuiOptions::no_color_from_env(),
         editor: args.editor.clone(),
+        viewer: args.viewer.clone(),
         ..Default::default()
     };
 

@@ -118,6 +118,7 @@ pub fn write_index(
                     context: Vec::new(),
                     text,
                     units: Vec::new(),
+                    page: 0,
                 };
                 (rec, vector)
             })

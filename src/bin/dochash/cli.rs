@@ -165,6 +165,19 @@ pub enum EvalCmd {
     /// (titles → sections, first sentences → the rest) on the passages training holds back, for
     /// --model (the base) and --tuned
     Adoption(AdoptionArgs),
+    /// The text dochash reads from files (a PDF's text layer, a web page's visible text), as
+    /// search, the preview and `read` see it: each file's lines (sanitised) on stdout, or with
+    /// --out the text as read into DIR/NAME.txt, with the time each took
+    Text(TextArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TextArgs {
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Write each file's text to DIR/<its name without extension>.txt instead
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -564,7 +577,8 @@ pub struct IndexArgs {
     /// Leave out files and folders matching; repeatable; replaces the stored list
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
-    /// File extensions to index, comma-separated (default: md,markdown,txt,text,org,rst,adoc,asciidoc)
+    /// File extensions to index, comma-separated (default: md,markdown,txt,text,org,rst,adoc,asciidoc,
+    /// html,htm,pdf,docx,odt,epub)
     #[arg(long, value_delimiter = ',', value_name = "EXT,...")]
     pub extensions: Option<Vec<String>>,
     /// Skip files larger than this many bytes (default: 4194304)

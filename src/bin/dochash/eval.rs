@@ -19,7 +19,7 @@ use dochash::train::simcse::{self, SimcseConfig};
 use dochash::train::states::CorpusStates;
 
 use crate::bench::read_jsonl;
-use crate::cli::{AdoptionArgs, EvalCmd, Global, HashingArgs, StsArgs};
+use crate::cli::{AdoptionArgs, EvalCmd, Global, HashingArgs, StsArgs, TextArgs};
 use crate::shared::{self, bar};
 
 pub fn run(g: &Global, cmd: &EvalCmd) -> Result<ExitCode> {
@@ -28,8 +28,54 @@ pub fn run(g: &Global, cmd: &EvalCmd) -> Result<ExitCode> {
         EvalCmd::Sts(a) => sts(g, a),
         EvalCmd::Retrieval(a) => crate::retrieval::run(g, a),
         EvalCmd::Adoption(a) => adoption(g, a),
+        EvalCmd::Text(a) => text(a),
     }
     .map(|_| ExitCode::SUCCESS)
+}
+
+/// Prints (or writes) the text of each file as the index reads it; with `--out`, one TSV line
+/// per file on stdout: name, pages (PDF), bytes of text, milliseconds, and why a file gave
+/// none.
+fn text(a: &TextArgs) -> Result<()> {
+    use std::io::Write;
+    let cfg = dochash::corpus::CorpusConfig::default();
+    let mut stdout = std::io::stdout().lock();
+    if let Some(dir) = &a.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    for f in &a.files {
+        let started = std::time::Instant::now();
+        let read = dochash::corpus::read_document(f, &cfg);
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let Some(dir) = &a.out else {
+            match read {
+                Ok(doc) => {
+                    for l in dochash::app::sanitize::sanitize_lines(&doc.text) {
+                        writeln!(stdout, "{l}")?;
+                    }
+                }
+                Err(skip) => eprintln!("{}", dochash::app::sanitize::sanitize(&skip.to_string())),
+            }
+            continue;
+        };
+        let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned());
+        let name = stem.unwrap_or_else(|| "file".into());
+        match read {
+            Ok(doc) => {
+                let pages = doc.text.matches(dochash::corpus::PAGE_BREAK).count() + 1;
+                let out = dir.join(format!("{name}.txt"));
+                std::fs::write(&out, &doc.text)
+                    .with_context(|| format!("writing {}", out.display()))?;
+                writeln!(stdout, "{name}\t{pages}\t{}\t{ms:.1}\t", doc.text.len())?;
+            }
+            Err(skip) => writeln!(
+                stdout,
+                "{name}\t0\t0\t{ms:.1}\t{}",
+                dochash::app::sanitize::sanitize(&skip.reason.to_string())
+            )?,
+        }
+    }
+    Ok(())
 }
 
 const METHODS: [&str; 7] = [

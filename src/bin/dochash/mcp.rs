@@ -215,6 +215,10 @@ struct FoundPassage {
     /// Other passages of the same place (or file) that matched less well, as [first, last]
     /// line ranges, best first.
     more_here: Vec<[u32; 2]>,
+    /// In a PDF, the page the snippet is on (its lines are those of the text dochash read
+    /// from it, which `read` returns).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    page: Option<u32>,
 }
 
 /// What `search` returns.
@@ -466,5 +470,6 @@ fn found(h: Hit) -> FoundPassage {
         snippet: clean(&h.snippet.text),
         snippet_line: h.snippet.line,
         more_here: h.more.iter().map(|m| [m.line, m.end_line]).collect(),
+        page: h.page,
     }
 }

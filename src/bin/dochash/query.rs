@@ -114,17 +114,12 @@ fn print_hits(g: &Global, args: &QueryArgs, hits: &[Hit]) -> Result<ExitCode> {
         let marker = Marker::for_stdout(&words);
         for (i, h) in hits.iter().enumerate() {
             let trail = h.headings.join(" › ");
-            let line = if h.snippet.line > 0 {
-                h.snippet.line
-            } else {
-                h.line
-            };
             writeln!(
                 out,
-                "{:>2}. {}:{}  {:.3}{}{}",
+                "{:>2}. {}{}  {:.3}{}{}",
                 i + 1,
                 show_path(&h.path),
-                line,
+                h.location(),
                 h.score,
                 if trail.is_empty() {
                     String::new()

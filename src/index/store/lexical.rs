@@ -930,6 +930,7 @@ mod tests {
             context: vec!["Guide".into(), "Buffers".into()],
             text: String::new(),
             units: Vec::new(),
+            page: 0,
         };
         assert_eq!(
             title_of(&p),

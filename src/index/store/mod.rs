@@ -36,7 +36,7 @@ use records::{decode, encode, id_hash};
 use rows::RowFiles;
 
 /// Bumped whenever the layout or the meaning of stored data changes; a mismatch rebuilds.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 const SLED_DIR: &str = "sled";
 
@@ -1013,6 +1013,7 @@ mod tests {
                 context: Vec::new(),
                 text: text.into(),
                 units: Vec::new(),
+                page: 0,
             },
             vector: vec![0.6, 0.8],
             code: Some(vec![0b1011]),

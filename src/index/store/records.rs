@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// Bumped when a record's layout changes. A record of an older format still decodes (see
 /// [`Record::legacy`]): new fields only add to what search can do, and reading a folder again
 /// to fill them in would cost a user hours of re-embedding. Any other format is damage.
-const RECORD_FORMAT: u8 = 2;
+const RECORD_FORMAT: u8 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileRecord {
@@ -52,6 +52,9 @@ pub struct PassageRecord {
     /// order of its rows; empty when the passage is its only unit (or was stored before units
     /// had lines). What a hit shows and opens at: the unit the query matched best.
     pub units: Vec<(u32, u32)>,
+    /// The page (1-based) of a paged document (a PDF) the passage starts on; 0 for a file
+    /// without pages. The page of a line further in counts the page breaks in `text` before it.
+    pub page: u32,
 }
 
 /// The layouts of format 1, read into the current ones.
@@ -83,6 +86,25 @@ mod v1 {
     }
 }
 
+/// The passage layout of format 2 (no page), read into the current one.
+mod v2 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub struct PassageRecord {
+        #[serde(with = "path_bytes")]
+        pub path: PathBuf,
+        pub start_byte: usize,
+        pub end_byte: usize,
+        pub start_line: u32,
+        pub end_line: u32,
+        pub headings: Vec<String>,
+        pub context: Vec<String>,
+        pub text: String,
+        pub units: Vec<(u32, u32)>,
+    }
+}
+
 /// A stored record, and how one of an older format is read.
 pub trait Record: for<'de> Deserialize<'de> {
     /// Decodes `bytes` of the older `format`, when this record had one.
@@ -93,6 +115,10 @@ pub trait Record: for<'de> Deserialize<'de> {
 
 impl Record for FileRecord {
     fn legacy(format: u8, bytes: &[u8]) -> Option<Result<Self, String>> {
+        if format == 2 {
+            // Unchanged since format 2.
+            return Some(postcard::from_bytes(bytes).map_err(|e| e.to_string()));
+        }
         (format == 1).then(|| {
             postcard::from_bytes::<v1::FileRecord>(bytes)
                 .map(|f| FileRecord {
@@ -113,6 +139,24 @@ impl Record for FileRecord {
 
 impl Record for PassageRecord {
     fn legacy(format: u8, bytes: &[u8]) -> Option<Result<Self, String>> {
+        if format == 2 {
+            return Some(
+                postcard::from_bytes::<v2::PassageRecord>(bytes)
+                    .map(|p| PassageRecord {
+                        path: p.path,
+                        start_byte: p.start_byte,
+                        end_byte: p.end_byte,
+                        start_line: p.start_line,
+                        end_line: p.end_line,
+                        headings: p.headings,
+                        context: p.context,
+                        text: p.text,
+                        units: p.units,
+                        page: 0,
+                    })
+                    .map_err(|e| e.to_string()),
+            );
+        }
         (format == 1).then(|| {
             postcard::from_bytes::<v1::PassageRecord>(bytes)
                 .map(|p| PassageRecord {
@@ -125,6 +169,7 @@ impl Record for PassageRecord {
                     context: p.context,
                     text: p.text,
                     units: Vec::new(),
+                    page: 0,
                 })
                 .map_err(|e| e.to_string())
         })
@@ -134,7 +179,7 @@ impl Record for PassageRecord {
 impl Record for Counts {
     // Unchanged since format 1.
     fn legacy(format: u8, bytes: &[u8]) -> Option<Result<Self, String>> {
-        (format == 1).then(|| postcard::from_bytes(bytes).map_err(|e| e.to_string()))
+        (format == 1 || format == 2).then(|| postcard::from_bytes(bytes).map_err(|e| e.to_string()))
     }
 }
 
@@ -234,6 +279,7 @@ mod tests {
             context: vec!["Earlier".into()],
             text: "body".into(),
             units: vec![(2, 5), (4, 9)],
+            page: 0,
         };
         assert_eq!(decode::<PassageRecord>(&encode(&p)).unwrap(), p);
         let f = FileRecord {
@@ -305,5 +351,29 @@ mod tests {
         let f: FileRecord = decode(&b).unwrap();
         assert_eq!((f.passages, f.tags.len(), f.date), (vec![4], 0, None));
         assert!(f.unread_meta, "the next update reads its tags");
+    }
+
+    #[test]
+    fn passages_of_format_2_decode_without_a_page() {
+        let mut p = PassageRecord {
+            path: "/n/a.md".into(),
+            start_byte: 0,
+            end_byte: 4,
+            start_line: 1,
+            end_line: 2,
+            headings: vec!["H".into()],
+            context: Vec::new(),
+            text: "body".into(),
+            units: vec![(1, 2)],
+            page: 7,
+        };
+        let current = encode(&p);
+        assert_eq!(decode::<PassageRecord>(&current).unwrap(), p);
+        // Format 2 is the same layout without the page at its end.
+        let mut old = current.clone();
+        old[0] = 2;
+        old.truncate(old.len() - 1);
+        p.page = 0;
+        assert_eq!(decode::<PassageRecord>(&old).unwrap(), p);
     }
 }

@@ -39,6 +39,9 @@ pub enum Action {
     Search(SearchRequest),
     /// Suspend the UI and open `path` at `line` in the editor.
     OpenEditor { path: PathBuf, line: u32 },
+    /// Open a document beside the UI: a PDF at `page` in the PDF viewer, any other (an office
+    /// file, an e-book) with the system's opener.
+    OpenViewer { path: PathBuf, page: Option<u32> },
     /// Put `path` on the clipboard.
     Copy { path: PathBuf },
     /// Clear the screen and repaint everything (Ctrl-l), for when something else wrote to it.
@@ -109,11 +112,7 @@ impl Entry {
     /// The line the hit opens at: the first of its snippet (what matched), else the
     /// passage's.
     pub fn open_line(&self) -> u32 {
-        if self.hit.snippet.line > 0 {
-            self.hit.snippet.line
-        } else {
-            self.hit.line
-        }
+        self.hit.open_line()
     }
 
     /// The lines the preview marks: what matched, else the passage.
@@ -499,6 +498,12 @@ impl App {
 
     fn open_selected(&self) -> Action {
         match self.selected_entry() {
+            Some(e) if dochash::corpus::Kind::from_path(&e.hit.path).is_document() => {
+                Action::OpenViewer {
+                    path: e.hit.path.clone(),
+                    page: e.hit.page,
+                }
+            }
             Some(e) => Action::OpenEditor {
                 path: e.hit.path.clone(),
                 line: e.open_line(),
@@ -623,6 +628,7 @@ pub(super) mod tests {
             matched_lines: (line, line + 2),
             snippet: Default::default(),
             more: Vec::new(),
+            page: None,
         }
     }
 
@@ -946,6 +952,30 @@ pub(super) mod tests {
         assert!(req.fold && req.newest);
         let mut empty = App::new("", false, status());
         assert_eq!(empty.handle_key(ctrl('g')), Action::None);
+    }
+
+    #[test]
+    fn enter_on_a_document_opens_a_viewer_a_pdf_at_its_page() {
+        let mut app = app_with(2);
+        app.entries[0].hit.path = PathBuf::from("/home/u/papers/bees.pdf");
+        app.entries[0].hit.page = Some(12);
+        assert_eq!(
+            app.handle_key(key(KeyCode::Enter)),
+            Action::OpenViewer {
+                path: PathBuf::from("/home/u/papers/bees.pdf"),
+                page: Some(12)
+            }
+        );
+        app.entries[0].hit.path = PathBuf::from("/home/u/books/moss.epub");
+        app.entries[0].hit.page = None;
+        assert_eq!(
+            app.handle_key(key(KeyCode::Enter)),
+            Action::OpenViewer {
+                path: PathBuf::from("/home/u/books/moss.epub"),
+                page: None
+            },
+            "an e-book opens in its reader, not the editor"
+        );
     }
 
     #[test]

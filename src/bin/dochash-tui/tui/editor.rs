@@ -158,6 +158,83 @@ pub fn editor_invocation(
     Ok((program.into(), args))
 }
 
+/// The PDF viewer command: the explicit override, then `$DOCHASH_PDF_VIEWER`, then the
+/// system's opener (which cannot be told a page).
+pub fn viewer_from_env(override_cmd: Option<&str>) -> String {
+    let env = std::env::var("DOCHASH_PDF_VIEWER").ok();
+    [override_cmd, env.as_deref()]
+        .into_iter()
+        .flatten()
+        .find(|s| !s.trim().is_empty())
+        .unwrap_or(SYSTEM_OPENER)
+        .to_owned()
+}
+
+/// What opens a file with the program the desktop chose for its type (an office document, an
+/// e-book, a PDF when no viewer is named).
+pub const SYSTEM_OPENER: &str = if cfg!(target_os = "macos") {
+    "open"
+} else if cfg!(windows) {
+    "explorer"
+} else {
+    "xdg-open"
+};
+
+/// The program and arguments that show `path` at `page` with the viewer command `cmd`. A
+/// command with `{file}` (and `{page}`) in it is taken as a template; otherwise viewers that
+/// take a page are told it in their own way, and any other gets the file alone.
+pub fn viewer_invocation(
+    cmd: &str,
+    path: &Path,
+    page: u32,
+) -> Result<(OsString, Vec<OsString>), String> {
+    let words = split_words(cmd)?;
+    let page = page.max(1);
+    let (program, rest) = words
+        .split_first()
+        .filter(|(p, _)| !p.is_empty())
+        .ok_or_else(|| format!("viewer command {cmd:?} is empty"))?;
+    let mut args: Vec<OsString> = Vec::new();
+    if rest.iter().any(|w| w.contains("{file}")) {
+        for w in rest {
+            let w = w.replace("{page}", &page.to_string());
+            match w.split_once("{file}") {
+                Some((before, after)) => {
+                    let mut a = OsString::from(before);
+                    a.push(path.as_os_str());
+                    a.push(after);
+                    args.push(a);
+                }
+                None => args.push(w.into()),
+            }
+        }
+        return Ok((program.into(), args));
+    }
+    args.extend(rest.iter().map(OsString::from));
+    let name = Path::new(program)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(program);
+    let name = name.strip_suffix(".exe").unwrap_or(name);
+    let file = path.as_os_str().to_owned();
+    match name {
+        "zathura" => args.extend([format!("--page={page}").into(), file]),
+        "evince" | "atril" | "xreader" => {
+            args.extend([format!("--page-index={page}").into(), file]);
+        }
+        "okular" => args.extend(["-p".into(), page.to_string().into(), file]),
+        "sioyek" => args.extend(["--page".into(), page.to_string().into(), file]),
+        "mupdf" | "mupdf-gl" | "mupdf-x11" => args.extend([file, page.to_string().into()]),
+        "qpdfview" => {
+            let mut at = file;
+            at.push(format!("#{page}"));
+            args.push(at);
+        }
+        _ => args.push(file),
+    }
+    Ok((program.into(), args))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +245,43 @@ mod tests {
             .chain(args)
             .map(|s| s.into_string().unwrap())
             .collect()
+    }
+
+    fn viewer(cmd: &str) -> Vec<String> {
+        let (program, args) = viewer_invocation(cmd, Path::new("/d/a b.pdf"), 12).unwrap();
+        std::iter::once(program)
+            .chain(args)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn viewers_are_told_the_page_their_way() {
+        assert_eq!(viewer("zathura"), ["zathura", "--page=12", "/d/a b.pdf"]);
+        assert_eq!(
+            viewer("evince"),
+            ["evince", "--page-index=12", "/d/a b.pdf"]
+        );
+        assert_eq!(
+            viewer("/usr/bin/okular"),
+            ["/usr/bin/okular", "-p", "12", "/d/a b.pdf"]
+        );
+        assert_eq!(viewer("mupdf"), ["mupdf", "/d/a b.pdf", "12"]);
+        assert_eq!(
+            viewer("qpdfview --unique"),
+            ["qpdfview", "--unique", "/d/a b.pdf#12"]
+        );
+        assert_eq!(viewer("xdg-open"), ["xdg-open", "/d/a b.pdf"]);
+        assert_eq!(
+            viewer("open -a Skim"),
+            ["open", "-a", "Skim", "/d/a b.pdf"],
+            "a viewer it does not know gets the file"
+        );
+        assert_eq!(
+            viewer("myview --goto={page} 'file={file}'"),
+            ["myview", "--goto=12", "file=/d/a b.pdf"]
+        );
+        assert!(viewer_invocation(" ", Path::new("/x"), 1).is_err());
     }
 
     #[test]

@@ -86,6 +86,8 @@ pub struct TuiOptions {
     pub no_color: bool,
     /// Editor command overriding `$VISUAL`/`$EDITOR`, split like a shell would (quotes allowed).
     pub editor: Option<String>,
+    /// PDF viewer command overriding `$DOCHASH_PDF_VIEWER` (see `editor::viewer_invocation`).
+    pub viewer: Option<String>,
 }
 
 impl Default for TuiOptions {
@@ -95,6 +97,7 @@ impl Default for TuiOptions {
             limit: 50,
             no_color: false,
             editor: None,
+            viewer: None,
         }
     }
 }

@@ -127,6 +127,7 @@ pub fn run(backend: Arc<dyn Backend>, opts: TuiOptions) -> anyhow::Result<()> {
         bail!("dochash-tui needs an interactive terminal (stdin and stdout must be a TTY)");
     }
     let editor_cmd = editor::editor_from_env(opts.editor.as_deref());
+    let viewer_cmd = editor::viewer_from_env(opts.viewer.as_deref());
     let (requests, responses) =
         worker::spawn(Arc::clone(&backend), opts.limit.max(1), worker::DEBOUNCE)
             .context("starting the search worker")?;
@@ -149,6 +150,7 @@ pub fn run(backend: Arc<dyn Backend>, opts: TuiOptions) -> anyhow::Result<()> {
         requests: &requests,
         responses: &responses,
         editor_cmd: &editor_cmd,
+        viewer_cmd: &viewer_cmd,
     };
     ctx.run()
 }
@@ -166,6 +168,7 @@ struct Loop<'a> {
     requests: &'a Sender<SearchRequest>,
     responses: &'a Receiver<SearchResponse>,
     editor_cmd: &'a str,
+    viewer_cmd: &'a str,
 }
 
 impl Loop<'_> {
@@ -252,6 +255,7 @@ impl Loop<'_> {
             Action::Quit => return Ok(false),
             Action::Search(req) => send(self.requests, req)?,
             Action::OpenEditor { path, line } => self.open_editor(&path, line)?,
+            Action::OpenViewer { path, page } => self.open_viewer(&path, page),
             Action::Copy { path } => self.copy(&path),
             Action::Redraw => self.terminal.clear()?,
         }
@@ -292,6 +296,42 @@ impl Loop<'_> {
             ),
         }
         Ok(())
+    }
+
+    /// Starts a viewer beside the UI (it has a window of its own, and the search stays where it
+    /// is): the PDF viewer at `page`, or the system's opener for a document without pages. Only
+    /// a failure to start it is said.
+    fn open_viewer(&mut self, path: &Path, page: Option<u32>) {
+        let now = Instant::now();
+        let cmd = match page {
+            Some(_) => self.viewer_cmd,
+            None => editor::SYSTEM_OPENER,
+        };
+        let shown = page.map_or_else(String::new, |p| format!("page {p} "));
+        let (program, args) = match editor::viewer_invocation(cmd, path, page.unwrap_or(1)) {
+            Ok(inv) => inv,
+            Err(e) => return self.app.set_message(format!("viewer: {e}"), true, now),
+        };
+        let mut cmd = Command::new(&program);
+        cmd.args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        dochash::fsx::restore_user_umask(&mut cmd);
+        let name = program.to_string_lossy().into_owned();
+        match cmd.spawn() {
+            Ok(mut child) => {
+                // Reaped when it closes, so no finished viewer lingers as a zombie.
+                std::thread::spawn(move || child.wait());
+                self.app
+                    .set_message(format!("opened {shown}with {name}"), false, now);
+            }
+            Err(e) => self.app.set_message(
+                format!("cannot start viewer `{name}`: {e} (set --viewer or DOCHASH_PDF_VIEWER)"),
+                true,
+                now,
+            ),
+        }
     }
 
     fn copy(&mut self, path: &Path) {

@@ -271,9 +271,9 @@ fn result_line(app: &App, e: &Entry, selected: bool, w: usize, theme: &Theme) ->
     let marker = if selected { "> " } else { "  " };
     let score = format!("{:.2}", e.hit.score);
     let loc = if e.hit.more.is_empty() {
-        format!(":{}", e.open_line())
+        e.hit.location()
     } else {
-        format!(":{} +{}", e.open_line(), e.hit.more.len())
+        format!("{} +{}", e.hit.location(), e.hit.more.len())
     };
     // The file's date on terminals wide enough to spare it.
     let score = match e.modified.filter(|_| w >= DATE_FROM_WIDTH).map(day) {
@@ -377,7 +377,9 @@ fn draw_preview(
 /// `path:12-18  Heading › Sub`, as a rule across the pane when stacked under the list.
 fn preview_title(app: &App, e: &Entry, w: usize, side: bool, theme: &Theme) -> Line<'static> {
     let lead = if side { " " } else { "── " };
-    let loc = if e.hit.end_line > e.hit.line {
+    let loc = if e.hit.page.is_some() {
+        e.hit.location()
+    } else if e.hit.end_line > e.hit.line {
         format!(":{}-{}", e.hit.line, e.hit.end_line)
     } else {
         format!(":{}", e.hit.line)

@@ -173,7 +173,8 @@ impl FileCache {
         if !meta.is_file() {
             return FileView::Unavailable("not a regular file".into());
         }
-        if meta.len() > MAX_PREVIEW_FILE_BYTES {
+        let kind = dochash::corpus::Kind::from_path(path);
+        if meta.len() > kind.byte_limit(MAX_PREVIEW_FILE_BYTES) {
             return FileView::Unavailable(format!(
                 "file too large to preview ({} KiB)",
                 meta.len() / 1024
@@ -187,11 +188,18 @@ impl FileCache {
         {
             return FileView::Lines(c.lines.clone());
         }
-        let bytes = match fs::read(path) {
-            Ok(b) => b,
-            Err(e) => return FileView::Unavailable(describe_io_error(&e)),
+        // Read as the index reads it, so a web page or a PDF previews as the text that was
+        // searched, on the lines the hit names.
+        let cfg = dochash::corpus::CorpusConfig {
+            max_file_bytes: MAX_PREVIEW_FILE_BYTES,
+            ..Default::default()
         };
-        let lines = Arc::new(sanitize_lines(&String::from_utf8_lossy(&bytes)));
+        let doc = match dochash::corpus::read_document(path, &cfg) {
+            Ok(d) => d,
+            Err(skip) => return FileView::Unavailable(skip.reason.to_string()),
+        };
+        let lines = Arc::new(sanitize_lines(&doc.text));
+        let bytes = doc.text;
         if self.bytes + bytes.len() > MAX_CACHE_BYTES {
             self.files.clear();
             self.bytes = 0;
