@@ -144,13 +144,13 @@ fn a_pdf_that_stalls_its_reader_is_killed_and_skipped() {
         .args(["index", "--model"])
         .arg(&e.model)
         .arg(&e.notes)
-        .env("DOCHASH_FAILPOINTS", "pdf.reading=pause")
+        .env("DOCHASH_FAILPOINTS", "document.reading=pause")
         .env("DOCHASH_FAILPOINT_DIR", fp.path())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        fp.path().join("pdf.reading.paused").exists(),
+        fp.path().join("document.reading.paused").exists(),
         "the helper was stopped mid-read"
     );
     let err = stderr(&out);
@@ -172,14 +172,14 @@ fn a_pdf_that_crashes_its_reader_is_skipped() {
         .args(["index", "--model"])
         .arg(&e.model)
         .arg(&e.notes)
-        .env("DOCHASH_FAILPOINTS", "pdf.reading=abort")
+        .env("DOCHASH_FAILPOINTS", "document.reading=abort")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
         err.lines()
-            .any(|l| l.contains("hyphenated.pdf") && l.contains("the PDF reader failed")),
+            .any(|l| l.contains("hyphenated.pdf") && l.contains("the document reader failed")),
         "{err}"
     );
     assert_eq!(e.status()["files"], 1);
@@ -209,4 +209,40 @@ fn office_documents_and_e_books_are_searched() {
         assert!(trail.contains("Watering"), "{h}");
         assert!(h.get("page").is_none(), "{h}");
     }
+}
+
+/// A vault as note apps write it: a note is found by its front matter title and by an alias,
+/// under the title it gives itself; the front matter's other keys are not text.
+#[test]
+fn note_titles_aliases_and_properties_are_searched_as_titles() {
+    let e = env();
+    e.write(
+        "obsidian.md",
+        "---\ntitle: Sourdough starter care\naliases: [levain, mother dough]\ntags: [baking]\nsecret: zebra\n---\n\nFeed it flour and water every day.\n",
+    );
+    e.write(
+        "logseq.md",
+        "title:: Derailleur tuning\nalias:: gear adjustment\n\n- Turn the barrel adjuster a quarter turn.\n",
+    );
+    e.write(
+        "roam.org",
+        ":PROPERTIES:\n:ROAM_ALIASES: \"hive inspection\"\n:END:\n#+TITLE: Spring beekeeping\n\nLift the lid on a warm afternoon.\n",
+    );
+    e.index(&[e.notes.to_str().unwrap()]);
+    for (words, file) in [
+        ("levain", "obsidian.md"),
+        ("mother dough", "obsidian.md"),
+        ("gear adjustment", "logseq.md"),
+        ("hive inspection", "roam.org"),
+        ("baking", "obsidian.md"),
+    ] {
+        let h = top(&e, words);
+        assert_eq!(file_name(&h), file, "{words}");
+    }
+    let h = top(&e, "flour water");
+    assert_eq!(h["headings"][0], "Sourdough starter care", "{h}");
+    let h = top(&e, "afternoon");
+    assert_eq!(h["headings"][0], "Spring beekeeping", "{h}");
+    let (code, _) = e.query("zebra", &["--mode", "lexical"]);
+    assert_eq!(code, Some(1), "other front matter keys are not searched");
 }

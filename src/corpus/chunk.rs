@@ -173,7 +173,8 @@ pub fn split_as(
         lines: LineCursor { pos: 0, line: 1 },
         out: Vec::new(),
     };
-    let all = sections(text, body, format);
+    let title = super::note_meta(doc, format).title;
+    let all = sections(text, body, format, title.as_deref());
     if cfg.across_sections {
         // One run of blocks: passages may span headings (the heading lines between their
         // blocks are part of their text).
@@ -1139,15 +1140,21 @@ mod tests {
     }
 
     #[test]
-    fn front_matter_is_not_embedded_and_lines_count_from_file_start() {
+    fn front_matter_is_not_embedded_but_its_title_heads_the_trail() {
         let doc = Document::from_text(
-            "---\ntitle: Secret\ntags: [a, b]\n---\n\n# Real\n\nContent here.\n",
+            "---\ntitle: Bees\ntags: [secret, b]\n---\n\n# Real\n\nContent here.\n",
         );
         let ps = split(&doc, &words, &ChunkConfig::default());
         assert_eq!(ps.len(), 1);
-        assert!(!ps[0].text.contains("Secret"));
-        assert_eq!(ps[0].text, "Real\nContent here.");
+        assert!(!ps[0].text.contains("secret"));
+        assert_eq!(ps[0].headings, ["Bees", "Real"]);
+        assert!(ps[0].text.ends_with("\nContent here."), "{}", ps[0].text);
+        assert!(ps[0].text.starts_with("Bees"), "{}", ps[0].text);
         assert_eq!(ps[0].lines, 8..=8);
+        // A heading that says the title already is not doubled.
+        let doc = Document::from_text("---\ntitle: Real\n---\n# Real\n\nContent here.\n");
+        let ps = split(&doc, &words, &ChunkConfig::default());
+        assert_eq!(ps[0].headings, ["Real"]);
     }
 
     #[test]

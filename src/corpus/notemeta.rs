@@ -1,4 +1,5 @@
-//! A note's own metadata: its tags and its date, for the `tag:`, `after:` and `before:` filters.
+//! A note's own metadata: its tags and its date, for the `tag:`, `after:` and `before:` filters,
+//! and its title and other names, which search as its title does.
 //!
 //! Note tools keep both in two places: front matter (`tags: [a, b]`, `date: 2024-03-01` in
 //! YAML or TOML, as Obsidian, Hugo, Jekyll and Zola write it) and, for tags, inline `#tags` in
@@ -13,6 +14,10 @@ use super::{Document, Format, FrontMatterKind, front_matter};
 pub const MAX_TAGS: usize = 64;
 /// Longest tag kept, in bytes.
 const MAX_TAG_BYTES: usize = 64;
+/// Most aliases kept for one file.
+pub const MAX_ALIASES: usize = 32;
+/// Longest title or alias kept, in characters (a heading's bound).
+const MAX_NAME_CHARS: usize = 160;
 
 /// What a note says about itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,6 +27,12 @@ pub struct NoteMeta {
     /// The front matter's `date` (or `created`), as seconds since the epoch; a date without a
     /// time is the start of that day where the machine is.
     pub date: Option<i64>,
+    /// The note's title where it gives one apart from its headings: front matter `title`, Org
+    /// `#+TITLE:`, a Logseq `title::` property.
+    pub title: Option<String>,
+    /// Other names the note goes by: front matter `aliases` (Obsidian) or `alias`, Logseq's
+    /// `alias::`, org-roam's `:ROAM_ALIASES:`.
+    pub aliases: Vec<String>,
 }
 
 /// Reads the tags and date of `doc`, a file of `format`.
@@ -35,11 +46,94 @@ pub fn note_meta(doc: &Document, format: Format) -> NoteMeta {
         }
     }
     match format {
-        Format::Org => org_filetags(doc.body_text(), &mut meta),
-        Format::Markdown => inline_tags(doc.body_text(), &mut meta),
+        Format::Org => {
+            org_filetags(doc.body_text(), &mut meta);
+            org_names(doc.body_text(), &mut meta);
+        }
+        Format::Markdown => {
+            logseq_properties(doc.body_text(), &mut meta);
+            inline_tags(doc.body_text(), &mut meta);
+        }
         Format::ReStructuredText | Format::AsciiDoc => {}
     }
     meta
+}
+
+/// Keys whose values are a note's other names.
+const ALIAS_KEYS: [&str; 2] = ["aliases", "alias"];
+
+/// A title or alias as kept: one line of words, `[[` `]]` of a Logseq link gone, bounded.
+fn name(raw: &str) -> Option<String> {
+    let t = raw.replace("[[", "").replace("]]", "");
+    let t = t.trim().trim_matches(['"', '\'']).trim();
+    let words: Vec<&str> = t.split_whitespace().collect();
+    if words.is_empty() {
+        return None;
+    }
+    Some(words.join(" ").chars().take(MAX_NAME_CHARS).collect())
+}
+
+fn add_alias(meta: &mut NoteMeta, raw: &str) {
+    if let Some(a) = name(raw)
+        && meta.aliases.len() < MAX_ALIASES
+        && !meta.aliases.contains(&a)
+    {
+        meta.aliases.push(a);
+    }
+}
+
+/// Logseq's page properties: `key:: value` lines at the top of the page (its first block).
+/// `title::`, `alias::` and `tags::` name the page; values are comma-separated and may be
+/// `[[links]]`.
+fn logseq_properties(text: &str, meta: &mut NoteMeta) {
+    for line in text.lines() {
+        let l = line.trim();
+        if l.is_empty() {
+            continue;
+        }
+        let l = l.strip_prefix("- ").unwrap_or(l);
+        let Some((key, value)) = l.split_once(":: ") else {
+            break;
+        };
+        if key.contains(char::is_whitespace) {
+            break;
+        }
+        match key.to_ascii_lowercase().as_str() {
+            "title" => meta.title = meta.title.take().or_else(|| name(value)),
+            "alias" | "aliases" => value.split(',').for_each(|a| add_alias(meta, a)),
+            "tags" | "tag" => value
+                .split(',')
+                .for_each(|t| add_tag(meta, &t.replace("[[", "").replace("]]", ""))),
+            _ => {}
+        }
+    }
+}
+
+/// Org's `#+TITLE:` and org-roam's `:ROAM_ALIASES: "two words" one` property.
+fn org_names(text: &str, meta: &mut NoteMeta) {
+    for line in text.lines() {
+        let l = line.trim_start();
+        let lower = l.get(..14).unwrap_or(l).to_ascii_lowercase();
+        if lower.starts_with("#+title:") {
+            if meta.title.is_none() {
+                meta.title = name(&l[8..]);
+            }
+        } else if lower.starts_with(":roam_aliases:") {
+            let rest = &l[14..];
+            let mut quoted = false;
+            let mut word = String::new();
+            for c in rest.chars().chain([' ']) {
+                match c {
+                    '"' => quoted = !quoted,
+                    c if c.is_whitespace() && !quoted => {
+                        add_alias(meta, &word);
+                        word.clear();
+                    }
+                    c => word.push(c),
+                }
+            }
+        }
+    }
 }
 
 /// Front matter keys whose values are tags.
@@ -99,6 +193,24 @@ fn from_yaml(content: &str, meta: &mut NoteMeta) {
         .iter()
         .filter_map(|k| get(k).and_then(scalar_yaml))
         .find_map(|s| parse_date(&s));
+    meta.title = get("title").and_then(scalar_yaml).and_then(|t| name(&t));
+    for key in ALIAS_KEYS {
+        match get(key) {
+            Some(Yaml::Array(items)) => {
+                for i in items {
+                    if let Some(s) = scalar_yaml(i) {
+                        add_alias(meta, &s);
+                    }
+                }
+            }
+            Some(v) => {
+                if let Some(s) = scalar_yaml(v) {
+                    s.split(',').for_each(|a| add_alias(meta, a));
+                }
+            }
+            None => {}
+        }
+    }
 }
 
 fn scalar_yaml(v: &yaml_rust2::Yaml) -> Option<String> {
@@ -143,6 +255,17 @@ fn from_toml(content: &str, meta: &mut NoteMeta) {
         Value::String(s) => parse_date(s),
         _ => None,
     });
+    meta.title = table.get("title").and_then(Value::as_str).and_then(name);
+    for key in ALIAS_KEYS {
+        match table.get(key) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .for_each(|a| add_alias(meta, a)),
+            Some(Value::String(s)) => s.split(',').for_each(|a| add_alias(meta, a)),
+            _ => {}
+        }
+    }
 }
 
 /// A tag list written as one string: `a, b` or `a b` or `#a #b`.
@@ -299,6 +422,55 @@ mod tests {
         // Lines of other scripts (byte 11 inside a character) are simply not tag lines.
         let m = meta("éééééé some text\n東京都東京都東京都\n", Format::Org);
         assert!(m.tags.is_empty());
+    }
+
+    #[test]
+    fn titles_and_other_names_of_each_note_app() {
+        // Obsidian: a list of aliases; Hugo/Jekyll: a title.
+        let m = meta(
+            "---\ntitle: \"Moss gardens\"\naliases: [Moss, Bryophyte beds]\n---\ntext\n",
+            Format::Markdown,
+        );
+        assert_eq!(m.title.as_deref(), Some("Moss gardens"));
+        assert_eq!(m.aliases, ["Moss", "Bryophyte beds"]);
+        // One alias as a string; TOML front matter.
+        let m = meta("---\nalias: moss, mosses\n---\ntext\n", Format::Markdown);
+        assert_eq!(m.aliases, ["moss", "mosses"]);
+        let m = meta(
+            "+++\ntitle = \"Zola page\"\naliases = [\"zp\"]\n+++\ntext\n",
+            Format::Markdown,
+        );
+        assert_eq!(
+            (m.title.as_deref(), m.aliases),
+            (Some("Zola page"), vec!["zp".into()])
+        );
+        // Logseq page properties, links in values; they end at the first other line.
+        let m = meta(
+            "title:: Garden log\nalias:: [[Moss]], beds\ntags:: [[Gardening]], shade\n\n- note:: x\ntitle:: late\n",
+            Format::Markdown,
+        );
+        assert_eq!(m.title.as_deref(), Some("Garden log"));
+        assert_eq!(m.aliases, ["Moss", "beds"]);
+        assert_eq!(m.tags, ["gardening", "shade"]);
+        // Org and org-roam.
+        let m = meta(
+            ":PROPERTIES:\n:ROAM_ALIASES: \"Moss beds\" moss\n:END:\n#+TITLE: Moss gardens\n* Heading\n",
+            Format::Org,
+        );
+        assert_eq!(m.title.as_deref(), Some("Moss gardens"));
+        assert_eq!(m.aliases, ["Moss beds", "moss"]);
+        // Bounded.
+        let many: Vec<String> = (0..100).map(|i| format!("a{i}")).collect();
+        let m = meta(
+            &format!("---\naliases: [{}]\n---\n", many.join(", ")),
+            Format::Markdown,
+        );
+        assert_eq!(m.aliases.len(), MAX_ALIASES);
+        let m = meta(
+            &format!("---\ntitle: {}\n---\n", "w ".repeat(500)),
+            Format::Markdown,
+        );
+        assert!(m.title.unwrap().chars().count() <= MAX_NAME_CHARS);
     }
 
     #[test]

@@ -10,8 +10,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use super::error::{SkipReason, Skipped, io_reason};
-use super::extract::office::{self, Office};
-use super::extract::{Kind, html, pdf};
+use super::extract::{self, Kind};
 use super::frontmatter::front_matter;
 use super::walk::CorpusConfig;
 
@@ -51,19 +50,9 @@ impl Document {
                 let (text, lossy) = decode(bytes)?;
                 Ok(Document::assemble(text, lossy, hash))
             }
-            Kind::Html => {
-                let (page, lossy) = decode(bytes)?;
-                Ok(Document::whole(html::text(&page), lossy, hash))
-            }
-            Kind::Pdf => Ok(Document::whole(pdf::text(&bytes, text_limit)?, false, hash)),
-            Kind::Docx | Kind::Odt | Kind::Epub => {
-                let format = match kind {
-                    Kind::Docx => Office::Docx,
-                    Kind::Odt => Office::Odt,
-                    _ => Office::Epub,
-                };
-                let text = office::text(&bytes, format, text_limit)?;
-                Ok(Document::whole(text, false, hash))
+            _ => {
+                let (text, lossy) = extract::read(kind, &bytes, hash, text_limit)?;
+                Ok(Document::whole(text, lossy, hash))
             }
         }
     }
@@ -218,7 +207,7 @@ fn too_many_controls(control: usize, total: usize) -> bool {
 }
 
 /// Turns raw bytes into text, reporting whether anything had to be replaced.
-fn decode(bytes: Vec<u8>) -> Result<(String, bool), SkipReason> {
+pub(crate) fn decode(bytes: Vec<u8>) -> Result<(String, bool), SkipReason> {
     // UTF-16 files (Windows Notepad's "Unicode") are full of NULs but are text; the BOM is the
     // only reliable way to tell them apart from binary data.
     if let Some(rest) = bytes.strip_prefix(&[0xff, 0xfe]) {

@@ -137,9 +137,29 @@ pub(crate) struct Block {
     pub code: bool,
 }
 
-/// Splits `text[body]` into sections of blocks.
-pub(crate) fn sections(text: &str, body: Range<usize>, format: Format) -> Vec<Section> {
-    outline(text, body, format).0
+/// Splits `text[body]` into sections of blocks. A `title` the note gives apart from its
+/// headings (its front matter's) heads every trail, unless a heading says the same.
+pub(crate) fn sections(
+    text: &str,
+    body: Range<usize>,
+    format: Format,
+    title: Option<&str>,
+) -> Vec<Section> {
+    let (mut sections, headings) = outline(text, body, format);
+    let Some(title) = title.map(|t| bounded_title(t.to_owned())) else {
+        return sections;
+    };
+    if headings
+        .iter()
+        .any(|h| h.title.eq_ignore_ascii_case(&title))
+    {
+        return sections;
+    }
+    for s in &mut sections {
+        let trail: Vec<&String> = std::iter::once(&title).chain(&s.trail).collect();
+        s.trail = bounded_trail(&trail);
+    }
+    sections
 }
 
 /// A heading as written: where its first line starts and its title (bounded as trails are).
@@ -723,7 +743,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str, format: Format) -> Vec<(Vec<String>, Vec<String>)> {
-        sections(text, 0..text.len(), format)
+        sections(text, 0..text.len(), format, None)
             .into_iter()
             .map(|s| {
                 (
@@ -746,7 +766,7 @@ mod tests {
         let text = "# Errors\n\nIntro text.\n\n<a id=\"ERR_X\"></a>\n\n## ERR_X\n\nAn X failed.\n\n\
                     [`x`]: #err_x\n[Y]: https://example.com/y\n\n<a id=\"stray\"></a>\n\nplain end\n";
         let doc = crate::corpus::Document::from_text(text.to_string());
-        let secs = sections(text, doc.body.clone(), Format::Markdown);
+        let secs = sections(text, doc.body.clone(), Format::Markdown, None);
         let shown: Vec<(Vec<String>, Vec<&str>)> = secs
             .iter()
             .map(|s| {

@@ -134,6 +134,7 @@ mod tests {
             text: text.into(),
             units,
             page: 0,
+            names: Vec::new(),
         }
     }
 

@@ -1453,6 +1453,7 @@ mod tests {
             text: format!("p{i}"),
             units: Vec::new(),
             page: 0,
+            names: Vec::new(),
         }
     }
 

@@ -424,6 +424,7 @@ fn update_within(
             Kind::Text => corpus::note_meta(&doc, format),
             _ => corpus::NoteMeta::default(),
         };
+        let names: Vec<String> = meta.aliases.iter().chain(&meta.tags).cloned().collect();
         let record = FileRecord {
             root: f.root.clone(),
             size: f.size,
@@ -490,6 +491,7 @@ fn update_within(
                         } else {
                             0
                         },
+                        names: names.clone(),
                     },
                     if p.units.is_empty() {
                         vec![p.text]

@@ -68,10 +68,10 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    if let Some(code) = dochash::corpus::pdf_helper_main() {
+    if let Some(code) = dochash::corpus::document_helper_main() {
         return code;
     }
-    dochash::corpus::use_pdf_helper();
+    dochash::corpus::use_document_helper();
     dochash::fsx::private_umask();
     dochash::encoder::keep_large_buffers();
     match run() {

@@ -119,6 +119,7 @@ pub fn write_index(
                     text,
                     units: Vec::new(),
                     page: 0,
+                    names: Vec::new(),
                 };
                 (rec, vector)
             })

@@ -59,7 +59,7 @@ fn text(a: &TextArgs) -> Result<()> {
             continue;
         };
         let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned());
-        let name = stem.unwrap_or_else(|| "file".into());
+        let name = dochash::app::sanitize::sanitize(&stem.unwrap_or_else(|| "file".into()));
         match read {
             Ok(doc) => {
                 let pages = doc.text.matches(dochash::corpus::PAGE_BREAK).count() + 1;

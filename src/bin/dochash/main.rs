@@ -22,11 +22,11 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    // Before anything else: this process may be the PDF reader another dochash started.
-    if let Some(code) = dochash::corpus::pdf_helper_main() {
+    // Before anything else: this process may be the document reader another dochash started.
+    if let Some(code) = dochash::corpus::document_helper_main() {
         return code;
     }
-    dochash::corpus::use_pdf_helper();
+    dochash::corpus::use_document_helper();
     dochash::fsx::private_umask();
     dochash::encoder::keep_large_buffers();
     let cli = Cli::parse();

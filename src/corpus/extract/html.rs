@@ -80,6 +80,13 @@ const BLOCKS: [&str; 34] = [
     "ul",
 ];
 
+/// Elements whose end tag may be left out (the next one of its kind, or its parent's end,
+/// closes it): hidden only by what they are, never by a class or role, since an unclosed one
+/// would hide the rest of the page.
+const OPTIONAL_END: [&str; 12] = [
+    "p", "li", "dt", "dd", "td", "th", "tr", "option", "thead", "tbody", "tfoot", "colgroup",
+];
+
 /// Elements that never have an end tag: an opening one must not count as entering them.
 const VOID: [&str; 14] = [
     "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
@@ -185,7 +192,7 @@ impl Out {
             if self.hidden.is_empty() {
                 self.reach(line);
             }
-            return raw(name, start);
+            return raw(name, start && !tag.self_closing);
         }
         if start && !tag.self_closing && !VOID.contains(&name) && hides(name, tag) {
             self.boundary();
@@ -246,7 +253,8 @@ impl Out {
             // Inline elements separate words only where the source has white space.
             _ => {}
         }
-        raw(name, start)
+        // `<script/>` in XHTML (an e-book's chapter) is empty, not the start of a script.
+        raw(name, start && !tag.self_closing)
     }
 
     fn chars(&mut self, t: &str, line: usize) {
@@ -311,6 +319,9 @@ fn heading_level(name: &str) -> Option<usize> {
 fn hides(name: &str, tag: &Tag) -> bool {
     if HIDDEN.contains(&name) {
         return true;
+    }
+    if OPTIONAL_END.contains(&name) {
+        return false;
     }
     tag.attrs.iter().any(|a| {
         let key: &str = &a.name.local;
@@ -442,6 +453,15 @@ mod tests {
             "<div class=\"sphinx sidebar\">Contents</div><ul id=toc><li>A</li></ul><p>Body</p>",
         );
         assert_eq!(t.trim(), "Body");
+    }
+
+    #[test]
+    fn elements_without_end_tags_hide_nothing_after_them() {
+        let t = text("<ul><li class=menu>Home<li>About</ul><p hidden>x<p>Kept text</p>");
+        assert!(t.contains("Kept text"), "{t:?}");
+        let t = text("<head><script src=\"a.js\"/><title/></head><body><p>Chapter text</p></body>");
+        assert!(t.contains("Chapter text"), "{t:?}");
+        assert!(!t.contains("<p>"), "{t:?}");
     }
 
     #[test]

@@ -156,7 +156,10 @@ fn docx_text(xml: &str) -> String {
             }
         }
         Ev::Open("w:outlinelvl", a, _) => {
-            if let Some(l) = attr(a, "w:val").and_then(|v| v.parse::<usize>().ok()) {
+            // Levels 0 to 8 are outline levels; 9 is body text.
+            if let Some(l) = attr(a, "w:val").and_then(|v| v.parse::<usize>().ok())
+                && l <= 8
+            {
                 p.level = Some(l + 1);
             }
         }
@@ -293,16 +296,25 @@ fn epub_text(
         }
         _ => {}
     });
+    let manifest: std::collections::HashMap<String, String> = manifest.into_iter().collect();
+    let mut seen = std::collections::HashSet::new();
+    // All chapters together are read up to one part's bound: a spine that lists one zip bomb
+    // ten thousand times costs one bound, not ten thousand.
+    let mut budget = part_limit;
     let mut out = String::new();
     for id in spine.iter().take(MAX_ENTRIES) {
-        let Some((_, href)) = manifest.iter().find(|(i, _)| i == id) else {
+        if !seen.insert(id) || budget == 0 {
+            continue;
+        }
+        let Some(href) = manifest.get(id) else {
             continue;
         };
         let href = href.split('#').next().unwrap_or(href);
         let path = join_zip_path(base, &percent_decode(href));
-        let Some(page) = member(zip, &path, part_limit) else {
+        let Some(page) = member(zip, &path, budget) else {
             continue;
         };
+        budget = budget.saturating_sub(page.len() as u64);
         let chapter = html::text(&page);
         let chapter = chapter.trim();
         if chapter.is_empty() {

@@ -1,26 +1,14 @@
-//! The text layer of a PDF, page by page, in a process of its own.
+//! The text layer of a PDF, page by page.
 //!
-//! PDF readers meet files that make them loop, allocate without end or panic (a damaged font
-//! table, a content stream of a billion operators). The owner runs all day and must never be
-//! stopped by one file, so the binaries read each PDF in a child process of themselves (see
-//! [`use_pdf_helper`]): it gets the bytes on stdin, a memory limit and a CPU limit, and is
-//! killed when it takes longer than [`time_limit`]. A PDF that cannot be read is a
-//! [`SkipReason::NoText`] note naming why. Without the helper (a library caller, unit tests)
-//! the same reading runs in this process, guarded only against panics.
+//! PDF readers meet files that make them loop, allocate without end or panic; the binaries
+//! therefore run this in the helper process ([`super::helper`]). A PDF that cannot be read is a
+//! [`SkipReason::NoText`] note naming why.
 //!
 //! The reader is `pdf-extract` (over `lopdf`): it keeps a two-column page in column order
 //! and says why a file cannot be read (a password, a broken cross-reference table); its
 //! comparison with `pdf_oxide` on 1,264 pages is in docs/BENCHMARKS.md. What it gives is made
 //! readable here: line-end hyphenation undone, running headers and page numbers dropped, the
 //! outline's entries made headings, pages separated by a [`PAGE_BREAK`] line.
-
-use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
-
-use serde::{Deserialize, Serialize};
 
 use super::plain_line;
 use crate::corpus::SkipReason;
@@ -30,85 +18,7 @@ use crate::corpus::SkipReason;
 /// breaks before it (see [`page_of`]).
 pub const PAGE_BREAK: char = '\u{c}';
 
-/// The argument that makes a dochash binary the PDF helper.
-const HELPER_ARG: &str = "__pdf-text";
-
-/// Most memory the helper may map, in bytes: far above what a real PDF needs, far below what
-/// would push the user's own programs into swap.
-#[cfg(unix)]
-const HELPER_MEMORY: u64 = 2 << 30;
-
-static HELPER: OnceLock<PathBuf> = OnceLock::new();
-
-/// Reads PDFs in a child process of this executable from now on. A binary that calls this
-/// must call [`pdf_helper_main`] first thing in `main`.
-pub fn use_pdf_helper() {
-    if let Ok(exe) = std::env::current_exe() {
-        let _ = HELPER.set(exe);
-    }
-}
-
-/// When this process was started as the PDF helper, does the helper's work and returns the
-/// exit code; otherwise returns `None` at once.
-pub fn pdf_helper_main() -> Option<ExitCode> {
-    let mut args = std::env::args_os();
-    if args.nth(1).is_none_or(|a| a != HELPER_ARG) {
-        return None;
-    }
-    let limit = args
-        .next()
-        .and_then(|a| a.to_str()?.parse::<u64>().ok())
-        .unwrap_or(0);
-    #[cfg(unix)]
-    limit_self(limit);
-    let mut bytes = Vec::new();
-    if std::io::stdin()
-        .lock()
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .is_err()
-    {
-        return Some(ExitCode::from(2));
-    }
-    crate::failpoint::hit("pdf.reading");
-    let answer = read_pages(&bytes);
-    let out = serde_json::to_vec(&answer).unwrap_or_default();
-    let mut stdout = std::io::stdout().lock();
-    if stdout
-        .write_all(&out)
-        .and_then(|()| stdout.flush())
-        .is_err()
-    {
-        return Some(ExitCode::from(2));
-    }
-    Some(ExitCode::SUCCESS)
-}
-
-/// Caps the helper's own memory and CPU time, so that a file that makes the reader run away
-/// ends the helper (the parent then says so) instead of the machine's memory or the user's day.
-#[cfg(unix)]
-fn limit_self(file_bytes: u64) {
-    let set = |resource, value: u64| {
-        let lim = libc::rlimit {
-            rlim_cur: value as libc::rlim_t,
-            rlim_max: value as libc::rlim_t,
-        };
-        // SAFETY: setrlimit reads a valid rlimit; failing leaves the limit as it was.
-        unsafe { libc::setrlimit(resource, &lim) };
-    };
-    set(libc::RLIMIT_AS, HELPER_MEMORY);
-    set(libc::RLIMIT_CPU, time_limit(file_bytes).as_secs() + 1);
-}
-
-/// How long one PDF may take to read: enough for a long manual on a slow machine (a 1,000-page
-/// book reads in a few seconds), not enough for a stuck reader to hold up an update for long.
-pub fn time_limit(file_bytes: u64) -> Duration {
-    let mib = file_bytes / (1 << 20);
-    Duration::from_secs((20 + mib).min(120))
-}
-
-/// What the helper answers: the pages' text and the outline, or why there is none.
-#[derive(Debug, Serialize, Deserialize)]
+/// The pages' text and the outline, or why there is none.
 enum Pages {
     Read {
         pages: Vec<String>,
@@ -165,13 +75,14 @@ fn outline(doc: &pdf_extract::Document) -> Vec<(usize, u32, String)> {
     let Some(Object::Dictionary(root)) = catalog.get(b"Outlines").ok().and_then(deref) else {
         return Vec::new();
     };
+    let named = named_dests(doc, catalog);
     let page_of_dest = |dest: &Object| -> Option<u32> {
         let mut dest = deref(dest)?;
         for _ in 0..4 {
             dest = match dest {
                 Object::Array(a) => return pages.get(&a.first()?.as_reference().ok()?).copied(),
                 Object::Dictionary(d) => deref(d.get(b"D").ok()?)?,
-                Object::Name(n) | Object::String(n, _) => named_dest(doc, catalog, &n)?,
+                Object::Name(n) | Object::String(n, _) => named.get(&n)?.clone(),
                 _ => return None,
             };
         }
@@ -212,54 +123,55 @@ fn outline(doc: &pdf_extract::Document) -> Vec<(usize, u32, String)> {
     out
 }
 
-/// The destination a name stands for: in the catalog's `/Dests` dictionary (PDF 1.1) or its
-/// `/Names` → `/Dests` tree (searched at most [`MAX_OUTLINE`] nodes deep and wide).
-fn named_dest(
+/// Every named destination: the catalog's `/Dests` dictionary (PDF 1.1) and its `/Names` →
+/// `/Dests` tree, read once (at most [`MAX_OUTLINE`] nodes of the tree).
+fn named_dests(
     doc: &pdf_extract::Document,
     catalog: &pdf_extract::Dictionary,
-    name: &[u8],
-) -> Option<pdf_extract::Object> {
+) -> std::collections::HashMap<Vec<u8>, pdf_extract::Object> {
     use pdf_extract::Object;
     let deref = |o: &Object| doc.dereference(o).ok().map(|(_, o)| o.clone());
-    if let Some(Object::Dictionary(dests)) = catalog.get(b"Dests").ok().and_then(deref)
-        && let Ok(d) = dests.get(name)
-    {
-        return deref(d);
+    let mut out = std::collections::HashMap::new();
+    if let Some(Object::Dictionary(dests)) = catalog.get(b"Dests").ok().and_then(deref) {
+        for (k, v) in dests.iter().take(MAX_OUTLINE) {
+            if let Some(v) = deref(v) {
+                out.insert(k.clone(), v);
+            }
+        }
     }
-    let names = catalog.get(b"Names").ok().and_then(deref)?;
-    let tree = deref(names.as_dict().ok()?.get(b"Dests").ok()?)?;
-    let mut stack = vec![tree];
+    let tree = catalog
+        .get(b"Names")
+        .ok()
+        .and_then(deref)
+        .and_then(|n| deref(n.as_dict().ok()?.get(b"Dests").ok()?));
+    let mut stack: Vec<Object> = tree.into_iter().collect();
     let mut visited = 0;
     while let Some(node) = stack.pop() {
         visited += 1;
-        if visited > MAX_OUTLINE {
-            return None;
+        if visited > MAX_OUTLINE || out.len() > MAX_OUTLINE {
+            break;
         }
         let Ok(node) = node.as_dict() else {
             continue;
         };
         if let Ok(pairs) = node.get(b"Names").and_then(Object::as_array) {
-            for pair in pairs.chunks_exact(2) {
-                if pair[0].as_str().is_ok_and(|k| k == name) {
-                    return deref(&pair[1]);
+            for pair in pairs.chunks_exact(2).take(MAX_OUTLINE) {
+                if let (Ok(k), Some(v)) = (pair[0].as_str(), deref(&pair[1])) {
+                    out.insert(k.to_vec(), v);
                 }
             }
         }
         if let Ok(kids) = node.get(b"Kids").and_then(Object::as_array) {
-            stack.extend(kids.iter().filter_map(deref));
+            stack.extend(kids.iter().take(MAX_OUTLINE).filter_map(deref));
         }
     }
-    None
+    out
 }
 
-/// The text of a PDF's `bytes`, read by the helper when there is one. `text_limit` bounds the
-/// text kept, as it bounds a text file.
+/// The text of a PDF's `bytes` (at most `text_limit` bytes of it), read here: callers that
+/// must survive any file run this in the helper (see [`super::helper`]).
 pub(crate) fn text(bytes: &[u8], text_limit: u64) -> Result<String, SkipReason> {
-    let pages = match HELPER.get() {
-        Some(exe) => in_helper(exe, bytes, text_limit)?,
-        None => read_pages(bytes),
-    };
-    let (pages, outline) = match pages {
+    let (pages, outline) = match read_pages(bytes) {
         Pages::Read { pages, outline } => (pages, outline),
         Pages::Unreadable(why) => return Err(SkipReason::NoText(why)),
     };
@@ -276,80 +188,6 @@ pub(crate) fn text(bytes: &[u8], text_limit: u64) -> Result<String, SkipReason> 
         });
     }
     Ok(text)
-}
-
-fn in_helper(exe: &PathBuf, bytes: &[u8], text_limit: u64) -> Result<Pages, SkipReason> {
-    let failed = |why: String| SkipReason::NoText(format!("the PDF reader failed ({why})"));
-    let mut child = Command::new(exe)
-        .arg(HELPER_ARG)
-        .arg(bytes.len().to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| failed(e.to_string()))?;
-    let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(failed("no pipe to it".into()));
-    };
-    // Both ends in threads: the helper may stop reading or writing at any point, and neither
-    // may block this thread past the deadline.
-    let limit = time_limit(bytes.len() as u64);
-    let bytes = bytes.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&bytes);
-    });
-    // The answer is the text in JSON: escaping at most doubles it, six times for control
-    // characters a page cannot be full of.
-    let cap = text_limit.saturating_mul(6).saturating_add(1 << 20);
-    let reader = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        let _ = stdout.take(cap).read_to_end(&mut out);
-        out
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Ok(None) | Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    let _ = writer.join();
-    let out = reader.join().unwrap_or_default();
-    let Some(status) = status else {
-        return Err(SkipReason::NoText(format!(
-            "took longer than {} s to read",
-            limit.as_secs()
-        )));
-    };
-    if !status.success() {
-        return Err(failed(exit_reason(status)));
-    }
-    serde_json::from_slice(&out).map_err(|_| failed("its answer did not decode".into()))
-}
-
-fn exit_reason(status: std::process::ExitStatus) -> String {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        if let Some(sig) = status.signal() {
-            return match sig {
-                libc::SIGXCPU => "it ran out of CPU time".into(),
-                libc::SIGKILL => "it was killed".into(),
-                libc::SIGABRT | libc::SIGSEGV => "it crashed, perhaps out of memory".into(),
-                s => format!("signal {s}"),
-            };
-        }
-    }
-    format!("{status}")
 }
 
 /// One page's lines after the reader: spaces collapsed, control characters gone.
@@ -375,15 +213,20 @@ fn clean_lines(page: &str) -> Vec<String> {
 fn is_page_number(line: &str) -> bool {
     let lower = line.to_lowercase();
     let words: Vec<&str> = lower
-        .split(|c: char| c.is_whitespace() || matches!(c, '-' | '–' | '—' | '|' | '.' | '/'))
-        .filter(|w| !w.is_empty() && *w != "page" && *w != "p" && *w != "of")
+        .split(|c: char| c.is_whitespace() || matches!(c, '-' | '–' | '—' | '|'))
+        .filter(|w| !w.is_empty() && *w != "page" && *w != "p.")
         .collect();
-    !words.is_empty()
-        && words.len() <= 2
-        && words.iter().all(|w| {
-            w.chars().all(|c| c.is_ascii_digit())
-                || (w.len() <= 6 && w.chars().all(|c| matches!(c, 'i' | 'v' | 'x' | 'l')))
-        })
+    let number = |w: &str| {
+        (!w.is_empty() && w.len() <= 5 && w.chars().all(|c| c.is_ascii_digit()))
+            || (w.len() <= 5 && w.len() >= 2 && w.chars().all(|c| matches!(c, 'i' | 'v' | 'x')))
+    };
+    match words.as_slice() {
+        [pair] if pair.contains('/') => pair.split('/').all(number),
+        [n] => number(n),
+        // `3 of 12`, `3 / 12`
+        [n, "of" | "/", m] => number(n) && number(m),
+        _ => false,
+    }
 }
 
 /// A line's shape with its numbers blurred, so "Chapter 2 — page 14" on every page is seen as
@@ -444,7 +287,12 @@ fn undo_hyphenation(lines: &mut [String]) {
             Some(at) => (&next[..at], next[at + 1..].to_string()),
             None => (next.as_str(), String::new()),
         };
-        let joined = format!("{stem}{word}");
+        // A compound's own hyphen (`state-of-the-` / `art`) stays.
+        let joined = if stem.contains('-') {
+            format!("{stem}-{word}")
+        } else {
+            format!("{stem}{word}")
+        };
         lines[i] = joined;
         lines[i + 1] = rest;
     }
@@ -467,7 +315,11 @@ fn assemble(pages: Vec<String>, outline: &[(usize, u32, String)]) -> String {
             seen += 1;
             let depth = edge_depth(filled);
             let at_edge = seen <= depth || seen + depth > filled;
-            if at_edge && (is_page_number(line) || furniture.contains(&shape(line))) {
+            // A chapter's title on its first page may be its running header elsewhere.
+            let titled = outline
+                .iter()
+                .any(|(_, p, t)| *p == number && same_title(line, t));
+            if at_edge && !titled && (is_page_number(line) || furniture.contains(&shape(line))) {
                 line.clear();
             }
         }
@@ -618,10 +470,21 @@ mod tests {
 
     #[test]
     fn furniture_and_page_numbers() {
-        for l in ["3", "- 3 -", "Page 3", "3 of 12", "iv", "p. 7"] {
+        for l in [
+            "3", "- 3 -", "Page 3", "3 of 12", "iv", "p. 7", "12/40", "xii",
+        ] {
             assert!(is_page_number(l), "{l}");
         }
-        for l in ["3 apples", "Chapter", "2024 was a year", "Lives"] {
+        for l in [
+            "3 apples",
+            "Chapter",
+            "2024 was a year",
+            "Lives",
+            "x",
+            "ill",
+            "3.14",
+            "2023 2024",
+        ] {
             assert!(!is_page_number(l), "{l}");
         }
         let pages: Vec<Vec<String>> = (1..=5)

@@ -390,7 +390,7 @@ pub struct Lexical {
 }
 
 /// The title words of a passage: every heading trail it touches (where its first byte lies and
-/// where its new text starts) and its file's name. Measured against the trail where it starts
+/// where its new text starts), its file's name and its note's other names and tags. Measured against the trail where it starts
 /// alone, the trail where its new text starts alone, and the outermost heading alone (which
 /// wins only where section headings carry no meaning): docs/BENCHMARKS.md.
 fn title_of(p: &PassageRecord) -> String {
@@ -404,6 +404,10 @@ fn title_of(p: &PassageRecord) -> String {
     if let Some(stem) = p.path.file_stem() {
         t.push(' ');
         t.push_str(&stem.to_string_lossy());
+    }
+    for n in &p.names {
+        t.push_str(" \u{2192} ");
+        t.push_str(n);
     }
     t
 }
@@ -931,6 +935,7 @@ mod tests {
             text: String::new(),
             units: Vec::new(),
             page: 0,
+            names: Vec::new(),
         };
         assert_eq!(
             title_of(&p),

@@ -1014,6 +1014,7 @@ mod tests {
                 text: text.into(),
                 units: Vec::new(),
                 page: 0,
+                names: Vec::new(),
             },
             vector: vec![0.6, 0.8],
             code: Some(vec![0b1011]),

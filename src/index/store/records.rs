@@ -55,6 +55,10 @@ pub struct PassageRecord {
     /// The page (1-based) of a paged document (a PDF) the passage starts on; 0 for a file
     /// without pages. The page of a line further in counts the page breaks in `text` before it.
     pub page: u32,
+    /// Its note's other names and tags (front matter `aliases`, `tags`; Logseq and org-roam
+    /// properties; inline `#tags`): searched as title words, so a note is found by any name it
+    /// goes by. Each passage carries them, as the word index is rebuilt from passages alone.
+    pub names: Vec<String>,
 }
 
 /// The layouts of format 1, read into the current ones.
@@ -153,6 +157,7 @@ impl Record for PassageRecord {
                         text: p.text,
                         units: p.units,
                         page: 0,
+                        names: Vec::new(),
                     })
                     .map_err(|e| e.to_string()),
             );
@@ -170,6 +175,7 @@ impl Record for PassageRecord {
                     text: p.text,
                     units: Vec::new(),
                     page: 0,
+                    names: Vec::new(),
                 })
                 .map_err(|e| e.to_string())
         })
@@ -280,6 +286,7 @@ mod tests {
             text: "body".into(),
             units: vec![(2, 5), (4, 9)],
             page: 0,
+            names: Vec::new(),
         };
         assert_eq!(decode::<PassageRecord>(&encode(&p)).unwrap(), p);
         let f = FileRecord {
@@ -366,13 +373,15 @@ mod tests {
             text: "body".into(),
             units: vec![(1, 2)],
             page: 7,
+            names: vec!["alias".into()],
         };
         let current = encode(&p);
         assert_eq!(decode::<PassageRecord>(&current).unwrap(), p);
-        // Format 2 is the same layout without the page at its end.
-        let mut old = current.clone();
+        // Format 2 is the same layout without the page and names at its end.
+        p.names = Vec::new();
+        let mut old = encode(&p);
         old[0] = 2;
-        old.truncate(old.len() - 1);
+        old.truncate(old.len() - 2);
         p.page = 0;
         assert_eq!(decode::<PassageRecord>(&old).unwrap(), p);
     }

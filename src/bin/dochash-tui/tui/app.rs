@@ -95,6 +95,9 @@ pub enum FileView {
     Lines(Arc<Vec<String>>),
     /// Why the file cannot be shown (deleted, unreadable, too large, not a regular file).
     Unavailable(String),
+    /// A document (a PDF, an office file, an e-book): its indexed passage is shown, not read
+    /// again for every search (reading one can take seconds).
+    Passage,
 }
 
 impl Entry {

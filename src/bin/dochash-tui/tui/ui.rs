@@ -440,7 +440,13 @@ pub fn preview_rows(e: &Entry, width: usize, height: usize, theme: &Theme) -> Ve
                 &e.passage,
                 hit_line,
                 (hit_line, hit_line + e.passage.len().saturating_sub(1)),
-                Some(format!("{why}; showing the indexed passage")),
+                Some(format!("{}; showing the indexed passage", sanitize(why))),
+            ),
+            FileView::Passage => (
+                &e.passage,
+                hit_line,
+                (hit_line, hit_line + e.passage.len().saturating_sub(1)),
+                None,
             ),
         };
     let mut height = height;

@@ -174,6 +174,9 @@ impl FileCache {
             return FileView::Unavailable("not a regular file".into());
         }
         let kind = dochash::corpus::Kind::from_path(path);
+        if kind.is_document() {
+            return FileView::Passage;
+        }
         if meta.len() > kind.byte_limit(MAX_PREVIEW_FILE_BYTES) {
             return FileView::Unavailable(format!(
                 "file too large to preview ({} KiB)",
