@@ -334,7 +334,7 @@ impl Chunker<'_> {
             } else {
                 None
             };
-            let text = format!("{prefix}{body}");
+            let text = format!("{prefix}{}", super::links::as_read(body));
             let units = self.units(trail, blocks, d.start..d.end, &text);
             let mut at = LineCursor {
                 pos: d.start,
@@ -400,7 +400,10 @@ impl Chunker<'_> {
             .into_iter()
             .map(|u| {
                 (
-                    format!("{prefix}{}", &self.text[u.start..u.end]),
+                    format!(
+                        "{prefix}{}",
+                        super::links::as_read(&self.text[u.start..u.end])
+                    ),
                     u.start..u.end,
                 )
             })
@@ -1137,6 +1140,19 @@ mod tests {
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].headings, vec!["Mac".to_string()]);
         assert_eq!((*p[0].lines.start(), *p[0].lines.end()), (2, 3));
+    }
+
+    #[test]
+    fn links_are_embedded_as_a_reader_sees_them() {
+        let doc =
+            Document::from_text("# Bees\n\nSee [[winter-cluster|the cluster]] and [[Smoke]].\n");
+        let ps = split(&doc, &words, &ChunkConfig::default());
+        assert_eq!(ps[0].text, "Bees\nSee the cluster and Smoke.");
+        assert_eq!(
+            &doc.text[ps[0].bytes.clone()],
+            "See [[winter-cluster|the cluster]] and [[Smoke]].",
+            "the file's text is what is stored and shown"
+        );
     }
 
     #[test]

@@ -32,6 +32,7 @@ mod chunk;
 mod error;
 mod extract;
 mod frontmatter;
+mod links;
 mod notemeta;
 mod questions;
 mod read;

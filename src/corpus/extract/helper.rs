@@ -97,6 +97,12 @@ fn limit_self(file_bytes: u64) {
     set(libc::RLIMIT_CORE, 0);
     set(libc::RLIMIT_AS, HELPER_MEMORY);
     set(libc::RLIMIT_CPU, time_limit(file_bytes).as_secs() + 1);
+    // An owner that exits (or is killed) mid-read takes its reader with it.
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number; no memory is passed.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
 }
 
 /// How long one document may take to read: enough for a long manual on a slow machine (a
