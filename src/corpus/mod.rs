@@ -45,7 +45,7 @@ pub use error::{CorpusError, SkipReason, Skipped, io_reason};
 pub use extract::{Kind, PAGE_BREAK, document_helper_main, page_of, use_document_helper};
 pub use frontmatter::{FrontMatter, FrontMatterKind, front_matter};
 pub use notemeta::{MAX_TAGS, NoteMeta, local_time, note_meta, parse_date};
-pub use questions::{Question, QuestionKind, questions};
+pub use questions::{LinkTarget, MAX_PASSAGE_LINKS, Question, QuestionKind, links_in, questions};
 pub use read::{Document, looks_binary, read_document, read_open};
 pub use structure::Format;
 pub use walk::{CorpusConfig, IGNORE_FILE, SourceFile, Walk, walk};

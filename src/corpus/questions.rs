@@ -109,6 +109,30 @@ const MAX_LINK_BYTES: usize = 2048;
 /// The most of a long sentence kept on each side of its link, in bytes.
 const CONTEXT_BYTES: usize = 160;
 
+/// Most links kept for one passage.
+pub const MAX_PASSAGE_LINKS: usize = 64;
+
+/// The links `text` (a passage of a file of `format`) makes to notes, files and headings,
+/// each once, in order; links to the web are not kept.
+pub fn links_in(text: &str, format: Format) -> Vec<LinkTarget> {
+    let links = match format {
+        Format::Markdown => markdown_links(text, &HashMap::new()),
+        Format::ReStructuredText => rst_links(text),
+        Format::AsciiDoc => asciidoc_links(text),
+        Format::Org => org_links(text),
+    };
+    let mut out: Vec<LinkTarget> = Vec::new();
+    for l in links {
+        if out.len() == MAX_PASSAGE_LINKS {
+            break;
+        }
+        if !out.contains(&l.dest) {
+            out.push(l.dest);
+        }
+    }
+    out
+}
+
 /// Every question the files ask of each other (and of themselves), in file and line order,
 /// each once, at most `per_file` from one file (the first). A link counts only when its target
 /// is one of `files` (and its anchor, when it points inside the same file, is a heading there).
@@ -181,9 +205,11 @@ struct Corpus<'a> {
     labels: HashMap<String, (usize, usize)>,
 }
 
-/// Where a link points, before it is looked up.
-#[derive(Debug, Clone, PartialEq)]
-enum Dest {
+/// Where a link points, as written (before it is looked up among the files): what the index
+/// keeps of each link a passage makes (`PassageRecord::links`), so that the notes' own links
+/// can be followed later (backlinks, training labels) without reading the files again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LinkTarget {
     /// A relative path (empty: this file) and an anchor.
     Path(String, Option<String>),
     /// A note by name, as wikilinks name them, and a heading title.
@@ -203,7 +229,7 @@ enum Dest {
 struct Link {
     range: std::ops::Range<usize>,
     words: String,
-    dest: Dest,
+    dest: LinkTarget,
     kind: QuestionKind,
 }
 
@@ -331,10 +357,10 @@ impl<'a> Corpus<'a> {
     }
 
     /// The file (and heading) a link points to, if it is one of the corpus's.
-    fn resolve(&self, from: usize, dest: &Dest) -> Option<(usize, Option<usize>)> {
+    fn resolve(&self, from: usize, dest: &LinkTarget) -> Option<(usize, Option<usize>)> {
         let here = self.files[from].path.parent().unwrap_or(Path::new(""));
         match dest {
-            Dest::Path(p, anchor) => {
+            LinkTarget::Path(p, anchor) => {
                 let target = if p.is_empty() {
                     from
                 } else {
@@ -349,7 +375,7 @@ impl<'a> Corpus<'a> {
                 }
                 Some((target, heading))
             }
-            Dest::Note(name, heading) => {
+            LinkTarget::Note(name, heading) => {
                 let target = if name.is_empty() {
                     from
                 } else {
@@ -367,16 +393,16 @@ impl<'a> Corpus<'a> {
                 }
                 Some((target, heading))
             }
-            Dest::Label(label) => {
+            LinkTarget::Label(label) => {
                 let &(t, h) = self.labels.get(&label.to_lowercase())?;
                 Some((t, Some(h)))
             }
-            Dest::Doc(doc) => {
+            LinkTarget::Doc(doc) => {
                 let target = self.find_from(here, doc)?;
                 (target != from).then_some((target, None))
             }
-            Dest::Heading(title) => Some((from, Some(self.heading_titled(from, title)?))),
-            Dest::FileHeading(path, title) => {
+            LinkTarget::Heading(title) => Some((from, Some(self.heading_titled(from, title)?))),
+            LinkTarget::FileHeading(path, title) => {
                 let target = self.find_from(here, path)?;
                 Some((target, Some(self.heading_titled(target, title)?)))
             }
@@ -709,7 +735,7 @@ fn markdown_links(block: &str, definitions: &HashMap<String, String>) -> Vec<Lin
                         out.push(Link {
                             range: i..i + 2 + end + 2,
                             words,
-                            dest: Dest::Note(name.to_string(), heading),
+                            dest: LinkTarget::Note(name.to_string(), heading),
                             kind: QuestionKind::WikiLink,
                         });
                     }
@@ -759,7 +785,7 @@ fn markdown_links(block: &str, definitions: &HashMap<String, String>) -> Vec<Lin
                     out.push(Link {
                         range: i..end,
                         words: words.to_string(),
-                        dest: Dest::Path(p, a),
+                        dest: LinkTarget::Path(p, a),
                         kind: QuestionKind::Link,
                     });
                 }
@@ -797,9 +823,9 @@ fn rst_links(block: &str) -> Vec<Link> {
                 range: start..from,
                 words: words.to_string(),
                 dest: if doc {
-                    Dest::Doc(target.to_string())
+                    LinkTarget::Doc(target.to_string())
                 } else {
-                    Dest::Label(target.to_string())
+                    LinkTarget::Label(target.to_string())
                 },
                 kind: QuestionKind::CrossReference,
             });
@@ -852,11 +878,13 @@ fn asciidoc_links(block: &str) -> Vec<Link> {
 }
 
 /// `file.adoc#id`, `file#id`, or `id` in this file.
-fn adoc_dest(target: &str) -> Dest {
+fn adoc_dest(target: &str) -> LinkTarget {
     match target.split_once('#') {
-        Some((p, a)) => Dest::Path(p.to_string(), Some(a.to_string())),
-        None if target.contains('.') || target.contains('/') => Dest::Path(target.into(), None),
-        None => Dest::Path(String::new(), Some(target.to_string())),
+        Some((p, a)) => LinkTarget::Path(p.to_string(), Some(a.to_string())),
+        None if target.contains('.') || target.contains('/') => {
+            LinkTarget::Path(target.into(), None)
+        }
+        None => LinkTarget::Path(String::new(), Some(target.to_string())),
     }
 }
 
@@ -872,16 +900,18 @@ fn org_links(block: &str) -> Vec<Link> {
         from = start + len + 2;
         let (target, words) = inner.split_once("][").unwrap_or((inner, ""));
         let dest = if let Some(h) = target.strip_prefix('*') {
-            Dest::Heading(h.trim().to_string())
+            LinkTarget::Heading(h.trim().to_string())
         } else if let Some(id) = target.strip_prefix('#') {
-            Dest::Path(String::new(), Some(id.to_string()))
+            LinkTarget::Path(String::new(), Some(id.to_string()))
         } else if let Some(f) = target.strip_prefix("file:") {
             match f.split_once("::") {
                 Some((p, h)) => match h.strip_prefix('*') {
-                    Some(h) => Dest::FileHeading(p.to_string(), h.trim().to_string()),
-                    None => Dest::Path(p.to_string(), h.strip_prefix('#').map(str::to_string)),
+                    Some(h) => LinkTarget::FileHeading(p.to_string(), h.trim().to_string()),
+                    None => {
+                        LinkTarget::Path(p.to_string(), h.strip_prefix('#').map(str::to_string))
+                    }
                 },
-                None => Dest::Path(f.to_string(), None),
+                None => LinkTarget::Path(f.to_string(), None),
             }
         } else {
             continue;
@@ -1046,6 +1076,33 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_passages_links_are_kept_as_written_for_every_syntax() {
+        let got = links_in(
+            "see [[A]] and [x](b.md#c) and [web](https://x.org)",
+            Format::Markdown,
+        );
+        assert_eq!(
+            got,
+            [
+                LinkTarget::Note("A".into(), None),
+                LinkTarget::Path("b.md".into(), Some("c".into())),
+            ]
+        );
+        assert!(!links_in("see [[file:x.org][X]]", Format::Org).is_empty());
+        assert!(
+            !links_in(
+                "see :ref:`label` and :doc:`other`",
+                Format::ReStructuredText
+            )
+            .is_empty()
+        );
+        assert!(!links_in("see <<sec,Section>> and xref:b.adoc[B]", Format::AsciiDoc).is_empty());
+        let many: String = (0..200).map(|i| format!("[[n{i}]] ")).collect();
+        assert_eq!(links_in(&many, Format::Markdown).len(), MAX_PASSAGE_LINKS);
+        assert_eq!(links_in("[[A]] [[A]]", Format::Markdown).len(), 1);
+    }
 
     fn corpus(files: &[(&str, &str)]) -> Vec<(PathBuf, Document)> {
         files

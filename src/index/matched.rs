@@ -135,6 +135,7 @@ mod tests {
             units,
             page: 0,
             names: Vec::new(),
+            links: Vec::new(),
         }
     }
 

@@ -1454,6 +1454,7 @@ mod tests {
             units: Vec::new(),
             page: 0,
             names: Vec::new(),
+            links: Vec::new(),
         }
     }
 

@@ -471,6 +471,10 @@ fn update_within(
             .into_iter()
             .map(|p| {
                 let body = doc.text.get(p.bytes.clone()).unwrap_or("").to_string();
+                let links = match kind {
+                    Kind::Text => corpus::links_in(&body, format),
+                    _ => Vec::new(),
+                };
                 (
                     PassageRecord {
                         path: f.path.clone(),
@@ -492,6 +496,7 @@ fn update_within(
                             0
                         },
                         names: names.clone(),
+                        links,
                     },
                     if p.units.is_empty() {
                         vec![p.text]
@@ -911,6 +916,45 @@ mod tests {
                 (path, passages)
             })
             .collect()
+    }
+
+    /// A vault's links, names and pages as the index keeps them with each passage.
+    #[test]
+    fn passages_keep_their_links_and_their_notes_names() {
+        use crate::corpus::LinkTarget;
+        let dir = tempfile::tempdir().unwrap();
+        let (enc, notes) = tiny_notes(dir.path(), 0, 0);
+        std::fs::write(
+            notes.join("hub.md"),
+            "---\naliases: [Central]\ntags: [garden]\n---\n# Hub\n\nSee [[Moss|the moss note]] \
+             and [watering](care/water.md#schedule), or [[Moss#Shade]] again.\n",
+        )
+        .unwrap();
+        let fp = super::super::Fingerprint {
+            model_id: "tiny".into(),
+            dim: enc.dim(),
+            chunking: chunk_config(&enc),
+            max_len: enc.max_len(),
+            precision: enc.precision(),
+            ..super::super::Fingerprint::synthetic(enc.dim())
+        };
+        let (mut index, _) = Index::open(&dir.path().join("index"), &fp).unwrap();
+        index.add_roots(std::slice::from_ref(&notes)).unwrap();
+        let opts = UpdateOptions::keeping(index.meta(), None);
+        index.update(&enc, &opts, &mut |_, _| {}).unwrap();
+        let files = index.store().files().unwrap();
+        let id = files[0].1.passages[0];
+        let p = index.store().passage(id).unwrap().unwrap();
+        assert_eq!(
+            p.links,
+            [
+                LinkTarget::Note("Moss".into(), None),
+                LinkTarget::Path("care/water.md".into(), Some("schedule".into())),
+                LinkTarget::Note("Moss".into(), Some("Shade".into())),
+            ]
+        );
+        assert_eq!(p.names, ["Central", "garden"]);
+        assert_eq!(p.page, 0);
     }
 
     #[test]

@@ -120,6 +120,7 @@ pub fn write_index(
                     units: Vec::new(),
                     page: 0,
                     names: Vec::new(),
+                    links: Vec::new(),
                 };
                 (rec, vector)
             })

@@ -936,6 +936,7 @@ mod tests {
             units: Vec::new(),
             page: 0,
             names: Vec::new(),
+            links: Vec::new(),
         };
         assert_eq!(
             title_of(&p),

@@ -1015,6 +1015,7 @@ mod tests {
                 units: Vec::new(),
                 page: 0,
                 names: Vec::new(),
+                links: Vec::new(),
             },
             vector: vec![0.6, 0.8],
             code: Some(vec![0b1011]),

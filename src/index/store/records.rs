@@ -59,6 +59,10 @@ pub struct PassageRecord {
     /// properties; inline `#tags`): searched as title words, so a note is found by any name it
     /// goes by. Each passage carries them, as the word index is rebuilt from passages alone.
     pub names: Vec<String>,
+    /// The links the passage makes to other notes, files and headings, as written (at most
+    /// [`crate::corpus::MAX_PASSAGE_LINKS`]): the notes' own structure, kept for backlinks and
+    /// training without reading the files again.
+    pub links: Vec<crate::corpus::LinkTarget>,
 }
 
 /// The layouts of format 1, read into the current ones.
@@ -158,6 +162,7 @@ impl Record for PassageRecord {
                         units: p.units,
                         page: 0,
                         names: Vec::new(),
+                        links: Vec::new(),
                     })
                     .map_err(|e| e.to_string()),
             );
@@ -176,6 +181,7 @@ impl Record for PassageRecord {
                     units: Vec::new(),
                     page: 0,
                     names: Vec::new(),
+                    links: Vec::new(),
                 })
                 .map_err(|e| e.to_string())
         })
@@ -287,6 +293,7 @@ mod tests {
             units: vec![(2, 5), (4, 9)],
             page: 0,
             names: Vec::new(),
+            links: Vec::new(),
         };
         assert_eq!(decode::<PassageRecord>(&encode(&p)).unwrap(), p);
         let f = FileRecord {
@@ -374,14 +381,19 @@ mod tests {
             units: vec![(1, 2)],
             page: 7,
             names: vec!["alias".into()],
+            links: vec![crate::corpus::LinkTarget::Note(
+                "Bees".into(),
+                Some("Winter".into()),
+            )],
         };
         let current = encode(&p);
         assert_eq!(decode::<PassageRecord>(&current).unwrap(), p);
-        // Format 2 is the same layout without the page and names at its end.
+        // Format 2 is the same layout without the page, names and links at its end.
         p.names = Vec::new();
+        p.links = Vec::new();
         let mut old = encode(&p);
         old[0] = 2;
-        old.truncate(old.len() - 2);
+        old.truncate(old.len() - 3);
         p.page = 0;
         assert_eq!(decode::<PassageRecord>(&old).unwrap(), p);
     }
