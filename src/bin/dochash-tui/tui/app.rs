@@ -95,8 +95,8 @@ pub enum FileView {
     Lines(Arc<Vec<String>>),
     /// Why the file cannot be shown (deleted, unreadable, too large, not a regular file).
     Unavailable(String),
-    /// A document (a PDF, an office file, an e-book): its indexed passage is shown, not read
-    /// again for every search (reading one can take seconds).
+    /// A document (a PDF, an office file, an e-book) not read yet: its indexed passage is
+    /// shown until a search reads it (reading one can take seconds, so a search reads few).
     Passage,
 }
 

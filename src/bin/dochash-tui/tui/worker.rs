@@ -60,6 +60,7 @@ fn worker_loop(
             Ok(Vec::new())
         } else {
             let group = if req.fold { Group::Place } else { Group::None };
+            files.new_search();
             run_search(backend, &req.query, limit, group).map(|hits| {
                 // The query's words, not its filters, are what is marked.
                 let words = split_filters(&req.query).map_or_else(|_| req.query.clone(), |w| w.0);
@@ -149,15 +150,28 @@ fn run_search(
 struct FileCache {
     files: HashMap<PathBuf, Cached>,
     bytes: usize,
+    /// Documents (PDFs, office files, e-books) this search may still read: reading one takes
+    /// up to seconds, so a search reads a few and shows the others by their passage until a
+    /// later search (the next keystroke) reads them in turn.
+    documents_left: usize,
 }
+
+/// Documents read for the preview per search.
+const DOCUMENTS_PER_SEARCH: usize = 2;
 
 struct Cached {
     len: u64,
     modified: Option<SystemTime>,
-    lines: Arc<Vec<String>>,
+    /// The lines, or why a document gave none (not tried again until it changes).
+    view: FileView,
 }
 
 impl FileCache {
+    /// A new search begins: it may read its share of documents.
+    fn new_search(&mut self) {
+        self.documents_left = DOCUMENTS_PER_SEARCH;
+    }
+
     /// The file's lines (or why not) and when it was last modified.
     fn get(&mut self, path: &Path) -> (FileView, Option<SystemTime>) {
         let meta = match fs::metadata(path) {
@@ -174,10 +188,13 @@ impl FileCache {
             return FileView::Unavailable("not a regular file".into());
         }
         let kind = dochash::corpus::Kind::from_path(path);
-        if kind.is_document() {
-            return FileView::Passage;
-        }
-        if meta.len() > kind.byte_limit(MAX_PREVIEW_FILE_BYTES) {
+        // A document's text may be as long as the index takes; a note's is kept short.
+        let text_limit = if kind.is_document() {
+            dochash::corpus::CorpusConfig::default().max_file_bytes
+        } else {
+            MAX_PREVIEW_FILE_BYTES
+        };
+        if meta.len() > kind.byte_limit(text_limit) {
             return FileView::Unavailable(format!(
                 "file too large to preview ({} KiB)",
                 meta.len() / 1024
@@ -189,34 +206,46 @@ impl FileCache {
             && c.modified == modified
             && modified.is_some()
         {
-            return FileView::Lines(c.lines.clone());
+            return c.view.clone();
+        }
+        if kind.is_document() {
+            if self.documents_left == 0 {
+                return FileView::Passage;
+            }
+            self.documents_left -= 1;
         }
         // Read as the index reads it, so a web page or a PDF previews as the text that was
         // searched, on the lines the hit names.
         let cfg = dochash::corpus::CorpusConfig {
-            max_file_bytes: MAX_PREVIEW_FILE_BYTES,
+            max_file_bytes: text_limit,
             ..Default::default()
         };
-        let doc = match dochash::corpus::read_document(path, &cfg) {
-            Ok(d) => d,
-            Err(skip) => return FileView::Unavailable(skip.reason.to_string()),
+        let (view, bytes) = match dochash::corpus::read_document(path, &cfg) {
+            Ok(doc) => (
+                FileView::Lines(Arc::new(sanitize_lines(&doc.text))),
+                doc.text.len(),
+            ),
+            // A note that cannot be read is tried again (it may be mid-save); a document
+            // that cannot is not, until it changes.
+            Err(skip) if !kind.is_document() => {
+                return FileView::Unavailable(skip.reason.to_string());
+            }
+            Err(skip) => (FileView::Unavailable(skip.reason.to_string()), 0),
         };
-        let lines = Arc::new(sanitize_lines(&doc.text));
-        let bytes = doc.text;
-        if self.bytes + bytes.len() > MAX_CACHE_BYTES {
+        if self.bytes + bytes > MAX_CACHE_BYTES {
             self.files.clear();
             self.bytes = 0;
         }
-        self.bytes += bytes.len();
+        self.bytes += bytes;
         self.files.insert(
             path.to_path_buf(),
             Cached {
                 len: meta.len(),
                 modified,
-                lines: lines.clone(),
+                view: view.clone(),
             },
         );
-        FileView::Lines(lines)
+        view
     }
 }
 
@@ -378,5 +407,53 @@ mod tests {
             panic!()
         };
         assert_eq!(lines[1], "\u{fffd}\u{fffd} bad");
+    }
+
+    /// A PDF previews as its text (the lines a hit names), a few documents a search; one that
+    /// cannot be read says why and is not read again while unchanged.
+    #[test]
+    fn documents_are_read_a_few_a_search_and_their_failures_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/documents");
+        let names = [
+            "hyphenated.pdf",
+            "two-columns.pdf",
+            "non-latin.pdf",
+            "encrypted.pdf",
+        ];
+        let paths: Vec<PathBuf> = names
+            .iter()
+            .map(|n| {
+                let p = dir.path().join(n);
+                fs::copy(fixtures.join(n), &p).unwrap();
+                p
+            })
+            .collect();
+        let mut cache = FileCache::default();
+        cache.new_search();
+        assert!(
+            matches!(cache.get(&paths[0]).0, FileView::Lines(ref l) if l.iter().any(|l| l.contains("winter cluster")))
+        );
+        assert!(matches!(cache.get(&paths[1]).0, FileView::Lines(_)));
+        assert!(
+            matches!(cache.get(&paths[2]).0, FileView::Passage),
+            "the third document waits for the next search"
+        );
+        cache.new_search();
+        assert!(
+            matches!(cache.get(&paths[0]).0, FileView::Lines(_)),
+            "cached"
+        );
+        assert!(matches!(cache.get(&paths[2]).0, FileView::Lines(_)));
+        let (FileView::Unavailable(why), _) = cache.get(&paths[3]) else {
+            panic!("an encrypted PDF has no lines")
+        };
+        assert!(why.contains("password"), "{why}");
+        cache.new_search();
+        cache.documents_left = 0;
+        assert!(
+            matches!(cache.get(&paths[3]).0, FileView::Unavailable(_)),
+            "its failure is kept without reading it again"
+        );
     }
 }
