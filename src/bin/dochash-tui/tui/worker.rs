@@ -221,10 +221,13 @@ impl FileCache {
             ..Default::default()
         };
         let (view, bytes) = match dochash::corpus::read_document(path, &cfg) {
-            Ok(doc) => (
-                FileView::Lines(Arc::new(sanitize_lines(&doc.text))),
-                doc.text.len(),
-            ),
+            Ok(doc) => {
+                let mut lines = sanitize_lines(&doc.text);
+                if kind == dochash::corpus::Kind::Pdf {
+                    lines = page_rules(lines, &doc.text);
+                }
+                (FileView::Lines(Arc::new(lines)), doc.text.len())
+            }
             // A note that cannot be read is tried again (it may be mid-save); a document
             // that cannot is not, until it changes.
             Err(skip) if !kind.is_document() => {
@@ -247,6 +250,19 @@ impl FileCache {
         );
         view
     }
+}
+
+/// A PDF's page breaks (a line of a form feed, which sanitising empties) shown as a rule
+/// naming the page that begins there.
+fn page_rules(mut lines: Vec<String>, text: &str) -> Vec<String> {
+    let mut page = 1;
+    for (shown, raw) in lines.iter_mut().zip(text.split('\n')) {
+        if raw.strip_prefix(dochash::corpus::PAGE_BREAK) == Some("") {
+            page += 1;
+            *shown = format!("── p. {page} ──");
+        }
+    }
+    lines
 }
 
 fn describe_io_error(e: &std::io::Error) -> String {
