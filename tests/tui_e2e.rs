@@ -218,3 +218,53 @@ fn tui_searches_follows_files_opens_editor_and_restores_the_terminal() {
     assert!(line.contains("icanon") && !line.contains("-icanon"), "{s}");
     assert!(line.contains("echo") && !line.contains("-echo"), "{s}");
 }
+
+/// A terminal that goes away (its window closed, the ssh connection dropped) ends the UI: it
+/// used to spin on the dead terminal at full CPU for ever, holding the index as its owner.
+#[test]
+fn a_closed_terminal_ends_the_ui() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let notes = tmp.path().join("notes-hangup");
+    std::fs::create_dir_all(&notes).unwrap();
+    std::fs::write(notes.join("a.md"), "# A\n\nsome words\n").unwrap();
+    let model = common::tiny_model(tmp.path());
+    let tmux = Tmux {
+        socket: format!("dochash-hangup-{}", std::process::id()),
+    };
+    tmux.start(&format!(
+        "env DOCHASH_HOME={} NO_COLOR=1 {} --model {} {}",
+        sh_quote(&home),
+        sh_quote(&common::bin("dochash-tui")),
+        sh_quote(&model),
+        sh_quote(&notes)
+    ));
+    tmux.wait_for("the index to be built", |s| s.contains("1 passage"));
+    let out = Command::new("pgrep")
+        .args(["-f", &notes.display().to_string()])
+        .output()
+        .unwrap();
+    let pids: Vec<i32> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert_eq!(pids.len(), 1, "the UI's process: {pids:?}");
+    let pid = pids[0];
+    let alive = || {
+        Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))
+    };
+    // The terminal goes away.
+    let _ = tmux.cmd().arg("kill-server").status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let survived = alive();
+    if survived {
+        // Leave nothing spinning behind a failed test.
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    assert!(!survived, "dochash-tui outlived its terminal");
+}

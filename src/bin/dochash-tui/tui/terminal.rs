@@ -140,6 +140,8 @@ pub fn run(backend: Arc<dyn Backend>, opts: TuiOptions) -> anyhow::Result<()> {
     // Declared in this order so they drop in the reverse: terminal first, then the hook.
     let _hook = install_panic_hook();
     let _guard = TerminalGuard::new().context("setting up the terminal")?;
+    #[cfg(unix)]
+    end_on_hangup();
     let mut terminal =
         Terminal::new(CrosstermBackend::new(io::stdout())).context("setting up the terminal")?;
     terminal.clear()?;
@@ -153,6 +155,39 @@ pub fn run(backend: Arc<dyn Backend>, opts: TuiOptions) -> anyhow::Result<()> {
         viewer_cmd: &viewer_cmd,
     };
     ctx.run()
+}
+
+/// Ends the process when its terminal hangs up (the window closed, the ssh connection
+/// dropped). crossterm 0.28 reads a hung-up terminal in a loop that never returns (each read
+/// gives 0 bytes), so the UI thread can neither see it nor quit: it would spin at full CPU for
+/// ever, holding the index. This thread sleeps in `poll` until the hangup and then ends the
+/// process as a kill would, which every write of the index survives (there is no terminal
+/// left to restore or to tell).
+#[cfg(unix)]
+fn end_on_hangup() {
+    let spawned = std::thread::Builder::new()
+        .name("dochash-tui-hangup".into())
+        .spawn(|| {
+            loop {
+                let mut fd = libc::pollfd {
+                    fd: libc::STDIN_FILENO,
+                    events: 0,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd; with no events asked for, only a hangup or an
+                // error wakes it.
+                let n = unsafe { libc::poll(&mut fd, 1, -1) };
+                if n > 0 && fd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+                    std::process::exit(129);
+                }
+                if n < 0 {
+                    // Interrupted by a signal (a resize): wait again.
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        });
+    // Without the thread the UI still works; only a hangup is not noticed.
+    drop(spawned);
 }
 
 fn send(requests: &Sender<SearchRequest>, req: SearchRequest) -> anyhow::Result<()> {
