@@ -433,6 +433,21 @@ mod tests {
     }
 
     #[test]
+    fn word_outline_levels_make_headings_but_level_9_is_body_text() {
+        let para = |lvl: &str, text: &str| {
+            format!(
+                "<w:p><w:pPr><w:outlineLvl w:val=\"{lvl}\"/></w:pPr><w:r><w:t>{text}</w:t></w:r></w:p>"
+            )
+        };
+        let xml = format!(
+            "<w:body>{}{}</w:body>",
+            para("1", "Section"),
+            para("9", "Body words")
+        );
+        assert_eq!(docx_text(&xml), "## Section\n\nBody words");
+    }
+
+    #[test]
     fn word_styles_and_paths() {
         assert_eq!(word_style_level("Heading2"), Some(2));
         assert_eq!(word_style_level("heading 3"), Some(3));
