@@ -225,6 +225,26 @@ pub fn file_stamp(meta: &std::fs::Metadata) -> Option<String> {
     Some(format!("{} {mtime}", meta.len()))
 }
 
+/// Which file this is, beyond its name: a file deleted and written again under the same name
+/// is another one (device and inode; where there are none, its creation time).
+pub fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let created = meta
+            .created()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        Some((created.as_secs(), u64::from(created.subsec_nanos())))
+    }
+}
+
 /// Why a side file (settings, pointer, drift state) could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum SideFileError {

@@ -671,17 +671,24 @@ fn maybe_refit(
         return Ok(None);
     }
     progress(Progress::Fitting { passages: n }, index);
-    let (ids, vectors) = index.store.live_vectors()?;
+    let (ids, vectors) = index.store.sample_vectors(FIT_SAMPLE)?;
     if ids.len() < 2 {
         return Ok(None);
     }
     let coder = Coder::fit(&vectors, ids.len(), dim, bits)?;
+    drop(vectors);
+    let live = index.store.rows().live_rows();
     let desc = format!(
-        "{} {}-bit codes fitted on {} passages ({} vectors)",
+        "{} {}-bit codes fitted on {} passages ({} vectors{})",
         coder.name(),
         bits,
         n,
-        ids.len()
+        live,
+        if ids.len() < live {
+            format!(", a sample of {}", ids.len())
+        } else {
+            String::new()
+        }
     );
     // The coder first, then its codes: a crash in between leaves codes of the old generation,
     // which are stale (scored exactly) until `recode_stale` catches them up.
@@ -700,21 +707,51 @@ fn recode_all(index: &mut Index) -> Result<(), IndexError> {
     };
     let words = coder.words();
     let rows = index.store.rows().rows();
-    let vectors = index.store.vectors()?;
     let dim = index.meta.fingerprint.dim;
-    let mut data = Vec::with_capacity(rows * dim);
-    for r in 0..rows {
-        match vectors.row(r) {
-            Some(v) => data.extend(v.iter().map(|h| h.to_f32())),
-            None => data.extend(std::iter::repeat_n(0.0, dim)),
-        }
-    }
-    let Some(codes) = coder.encode_vectors(&data, rows)? else {
+    let all: Vec<usize> = (0..rows).collect();
+    let Some(codes) = code_rows(coder, &index.store, dim, &all)? else {
         return Ok(());
     };
     let generation = meta.generation;
     index.store.rewrite_codes(generation, words, &codes)?;
     Ok(())
+}
+
+/// Vectors a code fit reads at most. ITQ's rotation is settled well before this (a 384-wide
+/// covariance from 100,000 rows), and its f32 copy stays at 150 MB however large the index.
+const FIT_SAMPLE: usize = 100_000;
+
+/// Rows converted to f32 and coded at a time, so that coding every row of a large index holds
+/// one chunk, not the index, as f32.
+const CODE_CHUNK: usize = 16_384;
+
+/// The codes of `rows` (in the vector file), in their order; a row without a vector (a hole
+/// left by a crash) codes as zeros. `None` for a source that needs token states.
+fn code_rows(
+    coder: &Coder,
+    store: &super::store::Store,
+    dim: usize,
+    rows: &[usize],
+) -> Result<Option<Vec<u64>>, IndexError> {
+    let mut codes = Vec::with_capacity(rows.len() * coder.words());
+    let mut data = Vec::with_capacity(CODE_CHUNK.min(rows.len()) * dim);
+    for chunk in rows.chunks(CODE_CHUNK) {
+        // A mapping per chunk: the pages read are let go with it, so a pass over every
+        // vector does not keep the whole file resident in this process.
+        let vectors = store.vectors()?;
+        data.clear();
+        for &r in chunk {
+            match vectors.row(r) {
+                Some(v) => data.extend(v.iter().map(|h| h.to_f32())),
+                None => data.extend(std::iter::repeat_n(0.0, dim)),
+            }
+        }
+        match coder.encode_vectors(&data, chunk.len())? {
+            Some(c) => codes.extend_from_slice(&c),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(codes))
 }
 
 /// Brings stale codes — passages stored before any coder existed, or left behind by a refit a
@@ -737,16 +774,8 @@ fn recode_stale(index: &mut Index) -> Result<(), IndexError> {
     if stale.is_empty() {
         return Ok(());
     }
-    let vectors = index.store.vectors()?;
     let dim = index.meta.fingerprint.dim;
-    let mut data = Vec::with_capacity(stale.len() * dim);
-    for &r in &stale {
-        match vectors.row(r) {
-            Some(v) => data.extend(v.iter().map(|h| h.to_f32())),
-            None => data.extend(std::iter::repeat_n(0.0, dim)),
-        }
-    }
-    let Some(codes) = coder.encode_vectors(&data, stale.len())? else {
+    let Some(codes) = code_rows(coder, &index.store, dim, &stale)? else {
         return Ok(());
     };
     let words = coder.words();

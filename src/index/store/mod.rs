@@ -23,7 +23,10 @@ pub mod records;
 pub mod rows;
 
 use std::collections::HashSet;
+use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
@@ -39,6 +42,13 @@ use rows::RowFiles;
 pub const SCHEMA_VERSION: u32 = 5;
 
 const SLED_DIR: &str = "sled";
+/// sled's log, in [`SLED_DIR`].
+const SLED_LOG: &str = "db";
+
+/// sled's page cache. Its default (1 GiB) grew an update's memory with the index, about a
+/// kilobyte a passage, for data a search reads a few dozen records of; the vectors and codes are
+/// mapped or held apart from it.
+const SLED_CACHE_BYTES: u64 = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -352,12 +362,55 @@ const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The sled side, shared by the writer and every searcher (cloning shares the database).
 #[derive(Clone)]
-pub struct Db {
+pub struct Db(Arc<DbHandles>);
+
+/// sled's handles, closed together when the last [`Db`] goes.
+pub struct DbHandles {
     path: PathBuf,
-    db: sled::Db,
-    meta: sled::Tree,
-    files: sled::Tree,
-    passages: sled::Tree,
+    db: ManuallyDrop<sled::Db>,
+    meta: ManuallyDrop<sled::Tree>,
+    files: ManuallyDrop<sled::Tree>,
+    passages: ManuallyDrop<sled::Tree>,
+    /// Nothing was written since the last flush or since the database was verified (see
+    /// [`CLEAN_MARKER`]).
+    clean: AtomicBool,
+    /// The log file as opened: a rebuilt index is a new database in the same folder, which
+    /// these handles must not stamp.
+    log: Option<(u64, u64)>,
+}
+
+impl std::ops::Deref for Db {
+    type Target = DbHandles;
+
+    fn deref(&self) -> &DbHandles {
+        &self.0
+    }
+}
+
+impl Drop for DbHandles {
+    /// sled writes its files at open and again when it closes (its recovery, a snapshot), so a
+    /// stamp taken at the last flush no longer matched and every open after a mere read — a
+    /// `status`, a one-shot `query` — read the whole database through (over a second at a
+    /// million passages). Closed with nothing written since a flush, the stamp is taken again
+    /// once sled has finished with its files.
+    fn drop(&mut self) {
+        // SAFETY: the handles are dropped once, here, and not used afterwards.
+        unsafe {
+            ManuallyDrop::drop(&mut self.passages);
+            ManuallyDrop::drop(&mut self.files);
+            ManuallyDrop::drop(&mut self.meta);
+            ManuallyDrop::drop(&mut self.db);
+        }
+        let marker = self.path.join(CLEAN_MARKER);
+        if self.clean.load(Ordering::Acquire)
+            && self.log.is_some()
+            && crate::fsx::file_identity(&self.path.join(SLED_DIR).join(SLED_LOG)) == self.log
+            && let Some(stamp) = clean_stamp(&self.path)
+        {
+            // Not written: the next open verifies the database, as after a crash.
+            let _ = crate::fsx::write_atomic(&marker, stamp.as_bytes());
+        }
+    }
 }
 
 /// Room a file's change must leave free (see [`Store::check_room`]): sled's next log segment
@@ -405,6 +458,7 @@ impl Db {
         let db = loop {
             match sled::Config::new()
                 .path(&path)
+                .cache_capacity(SLED_CACHE_BYTES)
                 .flush_every_ms(Some(200))
                 .open()
             {
@@ -418,14 +472,20 @@ impl Db {
                 Err(other) => return Err(sled_err(dir, other)),
             }
         };
-        let tree = |name: &str| db.open_tree(name).map_err(|e| sled_err(dir, e));
-        Ok(Self {
+        let tree = |name: &str| {
+            db.open_tree(name)
+                .map(ManuallyDrop::new)
+                .map_err(|e| sled_err(dir, e))
+        };
+        Ok(Self(Arc::new(DbHandles {
             path: dir.to_path_buf(),
             meta: tree("meta")?,
             files: tree("files")?,
             passages: tree("passages")?,
-            db,
-        })
+            db: ManuallyDrop::new(db),
+            clean: AtomicBool::new(false),
+            log: crate::fsx::file_identity(&path.join(SLED_LOG)),
+        })))
     }
 
     fn corrupt(&self, msg: impl std::fmt::Display) -> StoreError {
@@ -562,8 +622,8 @@ impl Db {
     ) -> Result<(), StoreError> {
         let key = path_key(path);
         let rec_bytes = rec.map(encode);
-        let res: Result<(), TransactionError<String>> = (&self.files, &self.passages, &self.meta)
-            .transaction(|(files, passages, meta)| {
+        let res: Result<(), TransactionError<String>> =
+            (&*self.files, &*self.passages, &*self.meta).transaction(|(files, passages, meta)| {
                 let mut counts: Counts = match meta.get(COUNTS_KEY)? {
                     Some(v) => decode(&v).map_err(ConflictableTransactionError::Abort)?,
                     None => Counts::default(),
@@ -638,6 +698,9 @@ impl Store {
         let counts = db.counts()?;
         let (lexical, note) = lexical::Lexical::open(dir, &db, &counts)?;
         notes.extend(note);
+        // Known whole (clean, verified or reconciled and flushed): closed with nothing written
+        // after this, it is stamped clean again.
+        db.clean.store(true, Ordering::Release);
         let store = Store {
             path: dir.to_path_buf(),
             db,
@@ -810,12 +873,29 @@ impl Store {
     /// Every live row's passage id and vector (row-major; a passage has a row per unit), for
     /// fitting a code source.
     pub fn live_vectors(&self) -> Result<(Vec<u64>, Vec<f32>), StoreError> {
+        self.sample_vectors(usize::MAX)
+    }
+
+    /// At most `max` live vectors as f32, evenly spaced over the rows (every one when there
+    /// are no more): what a fit reads, so that its memory does not grow with the index (five
+    /// million 384-wide vectors are 7.7 GB as f32).
+    pub fn sample_vectors(&self, max: usize) -> Result<(Vec<u64>, Vec<f32>), StoreError> {
         let t = self.rows.table();
         let v = self.rows.vectors()?;
-        let mut ids = Vec::with_capacity(t.live_rows());
-        let mut data = Vec::with_capacity(t.live_rows() * self.dim());
+        let live = t.live_rows();
+        let take = live.min(max);
+        let mut ids = Vec::with_capacity(take);
+        let mut data = Vec::with_capacity(take * self.dim());
+        let mut seen = 0usize;
         for r in 0..t.rows() {
             if t.dead[r] {
+                continue;
+            }
+            // The i-th live row is taken when i·take/live reaches a new whole number: `take`
+            // rows, evenly spaced.
+            let i = seen;
+            seen += 1;
+            if take < live && (i + 1) * take / live == i * take / live {
                 continue;
             }
             let Some(x) = v.row(r) else {
@@ -878,12 +958,14 @@ impl Store {
             crate::fsx::write_atomic(&self.path.join(CLEAN_MARKER), stamp.as_bytes())
                 .map_err(io_err(&self.path))?;
             self.clean = true;
+            self.db.clean.store(true, Ordering::Release);
         }
         Ok(())
     }
 
     /// Before the first write to sled after a flush: the database is no longer known clean.
     fn dirty(&mut self) -> Result<(), StoreError> {
+        self.db.clean.store(false, Ordering::Release);
         if self.clean {
             match std::fs::remove_file(self.path.join(CLEAN_MARKER)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -1074,6 +1156,77 @@ mod tests {
         let (s, note) = Store::open(dir.path(), Some(2)).unwrap();
         assert!(note.is_none(), "{note:?}");
         assert_eq!(s.passage_count(), 0);
+    }
+
+    #[test]
+    fn a_fit_reads_an_evenly_spaced_sample_of_the_live_vectors() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = Store::open(dir.path(), Some(2)).unwrap();
+        let with = |x: f32| NewPassage {
+            vector: vec![x, 1.0],
+            ..rec("/n/a.md", "a")
+        };
+        // Ten files of one passage each; the third is replaced (its old row is dead).
+        for f in 0..10 {
+            let path = format!("/n/{f}.md");
+            s.replace_file(Path::new(&path), Some(file("/n")), &[with(f as f32)], 1)
+                .unwrap();
+        }
+        s.replace_file(Path::new("/n/2.md"), Some(file("/n")), &[with(20.0)], 1)
+            .unwrap();
+        let firsts = |max: usize| -> Vec<f32> {
+            let (ids, data) = s.sample_vectors(max).unwrap();
+            assert_eq!(data.len(), ids.len() * 2);
+            data.chunks(2).map(|v| v[0]).collect()
+        };
+        // Live rows in order: 0 1 3 4 5 6 7 8 9 20.
+        assert_eq!(
+            firsts(100),
+            vec![0.0, 1.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 20.0]
+        );
+        assert_eq!(firsts(100), firsts(10));
+        assert_eq!(firsts(5), vec![1.0, 4.0, 6.0, 8.0, 20.0]);
+        assert_eq!(firsts(1), vec![20.0]);
+        assert!(firsts(0).is_empty());
+        assert_eq!(s.live_vectors().unwrap().0.len(), 10);
+    }
+
+    #[test]
+    fn a_database_only_read_opens_clean_next_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = Store::open(dir.path(), Some(2)).unwrap();
+        s.replace_file(
+            Path::new("/n/a.md"),
+            Some(file("/n")),
+            &[rec("/n/a.md", "a")],
+            1,
+        )
+        .unwrap();
+        s.flush().unwrap();
+        drop(s);
+        // Opened, read and closed, as by `status` or a one-shot query: sled rewrites its files
+        // at open and close, and the next open must still know the database clean.
+        for _ in 0..3 {
+            let (s, _) = Store::open(dir.path(), None).unwrap();
+            assert!(s.clean, "opened as not closed cleanly");
+            assert_eq!(s.passage_count(), 1);
+        }
+        // Written without a flush (a crash): not clean.
+        let (mut s, _) = Store::open(dir.path(), None).unwrap();
+        s.replace_file(
+            Path::new("/n/b.md"),
+            Some(file("/n")),
+            &[rec("/n/b.md", "b")],
+            1,
+        )
+        .unwrap();
+        drop(s);
+        let (s, _) = Store::open(dir.path(), None).unwrap();
+        assert!(!s.clean);
+        // Verified at that open, and closed unwritten: clean again.
+        drop(s);
+        let (s, _) = Store::open(dir.path(), None).unwrap();
+        assert!(s.clean);
     }
 
     #[test]
