@@ -11,5 +11,6 @@ pub mod fsx;
 pub mod index;
 pub mod model;
 pub mod pathwire;
+pub mod priority;
 pub mod rng;
 pub mod train;

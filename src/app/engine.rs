@@ -535,9 +535,13 @@ impl crate::model::FetchProgress for FetchJob {
 
 /// Makes the index as it stands the one queries see, and tells the UI the content changed.
 fn publish(shared: &Shared, index: &Index, encoder: &Arc<Encoder>) -> Result<(), IndexError> {
+    let searcher = index.searcher()?;
+    // A new searcher maps the vectors anew: its first queries would fault in every row they
+    // read.
+    searcher.warm_in_background();
     let snap = Snapshot {
         encoder: encoder.clone(),
-        searcher: index.searcher()?,
+        searcher,
         meta: index.meta().clone(),
         files: index.store().file_count(),
         passages: index.store().passage_count(),
@@ -1065,7 +1069,7 @@ fn spawn_training(
     std::thread::Builder::new()
         .name("dochash-train".into())
         .spawn(move || {
-            super::train::lower_this_thread();
+            crate::priority::lower_this_thread();
             let training = |label: String, done: usize, total: usize, detail: String| Job {
                 label: "training".into(),
                 done: done as u64,

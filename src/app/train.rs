@@ -945,7 +945,12 @@ fn train_ranked(
     let Some(bits) = index.meta().code.as_ref().map(|c| c.bits) else {
         return Ok(None);
     };
-    let (_, vectors) = index.store().live_vectors().map_err(err)?;
+    // The head trains on an evenly spaced sample (`RankConfig::max_passages`): read only that.
+    let need = ranked::MIN_PASSAGES.max(bits * crate::index::coder::MIN_PASSAGES_PER_BIT);
+    let (_, vectors) = index
+        .store()
+        .sample_vectors(cfg.max_passages.max(need))
+        .map_err(err)?;
     let dim = index.meta().fingerprint.dim;
     let n = vectors.len() / dim.max(1);
     if n < ranked::MIN_PASSAGES {
@@ -1068,7 +1073,7 @@ fn compare_with_itq(
 pub fn low_priority_pool() -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
     rayon::ThreadPoolBuilder::new()
         .thread_name(|i| format!("dochash-train-{i}"))
-        .start_handler(|_| lower_this_thread())
+        .start_handler(|_| crate::priority::lower_this_thread())
         .build()
 }
 
@@ -1152,17 +1157,6 @@ fn process_cpu_time() -> Option<std::time::Duration> {
 #[cfg(not(any(unix, windows)))]
 fn process_cpu_time() -> Option<std::time::Duration> {
     None
-}
-
-/// Lowers the calling thread to nice 19.
-pub fn lower_this_thread() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: plain system calls on the calling thread's own id; failure only leaves the
-    // priority unchanged.
-    unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS as _, tid as _, 19);
-    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! phrases included, ranks the results both ways.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
@@ -432,11 +433,9 @@ pub const MAX_DEFAULT_CANDIDATES: usize = 8_000;
 /// nothing from disk.
 pub struct Searcher {
     /// Per coded row, in row order: its passage's span (id and rows, as in `spans`, copied so
-    /// that a filter candidate costs one memory read, not two dependent ones) and its code. A
-    /// passage has a row per unit it is matched on.
-    passages: Vec<Span>,
-    /// Per coded row: its row in the vectors.
-    rows: Vec<u32>,
+    /// that a filter candidate costs one memory read, not two dependent ones) and its own row
+    /// in the vectors. A passage has a row per unit it is matched on.
+    passages: Vec<(Span, u32)>,
     /// Per coded row: its passage's place in `spans` (what a filter's mask is over).
     span_at: Vec<u32>,
     codes: Vec<u64>,
@@ -494,11 +493,18 @@ impl Allowed {
 /// A passage's id and its rows in the vectors (`first..end`, consecutive).
 type Span = (u64, u32, u32);
 
+/// The candidates of a query by passage id. Ids are the index's own, not an attacker's: a
+/// fast hash, for the thousands a query adds.
+type Pool = HashMap<u64, Candidate, BuildHasherDefault<rustc_hash::FxHasher>>;
+
 /// A passage on its way to being a hit.
 #[derive(Default, Clone, Copy)]
 struct Candidate {
     /// Its rows in the vectors.
     rows: Option<(u32, u32)>,
+    /// The coded row the filter ranked it by: its nearest unit's (its plain Hamming distance
+    /// is reported with the hit, reckoned only for the hits).
+    coded: Option<u32>,
     distance: Option<u32>,
     cosine: Option<f32>,
     bm25: Option<f32>,
@@ -528,7 +534,6 @@ impl Searcher {
         let words = table.words;
         let mut out = Self {
             passages: Vec::with_capacity(table.live_rows()),
-            rows: Vec::with_capacity(table.live_rows()),
             span_at: Vec::with_capacity(table.live_rows()),
             codes: Vec::with_capacity(table.live_rows() * words),
             words,
@@ -567,8 +572,7 @@ impl Searcher {
                 break;
             };
             if generation.is_some_and(|g| table.gens[r] == g) {
-                out.passages.push(span);
-                out.rows.push(r as u32);
+                out.passages.push((span, r as u32));
                 out.span_at.push(at as u32);
                 out.codes.extend_from_slice(table.code(r));
             } else {
@@ -579,6 +583,12 @@ impl Searcher {
             out.blocks = weighted::Blocks::new(&out.codes, words);
         }
         out
+    }
+
+    /// Maps the vectors in ahead of the queries, in the background (see
+    /// [`Vectors::warm_in_background`]): for a searcher that will serve many.
+    pub fn warm_in_background(&self) {
+        self.vectors.warm_in_background();
     }
 
     /// Passages searched.
@@ -622,13 +632,13 @@ impl Searcher {
         Some((first, end))
     }
 
-    /// Adds the passage of `span`, which the filter found through one of its rows (at Hamming
-    /// `distance`, with that row's `cosine` to the query).
+    /// Adds the passage of `span`, which the filter found through one of its rows (`coded`,
+    /// the filter's nearest first, with that row's `cosine` to the query).
     fn found<'p>(
         &self,
-        pool: &'p mut HashMap<u64, Candidate>,
+        pool: &'p mut Pool,
         span: Span,
-        distance: Option<u32>,
+        coded: Option<u32>,
         cosine: Option<(f32, u32)>,
     ) -> &'p mut Candidate {
         let (id, first, end) = span;
@@ -636,10 +646,7 @@ impl Searcher {
             rows: Some((first, end)),
             ..Default::default()
         });
-        c.distance = match (c.distance, distance) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        c.coded = c.coded.or(coded);
         if let Some((x, row)) = cosine
             && c.cosine.is_none_or(|y| x > y)
         {
@@ -888,7 +895,7 @@ impl Searcher {
         if allowed.as_ref().is_some_and(|a| a.ids.is_empty()) {
             return Ok(Vec::new());
         }
-        let mut pool: HashMap<u64, Candidate> = HashMap::new();
+        let mut pool = Pool::default();
 
         if semantic {
             let bits = self.coder.as_ref().map(|c| c.bits()).unwrap_or(64);
@@ -900,6 +907,7 @@ impl Searcher {
                 .unwrap_or_else(|| default_candidates(searched, params.k, bits))
                 .min(self.passages.len())
                 .max(1);
+            pool.reserve(c);
             let mask = allowed.as_ref().map(|a| RowMask {
                 allowed: &a.spans,
                 group_of: &self.span_at,
@@ -932,7 +940,7 @@ impl Searcher {
                     let top = match margins {
                         Some(m) => {
                             let wq = WeightedQuery::new(&m, self.words).map_err(filter_err)?;
-                            let mut top = match &self.blocks {
+                            match &self.blocks {
                                 Some(b) => {
                                     weighted::top_candidates_blocks_masked(&wq, b, c, mask.as_ref())
                                 }
@@ -944,17 +952,7 @@ impl Searcher {
                                     mask.as_ref(),
                                 ),
                             }
-                            .map_err(filter_err)?;
-                            // Hits report the plain Hamming distance, whichever filter ran.
-                            for t in &mut top {
-                                let i = t.index as usize;
-                                t.distance = self.codes[i * self.words..(i + 1) * self.words]
-                                    .iter()
-                                    .zip(qc)
-                                    .map(|(a, b)| (a ^ b).count_ones())
-                                    .sum();
-                            }
-                            top
+                            .map_err(filter_err)?
                         }
                         None => match &mask {
                             None => hamming::top_candidates(qc, &self.codes, self.words, c)
@@ -982,7 +980,7 @@ impl Searcher {
                     // Each kept row is scored as it is found; the rows lie scattered over the
                     // vector file, so the next ones are fetched while this one is scored.
                     let row = |i: usize| -> Option<(&[half::f16], u32)> {
-                        let r = *self.rows.get(top.get(i)?.index as usize)?;
+                        let r = self.passages.get(top.get(i)?.index as usize)?.1;
                         Some((self.vectors.row(r as usize)?, r))
                     };
                     for (i, t) in top.iter().enumerate() {
@@ -990,8 +988,8 @@ impl Searcher {
                             prefetch(x);
                         }
                         let cosine = vector.zip(row(i)).map(|(v, (x, r))| (cosine_f16(v, x), r));
-                        let span = self.passages[t.index as usize];
-                        self.found(&mut pool, span, Some(t.distance), cosine);
+                        let span = self.passages[t.index as usize].0;
+                        self.found(&mut pool, span, Some(t.index), cosine);
                     }
                 }
                 _ => {
@@ -1093,11 +1091,12 @@ impl Searcher {
         } else {
             params.k
         };
-        let mut hits = self.collect(&cands, q, params, wanted, true)?;
+        let code = code.filter(|qc| qc.len() == self.words);
+        let mut hits = self.collect(&cands, q, code, params, wanted, true)?;
         // Quoted words that no passage holds as written (an error message remembered loosely,
         // a paraphrased quotation) leave the words to rank alone, and the hits say so.
         if hits.is_empty() && !q.phrases.is_empty() {
-            hits = self.collect(&cands, q, params, wanted, false)?;
+            hits = self.collect(&cands, q, code, params, wanted, false)?;
         }
         Ok(hits)
     }
@@ -1108,6 +1107,7 @@ impl Searcher {
         &self,
         cands: &[(u64, Candidate)],
         q: &ParsedQuery,
+        code: Option<&[u64]>,
         params: &SearchParams,
         wanted: usize,
         strict: bool,
@@ -1207,7 +1207,14 @@ impl Searcher {
                 matched(&p, unit, &words)
             };
             spans.push((lo, hi));
-            hits.push(hit(id, p, c, m, !strict));
+            let mut c = *c;
+            // Hits report the plain Hamming distance, whichever filter ran.
+            c.distance = c.coded.zip(code).and_then(|(i, qc)| {
+                let i = i as usize;
+                let row = self.codes.get(i * self.words..(i + 1) * self.words)?;
+                Some(row.iter().zip(qc).map(|(a, b)| (a ^ b).count_ones()).sum())
+            });
+            hits.push(hit(id, p, &c, m, !strict));
         }
         Ok(hits)
     }
@@ -1930,7 +1937,12 @@ mod tests {
         let searcher = index.searcher().unwrap();
         assert_eq!((searcher.len(), searcher.vectors()), (3, 4));
         // Every coded row carries its passage's whole span.
-        for &(id, first, end) in searcher.passages.iter().chain(&searcher.stale) {
+        for &(id, first, end) in searcher
+            .passages
+            .iter()
+            .map(|p| &p.0)
+            .chain(&searcher.stale)
+        {
             assert_eq!(searcher.rows_of(id), Some((first, end)));
         }
         assert_eq!(searcher.spans[0].2 - searcher.spans[0].1, 2);

@@ -141,8 +141,7 @@ struct Selector<'m> {
 
 impl<'m> Selector<'m> {
     fn new(c: usize, words: usize, mask: Option<&'m RowMask<'m>>) -> Self {
-        // Per code byte at most two half-byte entries of 4 × MAX_WEIGHT.
-        let max_distance = words * 8 * 2 * 4 * MAX_WEIGHT as usize;
+        let max_distance = max_distance(words);
         Self {
             mask,
             kept: Vec::with_capacity(c.saturating_mul(2).min(1 << 16) + BLOCK),
@@ -299,6 +298,23 @@ pub fn top_candidates_blocks_masked(
     c: usize,
     mask: Option<&RowMask>,
 ) -> Result<Vec<Candidate>, HammingError> {
+    let parts = if blocks.n >= PARALLEL_CODES {
+        rayon::current_num_threads().clamp(1, 8)
+    } else {
+        1
+    };
+    top_in_parts(query, blocks, c, mask, parts)
+}
+
+/// [`top_candidates_blocks_masked`], the blocks scanned in `parts` contiguous ranges, one a
+/// thread.
+fn top_in_parts(
+    query: &WeightedQuery,
+    blocks: &Blocks,
+    c: usize,
+    mask: Option<&RowMask>,
+    parts: usize,
+) -> Result<Vec<Candidate>, HammingError> {
     hamming::validate(&query.code, &[], blocks.words)?;
     let c = c.min(mask.map_or(blocks.n, |m| m.count.min(blocks.n)));
     if c == 0 {
@@ -306,28 +322,72 @@ pub fn top_candidates_blocks_masked(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        let words = blocks.words;
-        // SAFETY (every call below): `Blocks` exist only where `avx2_supported()` said yes (see
-        // `Blocks::new`), and the query's width was checked against theirs.
         if let Some(guess) = sampled_threshold(query, blocks, c, mask) {
-            let mut sel = Selector::new(c, words, mask);
-            sel.accept_below = guess;
-            unsafe { x86::scan_blocks(query, blocks, 1, &mut sel) };
+            let kept = scan_parts(query, blocks, c, mask, Some(guess), parts);
             // At least `c` codes under the guess: the true best `c` are all among them.
-            if sel.kept.len() >= c {
-                return Ok(sel.finish());
+            if kept.len() >= c {
+                return Ok(finish_kept(kept, c, blocks.words));
             }
         }
-        let mut sel = Selector::new(c, words, mask);
-        unsafe { x86::scan_blocks(query, blocks, 1, &mut sel) };
-        Ok(sel.finish())
+        let kept = scan_parts(query, blocks, c, mask, None, parts);
+        Ok(finish_kept(kept, c, blocks.words))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         // Unreachable: `Blocks::new` returns `None` off x86-64.
-        let _ = (query, mask);
+        let _ = (query, mask, parts);
         Ok(Vec::new())
     }
+}
+
+/// Codes from which a scan is split across threads. The scan of a million 128-bit codes
+/// reads 16 MB and is bound by how fast one core pulls memory in; two cores pull it in nearly
+/// twice as fast (docs/BENCHMARKS.md).
+const PARALLEL_CODES: usize = 1 << 18;
+
+/// The survivors of a scan of every block (each part's, in index order, concatenated), in
+/// `parts` contiguous ranges of blocks, one a thread; `guess` starts every part's threshold.
+#[cfg(target_arch = "x86_64")]
+fn scan_parts(
+    query: &WeightedQuery,
+    blocks: &Blocks,
+    c: usize,
+    mask: Option<&RowMask>,
+    guess: Option<u32>,
+    parts: usize,
+) -> Vec<Candidate> {
+    use rayon::prelude::*;
+    let total = blocks.n.div_ceil(BLOCK);
+    let parts = parts.clamp(1, total.max(1));
+    let scan = |part: usize| {
+        let range = total * part / parts..total * (part + 1) / parts;
+        let mut sel = Selector::new(c, blocks.words, mask);
+        if let Some(g) = guess {
+            sel.accept_below = g;
+        }
+        // SAFETY: `Blocks` exist only where `avx2_supported()` said yes (see `Blocks::new`), and
+        // the query's width was checked against theirs.
+        unsafe { x86::scan_blocks(query, blocks, range, 1, &mut sel) };
+        sel.kept
+    };
+    if parts == 1 {
+        return scan(0);
+    }
+    let kept: Vec<Vec<Candidate>> = (0..parts).into_par_iter().map(scan).collect();
+    kept.concat()
+}
+
+/// The best `c` of survivors in index order, sorted by `(distance, index)`.
+#[cfg(target_arch = "x86_64")]
+fn finish_kept(mut kept: Vec<Candidate>, c: usize, words: usize) -> Vec<Candidate> {
+    hamming::finish_within(&mut kept, c, max_distance(words));
+    kept
+}
+
+/// The largest weighted distance of a code of `words` words: per code byte, two half-byte
+/// entries of 4 × [`MAX_WEIGHT`].
+fn max_distance(words: usize) -> usize {
+    words * 8 * 2 * 4 * MAX_WEIGHT as usize
 }
 
 /// A starting threshold from every 32nd block, set a margin above the distance under which `c`
@@ -351,7 +411,15 @@ fn sampled_threshold(
     // A selector that keeps every allowed code it is offered.
     let mut sample = Selector::new(usize::MAX / 4, blocks.words, mask);
     // SAFETY: as in `top_candidates_blocks`, the caller.
-    unsafe { x86::scan_blocks(query, blocks, STRIDE, &mut sample) };
+    unsafe {
+        x86::scan_blocks(
+            query,
+            blocks,
+            0..blocks.n.div_ceil(BLOCK),
+            STRIDE,
+            &mut sample,
+        )
+    };
     let m = sample.kept.len();
     let expected = c as f64 * m as f64 / n as f64;
     let want = (expected * 1.25 + 3.0 * expected.sqrt() + 2.0).ceil() as usize;
@@ -368,7 +436,7 @@ mod x86 {
     use super::{BLOCK, Blocks, Selector, WeightedQuery};
     use std::arch::x86_64::*;
 
-    /// Every `stride`-th block: for each code byte, two `vpshufb` lookups (low and high half
+    /// Every `stride`-th block of `range`: for each code byte, two `vpshufb` lookups (low and high half
     /// byte of 32 codes), added in bytes (at most 248), widened to 16 bits and accumulated; then
     /// a compare against the selector's threshold, and only where some code passes, a look at
     /// the lanes.
@@ -379,6 +447,7 @@ mod x86 {
     pub(super) unsafe fn scan_blocks(
         query: &WeightedQuery,
         blocks: &Blocks,
+        range: std::ops::Range<usize>,
         stride: usize,
         sel: &mut Selector<'_>,
     ) {
@@ -401,6 +470,8 @@ mod x86 {
             .bytes
             .chunks_exact(per_block)
             .enumerate()
+            .skip(range.start)
+            .take(range.len())
             .step_by(stride.max(1))
         {
             // Codes 0–7 and 16–23 of the block accumulate in `a`, 8–15 and 24–31 in `b`
@@ -615,6 +686,28 @@ mod tests {
         }
         assert!(top_candidates_blocks(&q, &wide, 1).is_err());
         assert!(Blocks::new(&[0; 5], 5).is_none());
+    }
+
+    #[test]
+    fn a_scan_split_across_threads_gives_the_one_thread_answer() {
+        if Blocks::new(&[0], 1).is_none() {
+            assert!(!avx2_supported());
+            return;
+        }
+        // 16-bit codes tie often: the split must keep the smaller indexes across parts.
+        for (words, bits, n, c) in [(1, 16, 70_001, 3000), (2, 128, 100_003, 5000)] {
+            let (margins, codes) = random(words, bits, n, 13);
+            let q = WeightedQuery::new(&margins, words).unwrap();
+            let blocks = Blocks::new(&codes, words).unwrap();
+            let want = top_candidates(&q, &codes, words, c).unwrap();
+            for parts in [1, 2, 3, 8] {
+                assert_eq!(
+                    top_in_parts(&q, &blocks, c, None, parts).unwrap(),
+                    want,
+                    "{bits} bits, {parts} parts"
+                );
+            }
+        }
     }
 
     #[test]

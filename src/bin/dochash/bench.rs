@@ -137,6 +137,13 @@ fn recall(g: &Global, a: &RecallArgs) -> Result<()> {
         format!("corpus {} texts, {} queries", ct.len(), qt.len()),
     );
     let qs = embed_cached(g, &files, &enc, &qt, a.cache.as_deref())?;
+    if let (Some(n), true) = (a.compose, a.units) {
+        anyhow::ensure!(
+            a.target.is_none(),
+            "--units searches through the product's searcher: no --target"
+        );
+        return composed_units(g, a, &files, &enc, &ct, &qs, n);
+    }
     let db = match a.compose {
         Some(n) => {
             anyhow::ensure!(
@@ -284,44 +291,21 @@ fn compose(
     n: usize,
     cache: Option<&Path>,
 ) -> Result<Vec<f32>> {
-    let of: Vec<Vec<&str>> = texts.iter().map(|t| sentences(t)).collect();
-    let all: Vec<&str> = of.iter().flatten().copied().collect();
+    let table = Sentences::of(texts)?;
     shared::note(
         g,
         format!(
             "composing {n} passages from {} sentences of {} texts",
-            all.len(),
+            table.all.len(),
             texts.len()
         ),
     );
-    let sv = embed_cached(g, files, enc, &all, cache)?;
+    let sv = embed_cached(g, files, enc, &table.all, cache)?;
     let dim = enc.dim();
-    let mut first = Vec::with_capacity(of.len());
-    let mut at = 0;
-    for s in &of {
-        first.push(at);
-        at += s.len();
-    }
-    let usable: Vec<usize> = (0..of.len()).filter(|&t| !of[t].is_empty()).collect();
-    anyhow::ensure!(
-        !usable.is_empty(),
-        "no sentences of four words or more in the corpus"
-    );
-    let mut rng = SplitMix64::new(0xc0de);
     let mut out = vec![0f32; n * dim];
-    let mut pick: Vec<usize> = Vec::new();
-    for row in out.chunks_exact_mut(dim) {
-        let t = usable[rng.next_u64() as usize % usable.len()];
-        let m = of[t].len();
-        let take = (2 + rng.next_u64() as usize % 5).min(m);
-        pick.clear();
-        pick.extend(0..m);
-        for j in 0..take {
-            let r = j + rng.next_u64() as usize % (m - j);
-            pick.swap(j, r);
-        }
-        for &s in &pick[..take] {
-            let v = &sv[(first[t] + s) * dim..(first[t] + s + 1) * dim];
+    for (row, picked) in out.chunks_exact_mut(dim).zip(table.picks()) {
+        for s in picked {
+            let v = &sv[s * dim..(s + 1) * dim];
             for (r, x) in row.iter_mut().zip(v) {
                 *r += x;
             }
@@ -332,6 +316,157 @@ fn compose(
         }
     }
     Ok(out)
+}
+
+/// A corpus's sentences ([`sentences`]), all in one list, and where each text's begin.
+struct Sentences<'t> {
+    of: Vec<Vec<&'t str>>,
+    all: Vec<&'t str>,
+    first: Vec<usize>,
+    /// Texts with at least one sentence.
+    usable: Vec<usize>,
+}
+
+impl<'t> Sentences<'t> {
+    fn of(texts: &[&'t str]) -> Result<Self> {
+        let of: Vec<Vec<&str>> = texts.iter().map(|t| sentences(t)).collect();
+        let all: Vec<&str> = of.iter().flatten().copied().collect();
+        let mut first = Vec::with_capacity(of.len());
+        let mut at = 0;
+        for s in &of {
+            first.push(at);
+            at += s.len();
+        }
+        let usable: Vec<usize> = (0..of.len()).filter(|&t| !of[t].is_empty()).collect();
+        anyhow::ensure!(
+            !usable.is_empty(),
+            "no sentences of four words or more in the corpus"
+        );
+        Ok(Self {
+            of,
+            all,
+            first,
+            usable,
+        })
+    }
+
+    /// The composed passages' sentences, the same on every call.
+    fn picks(&self) -> Picks<'_> {
+        Picks {
+            of: &self.of,
+            first: &self.first,
+            usable: &self.usable,
+            rng: SplitMix64::new(0xc0de),
+            pick: Vec::new(),
+        }
+    }
+}
+
+/// The sentences of each composed passage, as indexes into all sentences: 2–6 distinct ones of
+/// one text, drawn with a fixed seed.
+struct Picks<'a> {
+    of: &'a [Vec<&'a str>],
+    first: &'a [usize],
+    usable: &'a [usize],
+    rng: SplitMix64,
+    pick: Vec<usize>,
+}
+
+impl Iterator for Picks<'_> {
+    type Item = Vec<usize>;
+
+    fn next(&mut self) -> Option<Vec<usize>> {
+        let t = self.usable[self.rng.next_u64() as usize % self.usable.len()];
+        let m = self.of[t].len();
+        let take = (2 + self.rng.next_u64() as usize % 5).min(m);
+        self.pick.clear();
+        self.pick.extend(0..m);
+        for j in 0..take {
+            let r = j + self.rng.next_u64() as usize % (m - j);
+            self.pick.swap(j, r);
+        }
+        Some(
+            self.pick[..take]
+                .iter()
+                .map(|s| self.first[t] + s)
+                .collect(),
+        )
+    }
+}
+
+/// `--compose N --units`: composed passages whose sentences are their units, written through
+/// the store and searched by the product's searcher at each candidate count; recall@k against
+/// the exact best unit of every passage.
+fn composed_units(
+    g: &Global,
+    a: &RecallArgs,
+    files: &ModelFiles,
+    enc: &Encoder,
+    texts: &[&str],
+    qs: &[f32],
+    n: usize,
+) -> Result<()> {
+    let table = Sentences::of(texts)?;
+    let sv = embed_cached(g, files, enc, &table.all, a.cache.as_deref())?;
+    let dim = enc.dim();
+    let k = a.k;
+    let tmp = tempfile::tempdir()?;
+    for bits in parse_list(&a.bits)? {
+        let dir = tmp.path().join(format!("b{bits}"));
+        let mut picks = table.picks();
+        let index = crate::bench_search::write_index(&dir, dim, n, bits, |_| {
+            let picked = picks.next().unwrap_or_default();
+            let text = picked
+                .iter()
+                .map(|&s| table.all[s])
+                .collect::<Vec<_>>()
+                .join(" ");
+            let units = picked
+                .iter()
+                .flat_map(|&s| sv[s * dim..(s + 1) * dim].iter().copied())
+                .collect();
+            (text, units)
+        })?;
+        let exact: Vec<Vec<u64>> = qs
+            .chunks_exact(dim)
+            .map(|q| crate::bench_search::exact_top(&index, q, k))
+            .collect::<Result<_>>()?;
+        let rows = index.store().rows().live_rows();
+        let cands: Vec<usize> = match &a.candidates {
+            Some(c) => parse_list(c)?,
+            None => vec![dochash::index::search::default_candidates(rows, k, bits)],
+        };
+        let searcher = index.searcher()?;
+        for c in cands {
+            let params = SearchParams {
+                k,
+                candidates: Some(c),
+                mode: Mode::Semantic,
+                group: Group::None,
+                ..Default::default()
+            };
+            let (mut hit, mut took) = (0usize, Vec::with_capacity(exact.len()));
+            for (qi, q) in qs.chunks_exact(dim).enumerate() {
+                let t0 = Instant::now();
+                let hits = searcher.search(q, &params)?;
+                took.push(t0.elapsed().as_secs_f64() * 1e3);
+                hit += exact[qi]
+                    .iter()
+                    .filter(|id| hits.iter().any(|h| h.id == **id))
+                    .count();
+            }
+            took.sort_by(f64::total_cmp);
+            let r = hit as f64 / (exact.len() * k).max(1) as f64;
+            let p95 = took.get(took.len() * 95 / 100).copied().unwrap_or(0.0);
+            println!(
+                "{}",
+                serde_json::json!({"bits": bits, "candidates": c, "passages": n,
+                    "units": rows, "filter": searcher.filter_name(),
+                    "queries": exact.len(), "k": k, "recall": r, "p95_ms": p95})
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A corpus and its queries, with their unit-length embeddings (row-major, `dim` wide).

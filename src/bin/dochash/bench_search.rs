@@ -78,11 +78,17 @@ impl Synth {
 }
 
 fn rss_mb() -> f64 {
+    status_mb("VmRSS:")
+}
+
+/// A memory figure of this process from `/proc/self/status` (`VmRSS:`, or `VmHWM:` for the
+/// peak so far), 0 where there is none.
+fn status_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
@@ -232,12 +238,17 @@ pub fn run(a: &SearchBenchArgs) -> Result<()> {
         Some(build(&dir, a, &synth)?)
     };
 
+    // The peak so far is the build's (with the synthetic vectors it generated).
+    let peak_build = build_s.map(|_| status_mb("VmHWM:"));
     // Cold open: the store, the codes into memory, the vectors mapped, the word index.
     let rss_before = rss_mb();
     let t = Instant::now();
     let index = Index::open_existing(&dir)?.context("the benchmark index is missing")?;
     let searcher = index.searcher()?;
     let open_ms = t.elapsed().as_secs_f64() * 1e3;
+    if a.warm {
+        searcher.warm_in_background();
+    }
     let rss_after_open = rss_mb();
     let bytes = index.store().size_on_disk();
     let c = a.candidates;
@@ -302,10 +313,11 @@ pub fn run(a: &SearchBenchArgs) -> Result<()> {
                 dochash::index::search::default_candidates(searcher.vectors(), 10, a.bits)),
             "filters": selected.and(a.filters.as_deref()),
             "kept_passages": selected.map(|s| s.1.len()),
-            "queries": a.queries, "p50_ms": pct(50), "p95_ms": pct(95),
+            "queries": a.queries, "warm": a.warm, "p50_ms": pct(50), "p95_ms": pct(95),
             "max_ms": lat.last(), "open_ms": open_ms, "build_s": build_s,
             "recall_at_10": (checked > 0).then(|| found as f64 / checked as f64),
             "rss_mb_after_open": rss_after_open, "rss_mb_before_open": rss_before,
+            "rss_mb_peak_build": peak_build,
             "rss_mb_after_queries": rss_mb(),
             "index_bytes": bytes, "filter": match filter {
                 Filter::Weighted => searcher.filter_name(),

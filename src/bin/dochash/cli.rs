@@ -493,6 +493,11 @@ pub struct RecallArgs {
     /// encode. With --target and the itq coder only
     #[arg(long, value_name = "N")]
     pub compose: Option<usize>,
+    /// With --compose, without --target: each passage keeps its sentences as its units (one
+    /// vector each, as indexing keeps a passage's 64-token units) and is searched through the
+    /// product's searcher; recall@k against the exact best unit of every passage
+    #[arg(long, requires = "compose")]
+    pub units: bool,
     /// One JSON object per line
     #[arg(long)]
     pub json: bool,
@@ -561,6 +566,10 @@ pub struct SearchBenchArgs {
     /// hamming
     #[arg(long, default_value = "weighted", value_name = "F")]
     pub filter: String,
+    /// Map the vectors in on a background thread right after the open, as the running owner
+    /// does with every index it serves; the queries start at once
+    #[arg(long)]
+    pub warm: bool,
 }
 
 #[derive(Debug, Args)]

@@ -211,6 +211,33 @@ impl Vectors {
         self.rows
     }
 
+    /// Maps every page of this view into the process, on a thread of the lowest priority that
+    /// stops when the last clone of the view is gone. A query reads thousands of rows scattered
+    /// over the file; on a fresh mapping each read is a page fault, even with the file cached,
+    /// and at a million passages those faults were the first queries' cost.
+    pub fn warm_in_background(&self) {
+        let Some(map) = self.map.as_ref().map(Arc::downgrade) else {
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("dochash-warm".into())
+            .spawn(move || {
+                crate::priority::lower_this_thread();
+                let mut at = 0usize;
+                // A chunk at a time, so that a view let go stops the work within one.
+                while let Some(m) = map.upgrade() {
+                    if at >= m.len() {
+                        break;
+                    }
+                    let len = WARM_CHUNK.min(m.len() - at);
+                    populate(&m, at, len);
+                    at += len;
+                }
+            });
+        // Without a thread the queries fault the pages in themselves.
+        drop(spawned);
+    }
+
     /// Row `r`'s vector; `None` past the rows this view was mapped with.
     pub fn row(&self, r: usize) -> Option<&[f16]> {
         let map = self.map.as_ref()?;
@@ -220,6 +247,24 @@ impl Vectors {
         let start = HEADER as usize + r * self.dim * 2;
         let bytes = map.get(start..start + self.dim * 2)?;
         bytemuck::try_cast_slice(bytes).ok()
+    }
+}
+
+/// Bytes of the vectors mapped in at a time by [`Vectors::warm_in_background`].
+const WARM_CHUNK: usize = 16 << 20;
+
+/// Maps `len` bytes of `map` from `at` into the process: in one call where the kernel can
+/// (Linux 5.14), else by reading a byte of each page.
+fn populate(map: &memmap2::Mmap, at: usize, len: usize) {
+    #[cfg(target_os = "linux")]
+    if map
+        .advise_range(memmap2::Advice::PopulateRead, at, len)
+        .is_ok()
+    {
+        return;
+    }
+    for page in (at..at + len).step_by(4096) {
+        std::hint::black_box(map.get(page).copied());
     }
 }
 
