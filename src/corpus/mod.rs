@@ -42,7 +42,9 @@ mod walk;
 
 pub use chunk::{ChunkConfig, Passage, TokenCounter, approx_token_count, is_cjk, split, split_as};
 pub use error::{CorpusError, SkipReason, Skipped, io_reason};
-pub use extract::{Kind, PAGE_BREAK, document_helper_main, page_of, use_document_helper};
+pub use extract::{
+    Kind, PAGE_BREAK, document_helper_main, is_page_break, page_of, use_document_helper,
+};
 pub use frontmatter::{FrontMatter, FrontMatterKind, front_matter};
 pub use notemeta::{MAX_TAGS, NoteMeta, local_time, note_meta, parse_date};
 pub use questions::{LinkTarget, MAX_PASSAGE_LINKS, Question, QuestionKind, links_in, questions};

@@ -305,6 +305,10 @@ const GROUP_LOOKAHEAD: usize = 30;
 /// Rows of the filter's candidates fetched ahead of the one being scored.
 const PREFETCH_AHEAD: usize = 8;
 
+/// Kept rows from which the rerank is split across cores: each row is a wait on memory, and
+/// two cores wait on two at once. Below it the hand-over costs more than it saves.
+const PARALLEL_RERANK: usize = 2048;
+
 impl SearchParams {
     /// The parameters with `k` capped at [`MAX_K`] (callers pass what users typed; a huge `k`
     /// must not turn into a huge allocation).
@@ -656,6 +660,50 @@ impl Searcher {
         c
     }
 
+    /// The cosine of each kept coded row to the query, with its row in the vectors. The rows
+    /// lie scattered over the vector file: the next ones are fetched while one is scored, and
+    /// a long list is split across cores, each waiting on memory for its own part.
+    fn rerank(
+        &self,
+        top: &[hamming::Candidate],
+        vector: Option<&[f32]>,
+    ) -> Vec<Option<(f32, u32)>> {
+        use rayon::prelude::*;
+        let Some(v) = vector else {
+            return vec![None; top.len()];
+        };
+        let row = |i: usize| -> Option<(&[half::f16], u32)> {
+            let r = self.passages.get(top.get(i)?.index as usize)?.1;
+            Some((self.vectors.row(r as usize)?, r))
+        };
+        let score = |part: std::ops::Range<usize>| -> Vec<Option<(f32, u32)>> {
+            let end = part.end;
+            part.map(|i| {
+                if i + PREFETCH_AHEAD < end
+                    && let Some((x, _)) = row(i + PREFETCH_AHEAD)
+                {
+                    prefetch(x);
+                }
+                row(i).map(|(x, r)| (cosine_f16(v, x), r))
+            })
+            .collect()
+        };
+        let parts = if top.len() >= PARALLEL_RERANK {
+            rayon::current_num_threads().clamp(1, 8)
+        } else {
+            1
+        };
+        if parts == 1 {
+            return score(0..top.len());
+        }
+        let n = top.len();
+        let scored: Vec<Vec<Option<(f32, u32)>>> = (0..parts)
+            .into_par_iter()
+            .map(|p| score(n * p / parts..n * (p + 1) / parts))
+            .collect();
+        scored.concat()
+    }
+
     /// Scores a candidate by the best cosine over all of its rows.
     fn score_rows(&self, query: &[f32], c: &mut Candidate) {
         let Some((first, end)) = c.rows else {
@@ -977,17 +1025,8 @@ impl Searcher {
                             }
                         },
                     };
-                    // Each kept row is scored as it is found; the rows lie scattered over the
-                    // vector file, so the next ones are fetched while this one is scored.
-                    let row = |i: usize| -> Option<(&[half::f16], u32)> {
-                        let r = self.passages.get(top.get(i)?.index as usize)?.1;
-                        Some((self.vectors.row(r as usize)?, r))
-                    };
-                    for (i, t) in top.iter().enumerate() {
-                        if let Some((x, _)) = row(i + PREFETCH_AHEAD) {
-                            prefetch(x);
-                        }
-                        let cosine = vector.zip(row(i)).map(|(v, (x, r))| (cosine_f16(v, x), r));
+                    let cosines = self.rerank(&top, vector);
+                    for (t, cosine) in top.iter().zip(cosines) {
                         let span = self.passages[t.index as usize].0;
                         self.found(&mut pool, span, Some(t.index), cosine);
                     }
@@ -1265,7 +1304,7 @@ fn page_at(p: &super::store::PassageRecord, line: u32) -> Option<u32> {
         .text
         .lines()
         .take(into)
-        .filter(|l| l.strip_prefix(crate::corpus::PAGE_BREAK) == Some(""))
+        .filter(|l| crate::corpus::is_page_break(l))
         .count();
     Some(
         p.page

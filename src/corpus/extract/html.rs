@@ -425,9 +425,7 @@ mod tests {
     /// A page of the libffi manual as Debian installs it (Texinfo's HTML).
     #[test]
     fn installed_documentation_reads_on_its_own_lines() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/documents/libffi-the-basics.html");
-        let html = std::fs::read_to_string(path).unwrap();
+        let html = String::from_utf8(super::super::fixture("libffi-the-basics.html")).unwrap();
         let src: Vec<&str> = html.split('\n').collect();
         let got = lines(&html);
         assert_eq!(got.len(), src.len());

@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use crate::corpus::SkipReason;
 
 pub use helper::{document_helper_main, use_document_helper};
-pub use pdf::{PAGE_BREAK, page_of};
+pub use pdf::{PAGE_BREAK, is_page_break, page_of};
 
 /// How a file's bytes become text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +150,30 @@ fn read_here(kind: Kind, bytes: &[u8], text_limit: u64) -> Result<(String, bool)
         Kind::Odt => office(Office::Odt),
         Kind::Epub => office(Office::Epub),
     }
+}
+
+/// A document's text as read, or why it is not indexed: `empty` when it has no letter or
+/// digit, too large past `text_limit`.
+fn finished(text: String, text_limit: u64, empty: &str) -> Result<String, SkipReason> {
+    if !text.chars().any(char::is_alphanumeric) {
+        return Err(SkipReason::NoText(empty.into()));
+    }
+    if text.len() as u64 > text_limit {
+        return Err(SkipReason::TooLarge {
+            size: text.len() as u64,
+            limit: text_limit,
+        });
+    }
+    Ok(text)
+}
+
+/// The bytes of a document the tests read (`tests/fixtures/documents/`, made by its `make.sh`).
+#[cfg(test)]
+fn fixture(name: &str) -> Vec<u8> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/documents")
+        .join(name);
+    std::fs::read(p).unwrap()
 }
 
 /// A line of a document's text as Markdown will not misread it: a line that starts like a

@@ -246,16 +246,7 @@ pub(crate) fn text(bytes: &[u8], format: Office, text_limit: u64) -> Result<Stri
         ),
         Office::Epub => epub_text(&mut zip, part_limit, text_limit)?,
     };
-    if !text.chars().any(char::is_alphanumeric) {
-        return Err(SkipReason::NoText("no text in it".into()));
-    }
-    if text.len() as u64 > text_limit {
-        return Err(SkipReason::TooLarge {
-            size: text.len() as u64,
-            limit: text_limit,
-        });
-    }
-    Ok(text)
+    super::finished(text, text_limit, "no text in it")
 }
 
 /// An EPUB's chapters in reading order: `META-INF/container.xml` names the package file, whose
@@ -370,14 +361,8 @@ fn percent_decode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixture;
     use super::*;
-
-    fn fixture(name: &str) -> Vec<u8> {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/documents")
-            .join(name);
-        std::fs::read(p).unwrap()
-    }
 
     /// The same text, written by pandoc as DOCX, ODT and EPUB, reads the same.
     #[test]

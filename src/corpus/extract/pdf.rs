@@ -175,19 +175,11 @@ pub(crate) fn text(bytes: &[u8], text_limit: u64) -> Result<String, SkipReason> 
         Pages::Read { pages, outline } => (pages, outline),
         Pages::Unreadable(why) => return Err(SkipReason::NoText(why)),
     };
-    let text = assemble(pages, &outline);
-    if !text.chars().any(char::is_alphanumeric) {
-        return Err(SkipReason::NoText(
-            "no text layer (scanned pages need OCR first)".into(),
-        ));
-    }
-    if text.len() as u64 > text_limit {
-        return Err(SkipReason::TooLarge {
-            size: text.len() as u64,
-            limit: text_limit,
-        });
-    }
-    Ok(text)
+    super::finished(
+        assemble(pages, &outline),
+        text_limit,
+        "no text layer (scanned pages need OCR first)",
+    )
 }
 
 /// One page's lines after the reader: spaces collapsed, control characters gone.
@@ -389,6 +381,11 @@ fn same_title(line: &str, title: &str) -> bool {
     !t.is_empty() && l == t
 }
 
+/// Whether a line of a document's text is a page break (the line between two pages).
+pub fn is_page_break(line: &str) -> bool {
+    line.strip_prefix(PAGE_BREAK) == Some("")
+}
+
 /// The page (1-based) of the PDF text `text` that byte `at` lies on.
 pub fn page_of(text: &str, at: usize) -> u32 {
     let before = text.get(..at.min(text.len())).unwrap_or(text);
@@ -398,14 +395,8 @@ pub fn page_of(text: &str, at: usize) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixture;
     use super::*;
-
-    fn fixture(name: &str) -> Vec<u8> {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/documents")
-            .join(name);
-        std::fs::read(p).unwrap()
-    }
 
     /// The pages, each with its lines joined by spaces: what was read, line breaks aside.
     fn pages_of(t: &str) -> Vec<String> {

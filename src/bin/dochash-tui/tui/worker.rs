@@ -257,7 +257,7 @@ impl FileCache {
 fn page_rules(mut lines: Vec<String>, text: &str) -> Vec<String> {
     let mut page = 1;
     for (shown, raw) in lines.iter_mut().zip(text.split('\n')) {
-        if raw.strip_prefix(dochash::corpus::PAGE_BREAK) == Some("") {
+        if dochash::corpus::is_page_break(raw) {
             page += 1;
             *shown = format!("── p. {page} ──");
         }
