@@ -394,7 +394,8 @@ pub enum BenchCmd {
     /// Recall@k of the code filter + rerank against exact cosine, on {"label","text"} JSONL; with
     /// --target, the candidates each coder and filter need to reach it
     Recall(RecallArgs),
-    /// Code filter throughput on one thread, random codes (Hamming, or --weighted)
+    /// Code filter throughput, random codes (Hamming on one thread, or --weighted: split across
+    /// cores from 262,144 codes, as queries scan; RAYON_NUM_THREADS=1 for one)
     Hamming(HammingArgs),
     /// Query latency of the product's own searcher over a synthetic index written through the
     /// real store (clustered vectors, synthetic words), excluding query encoding; cold open time

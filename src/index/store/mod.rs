@@ -881,7 +881,6 @@ impl Store {
     /// million 384-wide vectors are 7.7 GB as f32).
     pub fn sample_vectors(&self, max: usize) -> Result<(Vec<u64>, Vec<f32>), StoreError> {
         let t = self.rows.table();
-        let v = self.rows.vectors()?;
         let live = t.live_rows();
         let take = live.min(max);
         let mut ids = Vec::with_capacity(take);
@@ -898,11 +897,10 @@ impl Store {
             if take < live && (i + 1) * take / live == i * take / live {
                 continue;
             }
-            let Some(x) = v.row(r) else {
+            if !self.rows.read_vector(r, &mut data)? {
                 return Err(self.db.corrupt("a passage has no vector"));
-            };
+            }
             ids.push(t.id(r));
-            data.extend(x.iter().map(|h| h.to_f32()));
         }
         Ok((ids, data))
     }

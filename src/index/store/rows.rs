@@ -484,6 +484,27 @@ impl RowFiles {
         self.dim
     }
 
+    /// Row `r`'s vector, read from the file and appended to `out` as f32; `false` past the
+    /// rows written. Not through a mapping: a fault maps the pages around the one read too (64
+    /// KiB on Linux), so a sample of rows spread over the file made all of it resident.
+    pub fn read_vector(&self, r: usize, out: &mut Vec<f32>) -> Result<bool, StoreError> {
+        if r >= self.table.rows() {
+            return Ok(false);
+        }
+        let mut buf = vec![0u8; self.dim * 2];
+        let at = HEADER + r as u64 * 2 * self.dim as u64;
+        match read_at(&self.vectors, at, &mut buf) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(e) => return Err(io_err(&self.vectors_path())(e)),
+        }
+        out.extend(
+            buf.chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()),
+        );
+        Ok(true)
+    }
+
     /// A fresh read-only mapping of the vectors, covering every row written so far.
     pub fn vectors(&self) -> Result<Vectors, StoreError> {
         let path = self.vectors_path();
@@ -717,6 +738,19 @@ impl RowFiles {
         let len = |f: &File| f.metadata().map(|m| m.len()).unwrap_or(0);
         self.codes.as_ref().map_or(0, len) + len(&self.vectors)
     }
+}
+
+#[cfg(unix)]
+fn read_at(f: &File, at: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(f, buf, at)
+}
+
+#[cfg(not(unix))]
+fn read_at(f: &File, at: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = f;
+    f.seek(SeekFrom::Start(at))?;
+    f.read_exact(buf)
 }
 
 #[cfg(unix)]
