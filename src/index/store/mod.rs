@@ -745,7 +745,13 @@ impl Store {
         self.db.meta()
     }
 
+    /// Stores `meta`, unless it is what is stored: opening the index for an update writes its
+    /// settings back, and an unchanged write would cost the database its clean mark (a
+    /// read-through at the next open) for nothing.
     pub fn set_meta(&mut self, meta: &IndexMeta) -> Result<(), StoreError> {
+        if self.db.meta()?.as_ref() == Some(meta) {
+            return Ok(());
+        }
         self.dirty()?;
         self.db.set_meta(meta)
     }
