@@ -176,36 +176,9 @@ fn recall(g: &Global, a: &RecallArgs) -> Result<()> {
             (ct[i].to_string(), db[i * dim..(i + 1) * dim].to_vec())
         })?;
         let searcher = index.searcher()?;
-        let exact: Vec<Vec<u64>> = qs
-            .chunks_exact(dim)
-            .map(|q| crate::bench_search::exact_top(&index, q, k))
-            .collect::<Result<_>>()?;
-        let cands: Vec<usize> = match &a.candidates {
-            Some(c) => parse_list(c)?,
-            None => vec![dochash::index::search::default_candidates(n, k, bits)],
-        };
-        for c in cands {
-            let params = SearchParams {
-                k,
-                candidates: Some(c),
-                mode: Mode::Semantic,
-                group: Group::None,
-                ..Default::default()
-            };
-            let mut hit = 0usize;
-            let mut took = Vec::with_capacity(qt.len());
-            for (qi, q) in qs.chunks_exact(dim).enumerate() {
-                let t0 = Instant::now();
-                let hits = searcher.search(q, &params)?;
-                took.push(t0.elapsed().as_secs_f64() * 1e3);
-                hit += exact[qi]
-                    .iter()
-                    .filter(|id| hits.iter().any(|h| h.id == **id))
-                    .count();
-            }
-            took.sort_by(f64::total_cmp);
-            let r = hit as f64 / (exact.len() * k) as f64;
-            let p95 = took.get(took.len() * 95 / 100).copied().unwrap_or(0.0);
+        let exact = exact_tops(&index, &qs, dim, k)?;
+        for c in candidate_counts(a, n, k, bits)? {
+            let (r, p95) = searched_recall(&searcher, &qs, dim, &exact, k, c)?;
             if a.json {
                 println!(
                     "{}",
@@ -318,7 +291,8 @@ fn compose(
     Ok(out)
 }
 
-/// A corpus's sentences ([`sentences`]), all in one list, and where each text's begin.
+/// A corpus's sentences ([`sentences`]), all in one list, and where each text's sentences
+/// begin in it.
 struct Sentences<'t> {
     of: Vec<Vec<&'t str>>,
     all: Vec<&'t str>,
@@ -427,37 +401,11 @@ fn composed_units(
                 .collect();
             (text, units)
         })?;
-        let exact: Vec<Vec<u64>> = qs
-            .chunks_exact(dim)
-            .map(|q| crate::bench_search::exact_top(&index, q, k))
-            .collect::<Result<_>>()?;
+        let exact = exact_tops(&index, qs, dim, k)?;
         let rows = index.store().rows().live_rows();
-        let cands: Vec<usize> = match &a.candidates {
-            Some(c) => parse_list(c)?,
-            None => vec![dochash::index::search::default_candidates(rows, k, bits)],
-        };
         let searcher = index.searcher()?;
-        for c in cands {
-            let params = SearchParams {
-                k,
-                candidates: Some(c),
-                mode: Mode::Semantic,
-                group: Group::None,
-                ..Default::default()
-            };
-            let (mut hit, mut took) = (0usize, Vec::with_capacity(exact.len()));
-            for (qi, q) in qs.chunks_exact(dim).enumerate() {
-                let t0 = Instant::now();
-                let hits = searcher.search(q, &params)?;
-                took.push(t0.elapsed().as_secs_f64() * 1e3);
-                hit += exact[qi]
-                    .iter()
-                    .filter(|id| hits.iter().any(|h| h.id == **id))
-                    .count();
-            }
-            took.sort_by(f64::total_cmp);
-            let r = hit as f64 / (exact.len() * k).max(1) as f64;
-            let p95 = took.get(took.len() * 95 / 100).copied().unwrap_or(0.0);
+        for c in candidate_counts(a, rows, k, bits)? {
+            let (r, p95) = searched_recall(&searcher, qs, dim, &exact, k, c)?;
             println!(
                 "{}",
                 serde_json::json!({"bits": bits, "candidates": c, "passages": n,
@@ -467,6 +415,61 @@ fn composed_units(
         }
     }
     Ok(())
+}
+
+/// Each query's exact top `k` passages (see [`crate::bench_search::exact_top`]).
+fn exact_tops(
+    index: &dochash::index::Index,
+    qs: &[f32],
+    dim: usize,
+    k: usize,
+) -> Result<Vec<Vec<u64>>> {
+    qs.chunks_exact(dim)
+        .map(|q| crate::bench_search::exact_top(index, q, k))
+        .collect()
+}
+
+/// The candidate counts to measure: `--candidates`, else what queries use for `rows` vectors.
+fn candidate_counts(a: &RecallArgs, rows: usize, k: usize, bits: usize) -> Result<Vec<usize>> {
+    match &a.candidates {
+        Some(c) => parse_list(c),
+        None => Ok(vec![dochash::index::search::default_candidates(
+            rows, k, bits,
+        )]),
+    }
+}
+
+/// Recall@k of the product's semantic search with `c` candidates against `exact` (each query's
+/// true top `k`), and the searches' p95 in milliseconds.
+fn searched_recall(
+    searcher: &dochash::index::Searcher,
+    qs: &[f32],
+    dim: usize,
+    exact: &[Vec<u64>],
+    k: usize,
+    c: usize,
+) -> Result<(f64, f64)> {
+    let params = SearchParams {
+        k,
+        candidates: Some(c),
+        mode: Mode::Semantic,
+        group: Group::None,
+        ..Default::default()
+    };
+    let (mut hit, mut took) = (0usize, Vec::with_capacity(exact.len()));
+    for (qi, q) in qs.chunks_exact(dim).enumerate() {
+        let t0 = Instant::now();
+        let hits = searcher.search(q, &params)?;
+        took.push(t0.elapsed().as_secs_f64() * 1e3);
+        hit += exact[qi]
+            .iter()
+            .filter(|id| hits.iter().any(|h| h.id == **id))
+            .count();
+    }
+    took.sort_by(f64::total_cmp);
+    let recall = hit as f64 / (exact.len() * k).max(1) as f64;
+    let p95 = took.get(took.len() * 95 / 100).copied().unwrap_or(0.0);
+    Ok((recall, p95))
 }
 
 /// A corpus and its queries, with their unit-length embeddings (row-major, `dim` wide).
