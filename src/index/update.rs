@@ -708,8 +708,7 @@ fn recode_all(index: &mut Index) -> Result<(), IndexError> {
     let words = coder.words();
     let rows = index.store.rows().rows();
     let dim = index.meta.fingerprint.dim;
-    let all: Vec<usize> = (0..rows).collect();
-    let Some(codes) = code_rows(coder, &index.store, dim, &all)? else {
+    let Some(codes) = code_rows(coder, &index.store, dim, 0..rows)? else {
         return Ok(());
     };
     let generation = meta.generation;
@@ -731,22 +730,25 @@ fn code_rows(
     coder: &Coder,
     store: &super::store::Store,
     dim: usize,
-    rows: &[usize],
+    rows: impl ExactSizeIterator<Item = usize>,
 ) -> Result<Option<Vec<u64>>, IndexError> {
     let mut codes = Vec::with_capacity(rows.len() * coder.words());
     let mut data = Vec::with_capacity(CODE_CHUNK.min(rows.len()) * dim);
-    for chunk in rows.chunks(CODE_CHUNK) {
+    let mut rows = rows.peekable();
+    while rows.peek().is_some() {
         // A mapping per chunk: the pages read are let go with it, so a pass over every
         // vector does not keep the whole file resident in this process.
         let vectors = store.vectors()?;
         data.clear();
-        for &r in chunk {
+        let mut n = 0;
+        for r in rows.by_ref().take(CODE_CHUNK) {
             match vectors.row(r) {
                 Some(v) => data.extend(v.iter().map(|h| h.to_f32())),
                 None => data.extend(std::iter::repeat_n(0.0, dim)),
             }
+            n += 1;
         }
-        match coder.encode_vectors(&data, chunk.len())? {
+        match coder.encode_vectors(&data, n)? {
             Some(c) => codes.extend_from_slice(&c),
             None => return Ok(None),
         }
@@ -775,7 +777,7 @@ fn recode_stale(index: &mut Index) -> Result<(), IndexError> {
         return Ok(());
     }
     let dim = index.meta.fingerprint.dim;
-    let Some(codes) = code_rows(coder, &index.store, dim, &stale)? else {
+    let Some(codes) = code_rows(coder, &index.store, dim, stale.iter().copied())? else {
         return Ok(());
     };
     let words = coder.words();

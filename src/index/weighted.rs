@@ -341,8 +341,8 @@ fn top_in_parts(
 }
 
 /// Codes from which a scan is split across threads. The scan of a million 128-bit codes
-/// reads 16 MB and is bound by how fast one core pulls memory in; two cores pull it in nearly
-/// twice as fast (docs/BENCHMARKS.md).
+/// reads 16 MB, and one core waits on much of it: two scanned 5 M such codes 1.5 times as fast
+/// as one (docs/BENCHMARKS.md).
 const PARALLEL_CODES: usize = 1 << 18;
 
 /// The survivors of a scan of every block (each part's, in index order, concatenated), in
@@ -436,10 +436,10 @@ mod x86 {
     use super::{BLOCK, Blocks, Selector, WeightedQuery};
     use std::arch::x86_64::*;
 
-    /// Every `stride`-th block of `range`: for each code byte, two `vpshufb` lookups (low and high half
-    /// byte of 32 codes), added in bytes (at most 248), widened to 16 bits and accumulated; then
-    /// a compare against the selector's threshold, and only where some code passes, a look at
-    /// the lanes.
+    /// Every `stride`-th block of `range`: for each code byte, two `vpshufb` lookups (low and
+    /// high half byte of 32 codes), added in bytes (at most 248), widened to 16 bits and
+    /// accumulated; then a compare against the selector's threshold, and only where some code
+    /// passes, a look at the lanes.
     ///
     /// # Safety
     /// The CPU must have AVX2, and the query's code must be `blocks.words` wide.

@@ -876,13 +876,8 @@ impl Store {
         }
     }
 
-    /// Every live row's passage id and vector (row-major; a passage has a row per unit), for
-    /// fitting a code source.
-    pub fn live_vectors(&self) -> Result<(Vec<u64>, Vec<f32>), StoreError> {
-        self.sample_vectors(usize::MAX)
-    }
-
-    /// At most `max` live vectors as f32, evenly spaced over the rows (every one when there
+    /// Live rows' passage ids and vectors (row-major; a passage has a row per unit): at most
+    /// `max` of them as f32, evenly spaced over the rows (every one when there
     /// are no more): what a fit reads, so that its memory does not grow with the index (five
     /// million 384-wide vectors are 7.7 GB as f32).
     pub fn sample_vectors(&self, max: usize) -> Result<(Vec<u64>, Vec<f32>), StoreError> {
@@ -1155,7 +1150,7 @@ mod tests {
 
         s.replace_file(p, None, &[], 1).unwrap();
         assert_eq!((s.passage_count(), s.file_count()), (0, 0));
-        assert_eq!(s.live_vectors().unwrap().0.len(), 0);
+        assert_eq!(s.sample_vectors(usize::MAX).unwrap().0.len(), 0);
         drop(s);
         let (s, note) = Store::open(dir.path(), Some(2)).unwrap();
         assert!(note.is_none(), "{note:?}");
@@ -1192,7 +1187,7 @@ mod tests {
         assert_eq!(firsts(5), vec![1.0, 4.0, 6.0, 8.0, 20.0]);
         assert_eq!(firsts(1), vec![20.0]);
         assert!(firsts(0).is_empty());
-        assert_eq!(s.live_vectors().unwrap().0.len(), 10);
+        assert_eq!(s.sample_vectors(usize::MAX).unwrap().0.len(), 10);
     }
 
     #[test]
