@@ -595,6 +595,11 @@ impl Searcher {
         self.vectors.warm_in_background();
     }
 
+    /// The same, done before returning (see [`Vectors::warm_now`]).
+    pub fn warm_now(&self) {
+        self.vectors.warm_now();
+    }
+
     /// Passages searched.
     pub fn len(&self) -> usize {
         self.spans.len()

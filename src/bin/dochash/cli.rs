@@ -571,6 +571,10 @@ pub struct SearchBenchArgs {
     /// does with every index it serves; the queries start at once
     #[arg(long)]
     pub warm: bool,
+    /// Map the vectors in as --warm does, but before the queries: what a running owner reaches
+    /// once idle for a moment
+    #[arg(long, conflicts_with = "warm")]
+    pub warmed: bool,
 }
 
 #[derive(Debug, Args)]

@@ -216,26 +216,42 @@ impl Vectors {
     /// over the file; on a fresh mapping each read is a page fault, even with the file cached,
     /// and at a million passages those faults were the first queries' cost.
     pub fn warm_in_background(&self) {
-        let Some(map) = self.map.as_ref().map(Arc::downgrade) else {
+        let Some(job) = self.warm_job() else {
             return;
         };
         let spawned = std::thread::Builder::new()
             .name("dochash-warm".into())
             .spawn(move || {
                 crate::priority::lower_this_thread();
-                let mut at = 0usize;
-                // A chunk at a time, so that a view let go stops the work within one.
-                while let Some(m) = map.upgrade() {
-                    if at >= m.len() {
-                        break;
-                    }
-                    let len = WARM_CHUNK.min(m.len() - at);
-                    populate(&m, at, len);
-                    at += len;
-                }
+                job();
             });
         // Without a thread the queries fault the pages in themselves.
         drop(spawned);
+    }
+
+    /// [`Vectors::warm_in_background`]'s work, done before returning (for a benchmark of what
+    /// a running owner reaches once it has been idle for a moment).
+    pub fn warm_now(&self) {
+        if let Some(job) = self.warm_job() {
+            job();
+        }
+    }
+
+    /// The warming of this view, holding it only weakly: a chunk at a time, so that a view let
+    /// go stops the work within one.
+    fn warm_job(&self) -> Option<impl FnOnce() + Send + 'static> {
+        let map = Arc::downgrade(self.map.as_ref()?);
+        Some(move || {
+            let mut at = 0usize;
+            while let Some(m) = map.upgrade() {
+                if at >= m.len() {
+                    break;
+                }
+                let len = WARM_CHUNK.min(m.len() - at);
+                populate(&m, at, len);
+                at += len;
+            }
+        })
     }
 
     /// Row `r`'s vector; `None` past the rows this view was mapped with.
