@@ -254,6 +254,14 @@ pub fn run(a: &SearchBenchArgs) -> Result<()> {
         searcher.warm_now();
     }
     let warmed_ms = a.warmed.then(|| t.elapsed().as_secs_f64() * 1e3);
+    let searcher = if a.next_searcher {
+        let next = index.searcher()?;
+        next.warm_in_background();
+        drop(searcher);
+        next
+    } else {
+        searcher
+    };
     let rss_after_open = rss_mb();
     let bytes = index.store().size_on_disk();
     let c = a.candidates;
@@ -319,7 +327,7 @@ pub fn run(a: &SearchBenchArgs) -> Result<()> {
             "filters": selected.and(a.filters.as_deref()),
             "kept_passages": selected.map(|s| s.1.len()),
             "queries": a.queries, "warm": a.warm, "warmed_ms": warmed_ms,
-            "p50_ms": pct(50), "p95_ms": pct(95),
+            "next_searcher": a.next_searcher, "p50_ms": pct(50), "p95_ms": pct(95),
             "max_ms": lat.last(), "open_ms": open_ms, "build_s": build_s,
             "recall_at_10": (checked > 0).then(|| found as f64 / checked as f64),
             "rss_mb_after_open": rss_after_open, "rss_mb_before_open": rss_before,

@@ -575,6 +575,10 @@ pub struct SearchBenchArgs {
     /// once idle for a moment
     #[arg(long, conflicts_with = "warm")]
     pub warmed: bool,
+    /// Time a second searcher, made once the first is warmed (--warmed) as an update makes a
+    /// new one, warming in the background as the owner's does
+    #[arg(long)]
+    pub next_searcher: bool,
 }
 
 #[derive(Debug, Args)]
