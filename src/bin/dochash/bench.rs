@@ -683,8 +683,10 @@ fn code_learned(
     })
 }
 
-/// Hamming scan throughput on one thread.
+/// Scan throughput: the plain Hamming scan (one thread), the weighted scan (as the searcher
+/// runs it, split across threads from a quarter million codes) or a plain read of the codes.
 fn hamming_scan(a: &HammingArgs) -> Result<()> {
+    use rayon::prelude::*;
     let words = a.bits.div_ceil(64);
     let mut rng = SplitMix64::new(42);
     let codes: Vec<u64> = (0..a.n * words).map(|_| rng.next_u64()).collect();
@@ -695,7 +697,17 @@ fn hamming_scan(a: &HammingArgs) -> Result<()> {
     let mut times = Vec::with_capacity(a.repeat.max(1));
     for _ in 0..a.repeat.max(1) {
         let t = Instant::now();
-        let top = if a.weighted {
+        let top = if a.read {
+            let part = codes.len().div_ceil(rayon::current_num_threads()).max(1);
+            let x = codes
+                .par_chunks(part)
+                .map(|c| c.iter().fold(0u64, |acc, &w| acc ^ w))
+                .reduce(|| 0, |p, q| p ^ q);
+            vec![hamming::Candidate {
+                index: 0,
+                distance: x as u32,
+            }]
+        } else if a.weighted {
             match &blocks {
                 Some(b) => weighted::top_candidates_blocks(&wq, b, a.candidates)?,
                 None => weighted::top_candidates(&wq, &codes, words, a.candidates)?,
@@ -710,6 +722,7 @@ fn hamming_scan(a: &HammingArgs) -> Result<()> {
     let (best, median) = (times[0], times[times.len() / 2]);
     let rate = a.n as f64 / best;
     let kernel = match (a.weighted, &blocks) {
+        _ if a.read => "read",
         (true, Some(_)) => "weighted-avx2",
         (true, None) => "weighted-portable",
         _ => hamming::kernel_name(),

@@ -521,6 +521,10 @@ pub struct HammingArgs {
     /// Time the weighted filter (the query's margins against the codes) instead
     #[arg(long)]
     pub weighted: bool,
+    /// Time a plain read of the same codes instead, split across threads as the weighted scan
+    /// is: what the memory allows any scan of them
+    #[arg(long, conflicts_with = "weighted")]
+    pub read: bool,
 }
 
 #[derive(Debug, Args)]
