@@ -33,6 +33,19 @@ pub fn prefetch(v: &[half::f16]) {
     let _ = v;
 }
 
+/// Asks the memory system for the cache line holding `x`, ahead of its use.
+#[inline]
+pub fn prefetch_value<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: a prefetch never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((x as *const T).cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
+}
+
 /// Independent accumulators of the portable loop: one running sum is a chain of dependent
 /// additions the compiler may not reorder.
 const LANES: usize = 32;

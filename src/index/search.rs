@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::IndexError;
 use super::coder::Coder;
-use super::cosine::{cosine_f16, prefetch};
+use super::cosine::{cosine_f16, prefetch, prefetch_value};
 use super::hamming;
 use super::lexical::{Highlighter, LexicalSearcher};
 use super::matched::{Snippet, matched};
@@ -497,6 +497,10 @@ impl Allowed {
 /// A passage's id and its rows in the vectors (`first..end`, consecutive).
 type Span = (u64, u32, u32);
 
+/// A filter candidate after the rerank: its coded row, its passage's span, and its cosine to
+/// the query with its row in the vectors (`None` without a query vector).
+type Reranked = (u32, Span, Option<(f32, u32)>);
+
 /// The candidates of a query by passage id. Ids are the index's own, not an attacker's: a
 /// fast hash, for the thousands a query adds.
 type Pool = HashMap<u64, Candidate, BuildHasherDefault<rustc_hash::FxHasher>>;
@@ -665,31 +669,39 @@ impl Searcher {
         c
     }
 
-    /// The cosine of each kept coded row to the query, with its row in the vectors. The rows
-    /// lie scattered over the vector file: the next ones are fetched while one is scored, and
-    /// a long list is split across cores, each waiting on memory for its own part.
-    fn rerank(
-        &self,
-        top: &[hamming::Candidate],
-        vector: Option<&[f32]>,
-    ) -> Vec<Option<(f32, u32)>> {
+    /// Each kept coded row with its passage's span, the row's cosine to the query and its row
+    /// in the vectors. The rows lie scattered over the vector file, and so do their entries in
+    /// `passages`: an entry is fetched two steps ahead of its use and its row one step ahead,
+    /// so that neither read waits on the other; a long list is split across cores, each
+    /// waiting on memory for its own part. The span is handed on so that the pool need not
+    /// read the entry again.
+    fn rerank(&self, top: &[hamming::Candidate], vector: Option<&[f32]>) -> Vec<Reranked> {
         use rayon::prelude::*;
+        let entry = |i: usize| self.passages.get(top.get(i)?.index as usize);
         let Some(v) = vector else {
-            return vec![None; top.len()];
+            return top
+                .iter()
+                .filter_map(|t| Some((t.index, self.passages.get(t.index as usize)?.0, None)))
+                .collect();
         };
-        let row = |i: usize| -> Option<(&[half::f16], u32)> {
-            let r = self.passages.get(top.get(i)?.index as usize)?.1;
-            Some((self.vectors.row(r as usize)?, r))
-        };
-        let score = |part: std::ops::Range<usize>| -> Vec<Option<(f32, u32)>> {
+        let score = |part: std::ops::Range<usize>| -> Vec<Reranked> {
             let end = part.end;
-            part.map(|i| {
+            part.filter_map(|i| {
+                if i + 2 * PREFETCH_AHEAD < end
+                    && let Some(e) = entry(i + 2 * PREFETCH_AHEAD)
+                {
+                    prefetch_value(e);
+                }
                 if i + PREFETCH_AHEAD < end
-                    && let Some((x, _)) = row(i + PREFETCH_AHEAD)
+                    && let Some(&(_, r)) = entry(i + PREFETCH_AHEAD)
+                    && let Some(x) = self.vectors.row(r as usize)
                 {
                     prefetch(x);
                 }
-                row(i).map(|(x, r)| (cosine_f16(v, x), r))
+                let coded = top.get(i)?.index;
+                let &(span, r) = entry(i)?;
+                let scored = self.vectors.row(r as usize).map(|x| (cosine_f16(v, x), r));
+                Some((coded, span, scored))
             })
             .collect()
         };
@@ -702,7 +714,7 @@ impl Searcher {
             return score(0..top.len());
         }
         let n = top.len();
-        let scored: Vec<Vec<Option<(f32, u32)>>> = (0..parts)
+        let scored: Vec<Vec<Reranked>> = (0..parts)
             .into_par_iter()
             .map(|p| score(n * p / parts..n * (p + 1) / parts))
             .collect();
@@ -1030,10 +1042,8 @@ impl Searcher {
                             }
                         },
                     };
-                    let cosines = self.rerank(&top, vector);
-                    for (t, cosine) in top.iter().zip(cosines) {
-                        let span = self.passages[t.index as usize].0;
-                        self.found(&mut pool, span, Some(t.index), cosine);
+                    for (coded, span, cosine) in self.rerank(&top, vector) {
+                        self.found(&mut pool, span, Some(coded), cosine);
                     }
                 }
                 _ => {
