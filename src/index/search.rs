@@ -734,6 +734,121 @@ impl Searcher {
         c.best_row = best.map(|b| b.1);
     }
 
+    /// The semantic side's candidates, into the pool: the filter's nearest codes, reranked, or
+    /// every allowed passage where the filters leave few or there are no codes.
+    fn semantic_side(
+        &self,
+        pool: &mut Pool,
+        vector: Option<&[f32]>,
+        code: Option<&[u64]>,
+        params: &SearchParams,
+        allowed: Option<&Arc<Allowed>>,
+    ) -> Result<(), IndexError> {
+        let allowed = allowed.cloned();
+        let bits = self.coder.as_ref().map(|c| c.bits()).unwrap_or(64);
+        // Candidates as for an index of what the filters keep; more than there are codes is
+        // every code.
+        let searched = allowed.as_ref().map_or(self.vectors(), |a| a.rows);
+        let c = params
+            .candidates
+            .unwrap_or_else(|| default_candidates(searched, params.k, bits))
+            .min(self.passages.len())
+            .max(1);
+        pool.reserve(c);
+        let mask = allowed.as_ref().map(|a| RowMask {
+            allowed: &a.spans,
+            group_of: &self.span_at,
+            count: a.rows,
+        });
+        match code {
+            // Filters that keep no more rows than an unfiltered search reranks: score them
+            // all (as fast as the rerank, and exact, where the codes of a small and
+            // scattered set would separate its neighbours less well).
+            _ if allowed
+                .as_ref()
+                .is_some_and(|a| a.rows <= c.max(MAX_DEFAULT_CANDIDATES)) =>
+            {
+                if let Some(a) = &allowed {
+                    for (i, &span) in self.spans.iter().enumerate() {
+                        if a.has(i) {
+                            self.found(pool, span, None, None).all_rows = true;
+                        }
+                    }
+                }
+            }
+            Some(qc) if !self.passages.is_empty() && qc.len() == self.words => {
+                let filter_err = |e: hamming::HammingError| {
+                    IndexError::Coder(super::CoderError::Fit(e.to_string()))
+                };
+                let margins = match (params.filter, &self.coder, vector) {
+                    (Filter::Weighted, Some(coder), Some(v)) => coder.margins(v)?,
+                    _ => None,
+                };
+                let top = match margins {
+                    Some(m) => {
+                        let wq = WeightedQuery::new(&m, self.words).map_err(filter_err)?;
+                        match &self.blocks {
+                            Some(b) => {
+                                weighted::top_candidates_blocks_masked(&wq, b, c, mask.as_ref())
+                            }
+                            None => weighted::top_candidates_masked(
+                                &wq,
+                                &self.codes,
+                                self.words,
+                                c,
+                                mask.as_ref(),
+                            ),
+                        }
+                        .map_err(filter_err)?
+                    }
+                    None => match &mask {
+                        None => hamming::top_candidates(qc, &self.codes, self.words, c)
+                            .map_err(filter_err)?,
+                        Some(m) => {
+                            // The Hamming kernels scan contiguous codes: gather the
+                            // allowed ones.
+                            let keep: Vec<usize> =
+                                (0..self.passages.len()).filter(|&i| m.allows(i)).collect();
+                            let mut codes = Vec::with_capacity(keep.len() * self.words);
+                            for &i in &keep {
+                                codes.extend_from_slice(
+                                    &self.codes[i * self.words..(i + 1) * self.words],
+                                );
+                            }
+                            let mut top = hamming::top_candidates(qc, &codes, self.words, c)
+                                .map_err(filter_err)?;
+                            for t in &mut top {
+                                t.index = keep[t.index as usize] as u32;
+                            }
+                            top
+                        }
+                    },
+                };
+                for (coded, span, cosine) in self.rerank(&top, vector) {
+                    self.found(pool, span, Some(coded), cosine);
+                }
+            }
+            _ => {
+                for (i, &span) in self.spans.iter().enumerate() {
+                    if allowed.as_ref().is_none_or(|a| a.has(i)) {
+                        self.found(pool, span, None, None);
+                    }
+                }
+            }
+        }
+        for &span in &self.stale {
+            let ok = allowed.as_ref().is_none_or(|a| {
+                self.spans
+                    .binary_search_by_key(&span.0, |s| s.0)
+                    .is_ok_and(|i| a.has(i))
+            });
+            if ok {
+                self.found(pool, span, None, None).all_rows = true;
+            }
+        }
+        Ok(())
+    }
+
     /// The files and where their passages are in `spans`, read once per searcher.
     fn file_table(&self) -> Result<&[FileEntry], IndexError> {
         if let Some(t) = self.files.get() {
@@ -962,110 +1077,12 @@ impl Searcher {
         }
         let mut pool = Pool::default();
 
-        if semantic {
-            let bits = self.coder.as_ref().map(|c| c.bits()).unwrap_or(64);
-            // Candidates as for an index of what the filters keep; more than there are codes is
-            // every code.
-            let searched = allowed.as_ref().map_or(self.vectors(), |a| a.rows);
-            let c = params
-                .candidates
-                .unwrap_or_else(|| default_candidates(searched, params.k, bits))
-                .min(self.passages.len())
-                .max(1);
-            pool.reserve(c);
-            let mask = allowed.as_ref().map(|a| RowMask {
-                allowed: &a.spans,
-                group_of: &self.span_at,
-                count: a.rows,
-            });
-            match code {
-                // Filters that keep no more rows than an unfiltered search reranks: score them
-                // all (as fast as the rerank, and exact, where the codes of a small and
-                // scattered set would separate its neighbours less well).
-                _ if allowed
-                    .as_ref()
-                    .is_some_and(|a| a.rows <= c.max(MAX_DEFAULT_CANDIDATES)) =>
-                {
-                    if let Some(a) = &allowed {
-                        for (i, &span) in self.spans.iter().enumerate() {
-                            if a.has(i) {
-                                self.found(&mut pool, span, None, None).all_rows = true;
-                            }
-                        }
-                    }
-                }
-                Some(qc) if !self.passages.is_empty() && qc.len() == self.words => {
-                    let filter_err = |e: hamming::HammingError| {
-                        IndexError::Coder(super::CoderError::Fit(e.to_string()))
-                    };
-                    let margins = match (params.filter, &self.coder, vector) {
-                        (Filter::Weighted, Some(coder), Some(v)) => coder.margins(v)?,
-                        _ => None,
-                    };
-                    let top = match margins {
-                        Some(m) => {
-                            let wq = WeightedQuery::new(&m, self.words).map_err(filter_err)?;
-                            match &self.blocks {
-                                Some(b) => {
-                                    weighted::top_candidates_blocks_masked(&wq, b, c, mask.as_ref())
-                                }
-                                None => weighted::top_candidates_masked(
-                                    &wq,
-                                    &self.codes,
-                                    self.words,
-                                    c,
-                                    mask.as_ref(),
-                                ),
-                            }
-                            .map_err(filter_err)?
-                        }
-                        None => match &mask {
-                            None => hamming::top_candidates(qc, &self.codes, self.words, c)
-                                .map_err(filter_err)?,
-                            Some(m) => {
-                                // The Hamming kernels scan contiguous codes: gather the
-                                // allowed ones.
-                                let keep: Vec<usize> =
-                                    (0..self.passages.len()).filter(|&i| m.allows(i)).collect();
-                                let mut codes = Vec::with_capacity(keep.len() * self.words);
-                                for &i in &keep {
-                                    codes.extend_from_slice(
-                                        &self.codes[i * self.words..(i + 1) * self.words],
-                                    );
-                                }
-                                let mut top = hamming::top_candidates(qc, &codes, self.words, c)
-                                    .map_err(filter_err)?;
-                                for t in &mut top {
-                                    t.index = keep[t.index as usize] as u32;
-                                }
-                                top
-                            }
-                        },
-                    };
-                    for (coded, span, cosine) in self.rerank(&top, vector) {
-                        self.found(&mut pool, span, Some(coded), cosine);
-                    }
-                }
-                _ => {
-                    for (i, &span) in self.spans.iter().enumerate() {
-                        if allowed.as_ref().is_none_or(|a| a.has(i)) {
-                            self.found(&mut pool, span, None, None);
-                        }
-                    }
-                }
-            }
-            for &span in &self.stale {
-                let ok = allowed.as_ref().is_none_or(|a| {
-                    self.spans
-                        .binary_search_by_key(&span.0, |s| s.0)
-                        .is_ok_and(|i| a.has(i))
-                });
-                if ok {
-                    self.found(&mut pool, span, None, None).all_rows = true;
-                }
-            }
-        }
-        if lexical && let Some(lex) = &self.lexical {
+        // The two sides read different data: the lexical search runs while the semantic side
+        // scans and reranks (two cores overlap what one thread of each leaves idle).
+        let lexical_found = || -> Result<Option<Vec<(u64, f32)>>, IndexError> {
+            let Some(lex) = self.lexical.as_ref().filter(|_| lexical) else {
+                return Ok(None);
+            };
             // Phrases filter the results afterwards, and grouping folds neighbours into one:
             // look deeper so that k survive.
             let depth = LEXICAL_CANDIDATES.max(
@@ -1073,8 +1090,22 @@ impl Searcher {
                     * if q.phrases.is_empty() { 2 } else { 20 }
                     * if params.group == Group::None { 1 } else { 3 },
             );
-            let found =
-                lex.search_within(&q.text, depth, allowed.as_ref().map(|a| a.ids.clone()))?;
+            Ok(Some(lex.search_within(
+                &q.text,
+                depth,
+                allowed.as_ref().map(|a| a.ids.clone()),
+            )?))
+        };
+        let (semantic_done, found) = if semantic {
+            rayon::join(
+                || self.semantic_side(&mut pool, vector, code, params, allowed.as_ref()),
+                lexical_found,
+            )
+        } else {
+            (Ok(()), lexical_found())
+        };
+        semantic_done?;
+        if let Some(found) = found? {
             for (rank, (id, bm25)) in found.into_iter().enumerate() {
                 let c = pool.entry(id).or_insert_with(|| Candidate {
                     rows: self.rows_of(id),
