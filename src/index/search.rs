@@ -1078,7 +1078,9 @@ impl Searcher {
         let mut pool = Pool::default();
 
         // The two sides read different data: the lexical search runs while the semantic side
-        // scans and reranks (two cores overlap what one thread of each leaves idle).
+        // scans and reranks (two cores overlap what one thread of each leaves idle). In rayon's
+        // pool, as the scan's parts are: a thread of its own beside them was slower (one more
+        // thread than cores), and the query's own encoding waits for that pool anyway.
         let lexical_found = || -> Result<Option<Vec<(u64, f32)>>, IndexError> {
             let Some(lex) = self.lexical.as_ref().filter(|_| lexical) else {
                 return Ok(None);
