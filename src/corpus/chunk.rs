@@ -157,6 +157,19 @@ pub fn split_as(
     counter: &dyn TokenCounter,
     cfg: &ChunkConfig,
 ) -> Vec<Passage> {
+    let title = super::note_meta(doc, format).title;
+    split_titled(doc, format, title.as_deref(), counter, cfg)
+}
+
+/// [`split_as`] for a caller that has read the note's metadata already: `title` (its front
+/// matter's, as [`super::note_meta`] gives it) heads every passage's trail.
+pub fn split_titled(
+    doc: &Document,
+    format: Format,
+    title: Option<&str>,
+    counter: &dyn TokenCounter,
+    cfg: &ChunkConfig,
+) -> Vec<Passage> {
     let text = doc.text.as_str();
     let Some(body) = valid_body(text, &doc.body) else {
         return Vec::new();
@@ -173,8 +186,7 @@ pub fn split_as(
         lines: LineCursor { pos: 0, line: 1 },
         out: Vec::new(),
     };
-    let title = super::note_meta(doc, format).title;
-    let all = sections(text, body, format, title.as_deref());
+    let all = sections(text, body, format, title);
     if cfg.across_sections {
         // One run of blocks: passages may span headings (the heading lines between their
         // blocks are part of their text).

@@ -40,7 +40,9 @@ mod segment;
 mod structure;
 mod walk;
 
-pub use chunk::{ChunkConfig, Passage, TokenCounter, approx_token_count, is_cjk, split, split_as};
+pub use chunk::{
+    ChunkConfig, Passage, TokenCounter, approx_token_count, is_cjk, split, split_as, split_titled,
+};
 pub use error::{CorpusError, SkipReason, Skipped, io_reason};
 pub use extract::{
     Kind, PAGE_BREAK, document_helper_main, is_page_break, page_of, use_document_helper,

@@ -419,11 +419,15 @@ fn update_within(
         let hash = doc.hash;
         let format = Format::from_path(&f.path);
         let kind = Kind::from_path(&f.path);
-        // A page's `#` words are not tags a person gave it.
-        let meta = match kind {
-            Kind::Text => corpus::note_meta(&doc, format),
-            _ => corpus::NoteMeta::default(),
-        };
+        let mut meta = corpus::note_meta(&doc, format);
+        if kind != Kind::Text {
+            // A page's `#` words are not tags a person gave it; a title is a title.
+            meta = corpus::NoteMeta {
+                title: meta.title,
+                ..Default::default()
+            };
+        }
+        let title = meta.title.clone();
         let names: Vec<String> = meta.aliases.iter().chain(&meta.tags).cloned().collect();
         let record = FileRecord {
             root: f.root.clone(),
@@ -466,7 +470,7 @@ fn update_within(
             }
             continue;
         }
-        let passages = corpus::split_as(&doc, format, &counter, &chunking);
+        let passages = corpus::split_titled(&doc, format, title.as_deref(), &counter, &chunking);
         let passages: Vec<(PassageRecord, Vec<String>)> = passages
             .into_iter()
             .map(|p| {

@@ -147,44 +147,49 @@ impl Record for FileRecord {
 
 impl Record for PassageRecord {
     fn legacy(format: u8, bytes: &[u8]) -> Option<Result<Self, String>> {
-        if format == 2 {
-            return Some(
-                postcard::from_bytes::<v2::PassageRecord>(bytes)
-                    .map(|p| PassageRecord {
-                        path: p.path,
-                        start_byte: p.start_byte,
-                        end_byte: p.end_byte,
-                        start_line: p.start_line,
-                        end_line: p.end_line,
-                        headings: p.headings,
-                        context: p.context,
-                        text: p.text,
-                        units: p.units,
-                        page: 0,
-                        names: Vec::new(),
-                        links: Vec::new(),
-                    })
-                    .map_err(|e| e.to_string()),
-            );
+        let v2 = match format {
+            2 => postcard::from_bytes::<v2::PassageRecord>(bytes),
+            1 => postcard::from_bytes::<v1::PassageRecord>(bytes).map(v2::PassageRecord::from),
+            _ => return None,
+        };
+        Some(v2.map(PassageRecord::from).map_err(|e| e.to_string()))
+    }
+}
+
+/// Each format's passage is read into the next one's, so a field added later is filled in
+/// once, whatever format the record came from.
+impl From<v1::PassageRecord> for v2::PassageRecord {
+    fn from(p: v1::PassageRecord) -> Self {
+        Self {
+            path: p.path,
+            start_byte: p.start_byte,
+            end_byte: p.end_byte,
+            start_line: p.start_line,
+            end_line: p.end_line,
+            headings: p.headings,
+            context: p.context,
+            text: p.text,
+            units: Vec::new(),
         }
-        (format == 1).then(|| {
-            postcard::from_bytes::<v1::PassageRecord>(bytes)
-                .map(|p| PassageRecord {
-                    path: p.path,
-                    start_byte: p.start_byte,
-                    end_byte: p.end_byte,
-                    start_line: p.start_line,
-                    end_line: p.end_line,
-                    headings: p.headings,
-                    context: p.context,
-                    text: p.text,
-                    units: Vec::new(),
-                    page: 0,
-                    names: Vec::new(),
-                    links: Vec::new(),
-                })
-                .map_err(|e| e.to_string())
-        })
+    }
+}
+
+impl From<v2::PassageRecord> for PassageRecord {
+    fn from(p: v2::PassageRecord) -> Self {
+        Self {
+            path: p.path,
+            start_byte: p.start_byte,
+            end_byte: p.end_byte,
+            start_line: p.start_line,
+            end_line: p.end_line,
+            headings: p.headings,
+            context: p.context,
+            text: p.text,
+            units: p.units,
+            page: 0,
+            names: Vec::new(),
+            links: Vec::new(),
+        }
     }
 }
 
