@@ -442,6 +442,9 @@ mod x86 {
     /// 5 M 128-bit codes 12 % faster here (docs/BENCHMARKS.md).
     const SCAN_AHEAD: usize = 4096;
 
+    /// Sampled blocks ahead of the one being scored that a sampling pass asks for.
+    const SAMPLE_AHEAD: usize = 4;
+
     /// Every `stride`-th block of `range`: for each code byte, two `vpshufb` lookups (low and
     /// high half byte of 32 codes), added in bytes (at most 248), widened to 16 bits and
     /// accumulated; then a compare against the selector's threshold, and only where some code
@@ -480,13 +483,18 @@ mod x86 {
             .take(range.len())
             .step_by(stride.max(1))
         {
-            // A sampling pass (stride > 1) does not read what lies ahead.
-            if stride <= 1 {
-                let ahead = block.as_ptr().wrapping_add(SCAN_AHEAD) as *const i8;
-                for line in (0..per_block).step_by(64) {
-                    // A prefetch never faults, whatever the address.
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line));
-                }
+            // A sampling pass (stride > 1) asks for the blocks it will sample next, each a
+            // memory latency of its own, since the hardware's prefetcher does not follow a
+            // stride of many pages.
+            let ahead = if stride <= 1 {
+                SCAN_AHEAD
+            } else {
+                SAMPLE_AHEAD * stride * per_block
+            };
+            let ahead = block.as_ptr().wrapping_add(ahead) as *const i8;
+            for line in (0..per_block).step_by(64) {
+                // A prefetch never faults, whatever the address.
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line));
             }
             // Codes 0–7 and 16–23 of the block accumulate in `a`, 8–15 and 24–31 in `b`
             // (the in-lane order of the byte unpacks).
