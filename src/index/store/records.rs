@@ -94,21 +94,14 @@ mod v1 {
     }
 }
 
-/// The passage layout of format 2 (no page), read into the current one.
+/// The passage layout of format 2: format 1's fields, then the units' lines (no page). postcard
+/// writes a nested struct as its fields in order, so this reads format 2's flat records.
 mod v2 {
     use super::*;
 
     #[derive(Deserialize)]
     pub struct PassageRecord {
-        #[serde(with = "path_bytes")]
-        pub path: PathBuf,
-        pub start_byte: usize,
-        pub end_byte: usize,
-        pub start_line: u32,
-        pub end_line: u32,
-        pub headings: Vec<String>,
-        pub context: Vec<String>,
-        pub text: String,
+        pub v1: v1::PassageRecord,
         pub units: Vec<(u32, u32)>,
     }
 }
@@ -149,42 +142,37 @@ impl Record for PassageRecord {
     fn legacy(format: u8, bytes: &[u8]) -> Option<Result<Self, String>> {
         let v2 = match format {
             2 => postcard::from_bytes::<v2::PassageRecord>(bytes),
-            1 => postcard::from_bytes::<v1::PassageRecord>(bytes).map(v2::PassageRecord::from),
+            1 => postcard::from_bytes(bytes).map(|v1| v2::PassageRecord {
+                v1,
+                units: Vec::new(),
+            }),
             _ => return None,
         };
         Some(v2.map(PassageRecord::from).map_err(|e| e.to_string()))
     }
 }
 
-/// Each format's passage is read into the next one's, so a field added later is filled in
-/// once, whatever format the record came from.
-impl From<v1::PassageRecord> for v2::PassageRecord {
-    fn from(p: v1::PassageRecord) -> Self {
-        Self {
-            path: p.path,
-            start_byte: p.start_byte,
-            end_byte: p.end_byte,
-            start_line: p.start_line,
-            end_line: p.end_line,
-            headings: p.headings,
-            context: p.context,
-            text: p.text,
-            units: Vec::new(),
-        }
-    }
-}
-
 impl From<v2::PassageRecord> for PassageRecord {
     fn from(p: v2::PassageRecord) -> Self {
+        let v1::PassageRecord {
+            path,
+            start_byte,
+            end_byte,
+            start_line,
+            end_line,
+            headings,
+            context,
+            text,
+        } = p.v1;
         Self {
-            path: p.path,
-            start_byte: p.start_byte,
-            end_byte: p.end_byte,
-            start_line: p.start_line,
-            end_line: p.end_line,
-            headings: p.headings,
-            context: p.context,
-            text: p.text,
+            path,
+            start_byte,
+            end_byte,
+            start_line,
+            end_line,
+            headings,
+            context,
+            text,
             units: p.units,
             page: 0,
             names: Vec::new(),
