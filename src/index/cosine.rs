@@ -19,31 +19,28 @@ pub fn cosine_f16(q: &[f32], v: &[half::f16]) -> f32 {
 /// lie scattered over the vector file, and without a hint each costs a full memory latency.
 #[inline]
 pub fn prefetch(v: &[half::f16]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let bytes = std::mem::size_of_val(v);
-        let p = v.as_ptr() as *const i8;
-        for off in (0..bytes).step_by(64) {
-            // SAFETY: a prefetch never faults, and the address lies inside the slice.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off)) };
-        }
+    let p = v.as_ptr().cast::<u8>();
+    for off in (0..std::mem::size_of_val(v)).step_by(64) {
+        prefetch_line(p.wrapping_add(off));
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = v;
 }
 
 /// Asks the memory system for the cache line holding `x`, ahead of its use.
 #[inline]
 pub fn prefetch_value<T>(x: &T) {
+    prefetch_line((x as *const T).cast());
+}
+
+#[inline]
+fn prefetch_line(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        // SAFETY: a prefetch never faults.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>((x as *const T).cast()) };
+        // SAFETY: a prefetch never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) };
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = x;
+    let _ = p;
 }
 
 /// Independent accumulators of the portable loop: one running sum is a chain of dependent
