@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rayon::prelude::*;
-
 use crate::encoder::{BatchLimits, DeviceSpec, Encoder, LoadOptions, Role};
-use crate::index::lexical::LexicalSearcher;
 use crate::index::{
     Coder, CorpusPassage, Donor, Index, IndexMeta, Progress as IndexProgress, UpdateOptions,
     UpdateReport, corpus_passages,
@@ -612,27 +609,9 @@ fn learn_simcse(
         ));
     }
     let (texts, positive) = pair_up(base_enc, passages, &train_idx, cfg.positives, &taught);
-    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let hard = if cfg.hard_negatives {
-        // pair_up's anchors: the passages `train_idx` in order, then one per taught question.
-        let sources: Vec<usize> = train_idx
-            .iter()
-            .copied()
-            .chain(taught.iter().map(|(i, _)| *i))
-            .collect();
-        let hard = hard_negatives(passages, &sources, &texts, &positive).map_err(err)?;
-        notes.push(format!(
-            "SimCSE learned {} positives against the passage BM25 ranks first for them",
-            hard.iter().flatten().count()
-        ));
-        hard
-    } else {
-        Vec::new()
-    };
     let examples = simcse::Examples {
-        texts,
+        texts: texts.iter().map(String::as_str).collect(),
         positive,
-        hard,
     };
     let (tuned, report) =
         simcse::train(&base.dir, &examples, cfg, opts.device, cancel, &mut |p| {
@@ -899,38 +878,6 @@ pub fn pair_up(
     }
     (texts, positive)
 }
-
-/// Per anchor of `texts` (passage `sources[k]`) with a positive of its own, the best BM25 answer
-/// to that positive among the other anchors that is not of the anchor's own section (whose
-/// passages may answer it as well): a passage the words favour and the meaning should not.
-pub fn hard_negatives(
-    passages: &[CorpusPassage],
-    sources: &[usize],
-    texts: &[&str],
-    positive: &[usize],
-) -> Result<Vec<Option<usize>>, crate::index::store::StoreError> {
-    let anchors = positive.len().min(sources.len());
-    let lexical = LexicalSearcher::in_memory(&texts[..anchors])?;
-    let section = |k: usize| {
-        let p = &passages[sources[k]];
-        (&p.path, &p.title)
-    };
-    (0..positive.len())
-        .into_par_iter()
-        .map(|k| {
-            if k >= anchors || positive[k] == k {
-                return Ok(None);
-            }
-            let hits = lexical.search(texts[positive[k]], HARD_NEGATIVE_DEPTH)?;
-            Ok(hits.into_iter().map(|(id, _)| id as usize).find(|&j| {
-                j < anchors && j != k && section(j) != section(k) && texts[j] != texts[k]
-            }))
-        })
-        .collect()
-}
-
-/// How far down BM25's answers a hard negative is looked for.
-const HARD_NEGATIVE_DEPTH: usize = 8;
 
 /// Whether `title` shares a content word with `body`: a word of at least four letters (most
 /// function words are shorter; a few common longer ones are ignored), matched on its first five
@@ -1311,46 +1258,6 @@ mod tests {
         }
         assert!(process_cpu_time().is_some_and(|t| t > start));
         assert!(!budget.spent());
-    }
-
-    #[test]
-    fn a_hard_negative_is_the_best_word_match_outside_the_anchors_own_section() {
-        let p = |file: &str, title: &str, body: &str| CorpusPassage {
-            path: PathBuf::from(file),
-            text: body.to_string(),
-            title: Some(title.to_string()),
-            body: body.to_string(),
-            lines: (1, 1),
-        };
-        let passages = vec![
-            p("a.md", "Install", "run the installer and restart the shell"),
-            p(
-                "a.md",
-                "Install",
-                "the installer writes a config under home",
-            ),
-            p(
-                "b.md",
-                "Config",
-                "the config file sets the installer mirror",
-            ),
-            p("c.md", "Misc", "unrelated words about gardens and sheds"),
-        ];
-        // Anchors 0..4 are the passages; 0 and 3 have positives (4 and 5), 1 and 2 are their own.
-        let texts = [
-            passages[0].body.as_str(),
-            passages[1].body.as_str(),
-            passages[2].body.as_str(),
-            passages[3].body.as_str(),
-            "where does the installer write its config",
-            "gardens",
-        ];
-        let positive = [4, 1, 2, 5];
-        let sources = [0, 1, 2, 3];
-        let hard = hard_negatives(&passages, &sources, &texts, &positive).unwrap();
-        // Passage 1 holds "installer", "write" and "config" but is anchor 0's own section;
-        // passage 2 is the best match elsewhere. Nothing else shares a word with "gardens".
-        assert_eq!(hard, [Some(2), None, None, None]);
     }
 
     #[test]

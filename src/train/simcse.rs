@@ -22,7 +22,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use candle_core::{D, Tensor, Var};
+use candle_core::{D, DType, Tensor, Var};
 
 use crate::encoder::{BatchLimits, DeviceSpec, Encoder, LoadOptions, l2_normalize, pool};
 use crate::rng::SplitMix64;
@@ -68,12 +68,6 @@ pub struct SimcseConfig {
     /// `corpus::questions`), each beside the passages' own positives.
     #[serde(default)]
     pub structure: bool,
-    /// Each query-like positive (a sentence, a title, a question) also learns to rank its own
-    /// passage above the passage of another section that BM25 ranks first for it: the semantic
-    /// gain of plain positives lands mostly on questions the words already answer, and fused
-    /// search only gains where the encoder is right and the words are not.
-    #[serde(default)]
-    pub hard_negatives: bool,
     /// Share of the trained weights in the model kept; the rest is the base's (WiSE-FT's
     /// weight averaging, Wortsman et al. 2022). Halfway lost semantic gain on two of the three
     /// dev sets (docs/BENCHMARKS.md), so the default keeps the trained weights whole.
@@ -147,9 +141,6 @@ pub struct Examples<'a> {
     pub texts: Vec<&'a str>,
     /// Per anchor, its positive's index in `texts` (its own index: itself).
     pub positive: Vec<usize>,
-    /// Per anchor (or empty: none), the index in `texts` of a document its positive should rank
-    /// below the anchor: another anchor that BM25 ranks first for the positive.
-    pub hard: Vec<Option<usize>>,
 }
 
 impl<'a> Examples<'a> {
@@ -158,25 +149,11 @@ impl<'a> Examples<'a> {
         Self {
             texts: texts.to_vec(),
             positive: (0..texts.len()).collect(),
-            hard: Vec::new(),
         }
     }
 
     pub fn anchors(&self) -> usize {
         self.positive.len()
-    }
-
-    /// The hard negatives of a batch's anchors `idx` (with positives `partners`), each once and
-    /// none whose words are already in the batch: a negative equal to a member's anchor would
-    /// be that member's positive as well.
-    fn hard_negatives_of(&self, idx: &[usize], partners: &[usize]) -> Vec<usize> {
-        let used: std::collections::HashSet<&str> =
-            idx.iter().chain(partners).map(|&i| self.texts[i]).collect();
-        let mut seen = std::collections::HashSet::new();
-        idx.iter()
-            .filter_map(|&i| self.hard.get(i).copied().flatten())
-            .filter(|&h| !used.contains(self.texts[h]) && seen.insert(self.texts[h]))
-            .collect()
     }
 
     /// Splits shuffled anchors into batches in which no text appears twice: the same words as
@@ -226,7 +203,6 @@ impl Default for SimcseConfig {
             seed: 0x51c5e,
             positives: Positives::Sentence,
             structure: false,
-            hard_negatives: false,
             tuned_weight: 1.0,
         }
     }
@@ -288,11 +264,9 @@ pub fn train(
             cfg.tuned_weight
         )));
     }
-    if examples.positive.iter().any(|&p| p >= texts.len())
-        || examples.hard.iter().flatten().any(|&h| h >= texts.len())
-    {
+    if examples.positive.iter().any(|&p| p >= texts.len()) {
         return Err(TrainError::Msg(
-            "a SimCSE positive or hard negative points past the texts".into(),
+            "a SimCSE positive points past the texts".into(),
         ));
     }
     let crops_of = match cfg.positives {
@@ -384,17 +358,7 @@ pub fn train(
             };
             let a = view(&enc, idx)?;
             let b = view(&enc, &partners)?;
-            let negatives = examples.hard_negatives_of(idx, &partners);
-            let loss = if negatives.is_empty() {
-                info_nce(&a, &b, cfg.temperature)?
-            } else {
-                // Each positive, read as a query, picks its anchor among the batch's anchors
-                // and the hard negatives; the anchors still pick their positives as before.
-                let docs = Tensor::cat(&[&a, &view(&enc, &negatives)?], 0)?;
-                let both =
-                    (info_nce(&a, &b, cfg.temperature)? + info_nce(&b, &docs, cfg.temperature)?)?;
-                (both / 2.0)?
-            };
+            let loss = info_nce(&a, &b, cfg.temperature)?;
             let mut grads = loss.backward()?;
             clip_gradients(&vars, &mut grads, cfg.clip)?;
             opt.step(&grads)?;
@@ -435,9 +399,8 @@ pub(crate) fn blend(vars: &[Var], starts: &[Tensor], weight: f64) -> candle_core
     Ok(())
 }
 
-/// Cross-entropy of each row of `a` finding its own row of `b` among all rows of `b` (which may
-/// have more rows than `a`: extra negatives), with cosine similarities (rows are unit length)
-/// divided by `temperature`.
+/// Cross-entropy of each row of `a` finding its own row of `b` among all rows of `b`, with
+/// cosine similarities (rows are unit length) divided by `temperature`.
 pub fn info_nce(a: &Tensor, b: &Tensor, temperature: f64) -> candle_core::Result<Tensor> {
     let n = a.dim(0)?;
     let s = (a.matmul(&b.t()?)? / temperature)?;
@@ -448,7 +411,8 @@ pub fn info_nce(a: &Tensor, b: &Tensor, temperature: f64) -> candle_core::Result
         .sum_keepdim(D::Minus1)?
         .log()?
         + max)?;
-    let own = ((a * b.narrow(0, 0, n)?)?.sum_keepdim(D::Minus1)? / temperature)?;
+    let eye = Tensor::eye(n, DType::F32, s.device())?;
+    let own = (s * eye)?.sum_keepdim(D::Minus1)?;
     (lse - own)?.mean_all()
 }
 
@@ -540,7 +504,6 @@ mod tests {
         let ex = Examples {
             texts: owned.iter().map(String::as_str).collect(),
             positive,
-            hard: Vec::new(),
         };
         let order: Vec<usize> = (0..40).collect();
         let batches = ex.batches(&order, 8);

@@ -354,10 +354,6 @@ pub struct SimcseTuning {
     /// [default: off]
     #[arg(long, value_name = "ON|OFF", value_parser = clap::builder::BoolishValueParser::new())]
     pub simcse_structure: Option<bool>,
-    /// Also teach each sentence or question to rank its own passage above the passage of
-    /// another section that BM25 ranks first for it (on|off) [default: off]
-    #[arg(long, value_name = "ON|OFF", value_parser = clap::builder::BoolishValueParser::new())]
-    pub simcse_hard_negatives: Option<bool>,
 }
 
 impl SimcseTuning {
@@ -379,9 +375,6 @@ impl SimcseTuning {
         }
         if let Some(x) = self.simcse_structure {
             cfg.structure = x;
-        }
-        if let Some(x) = self.simcse_hard_negatives {
-            cfg.hard_negatives = x;
         }
     }
 }
