@@ -1065,18 +1065,6 @@ fn compare_with_itq(
     Ok((a, b))
 }
 
-/// A thread pool whose threads run at the lowest CPU priority, for background retraining:
-/// candle's CPU kernels parallelise on the rayon pool they are called from, so training inside
-/// `pool.install` leaves the cores to queries and indexing whenever those need them. On
-/// platforms other than Linux, where a thread's priority cannot be set this way, the pool runs
-/// at normal priority.
-pub fn low_priority_pool() -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
-    rayon::ThreadPoolBuilder::new()
-        .thread_name(|i| format!("dochash-train-{i}"))
-        .start_handler(|_| crate::priority::lower_this_thread())
-        .build()
-}
-
 /// CPU time spent since it was started, counted for the whole process: indexing that runs
 /// beside a training counts too, which only makes the cap stricter.
 pub struct CpuBudget {
