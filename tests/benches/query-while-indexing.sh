@@ -21,7 +21,7 @@ field() { "$BIN" status --json 2>/dev/null | python3 -c "import json,sys; d=json
 "$BIN" watch --no-train --offline -q >"$H/watch.log" 2>&1 &
 W=$!
 trap 'kill $W 2>/dev/null' EXIT
-until [ "$(field "d['owner']")" = True ]; do sleep 1; done
+until [ "$(field "d.get('owner')")" = True ]; do sleep 1; done
 q() {
     for i in $(seq 1 "$1"); do
         s=$(date +%s%N)
