@@ -6,8 +6,8 @@
 //! build [`hit`] is empty. `DOCHASH_FAILPOINTS` lists `name=action` pairs, comma-separated:
 //! - `abort`: print `failpoint NAME: abort` on stderr and abort the process (SIGABRT);
 //! - `abort@N`: the same at the N-th time the point is reached;
-//! - `pause`: create `NAME.paused` in `DOCHASH_FAILPOINT_DIR` and wait until a file `NAME.go`
-//!   appears there (deterministic: the test decides when the process goes on);
+//! - `pause`: create `NAME.paused` in `DOCHASH_FAILPOINT_DIR` (holding the paused thread's id on
+//!   Linux) and wait until a file `NAME.go` appears there (deterministic: the test decides when the process goes on);
 //! - `on`: makes [`enabled`] true for a switch that a test needs flipped (e.g. adopting what
 //!   background training produced, whatever its checks say).
 
@@ -86,7 +86,13 @@ mod imp {
             return;
         };
         let dir = std::path::PathBuf::from(dir);
-        let _ = std::fs::write(dir.join(format!("{name}.paused")), b"");
+        // The paused thread's id, so that a test can look at the thread the work runs on.
+        #[cfg(target_os = "linux")]
+        // SAFETY: a plain system call about the calling thread.
+        let who = unsafe { libc::gettid() }.to_string();
+        #[cfg(not(target_os = "linux"))]
+        let who = String::new();
+        let _ = std::fs::write(dir.join(format!("{name}.paused")), who);
         let go = dir.join(format!("{name}.go"));
         while !go.exists() {
             std::thread::sleep(Duration::from_millis(20));

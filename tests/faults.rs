@@ -335,6 +335,43 @@ fn an_owner_started_while_another_process_holds_the_index_waits_then_serves() {
 }
 
 #[test]
+fn the_owner_indexes_at_the_lowest_priority() {
+    // Indexing on the threads queries run on, at their priority, made a query wait 10× longer.
+    let e = env();
+    e.write("a.md", "# A\n\napple banana\n");
+    let fp = e.notes.with_file_name("fp");
+    std::fs::create_dir_all(&fp).unwrap();
+    let owner = common::failpoint_owner(
+        &e.home,
+        &e.model,
+        &fp,
+        "store.rows_written=pause",
+        &[&e.notes],
+    );
+    let paused = fp.join("store.rows_written.paused");
+    // The file holds the paused thread's id once its write is done.
+    let read = || std::fs::read_to_string(&paused).unwrap_or_default();
+    wait_until("the owner's update to pause mid-write", || {
+        !read().trim().is_empty()
+    });
+    let tid = read();
+    let stat =
+        std::fs::read_to_string(format!("/proc/{}/task/{}/stat", owner.id(), tid.trim())).unwrap();
+    // Field 19 of the line is the nice value; fields are counted after the command's ")".
+    let nice: i64 = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(16)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(nice, 19, "the update ran on {stat}");
+    std::fs::write(fp.join("store.rows_written.go"), b"").unwrap();
+}
+
+#[test]
 fn a_watched_folder_deleted_and_made_again_is_watched_again() {
     let e = env();
     e.write("a.md", "# A\n\napple banana\n");
