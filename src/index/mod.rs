@@ -14,6 +14,7 @@ pub mod dhim;
 pub mod fit;
 pub mod hamming;
 mod matched;
+pub mod partition;
 pub mod ranked;
 pub mod reuse;
 pub mod scope;
@@ -25,6 +26,7 @@ pub mod update;
 pub mod weighted;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use crate::corpus::CorpusError;
@@ -32,6 +34,7 @@ use crate::encoder::EncoderError;
 
 pub use coder::{Coder, CoderError};
 pub use matched::Snippet;
+pub use partition::Partition;
 pub use reuse::Donor;
 pub use scope::Scope;
 pub use search::{Group, Hit, SearchParams, Searcher};
@@ -122,6 +125,11 @@ pub struct Index {
     store: Store,
     meta: IndexMeta,
     coder: Option<Coder>,
+    /// Lists of the vectors for the first stage of a large index (see [`partition`]).
+    partition: Option<Arc<Partition>>,
+    /// Live rows from which a code fit partitions the vectors ([`update::PARTITION_ROWS`];
+    /// tests lower it).
+    partition_rows: usize,
     dir: PathBuf,
 }
 
@@ -310,10 +318,20 @@ impl Index {
             (Some(_), Some(bytes)) => Coder::from_bytes(&bytes).ok(),
             _ => None,
         };
+        // Like the coder, a partition that does not decode is absent: every code is scanned.
+        let partition = match (&coder, store.partition()?) {
+            (Some(_), Some(bytes)) => Partition::from_bytes(&bytes)
+                .ok()
+                .filter(|p| p.dim() == meta.fingerprint.dim)
+                .map(Arc::new),
+            _ => None,
+        };
         let mut index = Self {
             store,
             meta,
             coder,
+            partition,
+            partition_rows: update::PARTITION_ROWS,
             dir: dir.to_path_buf(),
         };
         let settings = Settings::load(&settings_path(dir), notes)?;
@@ -473,7 +491,10 @@ impl Index {
     /// that is about to be filled, or follow it with an update.
     pub fn install_coder(&mut self, coder: Coder, fitted_on: usize) -> Result<(), IndexError> {
         let generation = self.next_code_generation();
-        self.set_coder(coder, generation, fitted_on)
+        // The lists are the vectors', not the coder's: they stay, and rows take theirs again
+        // as they are re-coded.
+        let partition = self.partition.clone();
+        self.set_coder(coder, generation, fitted_on, partition)
     }
 
     /// The generation number the next code source gets.
@@ -485,12 +506,14 @@ impl Index {
             .unwrap_or(1)
     }
 
-    /// Records `coder` as the source of codes stamped `generation` (written before or after).
+    /// Records `coder` as the source of codes stamped `generation` (written before or after),
+    /// and `partition` as the lists rows of that generation are in.
     pub(crate) fn set_coder(
         &mut self,
         coder: Coder,
         generation: u32,
         fitted_on: usize,
+        partition: Option<Arc<Partition>>,
     ) -> Result<(), IndexError> {
         let mut meta = self.meta.clone();
         meta.code = Some(CodeMeta {
@@ -499,16 +522,20 @@ impl Index {
             generation,
             fitted_on,
         });
-        self.store.set_coder(&meta, &coder.to_bytes()?)?;
+        let lists = partition.as_ref().map(|p| p.to_bytes());
+        self.store
+            .set_coder(&meta, &coder.to_bytes()?, lists.as_deref())?;
         // Codes of another length than the file's cannot be stored: widen (or narrow) it now,
         // every row stale until the caller codes it.
         let words = coder.words();
         if self.store.rows().words != words {
             let rows = self.store.rows().rows();
-            self.store.rewrite_codes(0, words, &vec![0; rows * words])?;
+            self.store
+                .rewrite_codes(0, words, &vec![0; rows * words], None)?;
         }
         self.meta = meta;
         self.coder = Some(coder);
+        self.partition = partition;
         Ok(())
     }
 
@@ -559,10 +586,15 @@ impl Index {
                     Some(c) => c.encode_vectors(&vector, vector.len() / dim)?,
                     None => None,
                 };
+                let lists = match (&code, &self.partition) {
+                    (Some(_), Some(p)) => Some(p.assign(&vector)),
+                    _ => None,
+                };
                 Ok(store::NewPassage {
                     record,
                     vector,
                     code,
+                    lists,
                 })
             })
             .collect::<Result<Vec<_>, IndexError>>()?;
@@ -590,6 +622,18 @@ impl Index {
         Ok(r)
     }
 
+    /// Makes code fits partition the vectors from `rows` live rows on, so that tests can try
+    /// the partitioned first stage on a small index.
+    #[cfg(test)]
+    pub(crate) fn partition_from(&mut self, rows: usize) {
+        self.partition_rows = rows;
+    }
+
+    /// The lists the vectors are partitioned into, on an index large enough to have them.
+    pub fn partition(&self) -> Option<&Partition> {
+        self.partition.as_deref()
+    }
+
     /// A searcher over the index as it stands: the current codes copied from memory (no disk
     /// read), the vectors mapped.
     pub fn searcher(&self) -> Result<Searcher, IndexError> {
@@ -600,6 +644,7 @@ impl Index {
             Some(self.store.words()),
             &self.meta,
             self.coder.clone(),
+            self.partition.clone(),
         ))
     }
 }

@@ -26,6 +26,7 @@ use super::cosine::{cosine_f16, prefetch, prefetch_value};
 use super::hamming;
 use super::lexical::{Highlighter, LexicalSearcher};
 use super::matched::{Snippet, matched};
+use super::partition::Partition;
 use super::select::Selection;
 use super::store::{Db, FileRecord, IndexMeta, RowTable, Vectors};
 use super::weighted::{self, RowMask, WeightedQuery};
@@ -234,7 +235,19 @@ pub struct SearchParams {
     /// Only passages of the files these filters select; applied before either side's cut, so
     /// a selective filter still returns the best `k` of what it keeps.
     pub selection: Option<Arc<Selection>>,
+    /// On a partitioned index, the share of the coded rows the first stage scans: the lists
+    /// nearest the query until they hold it. `None`: [`PROBE_SHARE`]; 1 scans every code.
+    pub probe_share: Option<f32>,
 }
+
+/// Share of a partitioned index's coded rows a query's first stage scans, the lists nearest to
+/// it first (see [`super::partition`]). Set by recall@10 against exact search: on real
+/// sentences a tenth already loses under half a point; the synthetic bench's clusters, whose
+/// points spread evenly in 384 dimensions, need a quarter for 0.99 (docs/BENCHMARKS.md).
+pub const PROBE_SHARE: f32 = 0.25;
+
+/// A query scans at least this many times its candidates, however small the share.
+const PROBE_CANDIDATES: usize = 16;
 
 /// How the first stage ranks the stored codes against the query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -354,6 +367,7 @@ impl Default for SearchParams {
             filter: Filter::default(),
             whole_pool: false,
             selection: None,
+            probe_share: None,
         }
     }
 }
@@ -447,6 +461,9 @@ pub struct Searcher {
     /// The codes again, transposed for the AVX2 weighted scan (where the CPU has it and the
     /// source gives query margins).
     blocks: Option<weighted::Blocks>,
+    /// A partitioned index's lists: then the coded rows (`passages`, `span_at`, `codes`) are
+    /// in list order, not row order.
+    probe: Option<Probe>,
     /// Per row without a current code, in row order: its passage's span; scored exactly on
     /// every query.
     stale: Vec<Span>,
@@ -468,6 +485,62 @@ pub struct Searcher {
 }
 
 type SelectionKey = (super::select::Filters, Option<i64>, Option<i64>);
+
+/// The lists of a partitioned index over its coded rows, which are ordered by list.
+struct Probe {
+    partition: Arc<Partition>,
+    /// Per list: its first coded row; one more entry, the number of coded rows, at the end.
+    starts: Vec<u32>,
+}
+
+impl Probe {
+    /// Where each list's coded rows begin once they are in list order (one more entry at the
+    /// end: every row), or `None` where a row's list is not one of the partition's (a damaged
+    /// file): then every code is scanned.
+    fn starts(partition: &Partition, lists: impl Iterator<Item = u32>) -> Option<Vec<u32>> {
+        let n = partition.lists();
+        let mut starts = vec![0u32; n + 1];
+        for l in lists {
+            *starts.get_mut(l as usize + 1)? += 1;
+        }
+        for l in 0..n {
+            starts[l + 1] += starts[l];
+        }
+        Some(starts)
+    }
+
+    /// The blocks of [`weighted::Blocks`] to scan for `query`: the lists nearest to it until
+    /// they hold `share` of the coded rows (and at least [`PROBE_CANDIDATES`] × `c`), as
+    /// ranges of blocks in increasing order, merged where they touch.
+    fn blocks(&self, query: &[f32], share: f32, c: usize) -> Vec<std::ops::Range<usize>> {
+        let total = self.starts.last().copied().unwrap_or(0) as usize;
+        let want = ((total as f64 * f64::from(share.clamp(0.0, 1.0))).ceil() as usize)
+            .max(c.saturating_mul(PROBE_CANDIDATES))
+            .min(total);
+        let block = weighted::BLOCK;
+        let mut ranges = Vec::new();
+        let mut covered = 0usize;
+        for l in self.partition.ranked(query) {
+            if covered >= want {
+                break;
+            }
+            let (a, b) = (self.starts[l as usize], self.starts[l as usize + 1]);
+            if b > a {
+                covered += (b - a) as usize;
+                ranges.push(a as usize / block..(b as usize).div_ceil(block));
+            }
+        }
+        ranges.sort_unstable_by_key(|r| r.start);
+        let mut merged: Vec<std::ops::Range<usize>> = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            match merged.last_mut() {
+                Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+                _ => merged.push(r),
+            }
+        }
+        merged
+    }
+}
 
 /// A file as filters see it.
 struct FileEntry {
@@ -533,6 +606,7 @@ impl Searcher {
         lexical: Option<LexicalSearcher>,
         meta: &IndexMeta,
         coder: Option<Coder>,
+        partition: Option<Arc<Partition>>,
     ) -> Self {
         // Without a coder no code is current: every passage is scored exactly.
         let generation = match (&meta.code, &coder) {
@@ -546,6 +620,7 @@ impl Searcher {
             codes: Vec::with_capacity(table.live_rows() * words),
             words,
             blocks: None,
+            probe: None,
             stale: Vec::new(),
             spans: Vec::with_capacity(table.live()),
             coder,
@@ -570,6 +645,27 @@ impl Searcher {
                 _ => out.spans.push((id, r as u32, r as u32 + 1)),
             }
         }
+        let coded = |r: usize| generation.is_some_and(|g| table.gens[r] == g);
+        let list = |r: usize| table.lists.get(r).copied().unwrap_or(0);
+        // On a partitioned index the coded rows go in list order, so that a list's codes are
+        // one run of blocks: each to its place as the rows are read in order (a write stream
+        // a list, which the caches hold).
+        let vectors_coded = out.coder.as_ref().is_some_and(Coder::codes_vectors);
+        let probe = match partition {
+            Some(p) if vectors_coded => Probe::starts(&p, live().filter(|&r| coded(r)).map(list))
+                .map(|starts| Probe {
+                    partition: p,
+                    starts,
+                }),
+            _ => None,
+        };
+        let mut next = probe.as_ref().map(|p| p.starts.clone());
+        if let Some(n) = probe.as_ref().and_then(|p| p.starts.last()) {
+            let n = *n as usize;
+            out.passages = vec![((0, 0, 0), 0); n];
+            out.span_at = vec![0; n];
+            out.codes = vec![0; n * words];
+        }
         // Spans and live rows are both in row order: a cursor walks the spans.
         let mut at = 0;
         for r in live() {
@@ -579,18 +675,36 @@ impl Searcher {
             let Some(&span) = out.spans.get(at) else {
                 break;
             };
-            if generation.is_some_and(|g| table.gens[r] == g) {
-                out.passages.push((span, r as u32));
-                out.span_at.push(at as u32);
-                out.codes.extend_from_slice(table.code(r));
-            } else {
+            if !coded(r) {
                 out.stale.push(span);
+                continue;
+            }
+            match next.as_mut() {
+                Some(next) => {
+                    let slot = &mut next[list(r) as usize];
+                    let i = *slot as usize;
+                    *slot += 1;
+                    out.passages[i] = (span, r as u32);
+                    out.span_at[i] = at as u32;
+                    out.codes[i * words..(i + 1) * words].copy_from_slice(table.code(r));
+                }
+                None => {
+                    out.passages.push((span, r as u32));
+                    out.span_at.push(at as u32);
+                    out.codes.extend_from_slice(table.code(r));
+                }
             }
         }
-        if out.coder.as_ref().is_some_and(Coder::codes_vectors) {
+        out.probe = probe;
+        if vectors_coded {
             out.blocks = weighted::Blocks::new(&out.codes, words);
         }
         out
+    }
+
+    /// The number of lists the first stage picks from, on a partitioned index.
+    pub fn lists(&self) -> Option<usize> {
+        self.probe.as_ref().map(|p| p.partition.lists())
     }
 
     /// Maps the vectors in ahead of the queries, in the background (see
@@ -787,11 +901,18 @@ impl Searcher {
                 let top = match margins {
                     Some(m) => {
                         let wq = WeightedQuery::new(&m, self.words).map_err(filter_err)?;
-                        match &self.blocks {
-                            Some(b) => {
+                        let share = params.probe_share.unwrap_or(PROBE_SHARE);
+                        match (&self.blocks, &self.probe, vector) {
+                            // Filters are applied in the scan, and the lists near the query
+                            // may hold none of what they keep: a filtered query scans all.
+                            (Some(b), Some(probe), Some(v)) if mask.is_none() && share < 1.0 => {
+                                let ranges = probe.blocks(v, share, c);
+                                weighted::top_candidates_in_blocks(&wq, b, c, &ranges)
+                            }
+                            (Some(b), _, _) => {
                                 weighted::top_candidates_blocks_masked(&wq, b, c, mask.as_ref())
                             }
-                            None => weighted::top_candidates_masked(
+                            (None, _, _) => weighted::top_candidates_masked(
                                 &wq,
                                 &self.codes,
                                 self.words,
@@ -1493,8 +1614,20 @@ mod tests {
     /// An index of `n` clustered unit vectors (64 dimensions), written through the real store
     /// with its ITQ codes fitted as an update fits them.
     fn clustered_index(dir: &std::path::Path, n: usize) -> (crate::index::Index, Vec<Vec<f32>>) {
+        clustered_index_from(dir, n, None)
+    }
+
+    /// [`clustered_index`], its vectors partitioned into lists from `partition_from` rows.
+    fn clustered_index_from(
+        dir: &std::path::Path,
+        n: usize,
+        partition_from: Option<usize>,
+    ) -> (crate::index::Index, Vec<Vec<f32>>) {
         let dim = 64;
         let mut index = synthetic_index(dir, dim);
+        if let Some(rows) = partition_from {
+            index.partition_from(rows);
+        }
         let mut rng = crate::rng::SplitMix64::new(3);
         let centres: Vec<Vec<f32>> = (0..20)
             .map(|_| (0..dim).map(|_| rng.gaussian() as f32).collect())
@@ -1581,6 +1714,129 @@ mod tests {
             k: 10,
             group,
             ..Default::default()
+        }
+    }
+
+    /// Each live row's stored list, and the list its vector belongs to.
+    fn stored_and_assigned_lists(index: &crate::index::Index) -> (Vec<u32>, Vec<u32>) {
+        let table = index.store().rows();
+        let vectors = index.store().vectors().unwrap();
+        let part = index.partition().unwrap();
+        let live: Vec<usize> = (0..table.rows()).filter(|&r| !table.dead[r]).collect();
+        let stored = live.iter().map(|&r| table.lists[r]).collect();
+        let data: Vec<f32> = live
+            .iter()
+            .flat_map(|&r| vectors.row(r).unwrap().iter().map(|h| h.to_f32()))
+            .collect();
+        (stored, part.assign(&data))
+    }
+
+    #[test]
+    fn a_partitioned_index_scans_the_lists_near_the_query_and_finds_what_a_full_scan_finds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut index, queries) = clustered_index_from(dir.path(), 5000, Some(0));
+        let lists = index.partition().expect("a partition was fitted").lists();
+        assert!(lists > 1);
+        // Every row was coded with its list, and a passage stored later is too.
+        let (stored, assigned) = stored_and_assigned_lists(&index);
+        assert_eq!(stored, assigned);
+        let root = dir.path().join("notes");
+        let late = root.join("late.md");
+        let v: Vec<f32> = queries[3].clone();
+        index
+            .put_file(&late, &root, vec![(record(&late, 0), v)])
+            .unwrap();
+        let (stored, assigned) = stored_and_assigned_lists(&index);
+        assert_eq!(stored, assigned);
+        assert!(
+            stored
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                > 1
+        );
+
+        // The partition and the lists outlive the process.
+        drop(index);
+        let index = synthetic_index(dir.path(), 64);
+        assert_eq!(index.partition().map(|p| p.lists()), Some(lists));
+        let (stored, assigned) = stored_and_assigned_lists(&index);
+        assert_eq!(stored, assigned);
+
+        let searcher = index.searcher().unwrap();
+        assert_eq!(searcher.lists(), Some(lists));
+        let probe = searcher.probe.as_ref().unwrap();
+        let params = |share| SearchParams {
+            mode: Mode::Semantic,
+            candidates: Some(20),
+            k: 10,
+            group: Group::None,
+            probe_share: Some(share),
+            ..Default::default()
+        };
+        let (mut found, mut wanted) = (0, 0);
+        for q in &queries {
+            // The lists near the query hold a share of the rows, not all of them.
+            let scanned: usize = probe.blocks(q, 0.1, 20).iter().map(|r| r.len()).sum();
+            assert!(scanned * weighted::BLOCK < searcher.vectors());
+            let all: Vec<u64> = searcher
+                .search(q, &params(1.0))
+                .unwrap()
+                .iter()
+                .map(|h| h.id)
+                .collect();
+            let near = searcher.search(q, &params(0.1)).unwrap();
+            wanted += all.len();
+            found += near.iter().filter(|h| all.contains(&h.id)).count();
+            // The best passage of the full scan is found through its list.
+            assert_eq!(near.first().map(|h| h.id), all.first().copied());
+        }
+        assert!(found * 10 >= wanted * 9, "{found} of {wanted}");
+    }
+
+    #[test]
+    fn an_index_that_grows_large_enough_is_partitioned_at_its_next_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut index, _) = clustered_index(dir.path(), 1000);
+        assert!(index.partition().is_none());
+        // Neither the code length nor the corpus changed: only the size the partition needs.
+        index.partition_from(1000);
+        let desc = index.fit_codes(32).unwrap().expect("a fit");
+        assert!(desc.contains("lists"), "{desc}");
+        assert!(index.partition().is_some());
+        let (stored, assigned) = stored_and_assigned_lists(&index);
+        assert_eq!(stored, assigned);
+        assert!(index.searcher().unwrap().lists().is_some());
+        // And once partitioned, the next fit is not due again for that.
+        assert!(index.fit_codes(32).unwrap().is_none());
+    }
+
+    #[test]
+    fn probed_blocks_cover_the_nearest_lists_in_order_and_merge_where_they_touch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, queries) = clustered_index_from(dir.path(), 5000, Some(0));
+        let searcher = index.searcher().unwrap();
+        let probe = searcher.probe.as_ref().unwrap();
+        let total = searcher.vectors();
+        for q in &queries[..5] {
+            let ranges = probe.blocks(q, 0.3, 10);
+            assert!(ranges.windows(2).all(|w| w[0].end < w[1].start));
+            let blocks: usize = ranges.iter().map(|r| r.len()).sum();
+            assert!(blocks * weighted::BLOCK >= total * 3 / 10);
+            // The nearest list is among them.
+            let first = probe.partition.ranked(q)[0] as usize;
+            let (a, b) = (
+                probe.starts[first] as usize,
+                probe.starts[first + 1] as usize,
+            );
+            assert!(
+                ranges
+                    .iter()
+                    .any(|r| r.start * weighted::BLOCK <= a && b <= r.end * weighted::BLOCK)
+            );
+            // A share of everything is every block.
+            let all = probe.blocks(q, 1.0, 10);
+            assert_eq!(all, vec![0..total.div_ceil(weighted::BLOCK)]);
         }
     }
 

@@ -10,6 +10,7 @@ use crate::corpus::{self, ChunkConfig, CorpusConfig, Format, Kind, Skipped, Toke
 use crate::encoder::{BatchLimits, Encoder};
 
 use super::coder::{Coder, embed_and_code};
+use super::partition::Partition;
 use super::reuse::Donor;
 use super::store::{FileRecord, NewPassage, PassageRecord};
 use super::{Index, IndexError};
@@ -607,12 +608,19 @@ fn flush_group(
             .map(|(record, units)| {
                 let rows = row..row + units.len();
                 row = rows.end;
+                let vector: Vec<f32> = rows.clone().flat_map(|i| emb.row(i).to_vec()).collect();
+                let code = codes
+                    .as_ref()
+                    .map(|c| c[rows.start * words..rows.end * words].to_vec());
+                let lists = match (&code, &index.partition) {
+                    (Some(_), Some(part)) => Some(part.assign(&vector)),
+                    _ => None,
+                };
                 NewPassage {
                     record,
-                    vector: rows.clone().flat_map(|i| emb.row(i).to_vec()).collect(),
-                    code: codes
-                        .as_ref()
-                        .map(|c| c[rows.start * words..rows.end * words].to_vec()),
+                    vector,
+                    code,
+                    lists,
                 }
             })
             .collect();
@@ -665,6 +673,9 @@ fn maybe_refit(
         (Some(meta), Some(coder)) => {
             meta.bits != bits
                 || n >= meta.fitted_on.saturating_mul(2)
+                // Grown large enough to be partitioned (see `fit_partition`).
+                || (index.partition.is_none()
+                    && index.store.rows().live_rows() >= index.partition_rows)
                 || (coder.name() == "lsh"
                     && n >= bits * super::coder::MIN_PASSAGES_PER_BIT
                     && bits <= dim)
@@ -680,10 +691,11 @@ fn maybe_refit(
         return Ok(None);
     }
     let coder = Coder::fit(&vectors, ids.len(), dim, bits)?;
-    drop(vectors);
     let live = index.store.rows().live_rows();
+    let partition = fit_partition(&vectors, dim, live, index.partition_rows)?;
+    drop(vectors);
     let desc = format!(
-        "{} {}-bit codes fitted on {} passages ({} vectors{})",
+        "{} {}-bit codes fitted on {} passages ({} vectors{}){}",
         coder.name(),
         bits,
         n,
@@ -692,12 +704,16 @@ fn maybe_refit(
             format!(", a sample of {}", ids.len())
         } else {
             String::new()
+        },
+        match &partition {
+            Some(p) => format!(", the vectors in {} lists", p.lists()),
+            None => String::new(),
         }
     );
     // The coder first, then its codes: a crash in between leaves codes of the old generation,
     // which are stale (scored exactly) until `recode_stale` catches them up.
     let generation = index.next_code_generation();
-    index.set_coder(coder, generation, n)?;
+    index.set_coder(coder, generation, n, partition.map(Arc::new))?;
     crate::failpoint::hit("refit.coder_saved");
     recode_all(index)?;
     Ok(Some(desc))
@@ -712,11 +728,14 @@ fn recode_all(index: &mut Index) -> Result<(), IndexError> {
     let words = coder.words();
     let rows = index.store.rows().rows();
     let dim = index.meta.fingerprint.dim;
-    let Some(codes) = code_rows(coder, &index.store, dim, 0..rows)? else {
+    let partition = index.partition.as_deref();
+    let Some((codes, lists)) = code_rows(coder, partition, &index.store, dim, 0..rows)? else {
         return Ok(());
     };
     let generation = meta.generation;
-    index.store.rewrite_codes(generation, words, &codes)?;
+    index
+        .store
+        .rewrite_codes(generation, words, &codes, lists.as_deref())?;
     Ok(())
 }
 
@@ -728,14 +747,17 @@ const FIT_SAMPLE: usize = 100_000;
 /// one chunk, not the index, as f32.
 const CODE_CHUNK: usize = 16_384;
 
-/// The codes of `rows` (in the vector file), in their order; a row without a vector (a hole
-/// left by a crash) codes as zeros. `None` for a source that needs token states.
+/// The codes of `rows` (in the vector file), in their order, with their lists where there is
+/// a `partition`; a row without a vector (a hole left by a crash) codes as zeros. `None` for a
+/// source that needs token states.
 fn code_rows(
     coder: &Coder,
+    partition: Option<&Partition>,
     store: &super::store::Store,
     dim: usize,
     rows: impl ExactSizeIterator<Item = usize>,
-) -> Result<Option<Vec<u64>>, IndexError> {
+) -> Result<Option<CodedRows>, IndexError> {
+    let mut lists = partition.map(|_| Vec::with_capacity(rows.len()));
     let mut codes = Vec::with_capacity(rows.len() * coder.words());
     let mut data = Vec::with_capacity(CODE_CHUNK.min(rows.len()) * dim);
     let mut rows = rows.peekable();
@@ -756,9 +778,49 @@ fn code_rows(
             Some(c) => codes.extend_from_slice(&c),
             None => return Ok(None),
         }
+        if let (Some(p), Some(l)) = (partition, lists.as_mut()) {
+            l.extend(p.assign(&data));
+        }
     }
-    Ok(Some(codes))
+    Ok(Some((codes, lists)))
 }
+
+/// Rows' codes, and their lists where the index has a partition.
+type CodedRows = (Vec<u64>, Option<Vec<u32>>);
+
+/// Live rows from which an index's vectors are partitioned into lists, so that a query's first
+/// stage scans the lists near it rather than every code (see [`super::partition`]). Below it
+/// the whole scan costs little next to the rest of a query (an eighth of it at 500,000 rows,
+/// over half at 5 M; docs/BENCHMARKS.md).
+pub const PARTITION_ROWS: usize = 1 << 20;
+
+/// Rows a list holds on average, which sets the number of lists: finer lists let a query scan
+/// a smaller share of the rows for the same recall, and cost more to rank (a query scores
+/// every list's centroid). See docs/BENCHMARKS.md for the measurements behind it.
+const ROWS_PER_LIST: usize = 1024;
+
+/// The partition for an index of `live` rows, fitted on the code fit's sample; `None` below
+/// `from` rows ([`PARTITION_ROWS`] but in tests).
+fn fit_partition(
+    sample: &[f32],
+    dim: usize,
+    live: usize,
+    from: usize,
+) -> Result<Option<Partition>, IndexError> {
+    if live < from || dim == 0 || sample.len() < dim {
+        return Ok(None);
+    }
+    // Two levels of about √(lists) each (see `Partition`).
+    let side = ((live / ROWS_PER_LIST) as f64).sqrt().ceil() as usize;
+    let n = sample.len() / dim;
+    let coarse = side.clamp(1, n.max(1));
+    Partition::fit(sample, dim, coarse, side.max(1), PARTITION_ROUNDS, 0x1157)
+        .map(Some)
+        .map_err(|e| IndexError::Coder(super::CoderError::Fit(e.to_string())))
+}
+
+/// Rounds of k-means at each level of a partition.
+const PARTITION_ROUNDS: usize = 8;
 
 /// Brings stale codes — passages stored before any coder existed, or left behind by a refit a
 /// crash interrupted — under the current coder. The DHIM head codes token states, which are not
@@ -781,15 +843,21 @@ fn recode_stale(index: &mut Index) -> Result<(), IndexError> {
         return Ok(());
     }
     let dim = index.meta.fingerprint.dim;
-    let Some(codes) = code_rows(coder, &index.store, dim, stale.iter().copied())? else {
+    let partition = index.partition.as_deref();
+    let Some((codes, lists)) =
+        code_rows(coder, partition, &index.store, dim, stale.iter().copied())?
+    else {
         return Ok(());
     };
     let words = coder.words();
     let generation = meta.generation;
-    let items: Vec<(usize, &[u64])> = stale
+    let items: Vec<(usize, &[u64], u32)> = stale
         .iter()
         .enumerate()
-        .map(|(i, &r)| (r, &codes[i * words..(i + 1) * words]))
+        .map(|(i, &r)| {
+            let list = lists.as_ref().map_or(0, |l| l[i]);
+            (r, &codes[i * words..(i + 1) * words], list)
+        })
         .collect();
     index.store.put_codes(generation, &items)?;
     Ok(())

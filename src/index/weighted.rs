@@ -33,7 +33,7 @@ use super::hamming::{self, Candidate, HammingError};
 /// a byte's two lookups (at most 248) add up in a `u8` lane before widening.
 const MAX_WEIGHT: f32 = 31.0;
 /// Codes per block of the transposed layout: one 256-bit register of bytes.
-const BLOCK: usize = 32;
+pub const BLOCK: usize = 32;
 
 /// A query for the asymmetric filter: its bits and its distance tables.
 #[derive(Debug, Clone)]
@@ -338,6 +338,84 @@ fn top_in_parts(
         let _ = (query, mask, parts);
         Ok(Vec::new())
     }
+}
+
+/// [`top_candidates_blocks`] over only the blocks in `ranges` (of block numbers, increasing
+/// and disjoint): the lists of a partitioned index nearest to the query (see
+/// [`super::partition`]). Every code of those blocks is a candidate, the others none.
+pub fn top_candidates_in_blocks(
+    query: &WeightedQuery,
+    blocks: &Blocks,
+    c: usize,
+    ranges: &[std::ops::Range<usize>],
+) -> Result<Vec<Candidate>, HammingError> {
+    hamming::validate(&query.code, &[], blocks.words)?;
+    let total = blocks.n.div_ceil(BLOCK);
+    let ranges: Vec<std::ops::Range<usize>> = ranges
+        .iter()
+        .map(|r| r.start.min(total)..r.end.min(total))
+        .filter(|r| !r.is_empty())
+        .collect();
+    let scanned: usize = ranges.iter().map(|r| r.len()).sum();
+    let c = c.min(scanned * BLOCK).min(blocks.n);
+    if c == 0 {
+        return Ok(Vec::new());
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        use rayon::prelude::*;
+        let parts = if scanned * BLOCK >= PARALLEL_CODES {
+            rayon::current_num_threads().clamp(1, 8)
+        } else {
+            1
+        };
+        let scan = |piece: &Vec<std::ops::Range<usize>>| {
+            let mut sel = Selector::new(c, blocks.words, None);
+            for r in piece {
+                // SAFETY: as in `scan_parts`.
+                unsafe { x86::scan_blocks(query, blocks, r.clone(), 1, &mut sel) };
+            }
+            sel.kept
+        };
+        let pieces = split_ranges(&ranges, scanned, parts);
+        let kept = if pieces.len() == 1 {
+            scan(&pieces[0])
+        } else {
+            let kept: Vec<Vec<Candidate>> = pieces.par_iter().map(scan).collect();
+            kept.concat()
+        };
+        Ok(finish_kept(kept, c, blocks.words))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        // Unreachable: `Blocks::new` returns `None` off x86-64.
+        Ok(Vec::new())
+    }
+}
+
+/// `ranges` (holding `total` blocks) cut into `parts` pieces of about as many blocks, in order.
+fn split_ranges(
+    ranges: &[std::ops::Range<usize>],
+    total: usize,
+    parts: usize,
+) -> Vec<Vec<std::ops::Range<usize>>> {
+    let parts = parts.clamp(1, total.max(1));
+    let mut pieces = vec![Vec::new(); parts];
+    let mut done = 0usize;
+    for r in ranges {
+        let mut start = r.start;
+        while start < r.end {
+            let piece = (done * parts / total).min(parts - 1);
+            // Blocks left before the next piece begins.
+            let room = ((piece + 1) * total).div_ceil(parts) - done;
+            let end = r.end.min(start + room.max(1));
+            pieces[piece].push(start..end);
+            done += end - start;
+            start = end;
+        }
+    }
+    pieces.retain(|p| !p.is_empty());
+    pieces
 }
 
 /// Codes from which a scan is split across threads. The scan of a million 128-bit codes
@@ -729,6 +807,57 @@ mod tests {
                     "{bits} bits, {parts} parts"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_scan_of_some_blocks_keeps_the_best_of_their_codes_only() {
+        if Blocks::new(&[0], 1).is_none() {
+            assert!(!avx2_supported());
+            return;
+        }
+        let (words, bits, n, c) = (2, 128, 300_001, 700);
+        let (margins, codes) = random(words, bits, n, 21);
+        let q = WeightedQuery::new(&margins, words).unwrap();
+        let blocks = Blocks::new(&codes, words).unwrap();
+        let total = n.div_ceil(BLOCK);
+        // Over every block: the whole scan's answer.
+        assert_eq!(
+            top_candidates_in_blocks(&q, &blocks, c, std::slice::from_ref(&(0..total))).unwrap(),
+            top_candidates(&q, &codes, words, c).unwrap()
+        );
+        // Over some (large enough to be split across threads, the last one cut short): the
+        // best of exactly their codes.
+        let ranges = [3..1000, 1500..1501, 2000..7000, total - 10..total + 5];
+        let inside = |i: usize| ranges.iter().any(|r| r.contains(&(i / BLOCK)));
+        let mut want = top_candidates(&q, &codes, words, n).unwrap();
+        want.retain(|k| inside(k.index as usize));
+        want.truncate(c);
+        assert_eq!(
+            top_candidates_in_blocks(&q, &blocks, c, &ranges).unwrap(),
+            want
+        );
+        assert!(
+            top_candidates_in_blocks(&q, &blocks, c, &[])
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn ranges_split_into_pieces_of_about_as_many_blocks_in_order() {
+        let ranges = [0..3, 5..12, 20..21];
+        for parts in 1..=12 {
+            let pieces = split_ranges(&ranges, 11, parts);
+            assert_eq!(pieces.len(), parts.min(11));
+            let flat: Vec<usize> = pieces.iter().flatten().flat_map(|r| r.clone()).collect();
+            let want: Vec<usize> = ranges.iter().flat_map(|r| r.clone()).collect();
+            assert_eq!(flat, want, "{parts} parts");
+            let sizes: Vec<usize> = pieces
+                .iter()
+                .map(|p| p.iter().map(|r| r.len()).sum())
+                .collect();
+            assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1);
         }
     }
 

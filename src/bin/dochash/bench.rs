@@ -77,6 +77,12 @@ pub fn embed_cached(
                 .collect());
         }
     }
+    if let Some(f) = &file {
+        shared::note(
+            g,
+            format!("embedding {} texts into {}", texts.len(), f.display()),
+        );
+    }
     let started = Instant::now();
     let mut data = Vec::with_capacity(texts.len() * enc.dim());
     let mut tokens = 0usize;
@@ -178,7 +184,7 @@ fn recall(g: &Global, a: &RecallArgs) -> Result<()> {
         let searcher = index.searcher()?;
         let exact = exact_tops(&index, &qs, dim, k)?;
         for c in candidate_counts(a, n, k, bits)? {
-            let (r, p95) = searched_recall(&searcher, &qs, dim, &exact, k, c)?;
+            let (r, p95) = searched_recall(&searcher, &qs, dim, &exact, k, c, None)?;
             if a.json {
                 println!(
                     "{}",
@@ -404,14 +410,29 @@ fn composed_units(
         let exact = exact_tops(&index, qs, dim, k)?;
         let rows = index.store().rows().live_rows();
         let searcher = index.searcher()?;
+        let shares: Vec<Option<f32>> = match &a.probe_shares {
+            Some(s) => s
+                .split(',')
+                .map(|x| {
+                    x.trim()
+                        .parse::<f32>()
+                        .map(Some)
+                        .with_context(|| format!("bad share {x:?}"))
+                })
+                .collect::<Result<_>>()?,
+            None => vec![None],
+        };
         for c in candidate_counts(a, rows, k, bits)? {
-            let (r, p95) = searched_recall(&searcher, qs, dim, &exact, k, c)?;
-            println!(
-                "{}",
-                serde_json::json!({"bits": bits, "candidates": c, "passages": n,
-                    "units": rows, "filter": searcher.filter_name(),
-                    "queries": exact.len(), "k": k, "recall": r, "p95_ms": p95})
-            );
+            for &share in &shares {
+                let (r, p95) = searched_recall(&searcher, qs, dim, &exact, k, c, share)?;
+                println!(
+                    "{}",
+                    serde_json::json!({"bits": bits, "candidates": c, "passages": n,
+                        "units": rows, "filter": searcher.filter_name(),
+                        "lists": searcher.lists(), "probe_share": share,
+                        "queries": exact.len(), "k": k, "recall": r, "p95_ms": p95})
+                );
+            }
         }
     }
     Ok(())
@@ -448,12 +469,14 @@ fn searched_recall(
     exact: &[Vec<u64>],
     k: usize,
     c: usize,
+    probe_share: Option<f32>,
 ) -> Result<(f64, f64)> {
     let params = SearchParams {
         k,
         candidates: Some(c),
         mode: Mode::Semantic,
         group: Group::None,
+        probe_share,
         ..Default::default()
     };
     let (mut hit, mut took) = (0usize, Vec::with_capacity(exact.len()));

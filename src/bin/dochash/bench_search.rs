@@ -300,6 +300,7 @@ pub fn run(a: &SearchBenchArgs) -> Result<()> {
             filter,
             group: Group::None,
             selection: selected.map(|s| s.0.clone()),
+            probe_share: a.probe_share,
             ..Default::default()
         };
         let mut lat = Vec::with_capacity(queries.len());
@@ -327,7 +328,8 @@ pub fn run(a: &SearchBenchArgs) -> Result<()> {
             "filters": selected.and(a.filters.as_deref()),
             "kept_passages": selected.map(|s| s.1.len()),
             "queries": a.queries, "warm": a.warm, "warmed_ms": warmed_ms,
-            "next_searcher": a.next_searcher, "p50_ms": pct(50), "p95_ms": pct(95),
+            "next_searcher": a.next_searcher, "lists": searcher.lists(),
+            "probe_share": a.probe_share, "p50_ms": pct(50), "p95_ms": pct(95),
             "max_ms": lat.last(), "open_ms": open_ms, "build_s": build_s,
             "recall_at_10": (checked > 0).then(|| found as f64 / checked as f64),
             "rss_mb_after_open": rss_after_open, "rss_mb_before_open": rss_before,

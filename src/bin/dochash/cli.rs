@@ -465,6 +465,11 @@ pub struct RecallArgs {
     /// Candidate counts, comma-separated (default: what `dochash query` uses)
     #[arg(long, value_name = "C,...")]
     pub candidates: Option<String>,
+    /// With --units, on an index large enough to be partitioned into lists: the shares of its
+    /// vectors the first stage scans, comma-separated (1 scans every code; default: what
+    /// `dochash query` uses)
+    #[arg(long, value_name = "S,...")]
+    pub probe_shares: Option<String>,
     /// Recall of the top K
     #[arg(short = 'k', default_value_t = 10, value_name = "K")]
     pub k: usize,
@@ -548,6 +553,10 @@ pub struct SearchBenchArgs {
     /// Candidates for the rerank (default: what `dochash query` uses)
     #[arg(long)]
     pub candidates: Option<usize>,
+    /// On an index large enough to be partitioned into lists: the share of its vectors the
+    /// first stage scans (1 scans every code; default: what `dochash query` uses)
+    #[arg(long, value_name = "SHARE")]
+    pub probe_share: Option<f32>,
     /// Queries to time
     #[arg(long, default_value_t = 200)]
     pub queries: usize,

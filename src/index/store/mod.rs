@@ -351,10 +351,15 @@ pub struct NewPassage {
     pub record: PassageRecord,
     pub vector: Vec<f32>,
     pub code: Option<Vec<u64>>,
+    /// Per unit, its list in the index's partition (with the code; none: list 0).
+    pub lists: Option<Vec<u32>>,
 }
 
 const META_KEY: &[u8] = b"meta";
 const CODER_KEY: &[u8] = b"coder";
+/// The partition of the vectors that goes with the coder (see `index::partition`); absent for
+/// an index too small to need one.
+const PARTITION_KEY: &[u8] = b"partition";
 const COUNTS_KEY: &[u8] = b"counts";
 
 /// How long [`Store::open`] waits for another process to release the database.
@@ -529,6 +534,14 @@ impl Db {
         Ok(self
             .meta
             .get(CODER_KEY)
+            .map_err(|e| self.err(e))?
+            .map(|v| v.to_vec()))
+    }
+
+    fn partition(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .meta
+            .get(PARTITION_KEY)
             .map_err(|e| self.err(e))?
             .map(|v| v.to_vec()))
     }
@@ -761,14 +774,27 @@ impl Store {
         self.db.coder()
     }
 
-    /// Installs a new code source and its metadata together, so that a crash never pairs a
-    /// generation number with the wrong coder.
-    pub fn set_coder(&mut self, meta: &IndexMeta, coder: &[u8]) -> Result<(), StoreError> {
+    pub fn partition(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db.partition()
+    }
+
+    /// Installs a new code source, its partition and their metadata together, so that a crash
+    /// never pairs a generation number with the wrong coder or lists.
+    pub fn set_coder(
+        &mut self,
+        meta: &IndexMeta,
+        coder: &[u8],
+        partition: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
         self.dirty()?;
         let m = serde_json::to_vec(meta).map_err(|e| self.db.corrupt(e))?;
         let mut b = sled::Batch::default();
         b.insert(META_KEY, m);
         b.insert(CODER_KEY, coder);
+        match partition {
+            Some(p) => b.insert(PARTITION_KEY, p),
+            None => b.remove(PARTITION_KEY),
+        }
         self.db.meta.apply_batch(b).map_err(|e| self.db.err(e))
     }
 
@@ -819,7 +845,7 @@ impl Store {
         let old = self.db.file(path)?;
         let ids: Vec<u64> = (self.next_id..self.next_id + new.len() as u64).collect();
         let (dim, words) = (self.dim(), self.rows.table().words);
-        let mut rows: Vec<(u64, u32, &[u64], &[f32])> = Vec::new();
+        let mut rows: Vec<rows::NewRow> = Vec::new();
         for (&id, p) in ids.iter().zip(new) {
             let units = p.vector.len() / dim.max(1);
             if units == 0 || units * dim != p.vector.len() || units > rows::MAX_UNITS {
@@ -830,7 +856,13 @@ impl Store {
                 let key = rows::row_key(id, u, units)
                     .ok_or_else(|| self.db.corrupt("passage ids ran out"))?;
                 let c = code.map_or(&[][..], |c| &c[u * words..(u + 1) * words]);
-                rows.push((key, code_generation, c, v));
+                let list = p
+                    .lists
+                    .as_ref()
+                    .and_then(|l| l.get(u))
+                    .copied()
+                    .unwrap_or(0);
+                rows.push((key, code_generation, c, list, v));
             }
         }
         self.rows.append(&rows)?;
@@ -906,21 +938,23 @@ impl Store {
         Ok((ids, data))
     }
 
-    /// Replaces every row's code (`rows × words`, in row order, dead rows included).
+    /// Replaces every row's code (`rows × words`, in row order, dead rows included) and its
+    /// list in the partition (none: there is no partition).
     pub fn rewrite_codes(
         &mut self,
         generation: u32,
         words: usize,
         codes: &[u64],
+        lists: Option<&[u32]>,
     ) -> Result<(), StoreError> {
-        self.rows.rewrite_codes(generation, words, codes)
+        self.rows.rewrite_codes(generation, words, codes, lists)
     }
 
-    /// Writes codes for some rows in place (same code length as the file's).
+    /// Writes codes and lists for some rows in place (same code length as the file's).
     pub fn put_codes(
         &mut self,
         generation: u32,
-        items: &[(usize, &[u64])],
+        items: &[(usize, &[u64], u32)],
     ) -> Result<(), StoreError> {
         self.rows.put_codes(generation, items)
     }
@@ -1100,6 +1134,7 @@ mod tests {
             },
             vector: vec![0.6, 0.8],
             code: Some(vec![0b1011]),
+            lists: None,
         }
     }
 
@@ -1248,7 +1283,7 @@ mod tests {
         .unwrap();
         // A row that never reached sled (killed between the two writes)...
         let key = rows::row_key(99, 0, 1).unwrap();
-        s.rows.append(&[(key, 1, &[1], &[0.6, 0.8])]).unwrap();
+        s.rows.append(&[(key, 1, &[1], 0, &[0.6, 0.8])]).unwrap();
         // ...and a file whose rows were lost (sled durable, the rows file not).
         let b = s.file(Path::new("/n/b.md")).unwrap().unwrap();
         s.rows.kill(&b.passages[..1]).unwrap();
@@ -1343,7 +1378,7 @@ mod tests {
         {
             let (mut s, _) = Store::open(dir.path(), Some(2)).unwrap();
             assert!(s.meta().unwrap().is_none());
-            s.set_coder(&meta, b"blob").unwrap();
+            s.set_coder(&meta, b"blob", None).unwrap();
             s.flush().unwrap();
         }
         let (s, _) = Store::open(dir.path(), Some(2)).unwrap();

@@ -94,6 +94,15 @@ fn is_anchor(key: u64) -> bool {
 }
 
 const FLAG_DEAD: u32 = 1;
+/// A row's list in the index's partition (see `index::partition`) is kept in the flags' upper
+/// 24 bits: valid, like the code, for rows of the partition's code generation.
+const LIST_SHIFT: u32 = 8;
+/// Most lists a row's flags can name.
+pub const MAX_LIST: u32 = (1 << (32 - LIST_SHIFT)) - 1;
+
+fn flags(dead: bool, list: u32) -> u32 {
+    (u32::from(dead) * FLAG_DEAD) | (list.min(MAX_LIST) << LIST_SHIFT)
+}
 
 /// Longest code, in words, and widest vector a header may declare (a damaged header must not
 /// turn into a huge allocation).
@@ -112,6 +121,8 @@ pub struct RowTable {
     pub dead: Vec<bool>,
     /// `rows × words` code words.
     pub codes: Vec<u64>,
+    /// Per row: its list in the partition, where its code generation has one (else 0).
+    pub lists: Vec<u32>,
     /// Live rows, and live passages (anchors) among them.
     live_rows: usize,
     live: usize,
@@ -174,10 +185,18 @@ impl RowTable {
         self.keys.last().copied().map(passage_of).unwrap_or(0)
     }
 
-    fn push(&mut self, key: u64, gen_: u32, dead: bool, code: impl IntoIterator<Item = u64>) {
+    fn push(
+        &mut self,
+        key: u64,
+        gen_: u32,
+        dead: bool,
+        list: u32,
+        code: impl IntoIterator<Item = u64>,
+    ) {
         self.keys.push(key);
         self.gens.push(gen_);
         self.dead.push(dead);
+        self.lists.push(list);
         if !dead {
             self.live_rows += 1;
             self.live += usize::from(is_anchor(key));
@@ -193,6 +212,9 @@ impl RowTable {
         }
     }
 }
+
+/// A row to append: `(key, code generation, code words or empty, list, vector)`.
+pub type NewRow<'a> = (u64, u32, &'a [u64], u32, &'a [f32]);
 
 /// A read-only view of the vectors, shared by searchers (cheap to clone).
 #[derive(Clone, Default)]
@@ -453,6 +475,7 @@ impl RowFiles {
         t.keys.reserve(rows);
         t.gens.reserve(rows);
         t.dead.reserve(rows);
+        t.lists.reserve(rows);
         t.codes.reserve(rows * words);
         let mut garbage = Vec::new();
         let mut last = 0u64;
@@ -461,6 +484,7 @@ impl RowFiles {
             let gen_ = u32::from_le_bytes(row[8..12].try_into().unwrap_or_default());
             let flags = u32::from_le_bytes(row[12..16].try_into().unwrap_or_default());
             let mut dead = flags & FLAG_DEAD != 0;
+            let list = flags >> LIST_SHIFT;
             if key <= last {
                 // Not in key order: garbage. Kept as a dead row (the row numbers of the vectors
                 // file must not shift), with a key that keeps the order.
@@ -474,7 +498,7 @@ impl RowFiles {
             let code = row[16..]
                 .chunks_exact(8)
                 .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()));
-            t.push(key, gen_, dead, code);
+            t.push(key, gen_, dead, list, code);
         }
         // Rows after the last anchor belong to a passage whose anchor a crash cut off.
         for r in (0..t.rows()).rev() {
@@ -487,7 +511,7 @@ impl RowFiles {
             }
         }
         for r in garbage {
-            self.write_flags(r, FLAG_DEAD)?;
+            self.write_flags(r, flags(true, self.table.lists[r]))?;
         }
         Ok(())
     }
@@ -546,10 +570,10 @@ impl RowFiles {
         })
     }
 
-    /// Appends rows: `(key, code generation, code words or empty, vector)`, keys from
+    /// Appends rows: `(key, code generation, code words or empty, list, vector)`, keys from
     /// [`row_key`], greater than every key already written, each passage's rows together and
     /// in unit order.
-    pub fn append(&mut self, rows: &[(u64, u32, &[u64], &[f32])]) -> Result<(), StoreError> {
+    pub fn append(&mut self, rows: &[NewRow<'_>]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -557,7 +581,7 @@ impl RowFiles {
         let mut cbuf = Vec::with_capacity(rows.len() * code_row_bytes(words) as usize);
         let mut vbuf = Vec::with_capacity(rows.len() * self.dim * 2);
         let mut last = self.table.keys.last().copied().unwrap_or(0);
-        for (id, gen_, code, vector) in rows {
+        for (id, gen_, code, list, vector) in rows {
             if *id <= last || vector.len() != self.dim {
                 return Err(corrupt(
                     &self.dir,
@@ -565,14 +589,14 @@ impl RowFiles {
                 ));
             }
             last = *id;
-            let (gen_, code) = if code.len() == words {
-                (*gen_, *code)
+            let (gen_, code, list) = if code.len() == words {
+                (*gen_, *code, *list)
             } else {
-                (0, &[][..])
+                (0, &[][..], 0)
             };
             cbuf.extend_from_slice(&id.to_le_bytes());
             cbuf.extend_from_slice(&gen_.to_le_bytes());
-            cbuf.extend_from_slice(&0u32.to_le_bytes());
+            cbuf.extend_from_slice(&flags(false, list).to_le_bytes());
             for w in 0..words {
                 cbuf.extend_from_slice(&code.get(w).copied().unwrap_or(0).to_le_bytes());
             }
@@ -594,10 +618,11 @@ impl RowFiles {
             &cbuf,
         )?;
         let t = &mut self.table;
-        for (key, gen_, code, _) in rows {
+        for (key, gen_, code, list, _) in rows {
             let coded = code.len() == words;
             let code = (0..words).map(|w| if coded { code[w] } else { 0 });
-            t.push(*key, if coded { *gen_ } else { 0 }, false, code);
+            let (gen_, list) = if coded { (*gen_, *list) } else { (0, 0) };
+            t.push(*key, gen_, false, list.min(MAX_LIST), code);
         }
         Ok(())
     }
@@ -607,7 +632,7 @@ impl RowFiles {
         for id in ids {
             for r in self.table.rows_of(*id) {
                 if !self.table.dead[r] {
-                    self.write_flags(r, FLAG_DEAD)?;
+                    self.write_flags(r, flags(true, self.table.lists[r]))?;
                     self.table.kill_row(r);
                 }
             }
@@ -625,16 +650,23 @@ impl RowFiles {
         )
     }
 
-    /// Writes codes of generation `gen_` for rows in place (same code length).
-    pub fn put_codes(&mut self, gen_: u32, items: &[(usize, &[u64])]) -> Result<(), StoreError> {
+    /// Writes codes of generation `gen_` for rows in place (same code length), with each
+    /// row's list.
+    pub fn put_codes(
+        &mut self,
+        gen_: u32,
+        items: &[(usize, &[u64], u32)],
+    ) -> Result<(), StoreError> {
         let words = self.table.words;
         let path = self.dir.join(CODES_FILE);
-        for (row, code) in items {
+        for (row, code, list) in items {
             if *row >= self.table.rows() || code.len() != words {
                 continue;
             }
-            let mut buf = Vec::with_capacity(4 + 8 * words);
+            let list = (*list).min(MAX_LIST);
+            let mut buf = Vec::with_capacity(8);
             buf.extend_from_slice(&gen_.to_le_bytes());
+            buf.extend_from_slice(&flags(self.table.dead[*row], list).to_le_bytes());
             let at = HEADER + *row as u64 * code_row_bytes(words) + 8;
             write_at(self.codes()?, &path, at, &buf)?;
             let mut wbuf = Vec::with_capacity(8 * words);
@@ -643,31 +675,38 @@ impl RowFiles {
             }
             write_at(self.codes()?, &path, at + 8, &wbuf)?;
             self.table.gens[*row] = gen_;
+            self.table.lists[*row] = list;
             self.table.codes[row * words..(row + 1) * words].copy_from_slice(code);
         }
         Ok(())
     }
 
-    /// Replaces every row's code with `codes` (`rows × words`, dead rows included) under
-    /// generation `gen_`, possibly with another code length: a new file, renamed into place, so
-    /// a crash leaves the old codes or the new ones.
+    /// Replaces every row's code with `codes` (`rows × words`, dead rows included) and its
+    /// list with `lists` (one a row; none: every row in list 0) under generation `gen_`,
+    /// possibly with another code length: a new file, renamed into place, so a crash leaves the
+    /// old codes or the new ones.
     pub fn rewrite_codes(
         &mut self,
         gen_: u32,
         words: usize,
         codes: &[u64],
+        lists: Option<&[u32]>,
     ) -> Result<(), StoreError> {
         let rows = self.table.rows();
-        if codes.len() != rows * words || words == 0 || words > MAX_WORDS {
+        if codes.len() != rows * words
+            || words == 0
+            || words > MAX_WORDS
+            || lists.is_some_and(|l| l.len() != rows)
+        {
             return Err(corrupt(&self.dir, "codes of the wrong size"));
         }
+        let list = |r: usize| lists.map_or(0, |l| l[r].min(MAX_LIST));
         let mut buf = Vec::with_capacity(HEADER as usize + rows * code_row_bytes(words) as usize);
         buf.extend_from_slice(&header(CODES_MAGIC, words, self.vfile));
         for r in 0..rows {
             buf.extend_from_slice(&self.table.keys[r].to_le_bytes());
             buf.extend_from_slice(&gen_.to_le_bytes());
-            let flags = if self.table.dead[r] { FLAG_DEAD } else { 0 };
-            buf.extend_from_slice(&flags.to_le_bytes());
+            buf.extend_from_slice(&flags(self.table.dead[r], list(r)).to_le_bytes());
             for w in &codes[r * words..(r + 1) * words] {
                 buf.extend_from_slice(&w.to_le_bytes());
             }
@@ -676,6 +715,7 @@ impl RowFiles {
         self.table.words = words;
         self.table.gens.iter_mut().for_each(|g| *g = gen_);
         self.table.codes = codes.to_vec();
+        self.table.lists = (0..rows).map(list).collect();
         Ok(())
     }
 
@@ -708,12 +748,18 @@ impl RowFiles {
             };
             cbuf.extend_from_slice(&t.keys[r].to_le_bytes());
             cbuf.extend_from_slice(&t.gens[r].to_le_bytes());
-            cbuf.extend_from_slice(&0u32.to_le_bytes());
+            cbuf.extend_from_slice(&flags(false, t.lists[r]).to_le_bytes());
             for w in t.code(r) {
                 cbuf.extend_from_slice(&w.to_le_bytes());
             }
             vbuf.extend_from_slice(bytemuck::cast_slice(v));
-            table.push(t.keys[r], t.gens[r], false, t.code(r).iter().copied());
+            table.push(
+                t.keys[r],
+                t.gens[r],
+                false,
+                t.lists[r],
+                t.code(r).iter().copied(),
+            );
         }
         // The new vectors file first, under a name nothing reads yet: a crash before the codes
         // file names it leaves the old pair whole (the new file is removed at the next open).
@@ -825,10 +871,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut f = RowFiles::open(dir.path(), Some(4)).unwrap();
         let (a, b, c) = (vec_of(0.1, 4), vec_of(0.2, 4), vec_of(0.3, 4));
-        f.append(&[(k(1), 0, &[], &a), (k(2), 0, &[], &b)]).unwrap();
-        f.append(&[(k(5), 0, &[], &c)]).unwrap();
+        f.append(&[(k(1), 0, &[], 0, &a), (k(2), 0, &[], 0, &b)])
+            .unwrap();
+        f.append(&[(k(5), 0, &[], 0, &c)]).unwrap();
         assert!(
-            f.append(&[(k(5), 0, &[], &c)]).is_err(),
+            f.append(&[(k(5), 0, &[], 0, &c)]).is_err(),
             "keys must increase"
         );
         f.kill(&[2]).unwrap();
@@ -841,7 +888,7 @@ mod tests {
 
         let mut f = RowFiles::open(dir.path(), Some(4)).unwrap();
         assert_eq!((f.table().rows(), f.table().live()), (3, 2));
-        f.rewrite_codes(3, 2, &[1, 2, 3, 4, 5, 6]).unwrap();
+        f.rewrite_codes(3, 2, &[1, 2, 3, 4, 5, 6], None).unwrap();
         assert_eq!(f.table().code(2), &[5, 6]);
         f.compact().unwrap();
         assert_eq!(f.table().keys, vec![k(1), k(5)]);
@@ -858,6 +905,35 @@ mod tests {
     }
 
     #[test]
+    fn a_rows_list_is_written_with_its_code_and_outlives_kills_reopens_and_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = RowFiles::open(dir.path(), Some(4)).unwrap();
+        let (a, b, c) = (vec_of(0.1, 4), vec_of(0.2, 4), vec_of(0.3, 4));
+        f.append(&[(k(1), 0, &[], 0, &a)]).unwrap();
+        f.rewrite_codes(2, 1, &[7], Some(&[4])).unwrap();
+        assert_eq!(f.table().lists, vec![4]);
+        f.append(&[(k(2), 2, &[8], 5, &b), (k(3), 2, &[9], 6, &c)])
+            .unwrap();
+        // A row without a code has no list either.
+        f.append(&[(k(4), 2, &[], 3, &c)]).unwrap();
+        assert_eq!(f.table().lists, vec![4, 5, 6, 0]);
+        f.kill(&[2]).unwrap();
+        f.put_codes(2, &[(2, &[10], 9)]).unwrap();
+        drop(f);
+        let mut f = RowFiles::open(dir.path(), Some(4)).unwrap();
+        assert_eq!(f.table().lists, vec![4, 5, 9, 0]);
+        assert_eq!(f.table().dead, vec![false, true, false, false]);
+        assert_eq!(f.table().code(2), &[10]);
+        f.compact().unwrap();
+        assert_eq!(f.table().lists, vec![4, 9, 0]);
+        drop(f);
+        let f = RowFiles::open(dir.path(), Some(4)).unwrap();
+        assert_eq!(f.table().lists, vec![4, 9, 0]);
+        assert_eq!(f.table().keys, vec![k(1), k(3), k(4)]);
+        assert_eq!(f.table().live_rows(), 3);
+    }
+
+    #[test]
     fn compaction_switches_to_a_new_vectors_file_and_never_renames_over_a_mapped_one() {
         let dir = tempfile::tempdir().unwrap();
         let names = || {
@@ -870,7 +946,8 @@ mod tests {
         };
         let mut f = RowFiles::open(dir.path(), Some(4)).unwrap();
         let (a, b) = (vec_of(0.1, 4), vec_of(0.2, 4));
-        f.append(&[(k(1), 0, &[], &a), (k(2), 0, &[], &b)]).unwrap();
+        f.append(&[(k(1), 0, &[], 0, &a), (k(2), 0, &[], 0, &b)])
+            .unwrap();
         let before = f.vectors().unwrap();
         let vectors_before = std::fs::read(dir.path().join(VECTORS_FILE)).unwrap();
         f.kill(&[1]).unwrap();
@@ -899,7 +976,7 @@ mod tests {
         let mut f = RowFiles::open(dir.path(), Some(4)).unwrap();
         assert_eq!(names(), ["codes.bin", "vectors.2.bin", "vectors.x.bin"]);
         assert_eq!(f.table().live(), 0);
-        f.append(&[(k(3), 0, &[], &a)]).unwrap();
+        f.append(&[(k(3), 0, &[], 0, &a)]).unwrap();
         drop(f);
         let f = RowFiles::open(dir.path(), Some(4)).unwrap();
         assert_eq!(f.table().row_of(3), Some(0));
@@ -926,10 +1003,10 @@ mod tests {
         let mut f = RowFiles::open(dir.path(), Some(2)).unwrap();
         let units = |id: u64, n: usize| (0..n).map(move |u| row_key(id, u, n).unwrap());
         let v = [0.6f32, 0.8];
-        let rows: Vec<(u64, u32, &[u64], &[f32])> = units(7, 3)
+        let rows: Vec<NewRow> = units(7, 3)
             .chain(units(8, 1))
             .chain(units(9, 2))
-            .map(|key| (key, 0, &[][..], &v[..]))
+            .map(|key| (key, 0, &[][..], 0, &v[..]))
             .collect();
         f.append(&rows).unwrap();
         assert_eq!(f.table().rows_of(7), 0..3);
@@ -968,8 +1045,11 @@ mod tests {
     fn a_torn_tail_and_garbage_rows_are_repaired_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let mut f = RowFiles::open(dir.path(), Some(2)).unwrap();
-        f.append(&[(k(1), 0, &[], &[0.6, 0.8]), (k(2), 0, &[], &[0.8, 0.6])])
-            .unwrap();
+        f.append(&[
+            (k(1), 0, &[], 0, &[0.6, 0.8]),
+            (k(2), 0, &[], 0, &[0.8, 0.6]),
+        ])
+        .unwrap();
         drop(f);
         // Half a row more in the codes file, a whole garbage row (key 0) in both.
         let cpath = dir.path().join(CODES_FILE);
