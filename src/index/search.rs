@@ -1812,6 +1812,36 @@ mod tests {
     }
 
     #[test]
+    fn a_learned_head_keeps_its_codes_and_a_grown_index_still_gets_its_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut index, _) = clustered_index(dir.path(), 1000);
+        let cfg = crate::index::ranked::RankConfig {
+            bits: 32,
+            hidden: 16,
+            ..Default::default()
+        };
+        let head = crate::index::ranked::RankHead::new(cfg, 64, &candle_core::Device::Cpu).unwrap();
+        let coder = Coder::Ranked(Arc::new(head));
+        index.install_coder(coder.clone(), 1000).unwrap();
+        index.fit_codes(32).unwrap();
+        assert!(index.partition().is_none());
+        index.partition_from(1000);
+        let desc = index.fit_codes(32).unwrap().expect("lists fitted");
+        assert!(desc.contains("ranked head"), "{desc}");
+        assert!(index.partition().is_some());
+        let (stored, assigned) = stored_and_assigned_lists(&index);
+        assert_eq!(stored, assigned);
+        // Still the head's codes, all current.
+        let searcher = index.searcher().unwrap();
+        assert_eq!(searcher.stale(), 0);
+        assert!(searcher.lists().is_some());
+        let vectors = index.store().vectors().unwrap();
+        let first: Vec<f32> = vectors.row(0).unwrap().iter().map(|h| h.to_f32()).collect();
+        let code = coder.encode_vectors(&first, 1).unwrap().unwrap();
+        assert_eq!(index.store().rows().code(0), &code[..]);
+    }
+
+    #[test]
     fn probed_blocks_cover_the_nearest_lists_in_order_and_merge_where_they_touch() {
         let dir = tempfile::tempdir().unwrap();
         let (index, queries) = clustered_index_from(dir.path(), 5000, Some(0));

@@ -666,6 +666,33 @@ fn maybe_refit(
         return Ok(None);
     }
     let dim = index.meta.fingerprint.dim;
+    let live = index.store.rows().live_rows();
+    // A learned head of vectors keeps its codes, but an index grown large enough still gets
+    // its lists: the head's rows are coded again under the same head, each with its list.
+    if let (Some(meta), Some(coder)) = (&index.meta.code, &index.coder)
+        && coder.is_learned()
+        && coder.codes_vectors()
+        && meta.bits == bits
+        && index.partition.is_none()
+        && live >= index.partition_rows
+    {
+        let (coder, fitted_on) = (coder.clone(), meta.fitted_on);
+        progress(Progress::Fitting { passages: n }, index);
+        let (_, vectors) = index.store.sample_vectors(FIT_SAMPLE)?;
+        let Some(partition) = fit_partition(&vectors, dim, live, index.partition_rows)? else {
+            return Ok(None);
+        };
+        drop(vectors);
+        let desc = format!(
+            "the {} head's {live} vectors in {} lists",
+            coder.name(),
+            partition.lists()
+        );
+        let generation = index.next_code_generation();
+        index.set_coder(coder, generation, fitted_on, Some(Arc::new(partition)))?;
+        recode_all(index)?;
+        return Ok(Some(desc));
+    }
     let due = match (&index.meta.code, &index.coder) {
         // A learned head is only replaced for another code length; growth is the retraining
         // rule's business.
@@ -691,7 +718,6 @@ fn maybe_refit(
         return Ok(None);
     }
     let coder = Coder::fit(&vectors, ids.len(), dim, bits)?;
-    let live = index.store.rows().live_rows();
     let partition = fit_partition(&vectors, dim, live, index.partition_rows)?;
     drop(vectors);
     let desc = format!(
