@@ -127,9 +127,8 @@ pub struct Index {
     coder: Option<Coder>,
     /// Lists of the vectors for the first stage of a large index (see [`partition`]).
     partition: Option<Arc<Partition>>,
-    /// Live rows from which a code fit partitions the vectors ([`update::PARTITION_ROWS`];
-    /// tests lower it).
-    partition_rows: usize,
+    /// When a code fit partitions the vectors, and how finely (tests change it).
+    partition_sizing: update::PartitionSizing,
     dir: PathBuf,
 }
 
@@ -331,7 +330,7 @@ impl Index {
             meta,
             coder,
             partition,
-            partition_rows: update::PARTITION_ROWS,
+            partition_sizing: update::PartitionSizing::default(),
             dir: dir.to_path_buf(),
         };
         let settings = Settings::load(&settings_path(dir), notes)?;
@@ -622,11 +621,14 @@ impl Index {
         Ok(r)
     }
 
-    /// Makes code fits partition the vectors from `rows` live rows on, so that tests can try
-    /// the partitioned first stage on a small index.
+    /// Makes code fits partition the vectors from `rows` live rows on, into lists of about
+    /// `rows_per_list`, so that tests can try the partitioned first stage on a small index.
     #[cfg(test)]
-    pub(crate) fn partition_from(&mut self, rows: usize) {
-        self.partition_rows = rows;
+    pub(crate) fn partition_from(&mut self, rows: usize, rows_per_list: usize) {
+        self.partition_sizing = update::PartitionSizing {
+            from_rows: rows,
+            rows_per_list,
+        };
     }
 
     /// The lists the vectors are partitioned into, on an index large enough to have them.

@@ -1626,7 +1626,7 @@ mod tests {
         let dim = 64;
         let mut index = synthetic_index(dir, dim);
         if let Some(rows) = partition_from {
-            index.partition_from(rows);
+            index.partition_from(rows, crate::index::update::ROWS_PER_LIST);
         }
         let mut rng = crate::rng::SplitMix64::new(3);
         let centres: Vec<Vec<f32>> = (0..20)
@@ -1800,7 +1800,7 @@ mod tests {
         let (mut index, _) = clustered_index(dir.path(), 1000);
         assert!(index.partition().is_none());
         // Neither the code length nor the corpus changed: only the size the partition needs.
-        index.partition_from(1000);
+        index.partition_from(1000, crate::index::update::ROWS_PER_LIST);
         let desc = index.fit_codes(32).unwrap().expect("a fit");
         assert!(desc.contains("lists"), "{desc}");
         assert!(index.partition().is_some());
@@ -1825,7 +1825,7 @@ mod tests {
         index.install_coder(coder.clone(), 1000).unwrap();
         index.fit_codes(32).unwrap();
         assert!(index.partition().is_none());
-        index.partition_from(1000);
+        index.partition_from(1000, crate::index::update::ROWS_PER_LIST);
         let desc = index.fit_codes(32).unwrap().expect("lists fitted");
         assert!(desc.contains("ranked head"), "{desc}");
         assert!(index.partition().is_some());

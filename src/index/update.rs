@@ -598,6 +598,11 @@ fn flush_group(
         crate::encoder::Role::Document,
         opts.limits,
     )?;
+    // Every unit of the batch placed in its list at once, beside its code.
+    let lists = match (&codes, &index.partition) {
+        (Some(_), Some(part)) => Some(part.assign(&emb.data)),
+        _ => None,
+    };
     let generation = index.code_generation();
     let words = index.coder.as_ref().map(|c| c.words()).unwrap_or(0);
     let mut row = 0;
@@ -608,19 +613,13 @@ fn flush_group(
             .map(|(record, units)| {
                 let rows = row..row + units.len();
                 row = rows.end;
-                let vector: Vec<f32> = rows.clone().flat_map(|i| emb.row(i).to_vec()).collect();
-                let code = codes
-                    .as_ref()
-                    .map(|c| c[rows.start * words..rows.end * words].to_vec());
-                let lists = match (&code, &index.partition) {
-                    (Some(_), Some(part)) => Some(part.assign(&vector)),
-                    _ => None,
-                };
                 NewPassage {
                     record,
-                    vector,
-                    code,
-                    lists,
+                    vector: rows.clone().flat_map(|i| emb.row(i).to_vec()).collect(),
+                    code: codes
+                        .as_ref()
+                        .map(|c| c[rows.start * words..rows.end * words].to_vec()),
+                    lists: lists.as_ref().map(|l| l[rows].to_vec()),
                 }
             })
             .collect();
@@ -674,12 +673,12 @@ fn maybe_refit(
         && coder.codes_vectors()
         && meta.bits == bits
         && index.partition.is_none()
-        && live >= index.partition_rows
+        && live >= index.partition_sizing.from_rows
     {
         let (coder, fitted_on) = (coder.clone(), meta.fitted_on);
         progress(Progress::Fitting { passages: n }, index);
         let (_, vectors) = index.store.sample_vectors(FIT_SAMPLE)?;
-        let Some(partition) = fit_partition(&vectors, dim, live, index.partition_rows)? else {
+        let Some(partition) = fit_partition(&vectors, dim, live, index.partition_sizing)? else {
             return Ok(None);
         };
         drop(vectors);
@@ -701,8 +700,7 @@ fn maybe_refit(
             meta.bits != bits
                 || n >= meta.fitted_on.saturating_mul(2)
                 // Grown large enough to be partitioned (see `fit_partition`).
-                || (index.partition.is_none()
-                    && index.store.rows().live_rows() >= index.partition_rows)
+                || (index.partition.is_none() && live >= index.partition_sizing.from_rows)
                 || (coder.name() == "lsh"
                     && n >= bits * super::coder::MIN_PASSAGES_PER_BIT
                     && bits <= dim)
@@ -718,7 +716,7 @@ fn maybe_refit(
         return Ok(None);
     }
     let coder = Coder::fit(&vectors, ids.len(), dim, bits)?;
-    let partition = fit_partition(&vectors, dim, live, index.partition_rows)?;
+    let partition = fit_partition(&vectors, dim, live, index.partition_sizing)?;
     drop(vectors);
     let desc = format!(
         "{} {}-bit codes fitted on {} passages ({} vectors{}){}",
@@ -823,21 +821,38 @@ pub const PARTITION_ROWS: usize = 1 << 20;
 /// Rows a list holds on average, which sets the number of lists: finer lists let a query scan
 /// a smaller share of the rows for the same recall, and cost more to rank (a query scores
 /// every list's centroid). See docs/BENCHMARKS.md for the measurements behind it.
-const ROWS_PER_LIST: usize = 1024;
+pub(crate) const ROWS_PER_LIST: usize = 1024;
+
+/// When a code fit partitions the vectors: from `from_rows` live rows ([`PARTITION_ROWS`]),
+/// into lists of about `rows_per_list` rows ([`ROWS_PER_LIST`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PartitionSizing {
+    pub from_rows: usize,
+    pub rows_per_list: usize,
+}
+
+impl Default for PartitionSizing {
+    fn default() -> Self {
+        Self {
+            from_rows: PARTITION_ROWS,
+            rows_per_list: ROWS_PER_LIST,
+        }
+    }
+}
 
 /// The partition for an index of `live` rows, fitted on the code fit's sample; `None` below
-/// `from` rows ([`PARTITION_ROWS`] but in tests).
+/// `sizing.from_rows`.
 fn fit_partition(
     sample: &[f32],
     dim: usize,
     live: usize,
-    from: usize,
+    sizing: PartitionSizing,
 ) -> Result<Option<Partition>, IndexError> {
-    if live < from || dim == 0 || sample.len() < dim {
+    if live < sizing.from_rows || dim == 0 || sample.len() < dim {
         return Ok(None);
     }
     // Two levels of about √(lists) each (see `Partition`).
-    let side = ((live / ROWS_PER_LIST) as f64).sqrt().ceil() as usize;
+    let side = ((live / sizing.rows_per_list.max(1)) as f64).sqrt().ceil() as usize;
     let n = sample.len() / dim;
     let coarse = side.clamp(1, n.max(1));
     Partition::fit(sample, dim, coarse, side.max(1), PARTITION_ROUNDS, 0x1157)
@@ -1148,5 +1163,53 @@ mod tests {
         };
         let (_, report) = fill("other", &other, Some(serving.donor().unwrap()));
         assert_eq!((report.files_reused, report.files_embedded), (0, 6));
+    }
+
+    #[test]
+    fn an_update_places_the_units_it_embeds_in_their_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let (enc, notes) = tiny_notes(dir.path(), 12, 5);
+        let fp = super::super::Fingerprint {
+            model_id: "tiny".into(),
+            dim: enc.dim(),
+            chunking: chunk_config(&enc),
+            max_len: enc.max_len(),
+            precision: enc.precision(),
+            ..super::super::Fingerprint::synthetic(enc.dim())
+        };
+        let (mut index, _) = Index::open(&dir.path().join("index"), &fp).unwrap();
+        // Lists of about a row each, so that this small corpus has several.
+        index.partition_from(0, 1);
+        index.add_roots(std::slice::from_ref(&notes)).unwrap();
+        let opts = UpdateOptions::keeping(index.meta(), None);
+        index.update(&enc, &opts, &mut |_, _| {}).unwrap();
+        assert!(index.partition().is_some_and(|p| p.lists() > 1));
+        // Files embedded once the lists exist: their units are placed as they are stored.
+        let before = index.store().rows().rows();
+        for (i, words) in [
+            "other words entirely",
+            "a recipe for bread",
+            "the tide tables",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let text = format!("# Changed {i}\n\n{words}\n\n## More\n\n{words} again\n");
+            std::fs::write(notes.join(format!("n0{i}.md")), text).unwrap();
+        }
+        let report = index.update(&enc, &opts, &mut |_, _| {}).unwrap();
+        assert_eq!(report.files_embedded, 3);
+        let table = index.store().rows();
+        let vectors = index.store().vectors().unwrap();
+        let fresh: Vec<usize> = (before..table.rows()).filter(|&r| !table.dead[r]).collect();
+        let data: Vec<f32> = fresh
+            .iter()
+            .flat_map(|&r| vectors.row(r).unwrap().iter().map(|h| h.to_f32()))
+            .collect();
+        let assigned = index.partition().unwrap().assign(&data);
+        // Not all in the list a row without one would show.
+        assert!(assigned.iter().any(|&l| l != 0), "{assigned:?}");
+        let stored: Vec<u32> = fresh.iter().map(|&r| table.lists[r]).collect();
+        assert_eq!(stored, assigned);
     }
 }

@@ -322,14 +322,16 @@ fn top_in_parts(
     }
     #[cfg(target_arch = "x86_64")]
     {
+        let every = 0..blocks.n.div_ceil(BLOCK);
+        let all = std::slice::from_ref(&every);
         if let Some(guess) = sampled_threshold(query, blocks, c, mask) {
-            let kept = scan_parts(query, blocks, c, mask, Some(guess), parts);
+            let kept = scan_parts(query, blocks, c, mask, Some(guess), all, parts);
             // At least `c` codes under the guess: the true best `c` are all among them.
             if kept.len() >= c {
                 return Ok(finish_kept(kept, c, blocks.words));
             }
         }
-        let kept = scan_parts(query, blocks, c, mask, None, parts);
+        let kept = scan_parts(query, blocks, c, mask, None, all, parts);
         Ok(finish_kept(kept, c, blocks.words))
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -363,27 +365,12 @@ pub fn top_candidates_in_blocks(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        use rayon::prelude::*;
         let parts = if scanned * BLOCK >= PARALLEL_CODES {
             rayon::current_num_threads().clamp(1, 8)
         } else {
             1
         };
-        let scan = |piece: &Vec<std::ops::Range<usize>>| {
-            let mut sel = Selector::new(c, blocks.words, None);
-            for r in piece {
-                // SAFETY: as in `scan_parts`.
-                unsafe { x86::scan_blocks(query, blocks, r.clone(), 1, &mut sel) };
-            }
-            sel.kept
-        };
-        let pieces = split_ranges(&ranges, scanned, parts);
-        let kept = if pieces.len() == 1 {
-            scan(&pieces[0])
-        } else {
-            let kept: Vec<Vec<Candidate>> = pieces.par_iter().map(scan).collect();
-            kept.concat()
-        };
+        let kept = scan_parts(query, blocks, c, None, None, &ranges, parts);
         Ok(finish_kept(kept, c, blocks.words))
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -394,6 +381,7 @@ pub fn top_candidates_in_blocks(
 }
 
 /// `ranges` (holding `total` blocks) cut into `parts` pieces of about as many blocks, in order.
+#[cfg(any(target_arch = "x86_64", test))]
 fn split_ranges(
     ranges: &[std::ops::Range<usize>],
     total: usize,
@@ -423,8 +411,9 @@ fn split_ranges(
 /// as one (docs/BENCHMARKS.md).
 const PARALLEL_CODES: usize = 1 << 18;
 
-/// The survivors of a scan of every block (each part's, in index order, concatenated), in
-/// `parts` contiguous ranges of blocks, one a thread; `guess` starts every part's threshold.
+/// The survivors of a scan of the blocks in `ranges` (increasing and disjoint; each piece's
+/// survivors in index order, concatenated), cut into `parts` pieces of about as many blocks, one
+/// a thread; `guess` starts every piece's threshold.
 #[cfg(target_arch = "x86_64")]
 fn scan_parts(
     query: &WeightedQuery,
@@ -432,27 +421,31 @@ fn scan_parts(
     c: usize,
     mask: Option<&RowMask>,
     guess: Option<u32>,
+    ranges: &[std::ops::Range<usize>],
     parts: usize,
 ) -> Vec<Candidate> {
     use rayon::prelude::*;
-    let total = blocks.n.div_ceil(BLOCK);
-    let parts = parts.clamp(1, total.max(1));
-    let scan = |part: usize| {
-        let range = total * part / parts..total * (part + 1) / parts;
+    let scan = |piece: &Vec<std::ops::Range<usize>>| {
         let mut sel = Selector::new(c, blocks.words, mask);
         if let Some(g) = guess {
             sel.accept_below = g;
         }
-        // SAFETY: `Blocks` exist only where `avx2_supported()` said yes (see `Blocks::new`), and
-        // the query's width was checked against theirs.
-        unsafe { x86::scan_blocks(query, blocks, range, 1, &mut sel) };
+        for r in piece {
+            // SAFETY: `Blocks` exist only where `avx2_supported()` said yes (see `Blocks::new`),
+            // and the query's width was checked against theirs.
+            unsafe { x86::scan_blocks(query, blocks, r.clone(), 1, &mut sel) };
+        }
         sel.kept
     };
-    if parts == 1 {
-        return scan(0);
+    let total = ranges.iter().map(|r| r.len()).sum();
+    match split_ranges(ranges, total, parts).as_slice() {
+        [] => Vec::new(),
+        [one] => scan(one),
+        pieces => {
+            let kept: Vec<Vec<Candidate>> = pieces.par_iter().map(scan).collect();
+            kept.concat()
+        }
     }
-    let kept: Vec<Vec<Candidate>> = (0..parts).into_par_iter().map(scan).collect();
-    kept.concat()
 }
 
 /// The best `c` of survivors in index order, sorted by `(distance, index)`.
