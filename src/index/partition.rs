@@ -16,6 +16,7 @@
 use nalgebra::{DMatrix, DMatrixView};
 use rayon::prelude::*;
 
+use super::cosine::cosine_f16;
 use crate::rng::SplitMix64;
 
 /// Format of [`Partition::to_bytes`].
@@ -56,6 +57,10 @@ pub struct Partition {
     /// transposed view by inner products, seven times slower here than its matrix product.)
     coarse_rows: DMatrix<f32>,
     fine_rows: Vec<DMatrix<f32>>,
+    /// `fine` in half precision, which a query ranks: at 4,900 lists the f32 centroids are
+    /// 7.5 MB read from memory every query, a sixteenth of its time (perf, 1 M × 5), and
+    /// half the bytes through the rerank's own f16 kernel rank the same lists.
+    fine_half: Vec<half::f16>,
 }
 
 impl Partition {
@@ -114,6 +119,7 @@ impl Partition {
             .chunks_exact(per * dim)
             .map(|f| rows_matrix(f, dim))
             .collect();
+        let fine_half = fine.iter().map(|&x| half::f16::from_f32(x)).collect();
         Self {
             dim,
             per,
@@ -121,6 +127,7 @@ impl Partition {
             fine,
             coarse_rows,
             fine_rows,
+            fine_half,
         }
     }
 
@@ -183,10 +190,10 @@ impl Partition {
     /// first). A query of another width ranks the lists in their own order.
     pub fn ranked(&self, query: &[f32]) -> Vec<u32> {
         let mut scored: Vec<(f32, u32)> = if query.len() == self.dim {
-            self.fine
+            self.fine_half
                 .chunks_exact(self.dim)
                 .enumerate()
-                .map(|(l, c)| (dot(c, query), l as u32))
+                .map(|(l, c)| (cosine_f16(query, c), l as u32))
                 .collect()
         } else {
             (0..self.lists() as u32).map(|l| (0.0, l)).collect()
@@ -337,24 +344,6 @@ fn top_two(c: &DMatrix<f32>, dim: usize, rows: &[f32]) -> Vec<[u32; 2]> {
 /// Row-major `dim`-wide rows as the rows of a matrix.
 fn rows_matrix(data: &[f32], dim: usize) -> DMatrix<f32> {
     DMatrixView::from_slice(data, dim, data.len() / dim).transpose()
-}
-
-/// An inner product in eight running sums, which the compiler vectorises.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// Scales each `dim`-wide row to unit length (a zero row stays zero).
