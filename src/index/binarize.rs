@@ -444,13 +444,7 @@ impl LinearHasher {
                 4 * floats
             )));
         }
-        let values: Vec<f32> = payload
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        if values.iter().any(|x| !x.is_finite()) {
-            return Err(corrupt("non-finite number"));
-        }
+        let values = finite_f32s(payload).ok_or_else(|| corrupt("non-finite number"))?;
         let (mean, rest) = values.split_at(dim);
         let (proj, thresholds) = rest.split_at(bits * dim);
         Ok(LinearHasher {
@@ -754,6 +748,16 @@ fn rotate_projection(pca: &[f32], rotation: &DMatrix<f64>, bits: usize, dim: usi
         }
     }
     proj
+}
+
+/// Little-endian f32s, as the index's stored blobs hold them; `None` if any is not finite (a
+/// damaged blob must not turn into NaN distances). Trailing bytes short of a value are ignored.
+pub(super) fn finite_f32s(bytes: &[u8]) -> Option<Vec<f32>> {
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    values.iter().all(|x| x.is_finite()).then_some(values)
 }
 
 #[cfg(test)]

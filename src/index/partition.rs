@@ -16,6 +16,7 @@
 use nalgebra::{DMatrix, DMatrixView};
 use rayon::prelude::*;
 
+use super::binarize::finite_f32s;
 use super::cosine::cosine_f16;
 use crate::rng::SplitMix64;
 
@@ -236,13 +237,7 @@ impl Partition {
         if body.len() != dim * coarse * (1 + per) * 4 {
             return Err(bad("centroids of the wrong size"));
         }
-        let values: Vec<f32> = body
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        if values.iter().any(|x| !x.is_finite()) {
-            return Err(bad("a centroid is not finite"));
-        }
+        let values = finite_f32s(body).ok_or_else(|| bad("a centroid is not finite"))?;
         let fine = values[coarse * dim..].to_vec();
         let mut coarse_c = values;
         coarse_c.truncate(coarse * dim);

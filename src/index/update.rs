@@ -666,14 +666,15 @@ fn maybe_refit(
     }
     let dim = index.meta.fingerprint.dim;
     let live = index.store.rows().live_rows();
+    // Grown large enough to be partitioned (see `fit_partition`) and not yet.
+    let partition_due = index.partition.is_none() && live >= index.partition_sizing.from_rows;
     // A learned head of vectors keeps its codes, but an index grown large enough still gets
     // its lists: the head's rows are coded again under the same head, each with its list.
     if let (Some(meta), Some(coder)) = (&index.meta.code, &index.coder)
         && coder.is_learned()
         && coder.codes_vectors()
         && meta.bits == bits
-        && index.partition.is_none()
-        && live >= index.partition_sizing.from_rows
+        && partition_due
     {
         let (coder, fitted_on) = (coder.clone(), meta.fitted_on);
         progress(Progress::Fitting { passages: n }, index);
@@ -699,8 +700,7 @@ fn maybe_refit(
         (Some(meta), Some(coder)) => {
             meta.bits != bits
                 || n >= meta.fitted_on.saturating_mul(2)
-                // Grown large enough to be partitioned (see `fit_partition`).
-                || (index.partition.is_none() && live >= index.partition_sizing.from_rows)
+                || partition_due
                 || (coder.name() == "lsh"
                     && n >= bits * super::coder::MIN_PASSAGES_PER_BIT
                     && bits <= dim)
@@ -994,6 +994,18 @@ mod tests {
         (enc, notes)
     }
 
+    /// The fingerprint an update with the tiny encoder `enc` stamps its index with.
+    fn tiny_fingerprint(enc: &Encoder) -> super::super::Fingerprint {
+        super::super::Fingerprint {
+            model_id: "tiny".into(),
+            dim: enc.dim(),
+            chunking: chunk_config(enc),
+            max_len: enc.max_len(),
+            precision: enc.precision(),
+            ..super::super::Fingerprint::synthetic(enc.dim())
+        }
+    }
+
     #[test]
     fn training_reads_a_bounded_sample_of_whole_files() {
         let dir = tempfile::tempdir().unwrap();
@@ -1074,14 +1086,7 @@ mod tests {
              and [watering](care/water.md#schedule), or [[Moss#Shade]] again.\n",
         )
         .unwrap();
-        let fp = super::super::Fingerprint {
-            model_id: "tiny".into(),
-            dim: enc.dim(),
-            chunking: chunk_config(&enc),
-            max_len: enc.max_len(),
-            precision: enc.precision(),
-            ..super::super::Fingerprint::synthetic(enc.dim())
-        };
+        let fp = tiny_fingerprint(&enc);
         let (mut index, _) = Index::open(&dir.path().join("index"), &fp).unwrap();
         index.add_roots(std::slice::from_ref(&notes)).unwrap();
         let opts = UpdateOptions::keeping(index.meta(), None);
@@ -1105,14 +1110,7 @@ mod tests {
     fn an_update_copies_unchanged_files_from_an_index_of_the_same_encoder() {
         let dir = tempfile::tempdir().unwrap();
         let (enc, notes) = tiny_notes(dir.path(), 6, 4);
-        let fp = super::super::Fingerprint {
-            model_id: "tiny".into(),
-            dim: enc.dim(),
-            chunking: chunk_config(&enc),
-            max_len: enc.max_len(),
-            precision: enc.precision(),
-            ..super::super::Fingerprint::synthetic(enc.dim())
-        };
+        let fp = tiny_fingerprint(&enc);
         let fill = |name: &str, fp: &super::super::Fingerprint, reuse: Option<Donor>| {
             let (mut index, _) = Index::open(&dir.path().join(name), fp).unwrap();
             index.add_roots(std::slice::from_ref(&notes)).unwrap();
@@ -1169,14 +1167,7 @@ mod tests {
     fn an_update_places_the_units_it_embeds_in_their_lists() {
         let dir = tempfile::tempdir().unwrap();
         let (enc, notes) = tiny_notes(dir.path(), 12, 5);
-        let fp = super::super::Fingerprint {
-            model_id: "tiny".into(),
-            dim: enc.dim(),
-            chunking: chunk_config(&enc),
-            max_len: enc.max_len(),
-            precision: enc.precision(),
-            ..super::super::Fingerprint::synthetic(enc.dim())
-        };
+        let fp = tiny_fingerprint(&enc);
         let (mut index, _) = Index::open(&dir.path().join("index"), &fp).unwrap();
         // Lists of about a row each, so that this small corpus has several.
         index.partition_from(0, 1);

@@ -298,12 +298,7 @@ pub fn top_candidates_blocks_masked(
     c: usize,
     mask: Option<&RowMask>,
 ) -> Result<Vec<Candidate>, HammingError> {
-    let parts = if blocks.n >= PARALLEL_CODES {
-        rayon::current_num_threads().clamp(1, 8)
-    } else {
-        1
-    };
-    top_in_parts(query, blocks, c, mask, parts)
+    top_in_parts(query, blocks, c, mask, scan_threads(blocks.n))
 }
 
 /// [`top_candidates_blocks_masked`], the blocks scanned in `parts` contiguous ranges, one a
@@ -365,12 +360,15 @@ pub fn top_candidates_in_blocks(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        let parts = if scanned * BLOCK >= PARALLEL_CODES {
-            rayon::current_num_threads().clamp(1, 8)
-        } else {
-            1
-        };
-        let kept = scan_parts(query, blocks, c, None, None, &ranges, parts);
+        let kept = scan_parts(
+            query,
+            blocks,
+            c,
+            None,
+            None,
+            &ranges,
+            scan_threads(scanned * BLOCK),
+        );
         Ok(finish_kept(kept, c, blocks.words))
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -410,6 +408,15 @@ fn split_ranges(
 /// reads 16 MB, and one core waits on much of it: two scanned 5 M such codes 1.5 times as fast
 /// as one (docs/BENCHMARKS.md).
 const PARALLEL_CODES: usize = 1 << 18;
+
+/// Threads a scan of `codes` codes is split across (see [`PARALLEL_CODES`]).
+fn scan_threads(codes: usize) -> usize {
+    if codes >= PARALLEL_CODES {
+        rayon::current_num_threads().clamp(1, 8)
+    } else {
+        1
+    }
+}
 
 /// The survivors of a scan of the blocks in `ranges` (increasing and disjoint; each piece's
 /// survivors in index order, concatenated), cut into `parts` pieces of about as many blocks, one

@@ -18,47 +18,27 @@ z-score fusion at 0.4 and of the learned scorer per left-out set, and the paired
 NumPy only; a measurement, not part of the product.
 """
 import argparse
+import importlib.util
 import math
+import pathlib
 import re
 
 import numpy as np
+
+# The pool reader, the standard scores and MRR's reciprocal rank are fusion-rules.py's own.
+_spec = importlib.util.spec_from_file_location(
+    "fusion_rules", pathlib.Path(__file__).with_name("fusion-rules.py"))
+fr = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fr)
+stats, rank_of, rr = fr.stats, fr.rank_of, fr.rr
 
 QUESTION = re.compile(r"^(how|what|why|when|where|which|who|can|do|does|is|are|should|i |my )", re.I)
 IDENT = re.compile(r"[A-Za-z0-9]+[_./:][A-Za-z0-9]|[a-z][A-Z]|\w\(\)")
 
 
-def load_pool(path):
-    qs = {}
-    with open(path) as f:
-        for line in f:
-            mode, q, pos, want, cos, bm, score = line.rstrip("\n").split("\t")
-            if mode != "hybrid":
-                continue
-            rows = qs.setdefault(int(q), [])
-            if pos != "0":
-                num = lambda x: float(x) if x else np.nan
-                rows.append((int(pos), int(want), num(cos), num(bm), num(score)))
-    return {q: np.array(sorted(v), dtype=np.float64).reshape(-1, 5) for q, v in qs.items()}
-
-
 def load_queries(path):
     with open(path) as f:
         return [line.rstrip("\n").split("\t")[0] for line in f if line.strip()]
-
-
-def stats(x, depth=100):
-    x = x[~np.isnan(x)]
-    if x.size == 0:
-        return 0.0, 1e-6
-    x = np.sort(x)[::-1][:depth]
-    return x.mean(), max(x.std(), 1e-6)
-
-
-def rank_of(x):
-    order = np.argsort(-np.nan_to_num(x, nan=-np.inf), kind="stable")
-    r = np.empty(x.size)
-    r[order] = np.arange(1, x.size + 1)
-    return np.where(np.isnan(x), np.inf, r)
 
 
 def features(c, b, text, kind):
@@ -84,12 +64,6 @@ def features(c, b, text, kind):
         q = q[4:]
     inter = [zc * v for v in q] + [zb * v for v in q]
     return np.stack(base + inter, 1)
-
-
-def rr(score, want):
-    top = np.argsort(-score, kind="stable")[:10]
-    hit = np.nonzero(want[top] > 0)[0]
-    return 1.0 / (hit[0] + 1) if hit.size else 0.0
 
 
 def fit(sets, dim, l2=1e-2, steps=400, lr=0.2):
@@ -128,14 +102,15 @@ def main():
     data = []
     for name, pool, queries in a.set:
         texts = load_queries(queries)
-        qs = load_pool(pool)
+        qs = fr.load(pool)
+        if len(qs) != len(texts):
+            raise SystemExit(f"{pool}: {len(qs)} queries, {queries}: {len(texts)}")
         rows = []
-        for qn in sorted(qs):
-            arr = qs[qn]
+        for arr, text in zip(qs, texts):
             if arr.size == 0:
                 rows.append((None, None, None))
                 continue
-            X = features(arr[:, 2], arr[:, 3], texts[qn - 1], a.features)
+            X = features(arr[:, 2], arr[:, 3], text, a.features)
             rows.append((X, arr[:, 1], arr[:, 4]))
         data.append((name, rows))
     dim = next(X.shape[1] for _, rows in data for X, _, _ in rows if X is not None)

@@ -530,18 +530,11 @@ impl Db {
         Ok(())
     }
 
-    fn coder(&self) -> Result<Option<Vec<u8>>, StoreError> {
+    /// A blob kept in the meta tree under `key` (the coder, the partition).
+    fn meta_blob(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .meta
-            .get(CODER_KEY)
-            .map_err(|e| self.err(e))?
-            .map(|v| v.to_vec()))
-    }
-
-    fn partition(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .meta
-            .get(PARTITION_KEY)
+            .get(key)
             .map_err(|e| self.err(e))?
             .map(|v| v.to_vec()))
     }
@@ -771,11 +764,12 @@ impl Store {
 
     /// The serialised code source (e.g. a fitted ITQ rotation).
     pub fn coder(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        self.db.coder()
+        self.db.meta_blob(CODER_KEY)
     }
 
+    /// The serialised partition of the vectors that goes with the coder, if any.
     pub fn partition(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        self.db.partition()
+        self.db.meta_blob(PARTITION_KEY)
     }
 
     /// Installs a new code source, its partition and their metadata together, so that a crash
